@@ -1,0 +1,3 @@
+"""fleet: GitOps for Ansible fleets."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,46 @@
+"""Every error fleet raises on purpose, as one tree.
+
+    FleetError                      something a user can act on; exit code 1
+    ├── ConfigError                 a setting or flag is wrong
+    ├── SourceError                 the git source cannot be fetched or read
+    │   └── RevisionRejected        a revision failed validation
+    ├── LabError                    lab hosts cannot be started or stopped
+    ├── StoreError                  the database cannot be opened or written
+    └── NotFound                    a run, host or revision does not exist
+
+Each message is one sentence saying what happened, followed by what to do
+next, so the CLI can print it as it is instead of a traceback.
+"""
+
+
+class FleetError(Exception):
+    """Base of every error fleet expects and explains."""
+
+
+class ConfigError(FleetError):
+    """A setting, flag or fleet.toml value is invalid."""
+
+
+class SourceError(FleetError):
+    """The git source could not be fetched, resolved or exported."""
+
+
+class RevisionRejected(SourceError):
+    """A revision failed validation; nothing may run from it."""
+
+    def __init__(self, sha: str, reason: str):
+        super().__init__(f"revision {sha[:12]} was rejected: {reason}")
+        self.sha = sha
+        self.reason = reason
+
+
+class LabError(FleetError):
+    """Lab hosts could not be started or stopped on this machine."""
+
+
+class StoreError(FleetError):
+    """The store could not be opened or written."""
+
+
+class NotFound(FleetError):
+    """A run, host or revision the user named does not exist."""

@@ -1,0 +1,226 @@
+"""Throwaway SSH hosts on this machine, for demos and tests.
+
+Each lab host is a set of Linux namespaces (mount, UTS, PID) around an
+overlay of `/` backed by tmpfs, running its own sshd on its own loopback
+address. Changes a playbook makes stay inside the host's overlay and vanish
+when it stops. The lab generates every host key itself and pins it in
+fleet's known_hosts, so checks run with strict host-key checking from the
+first contact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from fleet.errors import LabError
+from fleet import hostkeys
+
+MAX_HOSTS_PER_GROUP = 254
+READY_TIMEOUT = 15.0
+
+# Runs as PID 1 of the new namespaces; $1 name, $2 address, $3 host dir.
+INIT_SCRIPT = r"""#!/bin/bash
+set -euo pipefail
+name=$1 addr=$2 dir=$3
+mount --make-rprivate /
+mkdir -p "$dir/fs"
+mount -t tmpfs -o size=512m tmpfs "$dir/fs"
+mkdir -p "$dir/fs/upper" "$dir/fs/work" "$dir/fs/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/fs/upper,workdir=$dir/fs/work" "$dir/fs/root"
+root="$dir/fs/root"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs tmpfs "$root/run"
+mount -t tmpfs tmpfs "$root/tmp"
+hostname "$name"
+echo "$name" > "$root/etc/hostname"
+mkdir -p "$root/run/sshd" "$root/root/.ssh" "$root/etc/fleet-lab"
+install -m 600 "$dir/authorized_keys" "$root/root/.ssh/authorized_keys"
+chmod 700 "$root/root/.ssh"
+install -m 600 "$dir/ssh_host_ed25519_key" "$root/etc/fleet-lab/ssh_host_ed25519_key"
+cat > "$root/etc/fleet-lab/sshd_config" <<CFG
+ListenAddress $addr
+Port 22
+HostKey /etc/fleet-lab/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+MaxStartups 200
+MaxSessions 200
+PidFile /run/sshd.pid
+Subsystem sftp /usr/lib/openssh/sftp-server
+CFG
+exec chroot "$root" /usr/sbin/sshd -D -e -f /etc/fleet-lab/sshd_config
+"""
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    group: str
+    address: str
+
+
+def plan_lab_hosts(count: int) -> list[LabHost]:
+    """Name and address `count` hosts: half `web` (127.0.10.x), half `db` (127.0.11.x)."""
+    if count < 1:
+        raise LabError("the lab needs at least one host; pass --hosts 1 or more")
+    web = math.ceil(count / 2)
+    db = count - web
+    if web > MAX_HOSTS_PER_GROUP:
+        raise LabError(f"the lab holds at most {2 * MAX_HOSTS_PER_GROUP} hosts; pass fewer")
+    hosts = [LabHost(f"web{i}", "web", f"127.0.10.{i}") for i in range(1, web + 1)]
+    hosts += [LabHost(f"db{i}", "db", f"127.0.11.{i}") for i in range(1, db + 1)]
+    return hosts
+
+
+def lab_inventory(hosts: list[LabHost]) -> dict:
+    """A YAML-inventory dict for the lab hosts, grouped like the example source."""
+    groups: dict[str, dict] = {}
+    for host in hosts:
+        groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = {"ansible_host": host.address}
+    return {"all": {"vars": {"ansible_user": "root"}, "children": groups}}
+
+
+def ensure_lab_supported() -> None:
+    """Raise LabError unless this machine can run lab hosts (Linux, root, tools present)."""
+    if sys.platform != "linux":
+        raise LabError("lab hosts need Linux namespaces; run `fleet lab` on a Linux machine")
+    if os.geteuid() != 0:
+        raise LabError("lab hosts need root to create namespaces and mounts; run `fleet lab` as root")
+    for tool in ("unshare", "/usr/sbin/sshd", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            raise LabError(f"{tool} is missing; install util-linux and openssh-server")
+
+
+def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: Path) -> list[LabHost]:
+    """Start `count` fresh hosts (stopping any running ones) and write lab_dir/hosts.yml."""
+    ensure_lab_supported()
+    hosts = plan_lab_hosts(count)
+    stop_lab(lab_dir)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    init = lab_dir / "init.sh"
+    init.write_text(INIT_SCRIPT)
+    init.chmod(0o755)
+    for host in hosts:
+        _prepare_host_dir(lab_dir / "hosts" / host.name, client_public_key)
+        _pin_host_key(known_hosts, host, lab_dir / "hosts" / host.name)
+        _spawn_host(init, host, lab_dir / "hosts" / host.name)
+    _wait_until_listening(hosts, lab_dir)
+    (lab_dir / "hosts.yml").write_text(yaml.safe_dump(lab_inventory(hosts), sort_keys=False))
+    return hosts
+
+
+def stop_lab(lab_dir: Path) -> int:
+    """Stop every lab host under lab_dir; return how many were running."""
+    stopped = 0
+    for pid_file in sorted((lab_dir / "hosts").glob("*/pid")):
+        pid = _read_pid(pid_file)
+        if pid and _is_lab_process(pid):
+            os.kill(pid, signal.SIGKILL)  # unshare ignores SIGTERM; --kill-child takes sshd along
+            stopped += 1
+        pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def running_hosts(lab_dir: Path) -> list[str]:
+    """Names of the lab hosts whose namespace process is alive."""
+    alive = []
+    for pid_file in sorted((lab_dir / "hosts").glob("*/pid")):
+        pid = _read_pid(pid_file)
+        if pid and _is_lab_process(pid):
+            alive.append(pid_file.parent.name)
+    return alive
+
+
+def stop_host(lab_dir: Path, name: str) -> None:
+    """Stop one lab host (tests use it to make a host unreachable)."""
+    pid_file = lab_dir / "hosts" / name / "pid"
+    pid = _read_pid(pid_file)
+    if not pid or not _is_lab_process(pid):
+        raise LabError(f"lab host {name} is not running; start the lab with `fleet lab up`")
+    os.kill(pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+
+
+def _prepare_host_dir(host_dir: Path, client_public_key: Path) -> None:
+    if host_dir.exists():
+        shutil.rmtree(host_dir)
+    host_dir.mkdir(parents=True)
+    shutil.copyfile(client_public_key, host_dir / "authorized_keys")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host_dir.name,
+         "-f", str(host_dir / "ssh_host_ed25519_key")],
+        check=True, stdin=subprocess.DEVNULL,
+    )
+
+
+def _pin_host_key(known_hosts: Path, host: LabHost, host_dir: Path) -> None:
+    key_line = (host_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    hostkeys.pin_key_line(known_hosts, host.address, 22, key_line[0], key_line[1])
+
+
+def _spawn_host(init: Path, host: LabHost, host_dir: Path) -> None:
+    log = open(host_dir / "log", "wb")
+    # The wrapper shell records its own PID, then becomes unshare: that PID is what we kill.
+    command = (
+        f'echo $$ > "{host_dir}/pid"; exec unshare --kill-child --mount --uts --pid --fork '
+        f'"{init}" "{host.name}" "{host.address}" "{host_dir}"'
+    )
+    subprocess.Popen(
+        ["setsid", "bash", "-c", command],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+    )
+    log.close()
+
+
+def _wait_until_listening(hosts: list[LabHost], lab_dir: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    pending = list(hosts)
+    while pending and time.monotonic() < deadline:
+        pending = [h for h in pending if not _accepts(h.address)]
+        if pending:
+            time.sleep(0.05)
+    if pending:
+        log = (lab_dir / "hosts" / pending[0].name / "log").read_text(errors="replace")[-500:]
+        stop_lab(lab_dir)
+        raise LabError(
+            f"lab host {pending[0].name} did not start sshd within {READY_TIMEOUT:.0f}s "
+            f"(its log ends: {log.strip() or 'empty'}); check that overlayfs and namespaces work here"
+        )
+
+
+def _accepts(address: str) -> bool:
+    try:
+        with socket.create_connection((address, 22), timeout=0.2) as sock:
+            sock.settimeout(0.5)
+            return sock.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_lab_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and os.path.basename(cmdline[0]) == b"unshare"

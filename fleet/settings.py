@@ -1,0 +1,147 @@
+"""Settings: command-line flags, then FLEET_* variables, then fleet.toml, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from fleet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: str
+    branch: str | None = None
+    playbook: str = "playbooks/site.yml"
+    inventory: str = "inventory/"
+    data_dir: Path = Path(".fleet")
+    database_url: str = ""
+    poll_interval: int = 60
+    forks: int = 20
+    bind: str = "127.0.0.1:8080"
+    webhook_secret: str | None = None
+    secret_key: str | None = None
+    vault_password_file: str | None = None
+    run_timeout: int = 3600
+    connect_timeout: int = 5
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.data_dir / "ssh" / "known_hosts"
+
+    @property
+    def identity_path(self) -> Path:
+        return self.data_dir / "ssh" / "id_ed25519"
+
+
+# name in fleet.toml / FLEET_<NAME> -> converter
+_FIELDS: dict[str, Any] = {
+    "repo": str,
+    "branch": str,
+    "playbook": str,
+    "inventory": str,
+    "data_dir": Path,
+    "database_url": str,
+    "poll_interval": int,
+    "forks": int,
+    "bind": str,
+    "webhook_secret": str,
+    "secret_key": str,
+    "vault_password_file": str,
+    "run_timeout": int,
+    "connect_timeout": int,
+}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | os.PathLike | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge the four layers of configuration into one frozen Settings."""
+    environ = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    values: dict[str, Any] = {}
+    values.update(_read_toml(config_path, cwd))
+    values.update(_read_environ(environ))
+    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    return _build(values, cwd)
+
+
+def _read_toml(config_path, cwd: Path) -> dict[str, Any]:
+    explicit = config_path is not None
+    path = Path(config_path) if explicit else cwd / "fleet.toml"
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"config file {path} does not exist; fix --config or create it")
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix the file") from exc
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path} has unknown settings {', '.join(unknown)}; known: {', '.join(_FIELDS)}")
+    return {name: _convert(name, value, str(path)) for name, value in raw.items()}
+
+
+def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for name in _FIELDS:
+        raw = environ.get(f"FLEET_{name.upper()}")
+        if raw not in (None, ""):
+            values[name] = _convert(name, raw, f"FLEET_{name.upper()}")
+    return values
+
+
+def _convert(name: str, value: Any, origin: str) -> Any:
+    try:
+        converted = _FIELDS[name](value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {name} must be {_FIELDS[name].__name__}, got {value!r}") from exc
+    if _FIELDS[name] is int and converted <= 0:
+        raise ConfigError(f"{origin}: {name} must be a positive number, got {value!r}")
+    return converted
+
+
+def _build(values: dict[str, Any], cwd: Path) -> Settings:
+    data_dir = Path(values.pop("data_dir", cwd / ".fleet"))
+    if not data_dir.is_absolute():
+        data_dir = cwd / data_dir
+    repo = values.pop("repo", None) or _enclosing_checkout(cwd)
+    if not _looks_remote(repo) and not Path(repo).is_absolute():
+        repo = str((cwd / repo).resolve())
+    values.setdefault("database_url", f"sqlite:///{data_dir / 'fleet.db'}")
+    for field in ("playbook", "inventory"):
+        if field in values and not values[field]:
+            raise ConfigError(f"{field} must not be empty")
+    return Settings(repo=repo, data_dir=data_dir, **values)
+
+
+def _looks_remote(repo: str) -> bool:
+    return "://" in repo or (":" in repo and "@" in repo.split(":", 1)[0])
+
+
+def _enclosing_checkout(cwd: Path) -> str:
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ConfigError(
+            "no git source configured and the current directory is not inside a git checkout; "
+            "set FLEET_REPO or pass --repo"
+        ) from exc
+    return top
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A copy of settings with some fields changed (tests and the CLI use it)."""
+    return dataclasses.replace(settings, **changes)
