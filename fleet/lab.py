@@ -91,7 +91,9 @@ def lab_inventory(hosts: list[LabHost]) -> dict:
     groups: dict[str, dict] = {}
     for host in hosts:
         groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = {"ansible_host": host.address}
-    return {"all": {"vars": {"ansible_user": "root"}, "children": groups}}
+    # The lab hosts share this machine's /usr/bin/python3; discovery could pick a pyenv shim instead.
+    lab_vars = {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3"}
+    return {"all": {"vars": lab_vars, "children": groups}}
 
 
 def ensure_lab_supported() -> None:
