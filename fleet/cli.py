@@ -1,0 +1,369 @@
+"""The `fleet` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from fleet import hostkeys, jobs, lab
+from fleet.errors import FleetError
+from fleet.output import Progress, colour_diff, duration, indent, iso, paint, table, use_colour, when
+from fleet.settings import Settings, load_settings
+
+SETTING_FLAGS = ("repo", "branch", "playbook", "inventory", "data_dir", "forks")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(), help="fleet.toml to read (default ./fleet.toml)")
+@click.option("--repo", help="git source URL or path (FLEET_REPO)")
+@click.option("--branch", help="branch, tag or commit to follow (FLEET_BRANCH)")
+@click.option("--playbook", help="entry playbook, relative to the repo (FLEET_PLAYBOOK)")
+@click.option("--inventory", help="inventory path, relative to the repo (FLEET_INVENTORY)")
+@click.option("--data-dir", help="where fleet keeps its state (FLEET_DATA_DIR)")
+@click.option("--forks", type=int, help="parallel hosts (FLEET_FORKS)")
+@click.pass_context
+def main(ctx: click.Context, config_path, **flags) -> None:
+    """GitOps for Ansible fleets: find drift, converge it, keep the history."""
+    ctx.obj = {"flags": flags, "config_path": config_path}
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return load_settings(flags=ctx.obj["flags"], config_path=ctx.obj["config_path"])
+
+
+@contextmanager
+def _store(settings: Settings):
+    from web import create_app
+
+    app = create_app(settings)
+    with app.app_context():
+        yield
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"fleet: {message}", err=True)
+    sys.exit(code)
+
+
+def _guard(fn):
+    """Turn expected errors into one clear line and exit code 1, never a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FleetError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; the run is recorded as canceled", 130)
+
+    return wrapper
+
+
+# --- check / converge -------------------------------------------------------
+
+@main.command()
+@click.option("--limit", help="Ansible host pattern to check")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.option("--diff/--no-diff", "show_diff", default=True, help="print each drifted task's diff")
+@click.pass_context
+@_guard
+def check(ctx, limit, as_json, show_diff):
+    """Check mode + diff on the hosts; exit 0 in sync, 2 drift, 3 unreachable/failed."""
+    _execute(ctx, "check", limit, as_json, show_diff)
+
+
+@main.command()
+@click.option("--limit", help="Ansible host pattern to converge")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.option("--diff/--no-diff", "show_diff", default=True, help="print each applied change's diff")
+@click.pass_context
+@_guard
+def converge(ctx, limit, yes, as_json, show_diff):
+    """Apply the desired revision to the hosts; exit 0 converged, 3 unreachable/failed."""
+    if not yes:
+        if not sys.stdin.isatty():
+            raise FleetError("converge changes hosts; pass --yes to confirm when not on a terminal")
+        target = f"hosts matching {limit!r}" if limit else "every host"
+        click.confirm(f"Converge {target} to the desired revision?", abort=True)
+    _execute(ctx, "converge", limit, as_json, show_diff)
+
+
+def _execute(ctx, kind: str, limit: str | None, as_json: bool, show_diff: bool) -> None:
+    settings = _settings(ctx)
+    with _store(settings):
+        progress = Progress(kind, 0)
+        try:
+            report = jobs.execute_run(settings, kind, limit=limit, trigger="manual",
+                                      requested_by=_who(), progress=progress)
+        finally:
+            progress.done()
+        if as_json:
+            click.echo(json.dumps(report_json(report), indent=2))
+        else:
+            click.echo(report_text(report, show_diff, use_colour()))
+    sys.exit(jobs.exit_code(report.verdicts))
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def run_json(run) -> dict:
+    return {
+        "id": run.id, "kind": run.kind, "trigger": run.trigger, "status": run.status,
+        "revision": run.revision_sha, "limit": run.limit or None, "requested_by": run.requested_by,
+        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "error": run.error or None,
+    }
+
+
+def report_json(report: jobs.RunReport) -> dict:
+    hosts = []
+    for verdict in report.verdicts:
+        tasks = report.tasks_by_host.get(verdict.name, [])
+        hosts.append({
+            "name": verdict.name, "status": verdict.status, "message": verdict.message or None,
+            "coverage": {"verified": verdict.verified, "total": verdict.coverage_total},
+            "changed_tasks": [{"task": t.task, "action": t.action, "diff": t.diff} for t in tasks if t.status == "changed"],
+            "unverified_tasks": [{"task": t.task, "action": t.action, "reason": t.note} for t in tasks if t.unverified],
+            "facts": verdict.facts or None,
+        })
+    return {"run": run_json(report.run), "hosts": hosts}
+
+
+def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
+    run = report.run
+    lines = [_run_header(run, colour), ""]
+    rows = [[v.name, v.status, str(v.changed), f"{v.verified}/{v.coverage_total}", v.message[:100]]
+            for v in report.verdicts]
+    changed_label = "DRIFTED" if run.kind == "check" else "CHANGED"
+    lines.append(table(["HOST", "STATUS", changed_label, "COVERAGE", "MESSAGE"], rows, colour, status_column=1))
+    for verdict in report.verdicts:
+        changed = [t for t in report.tasks_by_host.get(verdict.name, []) if t.status == "changed"]
+        if changed:
+            lines.append("")
+            lines.append(f"{verdict.name}: {len(changed)} {'drifted' if run.kind == 'check' else 'changed'} task(s)")
+            for task in changed:
+                lines.append(f"  * {task.task} ({task.action})")
+                if show_diff and task.diff:
+                    lines.append(indent(colour_diff(task.diff, colour)))
+                elif show_diff:
+                    lines.append("      (the module reported a change but no diff)")
+    lines.append("")
+    lines.append(f"fleet show {run.id} has every task and the full output.")
+    return "\n".join(lines)
+
+
+def _run_header(run, colour: bool) -> str:
+    revision = (run.revision_sha or "-")[:12]
+    text = f"run {run.id}: {run.kind} at {revision}, {paint(run.status, colour)} in {duration(run.started_at, run.finished_at)}"
+    return text + (f" ({run.error})" if run.error else "")
+
+
+# --- status / runs / show -----------------------------------------------------
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--diff", "show_diff", is_flag=True, help="print the diff of each drifted task")
+@click.pass_context
+@_guard
+def status(ctx, as_json, show_diff):
+    """Every host with its status, last check and drifted tasks."""
+    from fleet.store import queries
+
+    settings = _settings(ctx)
+    with _store(settings):
+        hosts = queries.list_hosts()
+        drift = queries.drifted_tasks(hosts)
+        if as_json:
+            click.echo(json.dumps({"hosts": [_host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
+            return
+        if not hosts:
+            click.echo("no hosts yet: run `fleet check` to read the inventory and check them")
+            return
+        colour = use_colour()
+        rows = [[h.name, h.status, " ".join(h.group_list), when(h.last_check_at), str(h.drifted_tasks),
+                 f"{h.verified_tasks}/{h.total_tasks}", h.os or "-", h.message[:80]] for h in hosts]
+        click.echo(table(["HOST", "STATUS", "GROUPS", "LAST CHECK", "DRIFTED", "COVERAGE", "OS", "MESSAGE"],
+                         rows, colour, status_column=1))
+        for host in hosts:
+            for task in drift.get(host.name, []):
+                click.echo(f"{host.name}: {task.task} ({task.action})")
+                if show_diff and task.diff:
+                    click.echo(indent(colour_diff(task.diff, colour)))
+
+
+def _host_json(host, drifted) -> dict:
+    return {
+        "name": host.name, "status": host.status, "groups": host.group_list, "address": host.address,
+        "message": host.message or None, "last_check_at": iso(host.last_check_at),
+        "last_check_revision": host.last_check_sha, "last_converge_at": iso(host.last_converge_at),
+        "last_converge_revision": host.last_converge_sha,
+        "coverage": {"verified": host.verified_tasks, "total": host.total_tasks},
+        "facts": {"os": host.os or None, "virtualization": host.virtualization or None},
+        "key_blocked": host.key_blocked,
+        "changed_tasks": [{"task": t.task, "action": t.action, "diff": t.diff} for t in drifted],
+    }
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--kind", type=click.Choice(["check", "converge"]))
+@click.option("--status", "status_filter")
+@click.option("--host", help="only runs that touched this host")
+@click.option("--before", type=int, help="show runs older than this run id (next page)")
+@click.option("--count", type=click.IntRange(1, 500), default=20, show_default=True)
+@click.pass_context
+@_guard
+def runs(ctx, as_json, kind, status_filter, host, before, count):
+    """Run history, newest first."""
+    from fleet.store import queries
+
+    settings = _settings(ctx)
+    with _store(settings):
+        page = queries.list_runs(kind=kind, status=status_filter, host=host, before_id=before, limit=count)
+        if as_json:
+            next_cursor = page[-1].id if len(page) == count else None
+            click.echo(json.dumps({"runs": [_run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
+            return
+        rows = [[str(r.id), r.kind, r.trigger, r.status, (r.revision_sha or "-")[:12],
+                 f"{r.hosts_in_sync}/{r.hosts_drifted}/{r.hosts_unreachable}/{r.hosts_failed}",
+                 when(r.started_at), duration(r.started_at, r.finished_at)] for r in page]
+        click.echo(table(["ID", "KIND", "TRIGGER", "STATUS", "REVISION", "SYNC/DRIFT/UNREACH/FAIL", "STARTED",
+                          "TOOK"], rows, use_colour(), status_column=3))
+        if len(page) == count:
+            click.echo(f"older: fleet runs --before {page[-1].id}")
+
+
+def _run_summary_json(run) -> dict:
+    data = run_json(run)
+    data["hosts"] = {"total": run.hosts_total, "in_sync": run.hosts_in_sync, "drifted": run.hosts_drifted,
+                     "unreachable": run.hosts_unreachable, "failed": run.hosts_failed}
+    return data
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--stdout", "with_stdout", is_flag=True, help="also print Ansible's full output")
+@click.pass_context
+@_guard
+def show(ctx, run_id, as_json, with_stdout):
+    """One run with its hosts, tasks and diffs."""
+    from fleet.store import queries
+
+    settings = _settings(ctx)
+    with _store(settings):
+        run = queries.get_run(run_id)
+        hosts = queries.run_hosts(run_id)
+        tasks = queries.run_tasks(run_id)
+        if as_json:
+            click.echo(json.dumps(_show_json(run, hosts, tasks, queries.run_stdout(run_id)), indent=2))
+            return
+        colour = use_colour()
+        click.echo(_run_header(run, colour))
+        click.echo(f"trigger {run.trigger}, by {run.requested_by or '-'}, limit {run.limit or 'all'}, "
+                   f"started {when(run.started_at)}")
+        click.echo("")
+        rows = [[h.host, h.status, str(h.ok), str(h.changed), str(h.failed), str(h.skipped), str(h.unverified),
+                 h.message[:80]] for h in hosts]
+        click.echo(table(["HOST", "STATUS", "OK", "CHANGED", "FAILED", "SKIPPED", "UNVERIFIED", "MESSAGE"],
+                         rows, colour, status_column=1))
+        for host in hosts:
+            click.echo(f"\n{host.host}:")
+            for task in (t for t in tasks if t.host == host.host):
+                flag = " (unverified)" if task.unverified else ""
+                note = f" — {task.note}" if task.note and task.status != "ok" else ""
+                click.echo(f"  {paint(task.status, colour)}{flag}  {task.task} ({task.action}){note}")
+                if task.diff and task.status == "changed":
+                    click.echo(indent(colour_diff(task.diff, colour), "      "))
+        if with_stdout:
+            click.echo("\n" + queries.run_stdout(run_id))
+
+
+def _show_json(run, hosts, tasks, stdout) -> dict:
+    data = {"run": run_json(run), "hosts": [], "stdout": stdout}
+    for host in hosts:
+        own = [t for t in tasks if t.host == host.host]
+        data["hosts"].append({
+            "name": host.host, "status": host.status, "message": host.message or None,
+            "coverage": {"verified": host.verified, "total": host.verified + host.unverified},
+            "changed_tasks": [{"task": t.task, "action": t.action, "diff": t.diff} for t in own if t.status == "changed"],
+            "tasks": [{"task": t.task, "action": t.action, "status": t.status, "unverified": t.unverified,
+                       "note": t.note or None, "diff": t.diff or None, "duration": t.duration} for t in own],
+        })
+    return data
+
+
+# --- hosts ------------------------------------------------------------------
+
+@main.group()
+def hosts():
+    """Host maintenance."""
+
+
+@hosts.command("accept-key")
+@click.argument("name")
+@click.pass_context
+@_guard
+def accept_key(ctx, name):
+    """Trust the SSH host key NAME offers now (after you checked why it changed)."""
+    from fleet.store import queries, records
+
+    settings = _settings(ctx.parent)
+    with _store(settings):
+        host = queries.get_host(name)
+        probe = hostkeys.accept_key(hostkeys.Target(host.name, host.address, host.port),
+                                    settings.known_hosts_path, settings.connect_timeout)
+        if not probe.usable:
+            raise FleetError(f"cannot accept the key of {name}: {probe.message}")
+        records.mark_key_blocked(name, False)
+        click.echo(f"{name}: now trusting host key {probe.fingerprint}")
+
+
+# --- lab --------------------------------------------------------------------
+
+@main.group("lab")
+def lab_group():
+    """Throwaway SSH test hosts on this machine (Linux, root)."""
+
+
+@lab_group.command("up")
+@click.option("--hosts", "count", type=int, default=4, show_default=True, help="how many hosts")
+@click.pass_context
+@_guard
+def lab_up(ctx, count):
+    """Start fresh lab hosts and write an inventory for them."""
+    settings = _settings(ctx.parent)
+    lab.ensure_lab_supported()
+    identity = hostkeys.ensure_identity(settings.identity_path)
+    started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
+                            identity.with_suffix(".pub"))
+    click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
+    click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
+    click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
+
+
+@lab_group.command("down")
+@click.pass_context
+@_guard
+def lab_down(ctx):
+    """Stop every lab host."""
+    settings = _settings(ctx.parent)
+    stopped = lab.stop_lab(settings.data_dir / "lab")
+    click.echo(f"stopped {stopped} lab host(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""One run, start to finish: sync the source, pre-flight the hosts, run Ansible, record.
+
+    sync_source -> resolve targets -> probe hosts -> execute -> record
+
+The CLI calls `execute_run` directly; the controller will call it from its
+queue. The run row is written before anything can fail, and closed on
+every path, so the history never loses a run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from fleet import hostkeys, runner, source
+from fleet.drift import DriftTracker, HostVerdict, TaskResult
+from fleet.errors import FleetError, RevisionRejected, SourceError
+from fleet.settings import Settings
+from fleet.store import queries, records
+from fleet.store.models import Revision, Run
+
+
+@dataclass
+class DesiredState:
+    revision: Revision
+    tree: Path
+    hosts: list[source.InventoryHost]
+
+
+@dataclass
+class RunReport:
+    run: Run
+    verdicts: list[HostVerdict]
+    tasks_by_host: dict[str, list[TaskResult]]
+
+
+ProgressFn = Callable[[DriftTracker, dict], None]
+
+
+def sync_source(settings: Settings) -> DesiredState:
+    """Fetch the source, validate its head once, and return the desired state.
+
+    A head that fails validation is recorded as rejected and raised as
+    RevisionRejected; the last good revision stays desired.
+    """
+    try:
+        repo = source.fetch_source(settings)
+        info = source.resolve_ref(repo, settings)
+    except SourceError as exc:
+        records.record_fetch(settings.repo, None, None, error=str(exc))
+        raise
+    revision = queries.get_revision(info.sha)
+    if revision is None:  # validate each commit once; the verdict is stored with it
+        error = _validation_error(repo, settings, info.sha)
+        revision = records.record_revision(info, ok=not error, error=error)
+    if revision.status == "rejected":
+        records.record_fetch(settings.repo, info.sha, None)
+        raise RevisionRejected(info.sha, f"{revision.error}{_last_good_hint()}")
+    tree = source.export_revision(repo, settings, info.sha)
+    hosts = source.list_inventory(tree, settings)
+    records.sync_hosts(hosts)
+    records.record_fetch(settings.repo, info.sha, info.sha)
+    return DesiredState(revision=revision, tree=tree, hosts=hosts)
+
+
+def _validation_error(repo, settings: Settings, sha: str) -> str:
+    """Why the revision may not run ('' when it validates)."""
+    try:
+        tree = source.export_revision(repo, settings, sha)
+    except SourceError as exc:
+        return str(exc)
+    return source.validate_revision(tree, settings).error
+
+
+def _last_good_hint() -> str:
+    good = queries.last_valid_revision()
+    if good is None:
+        return "; no earlier revision validated, so nothing runs until a fixed commit lands"
+    return f"; the desired revision stays {good.sha[:12]} (the last good one); fix the source and commit again"
+
+
+def execute_run(
+    settings: Settings,
+    kind: str,
+    limit: str | None = None,
+    trigger: str = "manual",
+    requested_by: str = "",
+    progress: ProgressFn | None = None,
+) -> RunReport:
+    """Check or converge the hosts matching `limit` at the desired revision, and record it."""
+    desired = sync_source(settings)
+    targets = source.list_inventory(desired.tree, settings, limit) if limit else desired.hosts
+    if not targets:
+        raise FleetError(
+            f"no inventory host matches --limit {limit!r}" if limit else "the inventory has no hosts; add some"
+        )
+    run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid())
+    execution = _Execution(settings, run, kind, progress)
+    try:
+        status = execution.run(desired, targets)
+        error = ""
+    except KeyboardInterrupt:
+        status, error = "canceled", "canceled from the terminal"
+        execution.finish(status, error)
+        raise
+    except BaseException as exc:
+        status, error = "failed", f"fleet could not finish the run: {exc}"
+        execution.finish(status, error)
+        raise
+    run = execution.finish(status, error)
+    return RunReport(run=run, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
+
+
+class _Execution:
+    """The state of one run while Ansible streams its events."""
+
+    def __init__(self, settings: Settings, run: Run, kind: str, progress: ProgressFn | None):
+        self.settings = settings
+        self.run_row = run
+        self.kind = kind
+        self.progress = progress
+        self.tracker = DriftTracker(check_mode=kind == "check")
+        self.recorder = records.RunRecorder(run.id)
+        self.tasks_by_host: dict[str, list[TaskResult]] = {}
+        self.private_dir = settings.data_dir / "runs" / str(run.id)
+
+    def run(self, desired: DesiredState, targets: list[source.InventoryHost]) -> str:
+        usable = self._preflight(targets)
+        if not usable:
+            return "failed"
+        outcome = runner.run_job(self._spec(desired, usable), self._on_event)
+        return _run_status(outcome.status, self.tracker.verdicts())
+
+    def _preflight(self, targets: list[source.InventoryHost]) -> list[str]:
+        probes = hostkeys.probe_hosts(
+            [hostkeys.Target(t.name, t.address, t.port) for t in targets],
+            self.settings.known_hosts_path, self.settings.connect_timeout,
+        )
+        usable = []
+        for name, probe in probes.items():
+            records.mark_key_blocked(name, probe.state == "key_changed")
+            if probe.usable:
+                usable.append(name)
+            else:
+                status = "unreachable" if probe.state == "unreachable" else "failed"
+                self.tracker.note_host(name, status, probe.message)
+        return sorted(usable)
+
+    def _spec(self, desired: DesiredState, hosts: list[str]) -> runner.JobSpec:
+        self.private_dir.mkdir(parents=True, exist_ok=True)
+        limit_file = self.private_dir / "limit"
+        limit_file.write_text("".join(f"{h}\n" for h in hosts))
+        return runner.JobSpec(
+            kind=self.kind,
+            project_dir=desired.tree,
+            playbook=self.settings.playbook,
+            inventory=desired.tree / self.settings.inventory,
+            private_data_dir=self.private_dir,
+            known_hosts=self.settings.known_hosts_path,
+            control_path_dir=self.settings.data_dir / "cp",
+            limit_file=limit_file,
+            identity=hostkeys.ensure_identity(self.settings.identity_path),
+            vault_password_file=self.settings.vault_password_file,
+            forks=self.settings.forks,
+            timeout=self.settings.run_timeout,
+        )
+
+    def _on_event(self, event: dict) -> None:
+        self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
+        result = self.tracker.add(event)
+        if result is not None:
+            self.recorder.add_task(result)
+            self.tasks_by_host.setdefault(result.host, []).append(result)
+        if self.progress:
+            self.progress(self.tracker, event)
+
+    def finish(self, status: str, error: str) -> Run:
+        self.recorder.flush()
+        run = records.finish_run(self.run_row, status, self.tracker.verdicts(), error)
+        shutil.rmtree(self.private_dir, ignore_errors=True)
+        return run
+
+
+def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
+    """A run that reached the end still failed if any host failed or was unreachable."""
+    if runner_status == "successful" and any(v.status in ("failed", "unreachable") for v in verdicts):
+        return "failed"
+    return runner_status
+
+
+def exit_code(verdicts: list[HostVerdict]) -> int:
+    """0 all in sync, 2 drift found, 3 a host unreachable or failed; the highest wins."""
+    code = 0
+    for verdict in verdicts:
+        if verdict.status in ("unreachable", "failed"):
+            code = max(code, 3)
+        elif verdict.status == "drifted":
+            code = max(code, 2)
+    return code

@@ -1,0 +1,115 @@
+"""Terminal rendering: tables, status words with colour, diffs, progress."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+
+STATUS_COLOURS = {
+    "in_sync": "32", "successful": "32", "ok": "32",
+    "drifted": "33", "changed": "33", "running": "36", "queued": "36",
+    "unreachable": "35", "failed": "31", "rejected": "31", "timeout": "31",
+    "canceled": "90", "interrupted": "90", "unknown": "90", "skipped": "90",
+}
+
+
+def use_colour(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def paint(word: str, colour: bool) -> str:
+    code = STATUS_COLOURS.get(word)
+    return f"\033[{code}m{word}\033[0m" if colour and code else word
+
+
+def table(headers: list[str], rows: list[list[str]], colour: bool = False, status_column: int | None = None) -> str:
+    """Left-aligned columns; the status column may be coloured (width counts the plain text)."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(str(cell))) for w, cell in zip(widths, row)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        cells = []
+        for index, (cell, width) in enumerate(zip(row, widths)):
+            text = str(cell)
+            padded = text.ljust(width)
+            if index == status_column:
+                padded = paint(text, colour) + " " * (width - len(text))
+            cells.append(padded)
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def colour_diff(diff: str, colour: bool) -> str:
+    if not colour:
+        return diff
+    out = []
+    for line in diff.splitlines():
+        if line.startswith(("+++", "---")):
+            out.append(f"\033[1m{line}\033[0m")
+        elif line.startswith("+"):
+            out.append(f"\033[32m{line}\033[0m")
+        elif line.startswith("-"):
+            out.append(f"\033[31m{line}\033[0m")
+        elif line.startswith("@@"):
+            out.append(f"\033[36m{line}\033[0m")
+        else:
+            out.append(line)
+    return "\n".join(out) + ("\n" if diff.endswith("\n") else "")
+
+
+def indent(text: str, prefix: str = "    ") -> str:
+    return "\n".join(prefix + line for line in text.rstrip("\n").splitlines())
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(start: datetime | None, end: datetime | None) -> str:
+    if not start or not end:
+        return "-"
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.isoformat()
+
+
+class Progress:
+    """One updating line on stderr while a run streams (only on a terminal)."""
+
+    def __init__(self, kind: str, host_count: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = use_colour(self.stream)
+        self.kind = kind
+        self.host_count = host_count
+        self.tasks = 0
+        self.current = ""
+
+    def __call__(self, tracker, event: dict) -> None:
+        if not self.enabled:
+            return
+        if event.get("event") == "playbook_on_task_start":
+            self.current = (event.get("event_data") or {}).get("task", "")
+        if event.get("event", "").startswith("runner_on_") and event.get("event") != "runner_on_start":
+            self.tasks += 1
+        drifted = sum(1 for v in tracker.hosts.values() if v.status == "drifted")
+        line = f"{self.kind}: {self.host_count} hosts, {self.tasks} task results, {drifted} drifted so far — {self.current}"
+        self.stream.write("\r\033[K" + line[:150])
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

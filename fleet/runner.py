@@ -1,0 +1,113 @@
+"""The only module that imports ansible_runner: a JobSpec in, events out.
+
+Every run gets its own private data directory; fleet passes no passwords
+or keys through it (ansible-runner's env files are suppressed), only paths
+to files that already exist, and the caller removes the directory once the
+events are recorded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import ansible_runner
+
+CALLBACK_DIR = Path(__file__).parent / "ansible_plugins" / "callback"
+RUNNER_STATUSES = {"successful", "failed", "timeout", "canceled"}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything one Ansible execution needs, and nothing else."""
+
+    kind: str  # "check" or "converge"
+    project_dir: Path  # the exported revision
+    playbook: str  # relative to project_dir
+    inventory: Path
+    private_data_dir: Path
+    known_hosts: Path
+    control_path_dir: Path
+    limit_file: Path | None = None  # one host name per line
+    identity: Path | None = None
+    vault_password_file: str | None = None
+    forks: int = 20
+    timeout: int = 3600
+
+
+@dataclass(frozen=True)
+class RunnerOutcome:
+    status: str  # successful | failed | timeout | canceled
+    rc: int
+
+
+def ansible_bin_dir() -> Path:
+    """Where this interpreter's ansible-playbook lives (the venv's bin)."""
+    return Path(sys.executable).parent
+
+
+def ansible_env(known_hosts: Path, control_path_dir: Path) -> dict[str, str]:
+    """Environment for every Ansible process fleet starts: strict keys, fast SSH, plain output."""
+    ssh_args = (
+        "-C -o ControlMaster=auto -o ControlPersist=120s "
+        f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+        "-o ConnectTimeout=10 -o ServerAliveInterval=15"
+    )
+    return {
+        "PATH": f"{ansible_bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_path_dir),
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_FORCE_COLOR": "False",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+    }
+
+
+def command_line(spec: JobSpec) -> str:
+    args = ["--diff"]
+    if spec.kind == "check":
+        args.insert(0, "--check")
+    if spec.identity:
+        args += ["--private-key", str(spec.identity)]
+    if spec.vault_password_file:
+        args += ["--vault-password-file", spec.vault_password_file]
+    return " ".join(args)
+
+
+def run_job(
+    spec: JobSpec,
+    on_event: Callable[[dict], None],
+    should_cancel: Callable[[], bool] = lambda: False,
+) -> RunnerOutcome:
+    """Run the playbook as the spec says, calling on_event for every event as it arrives."""
+    spec.private_data_dir.mkdir(parents=True, exist_ok=True)
+    spec.control_path_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    envvars = ansible_env(spec.known_hosts, spec.control_path_dir)
+    # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
+    envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
+    result = ansible_runner.run(
+        private_data_dir=str(spec.private_data_dir),
+        project_dir=str(spec.project_dir),
+        playbook=spec.playbook,
+        inventory=str(spec.inventory),
+        limit=f"@{spec.limit_file}" if spec.limit_file else None,
+        forks=spec.forks,
+        timeout=spec.timeout,
+        cmdline=command_line(spec),
+        envvars=envvars,
+        event_handler=lambda event: on_event(event) or False,
+        cancel_callback=should_cancel,
+        suppress_env_files=True,
+        quiet=True,
+        json_mode=False,
+    )
+    status = result.status if result.status in RUNNER_STATUSES else "failed"
+    return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1)

@@ -1,0 +1,151 @@
+"""Tables. Indexes follow what the pages filter on: host, status, start time."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from fleet.store.db import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Revision(db.Model):
+    __tablename__ = "revisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha: Mapped[str] = mapped_column(String(64), unique=True)
+    ref: Mapped[str] = mapped_column(String(255), default="")
+    author: Mapped[str] = mapped_column(String(255), default="")
+    authored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message: Mapped[str] = mapped_column(Text, default="")
+    signature: Mapped[str] = mapped_column(String(20), default="unsigned")
+    status: Mapped[str] = mapped_column(String(20))  # valid | rejected
+    error: Mapped[str] = mapped_column(Text, default="")
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SourceState(db.Model):
+    """One row: where the source stands (desired revision, last fetch, staleness)."""
+
+    __tablename__ = "source_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repo: Mapped[str] = mapped_column(Text, default="")
+    desired_sha: Mapped[str | None] = mapped_column(String(64))
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    last_fetch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    stale: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Host(db.Model):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    address: Mapped[str] = mapped_column(String(255), default="")
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    groups: Mapped[str] = mapped_column(Text, default="")  # space-separated
+    in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(20), default="unknown", index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    last_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_check_sha: Mapped[str | None] = mapped_column(String(64))
+    last_check_run_id: Mapped[int | None] = mapped_column(Integer)
+    last_converge_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_converge_sha: Mapped[str | None] = mapped_column(String(64))
+    drifted_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    verified_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    total_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    os: Mapped[str] = mapped_column(String(255), default="")
+    virtualization: Mapped[str] = mapped_column(String(40), default="")
+    key_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    @property
+    def group_list(self) -> list[str]:
+        return self.groups.split()
+
+
+class Run(db.Model):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))  # check | converge
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule | commit | manual | webhook | policy
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    revision_sha: Mapped[str | None] = mapped_column(String(64))
+    limit: Mapped[str] = mapped_column(String(1024), default="")
+    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str] = mapped_column(Text, default="")
+    hosts_total: Mapped[int] = mapped_column(Integer, default=0)
+    hosts_in_sync: Mapped[int] = mapped_column(Integer, default=0)
+    hosts_drifted: Mapped[int] = mapped_column(Integer, default=0)
+    hosts_unreachable: Mapped[int] = mapped_column(Integer, default=0)
+    hosts_failed: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_runs_kind_id", "kind", "id"),)
+
+
+class RunHost(db.Model):
+    """One host's verdict in one run."""
+
+    __tablename__ = "run_hosts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str] = mapped_column(Text, default="")
+    ok: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    unreachable: Mapped[int] = mapped_column(Integer, default=0)
+    unverified: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_run_hosts_run", "run_id", "host", unique=True),
+        Index("ix_run_hosts_host_run", "host", "run_id"),
+    )
+
+    @property
+    def verified(self) -> int:
+        return self.ok + self.changed + self.failed
+
+
+class TaskResultRow(db.Model):
+    __tablename__ = "task_results"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    task: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(20))
+    unverified: Mapped[bool] = mapped_column(Boolean, default=False)
+    handler: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(Text, default="")
+    diff: Mapped[str] = mapped_column(Text, default="")
+    duration: Mapped[float] = mapped_column(Float, default=0.0)
+    path: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (
+        Index("ix_task_results_run_host", "run_id", "host", "seq"),
+        Index("ix_task_results_host_run", "host", "run_id"),
+    )
+
+
+class RunOutput(db.Model):
+    """Ansible's stdout, in the order events arrived, a chunk per event."""
+
+    __tablename__ = "run_output"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_run_output_run_seq", "run_id", "seq"),)

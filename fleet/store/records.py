@@ -1,0 +1,185 @@
+"""Writes: revisions, source state, hosts, runs and their results.
+
+Task results and output are written by RunRecorder in batches, one
+transaction per batch, never one commit per event.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from sqlalchemy import insert, select, update
+
+from fleet.drift import HostVerdict, TaskResult
+from fleet.store.db import db
+from fleet.store.models import Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, utcnow
+
+BATCH_ROWS = 500
+BATCH_SECONDS = 0.5
+FINAL_STATUSES = {"successful", "failed", "canceled", "interrupted", "timeout"}
+
+
+def record_revision(info, ok: bool, error: str = "") -> Revision:
+    """Store a fetched commit with its validation result (once per sha)."""
+    revision = db.session.scalar(select(Revision).where(Revision.sha == info.sha))
+    if revision is None:
+        revision = Revision(sha=info.sha)
+        db.session.add(revision)
+    revision.ref = info.ref
+    revision.author = info.author
+    revision.authored_at = info.authored_at
+    revision.message = info.message
+    revision.signature = info.signature
+    revision.status = "valid" if ok else "rejected"
+    revision.error = error
+    db.session.commit()
+    return revision
+
+
+def source_state() -> SourceState:
+    state = db.session.get(SourceState, 1)
+    if state is None:
+        state = SourceState(id=1)
+        db.session.add(state)
+    return state
+
+
+def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error: str = "") -> SourceState:
+    """Note the outcome of one fetch; an error marks the source stale but keeps the desired revision."""
+    state = source_state()
+    state.repo = repo
+    state.last_fetch_at = utcnow()
+    state.last_error = error
+    state.stale = bool(error)
+    if head_sha:
+        state.head_sha = head_sha
+    if desired_sha:
+        state.desired_sha = desired_sha
+    db.session.commit()
+    return state
+
+
+def sync_hosts(inventory_hosts: Iterable) -> None:
+    """Make the hosts table match the desired revision's inventory."""
+    wanted = {h.name: h for h in inventory_hosts}
+    existing = {h.name: h for h in db.session.scalars(select(Host))}
+    for name, entry in wanted.items():
+        host = existing.get(name) or Host(name=name)
+        host.address, host.port = entry.address, entry.port
+        host.groups = " ".join(entry.groups)
+        host.in_inventory = True
+        db.session.add(host)
+    for name, host in existing.items():
+        if name not in wanted:
+            host.in_inventory = False
+    db.session.commit()
+
+
+def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None) -> Run:
+    run = Run(kind=kind, trigger=trigger, status="running", revision_sha=sha, limit=limit or "",
+              requested_by=requested_by, started_at=utcnow(), pid=pid)
+    db.session.add(run)
+    db.session.commit()
+    return run
+
+
+class RunRecorder:
+    """Buffers task results and stdout of one run; flushes them in batches."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self._tasks: list[dict] = []
+        self._output: list[dict] = []
+        self._last_flush = time.monotonic()
+        self.rows_written = 0
+
+    def add_task(self, result: TaskResult) -> None:
+        self._tasks.append({
+            "run_id": self.run_id, "seq": result.seq, "host": result.host, "task": result.task,
+            "action": result.action, "status": result.status, "unverified": result.unverified,
+            "handler": result.handler, "note": result.note, "diff": result.diff,
+            "duration": result.duration, "path": result.path,
+        })
+        self._maybe_flush()
+
+    def add_output(self, seq: int, text: str) -> None:
+        if text:
+            self._output.append({"run_id": self.run_id, "seq": seq, "text": text})
+            self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        pending = len(self._tasks) + len(self._output)
+        if pending >= BATCH_ROWS or time.monotonic() - self._last_flush >= BATCH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._tasks:
+            db.session.execute(insert(TaskResultRow), self._tasks)
+        if self._output:
+            db.session.execute(insert(RunOutput), self._output)
+        self.rows_written += len(self._tasks) + len(self._output)
+        db.session.commit()
+        self._tasks, self._output = [], []
+        self._last_flush = time.monotonic()
+
+
+def finish_run(run: Run, status: str, verdicts: list[HostVerdict], error: str = "") -> Run:
+    """Write each host's verdict, update the hosts, and close the run."""
+    run = db.session.merge(run)
+    run.status = status
+    run.error = error
+    run.finished_at = utcnow()
+    run.pid = None
+    _write_run_hosts(run, verdicts)
+    _update_hosts(run, verdicts)
+    db.session.commit()
+    return run
+
+
+def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
+    rows = [{
+        "run_id": run.id, "host": v.name, "status": v.status, "message": v.message, "ok": v.ok,
+        "changed": v.changed, "failed": v.failed, "skipped": v.skipped, "unreachable": v.unreachable,
+        "unverified": v.unverified,
+    } for v in verdicts]
+    if rows:
+        db.session.execute(insert(RunHost), rows)
+    counts = {s: sum(1 for v in verdicts if v.status == s) for s in ("in_sync", "drifted", "unreachable", "failed")}
+    run.hosts_total = len(verdicts)
+    run.hosts_in_sync = counts["in_sync"]
+    run.hosts_drifted = counts["drifted"]
+    run.hosts_unreachable = counts["unreachable"]
+    run.hosts_failed = counts["failed"]
+
+
+def _update_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
+    hosts = {h.name: h for h in db.session.scalars(select(Host).where(Host.name.in_([v.name for v in verdicts])))}
+    for verdict in verdicts:
+        host = hosts.get(verdict.name) or Host(name=verdict.name)
+        db.session.add(host)
+        _apply_verdict(host, run, verdict)
+
+
+def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
+    host.status = verdict.status
+    host.message = verdict.message
+    if verdict.facts:
+        host.os = verdict.facts.get("os", "")
+        host.virtualization = verdict.facts.get("virtualization", "")
+    if run.kind == "check":
+        host.last_check_at = run.finished_at
+        host.last_check_sha = run.revision_sha
+        host.last_check_run_id = run.id
+        host.drifted_tasks = verdict.changed
+        host.verified_tasks = verdict.verified
+        host.total_tasks = verdict.coverage_total
+    elif verdict.status == "in_sync":
+        host.last_converge_at = run.finished_at
+        host.last_converge_sha = run.revision_sha
+        host.drifted_tasks = 0
+
+
+def mark_key_blocked(name: str, blocked: bool) -> None:
+    db.session.execute(update(Host).where(Host.name == name).values(key_blocked=blocked))
+    db.session.commit()
