@@ -306,6 +306,43 @@ def _show_json(run, hosts, tasks, stdout) -> dict:
     return data
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def revisions(ctx, as_json):
+    """Fetched commits with their validation result; marks the desired one."""
+    from fleet.store import queries, records
+
+    settings = _settings(ctx)
+    with _store(settings):
+        state = records.source_state()
+        listed = queries.list_revisions()
+        if as_json:
+            click.echo(json.dumps({
+                "source": {"repo": state.repo or settings.repo, "desired": state.desired_sha, "head": state.head_sha,
+                           "stale": state.stale, "error": state.last_error or None,
+                           "last_fetch_at": iso(state.last_fetch_at)},
+                "revisions": [_revision_json(r, state.desired_sha) for r in listed],
+            }, indent=2))
+            return
+        rows = [[("* " if r.sha == state.desired_sha else "  ") + r.sha[:12], r.status, r.signature,
+                 when(r.authored_at), r.message.splitlines()[0][:50] if r.message else ""] for r in listed]
+        click.echo(table(["  REVISION", "STATUS", "SIGNATURE", "AUTHORED", "MESSAGE"], rows, use_colour(), 1))
+        for revision in (r for r in listed if r.status == "rejected"):
+            click.echo(f"\n{revision.sha[:12]} rejected:\n{indent(revision.error)}")
+        if state.stale:
+            click.echo(f"\nthe source is stale: {state.last_error}")
+
+
+def _revision_json(revision, desired_sha) -> dict:
+    return {
+        "sha": revision.sha, "ref": revision.ref, "status": revision.status, "error": revision.error or None,
+        "author": revision.author, "authored_at": iso(revision.authored_at), "message": revision.message,
+        "signature": revision.signature, "desired": revision.sha == desired_sha,
+    }
+
+
 # --- hosts ------------------------------------------------------------------
 
 @main.group()
@@ -341,15 +378,17 @@ def lab_group():
 
 @lab_group.command("up")
 @click.option("--hosts", "count", type=int, default=4, show_default=True, help="how many hosts")
+@click.option("--subnet", type=int, default=lab.DEFAULT_SUBNET, show_default=True,
+              help="web hosts get 127.0.SUBNET.x, db hosts 127.0.SUBNET+1.x")
 @click.pass_context
 @_guard
-def lab_up(ctx, count):
+def lab_up(ctx, count, subnet):
     """Start fresh lab hosts and write an inventory for them."""
     settings = _settings(ctx.parent)
     lab.ensure_lab_supported()
     identity = hostkeys.ensure_identity(settings.identity_path)
     started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
-                            identity.with_suffix(".pub"))
+                            identity.with_suffix(".pub"), subnet)
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
     click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
     click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")

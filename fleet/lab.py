@@ -27,6 +27,7 @@ from fleet.errors import LabError
 from fleet import hostkeys
 
 MAX_HOSTS_PER_GROUP = 254
+DEFAULT_SUBNET = 10  # web hosts on 127.0.10.x, db hosts on 127.0.11.x, as in the example inventory
 READY_TIMEOUT = 15.0
 
 # Runs as PID 1 of the new namespaces; $1 name, $2 address, $3 host dir.
@@ -73,16 +74,18 @@ class LabHost:
     address: str
 
 
-def plan_lab_hosts(count: int) -> list[LabHost]:
-    """Name and address `count` hosts: half `web` (127.0.10.x), half `db` (127.0.11.x)."""
+def plan_lab_hosts(count: int, subnet: int = DEFAULT_SUBNET) -> list[LabHost]:
+    """Name and address `count` hosts: half `web` (127.0.<subnet>.x), half `db` (127.0.<subnet+1>.x)."""
     if count < 1:
         raise LabError("the lab needs at least one host; pass --hosts 1 or more")
     web = math.ceil(count / 2)
     db = count - web
     if web > MAX_HOSTS_PER_GROUP:
         raise LabError(f"the lab holds at most {2 * MAX_HOSTS_PER_GROUP} hosts; pass fewer")
-    hosts = [LabHost(f"web{i}", "web", f"127.0.10.{i}") for i in range(1, web + 1)]
-    hosts += [LabHost(f"db{i}", "db", f"127.0.11.{i}") for i in range(1, db + 1)]
+    if not 1 <= subnet <= 253:
+        raise LabError(f"the lab subnet must be between 1 and 253, got {subnet}")
+    hosts = [LabHost(f"web{i}", "web", f"127.0.{subnet}.{i}") for i in range(1, web + 1)]
+    hosts += [LabHost(f"db{i}", "db", f"127.0.{subnet + 1}.{i}") for i in range(1, db + 1)]
     return hosts
 
 
@@ -107,10 +110,11 @@ def ensure_lab_supported() -> None:
             raise LabError(f"{tool} is missing; install util-linux and openssh-server")
 
 
-def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: Path) -> list[LabHost]:
+def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: Path,
+              subnet: int = DEFAULT_SUBNET) -> list[LabHost]:
     """Start `count` fresh hosts (stopping any running ones) and write lab_dir/hosts.yml."""
     ensure_lab_supported()
-    hosts = plan_lab_hosts(count)
+    hosts = plan_lab_hosts(count, subnet)
     stop_lab(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     init = lab_dir / "init.sh"

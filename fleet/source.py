@@ -25,6 +25,7 @@ from fleet.runner import ansible_bin_dir, ansible_env
 from fleet.settings import Settings
 
 VALIDATION_TIMEOUT = 300
+ORIGIN = re.compile(r"Origin: (?P<file>\S+?):(?P<line>\d+):(?P<column>\d+)")
 SIGNATURE_STATUS = {"G": "good", "U": "good", "X": "expired", "Y": "expired", "R": "revoked",
                     "B": "bad", "E": "unverifiable", "N": "unsigned"}
 
@@ -240,6 +241,8 @@ def syntax_problem(tree: Path, settings: Settings) -> str:
 def clean_ansible_error(text: str, tree: Path) -> str:
     """Ansible's error text, trimmed, with paths made relative to the repository."""
     text = text.replace(f"{tree}/", "").replace(str(tree), ".")
+    # Ansible 2.19 says "Origin: file.yml:31:1"; say it in words a reader scans for.
+    text = ORIGIN.sub(lambda m: f"in {m['file']}, line {m['line']}, column {m['column']}", text)
     lines = [line.rstrip() for line in text.splitlines()]
     keep = [line for line in lines if line.strip() and "interpreter_discovery" not in line]
     return "\n".join(keep[:25]).strip() or "Ansible gave no message"

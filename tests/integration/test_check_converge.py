@@ -1,0 +1,148 @@
+"""The core loop against real SSH hosts and a real git source, through the `fleet` command."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import git
+
+pytestmark = pytest.mark.lab
+
+
+def ssh(cli, address: str, command: str) -> str:
+    """Run a command on a lab host over real SSH, with fleet's key and pinned host keys."""
+    data = cli.data_dir / "ssh"
+    return subprocess.run(
+        ["ssh", "-i", str(data / "id_ed25519"), "-o", f"UserKnownHostsFile={data / 'known_hosts'}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", command],
+        check=True, capture_output=True, text=True, timeout=30,
+    ).stdout
+
+
+def hosts_by_name(result) -> dict:
+    return {h["name"]: h for h in result.json()["hosts"]}
+
+
+def test_fresh_hosts_drift_converge_then_in_sync_then_hand_edit_drifts(lab_env):
+    cli = lab_env
+
+    first = cli("check", "--json")
+    assert first.code == 2, first.stderr
+    hosts = hosts_by_name(first)
+    assert set(hosts) == {"web1", "web2", "db1", "db2"}
+    assert all(h["status"] == "drifted" for h in hosts.values())
+    motd = [t for t in hosts["web1"]["changed_tasks"] if "/etc/motd" in t["diff"]]
+    assert motd, "a fresh host must show the motd it is missing, as a diff"
+    assert "+++ " in motd[0]["diff"] and "\n+" in motd[0]["diff"]
+    assert first.json()["run"]["kind"] == "check"
+    assert all(h["coverage"]["total"] >= h["coverage"]["verified"] > 0 for h in hosts.values())
+
+    applied = cli("converge", "--yes", "--json")
+    assert applied.code == 0, applied.stdout + applied.stderr
+    assert all(h["status"] == "in_sync" for h in applied.json()["hosts"])
+
+    second = cli("check", "--json")
+    assert second.code == 0, second.stdout
+    assert all(h["status"] == "in_sync" and not h["changed_tasks"] for h in second.json()["hosts"])
+
+    ssh(cli, "127.0.20.1", "echo 'edited by hand' >> /etc/motd")
+    third = cli("check", "--json")
+    assert third.code == 2
+    hosts = hosts_by_name(third)
+    assert [name for name, h in hosts.items() if h["status"] == "drifted"] == ["web1"]
+    diffs = "".join(t["diff"] for t in hosts["web1"]["changed_tasks"])
+    assert "/etc/motd" in diffs and "-edited by hand" in diffs
+
+    status = cli("status", "--json")
+    assert status.code == 0
+    by_name = hosts_by_name(status)
+    assert by_name["web1"]["status"] == "drifted" and by_name["db1"]["status"] == "in_sync"
+    assert by_name["web1"]["last_check_revision"] == third.json()["run"]["revision"]
+    assert by_name["web1"]["facts"]["os"].startswith("Debian")
+
+    shown = cli("show", str(third.json()["run"]["id"]))
+    assert shown.code == 0 and "-edited by hand" in shown.stdout
+    history = cli("runs", "--json").json()["runs"]
+    assert [r["kind"] for r in history[:4]] == ["check", "check", "converge", "check"]
+
+
+def test_command_tasks_count_as_unverified_not_in_sync(lab_env):
+    result = lab_env("check", "--json", "--limit", "web1")
+    host = result.json()["hosts"][0]
+    assert host["unverified_tasks"], "the example playbook has tasks check mode cannot evaluate"
+    assert host["coverage"]["verified"] < host["coverage"]["total"]
+
+
+def test_broken_inventory_is_rejected_and_last_good_revision_kept(lab_env):
+    cli = lab_env
+    good = cli("check", "--json", "--limit", "db1")
+    assert good.code in (0, 2), good.stderr
+    good_sha = good.json()["run"]["revision"]
+
+    hosts_file = cli.repo / "inventory" / "hosts.yml"
+    original = hosts_file.read_text()
+    hosts_file.write_text(original + "  broken: [unclosed\n")
+    git(cli.repo, "commit", "-qam", "break the inventory")
+    try:
+        rejected = cli("check")
+        assert rejected.code == 1
+        assert "rejected" in rejected.stderr and "inventory" in rejected.stderr
+        assert "Traceback" not in rejected.stderr
+        assert good_sha[:12] in rejected.stderr, "the message names the revision that stays desired"
+
+        listing = cli("revisions", "--json").json()
+        assert listing["source"]["desired"] == good_sha
+        bad = listing["revisions"][0]
+        assert bad["status"] == "rejected" and "hosts.yml" in bad["error"]
+        assert not bad["desired"]
+        runs_after = cli("runs", "--json").json()["runs"]
+        assert runs_after[0]["revision"] == good_sha, "nothing ran from the rejected revision"
+    finally:
+        hosts_file.write_text(original)
+        git(cli.repo, "commit", "-qam", "fix the inventory")
+    fixed = cli("check", "--json", "--limit", "db1")
+    assert fixed.code in (0, 2)
+    assert fixed.json()["run"]["revision"] != good_sha
+
+
+def test_stopped_host_is_reported_unreachable_within_seconds(lab_env):
+    from fleet import lab
+
+    cli = lab_env
+    lab.stop_host(cli.data_dir / "lab", "db2")
+    started = time.monotonic()
+    result = cli("check", "--json", "--limit", "db2")
+    elapsed = time.monotonic() - started
+    assert result.code == 3
+    host = result.json()["hosts"][0]
+    assert host["status"] == "unreachable"
+    assert "127.0.21.2" in host["message"]
+    assert elapsed < 20, f"an unreachable host must be reported within seconds, took {elapsed:.1f}s"
+    assert result.json()["run"]["status"] == "failed"
+
+
+def test_changed_host_key_blocks_the_host_until_accepted(lab_env):
+    cli = lab_env
+    known_hosts = cli.data_dir / "ssh" / "known_hosts"
+    pinned = known_hosts.read_text()
+    forged = "127.0.20.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+    known_hosts.write_text("".join(line + "\n" for line in pinned.splitlines() if not line.startswith("127.0.20.2 ")) + forged)
+
+    blocked = cli("check", "--json", "--limit", "web2")
+    assert blocked.code == 3
+    host = blocked.json()["hosts"][0]
+    assert host["status"] == "failed" and "host key" in host["message"]
+    assert "fleet hosts accept-key web2" in host["message"]
+    status = {h["name"]: h for h in cli("status", "--json").json()["hosts"]}
+    assert status["web2"]["key_blocked"] is True
+
+    accepted = cli("hosts", "accept-key", "web2")
+    assert accepted.code == 0, accepted.stderr
+    after = cli("check", "--json", "--limit", "web2")
+    assert after.code in (0, 2)
+    assert after.json()["hosts"][0]["status"] in ("in_sync", "drifted")
+    status = {h["name"]: h for h in cli("status", "--json").json()["hosts"]}
+    assert status["web2"]["key_blocked"] is False
