@@ -1,0 +1,385 @@
+"""Events shaped like ansible-runner's, in; task results and host verdicts, out."""
+
+import pytest
+
+from fleet.drift import (
+    MAX_DIFF_CHARS,
+    DriftTracker,
+    HostVerdict,
+    extract_facts,
+    host_status,
+    render_diff,
+    task_result_from_event,
+    virtualization_kind,
+)
+
+
+def event(kind="runner_on_ok", res=None, host="web1", task="motd",
+          action="ansible.builtin.template", uuid="u1", counter=7, **extra):
+    """One runner_on_* event as ansible-runner emits it."""
+    data = {
+        "host": host,
+        "task": task,
+        "task_action": action,
+        "resolved_action": action,
+        "task_uuid": uuid,
+        "duration": 0.5,
+        "task_path": "/x/roles/baseline/tasks/main.yml:3",
+        "res": res if res is not None else {},
+        **extra,
+    }
+    return {"event": kind, "counter": counter, "event_data": data}
+
+
+FILE_DIFF = {"changed": True, "diff": [
+    {"before_header": "/etc/motd", "before": "old\n", "after_header": "/etc/motd", "after": "hello\n"},
+]}
+ATTRIBUTE_DIFF = {"changed": True, "diff": {
+    "before": {"path": "/etc/hostname", "mode": "0755"},
+    "after": {"path": "/etc/hostname", "mode": "0600"},
+}}
+LOOP = {"changed": True, "results": [
+    {"changed": True, "diff": [{"before": "", "after_header": "/tmp/a", "after": "x"}], "item": "a"},
+    {"changed": False, "item": "b"},
+]}
+CHECK_MODE_COMMAND = {"msg": "Command would have run if not in check mode", "changed": False}
+CHECK_MODE_CONDITION = {"skip_reason": "Conditional result was False",
+                        "false_condition": "not ansible_check_mode", "changed": False}
+OS_CONDITION = {"skip_reason": "Conditional result was False",
+                "false_condition": "ansible_os_family == 'RedHat'"}
+NO_CHECK_SUPPORT = {"msg": "remote module (foo) does not support check mode", "skipped": True}
+FACTS = {"ansible_facts": {
+    "ansible_distribution": "Debian", "ansible_distribution_version": "12.11",
+    "ansible_virtualization_type": "kvm", "ansible_virtualization_role": "guest",
+    "ansible_kernel": "6.1",
+}}
+
+
+# (event, expected status, expected unverified, text the note must contain)
+CHECK_MODE_CASES = {
+    "unchanged template is ok": (event(res={"changed": False}), "ok", False, ""),
+    "changed copy with file diff": (event(res=FILE_DIFF), "changed", False, ""),
+    "file module attribute diff is changed": (event(res=ATTRIBUTE_DIFF, action="ansible.builtin.file"),
+                                              "changed", False, ""),
+    "changed loop": (event(res=LOOP, action="ansible.builtin.copy"), "changed", False, ""),
+    "user module changed without diff": (event(res={"changed": True}, action="ansible.builtin.user"),
+                                         "changed", False, ""),
+    "command skipped in check mode is unverified": (
+        event("runner_on_skipped", CHECK_MODE_COMMAND, action="ansible.builtin.command"),
+        "skipped", True, "would have run"),
+    "skip on not ansible_check_mode is unverified": (
+        event("runner_on_skipped", CHECK_MODE_CONDITION),
+        "skipped", True, "not ansible_check_mode"),
+    "ordinary conditional skip is only skipped": (
+        event("runner_on_skipped", OS_CONDITION), "skipped", False, "ansible_os_family == 'RedHat'"),
+    "module without check mode is unverified": (
+        event("runner_on_skipped", NO_CHECK_SUPPORT), "skipped", True, "does not support check mode"),
+    "ignored failure is unverified": (
+        event("runner_on_failed", {"msg": "boom"}, ignore_errors=True),
+        "failed", True, "failed (ignored): boom"),
+    "failure carries msg and stderr": (
+        event("runner_on_failed", {"msg": "boom", "stderr": "bad"}), "failed", False, "boom bad"),
+    "unreachable": (
+        event("runner_on_unreachable", {"unreachable": True, "msg": "Failed to connect"}),
+        "unreachable", False, "Failed to connect"),
+    "no_log skip hides its output": (
+        event("runner_on_skipped", {"skipped": True, "censored": True}),
+        "skipped", False, "output hidden (no_log)"),
+    "loop with an item skipped by check mode is unverified": (
+        event("runner_on_skipped", {"results": [{"item": "a", "skipped": True, **CHECK_MODE_COMMAND}]}),
+        "skipped", True, ""),
+}
+
+
+@pytest.mark.parametrize(("evt", "status", "unverified", "note"),
+                         CHECK_MODE_CASES.values(), ids=CHECK_MODE_CASES.keys())
+def test_task_result_in_check_mode(evt, status, unverified, note):
+    result = task_result_from_event(evt, check_mode=True)
+    assert (result.status, result.unverified) == (status, unverified)
+    assert note in result.note
+
+
+def test_task_result_copies_the_event_fields():
+    result = task_result_from_event(event(res={"changed": False}), check_mode=True)
+    assert result.seq == 7
+    assert result.host == "web1"
+    assert result.task == "motd"
+    assert result.action == "ansible.builtin.template"
+    assert result.duration == 0.5
+    assert result.path == "/x/roles/baseline/tasks/main.yml:3"
+    assert result.handler is False
+
+
+def test_nothing_is_unverified_when_converging():
+    for evt in (event("runner_on_skipped", CHECK_MODE_COMMAND),
+                event("runner_on_skipped", CHECK_MODE_CONDITION),
+                event("runner_on_failed", {"msg": "boom"}, ignore_errors=True)):
+        assert task_result_from_event(evt, check_mode=False).unverified is False
+
+
+# (events, expected host status, counts ok/changed/failed/skipped/unreachable/unverified)
+VERDICT_CASES = {
+    "only ok tasks is in sync": (
+        [event(res={"changed": False}), event(res={"changed": False}, uuid="u2")],
+        "in_sync", (2, 0, 0, 0, 0, 0)),
+    "a changed task is drift": (
+        [event(res={"changed": False}), event(res=FILE_DIFF, uuid="u2")],
+        "drifted", (1, 1, 0, 0, 0, 0)),
+    "ordinary skip stays in sync": (
+        [event("runner_on_skipped", OS_CONDITION)], "in_sync", (0, 0, 0, 1, 0, 0)),
+    "check-mode skip is unverified but in sync": (
+        [event("runner_on_skipped", CHECK_MODE_COMMAND)], "in_sync", (0, 0, 0, 1, 0, 1)),
+    "ignored failure does not fail the host": (
+        [event("runner_on_failed", {"msg": "boom"}, ignore_errors=True)], "in_sync", (0, 0, 0, 0, 0, 1)),
+    "failed beats drifted": (
+        [event(res=FILE_DIFF), event("runner_on_failed", {"msg": "boom"}, uuid="u2")],
+        "failed", (0, 1, 1, 0, 0, 0)),
+    "unreachable beats failed": (
+        [event("runner_on_failed", {"msg": "boom"}),
+         event("runner_on_unreachable", {"unreachable": True, "msg": "Failed to connect"}, uuid="u2")],
+        "unreachable", (0, 0, 1, 0, 1, 0)),
+    "unreachable beats drifted": (
+        [event(res=FILE_DIFF),
+         event("runner_on_unreachable", {"unreachable": True, "msg": "Failed to connect"}, uuid="u2")],
+        "unreachable", (0, 1, 0, 0, 1, 0)),
+}
+
+
+@pytest.mark.parametrize(("events", "status", "counts"), VERDICT_CASES.values(), ids=VERDICT_CASES.keys())
+def test_check_mode_verdict(events, status, counts):
+    tracker = DriftTracker(check_mode=True)
+    for evt in events:
+        tracker.add(evt)
+    [verdict] = tracker.verdicts()
+    assert verdict.status == status
+    assert (verdict.ok, verdict.changed, verdict.failed, verdict.skipped,
+            verdict.unreachable, verdict.unverified) == counts
+
+
+HOST_STATUS_CASES = {
+    "nothing counted is in sync": ({}, True, "in_sync"),
+    "changed in check mode is drifted": ({"changed": 1}, True, "drifted"),
+    "changed when converging is in sync": ({"changed": 1}, False, "in_sync"),
+    "failed beats drifted": ({"changed": 1, "failed": 1}, True, "failed"),
+    "unreachable beats failed": ({"changed": 1, "failed": 1, "unreachable": 1}, True, "unreachable"),
+}
+
+
+@pytest.mark.parametrize(("counts", "check_mode", "status"), HOST_STATUS_CASES.values(),
+                         ids=HOST_STATUS_CASES.keys())
+def test_host_status_precedence(counts, check_mode, status):
+    assert host_status(HostVerdict("web1", "in_sync", **counts), check_mode) == status
+
+
+def test_converge_changes_leave_the_host_in_sync():
+    tracker = DriftTracker(check_mode=False)
+    tracker.add(event(res=FILE_DIFF))
+    tracker.add(event(res={"changed": True}, uuid="u2"))
+    [verdict] = tracker.verdicts()
+    assert verdict.status == "in_sync"
+    assert verdict.changed == 2
+    assert verdict.unverified == 0
+
+
+def test_converge_ignored_failure_does_not_fail_the_host():
+    # Ansible's own recap counts this as ignored=1, failed=0.
+    tracker = DriftTracker(check_mode=False)
+    tracker.add(event("runner_on_failed", {"msg": "boom"}, ignore_errors=True))
+    [verdict] = tracker.verdicts()
+    assert verdict.status == "in_sync"
+    assert verdict.failed == 0
+
+
+def test_failure_message_names_the_task():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event("runner_on_failed", {"msg": "boom", "stderr": "bad"}, task="install nginx"))
+    [verdict] = tracker.verdicts()
+    assert verdict.status == "failed"
+    assert verdict.message == "install nginx: boom bad"
+
+
+def test_unreachable_message_names_the_task():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event("runner_on_unreachable", {"unreachable": True, "msg": "Failed to connect"},
+                      task="Gathering Facts"))
+    [verdict] = tracker.verdicts()
+    assert verdict.status == "unreachable"
+    assert "Failed to connect" in verdict.message
+    assert verdict.message.startswith("Gathering Facts")
+
+
+def test_ignored_failure_leaves_no_message():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event("runner_on_failed", {"msg": "boom"}, ignore_errors=True))
+    assert tracker.verdicts()[0].message == ""
+
+
+def test_coverage_counts_verified_and_unverified_but_not_plain_skips():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event(res={"changed": False}, uuid="a"))
+    tracker.add(event(res=FILE_DIFF, uuid="b"))
+    tracker.add(event("runner_on_skipped", OS_CONDITION, uuid="c"))
+    tracker.add(event("runner_on_skipped", CHECK_MODE_COMMAND, uuid="d"))
+    tracker.add(event("runner_on_skipped", NO_CHECK_SUPPORT, uuid="e"))
+    tracker.add(event("runner_on_failed", {"msg": "boom"}, ignore_errors=True, uuid="f"))
+    [verdict] = tracker.verdicts()
+    assert verdict.verified == 2  # ok + changed
+    assert verdict.unverified == 3
+    assert verdict.coverage_total == 5
+    assert verdict.skipped == 3
+
+
+def test_coverage_includes_failures_as_verified():
+    verdict = HostVerdict("web1", "failed", ok=3, changed=2, failed=1, skipped=4, unverified=2)
+    assert verdict.verified == 6
+    assert verdict.coverage_total == 8
+
+
+def test_verdicts_are_per_host_and_sorted():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event(res=FILE_DIFF, host="web2"))
+    tracker.add(event(res={"changed": False}, host="db1"))
+    assert [(v.name, v.status) for v in tracker.verdicts()] == [("db1", "in_sync"), ("web2", "drifted")]
+
+
+def test_events_without_a_host_are_not_task_results():
+    tracker = DriftTracker(check_mode=True)
+    assert tracker.add({"event": "playbook_on_task_start", "event_data": {"task": "motd"}}) is None
+    assert tracker.add({"event": "runner_on_ok", "event_data": {"res": {}}}) is None
+    assert tracker.add({"event": "playbook_on_stats", "event_data": {}}) is None
+    assert tracker.verdicts() == []
+
+
+def test_handler_results_are_marked():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add({"event": "playbook_on_handler_task_start",
+                 "event_data": {"task": "restart nginx", "task_uuid": "h1"}})
+    handler = tracker.add(event(res={"changed": True}, task="restart nginx", uuid="h1"))
+    ordinary = tracker.add(event(res={"changed": True}, uuid="u1"))
+    assert handler.handler is True
+    assert ordinary.handler is False
+
+
+def test_gather_facts_fills_host_facts():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event(res=FACTS, task="Gathering Facts", action="gather_facts"))
+    [verdict] = tracker.verdicts()
+    assert verdict.facts == {"os": "Debian 12.11", "kernel": "6.1",
+                             "virtualization": "VM", "virtualization_type": "kvm"}
+    assert verdict.status == "in_sync"
+
+
+def test_facts_from_an_ordinary_task_are_ignored():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event(res=FACTS, action="ansible.builtin.set_fact"))
+    assert tracker.verdicts()[0].facts == {}
+
+
+VIRTUALIZATION_CASES = {
+    "kvm guest is a VM": ("kvm", "guest", "VM"),
+    "docker guest is a container": ("docker", "guest", "container"),
+    "lxc guest is a container": ("lxc", "guest", "container"),
+    "kvm host is bare metal": ("kvm", "host", "bare-metal"),
+    "NA guest is bare metal": ("NA", "guest", "bare-metal"),
+    "no facts is bare metal": ("", "", "bare-metal"),
+}
+
+
+@pytest.mark.parametrize(("vtype", "role", "kind"), VIRTUALIZATION_CASES.values(),
+                         ids=VIRTUALIZATION_CASES.keys())
+def test_virtualization_kind(vtype, role, kind):
+    assert virtualization_kind(vtype, role) == kind
+
+
+def test_extract_facts_of_nothing_is_empty():
+    assert extract_facts({}) == {}
+
+
+def test_extract_facts_falls_back_to_system():
+    assert extract_facts({"ansible_system": "Linux"})["os"] == "Linux"
+
+
+def test_note_host_unreachable():
+    tracker = DriftTracker(check_mode=True)
+    verdict = tracker.note_host("web1", "unreachable", "no route to host")
+    assert (verdict.status, verdict.unreachable, verdict.failed) == ("unreachable", 1, 0)
+    assert verdict.message == "no route to host"
+    assert tracker.verdicts() == [verdict]
+
+
+def test_note_host_blocked_counts_as_failed():
+    tracker = DriftTracker(check_mode=True)
+    verdict = tracker.note_host("web1", "failed", "host key changed")
+    assert (verdict.status, verdict.unreachable, verdict.failed) == ("failed", 0, 1)
+    assert tracker.verdicts()[0].message == "host key changed"
+
+
+# --- render_diff ---------------------------------------------------------------------------
+
+
+def test_file_diff_is_a_real_unified_diff():
+    assert render_diff(FILE_DIFF).splitlines() == [
+        "--- /etc/motd", "+++ /etc/motd", "@@ -1 +1 @@", "-old", "+hello",
+    ]
+
+
+def test_attribute_diff_lists_keys_one_per_line():
+    lines = render_diff(ATTRIBUTE_DIFF).splitlines()
+    assert lines[:2] == ["--- before", "+++ after"]
+    assert '-mode: "0755"' in lines
+    assert '+mode: "0600"' in lines
+    assert ' path: "/etc/hostname"' in lines
+
+
+def test_loop_diff_comes_from_changed_items():
+    assert render_diff(LOOP).splitlines() == ["--- before", "+++ /tmp/a", "@@ -0,0 +1 @@", "+x"]
+
+
+def test_changed_task_result_carries_its_diff():
+    result = task_result_from_event(event(res=FILE_DIFF), check_mode=True)
+    assert "+hello" in result.diff
+
+
+def test_failed_task_result_has_no_diff():
+    result = task_result_from_event(event("runner_on_failed", {**FILE_DIFF, "msg": "boom"}), check_mode=True)
+    assert result.diff == ""
+
+
+def test_missing_trailing_newline_still_gives_whole_lines():
+    text = render_diff({"diff": {"before": "a\nb", "after": "a\nc"}})
+    assert text.endswith("\n")
+    assert text.splitlines()[-2:] == ["-b", "+c"]
+    assert "\\ No newline" not in text
+
+
+def test_prepared_diff_is_used_as_is():
+    prepared = "--- a\n+++ b\n@@ -1 +1 @@\n-x\n+y"
+    assert render_diff({"diff": [{"prepared": prepared}]}) == prepared + "\n"
+
+
+def test_no_diff_gives_empty_text():
+    assert render_diff({"changed": True}) == ""
+    assert render_diff({"diff": {}}) == ""
+    assert render_diff({"diff": []}) == ""
+
+
+def test_several_diffs_are_joined():
+    res = {"diff": [
+        {"before_header": "/a", "before": "1\n", "after_header": "/a", "after": "2\n"},
+        {"before_header": "/b", "before": "3\n", "after_header": "/b", "after": "4\n"},
+    ]}
+    text = render_diff(res)
+    assert text.index("--- /a") < text.index("--- /b")
+    assert "+2" in text and "+4" in text
+
+
+def test_huge_diff_is_cut_with_a_note():
+    text = render_diff({"diff": [{"prepared": "x" * (MAX_DIFF_CHARS + 500)}]})
+    note = f"\n... diff cut at {MAX_DIFF_CHARS} characters\n"
+    assert text.endswith(note)
+    assert len(text) == MAX_DIFF_CHARS + len(note)
+
+
+def test_diff_just_under_the_limit_is_not_cut():
+    body = "x" * (MAX_DIFF_CHARS - 1) + "\n"
+    assert render_diff({"diff": [{"prepared": body}]}) == body
