@@ -47,6 +47,7 @@ class TaskResult:
     duration: float = 0.0
     path: str = ""
     handler: bool = False
+    ignored: bool = False  # a failure under ignore_errors
 
 
 @dataclass
@@ -100,24 +101,20 @@ class DriftTracker:
 
     def note_host(self, name: str, status: str, message: str) -> HostVerdict:
         """Record a host that never reached Ansible (pre-flight unreachable or blocked)."""
+        # No task counts: nothing ran, so nothing was verified.
         verdict = HostVerdict(name=name, status=status, message=message)
-        if status == "unreachable":
-            verdict.unreachable = 1
-        else:
-            verdict.failed = 1
         self.hosts[name] = verdict
         return verdict
 
     def _tally(self, result: TaskResult, data: dict) -> None:
         verdict = self.hosts.setdefault(result.host, HostVerdict(result.host, "in_sync"))
-        setattr(verdict, result.status, getattr(verdict, result.status) + 1)
+        if not result.ignored:  # Ansible itself does not count an ignored failure against the host
+            setattr(verdict, result.status, getattr(verdict, result.status) + 1)
         if result.unverified:
             verdict.unverified += 1
-            if result.status == "failed":
-                verdict.failed -= 1  # an ignored failure is unverified, not a host failure
         if result.action in FACT_ACTIONS and result.status in ("ok", "changed"):
             verdict.facts = extract_facts((data.get("res") or {}).get("ansible_facts") or {})
-        if result.status in ("failed", "unreachable") and not result.unverified and not verdict.message:
+        if result.status == "unreachable" or (result.status == "failed" and not result.ignored and not verdict.message):
             verdict.message = f"{result.task}: {result.note}" if result.note else result.task
         verdict.status = host_status(verdict, self.check_mode)
 
@@ -151,6 +148,7 @@ def task_result_from_event(event: dict, check_mode: bool) -> TaskResult:
         diff=render_diff(res) if status in ("changed", "ok") else "",
         duration=float(data.get("duration") or 0.0),
         path=data.get("task_path") or "",
+        ignored=ignored,
     )
 
 

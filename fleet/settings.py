@@ -70,7 +70,7 @@ def load_settings(
     values: dict[str, Any] = {}
     values.update(_read_toml(config_path, cwd))
     values.update(_read_environ(environ))
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
+    values.update({k: _convert(k, v, f"--{k.replace('_', '-')}") for k, v in (flags or {}).items() if v is not None})
     return _build(values, cwd)
 
 
@@ -101,6 +101,8 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _convert(name: str, value: Any, origin: str) -> Any:
+    if _FIELDS[name] is int and (isinstance(value, bool) or isinstance(value, float)):
+        raise ConfigError(f"{origin}: {name} must be int, got {value!r}")
     try:
         converted = _FIELDS[name](value)
     except (TypeError, ValueError) as exc:

@@ -171,11 +171,11 @@ def unsafe_path_problem(tree: Path, relative: str) -> str:
     if ".." in parts.parts:
         return "climbs out of the repository with '..'"
     full = tree / relative
-    if not full.exists() and not full.is_symlink():
-        return "does not exist in this revision"
     resolved = full.resolve()
     if resolved != tree.resolve() and tree.resolve() not in resolved.parents:
         return "is a symlink that points outside the repository"
+    if not full.exists():  # also catches a symlink that points nowhere
+        return "does not exist in this revision"
     return ""
 
 

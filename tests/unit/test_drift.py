@@ -302,15 +302,17 @@ def test_extract_facts_falls_back_to_system():
 def test_note_host_unreachable():
     tracker = DriftTracker(check_mode=True)
     verdict = tracker.note_host("web1", "unreachable", "no route to host")
-    assert (verdict.status, verdict.unreachable, verdict.failed) == ("unreachable", 1, 0)
+    assert verdict.status == "unreachable"
+    assert (verdict.verified, verdict.coverage_total) == (0, 0), "nothing ran, so nothing was verified"
     assert verdict.message == "no route to host"
     assert tracker.verdicts() == [verdict]
 
 
-def test_note_host_blocked_counts_as_failed():
+def test_note_host_blocked_is_failed_without_verified_tasks():
     tracker = DriftTracker(check_mode=True)
     verdict = tracker.note_host("web1", "failed", "host key changed")
-    assert (verdict.status, verdict.unreachable, verdict.failed) == ("failed", 0, 1)
+    assert verdict.status == "failed"
+    assert (verdict.verified, verdict.coverage_total) == (0, 0)
     assert tracker.verdicts()[0].message == "host key changed"
 
 
