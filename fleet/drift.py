@@ -190,23 +190,36 @@ def _note(res: dict, status: str, ignored: bool) -> str:
 
 def render_diff(res: dict) -> str:
     """Every diff a result carries, as one unified-diff text ('' when none)."""
-    parts = [_render_one(d) for d in _diffs_of(res)]
+    parts = [_render_one(diff, path) for diff, path in _diffs_of(res)]
     text = "".join(p for p in parts if p)
     if len(text) > MAX_DIFF_CHARS:
         text = text[:MAX_DIFF_CHARS] + f"\n... diff cut at {MAX_DIFF_CHARS} characters\n"
     return text
 
 
-def _diffs_of(res: dict) -> list[dict]:
+def _diffs_of(res: dict) -> list[tuple[dict, str]]:
+    """(diff, path on the host) pairs of a result and of its loop items."""
     diff = res.get("diff")
-    found = [diff] if isinstance(diff, dict) else [d for d in diff or [] if isinstance(d, dict)]
+    diffs = [diff] if isinstance(diff, dict) else [d for d in diff or [] if isinstance(d, dict)]
+    path = _target_path(res)
+    found = [(d, path) for d in diffs]
     for item in res.get("results") or []:
         if isinstance(item, dict) and item.get("changed"):
             found += _diffs_of(item)
     return found
 
 
-def _render_one(diff: dict) -> str:
+def _target_path(res: dict) -> str:
+    """The file a result is about; template's after_header is a controller temp file, so not that."""
+    args = (res.get("invocation") or {}).get("module_args") or {}
+    for source in (res, args):
+        for key in ("dest", "path", "name"):
+            if isinstance(source.get(key), str) and source[key].startswith("/"):
+                return source[key]
+    return ""
+
+
+def _render_one(diff: dict, path: str) -> str:
     if diff.get("prepared"):
         return _ensure_newline(str(diff["prepared"]))
     before, after = diff.get("before"), diff.get("after")
@@ -216,10 +229,11 @@ def _render_one(diff: dict) -> str:
         return ""
     before_lines = _ensure_newline(str(before or "")).splitlines(keepends=True)
     after_lines = _ensure_newline(str(after or "")).splitlines(keepends=True)
+    target = path or str(diff.get("before_header") or diff.get("after_header") or "")
     return "".join(difflib.unified_diff(
         before_lines, after_lines,
-        fromfile=str(diff.get("before_header") or "before"),
-        tofile=str(diff.get("after_header") or "after"),
+        fromfile=f"before: {target}".strip() if target else "before",
+        tofile=f"after: {target}".strip() if target else "after",
     ))
 
 

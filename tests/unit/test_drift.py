@@ -319,9 +319,16 @@ def test_note_host_blocked_is_failed_without_verified_tasks():
 # --- render_diff ---------------------------------------------------------------------------
 
 
+def test_template_diff_names_the_destination_not_the_controller_temp_file():
+    res = {"changed": True, "dest": "/etc/motd", "diff": [{
+        "before_header": "/etc/motd", "before": "old\n",
+        "after_header": "/root/.ansible/tmp/ansible-local-1/tmpx/motd.j2", "after": "new\n"}]}
+    assert render_diff(res).splitlines()[:2] == ["--- before: /etc/motd", "+++ after: /etc/motd"]
+
+
 def test_file_diff_is_a_real_unified_diff():
     assert render_diff(FILE_DIFF).splitlines() == [
-        "--- /etc/motd", "+++ /etc/motd", "@@ -1 +1 @@", "-old", "+hello",
+        "--- before: /etc/motd", "+++ after: /etc/motd", "@@ -1 +1 @@", "-old", "+hello",
     ]
 
 
@@ -334,7 +341,7 @@ def test_attribute_diff_lists_keys_one_per_line():
 
 
 def test_loop_diff_comes_from_changed_items():
-    assert render_diff(LOOP).splitlines() == ["--- before", "+++ /tmp/a", "@@ -0,0 +1 @@", "+x"]
+    assert render_diff(LOOP).splitlines() == ["--- before: /tmp/a", "+++ after: /tmp/a", "@@ -0,0 +1 @@", "+x"]
 
 
 def test_changed_task_result_carries_its_diff():
@@ -371,7 +378,7 @@ def test_several_diffs_are_joined():
         {"before_header": "/b", "before": "3\n", "after_header": "/b", "after": "4\n"},
     ]}
     text = render_diff(res)
-    assert text.index("--- /a") < text.index("--- /b")
+    assert text.index("--- before: /a") < text.index("--- before: /b")
     assert "+2" in text and "+4" in text
 
 
