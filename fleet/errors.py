@@ -6,6 +6,7 @@
     │   └── RevisionRejected        a revision failed validation
     ├── LabError                    lab hosts cannot be started or stopped
     ├── StoreError                  the database cannot be opened or written
+    ├── HostBusy                    another run holds a host this run needs
     └── NotFound                    a run, host or revision does not exist
 
 Each message is one sentence saying what happened, followed by what to do
@@ -40,6 +41,10 @@ class LabError(FleetError):
 
 class StoreError(FleetError):
     """The store could not be opened or written."""
+
+
+class HostBusy(FleetError):
+    """A host is locked by another run; never two runs on one host at once."""
 
 
 class NotFound(FleetError):

@@ -17,7 +17,7 @@ from typing import Callable
 
 from fleet import hostkeys, runner, source
 from fleet.drift import DriftTracker, HostVerdict, TaskResult
-from fleet.errors import FleetError, RevisionRejected, SourceError
+from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.models import Revision, Run
@@ -90,26 +90,57 @@ def execute_run(
     requested_by: str = "",
     progress: ProgressFn | None = None,
 ) -> RunReport:
-    """Check or converge the hosts matching `limit` at the desired revision, and record it."""
+    """Fetch the source, then check or converge the hosts matching `limit` now (the CLI's path)."""
     desired = sync_source(settings)
+    targets = resolve_targets(settings, desired, limit)
+    run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid())
+    return perform_run(settings, run, desired, targets, progress=progress)
+
+
+def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None) -> list[source.InventoryHost]:
+    """Inventory hosts matching `limit` at the desired revision; an error when none do."""
     targets = source.list_inventory(desired.tree, settings, limit) if limit else desired.hosts
     if not targets:
         raise FleetError(
-            f"no inventory host matches --limit {limit!r}" if limit else "the inventory has no hosts; add some"
+            f"no inventory host matches --limit {limit!r}; `fleet status` lists the hosts"
+            if limit else "the inventory has no hosts; add some to the source"
         )
-    run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid())
-    execution = _Execution(settings, run, kind, progress)
+    return targets
+
+
+def perform_run(
+    settings: Settings,
+    run: Run,
+    desired: DesiredState,
+    targets: list[source.InventoryHost],
+    progress: ProgressFn | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> RunReport:
+    """Execute an existing run row on `targets` and close it, whatever happens.
+
+    Each target host is locked for the run's duration; a host another run
+    holds fails this run with HostBusy before anything starts.
+    """
+    execution = _Execution(settings, run, run.kind, progress, should_cancel)
+    busy = records.acquire_host_locks(run.id, [t.name for t in targets])
+    if busy:
+        error = "; ".join(f"{host} is busy with run {holder}" for host, holder in busy)
+        execution.finish("failed", error)
+        raise HostBusy(f"{error}; wait for it to finish or narrow --limit")
     try:
-        status = execution.run(desired, targets)
-        error = ""
+        status, error = execution.run(desired, targets), ""
     except KeyboardInterrupt:
-        status, error = "canceled", "canceled from the terminal"
-        execution.finish(status, error)
+        execution.finish("canceled", "canceled from the terminal")
         raise
     except BaseException as exc:
-        status, error = "failed", f"fleet could not finish the run: {exc}"
-        execution.finish(status, error)
+        execution.finish("failed", f"fleet could not finish the run: {exc}")
         raise
+    finally:
+        records.release_host_locks(run.id)
+    if status == "canceled":
+        error = records.cancel_reason(run.id) or "canceled"
+    elif status == "timeout":
+        error = f"stopped after the run timeout of {settings.run_timeout}s"
     run = execution.finish(status, error)
     return RunReport(run=run, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
 
@@ -117,8 +148,11 @@ def execute_run(
 class _Execution:
     """The state of one run while Ansible streams its events."""
 
-    def __init__(self, settings: Settings, run: Run, kind: str, progress: ProgressFn | None):
+    def __init__(self, settings: Settings, run: Run, kind: str, progress: ProgressFn | None,
+                 should_cancel: Callable[[], bool] | None):
         self.settings = settings
+        self.should_cancel = should_cancel or (lambda: False)
+        self.ansible_pid: int | None = None
         self.run_row = run
         self.kind = kind
         self.progress = progress
@@ -131,7 +165,7 @@ class _Execution:
         usable = self._preflight(targets)
         if not usable:
             return "failed"
-        outcome = runner.run_job(self._spec(desired, usable), self._on_event)
+        outcome = runner.run_job(self._spec(desired, usable), self._on_event, self.should_cancel)
         return _run_status(outcome.status, self.tracker.verdicts())
 
     def _preflight(self, targets: list[source.InventoryHost]) -> list[str]:
@@ -169,6 +203,10 @@ class _Execution:
         )
 
     def _on_event(self, event: dict) -> None:
+        if self.ansible_pid is None and event.get("pid"):
+            # Kept so a controller restarted after a crash can stop an orphaned ansible-playbook.
+            self.ansible_pid = int(event["pid"])
+            records.note_ansible_pid(self.run_row.id, self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
         result = self.tracker.add(event)
         if result is not None:

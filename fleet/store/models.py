@@ -86,7 +86,11 @@ class Run(db.Model):
     hosts_drifted: Mapped[int] = mapped_column(Integer, default=0)
     hosts_unreachable: Mapped[int] = mapped_column(Integer, default=0)
     hosts_failed: Mapped[int] = mapped_column(Integer, default=0)
-    pid: Mapped[int | None] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(Integer)  # the fleet process running it
+    ansible_pid: Mapped[int | None] = mapped_column(Integer)  # its ansible-playbook (own process group)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_reason: Mapped[str] = mapped_column(Text, default="")
+    approval_id: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_runs_kind_id", "kind", "id"),)
 
@@ -149,3 +153,44 @@ class RunOutput(db.Model):
     text: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_run_output_run_seq", "run_id", "seq"),)
+
+
+class HostLock(db.Model):
+    """A host held by one running run; the primary key makes a second holder impossible."""
+
+    __tablename__ = "host_locks"
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Approval(db.Model):
+    """Drift on one host in an `approve` group, waiting for an operator (or decided)."""
+
+    __tablename__ = "approvals"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    check_run_id: Mapped[int] = mapped_column(Integer)
+    revision_sha: Mapped[str] = mapped_column(String(64))
+    drift_signature: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), index=True)  # pending | approved | applied | superseded | failed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_by: Mapped[str] = mapped_column(String(255), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    converge_run_id: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class ControllerState(db.Model):
+    """One row of controller bookkeeping that must survive a restart."""
+
+    __tablename__ = "controller_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    fetch_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    fetch_failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_fetch_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_scheduled_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    commit_checked_sha: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pid: Mapped[int | None] = mapped_column(Integer)

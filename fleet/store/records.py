@@ -9,11 +9,14 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.store.db import db
-from fleet.store.models import Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, utcnow
+from fleet.store.models import (
+    Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, utcnow,
+)
 
 BATCH_ROWS = 500
 BATCH_SECONDS = 0.5
@@ -77,11 +80,67 @@ def sync_hosts(inventory_hosts: Iterable) -> None:
 
 
 def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None) -> Run:
+    """A run that starts now, in this process."""
     run = Run(kind=kind, trigger=trigger, status="running", revision_sha=sha, limit=limit or "",
               requested_by=requested_by, started_at=utcnow(), pid=pid)
     db.session.add(run)
     db.session.commit()
     return run
+
+
+def start_queued_run(run: Run, sha: str, pid: int) -> Run:
+    run.status = "running"
+    run.revision_sha = sha
+    run.started_at = utcnow()
+    run.pid = pid
+    db.session.commit()
+    return run
+
+
+def acquire_host_locks(run_id: int, hosts: list[str]) -> list[tuple[str, int]]:
+    """Lock every host for run_id, or none: return the (host, holder run) pairs that stood in the way."""
+    held = db.session.execute(select(HostLock.host, HostLock.run_id).where(HostLock.host.in_(hosts))).all()
+    conflicts = [(host, holder) for host, holder in held if holder != run_id]
+    if conflicts:
+        return conflicts
+    try:
+        db.session.execute(insert(HostLock), [{"host": h, "run_id": run_id, "acquired_at": utcnow()}
+                                              for h in hosts if h not in {x for x, _ in held}])
+        db.session.commit()
+    except IntegrityError:  # another process took one between our read and our write
+        db.session.rollback()
+        return acquire_host_locks(run_id, hosts) or [(hosts[0], -1)]
+    return []
+
+
+def release_host_locks(run_id: int) -> None:
+    db.session.rollback()  # whatever failed mid-transaction must not keep the locks
+    db.session.execute(delete(HostLock).where(HostLock.run_id == run_id))
+    db.session.commit()
+
+
+def note_ansible_pid(run_id: int, pid: int) -> None:
+    db.session.execute(update(Run).where(Run.id == run_id).values(ansible_pid=pid))
+    db.session.commit()
+
+
+def request_cancel(run_id: int, reason: str) -> Run:
+    """Ask for a run to stop: a queued run is canceled at once, a running one at its next event."""
+    run = db.session.get(Run, run_id)
+    if run.status == "queued":
+        run.status, run.error, run.finished_at = "canceled", reason, utcnow()
+    run.cancel_requested = True
+    run.cancel_reason = reason
+    db.session.commit()
+    return run
+
+
+def cancel_requested(run_id: int) -> bool:
+    return bool(db.session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def cancel_reason(run_id: int) -> str:
+    return db.session.scalar(select(Run.cancel_reason).where(Run.id == run_id)) or ""
 
 
 class RunRecorder:
@@ -131,6 +190,7 @@ def finish_run(run: Run, status: str, verdicts: list[HostVerdict], error: str = 
     run.error = error
     run.finished_at = utcnow()
     run.pid = None
+    run.ansible_pid = None
     _write_run_hosts(run, verdicts)
     _update_hosts(run, verdicts)
     db.session.commit()
