@@ -1,0 +1,473 @@
+"""fleet.yml policy: parsing, maintenance windows, check schedules and rollout batches.
+
+Pure on purpose: no git, no subprocess, no database, no files and no clock.
+The caller reads fleet.yml from the revision and passes its text in; every
+function that needs the time takes ``now`` as a parameter. That keeps every
+rule here testable with plain tables of cases.
+
+All cron expressions (``schedule`` and ``windows[].allow``) are evaluated in
+UTC. Datetimes handed in may be aware (converted to UTC) or naive (taken to be
+UTC already, as SQLite hands them back); datetimes handed out are aware UTC.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, NoReturn
+
+import yaml
+from croniter import CroniterError, croniter
+
+from fleet.errors import ConfigError
+
+MODES = ("auto", "approve", "report")
+MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
+
+_TOP_KEYS = ("schedule", "remediation", "rollout", "windows")
+_RULE_KEYS = ("group", "mode")
+_ROLLOUT_KEYS = ("canary", "batch", "max_fail_percentage")
+_WINDOW_KEYS = ("allow", "duration")
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_PERCENT = re.compile(r"(\d+)%")
+_CRON_EXAMPLE = '"*/30 * * * *"'
+# Any fixed instant will do to ask "does this cron ever fire?"; a fixed one keeps this pure.
+_CRON_PROBE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+class PolicyError(ConfigError):
+    """fleet.yml is invalid; message names the file, the key and (where PyYAML gives it) the line."""
+
+
+@dataclass(frozen=True)
+class RemediationRule:
+    """What to do with drift on the hosts of one inventory group."""
+
+    group: str
+    mode: str  # "auto" | "approve" | "report"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How an auto converge spreads over the drifted hosts."""
+
+    canary: int = 1
+    batch: str = "25%"  # a number ("5") or a percent ("25%"), kept as given
+    max_fail_percentage: int = 20
+
+
+@dataclass(frozen=True)
+class Window:
+    """A maintenance window: opens at each cron time, stays open for ``duration``."""
+
+    allow: str  # cron expression of the window start
+    duration: timedelta
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Everything fleet.yml can say; the defaults are what an absent fleet.yml means."""
+
+    schedule: str = "*/30 * * * *"
+    remediation: tuple[RemediationRule, ...] = ()
+    rollout: Rollout = Rollout()
+    windows: tuple[Window, ...] = ()
+
+
+DEFAULT_POLICY = Policy()
+
+
+# --- parsing ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Document:
+    """The loaded YAML plus where each key path sits, so errors can name the line."""
+
+    origin: str
+    data: Any
+    lines: Mapping[str, int]
+
+    def fail(self, path: str, message: str) -> NoReturn:
+        line = self.lines.get(path)
+        where = f" (line {line})" if line else ""
+        subject = f"{self.origin}: {path}" if path else self.origin
+        raise PolicyError(f"{subject} {message}{where}")
+
+
+def parse_policy(text: str | None, origin: str = "fleet.yml") -> Policy:
+    """Parse fleet.yml text into a Policy, or raise PolicyError naming what to fix.
+
+    None, empty or comment-only text means DEFAULT_POLICY. A key set to nothing
+    (``windows:``) counts as absent. Unknown keys and wrong types are errors,
+    never silently ignored, so a typo cannot turn a policy off.
+    """
+    if text is None or not text.strip():
+        return DEFAULT_POLICY
+    doc = _load(text, origin)
+    if doc.data is None:
+        return DEFAULT_POLICY
+    top = _mapping(doc, "", doc.data, _TOP_KEYS)
+    return Policy(
+        schedule=_schedule(doc, top.get("schedule")),
+        remediation=_remediation(doc, top.get("remediation")),
+        rollout=_rollout(doc, top.get("rollout")),
+        windows=_windows(doc, top.get("windows")),
+    )
+
+
+def _load(text: str, origin: str) -> _Document:
+    """YAML text -> data and line map, with syntax errors turned into PolicyError."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise PolicyError(_yaml_message(origin, exc)) from exc
+    finally:
+        loader.dispose()
+    lines: dict[str, int] = {}
+    if node is not None:
+        _map_lines(_Document(origin, None, lines), node, "", lines, set())
+    return _Document(origin, data, lines)
+
+
+def _yaml_message(origin: str, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    advice = "fix the syntax there"
+    # The commonest slip in fleet.yml: an unquoted cron starting with "*" reads as a YAML alias.
+    if "alias" in f"{getattr(exc, 'context', '')} {problem}":
+        advice = f"quote cron expressions, like schedule: {_CRON_EXAMPLE}"
+    return f"{origin} is not valid YAML{where}: {problem}; {advice}"
+
+
+def _map_lines(doc: _Document, node: yaml.Node, path: str,
+               lines: dict[str, int], seen: set[int]) -> None:
+    """Record the 1-based line of every key path; reject keys written twice."""
+    if id(node) in seen:  # aliases may point back up the tree
+        return
+    seen.add(id(node))
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        _map_mapping_lines(doc, node, path, lines, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _map_lines(doc, item, f"{path}[{index}]", lines, seen)
+
+
+def _map_mapping_lines(doc: _Document, node: yaml.MappingNode, path: str,
+                       lines: dict[str, int], seen: set[int]) -> None:
+    keys: set[str] = set()
+    for key_node, value_node in node.value:
+        child = _child(path, str(key_node.value))
+        if child in keys:
+            # PyYAML would silently keep the last one; the first may be the one meant.
+            lines[child] = key_node.start_mark.line + 1
+            doc.fail(child, "is written twice; keep only one of them")
+        keys.add(child)
+        lines[child] = key_node.start_mark.line + 1
+        _map_lines(doc, value_node, child, lines, seen)
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: containers by kind, scalars by repr."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "nothing"
+    return repr(value)
+
+
+def _mapping(doc: _Document, path: str, value: Any, allowed: Sequence[str]) -> Mapping[str, Any]:
+    """``value`` as a mapping whose keys are all in ``allowed``."""
+    if not isinstance(value, Mapping):
+        doc.fail(path, f"must be a mapping with the keys {', '.join(allowed)}, got {_shown(value)}")
+    for key in value:
+        if key not in allowed:
+            doc.fail(_child(path, str(key)), f"is not a known key; use one of {', '.join(allowed)}")
+    return value
+
+
+def _list(doc: _Document, path: str, value: Any, example: str) -> list[Any]:
+    if not isinstance(value, list):
+        doc.fail(path, f"must be a list of entries like {example}, got {_shown(value)}")
+    return value
+
+
+def _text(doc: _Document, path: str, value: Any, example: str) -> str:
+    """A required non-empty string."""
+    if value is None:
+        doc.fail(path, f"is missing; write it like {example}")
+    if not isinstance(value, str) or not value.strip():
+        doc.fail(path, f"must be text like {example}, got {_shown(value)}")
+    return value.strip()
+
+
+def _integer(doc: _Document, path: str, value: Any, low: int, high: int | None) -> int:
+    """A whole number in [low, high]; YAML booleans are not numbers here."""
+    bounds = f"between {low} and {high}" if high is not None else f"{low} or more"
+    if isinstance(value, bool) or not isinstance(value, int):
+        doc.fail(path, f"must be a whole number {bounds}, got {_shown(value)}")
+    if value < low or (high is not None and value > high):
+        doc.fail(path, f"must be a whole number {bounds}, got {value}")
+    return value
+
+
+def _cron(doc: _Document, path: str, value: Any, example: str) -> str:
+    """A quoted five-field cron expression (or an @daily-style macro) that fires."""
+    expression = _text(doc, path, value, example)
+    if not is_cron(expression):
+        doc.fail(path, "must be a cron expression with five fields (minute hour day month weekday), "
+                       f"like {example}, got {expression!r}")
+    try:
+        croniter(expression, _CRON_PROBE).get_next(datetime)
+    except CroniterError:
+        doc.fail(path, f"never fires ({expression!r}); pick a date that exists, like \"0 2 * * *\"")
+    return expression
+
+
+def is_cron(expression: str) -> bool:
+    """True when ``expression`` is a five-field cron expression or an @hourly-style macro.
+
+    Six- and seven-field forms (seconds, years) are refused: they are not what
+    an operator writing cron expects, and croniter reads them its own way.
+    """
+    if expression.startswith("@"):
+        return croniter.is_valid(expression)
+    return len(expression.split()) == 5 and croniter.is_valid(expression)
+
+
+def _schedule(doc: _Document, value: Any) -> str:
+    if value is None:
+        return DEFAULT_POLICY.schedule
+    return _cron(doc, "schedule", value, f"schedule: {_CRON_EXAMPLE}")
+
+
+def _remediation(doc: _Document, value: Any) -> tuple[RemediationRule, ...]:
+    if value is None:
+        return ()
+    entries = _list(doc, "remediation", value, "{group: web, mode: auto}")
+    rules = tuple(_rule(doc, f"remediation[{i}]", entry) for i, entry in enumerate(entries))
+    _reject_repeated_groups(doc, rules)
+    return rules
+
+
+def _rule(doc: _Document, path: str, value: Any) -> RemediationRule:
+    entry = _mapping(doc, path, value, _RULE_KEYS)
+    group = _text(doc, f"{path}.group", entry.get("group"), "group: web")
+    mode = entry.get("mode")
+    if mode not in MODES:
+        doc.fail(f"{path}.mode", f"must be one of {', '.join(MODES)}, got {_shown(mode)}")
+    return RemediationRule(group=group, mode=mode)
+
+
+def _reject_repeated_groups(doc: _Document, rules: Sequence[RemediationRule]) -> None:
+    # First match wins, so a second rule for the same group could never apply.
+    first: dict[str, int] = {}
+    for index, rule in enumerate(rules):
+        if rule.group in first:
+            doc.fail(f"remediation[{index}].group",
+                     f"repeats group {rule.group!r} of remediation[{first[rule.group]}] "
+                     "and would never apply; keep one rule per group")
+        first[rule.group] = index
+
+
+def _rollout(doc: _Document, value: Any) -> Rollout:
+    if value is None:
+        return Rollout()
+    entry = _mapping(doc, "rollout", value, _ROLLOUT_KEYS)
+    default = Rollout()
+    return Rollout(
+        canary=_optional_integer(doc, "rollout.canary", entry.get("canary"), default.canary, 0, None),
+        batch=_batch(doc, "rollout.batch", entry.get("batch")),
+        max_fail_percentage=_optional_integer(
+            doc, "rollout.max_fail_percentage", entry.get("max_fail_percentage"),
+            default.max_fail_percentage, 0, 100),
+    )
+
+
+def _optional_integer(doc: _Document, path: str, value: Any, default: int,
+                      low: int, high: int | None) -> int:
+    return default if value is None else _integer(doc, path, value, low, high)
+
+
+def _batch(doc: _Document, path: str, value: Any) -> str:
+    """A positive host count or a percent in (0, 100], kept as text as written."""
+    if value is None:
+        return Rollout().batch
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    percent = _PERCENT.fullmatch(text)
+    if percent and 0 < int(percent.group(1)) <= 100:
+        return text
+    if not percent and text.isdigit() and int(text) > 0:
+        return text
+    doc.fail(path, "must be a number of hosts like 5 or a percent like 25% (1% to 100%), "
+                   f"got {_shown(value)}")
+
+
+def _windows(doc: _Document, value: Any) -> tuple[Window, ...]:
+    if value is None:
+        return ()
+    entries = _list(doc, "windows", value, '{allow: "0 2 * * *", duration: 2h}')
+    return tuple(_window(doc, f"windows[{i}]", entry) for i, entry in enumerate(entries))
+
+
+def _window(doc: _Document, path: str, value: Any) -> Window:
+    entry = _mapping(doc, path, value, _WINDOW_KEYS)
+    allow = _cron(doc, f"{path}.allow", entry.get("allow"), 'allow: "0 2 * * *"')
+    raw = _text(doc, f"{path}.duration", entry.get("duration"), "duration: 2h")
+    try:
+        duration = parse_duration(raw)
+    except ValueError:
+        doc.fail(f"{path}.duration",
+                 f"must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, got {raw!r}")
+    return Window(allow=allow, duration=duration)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse "1d", "2h", "30m", "90s" or combinations in that order ("1h30m").
+
+    Raises ValueError for anything else, including a zero duration.
+    """
+    match = _DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match or not any(match.groups()):
+        raise ValueError(f"not a duration like 2h, 30m, 90s or 1h30m: {text!r}")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if duration <= timedelta(0):
+        raise ValueError(f"a duration must be longer than zero: {text!r}")
+    return duration
+
+
+# --- remediation -----------------------------------------------------------
+
+
+def mode_for(policy: Policy, groups: Iterable[str]) -> str:
+    """The remediation mode of a host in ``groups``.
+
+    The first rule in fleet.yml order whose group the host is in wins; a rule
+    for group "all" matches every host; no match means "report".
+    """
+    member_of = set(groups)
+    for rule in policy.remediation:
+        if rule.group == MATCH_ALL or rule.group in member_of:
+            return rule.mode
+    return "report"
+
+
+# --- time: windows and schedules -------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    """Aware UTC; naive datetimes are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _last_fire(expression: str, now: datetime) -> datetime:
+    """The latest cron time at or before ``now`` (croniter's get_prev alone is strictly before)."""
+    previous = croniter(expression, now).get_prev(datetime)
+    following = croniter(expression, previous).get_next(datetime)
+    return following if following <= now else previous
+
+
+def _next_fire(expression: str, after: datetime) -> datetime:
+    """The first cron time strictly after ``after``."""
+    return croniter(expression, after).get_next(datetime)
+
+
+def window_open(policy: Policy, now: datetime) -> bool:
+    """True when auto converge may run at ``now``.
+
+    With no windows that is always. Otherwise some window must have started at
+    or before ``now`` (its latest cron start) and not yet ended: start <= now <
+    start + duration. Windows may run past midnight.
+    """
+    if not policy.windows:
+        return True
+    now = _utc(now)
+    return any(_inside(window, now) for window in policy.windows)
+
+
+def _inside(window: Window, now: datetime) -> bool:
+    start = _last_fire(window.allow, now)
+    return start <= now < start + window.duration
+
+
+def next_window_start(policy: Policy, now: datetime) -> datetime | None:
+    """When the next window opens, strictly after ``now``; None when there are no windows."""
+    if not policy.windows:
+        return None
+    now = _utc(now)
+    return min(_next_fire(window.allow, now) for window in policy.windows)
+
+
+def next_scheduled_check(policy: Policy, after: datetime) -> datetime:
+    """The next time of ``policy.schedule`` strictly after ``after``."""
+    return _next_fire(policy.schedule, _utc(after))
+
+
+def check_due(policy: Policy, last_scheduled: datetime | None, now: datetime) -> bool:
+    """True when a scheduled drift check should start at ``now``.
+
+    Due when no scheduled check ever ran, or when the first schedule time after
+    the last one has come. Slots missed while the controller was down add up to
+    one check, not a burst: the caller records ``now`` as the new last_scheduled.
+    """
+    if last_scheduled is None:
+        return True
+    return next_scheduled_check(policy, last_scheduled) <= _utc(now)
+
+
+# --- rollout ---------------------------------------------------------------
+
+
+def batch_size(rollout: Rollout, host_count: int) -> int:
+    """Hosts per batch: a number as written, or a percent of ``host_count`` rounded up; at least 1."""
+    if rollout.batch.endswith("%"):
+        size = math.ceil(int(rollout.batch[:-1]) * host_count / 100)
+    else:
+        size = int(rollout.batch)
+    return max(1, size)
+
+
+def rollout_batches(rollout: Rollout, hosts: Sequence[str]) -> list[list[str]]:
+    """Split ``hosts`` into the batches of a rollout, in order.
+
+    Batch 0 holds the first ``canary`` hosts alone (left out when canary is 0);
+    the rest follow in batches of batch_size over all the hosts. Order is kept,
+    a host named twice is rolled out once, and no hosts means no batches.
+    """
+    unique = list(dict.fromkeys(hosts))
+    canary, rest = unique[:rollout.canary], unique[rollout.canary:]
+    size = batch_size(rollout, len(unique))
+    batches = [canary] if canary else []
+    batches.extend(rest[i:i + size] for i in range(0, len(rest), size))
+    return batches
+
+
+def should_stop(rollout: Rollout, attempted: int, failed: int) -> bool:
+    """True when more than max_fail_percentage of the ``attempted`` hosts ``failed``.
+
+    Callers check after every batch, the canary batch included, with the
+    running totals. That is how a failed canary stops the rollout: with canary
+    1 and max_fail_percentage below 100, 1 failed of 1 attempted is 100%.
+    (With max_fail_percentage 100 nothing ever stops, by the operator's choice.)
+    """
+    if attempted <= 0:
+        return False
+    # Integers on both sides, so 20% of 5 hosts is exactly 1 host, with no float rounding.
+    return failed * 100 > rollout.max_fail_percentage * attempted
