@@ -14,8 +14,6 @@ from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, iso, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
 
-SETTING_FLAGS = ("repo", "branch", "playbook", "inventory", "data_dir", "forks")
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(), help="fleet.toml to read (default ./fleet.toml)")
@@ -341,6 +339,112 @@ def _revision_json(revision, desired_sha) -> dict:
         "author": revision.author, "authored_at": iso(revision.authored_at), "message": revision.message,
         "signature": revision.signature, "desired": revision.sha == desired_sha,
     }
+
+
+# --- controller ---------------------------------------------------------------
+
+@main.command()
+@click.option("--bind", help="address:port of the web UI and API (FLEET_BIND)")
+@click.option("--poll-interval", type=int, help="seconds between git fetches (FLEET_POLL_INTERVAL)")
+@click.pass_context
+@_guard
+def serve(ctx, bind, poll_interval):
+    """Controller (git watch, schedule, policy, queue) and web UI in one process."""
+    from fleet.serve import run_service
+
+    ctx.obj["flags"].update(bind=bind, poll_interval=poll_interval)
+    run_service(_settings(ctx), with_web=True)
+
+
+@main.command()
+@click.option("--poll-interval", type=int, help="seconds between git fetches (FLEET_POLL_INTERVAL)")
+@click.pass_context
+@_guard
+def controller(ctx, poll_interval):
+    """The controller alone, without the web UI."""
+    from fleet.serve import run_service
+
+    ctx.obj["flags"].update(poll_interval=poll_interval)
+    run_service(_settings(ctx), with_web=False)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["check", "converge"]))
+@click.option("--limit", help="Ansible host pattern")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def request(ctx, kind, limit, as_json):
+    """Queue a check or converge for the controller (joins an identical queued check)."""
+    from fleet.store import records
+
+    settings = _settings(ctx)
+    with _store(settings):
+        run, joined = records.enqueue_run(kind, "manual", limit or "", _who())
+        if as_json:
+            click.echo(json.dumps({"run": run_json(run), "joined": joined}))
+        else:
+            click.echo(f"run {run.id} {'already queued; joined it' if joined else 'queued'}")
+
+
+@main.command()
+@click.argument("run_id", type=int)
+@click.pass_context
+@_guard
+def cancel(ctx, run_id):
+    """Stop a queued or running run; partial results are kept."""
+    from fleet.store import queries, records
+
+    settings = _settings(ctx)
+    with _store(settings):
+        run = queries.get_run(run_id)
+        if run.status not in ("queued", "running"):
+            raise FleetError(f"run {run_id} is {run.status}; only queued or running runs can be canceled")
+        records.request_cancel(run_id, f"canceled by {_who()}")
+        click.echo(f"run {run_id}: cancel requested")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def approvals(ctx, as_json):
+    """Drift waiting for approval (hosts in `approve` groups), newest first."""
+    from fleet.store import queries
+
+    settings = _settings(ctx)
+    with _store(settings):
+        listed = queries.list_approvals()
+        if as_json:
+            click.echo(json.dumps({"approvals": [_approval_json(a) for a in listed]}, indent=2))
+            return
+        rows = [[str(a.id), a.host, a.status, str(a.check_run_id), a.revision_sha[:12], a.summary[:60],
+                 a.note[:60]] for a in listed]
+        click.echo(table(["ID", "HOST", "STATUS", "CHECK RUN", "REVISION", "DRIFT", "NOTE"], rows,
+                         use_colour(), status_column=2))
+
+
+def _approval_json(approval) -> dict:
+    return {
+        "id": approval.id, "host": approval.host, "status": approval.status,
+        "check_run_id": approval.check_run_id, "revision": approval.revision_sha, "summary": approval.summary,
+        "decided_by": approval.decided_by or None, "decided_at": iso(approval.decided_at),
+        "converge_run_id": approval.converge_run_id, "note": approval.note or None,
+    }
+
+
+@main.command()
+@click.argument("approval_id", type=int)
+@click.pass_context
+@_guard
+def approve(ctx, approval_id):
+    """Approve converging exactly the drift an approval shows (re-checked first)."""
+    from fleet.store import records
+
+    settings = _settings(ctx)
+    with _store(settings):
+        approval = records.decide_approval(approval_id, _who())
+        click.echo(f"approval {approval.id} for {approval.host}: approved; the controller re-checks, then converges")
 
 
 # --- hosts ------------------------------------------------------------------

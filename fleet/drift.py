@@ -119,6 +119,19 @@ class DriftTracker:
         verdict.status = host_status(verdict, self.check_mode)
 
 
+def settle_incomplete(verdicts: list[HostVerdict]) -> list[HostVerdict]:
+    """For a run that did not reach its end, `in_sync` is unproven: call it `incomplete`.
+
+    Drift, failures and unreachable hosts found before the stop are real findings and stay.
+    """
+    for verdict in verdicts:
+        if verdict.status == "in_sync":
+            verdict.status = "incomplete"
+            if not verdict.message:
+                verdict.message = "the run stopped before this host was fully evaluated"
+    return verdicts
+
+
 def host_status(verdict: HostVerdict, check_mode: bool) -> str:
     """Unreachable beats failed beats drifted beats in sync."""
     if verdict.unreachable:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from fleet import hostkeys, runner, source
-from fleet.drift import DriftTracker, HostVerdict, TaskResult
+from fleet.drift import DriftTracker, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
 from fleet.settings import Settings
 from fleet.store import queries, records
@@ -55,15 +55,39 @@ def sync_source(settings: Settings) -> DesiredState:
     revision = queries.get_revision(info.sha)
     if revision is None:  # validate each commit once; the verdict is stored with it
         error = _validation_error(repo, settings, info.sha)
-        revision = records.record_revision(info, ok=not error, error=error)
+        revision = records.record_revision(info, ok=not error, error=error,
+                                           rewrites_history=_rewrites_history(repo, info.sha))
     if revision.status == "rejected":
         records.record_fetch(settings.repo, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_last_good_hint()}")
     tree = source.export_revision(repo, settings, info.sha)
-    hosts = source.list_inventory(tree, settings)
+    hosts = inventory_hosts(tree, settings)
     records.sync_hosts(hosts)
     records.record_fetch(settings.repo, info.sha, info.sha)
     return DesiredState(revision=revision, tree=tree, hosts=hosts)
+
+
+def desired_state(settings: Settings) -> DesiredState:
+    """The desired revision as the store knows it, without fetching (the controller's runs)."""
+    sha = records.source_state().desired_sha
+    revision = queries.get_revision(sha) if sha else None
+    if revision is None:
+        raise FleetError("no revision of the source has validated yet; fix the source, then the controller fetches it")
+    tree = source.export_path(settings, sha)
+    if not tree.exists():
+        tree = source.export_revision(source.fetch_source(settings), settings, sha)
+    return DesiredState(revision=revision, tree=tree, hosts=inventory_hosts(tree, settings))
+
+
+_inventory_cache: dict[tuple[Path, str], list[source.InventoryHost]] = {}
+
+
+def inventory_hosts(tree: Path, settings: Settings) -> list[source.InventoryHost]:
+    """Every host of an exported revision; a revision never changes, so each is listed once."""
+    key = (tree, settings.inventory)
+    if key not in _inventory_cache:
+        _inventory_cache[key] = source.list_inventory(tree, settings)
+    return _inventory_cache[key]
 
 
 def _validation_error(repo, settings: Settings, sha: str) -> str:
@@ -73,6 +97,11 @@ def _validation_error(repo, settings: Settings, sha: str) -> str:
     except SourceError as exc:
         return str(exc)
     return source.validate_revision(tree, settings).error
+
+
+def _rewrites_history(repo, sha: str) -> bool:
+    converged = queries.last_converged_sha()
+    return bool(converged) and not source.is_ancestor(repo, converged, sha)
 
 
 def _last_good_hint() -> str:
@@ -217,7 +246,10 @@ class _Execution:
 
     def finish(self, status: str, error: str) -> Run:
         self.recorder.flush()
-        run = records.finish_run(self.run_row, status, self.tracker.verdicts(), error)
+        verdicts = self.tracker.verdicts()
+        if status not in ("successful", "failed"):
+            verdicts = settle_incomplete(verdicts)
+        run = records.finish_run(self.run_row, status, verdicts, error)
         shutil.rmtree(self.private_dir, ignore_errors=True)
         return run
 

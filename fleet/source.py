@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import git
 
 from fleet.errors import SourceError
+from fleet.policy import PolicyError, parse_policy
 from fleet.runner import ansible_bin_dir, ansible_env
 from fleet.settings import Settings
 
@@ -123,6 +124,15 @@ def _commit_info(repo: git.Repo, commit: git.Commit, ref: str) -> CommitInfo:
     )
 
 
+def is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
+    """Does `newer` descend from `older`? (False also when `older` is gone from the history.)"""
+    try:
+        repo.git.merge_base("--is-ancestor", older, newer)
+        return True
+    except git.GitCommandError:
+        return False
+
+
 def export_revision(repo: git.Repo, settings: Settings, sha: str) -> Path:
     """Write the tree of `sha` into its own directory (once) and return it."""
     target = export_path(settings, sha)
@@ -157,10 +167,22 @@ def validate_revision(tree: Path, settings: Settings) -> Validation:
         hosts = list_inventory(tree, settings)
     except SourceError as exc:
         return Validation(False, str(exc))
-    problem = syntax_problem(tree, settings)
+    problem = syntax_problem(tree, settings) or policy_problem(tree)
     if problem:
         return Validation(False, problem)
     return Validation(True, hosts=hosts)
+
+
+def policy_problem(tree: Path) -> str:
+    """Why fleet.yml (optional) is not a valid policy ('' when it is fine or absent)."""
+    path = tree / "fleet.yml"
+    if not path.exists():
+        return ""
+    try:
+        parse_policy(path.read_text(errors="replace"), origin="fleet.yml")
+    except PolicyError as exc:
+        return str(exc)
+    return ""
 
 
 def unsafe_path_problem(tree: Path, relative: str) -> str:

@@ -25,6 +25,8 @@ class Revision(db.Model):
     signature: Mapped[str] = mapped_column(String(20), default="unsigned")
     status: Mapped[str] = mapped_column(String(20))  # valid | rejected
     error: Mapped[str] = mapped_column(Text, default="")
+    # The last converged revision is not an ancestor: history was rewritten, never auto-converged.
+    rewrites_history: Mapped[bool] = mapped_column(Boolean, default=False)
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -93,3 +93,28 @@ def last_valid_revision() -> Revision | None:
     return db.session.scalar(
         select(Revision).where(Revision.status == "valid").order_by(Revision.fetched_at.desc(), Revision.id.desc())
     )
+
+
+def approved_waiting():
+    """Approvals an operator granted that the controller has not acted on yet."""
+    from fleet.store.models import Approval
+
+    return list(db.session.scalars(select(Approval).where(Approval.status == "approved").order_by(Approval.id)))
+
+
+def list_approvals(limit: int = PAGE_SIZE):
+    from fleet.store.models import Approval
+
+    return list(db.session.scalars(select(Approval).order_by(Approval.id.desc()).limit(limit)))
+
+
+def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
+    return list(db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.status == "changed",
+    ).order_by(TaskResultRow.seq)))
+
+
+def last_converged_sha() -> str | None:
+    """The revision of the newest converge run that reached its end."""
+    return db.session.scalar(select(Run.revision_sha).where(
+        Run.kind == "converge", Run.status.in_(("successful", "failed"))).order_by(Run.id.desc()).limit(1))

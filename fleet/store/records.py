@@ -23,7 +23,7 @@ BATCH_SECONDS = 0.5
 FINAL_STATUSES = {"successful", "failed", "canceled", "interrupted", "timeout"}
 
 
-def record_revision(info, ok: bool, error: str = "") -> Revision:
+def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = False) -> Revision:
     """Store a fetched commit with its validation result (once per sha)."""
     revision = db.session.scalar(select(Revision).where(Revision.sha == info.sha))
     if revision is None:
@@ -36,6 +36,7 @@ def record_revision(info, ok: bool, error: str = "") -> Revision:
     revision.signature = info.signature
     revision.status = "valid" if ok else "rejected"
     revision.error = error
+    revision.rewrites_history = rewrites_history
     db.session.commit()
     return revision
 
@@ -135,6 +136,14 @@ def request_cancel(run_id: int, reason: str) -> Run:
     return run
 
 
+def note_cancel(run_id: int, reason: str) -> None:
+    """Record why a run is being stopped (the first reason given wins)."""
+    run = db.session.get(Run, run_id)
+    if run is not None and not run.cancel_reason:
+        run.cancel_requested, run.cancel_reason = True, reason
+        db.session.commit()
+
+
 def cancel_requested(run_id: int) -> bool:
     return bool(db.session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
@@ -216,6 +225,8 @@ def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
 def _update_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
     hosts = {h.name: h for h in db.session.scalars(select(Host).where(Host.name.in_([v.name for v in verdicts])))}
     for verdict in verdicts:
+        if verdict.status == "incomplete":
+            continue  # a stopped run proves nothing about this host; keep what we knew
         host = hosts.get(verdict.name) or Host(name=verdict.name)
         db.session.add(host)
         _apply_verdict(host, run, verdict)
@@ -242,4 +253,106 @@ def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
 
 def mark_key_blocked(name: str, blocked: bool) -> None:
     db.session.execute(update(Host).where(Host.name == name).values(key_blocked=blocked))
+    db.session.commit()
+
+
+# --- the queue ----------------------------------------------------------------
+
+ACTIVE_STATUSES = ("queued", "running")
+
+
+def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval_id: int | None = None) -> tuple[Run, bool]:
+    """Queue a run; an identical check already queued is joined instead. Returns (run, joined)."""
+    if kind == "check" and approval_id is None:
+        waiting = db.session.scalar(
+            select(Run).where(Run.status == "queued", Run.kind == "check", Run.limit == (limit or ""))
+        )
+        if waiting is not None:
+            return waiting, True
+    run = Run(kind=kind, trigger=trigger, status="queued", limit=limit or "", requested_by=requested_by,
+              approval_id=approval_id)
+    db.session.add(run)
+    db.session.commit()
+    return run, False
+
+
+def next_queued_run() -> Run | None:
+    return db.session.scalar(select(Run).where(Run.status == "queued").order_by(Run.id).limit(1))
+
+
+def controller_state():
+    from fleet.store.models import ControllerState
+
+    state = db.session.get(ControllerState, 1)
+    if state is None:
+        state = ControllerState(id=1)
+        db.session.add(state)
+        db.session.commit()
+    return state
+
+
+def request_fetch() -> None:
+    """Ask the controller to fetch the source now (the webhook's only effect)."""
+    controller_state().fetch_requested = True
+    db.session.commit()
+
+
+def close_orphaned_runs(is_alive, reason: str) -> list[Run]:
+    """Runs left `running` by a process that is gone become `interrupted`; their locks are freed."""
+    orphaned = [run for run in db.session.scalars(select(Run).where(Run.status == "running"))
+                if not (run.pid and is_alive(run.pid))]
+    for run in orphaned:
+        run.status, run.error, run.finished_at = "interrupted", reason.format(pid=run.pid), utcnow()
+    running = select(Run.id).where(Run.status == "running")
+    db.session.execute(delete(HostLock).where(HostLock.run_id.not_in(running)))
+    db.session.commit()
+    return orphaned
+
+
+def interrupt_queued_converges(reason: str) -> list[Run]:
+    """Converges queued before a crash do not start by surprise after it."""
+    queued = list(db.session.scalars(select(Run).where(Run.status == "queued", Run.kind == "converge")))
+    for run in queued:
+        run.status, run.error, run.finished_at = "interrupted", reason, utcnow()
+    db.session.commit()
+    return queued
+
+
+# --- approvals ------------------------------------------------------------------
+
+def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str):
+    """A pending approval for this drift, unless one for the very same drift already waits."""
+    from fleet.store.models import Approval
+
+    existing = db.session.scalars(select(Approval).where(
+        Approval.host == host, Approval.status.in_(("pending", "approved")))).all()
+    for approval in existing:
+        if approval.drift_signature == signature:
+            return approval
+        approval.status, approval.note = "superseded", "the drift changed; a new approval was opened"
+    approval = Approval(host=host, check_run_id=check_run_id, revision_sha=sha, drift_signature=signature,
+                        summary=summary, status="pending")
+    db.session.add(approval)
+    db.session.commit()
+    return approval
+
+
+def decide_approval(approval_id: int, who: str):
+    from fleet.errors import FleetError, NotFound
+    from fleet.store.models import Approval
+
+    approval = db.session.get(Approval, approval_id)
+    if approval is None:
+        raise NotFound(f"no approval with id {approval_id}; `fleet approvals` lists them")
+    if approval.status != "pending":
+        raise FleetError(f"approval {approval_id} is {approval.status}, not pending; nothing to approve")
+    approval.status, approval.decided_by, approval.decided_at = "approved", who, utcnow()
+    db.session.commit()
+    return approval
+
+
+def close_approval(approval, status: str, note: str, converge_run_id: int | None = None) -> None:
+    approval.status, approval.note = status, note
+    if converge_run_id:
+        approval.converge_run_id = converge_run_id
     db.session.commit()
