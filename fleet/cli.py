@@ -122,6 +122,7 @@ def run_json(run) -> dict:
     return {
         "id": run.id, "kind": run.kind, "trigger": run.trigger, "status": run.status,
         "revision": run.revision_sha, "limit": run.limit or None, "requested_by": run.requested_by,
+        "strategy": run.strategy or None,
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "error": run.error or None,
     }
 

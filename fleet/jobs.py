@@ -189,8 +189,11 @@ class _Execution:
         self.recorder = records.RunRecorder(run.id)
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
         self.private_dir = settings.data_dir / "runs" / str(run.id)
+        self.strategy: runner.Strategy | None = None
 
     def run(self, desired: DesiredState, targets: list[source.InventoryHost]) -> str:
+        self.strategy = runner.choose_strategy(self.settings.strategy)
+        records.note_strategy(self.run_row.id, self.strategy.name)
         usable = self._preflight(targets)
         if not usable:
             return "failed"
@@ -229,6 +232,7 @@ class _Execution:
             vault_password_file=self.settings.vault_password_file,
             forks=self.settings.forks,
             timeout=self.settings.run_timeout,
+            strategy=self.strategy,
         )
 
     def _on_event(self, event: dict) -> None:

@@ -8,6 +8,9 @@ events are recorded.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -18,6 +21,51 @@ import ansible_runner
 
 CALLBACK_DIR = Path(__file__).parent / "ansible_plugins" / "callback"
 RUNNER_STATUSES = {"successful", "failed", "timeout", "canceled"}
+# ansible-core releases fleet has run Mitogen's strategy with, same verdicts as linear: [min, max)
+MITOGEN_ANSIBLE_RANGE = ((2, 10), (2, 20))
+
+log = logging.getLogger("fleet.runner")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How Ansible talks to hosts: Mitogen's strategy, or linear with SSH pipelining."""
+
+    name: str  # "mitogen_linear" | "linear"
+    plugin_dir: str | None
+    reason: str
+
+
+def choose_strategy(requested: str) -> Strategy:
+    """Mitogen where it is installed and known to work with this ansible-core; else linear.
+
+    `auto` falls back with a logged reason; an explicit `mitogen` that cannot
+    be honoured is an error rather than a silent fallback.
+    """
+    if requested == "linear":
+        return Strategy("linear", None, "FLEET_STRATEGY=linear")
+    problem, plugin_dir = _mitogen_problem()
+    if problem is None:
+        return Strategy("mitogen_linear", plugin_dir, "Mitogen installed and compatible")
+    if requested == "mitogen":
+        from fleet.errors import ConfigError
+
+        raise ConfigError(f"FLEET_STRATEGY=mitogen but {problem}; install mitogen or set FLEET_STRATEGY=linear")
+    log.info("using the linear strategy with pipelining: %s", problem)
+    return Strategy("linear", None, problem)
+
+
+def _mitogen_problem() -> tuple[str | None, str | None]:
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        return "Mitogen is not installed", None
+    core = importlib.metadata.version("ansible-core")
+    version = tuple(int(part) for part in core.split(".")[:2])
+    low, high = MITOGEN_ANSIBLE_RANGE
+    if not low <= version < high:
+        return f"Mitogen is not known to work with ansible-core {core}", None
+    plugin_dir = Path(list(spec.submodule_search_locations)[0]) / "plugins" / "strategy"
+    return None, str(plugin_dir)
 
 
 @dataclass(frozen=True)
@@ -36,6 +84,7 @@ class JobSpec:
     vault_password_file: str | None = None
     forks: int = 20
     timeout: int = 3600
+    strategy: Strategy = Strategy("linear", None, "default")
 
 
 @dataclass(frozen=True)
@@ -71,6 +120,12 @@ def ansible_env(known_hosts: Path, control_path_dir: Path) -> dict[str, str]:
     }
 
 
+def strategy_env(strategy: Strategy) -> dict[str, str]:
+    if strategy.plugin_dir is None:
+        return {"ANSIBLE_STRATEGY": strategy.name}
+    return {"ANSIBLE_STRATEGY": strategy.name, "ANSIBLE_STRATEGY_PLUGINS": strategy.plugin_dir}
+
+
 def command_line(spec: JobSpec) -> str:
     args = ["--diff"]
     if spec.kind == "check":
@@ -93,6 +148,7 @@ def run_job(
     envvars = ansible_env(spec.known_hosts, spec.control_path_dir)
     # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
     envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
+    envvars.update(strategy_env(spec.strategy))
     result = ansible_runner.run(
         private_data_dir=str(spec.private_data_dir),
         project_dir=str(spec.project_dir),

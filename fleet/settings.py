@@ -29,6 +29,7 @@ class Settings:
     vault_password_file: str | None = None
     run_timeout: int = 3600
     connect_timeout: int = 5
+    strategy: str = "auto"  # auto | mitogen | linear
 
     @property
     def known_hosts_path(self) -> Path:
@@ -55,7 +56,9 @@ _FIELDS: dict[str, Any] = {
     "vault_password_file": str,
     "run_timeout": int,
     "connect_timeout": int,
+    "strategy": str,
 }
+STRATEGIES = ("auto", "mitogen", "linear")
 
 
 def load_settings(
@@ -120,6 +123,8 @@ def _build(values: dict[str, Any], cwd: Path) -> Settings:
     if not _looks_remote(repo) and not Path(repo).is_absolute():
         repo = str((cwd / repo).resolve())
     values.setdefault("database_url", f"sqlite:///{data_dir / 'fleet.db'}")
+    if values.get("strategy", "auto") not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {values['strategy']!r}")
     for field in ("playbook", "inventory"):
         if field in values and not values[field]:
             raise ConfigError(f"{field} must not be empty")

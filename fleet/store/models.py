@@ -93,6 +93,7 @@ class Run(db.Model):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
     approval_id: Mapped[int | None] = mapped_column(Integer)
+    strategy: Mapped[str] = mapped_column(String(40), default="")  # Ansible strategy the run used
 
     __table_args__ = (Index("ix_runs_kind_id", "kind", "id"),)
 

@@ -120,6 +120,11 @@ def release_host_locks(run_id: int) -> None:
     db.session.commit()
 
 
+def note_strategy(run_id: int, strategy: str) -> None:
+    db.session.execute(update(Run).where(Run.id == run_id).values(strategy=strategy))
+    db.session.commit()
+
+
 def note_ansible_pid(run_id: int, pid: int) -> None:
     db.session.execute(update(Run).where(Run.id == run_id).values(ansible_pid=pid))
     db.session.commit()

@@ -1,0 +1,239 @@
+"""A real `fleet serve` process against lab hosts and a real git source."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FLEET, FleetCli, git, make_source
+
+pytestmark = pytest.mark.lab
+
+SUBNET = 50
+POLL_SECONDS = 2
+SECRET = "test-webhook-secret"
+POLICY = """\
+remediation:
+  - group: legacy      # first match wins: db2 is in db too, but only reported
+    mode: report
+  - group: web
+    mode: auto
+  - group: db
+    mode: approve
+rollout:
+  canary: 1
+  batch: 50%
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Service:
+    """One `fleet serve` process; restartable, stopped with SIGTERM (or SIGKILL when asked)."""
+
+    def __init__(self, cli: FleetCli):
+        self.cli = cli
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = cli.data_dir.parent / "serve.log"
+
+    def start(self) -> None:
+        env = {**os.environ, "FLEET_DATA_DIR": str(self.cli.data_dir), "FLEET_REPO": str(self.cli.repo),
+               "FLEET_POLL_INTERVAL": str(POLL_SECONDS), "FLEET_WEBHOOK_SECRET": SECRET,
+               "FLEET_BIND": f"127.0.0.1:{self.port}"}
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([FLEET, "serve"], cwd=self.cli.cwd, env=env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: self.get("/api/v1/healthz")[0] == 200, 30, "fleet serve to answer")
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, dict]:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
+        req = urllib.request.Request(self.url(path), data=body or None, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def runs(cli) -> list[dict]:
+    return cli("runs", "--json", "--count", "100").json()["runs"]
+
+
+def hosts(cli) -> dict:
+    return {h["name"]: h for h in cli("status", "--json").json()["hosts"]}
+
+
+def approvals(cli) -> list[dict]:
+    return cli("approvals", "--json").json()["approvals"]
+
+
+def idle(cli) -> bool:
+    return not any(r["status"] in ("queued", "running") for r in runs(cli))
+
+
+@pytest.fixture(scope="module")
+def controller_env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("controller")
+    cli = FleetCli(root / "data", root / "source", root)
+    assert cli("lab", "up", "--hosts", "4", "--subnet", str(SUBNET)).code == 0
+    inventory = yaml.safe_load((root / "data" / "lab" / "hosts.yml").read_text())
+    inventory["all"]["children"]["legacy"] = {"hosts": {"db2": None}}
+    make_source(root / "source", yaml.safe_dump(inventory))
+    (root / "source" / "fleet.yml").write_text(POLICY)
+    git(root / "source", "add", "fleet.yml")
+    git(root / "source", "commit", "-qm", "remediation policy")
+    service = Service(cli)
+    service.start()
+    yield cli, service
+    if service.proc.poll() is None:
+        service.stop()
+    cli("lab", "down")
+
+
+def test_policy_per_group_auto_converges_approve_waits_report_only_shows(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: any(r["kind"] == "check" and r["trigger"] == "commit" and r["status"] == "successful"
+                         for r in runs(cli)), 240, "the first commit check")
+    wait_for(lambda: idle(cli) and hosts(cli)["web2"]["status"] == "in_sync", 300, "the web rollout")
+
+    history = list(reversed(runs(cli)))
+    converges = [r for r in history if r["kind"] == "converge"]
+    assert [r["limit"] for r in converges] == ["web1", "web2"], "canary alone first, then the next batch"
+    assert all(r["trigger"] == "policy" for r in converges)
+    verify = [r for r in history if r["kind"] == "check" and r["trigger"] == "policy"]
+    assert verify and verify[-1]["limit"] == "web1,web2" and verify[-1]["status"] == "successful"
+
+    state = hosts(cli)
+    assert state["web1"]["status"] == state["web2"]["status"] == "in_sync"
+    assert state["db1"]["status"] == "drifted" and state["db2"]["status"] == "drifted"
+    pending = [a for a in approvals(cli) if a["status"] == "pending"]
+    assert [a["host"] for a in pending] == ["db1"], "db2 is in a report group: no approval, no converge"
+    assert not any("db" in (r["limit"] or "") for r in converges)
+
+    assert cli("approve", str(pending[0]["id"])).code == 0
+    wait_for(lambda: next(a for a in approvals(cli) if a["id"] == pending[0]["id"])["status"] == "applied",
+             240, "the approved converge")
+    state = hosts(cli)
+    assert state["db1"]["status"] == "in_sync"
+    assert state["db2"]["status"] == "drifted", "a report group is only shown, never converged"
+
+
+def test_pushed_commit_starts_a_check_within_the_poll_interval(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    marker = cli.repo / "NOTES.md"
+    marker.write_text("a new commit\n")
+    git(cli.repo, "add", "NOTES.md")
+    git(cli.repo, "commit", "-qm", "new commit")
+    sha = git(cli.repo, "rev-parse", "HEAD").strip()
+    pushed = time.monotonic()
+    run = wait_for(lambda: next((r for r in runs(cli) if r["revision"] == sha and r["trigger"] == "commit"), None),
+                   POLL_SECONDS + 30, "a commit check of the new revision")
+    assert time.monotonic() - pushed < POLL_SECONDS + 30
+    assert run["kind"] == "check" and run["limit"] is None
+
+
+def test_webhook_with_bad_signature_gets_401_and_starts_nothing(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    before = len(runs(cli))
+    body = b'{"ref": "refs/heads/main"}'
+    status, answer = service.request("POST", "/api/v1/hooks/git", body, {"X-Hub-Signature-256": "sha256=" + "0" * 64})
+    assert status == 401 and "signature" in answer["error"]
+    status, _ = service.request("POST", "/api/v1/hooks/git", body)
+    assert status == 401
+    status, _ = service.request("POST", "/api/v1/hooks/git", b"x" * (2 * 1024 * 1024),
+                                {"X-Gitlab-Token": SECRET})
+    assert status == 413
+    time.sleep(POLL_SECONDS * 2)
+    assert len(runs(cli)) == before
+
+    good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    status, answer = service.request("POST", "/api/v1/hooks/git", body, {"X-Hub-Signature-256": good})
+    assert status == 202 and answer["status"] == "fetch requested"
+    status, _ = service.request("POST", "/api/v1/hooks/git", body, {"X-Gitlab-Token": SECRET})
+    assert status == 202
+
+
+def test_disappearing_remote_marks_the_source_stale_and_the_controller_keeps_serving(controller_env):
+    cli, service = controller_env
+    moved = cli.repo.with_name("source-away")
+    cli.repo.rename(moved)
+    try:
+        source = wait_for(lambda: (s := cli("revisions", "--json").json()["source"])["stale"] and s,
+                          60, "the source to be marked stale")
+        assert "cannot fetch" in source["error"]
+        assert source["desired"], "the last good revision stays desired"
+        assert service.get("/api/v1/healthz")[0] == 200
+    finally:
+        moved.rename(cli.repo)
+    wait_for(lambda: not cli("revisions", "--json").json()["source"]["stale"], 120, "the source to recover")
+
+
+def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    queued = cli("request", "check", "--json").json()["run"]
+    wait_for(lambda: next(r for r in runs(cli) if r["id"] == queued["id"])["status"] == "running", 60,
+             "the requested check to start")
+    time.sleep(2)
+    service.stop(signal.SIGKILL)
+    service.start()
+    run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
+                   30, "the run to be closed")
+    assert run["status"] == "interrupted"
+    assert "stopped while this run was running" in run["error"]
+    shown = cli("show", str(run["id"]), "--json").json()
+    assert shown["stdout"], "output recorded before the crash is kept"
+
+
+def test_sigterm_cancels_the_running_run_and_stops(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    queued = cli("request", "check", "--json").json()["run"]
+    wait_for(lambda: next(r for r in runs(cli) if r["id"] == queued["id"])["status"] == "running", 60,
+             "the requested check to start")
+    time.sleep(2)
+    assert service.stop(signal.SIGTERM) == 0
+    run = next(r for r in runs(cli) if r["id"] == queued["id"])
+    assert run["status"] == "canceled" and "SIGTERM" in run["error"]
+    assert subprocess.run(["pgrep", "-f", "ansible-playbook.*--check"], capture_output=True).returncode == 1
+    service.start()
