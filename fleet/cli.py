@@ -326,7 +326,8 @@ def revisions(ctx, as_json):
             }, indent=2))
             return
         rows = [[("* " if r.sha == state.desired_sha else "  ") + r.sha[:12], r.status, r.signature,
-                 when(r.authored_at), r.message.splitlines()[0][:50] if r.message else ""] for r in listed]
+                 when(r.authored_at), ("[history rewritten] " if r.rewrites_history else "")
+                 + (r.message.splitlines()[0][:50] if r.message else "")] for r in listed]
         click.echo(table(["  REVISION", "STATUS", "SIGNATURE", "AUTHORED", "MESSAGE"], rows, use_colour(), 1))
         for revision in (r for r in listed if r.status == "rejected"):
             click.echo(f"\n{revision.sha[:12]} rejected:\n{indent(revision.error)}")
@@ -339,6 +340,7 @@ def _revision_json(revision, desired_sha) -> dict:
         "sha": revision.sha, "ref": revision.ref, "status": revision.status, "error": revision.error or None,
         "author": revision.author, "authored_at": iso(revision.authored_at), "message": revision.message,
         "signature": revision.signature, "desired": revision.sha == desired_sha,
+        "rewrites_history": revision.rewrites_history,
     }
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fleet import jobs, policy
+from fleet import jobs, policy, processes
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.settings import Settings
 from fleet.store import queries, records
@@ -331,8 +330,5 @@ def _stop_orphaned_ansible(pid: int | None) -> None:
     except OSError:
         return
     if b"ansible" in cmdline:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGKILL)
-            log.warning("stopped orphaned ansible-playbook (pid %s)", pid)
-        except OSError:
-            pass
+        processes.kill_tree(pid)
+        log.warning("stopped orphaned ansible-playbook (pid %s) and its processes", pid)

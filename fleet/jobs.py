@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fleet import hostkeys, runner, source
+from fleet import hostkeys, processes, runner, source
 from fleet.drift import DriftTracker, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
 from fleet.settings import Settings
@@ -159,9 +160,11 @@ def perform_run(
     try:
         status, error = execution.run(desired, targets), ""
     except KeyboardInterrupt:
+        processes.kill_tree(execution.ansible_pid)  # it runs in its own session: Ctrl-C never reached it
         execution.finish("canceled", "canceled from the terminal")
         raise
     except BaseException as exc:
+        processes.kill_tree(execution.ansible_pid)
         execution.finish("failed", f"fleet could not finish the run: {exc}")
         raise
     finally:
@@ -190,6 +193,8 @@ class _Execution:
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
         self.private_dir = settings.data_dir / "runs" / str(run.id)
         self.strategy: runner.Strategy | None = None
+        self.deadline = float("inf")
+        self.timed_out = False
 
     def run(self, desired: DesiredState, targets: list[source.InventoryHost]) -> str:
         self.strategy = runner.choose_strategy(self.settings.strategy)
@@ -197,8 +202,18 @@ class _Execution:
         usable = self._preflight(targets)
         if not usable:
             return "failed"
-        outcome = runner.run_job(self._spec(desired, usable), self._on_event, self.should_cancel)
-        return _run_status(outcome.status, self.tracker.verdicts())
+        self.deadline = time.monotonic() + self.settings.run_timeout
+        outcome = runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
+        status = "timeout" if self.timed_out else outcome.status
+        return _run_status(status, self.tracker.verdicts())
+
+    def _stop_requested(self) -> bool:
+        """Polled by ansible-runner: on cancel or timeout, kill the whole Ansible tree first."""
+        self.timed_out = time.monotonic() > self.deadline
+        if not (self.timed_out or self.should_cancel()):
+            return False
+        processes.kill_tree(self.ansible_pid)
+        return True
 
     def _preflight(self, targets: list[source.InventoryHost]) -> list[str]:
         probes = hostkeys.probe_hosts(
@@ -231,7 +246,6 @@ class _Execution:
             identity=hostkeys.ensure_identity(self.settings.identity_path),
             vault_password_file=self.settings.vault_password_file,
             forks=self.settings.forks,
-            timeout=self.settings.run_timeout,
             strategy=self.strategy,
         )
 
@@ -266,10 +280,10 @@ def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
 
 
 def exit_code(verdicts: list[HostVerdict]) -> int:
-    """0 all in sync, 2 drift found, 3 a host unreachable or failed; the highest wins."""
+    """0 all in sync, 2 drift found, 3 a host unreachable, failed or not fully evaluated; the highest wins."""
     code = 0
     for verdict in verdicts:
-        if verdict.status in ("unreachable", "failed"):
+        if verdict.status in ("unreachable", "failed", "incomplete"):
             code = max(code, 3)
         elif verdict.status == "drifted":
             code = max(code, 2)

@@ -83,7 +83,6 @@ class JobSpec:
     identity: Path | None = None
     vault_password_file: str | None = None
     forks: int = 20
-    timeout: int = 3600
     strategy: Strategy = Strategy("linear", None, "default")
 
 
@@ -142,7 +141,11 @@ def run_job(
     on_event: Callable[[dict], None],
     should_cancel: Callable[[], bool] = lambda: False,
 ) -> RunnerOutcome:
-    """Run the playbook as the spec says, calling on_event for every event as it arrives."""
+    """Run the playbook as the spec says, calling on_event for every event as it arrives.
+
+    The caller owns stopping: should_cancel is polled often, and the caller
+    enforces its own timeout through it (so it can stop the whole process tree).
+    """
     spec.private_data_dir.mkdir(parents=True, exist_ok=True)
     spec.control_path_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     envvars = ansible_env(spec.known_hosts, spec.control_path_dir)
@@ -156,7 +159,6 @@ def run_job(
         inventory=str(spec.inventory),
         limit=f"@{spec.limit_file}" if spec.limit_file else None,
         forks=spec.forks,
-        timeout=spec.timeout,
         cmdline=command_line(spec),
         envvars=envvars,
         event_handler=lambda event: on_event(event) or False,

@@ -32,8 +32,9 @@ class FleetCli:
     def __init__(self, data_dir: Path, repo: Path, cwd: Path):
         self.data_dir, self.repo, self.cwd = data_dir, repo, cwd
 
-    def __call__(self, *args: str, timeout: float = 600, input: str | None = None) -> FleetResult:
-        env = {**os.environ, "FLEET_DATA_DIR": str(self.data_dir), "FLEET_REPO": str(self.repo)}
+    def __call__(self, *args: str, timeout: float = 600, input: str | None = None,
+                 env: dict | None = None) -> FleetResult:
+        env = {**os.environ, "FLEET_DATA_DIR": str(self.data_dir), "FLEET_REPO": str(self.repo), **(env or {})}
         proc = subprocess.run([FLEET, *args], cwd=self.cwd, env=env, capture_output=True, text=True,
                               timeout=timeout, input=input)
         return FleetResult(proc.returncode, proc.stdout, proc.stderr)

@@ -146,3 +146,46 @@ def test_changed_host_key_blocks_the_host_until_accepted(lab_env):
     assert after.json()["hosts"][0]["status"] in ("in_sync", "drifted")
     status = {h["name"]: h for h in cli("status", "--json").json()["hosts"]}
     assert status["web2"]["key_blocked"] is False
+
+
+def test_rewritten_history_is_flagged(lab_env):
+    cli = lab_env
+    converged = cli("converge", "--yes", "--json", "--limit", "db1")
+    assert converged.code == 0, converged.stdout + converged.stderr
+    converged_sha = converged.json()["run"]["revision"]
+    first_commit = git(cli.repo, "rev-list", "--max-parents=0", "HEAD").strip()
+    git(cli.repo, "reset", "-q", "--hard", first_commit)  # drop every later commit, as a force-push would
+    (cli.repo / "NOTES.md").write_text("history rewritten\n")
+    git(cli.repo, "add", "NOTES.md")
+    git(cli.repo, "commit", "-qm", "rewritten")
+    rewritten = git(cli.repo, "rev-parse", "HEAD").strip()
+    assert cli("check", "--limit", "db1").code in (0, 2)
+    listed = {r["sha"]: r for r in cli("revisions", "--json").json()["revisions"]}
+    assert listed[rewritten]["rewrites_history"] is True
+    assert listed[converged_sha]["rewrites_history"] is False
+    assert "[history rewritten]" in cli("revisions").stdout
+
+
+def test_run_timeout_stops_the_whole_ansible_tree_and_keeps_partial_results(lab_env):
+    cli = lab_env
+    (cli.repo / "playbooks" / "slow.yml").write_text(
+        "- hosts: web1\n  gather_facts: false\n  tasks:\n"
+        "    - name: quick\n      ansible.builtin.ping:\n"
+        "    - name: slow\n      ansible.builtin.command: sleep 120\n      check_mode: false\n"
+    )
+    git(cli.repo, "add", "playbooks/slow.yml")
+    git(cli.repo, "commit", "-qm", "a slow playbook")
+    env_timeout = {"FLEET_RUN_TIMEOUT": "8"}
+    started = time.monotonic()
+    result = cli("--playbook", "playbooks/slow.yml", "check", "--json", env=env_timeout)
+    assert time.monotonic() - started < 60
+    assert result.code == 3
+    run = result.json()["run"]
+    assert run["status"] == "timeout" and "timeout of 8s" in run["error"]
+    assert hosts_by_name(result)["web1"]["status"] == "incomplete"
+    shown = {h["name"]: h for h in cli("show", str(run["id"]), "--json").json()["hosts"]}
+    assert [t["task"] for t in shown["web1"]["tasks"]] == ["quick"], "results before the stop are kept"
+    leftovers = subprocess.run(["pgrep", "-f", f"ansible-playbook.*{cli.data_dir}"], capture_output=True)
+    assert leftovers.returncode == 1, f"ansible processes outlived the run: {leftovers.stdout}"
+    web1 = next(h for h in cli("status", "--json").json()["hosts"] if h["name"] == "web1")
+    assert web1["status"] != "incomplete", "a stopped run proves nothing, so the host keeps its last status"
