@@ -450,6 +450,76 @@ def approve(ctx, approval_id):
         click.echo(f"approval {approval.id} for {approval.host}: approved; the controller re-checks, then converges")
 
 
+# --- accounts -------------------------------------------------------------------
+
+@main.group()
+def user():
+    """Accounts of the web UI."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option("--generate", is_flag=True, help="generate a password and print it once")
+@click.pass_context
+@_guard
+def user_add(ctx, name, role, password_stdin, generate):
+    """Create an account (or reset its password and role)."""
+    from fleet.store import accounts
+
+    settings = _settings(ctx.parent)
+    if generate:
+        password = accounts.generate_password()
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _store(settings):
+        accounts.add_user(name, password, role)
+        accounts.audit(_who(), "user.add", name, f"role={role}")
+    click.echo(f"user {name} ({role}) saved")
+    if generate:
+        click.echo(f"password (shown once): {password}")
+
+
+@main.group()
+def token():
+    """API tokens for scripts (Authorization: Bearer ...)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.pass_context
+@_guard
+def token_create(ctx, name, role):
+    """Create a token; it is printed alone on the last line and cannot be shown again."""
+    from fleet.store import accounts
+
+    settings = _settings(ctx.parent)
+    with _store(settings):
+        secret = accounts.create_token(name, role, _who())
+        accounts.audit(_who(), "token.create", name, f"role={role}")
+    click.echo(f"token {name} ({role}) created; store it now, fleet keeps only its hash:")
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.pass_context
+@_guard
+def token_revoke(ctx, name):
+    """Revoke a token."""
+    from fleet.store import accounts
+
+    settings = _settings(ctx.parent)
+    with _store(settings):
+        accounts.revoke_token(name)
+        accounts.audit(_who(), "token.revoke", name)
+    click.echo(f"token {name} revoked")
+
+
 # --- hosts ------------------------------------------------------------------
 
 @main.group()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import os
+import secrets
+from datetime import timedelta
+
+from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fleet.settings import Settings, load_settings
@@ -21,12 +25,20 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         FLEET_SETTINGS=settings,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
+        SECRET_KEY=load_secret_key(settings),
+        SESSION_COOKIE_NAME="fleet_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        # Browsers drop Secure cookies over plain http; loopback (the demo) is the one place without TLS.
+        SESSION_COOKIE_SECURE=not _serves_loopback(settings.bind),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
     if test_config:
         app.config.update(test_config)
     init_store(app)
-    from web import health, hooks
+    from web import auth, health, hooks
 
+    auth.init_auth(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(hooks.bp)
     app.register_error_handler(HTTPException, _json_error)
@@ -34,5 +46,24 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
 
 
 def _json_error(exc: HTTPException):
-    """API errors are JSON {"error": ...} with the right status code."""
-    return jsonify(error=exc.description or exc.name), exc.code
+    """API errors are JSON {"error": ...}; pages get a short HTML page; both with the right status."""
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        return jsonify(error=exc.description or exc.name), exc.code
+    return render_template("error.html", error=exc), exc.code
+
+
+def load_secret_key(settings: Settings) -> str:
+    """FLEET_SECRET_KEY, or a random key generated once into the data directory (mode 0600)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def _serves_loopback(bind: str) -> bool:
+    host = bind.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
