@@ -41,6 +41,8 @@ mkdir -p "$dir/fs/upper" "$dir/fs/work" "$dir/fs/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/fs/upper,workdir=$dir/fs/work" "$dir/fs/root"
 root="$dir/fs/root"
 mount -t proc proc "$root/proc"
+# The kernel is shared: a playbook's sysctl must not reach the machine running the lab.
+mount --bind "$root/proc/sys" "$root/proc/sys" && mount -o remount,bind,ro "$root/proc/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
 mount -t tmpfs tmpfs "$root/tmp"
