@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_HOSTS ?= 4
 
-.PHONY: demo test system venv clean
+.PHONY: demo test system venv clean bench
 
 # Debian packages the lab and the tests need (sshd for lab hosts; the rest is usually there).
 system:
@@ -35,3 +35,9 @@ test: system venv
 clean:
 	-$(BIN)/fleet lab down
 	rm -rf .fleet
+
+# Benchmarks (not part of the tests): fleet vs plain ansible-playbook and ARA, ingestion,
+# history pages, memory. Writes bench/RESULTS.md. Takes about 20 minutes; run it on a quiet machine.
+bench: system venv
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench.run

@@ -96,7 +96,7 @@ def converge(ctx, limit, yes, as_json, show_diff):
 def _execute(ctx, kind: str, limit: str | None, as_json: bool, show_diff: bool) -> None:
     settings = _settings(ctx)
     with _store(settings):
-        progress = Progress(kind, 0)
+        progress = Progress(kind)
         try:
             report = jobs.execute_run(settings, kind, limit=limit, trigger="manual",
                                       requested_by=_who(), progress=progress)

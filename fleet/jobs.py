@@ -2,9 +2,10 @@
 
     sync_source -> resolve targets -> probe hosts -> execute -> record
 
-The CLI calls `execute_run` directly; the controller will call it from its
-queue. The run row is written before anything can fail, and closed on
-every path, so the history never loses a run.
+The CLI calls `execute_run` (fetch, then run at once); the controller calls
+`perform_run` for runs it takes from its queue. The run row is written
+before anything can fail, and closed on every path, so the history never
+loses a run.
 """
 
 from __future__ import annotations

@@ -89,11 +89,10 @@ def iso(moment: datetime | None) -> str | None:
 class Progress:
     """One updating line on stderr while a run streams (only on a terminal)."""
 
-    def __init__(self, kind: str, host_count: int, stream=None):
+    def __init__(self, kind: str, stream=None):
         self.stream = stream or sys.stderr
         self.enabled = use_colour(self.stream)
         self.kind = kind
-        self.host_count = host_count
         self.tasks = 0
         self.current = ""
 
@@ -105,7 +104,8 @@ class Progress:
         if event.get("event", "").startswith("runner_on_") and event.get("event") != "runner_on_start":
             self.tasks += 1
         drifted = sum(1 for v in tracker.hosts.values() if v.status == "drifted")
-        line = f"{self.kind}: {self.host_count} hosts, {self.tasks} task results, {drifted} drifted so far — {self.current}"
+        line = (f"{self.kind}: {len(tracker.hosts)} hosts answered, {self.tasks} task results, "
+                f"{drifted} drifted so far — {self.current}")
         self.stream.write("\r\033[K" + line[:150])
         self.stream.flush()
 

@@ -1,0 +1,119 @@
+"""`make bench`: every benchmark in one run, results with machine, date and commands in bench/RESULTS.md.
+
+    python -m bench.run [--only check,scaling,ingest,history,footprint] [--rounds N]
+
+This machine is shared and noisy, so contenders run interleaved in the same
+session and the headline numbers are ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import common
+
+RESULTS = Path(__file__).parent / "RESULTS.md"
+SECTIONS = ("check", "scaling", "ingest", "history", "footprint")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    chosen = [s for s in args.only.split(",") if s]
+    lines = header(" ".join(["python -m bench.run", *(argv or sys.argv[1:])]))
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        work = Path(tmp)
+        for section in chosen:
+            print(f"== {section}", flush=True)
+            lines += SECTION_RUNNERS[section](work, args.rounds)
+            RESULTS.write_text("\n".join(lines) + "\n")  # keep what is measured even if a later section fails
+    print(RESULTS.read_text())
+    return 0
+
+
+def header(command: str) -> list[str]:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        "# fleet benchmark results",
+        "",
+        f"- date: {now}",
+        f"- machine: {common.machine_description()}",
+        f"- packages: {common.package_versions()}",
+        f"- command: `{command}` (via `make bench`)",
+        "",
+    ]
+
+
+def run_check(work: Path, rounds: int) -> list[str]:
+    from bench import fleet_check
+
+    runners = fleet_check.measure(work, hosts=20, subnet=70, rounds=rounds)
+    fleet, plain, piped = runners[0], runners[1], runners[2]
+    lines = ["## Fleet check: 20 fresh lab hosts, the example playbook", "",
+             f"Median of {rounds} interleaved rounds after one warm-up round each. CPU is user+system "
+             "of the command and all its children (Ansible forks, SSH).", "",
+             "| contender | wall s | CPU s | wall / plain defaults | wall / plain pipelining |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for runner in runners:
+        lines.append(f"| {runner.name} | {runner.wall:.1f} | {runner.cpu:.1f} | "
+                     f"{runner.wall / plain.wall:.2f} | {runner.wall / piped.wall:.2f} |")
+    lines += ["", f"Goal: fleet at most 0.30 of plain defaults (measured {fleet.wall / plain.wall:.2f}) "
+              f"and at most 0.50 of plain with pipelining (measured {fleet.wall / piped.wall:.2f}).", "",
+              "Commands (run in the source checkout):", ""]
+    lines += [f"- {r.name}: `{r.shown()}`" + (" with ANSIBLE_PIPELINING=True" if "pipelining" in r.name else "")
+              for r in runners]
+    return lines + [""]
+
+
+def run_scaling(work: Path, rounds: int) -> list[str]:
+    from bench import fleet_check
+
+    lines = ["## Scaling: `fleet check` wall time by fleet size", "",
+             "| hosts | wall s | CPU s | s per host |", "| ---: | ---: | ---: | ---: |"]
+    for index, hosts in enumerate((10, 20, 50)):
+        fleet = fleet_check.measure(work, hosts=hosts, subnet=80 + 2 * index, rounds=max(1, rounds - 1),
+                                    only_fleet=True)[0]
+        lines.append(f"| {hosts} | {fleet.wall:.1f} | {fleet.cpu:.1f} | {fleet.wall / hosts:.2f} |")
+    return lines + [""]
+
+
+def run_ingest(work: Path, rounds: int) -> list[str]:
+    from bench import ingest
+    from fleet.store.records import BATCH_ROWS
+
+    result = ingest.measure(work)
+    return ["## Ingestion: events per second into the SQLite store", "",
+            f"{result['events']:,} synthetic check events (50 hosts, one diff in seven tasks) through "
+            f"DriftTracker and RunRecorder (batches of {BATCH_ROWS} "
+            f"rows, one transaction each): {result['seconds']:.1f} s, "
+            f"**{result['per_second']:,.0f} events/s** ({result['rows']:,} rows). Goal: at least 5,000/s.", ""]
+
+
+def run_history(work: Path, rounds: int) -> list[str]:
+    from bench import history
+
+    return history.report(work)
+
+
+def run_footprint(work: Path, rounds: int) -> list[str]:
+    from bench import footprint
+
+    result = footprint.measure(work, hosts=50, subnet=90)
+    return ["## Footprint: resident memory of `fleet serve`", "",
+            f"- idle (after its first check of 50 hosts): {result['idle_mib']:.0f} MiB",
+            f"- peak during a 50-host check, the serve process alone: {result['peak_serve_mib']:.0f} MiB",
+            f"- peak of serve plus its Ansible children: {result['peak_tree_mib']:.0f} MiB",
+            "- goal: under 300 MB for `fleet serve`", ""]
+
+
+SECTION_RUNNERS = {"check": run_check, "scaling": run_scaling, "ingest": run_ingest, "history": run_history,
+                   "footprint": run_footprint}
+
+if __name__ == "__main__":
+    sys.exit(main())
