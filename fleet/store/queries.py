@@ -118,3 +118,123 @@ def last_converged_sha() -> str | None:
     """The revision of the newest converge run that reached its end."""
     return db.session.scalar(select(Run.revision_sha).where(
         Run.kind == "converge", Run.status.in_(("successful", "failed"))).order_by(Run.id.desc()).limit(1))
+
+
+# --- JSON API reads ---------------------------------------------------------------
+# Each function below costs one query, whatever the size of the history.
+
+from sqlalchemy import String, func, literal  # noqa: E402  (appended section; the file's head is shared)
+
+from fleet.store.models import Approval, HostLock, SourceState  # noqa: E402
+
+HOST_STATUSES = ("unknown", "in_sync", "drifted", "unreachable", "failed")
+RUN_KINDS = ("check", "converge")
+RUN_STATUSES = ("queued", "running", "successful", "failed", "canceled", "interrupted", "timeout")
+RUN_FINAL_STATUSES = ("successful", "failed", "canceled", "interrupted", "timeout")
+APPROVAL_STATUSES = ("pending", "approved", "applied", "superseded", "failed")
+
+
+def find_hosts(status: str | None = None, group: str | None = None) -> list[Host]:
+    """Hosts of the inventory by name, optionally only one status and/or inventory group."""
+    query = select(Host).where(Host.in_inventory.is_(True)).order_by(Host.name)
+    if status:
+        query = query.where(Host.status == status)
+    if group:
+        # groups is space-separated: pad it so "web" matches " web " but never "webproxy".
+        padded = literal(" ", String) + Host.groups + literal(" ", String)
+        query = query.where(padded.contains(f" {group} ", autoescape=True))
+    return list(db.session.scalars(query))
+
+
+def unverified_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
+    """Tasks of one host in one run that check mode could not evaluate."""
+    return list(db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.unverified.is_(True),
+    ).order_by(TaskResultRow.seq)))
+
+
+def run_last_seq(run_id: int) -> int:
+    """The highest event seq stored for a run (tasks and output share the event counter), 0 if none."""
+    tasks = select(func.max(TaskResultRow.seq)).where(TaskResultRow.run_id == run_id).scalar_subquery()
+    output = select(func.max(RunOutput.seq)).where(RunOutput.run_id == run_id).scalar_subquery()
+    highest = db.session.execute(select(tasks, output)).one()
+    return max(highest[0] or 0, highest[1] or 0)
+
+
+def run_tasks_between(run_id: int, after_seq: int, upto_seq: int) -> list[TaskResultRow]:
+    """Task results with after_seq < seq <= upto_seq, in event order."""
+    return list(db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq, TaskResultRow.seq <= upto_seq,
+    ).order_by(TaskResultRow.seq, TaskResultRow.id)))
+
+
+def run_output_between(run_id: int, after_seq: int, upto_seq: int) -> list[str]:
+    """Output chunks with after_seq < seq <= upto_seq, in event order."""
+    return list(db.session.scalars(select(RunOutput.text).where(
+        RunOutput.run_id == run_id, RunOutput.seq > after_seq, RunOutput.seq <= upto_seq,
+    ).order_by(RunOutput.seq, RunOutput.id)))
+
+
+def converge_conflict(limit: str) -> str | None:
+    """Why a converge of `limit` must wait (an explanation), or None when nothing stands in its way.
+
+    Patterns are not resolved here (that needs ansible-inventory), so the rule is
+    deliberately simple: a queued or running converge conflicts when it has the same
+    limit or no limit (all hosts), when the request has no limit, or when a host named
+    in the request's limit (its parts split on "," and ":", as Ansible separates them)
+    is locked by a running converge. Two queries at most.
+    """
+    limit = limit or ""
+    active = select(Run.id, Run.limit).where(Run.kind == "converge", Run.status.in_(("queued", "running")))
+    if limit:  # an empty request limit means every host: then any active converge overlaps
+        active = active.where((Run.limit == limit) | (Run.limit == ""))
+    blocking = db.session.execute(active.order_by(Run.id).limit(1)).first()
+    if blocking is not None:
+        target = f"hosts {blocking.limit!r}" if blocking.limit else "every host"
+        return f"converge run {blocking.id} of {target} is queued or running; wait for it or cancel it"
+    names = {part.strip() for part in limit.replace(":", ",").split(",") if part.strip()}
+    locked = db.session.execute(select(HostLock.host, HostLock.run_id).join(Run, Run.id == HostLock.run_id).where(
+        HostLock.host.in_(names), Run.kind == "converge").order_by(HostLock.host).limit(1)).first()
+    if locked is not None:
+        return f"host {locked.host} is being converged by run {locked.run_id}; wait for it or cancel it"
+    return None
+
+
+def find_approvals(status: str | None = None, before_id: int | None = None,
+                   limit: int = PAGE_SIZE) -> list[Approval]:
+    """Approvals newest first, one keyset page (ids < before_id), optionally of one status."""
+    query = select(Approval).order_by(Approval.id.desc()).limit(limit)
+    if status:
+        query = query.where(Approval.status == status)
+    if before_id:
+        query = query.where(Approval.id < before_id)
+    return list(db.session.scalars(query))
+
+
+def get_source_state() -> SourceState | None:
+    """The source's state row, or None before the first fetch (a read that never inserts it)."""
+    return db.session.get(SourceState, 1)
+
+
+def host_status_counts() -> dict[str, int]:
+    """How many inventory hosts are in each status."""
+    rows = db.session.execute(select(Host.status, func.count()).where(Host.in_inventory.is_(True))
+                              .group_by(Host.status))
+    return {status: count for status, count in rows}
+
+
+def finished_run_counts() -> dict[tuple[str, str], int]:
+    """How many runs ended per (kind, final status); a final status never changes, so these only grow."""
+    rows = db.session.execute(select(Run.kind, Run.status, func.count())
+                              .where(Run.status.in_(RUN_FINAL_STATUSES)).group_by(Run.kind, Run.status))
+    return {(kind, status): count for kind, status, count in rows}
+
+
+def queue_depth() -> int:
+    """How many runs wait in the queue."""
+    return db.session.scalar(select(func.count()).select_from(Run).where(Run.status == "queued")) or 0
+
+
+def newest_check_at():
+    """When any inventory host was last checked (None if never)."""
+    return db.session.scalar(select(func.max(Host.last_check_at)).where(Host.in_inventory.is_(True)))

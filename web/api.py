@@ -1,0 +1,321 @@
+"""The JSON API under /api/v1: hosts, runs, run requests, cancel, approvals, revisions, metrics.
+
+Authentication: `Authorization: Bearer <token>` (`fleet token create`), or a
+logged-in session, which must then send its CSRF token in `X-CSRF-Token` on
+every POST. Roles: viewer reads (GET, including /metrics); operator also
+requests runs, cancels them and approves drift.
+
+Errors are JSON `{"error": "..."}`:
+
+    400  malformed request: a bad query parameter, a body that is not JSON
+    401  no credentials, or a token that is unknown or revoked
+    403  the role is too low (or a session POST lacks its CSRF token)
+    404  no such host, run or approval
+    409  the request collides with the state: converge already queued or
+         running for those hosts, run already finished, approval already decided
+    413  body over 1 MiB
+    422  well-formed JSON whose fields are wrong
+
+Every view costs a fixed number of SQL queries, whatever the history's length:
+lists are keyset pages (`cursor` = the last id of the previous page), never OFFSET.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
+
+from fleet.errors import FleetError, NotFound
+from fleet.store import queries, records
+from web import serializers
+from web.auth import audit, require_role
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+MAX_LIMIT_CHARS = 1024  # the runs.limit column's size
+ACTIVE_STATUSES = ("queued", "running")
+
+
+@bp.after_request
+def bearer_challenge(response):
+    """RFC 6750: a 401 names the scheme the client should use."""
+    if response.status_code == 401:
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="fleet"')
+    return response
+
+
+# --- hosts --------------------------------------------------------------------------
+
+@bp.get("/hosts")
+@require_role("viewer")
+def list_hosts():
+    """Every inventory host with its status and current drift; ?status= and ?group= filter."""
+    status = _choice_arg("status", queries.HOST_STATUSES)
+    group = request.args.get("group") or None
+    hosts = queries.find_hosts(status, group)
+    drift = queries.drifted_tasks(hosts)  # one query for every host's drift, not one per host
+    return jsonify(hosts=[_host_with_links(h, drift.get(h.name, [])) for h in hosts])
+
+
+@bp.get("/hosts/<name>")
+@require_role("viewer")
+def show_host(name: str):
+    """One host: status, drift with diffs, unverified tasks of its last check, links to its runs."""
+    host = _found(queries.get_host, name, f"no host named {name!r}; GET /api/v1/hosts lists them")
+    drift = queries.drifted_tasks([host]).get(host.name, [])
+    data = _host_with_links(host, drift)
+    unverified = queries.unverified_tasks_of(host.last_check_run_id, host.name) if host.last_check_run_id else []
+    data["unverified_tasks"] = [serializers.unverified_task_json(t) for t in unverified]
+    return jsonify(host=data)
+
+
+def _host_with_links(host, drift) -> dict:
+    data = serializers.host_json(host, drift)
+    data["links"] = {
+        "self": url_for("api.show_host", name=host.name),
+        "runs": url_for("api.list_runs", host=host.name),
+        "last_check_run": url_for("api.show_run", run_id=host.last_check_run_id) if host.last_check_run_id else None,
+    }
+    return data
+
+
+# --- runs ------------------------------------------------------------------------------
+
+@bp.get("/runs")
+@require_role("viewer")
+def list_runs():
+    """Newest runs first, one keyset page: ?kind= ?status= ?host= ?cursor= ?limit=.
+
+    `host` finds the runs that recorded a verdict for that host (queued runs have none yet).
+    """
+    kind = _choice_arg("kind", queries.RUN_KINDS)
+    status = _choice_arg("status", queries.RUN_STATUSES)
+    cursor, size = _page_args()
+    # One row more than the page tells whether another page exists, without counting.
+    rows = queries.list_runs(kind=kind, status=status, host=request.args.get("host") or None,
+                             before_id=cursor, limit=size + 1)
+    page = rows[:size]
+    return jsonify(runs=[serializers.run_summary_json(r) for r in page],
+                   next_cursor=page[-1].id if len(rows) > size else None)
+
+
+@bp.get("/runs/<int:run_id>")
+@require_role("viewer")
+def show_run(run_id: int):
+    """One run with its hosts, tasks and output; ?after_seq=N returns only tasks and output after N.
+
+    A live view polls with the `last_seq` it got until the run's status is final.
+    """
+    after = _int_arg("after_seq", minimum=0) or 0
+    run = _run_or_404(run_id)
+    # Read the run before the high-water mark: once it is final, every row up to the mark is there.
+    upto = queries.run_last_seq(run_id)
+    return jsonify(
+        run=serializers.run_json(run),
+        hosts=[serializers.run_host_json(h) for h in queries.run_hosts(run_id)],
+        tasks=[serializers.task_json(t) for t in queries.run_tasks_between(run_id, after, upto)],
+        stdout="\n".join(queries.run_output_between(run_id, after, upto)),
+        last_seq=max(upto, after),
+    )
+
+
+@bp.post("/runs")
+@require_role("operator")
+def request_run():
+    """Queue a check or converge: {"kind": "check"|"converge", "limit": "pattern"} -> 202.
+
+    The controller runs it; nothing runs inside this request. An identical queued
+    check is joined ("joined": true). A converge gets 409 when it may overlap one
+    queued or running; see queries.converge_conflict for the exact rule.
+    """
+    kind, limit = _run_request(_json_object())
+    if kind == "converge":
+        conflict = queries.converge_conflict(limit)
+        if conflict:
+            abort(409, description=conflict)
+    run, joined = records.enqueue_run(kind, "manual", limit, g.identity.name)
+    body = {"run": serializers.run_json(run), "joined": joined}
+    audit("run.request", f"run {run.id}", f"kind={kind} limit={limit or 'all'} joined={joined}")
+    return jsonify(body), 202, {"Location": url_for("api.show_run", run_id=run.id)}
+
+
+@bp.post("/runs/<int:run_id>/cancel")
+@require_role("operator")
+def cancel_run(run_id: int):
+    """Stop a queued run at once, or a running one at its next event (partial results are kept)."""
+    run = _run_or_404(run_id)
+    if run.status not in ACTIVE_STATUSES:
+        abort(409, description=f"run {run_id} is {run.status}; only queued or running runs can be canceled")
+    previous = run.status
+    run = records.request_cancel(run_id, f"canceled by {g.identity.name}")
+    body = {"run": serializers.run_json(run)}
+    audit("run.cancel", f"run {run_id}", f"was {previous}")
+    return jsonify(body), 202
+
+
+# --- approvals ----------------------------------------------------------------------------
+
+@bp.get("/approvals")
+@require_role("viewer")
+def list_approvals():
+    """Approvals newest first, one keyset page: ?status= ?cursor= ?limit=."""
+    status = _choice_arg("status", queries.APPROVAL_STATUSES)
+    cursor, size = _page_args()
+    rows = queries.find_approvals(status, cursor, size + 1)
+    page = rows[:size]
+    return jsonify(approvals=[serializers.approval_json(a) for a in page],
+                   next_cursor=page[-1].id if len(rows) > size else None)
+
+
+@bp.post("/approvals/<int:approval_id>")
+@require_role("operator")
+def approve(approval_id: int):
+    """Approve converging exactly the drift the approval shows; the controller re-checks first.
+
+    The body may be empty or {"decision": "approve"}; any other decision is refused (422)
+    rather than read as an approval.
+    """
+    if request.get_data(cache=True):
+        decision = _json_object().get("decision", "approve")
+        if decision != "approve":
+            abort(422, description='"decision" can only be "approve"; leave a drift you reject pending')
+    try:
+        approval = records.decide_approval(approval_id, g.identity.name)
+    except NotFound:
+        abort(404, description=f"no approval with id {approval_id}; GET /api/v1/approvals lists them")
+    except FleetError as exc:  # decided already: approving twice must not look like success
+        abort(409, description=str(exc))
+    body = {"approval": serializers.approval_json(approval)}
+    audit("approval.approve", f"approval {approval_id}",
+          f"host={approval.host} check_run={approval.check_run_id} drift={approval.drift_signature[:12]}")
+    return jsonify(body)
+
+
+# --- revisions and metrics -------------------------------------------------------------------
+
+@bp.get("/revisions")
+@require_role("viewer")
+def list_revisions():
+    """The source's state and the newest fetched revisions with their validation results."""
+    state = queries.get_source_state()
+    desired = state.desired_sha if state else None
+    settings = current_app.config["FLEET_SETTINGS"]
+    return jsonify(source=serializers.source_json(state, str(settings.repo)),
+                   revisions=[serializers.revision_json(r, desired) for r in queries.list_revisions()])
+
+
+@bp.get("/metrics")
+@require_role("viewer")
+def metrics():
+    """Prometheus text format 0.0.4. Needs the viewer role: give Prometheus a viewer token
+    (`fleet token create prometheus --role viewer`; scrape config `authorization: {credentials_file: ...}`).
+
+    fleet_runs_total counts finished runs only, so it never goes down; fleet_queue_depth shows the queue.
+    """
+    body = "".join([
+        _hosts_metric(), _runs_metric(),
+        serializers.prometheus_metric("fleet_source_stale", "gauge", "1 when the last fetch of the git source failed.",
+                                      [({}, 1 if _source_stale() else 0)]),
+        serializers.prometheus_metric("fleet_queue_depth", "gauge", "Runs queued for the controller.",
+                                      [({}, queries.queue_depth())]),
+        serializers.prometheus_metric(
+            "fleet_last_check_timestamp_seconds", "gauge",
+            "When a host was last checked, seconds since the epoch (0: never).",
+            [({}, serializers.epoch_seconds(queries.newest_check_at()))]),
+    ])
+    return Response(body, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _hosts_metric() -> str:
+    counts = queries.host_status_counts()
+    statuses = list(queries.HOST_STATUSES) + sorted(set(counts) - set(queries.HOST_STATUSES))
+    return serializers.prometheus_metric("fleet_hosts", "gauge", "Inventory hosts by status.",
+                                         [({"status": s}, counts.get(s, 0)) for s in statuses])
+
+
+def _runs_metric() -> str:
+    # Only finished runs: a counter must never go down, and queued/running counts would
+    # (fleet_queue_depth shows the queue). Every known series is present, at 0 if need be,
+    # so rate() and alerts never see one vanish.
+    counts = queries.finished_run_counts()
+    keys = [(k, s) for k in queries.RUN_KINDS for s in queries.RUN_FINAL_STATUSES]
+    keys += sorted(set(counts) - set(keys))
+    return serializers.prometheus_metric("fleet_runs_total", "counter", "Runs finished, by kind and final status.",
+                                         [({"kind": k, "status": s}, counts.get((k, s), 0)) for k, s in keys])
+
+
+def _source_stale() -> bool:
+    state = queries.get_source_state()
+    return bool(state and state.stale)
+
+
+# --- request parsing ---------------------------------------------------------------------------
+
+def _run_request(body: dict) -> tuple[str, str]:
+    """The validated (kind, limit) of a run request; 422 names the field that is wrong."""
+    unknown = sorted(set(body) - {"kind", "limit"})
+    if unknown:
+        abort(422, description=f"unknown field(s) {', '.join(unknown)}; a run request has kind and limit")
+    kind = body.get("kind")
+    if kind not in queries.RUN_KINDS:
+        abort(422, description='"kind" is required and must be "check" or "converge"')
+    limit = body.get("limit")
+    if limit is None:
+        return kind, ""
+    if not isinstance(limit, str):
+        abort(422, description='"limit" must be a string: an Ansible host pattern such as "web1,web2"')
+    if len(limit) > MAX_LIMIT_CHARS:
+        abort(422, description=f'"limit" is longer than {MAX_LIMIT_CHARS} characters')
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in limit):
+        abort(422, description='"limit" must be one line, without newlines or control characters')
+    return kind, limit.strip()
+
+
+def _json_object() -> dict:
+    if not request.is_json:
+        abort(400, description="send the body as JSON, with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if body is None:
+        abort(400, description="the body is empty or not valid JSON")
+    if not isinstance(body, dict):
+        abort(422, description="the body must be a JSON object")
+    return body
+
+
+def _choice_arg(name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and value not in choices:
+        abort(400, description=f"{name} must be one of {', '.join(choices)}; got {value[:40]!r}")
+    return value
+
+
+def _int_arg(name: str, minimum: int, maximum: int | None = None) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+        abort(400, description=f"{name} must be a whole number {bounds}")
+    return value
+
+
+def _page_args() -> tuple[int | None, int]:
+    """(cursor, page size): the cursor is the last id of the previous page."""
+    return _int_arg("cursor", minimum=1), _int_arg("limit", minimum=1, maximum=MAX_PAGE) or DEFAULT_PAGE
+
+
+def _run_or_404(run_id: int):
+    return _found(queries.get_run, run_id, f"no run with id {run_id}; GET /api/v1/runs lists them")
+
+
+def _found(lookup, key, message: str):
+    """lookup(key), or a 404 whose message points at the listing endpoint."""
+    try:
+        return lookup(key)
+    except NotFound:
+        abort(404, description=message)
