@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _json_error)
+    from web import ui; ui.init_app(app)  # noqa: E702  the server-rendered pages
     return app
 
 

@@ -120,6 +120,171 @@ def last_converged_sha() -> str | None:
         Run.kind == "converge", Run.status.in_(("successful", "failed"))).order_by(Run.id.desc()).limit(1))
 
 
+# --- web UI pages: each read is one query, whatever the length of the history --------------
+
+def count_hosts_by_status() -> dict[str, int]:
+    """Hosts of the inventory per status, in one GROUP BY."""
+    from sqlalchemy import func
+
+    rows = db.session.execute(
+        select(Host.status, func.count()).where(Host.in_inventory.is_(True)).group_by(Host.status))
+    return {status: count for status, count in rows}
+
+
+def check_drift_series(limit: int = 30) -> list[Run]:
+    """The newest finished checks of the whole fleet (no --limit), oldest first: drift over time.
+
+    Limited checks are left out: their drifted count covers a few hosts, not the fleet.
+    """
+    rows = db.session.scalars(
+        select(Run).where(Run.kind == "check", Run.limit == "", Run.status.in_(("successful", "failed")),
+                          Run.hosts_total > 0)
+        .order_by(Run.id.desc()).limit(limit))
+    return list(reversed(list(rows)))
+
+
+def filter_hosts(status: str | None = None, group: str | None = None, after: str | None = None,
+                 limit: int = 200) -> list[Host]:
+    """Hosts of the inventory by name, one keyset page (names after `after`), filtered."""
+    from sqlalchemy import literal
+
+    query = select(Host).where(Host.in_inventory.is_(True)).order_by(Host.name).limit(limit)
+    if status:
+        query = query.where(Host.status == status)
+    if group:
+        # groups is a space-separated string: pad it so " web " matches whole names only.
+        query = query.where((literal(" ") + Host.groups + literal(" ")).contains(f" {group} ", autoescape=True))
+    if after:
+        query = query.where(Host.name > after)
+    return list(db.session.scalars(query))
+
+
+def inventory_groups() -> list[str]:
+    """Every group name of the inventory's hosts, sorted (one query over the hosts, not the history)."""
+    names: set[str] = set()
+    for groups in db.session.scalars(select(Host.groups).where(Host.in_inventory.is_(True))):
+        names.update(groups.split())
+    return sorted(names)
+
+
+def host_run_history(name: str, before_id: int | None = None, limit: int = 20) -> list[tuple[Run, RunHost]]:
+    """The runs that touched a host with its verdict in each, newest first, one keyset page."""
+    query = (select(Run, RunHost).join(RunHost, RunHost.run_id == Run.id)
+             .where(RunHost.host == name).order_by(RunHost.run_id.desc()).limit(limit))
+    if before_id:
+        query = query.where(RunHost.run_id < before_id)
+    return [(run, run_host) for run, run_host in db.session.execute(query)]
+
+
+def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
+    """The drifted, failed and unverified tasks of one host in one run: what its page explains."""
+    if not run_id:
+        return []
+    return list(db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.host == host,
+        (TaskResultRow.status.in_(("changed", "failed", "unreachable"))) | TaskResultRow.unverified.is_(True),
+    ).order_by(TaskResultRow.seq)))
+
+
+def active_runs(kind: str | None = None) -> list[Run]:
+    """Queued and running runs (a short list by nature), oldest first."""
+    query = select(Run).where(Run.status.in_(("queued", "running"))).order_by(Run.id)
+    if kind:
+        query = query.where(Run.kind == kind)
+    return list(db.session.scalars(query))
+
+
+def filter_runs(kind: str | None = None, status: str | None = None, host: str | None = None,
+                trigger: str | None = None, before_id: int | None = None, after_id: int | None = None,
+                limit: int = PAGE_SIZE) -> list[Run]:
+    """Newest runs first, one keyset page: ids below `before_id`, or the page just above `after_id`."""
+    query = select(Run)
+    if kind:
+        query = query.where(Run.kind == kind)
+    if status:
+        query = query.where(Run.status == status)
+    if trigger:
+        query = query.where(Run.trigger == trigger)
+    if host:
+        query = query.where(Run.id.in_(select(RunHost.run_id).where(RunHost.host == host)))
+    if after_id:
+        rows = list(db.session.scalars(query.where(Run.id > after_id).order_by(Run.id).limit(limit)))
+        return list(reversed(rows))
+    if before_id:
+        query = query.where(Run.id < before_id)
+    return list(db.session.scalars(query.order_by(Run.id.desc()).limit(limit)))
+
+
+def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> list[TaskResultRow]:
+    """Task results of a run with seq > after_seq: what a live page has not shown yet."""
+    return list(db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq).order_by(TaskResultRow.seq).limit(limit)))
+
+
+def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> list[RunOutput]:
+    """Output chunks of a run with seq > after_seq (all of them with limit=None)."""
+    return list(db.session.scalars(select(RunOutput).where(
+        RunOutput.run_id == run_id, RunOutput.seq > after_seq).order_by(RunOutput.seq).limit(limit)))
+
+
+def approvals_before(before_id: int | None = None, limit: int = PAGE_SIZE):
+    """Approvals newest first, one keyset page."""
+    from fleet.store.models import Approval
+
+    query = select(Approval).order_by(Approval.id.desc()).limit(limit)
+    if before_id:
+        query = query.where(Approval.id < before_id)
+    return list(db.session.scalars(query))
+
+
+def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskResultRow]]:
+    """Changed tasks for several (run id, host) pairs in one query."""
+    found: dict[tuple[int, str], list[TaskResultRow]] = {pair: [] for pair in pairs}
+    if not pairs:
+        return found
+    rows = db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
+        TaskResultRow.host.in_({host for _, host in pairs}),
+        TaskResultRow.status == "changed").order_by(TaskResultRow.seq))
+    for row in rows:
+        if (row.run_id, row.host) in found:
+            found[(row.run_id, row.host)].append(row)
+    return found
+
+
+def count_pending_approvals() -> int:
+    from sqlalchemy import func
+
+    from fleet.store.models import Approval
+
+    return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == "pending")) or 0
+
+
+def revisions_before(before_id: int | None = None, limit: int = PAGE_SIZE) -> list[Revision]:
+    """Fetched revisions newest first, one keyset page."""
+    query = select(Revision).order_by(Revision.id.desc()).limit(limit)
+    if before_id:
+        query = query.where(Revision.id < before_id)
+    return list(db.session.scalars(query))
+
+
+def source_overview():
+    """(source state, controller state) rows, read without creating them (pages only read)."""
+    from fleet.store.models import ControllerState, SourceState
+
+    state = db.session.get(SourceState, 1)
+    controller = db.session.get(ControllerState, 1)
+    return state, controller
+
+
+def open_approvals_of(host: str):
+    """A host's approvals that still wait (pending) or are about to be acted on (approved)."""
+    from fleet.store.models import Approval
+
+    return list(db.session.scalars(select(Approval).where(
+        Approval.host == host, Approval.status.in_(("pending", "approved"))).order_by(Approval.id.desc())))
+
+
 # --- JSON API reads ---------------------------------------------------------------
 # Each function below costs one query, whatever the size of the history.
 

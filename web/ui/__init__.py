@@ -1,0 +1,27 @@
+"""The web UI: server-rendered pages, one blueprint per area.
+
+The dashboard's blueprint is "ui" and each area is a blueprint nested in it,
+so endpoints read `ui.dashboard`, `ui.hosts.show`, `ui.runs.index`, ... and
+never collide with the API's. Views stay thin: read the store through
+`fleet.store.queries` (a fixed number of queries per page), render.
+The web never runs Ansible: buttons queue runs the controller executes.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from web.ui import present
+
+
+def init_app(app: Flask) -> None:
+    from web.ui.dashboard import bp
+
+    app.register_blueprint(bp)
+    app.jinja_env.filters.update(
+        symbol=present.status_symbol, tone=present.status_tone, word=present.status_word,
+        diff_lines=present.diff_lines, utc=present.utc, iso=present.iso, ago=present.ago,
+        sha=present.short_sha, plain_output=present.plain_output, first_line=present.first_line,
+        error_locations=present.error_locations,
+    )
+    app.jinja_env.globals.update(took=present.took, ACTIVE=present.ACTIVE)

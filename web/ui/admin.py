@@ -1,0 +1,121 @@
+"""Admin: users (list, add, disable), API tokens (list, create, revoke), the audit log.
+
+A new token's secret and a generated password are shown once, in the answer
+to the POST that made them (not through a redirect): they are never stored,
+not even in the session cookie, so they cannot be shown again.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from fleet.errors import ConfigError
+from fleet.store import accounts
+from fleet.store.db import db
+from fleet.store.models import ApiToken, User
+from web.auth import audit, require_role
+from web.ui.common import int_arg, who
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+AUDIT_PER_PAGE = 100
+
+
+@bp.get("/users")
+@require_role("admin")
+def users():
+    return render_template("admin/users.html", users=accounts.list_users(), roles=accounts.ROLES)
+
+
+@bp.post("/users")
+@require_role("admin")
+def add_user():
+    name = request.form.get("name", "").strip()
+    role = request.form.get("role", "")
+    password = request.form.get("password", "")
+    if not name or len(name) > 255:
+        return _form_error("users", "a user needs a name (at most 255 characters)")
+    if db.session.scalar(select(User.id).where(User.name == name)):
+        return _form_error("users", f"a user named {name!r} exists already")
+    generated = "" if password else accounts.generate_password()
+    try:
+        accounts.add_user(name, password or generated, role)
+    except ConfigError as exc:
+        return _form_error("users", str(exc))
+    audit("user.add", name, f"role={role}")
+    if not generated:
+        flash(f"user {name} ({role}) added", "info")
+        return redirect(url_for("ui.admin.users"), 303)
+    return render_template("admin/secret.html", what=f"password of user {name} ({role})",
+                           secret=generated, back=url_for("ui.admin.users"))
+
+
+@bp.post("/users/<int:user_id>/disable")
+@require_role("admin")
+def disable_user(user_id: int):
+    return _set_disabled(user_id, True)
+
+
+@bp.post("/users/<int:user_id>/enable")
+@require_role("admin")
+def enable_user(user_id: int):
+    return _set_disabled(user_id, False)
+
+
+def _set_disabled(user_id: int, disabled: bool):
+    user = db.session.get(User, user_id) or abort(404, description=f"no user with id {user_id}")
+    if user.name == who() and disabled:
+        return _form_error("users", "you cannot disable your own account; ask another admin")
+    user.disabled = disabled
+    db.session.commit()
+    audit("user.disable" if disabled else "user.enable", user.name)
+    flash(f"user {user.name} {'disabled' if disabled else 'enabled'}", "info")
+    return redirect(url_for("ui.admin.users"), 303)
+
+
+@bp.get("/tokens")
+@require_role("admin")
+def tokens():
+    return render_template("admin/tokens.html", tokens=accounts.list_tokens(), roles=accounts.ROLES)
+
+
+@bp.post("/tokens")
+@require_role("admin")
+def create_token():
+    name = request.form.get("name", "").strip()
+    role = request.form.get("role", "")
+    if not name or len(name) > 255:
+        return _form_error("tokens", "a token needs a name (at most 255 characters)")
+    try:
+        secret = accounts.create_token(name, role, who())
+    except ConfigError as exc:
+        return _form_error("tokens", str(exc))
+    audit("token.create", name, f"role={role}")
+    return render_template("admin/secret.html", what=f"API token {name} ({role})", secret=secret,
+                           back=url_for("ui.admin.tokens"))
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@require_role("admin")
+def revoke_token(token_id: int):
+    token = db.session.get(ApiToken, token_id) or abort(404, description=f"no token with id {token_id}")
+    accounts.revoke_token(token.name)
+    audit("token.revoke", token.name)
+    flash(f"token {token.name} revoked", "info")
+    return redirect(url_for("ui.admin.tokens"), 303)
+
+
+@bp.get("/audit")
+@require_role("admin")
+def audit_log():
+    before = int_arg("before")
+    page = accounts.audit_page(before, AUDIT_PER_PAGE + 1)
+    return render_template("admin/audit.html", entries=page[:AUDIT_PER_PAGE], more=len(page) > AUDIT_PER_PAGE,
+                           before=before)
+
+
+def _form_error(page: str, message: str):
+    """Show the page again with the reason, as a 400 (nothing was changed)."""
+    flash(message, "error")
+    return (users() if page == "users" else tokens()), 400

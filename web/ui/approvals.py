@@ -1,0 +1,42 @@
+"""Approvals: drift in `approve` groups waiting for an operator, with exactly the diffs approved."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, redirect, render_template, url_for
+
+from fleet.errors import FleetError, NotFound
+from fleet.store import queries, records
+from web.auth import audit, require_role
+from web.ui.common import int_arg, who
+
+bp = Blueprint("approvals", __name__, url_prefix="/approvals")
+
+APPROVALS_PER_PAGE = 50
+
+
+@bp.get("")
+@require_role("viewer")
+def index():
+    before = int_arg("before")
+    page = queries.approvals_before(before, APPROVALS_PER_PAGE + 1)
+    shown = page[:APPROVALS_PER_PAGE]
+    waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending"]
+    return render_template("approvals/index.html", approvals=shown, more=len(page) > APPROVALS_PER_PAGE,
+                           before=before, drift=queries.changed_tasks_of_pairs(waiting))
+
+
+@bp.post("/<int:approval_id>/approve")
+@require_role("operator")
+def approve(approval_id: int):
+    try:
+        approval = records.decide_approval(approval_id, who())
+    except NotFound as exc:
+        flash(str(exc), "error")
+        return index(), 404
+    except FleetError as exc:
+        flash(str(exc), "error")
+        return index(), 409
+    audit("approval.approve", approval.host, f"approval {approval.id}")
+    flash(f"approval {approval.id} for {approval.host} approved: the controller re-checks, then converges "
+          "exactly this drift", "info")
+    return redirect(url_for("ui.approvals.index"), 303)

@@ -1,0 +1,47 @@
+"""The dashboard ("/"): counts per status, drift over time, the source, recent and active runs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from flask import Blueprint, current_app, render_template
+
+from fleet.store import queries
+from web.auth import require_role
+from web.ui import admin, approvals, hosts, present, revisions, runs
+
+bp = Blueprint("ui", __name__)
+for _area in (hosts.bp, runs.bp, revisions.bp, approvals.bp, admin.bp):
+    bp.register_blueprint(_area)
+
+RECENT_RUNS = 10
+CHART_RUNS = 30
+
+
+@bp.get("/")
+@require_role("viewer")
+def dashboard():
+    counts = queries.count_hosts_by_status()
+    source, controller = queries.source_overview()
+    desired = queries.get_revision(source.desired_sha) if source and source.desired_sha else None
+    series = queries.check_drift_series(CHART_RUNS)
+    return render_template(
+        "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=present.HOST_STATUSES,
+        source=source, desired=desired, stale=source_staleness(source, controller),
+        controller_seen=controller.heartbeat_at if controller else None,
+        chart=present.drift_chart(series), series=series,
+        recent=queries.filter_runs(limit=RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
+    )
+
+
+def source_staleness(source, controller) -> str:
+    """Why the source may be stale ('' when it is fresh): a fetch error, or no fetch for a long while."""
+    if source is None:
+        return "never fetched: start the controller (fleet serve) or run fleet check"
+    if source.stale:
+        return f"the last fetch failed: {source.last_error}"
+    poll = current_app.config["FLEET_SETTINGS"].poll_interval
+    last = present.aware(source.last_fetch_at)
+    if last and datetime.now(timezone.utc) - last > timedelta(seconds=max(3 * poll, 300)):
+        return f"no fetch for {present.ago(last).removesuffix(' ago')} (polling every {poll} s): is the controller running?"
+    return ""

@@ -1,0 +1,97 @@
+"""Hosts: the list (filter by status and group) and one host (drift, coverage, facts, history, buttons)."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+
+from fleet.store import queries, records
+from web.auth import audit, require_role
+from web.ui import present
+from web.ui.common import choice_arg, int_arg, or_404, who
+
+bp = Blueprint("hosts", __name__, url_prefix="/hosts")
+
+HOSTS_PER_PAGE = 200
+HISTORY_PER_PAGE = 20
+
+
+@bp.get("")
+@require_role("viewer")
+def index():
+    status = choice_arg("status", present.HOST_STATUSES)
+    group = request.args.get("group", "").strip() or None
+    after = request.args.get("after", "").strip() or None
+    page = queries.filter_hosts(status, group, after, HOSTS_PER_PAGE + 1)
+    counts = queries.count_hosts_by_status()
+    return render_template(
+        "hosts/index.html", hosts=page[:HOSTS_PER_PAGE], more=len(page) > HOSTS_PER_PAGE,
+        status=status, group=group, after=after, groups=queries.inventory_groups(), counts=counts,
+        total=sum(counts.values()), statuses=present.HOST_STATUSES,
+    )
+
+
+@bp.get("/<name>")
+@require_role("viewer")
+def show(name: str):
+    host = or_404(queries.get_host, name)
+    before = int_arg("before")
+    tasks = queries.host_check_tasks(host.last_check_run_id, host.name)
+    history = queries.host_run_history(host.name, before, HISTORY_PER_PAGE + 1)
+    return render_template(
+        "hosts/show.html", host=host, before=before,
+        drifted=[t for t in tasks if t.status == "changed"],
+        failed=[t for t in tasks if t.status in ("failed", "unreachable")],
+        unverified=[t for t in tasks if t.unverified and t.status != "changed"],
+        history=history[:HISTORY_PER_PAGE], more_history=len(history) > HISTORY_PER_PAGE,
+        active=[r for r in queries.active_runs() if covers(r.limit, host.name, host.group_list)],
+        approvals=queries.open_approvals_of(host.name),
+    )
+
+
+@bp.post("/<name>/check")
+@require_role("operator")
+def check(name: str):
+    host = or_404(queries.get_host, name)
+    run, joined = records.enqueue_run("check", "manual", host.name, who())
+    if joined:
+        flash(f"run {run.id} queued (an identical check was already waiting; joined it)", "info")
+    else:
+        audit("run.request", host.name, f"check, run {run.id}")
+        flash(f"run {run.id} queued: check of {host.name}", "info")
+    return redirect(url_for("ui.runs.show", run_id=run.id), 303)
+
+
+@bp.post("/<name>/converge")
+@require_role("operator")
+def converge(name: str):
+    host = or_404(queries.get_host, name)
+    busy = [r for r in queries.active_runs("converge") if covers(r.limit, host.name, host.group_list)]
+    if busy:
+        flash(f"{host.name} is already being converged by run {busy[0].id} ({busy[0].status}); "
+              "wait for it to finish or cancel it first", "error")
+        return show(name), 409
+    run, _ = records.enqueue_run("converge", "manual", host.name, who())
+    audit("run.request", host.name, f"converge, run {run.id}")
+    flash(f"run {run.id} queued: converge of {host.name}", "info")
+    return redirect(url_for("ui.runs.show", run_id=run.id), 303)
+
+
+def covers(limit: str, host: str, groups: list[str]) -> bool:
+    """Might a run with this Ansible --limit touch the host? Errs on the side of yes.
+
+    Patterns are split on ',' and ':'; each part is matched (shell-style) against
+    the host's name and groups; exclusions and intersections are taken as a match.
+    """
+    if not limit.strip():
+        return True
+    for part in (p.strip() for p in re.split(r"[,:]", limit)):
+        if not part:
+            continue
+        if part[0] in "!&~" or part == "all":
+            return True
+        if any(fnmatch.fnmatchcase(name, part) for name in [host, *groups]):
+            return True
+    return False

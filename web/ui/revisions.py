@@ -1,0 +1,23 @@
+"""Revisions: the fetched commits, which one is desired, validation errors with file and line."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from fleet.store import queries
+from web.auth import require_role
+from web.ui.common import int_arg
+
+bp = Blueprint("revisions", __name__, url_prefix="/revisions")
+
+REVISIONS_PER_PAGE = 50
+
+
+@bp.get("")
+@require_role("viewer")
+def index():
+    before = int_arg("before")
+    page = queries.revisions_before(before, REVISIONS_PER_PAGE + 1)
+    source, _ = queries.source_overview()
+    return render_template("revisions/index.html", revisions=page[:REVISIONS_PER_PAGE],
+                           more=len(page) > REVISIONS_PER_PAGE, before=before, source=source)

@@ -1,0 +1,108 @@
+"""Runs: the history (filters, keyset pages), one run (hosts, tasks, diffs, output, live), cancel."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+
+from fleet.store import queries, records
+from web.auth import audit, require_role
+from web.ui import present
+from web.ui.common import choice_arg, int_arg, or_404, who
+
+bp = Blueprint("runs", __name__, url_prefix="/runs")
+
+RUNS_PER_PAGE = 50
+LIVE_ROWS = 500  # per poll; a client that is behind catches up over a few polls
+
+
+@bp.get("")
+@require_role("viewer")
+def index():
+    filters = {
+        "kind": choice_arg("kind", present.RUN_KINDS),
+        "status": choice_arg("status", present.RUN_STATUSES),
+        "trigger": choice_arg("trigger", present.RUN_TRIGGERS),
+        "host": request.args.get("host", "").strip() or None,
+    }
+    before, after = int_arg("before"), int_arg("after")
+    page = queries.filter_runs(**filters, before_id=before, after_id=after, limit=RUNS_PER_PAGE + 1)
+    if after:  # the page just above `after`, newest first: the extra row is the newest, at the top
+        has_newer, page = len(page) > RUNS_PER_PAGE, page[-RUNS_PER_PAGE:]
+        has_older = True
+    else:
+        has_older, page = len(page) > RUNS_PER_PAGE, page[:RUNS_PER_PAGE]
+        has_newer = before is not None
+    return render_template(
+        "runs/index.html", runs=page, filters=filters, has_older=has_older, has_newer=has_newer,
+        kinds=present.RUN_KINDS, statuses=present.RUN_STATUSES, triggers=present.RUN_TRIGGERS,
+    )
+
+
+@bp.get("/<int:run_id>")
+@require_role("viewer")
+def show(run_id: int):
+    run = or_404(queries.get_run, run_id)
+    hosts = queries.run_hosts(run_id)
+    tasks = queries.run_tasks(run_id)
+    by_host: dict[str, list] = {}
+    for task in tasks:
+        by_host.setdefault(task.host, []).append(task)
+    live = run.status in present.ACTIVE
+    if live:  # the live view goes on from the last chunk shown here
+        chunks = queries.output_after(run_id, 0, limit=None)
+        stdout, last_output_seq = "\n".join(c.text for c in chunks), (chunks[-1].seq if chunks else 0)
+    else:
+        stdout, last_output_seq = queries.run_stdout(run_id), 0
+    return render_template(
+        "runs/show.html", run=run, hosts=hosts, tasks=tasks, by_host=by_host, live=live,
+        stdout=present.plain_output(stdout), last_output_seq=last_output_seq,
+        last_task_seq=max((t.seq for t in tasks), default=0),
+    )
+
+
+@bp.get("/<int:run_id>/live")
+@require_role("viewer")
+def live(run_id: int):
+    """What the run page has not shown yet: {status, done, tasks, output, after_task, after_output}."""
+    run = or_404(queries.get_run, run_id)
+    after_task, after_output = int_arg("after_task") or 0, int_arg("after_output") or 0
+    tasks = queries.task_results_after(run_id, after_task, LIVE_ROWS)
+    output = queries.output_after(run_id, after_output, LIVE_ROWS)
+    return jsonify(
+        id=run.id, status=run.status, done=run.status not in present.ACTIVE,
+        symbol=present.status_symbol(run.status), tone=present.status_tone(run.status),
+        took=present.took(run.started_at, run.finished_at),
+        tasks=[{"seq": t.seq, "host": t.host, "task": t.task, "action": t.action, "status": t.status,
+                "symbol": present.status_symbol(t.status), "tone": present.status_tone(t.status),
+                "unverified": t.unverified, "duration": round(t.duration or 0, 2)} for t in tasks],
+        output=[present.plain_output(chunk.text) for chunk in output],
+        after_task=tasks[-1].seq if tasks else after_task,
+        after_output=output[-1].seq if output else after_output,
+    )
+
+
+@bp.post("/<int:run_id>/cancel")
+@require_role("operator")
+def cancel(run_id: int):
+    run = or_404(queries.get_run, run_id)
+    if run.status not in present.ACTIVE:
+        flash(f"run {run.id} is {run.status}; only queued or running runs can be canceled", "error")
+        return show(run_id), 409
+    records.request_cancel(run.id, f"canceled by {who()}")
+    audit("run.cancel", f"run {run.id}", run.kind)
+    flash(f"run {run.id}: cancel requested", "info")
+    return redirect(url_for("ui.runs.show", run_id=run.id), 303)
+
+
+@bp.post("/check")
+@require_role("operator")
+def check_all():
+    """Queue a check of every host (joins an identical queued one)."""
+    if request.form.get("kind", "check") != "check":
+        abort(400, description="only a check of every host can be asked for here; converge a host from its page")
+    run, joined = records.enqueue_run("check", "manual", "", who())
+    if not joined:
+        audit("run.request", "all hosts", f"check, run {run.id}")
+    flash(f"run {run.id} queued: check of every host" + (" (joined the one already waiting)" if joined else ""),
+          "info")
+    return redirect(url_for("ui.runs.show", run_id=run.id), 303)
