@@ -231,9 +231,11 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
 
     settings = _settings(ctx)
     with _store(settings):
-        page = queries.list_runs(kind=kind, status=status_filter, host=host, before_id=before, limit=count)
+        # One row more than shown tells whether an older page exists.
+        page = queries.list_runs(kind=kind, status=status_filter, host=host, before_id=before, limit=count + 1)
+        more, page = len(page) > count, page[:count]
         if as_json:
-            next_cursor = page[-1].id if len(page) == count else None
+            next_cursor = page[-1].id if more else None
             click.echo(json.dumps({"runs": [_run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
             return
         rows = [[str(r.id), r.kind, r.trigger, r.status, (r.revision_sha or "-")[:12],
@@ -241,7 +243,7 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
                  when(r.started_at), duration(r.started_at, r.finished_at)] for r in page]
         click.echo(table(["ID", "KIND", "TRIGGER", "STATUS", "REVISION", "SYNC/DRIFT/UNREACH/FAIL", "STARTED",
                           "TOOK"], rows, use_colour(), status_column=3))
-        if len(page) == count:
+        if more:
             click.echo(f"older: fleet runs --before {page[-1].id}")
 
 

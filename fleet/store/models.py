@@ -95,7 +95,11 @@ class Run(db.Model):
     approval_id: Mapped[int | None] = mapped_column(Integer)
     strategy: Mapped[str] = mapped_column(String(40), default="")  # Ansible strategy the run used
 
-    __table_args__ = (Index("ix_runs_kind_id", "kind", "id"),)
+    __table_args__ = (
+        Index("ix_runs_kind_id", "kind", "id"),
+        Index("ix_runs_kind_status_id", "kind", "status", "id"),
+        Index("ix_runs_status_id", "status", "id"),
+    )
 
 
 class RunHost(db.Model):

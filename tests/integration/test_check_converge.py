@@ -69,6 +69,28 @@ def test_fresh_hosts_drift_converge_then_in_sync_then_hand_edit_drifts(lab_env):
     assert [r["kind"] for r in history[:4]] == ["check", "check", "converge", "check"]
 
 
+def verdict_digest(result) -> dict:
+    """What a check concluded per host, without timings or run ids."""
+    return {
+        h["name"]: (h["status"], h["coverage"]["verified"], h["coverage"]["total"],
+                    sorted((t["task"], t["action"], t["diff"]) for t in h["changed_tasks"]),
+                    sorted((t["task"], t["reason"]) for t in h["unverified_tasks"]))
+        for h in result.json()["hosts"]
+    }
+
+
+def test_mitogen_and_linear_strategies_give_the_same_verdicts_and_diffs(lab_env):
+    cli = lab_env
+    ssh(cli, "127.0.21.1", "echo 'drift for both strategies' >> /etc/motd")
+    linear = cli("check", "--json", env={"FLEET_STRATEGY": "linear"})
+    mitogen = cli("check", "--json", env={"FLEET_STRATEGY": "mitogen"})
+    assert linear.json()["run"]["strategy"] == "linear"
+    assert mitogen.json()["run"]["strategy"] == "mitogen_linear"
+    assert linear.code == mitogen.code == 2
+    assert verdict_digest(linear) == verdict_digest(mitogen)
+    assert verdict_digest(linear)["db1"][0] == "drifted"
+
+
 def test_command_tasks_count_as_unverified_not_in_sync(lab_env):
     result = lab_env("check", "--json", "--limit", "web1")
     host = result.json()["hosts"][0]
