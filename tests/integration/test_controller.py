@@ -208,6 +208,22 @@ def test_disappearing_remote_marks_the_source_stale_and_the_controller_keeps_ser
     wait_for(lambda: not cli("revisions", "--json").json()["source"]["stale"], 120, "the source to recover")
 
 
+def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    queued = cli("request", "check", "--json").json()["run"]
+    wait_for(lambda: next(r for r in runs(cli) if r["id"] == queued["id"])["status"] == "running", 60,
+             "the requested check to start")
+    time.sleep(2)
+    assert cli("cancel", str(queued["id"])).code == 0
+    run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
+                   60, "the run to stop")
+    assert run["status"] == "canceled" and run["error"].startswith("canceled by")
+    assert cli("show", str(run["id"]), "--json").json()["stdout"], "partial output is kept"
+    assert cli("cancel", str(run["id"])).code == 1, "a finished run cannot be canceled again"
+    assert service.get("/api/v1/healthz")[0] == 200
+
+
 def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env):
     cli, service = controller_env
     wait_for(lambda: idle(cli), 300, "the controller to be idle")
