@@ -8,7 +8,6 @@ both a small and the seeded history to show the count does not grow.
 
 from __future__ import annotations
 
-import random
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
@@ -29,7 +28,6 @@ STATUSES = ("in_sync", "drifted", "unreachable", "failed")
 
 def seed(db_path: Path, runs: int = RUNS, task_results: int = TASK_RESULTS) -> None:
     """Bulk-insert a long, plausible history straight into the store's tables."""
-    rng = random.Random(7)
     start = datetime(2025, 1, 1, tzinfo=timezone.utc)
     hosts = [f"host{i:02d}" for i in range(HOSTS)]
     connection = sqlite3.connect(db_path)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
 from fleet import hostkeys, jobs, lab
 from fleet.errors import FleetError
-from fleet.output import Progress, colour_diff, duration, indent, iso, paint, table, use_colour, when
+from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
+from web import serializers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,15 +118,6 @@ def _who() -> str:
         return "cli"
 
 
-def run_json(run) -> dict:
-    return {
-        "id": run.id, "kind": run.kind, "trigger": run.trigger, "status": run.status,
-        "revision": run.revision_sha, "limit": run.limit or None, "requested_by": run.requested_by,
-        "strategy": run.strategy or None,
-        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "error": run.error or None,
-    }
-
-
 def report_json(report: jobs.RunReport) -> dict:
     hosts = []
     for verdict in report.verdicts:
@@ -134,11 +125,11 @@ def report_json(report: jobs.RunReport) -> dict:
         hosts.append({
             "name": verdict.name, "status": verdict.status, "message": verdict.message or None,
             "coverage": {"verified": verdict.verified, "total": verdict.coverage_total},
-            "changed_tasks": [{"task": t.task, "action": t.action, "diff": t.diff} for t in tasks if t.status == "changed"],
-            "unverified_tasks": [{"task": t.task, "action": t.action, "reason": t.note} for t in tasks if t.unverified],
+            "changed_tasks": [serializers.changed_task_json(t) for t in tasks if t.status == "changed"],
+            "unverified_tasks": [serializers.unverified_task_json(t) for t in tasks if t.unverified],
             "facts": verdict.facts or None,
         })
-    return {"run": run_json(report.run), "hosts": hosts}
+    return {"run": serializers.run_json(report.run), "hosts": hosts}
 
 
 def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
@@ -186,7 +177,7 @@ def status(ctx, as_json, show_diff):
         hosts = queries.list_hosts()
         drift = queries.drifted_tasks(hosts)
         if as_json:
-            click.echo(json.dumps({"hosts": [_host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
+            click.echo(json.dumps({"hosts": [serializers.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
             return
         if not hosts:
             click.echo("no hosts yet: run `fleet check` to read the inventory and check them")
@@ -201,19 +192,6 @@ def status(ctx, as_json, show_diff):
                 click.echo(f"{host.name}: {task.task} ({task.action})")
                 if show_diff and task.diff:
                     click.echo(indent(colour_diff(task.diff, colour)))
-
-
-def _host_json(host, drifted) -> dict:
-    return {
-        "name": host.name, "status": host.status, "groups": host.group_list, "address": host.address,
-        "message": host.message or None, "last_check_at": iso(host.last_check_at),
-        "last_check_revision": host.last_check_sha, "last_converge_at": iso(host.last_converge_at),
-        "last_converge_revision": host.last_converge_sha,
-        "coverage": {"verified": host.verified_tasks, "total": host.total_tasks},
-        "facts": {"os": host.os or None, "virtualization": host.virtualization or None},
-        "key_blocked": host.key_blocked,
-        "changed_tasks": [{"task": t.task, "action": t.action, "diff": t.diff} for t in drifted],
-    }
 
 
 @main.command()
@@ -236,7 +214,7 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
         more, page = len(page) > count, page[:count]
         if as_json:
             next_cursor = page[-1].id if more else None
-            click.echo(json.dumps({"runs": [_run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
+            click.echo(json.dumps({"runs": [serializers.run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
             return
         rows = [[str(r.id), r.kind, r.trigger, r.status, (r.revision_sha or "-")[:12],
                  f"{r.hosts_in_sync}/{r.hosts_drifted}/{r.hosts_unreachable}/{r.hosts_failed}",
@@ -245,13 +223,6 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
                           "TOOK"], rows, use_colour(), status_column=3))
         if more:
             click.echo(f"older: fleet runs --before {page[-1].id}")
-
-
-def _run_summary_json(run) -> dict:
-    data = run_json(run)
-    data["hosts"] = {"total": run.hosts_total, "in_sync": run.hosts_in_sync, "drifted": run.hosts_drifted,
-                     "unreachable": run.hosts_unreachable, "failed": run.hosts_failed}
-    return data
 
 
 @main.command()
@@ -294,15 +265,13 @@ def show(ctx, run_id, as_json, with_stdout):
 
 
 def _show_json(run, hosts, tasks, stdout) -> dict:
-    data = {"run": run_json(run), "hosts": [], "stdout": stdout}
+    data = {"run": serializers.run_json(run), "hosts": [], "stdout": stdout}
     for host in hosts:
         own = [t for t in tasks if t.host == host.host]
         data["hosts"].append({
-            "name": host.host, "status": host.status, "message": host.message or None,
-            "coverage": {"verified": host.verified, "total": host.verified + host.unverified},
-            "changed_tasks": [{"task": t.task, "action": t.action, "diff": t.diff} for t in own if t.status == "changed"],
-            "tasks": [{"task": t.task, "action": t.action, "status": t.status, "unverified": t.unverified,
-                       "note": t.note or None, "diff": t.diff or None, "duration": t.duration} for t in own],
+            **serializers.run_host_json(host),
+            "changed_tasks": [serializers.changed_task_json(t) for t in own if t.status == "changed"],
+            "tasks": [serializers.task_json(t) for t in own],
         })
     return data
 
@@ -321,10 +290,8 @@ def revisions(ctx, as_json):
         listed = queries.list_revisions()
         if as_json:
             click.echo(json.dumps({
-                "source": {"repo": state.repo or settings.repo, "desired": state.desired_sha, "head": state.head_sha,
-                           "stale": state.stale, "error": state.last_error or None,
-                           "last_fetch_at": iso(state.last_fetch_at)},
-                "revisions": [_revision_json(r, state.desired_sha) for r in listed],
+                "source": serializers.source_json(state, settings.repo),
+                "revisions": [serializers.revision_json(r, state.desired_sha) for r in listed],
             }, indent=2))
             return
         rows = [[("* " if r.sha == state.desired_sha else "  ") + r.sha[:12], r.status, r.signature,
@@ -335,15 +302,6 @@ def revisions(ctx, as_json):
             click.echo(f"\n{revision.sha[:12]} rejected:\n{indent(revision.error)}")
         if state.stale:
             click.echo(f"\nthe source is stale: {state.last_error}")
-
-
-def _revision_json(revision, desired_sha) -> dict:
-    return {
-        "sha": revision.sha, "ref": revision.ref, "status": revision.status, "error": revision.error or None,
-        "author": revision.author, "authored_at": iso(revision.authored_at), "message": revision.message,
-        "signature": revision.signature, "desired": revision.sha == desired_sha,
-        "rewrites_history": revision.rewrites_history,
-    }
 
 
 # --- controller ---------------------------------------------------------------
@@ -387,7 +345,7 @@ def request(ctx, kind, limit, as_json):
     with _store(settings):
         run, joined = records.enqueue_run(kind, "manual", limit or "", _who())
         if as_json:
-            click.echo(json.dumps({"run": run_json(run), "joined": joined}))
+            click.echo(json.dumps({"run": serializers.run_json(run), "joined": joined}))
         else:
             click.echo(f"run {run.id} {'already queued; joined it' if joined else 'queued'}")
 
@@ -421,21 +379,12 @@ def approvals(ctx, as_json):
     with _store(settings):
         listed = queries.list_approvals()
         if as_json:
-            click.echo(json.dumps({"approvals": [_approval_json(a) for a in listed]}, indent=2))
+            click.echo(json.dumps({"approvals": [serializers.approval_json(a) for a in listed]}, indent=2))
             return
         rows = [[str(a.id), a.host, a.status, str(a.check_run_id), a.revision_sha[:12], a.summary[:60],
                  a.note[:60]] for a in listed]
         click.echo(table(["ID", "HOST", "STATUS", "CHECK RUN", "REVISION", "DRIFT", "NOTE"], rows,
                          use_colour(), status_column=2))
-
-
-def _approval_json(approval) -> dict:
-    return {
-        "id": approval.id, "host": approval.host, "status": approval.status,
-        "check_run_id": approval.check_run_id, "revision": approval.revision_sha, "summary": approval.summary,
-        "decided_by": approval.decided_by or None, "decided_at": iso(approval.decided_at),
-        "converge_run_id": approval.converge_run_id, "note": approval.note or None,
-    }
 
 
 @main.command()
