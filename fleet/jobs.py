@@ -193,6 +193,7 @@ class _Execution:
         self.recorder = records.RunRecorder(run.id)
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
         self.private_dir = settings.data_dir / "runs" / str(run.id)
+        self.tree: Path | None = None
         self.strategy: runner.Strategy | None = None
         self.deadline = float("inf")
         self.timed_out = False
@@ -232,6 +233,7 @@ class _Execution:
         return sorted(usable)
 
     def _spec(self, desired: DesiredState, hosts: list[str]) -> runner.JobSpec:
+        self.tree = desired.tree
         self.private_dir.mkdir(parents=True, exist_ok=True)
         limit_file = self.private_dir / "limit"
         limit_file.write_text("".join(f"{h}\n" for h in hosts))
@@ -258,6 +260,8 @@ class _Execution:
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
         result = self.tracker.add(event)
         if result is not None:
+            # Show task files as the repository names them, not where this revision was exported.
+            result.path = result.path.removeprefix(f"{self.tree}/")
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
         if self.progress:

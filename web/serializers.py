@@ -47,7 +47,7 @@ def task_json(row) -> dict:
     return {
         "seq": row.seq, "host": row.host, "task": row.task, "action": row.action, "status": row.status,
         "unverified": bool(row.unverified), "note": row.note or None, "diff": row.diff or None,
-        "duration": row.duration,
+        "duration": row.duration, "path": row.path or None,
     }
 
 

@@ -65,6 +65,9 @@ def test_fresh_hosts_drift_converge_then_in_sync_then_hand_edit_drifts(lab_env):
 
     shown = cli("show", str(third.json()["run"]["id"]))
     assert shown.code == 0 and "-edited by hand" in shown.stdout
+    task_paths = [t["path"] for h in cli("show", str(third.json()["run"]["id"]), "--json").json()["hosts"]
+                  for t in h["tasks"] if t["path"]]
+    assert task_paths and all(p.startswith("playbooks/") for p in task_paths), "paths as the repository names them"
     history = cli("runs", "--json").json()["runs"]
     assert [r["kind"] for r in history[:4]] == ["check", "check", "converge", "check"]
 

@@ -536,7 +536,7 @@ def test_a_run_shows_its_hosts_tasks_and_output(app, client, tokens, live_run):
     assert [t["seq"] for t in data["tasks"]] == [2, 4, 6]
     assert data["tasks"][1] == {"seq": 4, "host": "web1", "task": "task 4", "action": "ansible.builtin.copy",
                                 "status": "changed", "unverified": False, "note": None, "diff": "+x\n",
-                                "duration": 0.5}
+                                "duration": 0.5, "path": None}
     assert data["stdout"] == "\n".join(f"line {i}" for i in range(1, 7))
     assert data["last_seq"] == 6
 
