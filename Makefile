@@ -4,13 +4,13 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_HOSTS ?= 4
 
-.PHONY: demo test system venv clean bench
+.PHONY: demo demo-stop test system venv clean bench
 
 # Debian packages the lab and the tests need (sshd for lab hosts; the rest is usually there).
 system:
-	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null || { \
+	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && test -x /usr/bin/chromium || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    openssh-server openssh-client util-linux git sqlite3 python3 python3-venv; }
+	    openssh-server openssh-client util-linux git sqlite3 python3 python3-venv chromium; }
 
 venv: $(VENV)/.installed
 
@@ -20,14 +20,56 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Start lab hosts, check them against this checkout's example source, show the drift.
+# Start lab hosts and `fleet serve` (controller + web UI) in the background; the controller checks
+# the hosts on its own. The first time, an admin account is made with a generated password, shown once.
+DEMO_BIND ?= 127.0.0.1:8080
+DEMO_ADMIN ?= admin
+DEMO_DATA := .fleet
+
+define DEMO_HAS_ADMIN
+from sqlalchemy import select
+from fleet.store import db
+from fleet.store.models import User
+from web import create_app
+with create_app().app_context():
+    raise SystemExit(0 if db.session.scalar(select(User.id).where(User.role == "admin", User.disabled.is_(False)).limit(1)) else 1)
+endef
+export DEMO_HAS_ADMIN
+
 demo: system venv
 	$(BIN)/fleet lab up --hosts $(DEMO_HOSTS)
-	$(BIN)/fleet check --no-diff; test $$? -le 2
-	$(BIN)/fleet status --diff
-	@echo
-	@echo "Next: $(BIN)/fleet converge --yes, then $(BIN)/fleet check (exit 0: in sync)."
-	@echo "Stop the lab with: $(BIN)/fleet lab down"
+	@set -e; \
+	if $(BIN)/python -c "$$DEMO_HAS_ADMIN"; then \
+	  login="an admin exists already; its password was shown when it was made (new one: $(BIN)/fleet user add $(DEMO_ADMIN) --role admin --generate)"; \
+	else \
+	  password=$$($(BIN)/fleet user add $(DEMO_ADMIN) --role admin --generate | sed -n 's/^password (shown once): //p'); \
+	  [ -n "$$password" ] || { echo "could not create the admin account"; exit 1; }; \
+	  login="log in as $(DEMO_ADMIN) with password $$password (shown once; fleet keeps only its hash)"; \
+	fi; \
+	if [ -f $(DEMO_DATA)/serve.pid ] && kill -0 $$(cat $(DEMO_DATA)/serve.pid) 2>/dev/null; then \
+	  echo "fleet serve is running already (pid $$(cat $(DEMO_DATA)/serve.pid))"; \
+	else \
+	  FLEET_BIND=$(DEMO_BIND) setsid $(BIN)/fleet serve >>$(DEMO_DATA)/serve.log 2>&1 </dev/null & echo $$! >$(DEMO_DATA)/serve.pid; \
+	fi; \
+	for i in $$(seq 120); do \
+	  $(BIN)/python -c "import urllib.request; urllib.request.urlopen('http://$(DEMO_BIND)/api/v1/healthz', timeout=2)" 2>/dev/null && break; \
+	  kill -0 $$(cat $(DEMO_DATA)/serve.pid) 2>/dev/null || { tail -20 $(DEMO_DATA)/serve.log; echo "fleet serve stopped; see $(DEMO_DATA)/serve.log"; exit 1; }; \
+	  sleep 0.5; \
+	done; \
+	echo; \
+	echo "fleet is up: http://$(DEMO_BIND)"; \
+	echo "  $$login"; \
+	echo "  the controller is checking the $(DEMO_HOSTS) lab hosts now (about a minute); log: $(DEMO_DATA)/serve.log"; \
+	echo "  stop it all with: make demo-stop"
+
+demo-stop:
+	@if [ -f $(DEMO_DATA)/serve.pid ]; then \
+	  pid=$$(cat $(DEMO_DATA)/serve.pid); \
+	  if kill -0 $$pid 2>/dev/null; then kill -TERM $$pid; \
+	    for i in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; fi; \
+	  rm -f $(DEMO_DATA)/serve.pid; echo "fleet serve stopped"; \
+	fi
+	-$(BIN)/fleet lab down
 
 test: system venv
 	$(BIN)/python -m pytest

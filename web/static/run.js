@@ -13,6 +13,8 @@
   var note = document.getElementById("live-note");
   var status = document.getElementById("run-status");
   var took = document.getElementById("run-took");
+  var started = document.getElementById("run-started");
+  var revision = document.getElementById("run-revision");
   var INTERVAL = 2000;
   var failures = 0;
 
@@ -64,6 +66,11 @@
     status.replaceWith(fresh);
     status = fresh;
     if (took) { took.textContent = data.took; }
+    if (started) { started.textContent = data.started; started.title = data.started_utc; }
+    if (revision && data.revision !== "—") {
+      var code = el("code", "sha", data.revision);
+      revision.replaceChildren(code);
+    }
   }
 
   function poll() {

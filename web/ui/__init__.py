@@ -22,6 +22,6 @@ def init_app(app: Flask) -> None:
         symbol=present.status_symbol, tone=present.status_tone, word=present.status_word,
         diff_lines=present.diff_lines, utc=present.utc, iso=present.iso, ago=present.ago,
         sha=present.short_sha, plain_output=present.plain_output, first_line=present.first_line,
-        error_locations=present.error_locations,
+        error_locations=present.error_locations, source_path=present.source_path,
     )
     app.jinja_env.globals.update(took=present.took, ACTIVE=present.ACTIVE)

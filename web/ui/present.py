@@ -140,6 +140,14 @@ def first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
+REVISION_TREE = re.compile(r"^.*/revisions/[0-9a-f]{7,64}/")
+
+
+def source_path(path: str | None) -> str:
+    """A task's file relative to the source ('playbooks/roles/x/tasks/main.yml:3'), not the exported tree."""
+    return REVISION_TREE.sub("", path or "")
+
+
 def error_locations(error: str | None) -> list[dict]:
     """The file/line places a validation error names ('in roles/x.yml, line 3, column 5')."""
     return [{"file": m["file"], "line": int(m["line"]), "column": m["column"]}

@@ -71,7 +71,9 @@ def live(run_id: int):
     return jsonify(
         id=run.id, status=run.status, done=run.status not in present.ACTIVE,
         symbol=present.status_symbol(run.status), tone=present.status_tone(run.status),
-        took=present.took(run.started_at, run.finished_at),
+        took=present.took(run.started_at, run.finished_at) if run.started_at else "—",
+        started=present.ago(run.started_at) if run.started_at else "not yet",
+        started_utc=present.utc(run.started_at), revision=present.short_sha(run.revision_sha),
         tasks=[{"seq": t.seq, "host": t.host, "task": t.task, "action": t.action, "status": t.status,
                 "symbol": present.status_symbol(t.status), "tone": present.status_tone(t.status),
                 "unverified": t.unverified, "duration": round(t.duration or 0, 2)} for t in tasks],
