@@ -131,16 +131,23 @@ def count_hosts_by_status() -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def check_drift_series(limit: int = 30) -> list[Run]:
-    """The newest finished checks of the whole fleet (no --limit), oldest first: drift over time.
+def recent_run_verdicts(limit: int = 30) -> tuple[list[Run], list[tuple[int, str, str]]]:
+    """The newest ended runs that judged hosts (oldest first) and their (run id, host, status) verdicts.
 
-    Limited checks are left out: their drifted count covers a few hosts, not the fleet.
+    Two queries, at most `limit` runs: what a drift-over-time chart replays.
     """
-    rows = db.session.scalars(
-        select(Run).where(Run.kind == "check", Run.limit == "", Run.status.in_(("successful", "failed")),
-                          Run.hosts_total > 0)
-        .order_by(Run.id.desc()).limit(limit))
-    return list(reversed(list(rows)))
+    runs = list(db.session.scalars(select(Run).where(
+        Run.status.not_in(("queued", "running")), Run.hosts_total > 0).order_by(Run.id.desc()).limit(limit)))
+    if not runs:
+        return [], []
+    verdicts = db.session.execute(select(RunHost.run_id, RunHost.host, RunHost.status).where(
+        RunHost.run_id.in_([run.id for run in runs]))).all()
+    return list(reversed(runs)), [tuple(row) for row in verdicts]
+
+
+def host_statuses() -> dict[str, str]:
+    """Every inventory host's current status by name (one row per host, never per run)."""
+    return dict(db.session.execute(select(Host.name, Host.status).where(Host.in_inventory.is_(True))).all())
 
 
 def filter_hosts(status: str | None = None, group: str | None = None, after: str | None = None,
@@ -198,21 +205,21 @@ def filter_runs(kind: str | None = None, status: str | None = None, host: str | 
                 trigger: str | None = None, before_id: int | None = None, after_id: int | None = None,
                 limit: int = PAGE_SIZE) -> list[Run]:
     """Newest runs first, one keyset page: ids below `before_id`, or the page just above `after_id`."""
-    query = select(Run)
+    query, key = select(Run), Run.id
+    if host:  # walk the host's (host, run_id) index newest first rather than every run
+        query, key = query.join(RunHost, RunHost.run_id == Run.id).where(RunHost.host == host), RunHost.run_id
     if kind:
         query = query.where(Run.kind == kind)
     if status:
         query = query.where(Run.status == status)
     if trigger:
         query = query.where(Run.trigger == trigger)
-    if host:
-        query = query.where(Run.id.in_(select(RunHost.run_id).where(RunHost.host == host)))
     if after_id:
-        rows = list(db.session.scalars(query.where(Run.id > after_id).order_by(Run.id).limit(limit)))
+        rows = list(db.session.scalars(query.where(key > after_id).order_by(key).limit(limit)))
         return list(reversed(rows))
     if before_id:
-        query = query.where(Run.id < before_id)
-    return list(db.session.scalars(query.order_by(Run.id.desc()).limit(limit)))
+        query = query.where(key < before_id)
+    return list(db.session.scalars(query.order_by(key.desc()).limit(limit)))
 
 
 def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> list[TaskResultRow]:

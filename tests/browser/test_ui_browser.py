@@ -128,7 +128,8 @@ def test_operator_converges_a_drifted_host_and_watches_it_live(page, stack, scre
 
 def test_the_other_pages_and_phone_widths(page, stack, screenshots):
     log_in(page)
-    for path, name in (("/revisions", "revisions"), ("/approvals", "approvals"), ("/runs", "runs")):
+    for path, name in (("/", "dashboard-history"), ("/revisions", "revisions"), ("/approvals", "approvals"),
+                       ("/runs", "runs")):
         page.goto(path)
         page.screenshot(path=screenshots / f"{name}.png", full_page=True)
     assert page.locator("table.list tbody tr").count() >= 2

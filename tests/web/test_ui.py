@@ -410,7 +410,7 @@ def test_hosts_filter_by_status_and_whole_group_names(viewer):
 
 def test_dashboard_shows_counts_chart_source_and_recent_runs(viewer):
     page = text(viewer.get("/"))
-    assert '<svg viewBox=' in page and "1 of 4 hosts drifted" in page
+    assert '<svg viewBox=' in page and "1 of 5 hosts drifted" in page
     assert "aaaaaaaaaaaa" in page and "Tune sshd" in page
     assert "bbbbbbbbbbbb" in page  # a newer commit was rejected
     assert "1 approval waiting" in page
@@ -564,3 +564,42 @@ def test_every_page_costs_the_same_number_of_queries_however_long_the_history(tm
         counts.append(queries_per_page(app, client, paths))
     assert counts[0] == counts[1]
     assert max(counts[1].values()) <= 12, counts[1]
+
+
+def test_every_page_renders_on_an_empty_store(tmp_path):
+    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
+                             cwd=tmp_path)
+    app = create_app(settings)
+    with app.app_context():
+        accounts.add_user("ada", PASSWORD, "admin")
+    client = login(app, "ada")
+    for path in ["/", "/hosts", "/runs", "/revisions", "/approvals"] + ADMIN_PAGES:
+        assert client.get(path).status_code == 200, path
+    page = text(client.get("/"))
+    assert "The source was never fetched" in page and "No runs yet" in page
+
+
+class FakeRun:
+    def __init__(self, run_id, kind="check", limit=""):
+        self.id, self.kind, self.limit = run_id, kind, limit
+        self.finished_at = self.started_at = self.created_at = NOW
+
+
+@pytest.mark.parametrize("verdicts, expected", [
+    pytest.param([(1, "a", "drifted"), (1, "b", "drifted"), (2, "a", "in_sync"), (3, "a", "in_sync")], [2, 1, 1],
+                 id="a converge of one host leaves the other drifted"),
+    pytest.param([(1, "a", "drifted"), (2, "a", "incomplete"), (3, "b", "drifted")], [1, 1, 2],
+                 id="an incomplete verdict changes nothing; a host counts from its first verdict on"),
+    pytest.param([(1, "gone", "drifted"), (2, "a", "drifted"), (3, "a", "in_sync")], [1, 2, 1],
+                 id="hosts gone from the inventory are left out; an untouched host keeps its status"),
+])
+def test_drift_over_time_replays_verdicts_over_the_current_fleet(verdicts, expected):
+    from web.ui import present
+
+    statuses = {"a": "in_sync", "b": "drifted"}
+    points = present.drift_timeline([FakeRun(1), FakeRun(2, "converge", "a"), FakeRun(3)], verdicts, statuses)
+    assert [p.drifted for p in points] == expected
+    assert all(p.total == 2 for p in points)
+    chart = present.drift_chart(points)
+    assert [bar.run_id for bar in chart.bars] == [1, 2, 3]
+    assert "after run 2 (converge of a)" in chart.bars[1].title

@@ -24,12 +24,13 @@ def dashboard():
     counts = queries.count_hosts_by_status()
     source, controller = queries.source_overview()
     desired = queries.get_revision(source.desired_sha) if source and source.desired_sha else None
-    series = queries.check_drift_series(CHART_RUNS)
+    runs, verdicts = queries.recent_run_verdicts(CHART_RUNS)
+    points = present.drift_timeline(runs, verdicts, queries.host_statuses())
     return render_template(
         "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=present.HOST_STATUSES,
         source=source, desired=desired, stale=source_staleness(source, controller),
         controller_seen=controller.heartbeat_at if controller else None,
-        chart=present.drift_chart(series), series=series,
+        chart=present.drift_chart(points), points=points,
         recent=queries.filter_runs(limit=RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
     )
 

@@ -184,23 +184,54 @@ class Chart:
     ticks: list[tuple[float, int]]
 
 
-def drift_chart(runs) -> Chart:
-    """Bars of drifted hosts per check run (oldest left), scaled to the largest fleet seen."""
+@dataclass(frozen=True)
+class DriftPoint:
+    run: object  # the Run after which the fleet stood like this
+    drifted: int
+    total: int
+
+
+def drift_timeline(runs, verdicts, statuses: dict[str, str]) -> list[DriftPoint]:
+    """How many inventory hosts were drifted after each of `runs` (oldest first).
+
+    Replays each run's verdicts the way the store applies them to hosts (an
+    `incomplete` verdict changes nothing). A host no run in the window touched
+    kept its current status throughout; a touched host counts from its first
+    verdict in the window on.
+    """
+    by_run: dict[int, list[tuple[str, str]]] = {}
+    for run_id, host, status in verdicts:
+        if host in statuses and status != "incomplete":
+            by_run.setdefault(run_id, []).append((host, status))
+    touched = {host for pairs in by_run.values() for host, _ in pairs}
+    state = {host: status for host, status in statuses.items() if host not in touched}
+    points = []
+    for run in runs:
+        state.update(by_run.get(run.id, []))
+        drifted = sum(1 for status in state.values() if status == "drifted")
+        points.append(DriftPoint(run, drifted, len(statuses)))
+    return points
+
+
+def drift_chart(points: list[DriftPoint]) -> Chart:
+    """Bars of drifted hosts after each run (oldest left), scaled to the fleet's size."""
     plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
     baseline = CHART_HEIGHT - CHART_BOTTOM
-    max_value = max([r.hosts_total for r in runs] + [1])
-    slot = (CHART_WIDTH - CHART_LEFT) / max(len(runs), 1)
+    max_value = max([p.total for p in points] + [1])
+    slot = (CHART_WIDTH - CHART_LEFT) / max(len(points), 1)
     width = max(min(slot * 0.7, 40), 2)
     bars = []
-    for index, run in enumerate(runs):
-        height = plot_height * run.hosts_drifted / max_value
+    for index, point in enumerate(points):
+        run = point.run
+        height = plot_height * point.drifted / max_value
         when = aware(run.finished_at or run.started_at or run.created_at)
         label = when.strftime("%m-%d %H:%M") if when else ""
+        what = f"{run.kind} of {run.limit}" if run.limit else f"{run.kind} of every host"
         bars.append(Bar(
             x=round(CHART_LEFT + index * slot + (slot - width) / 2, 1), y=round(baseline - height, 1),
-            width=round(width, 1), height=round(max(height, 0), 1), drifted=run.hosts_drifted,
-            total=run.hosts_total, label=label, run_id=run.id,
-            title=f"run {run.id}, {label} UTC: {run.hosts_drifted} of {run.hosts_total} hosts drifted"))
+            width=round(width, 1), height=round(height, 1), drifted=point.drifted, total=point.total,
+            label=label, run_id=run.id,
+            title=f"after run {run.id} ({what}), {label} UTC: {point.drifted} of {point.total} hosts drifted"))
     ticks = sorted({0, max_value // 2, max_value})
     return Chart(bars, CHART_WIDTH, CHART_HEIGHT, CHART_TOP, baseline, max_value,
                  [(round(baseline - plot_height * t / max_value, 1), t) for t in ticks])
