@@ -156,8 +156,8 @@ def error_locations(error: str | None) -> list[dict]:
 
 # --- the drift chart: geometry computed here, drawn as inline SVG by the template -------------
 
-CHART_WIDTH, CHART_HEIGHT = 640, 160
-CHART_LEFT, CHART_BOTTOM, CHART_TOP = 28, 22, 10
+CHART_WIDTH, CHART_HEIGHT = 480, 160
+CHART_LEFT, CHART_BOTTOM, CHART_TOP = 28, 24, 10
 
 
 @dataclass(frozen=True)
