@@ -603,3 +603,21 @@ def test_drift_over_time_replays_verdicts_over_the_current_fleet(verdicts, expec
     chart = present.drift_chart(points)
     assert [bar.run_id for bar in chart.bars] == [1, 2, 3]
     assert "after run 2 (converge of a)" in chart.bars[1].title
+
+
+def test_hosts_and_host_history_page_by_keyset(app, viewer):
+    with app.app_context():
+        db.session.add_all([Host(name=f"zz{n:03d}", groups="bulk", status="in_sync") for n in range(205)])
+        db.session.commit()
+    first = text(viewer.get("/hosts?group=bulk"))
+    assert "zz000" in first and "zz199" in first and "zz200" not in first
+    assert 'href="/hosts?group=bulk&amp;after=zz199"' in first
+    second = text(viewer.get("/hosts?group=bulk&after=zz199"))
+    assert "zz200" in second and "zz204" in second and 'href="/hosts/zz199"' not in second
+    seed_runs(app, 30)
+    history = text(viewer.get("/hosts/web1"))
+    shown = [int(i) for i in re.findall(r'<td><a href="/runs/(\d+)">#', history)]
+    assert len(shown) == 20 and shown == sorted(shown, reverse=True)
+    older = text(viewer.get(f"/hosts/web1?before={shown[-1]}"))
+    rest = [int(i) for i in re.findall(r'<td><a href="/runs/(\d+)">#', older)]
+    assert rest and max(rest) < min(shown) and 1 in rest
