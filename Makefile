@@ -26,20 +26,11 @@ DEMO_BIND ?= 127.0.0.1:8080
 DEMO_ADMIN ?= admin
 DEMO_DATA := .fleet
 
-define DEMO_HAS_ADMIN
-from sqlalchemy import select
-from fleet.store import db
-from fleet.store.models import User
-from web import create_app
-with create_app().app_context():
-    raise SystemExit(0 if db.session.scalar(select(User.id).where(User.role == "admin", User.disabled.is_(False)).limit(1)) else 1)
-endef
-export DEMO_HAS_ADMIN
 
 demo: system venv
 	$(BIN)/fleet lab up --hosts $(DEMO_HOSTS)
 	@set -e; \
-	if $(BIN)/python -c "$$DEMO_HAS_ADMIN"; then \
+	if $(BIN)/fleet user list --role admin >/dev/null; then \
 	  login="an admin exists already; its password was shown when it was made (new one: $(BIN)/fleet user add $(DEMO_ADMIN) --role admin --generate)"; \
 	else \
 	  password=$$($(BIN)/fleet user add $(DEMO_ADMIN) --role admin --generate | sed -n 's/^password (shown once): //p'); \

@@ -434,6 +434,28 @@ def user_add(ctx, name, role, password_stdin, generate):
         click.echo(f"password (shown once): {password}")
 
 
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), help="only this role")
+@click.pass_context
+@_guard
+def user_list(ctx, as_json, role):
+    """Accounts, with their roles; exit 1 when none matches (scripts can test for an admin)."""
+    from fleet.store import accounts
+
+    settings = _settings(ctx.parent)
+    with _store(settings):
+        users = [u for u in accounts.list_users() if not role or u.role == role]
+        if as_json:
+            click.echo(json.dumps({"users": [{"name": u.name, "role": u.role, "disabled": u.disabled}
+                                             for u in users]}, indent=2))
+        else:
+            click.echo(table(["NAME", "ROLE", "DISABLED"], [[u.name, u.role, "yes" if u.disabled else ""]
+                                                           for u in users]))
+    if not any(not u.disabled for u in users):
+        sys.exit(1)
+
+
 @main.group()
 def token():
     """API tokens for scripts (Authorization: Bearer ...)."""

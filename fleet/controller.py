@@ -186,8 +186,13 @@ class Controller:
             self._fail(run, str(exc))
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
-        if trigger_policy and run.kind == "check" and run.trigger != "policy" and report.run.status != "canceled":
+        if not trigger_policy or run.trigger == "policy" or report.run.status in ("canceled", "interrupted"):
+            return report
+        if run.kind == "check":
             self.remediate(report, desired)
+        elif not self.stop.is_set():
+            # A converge someone asked for ends like a policy one: a check that proves the result.
+            self.run_now("check", "policy", run.limit or "")
         return report
 
     def _fail(self, run: Run, error: str) -> None:

@@ -99,6 +99,7 @@ class Run(db.Model):
         Index("ix_runs_kind_id", "kind", "id"),
         Index("ix_runs_kind_status_id", "kind", "status", "id"),
         Index("ix_runs_status_id", "status", "id"),
+        Index("ix_runs_trigger_id", "trigger", "id"),
     )
 
 

@@ -155,6 +155,20 @@ def test_policy_per_group_auto_converges_approve_waits_report_only_shows(control
     assert state["db2"]["status"] == "drifted", "a report group is only shown, never converged"
 
 
+def test_requested_converge_ends_with_a_verifying_check(controller_env):
+    cli, service = controller_env
+    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    queued = cli("request", "converge", "--limit", "db2", "--json").json()["run"]
+    wait_for(lambda: idle(cli) and any(r["id"] > queued["id"] for r in runs(cli)), 240,
+             "the converge and its verifying check")
+    after = [r for r in reversed(runs(cli)) if r["id"] >= queued["id"]]
+    assert [(r["kind"], r["trigger"], r["limit"]) for r in after[:2]] == [
+        ("converge", "manual", "db2"), ("check", "policy", "db2")]
+    assert after[1]["status"] == "successful"
+    assert hosts(cli)["db2"]["status"] == "in_sync"
+    assert hosts(cli)["db2"]["last_check_run_id"] == after[1]["id"]
+
+
 def test_pushed_commit_starts_a_check_within_the_poll_interval(controller_env):
     cli, service = controller_env
     wait_for(lambda: idle(cli), 300, "the controller to be idle")
