@@ -377,7 +377,7 @@ def approvals(ctx, as_json):
 
     settings = _settings(ctx)
     with _store(settings):
-        listed = queries.list_approvals()
+        listed = queries.find_approvals()
         if as_json:
             click.echo(json.dumps({"approvals": [serializers.approval_json(a) for a in listed]}, indent=2))
             return

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +61,69 @@ def make_source(repo: Path, inventory_yaml: str) -> Path:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "example source")
     return repo
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
+    """Poll condition until it returns something true; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class ServeProcess:
+    """One real `fleet serve` on a free loopback port; restartable; stopped with a signal."""
+
+    def __init__(self, cli: FleetCli, poll_seconds: int = 2, env: dict | None = None):
+        self.cli = cli
+        self.port = free_port()
+        self.env = {"FLEET_POLL_INTERVAL": str(poll_seconds), **(env or {})}
+        self.log = cli.data_dir.parent / "serve.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "FLEET_DATA_DIR": str(self.cli.data_dir), "FLEET_REPO": str(self.cli.repo),
+               "FLEET_BIND": f"127.0.0.1:{self.port}", **self.env}
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([FLEET, "serve"], cwd=self.cli.cwd, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_for(lambda: self.get("/api/v1/healthz")[0] == 200, 30, "fleet serve to answer")
+
+    def stop(self, sig=signal.SIGTERM) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, dict]:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
+        """(status, JSON body); status 0 when nothing answers."""
+        req = urllib.request.Request(self.url(path), data=body or None, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return 0, {}
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def list_hosts():
     """Every inventory host with its status and current drift; ?status= and ?group= filter."""
     status = _choice_arg("status", queries.HOST_STATUSES)
     group = request.args.get("group") or None
-    hosts = queries.find_hosts(status, group)
+    hosts = queries.filter_hosts(status, group, limit=None)
     drift = queries.drifted_tasks(hosts)  # one query for every host's drift, not one per host
     return jsonify(hosts=[_host_with_links(h, drift.get(h.name, [])) for h in hosts])
 
@@ -228,7 +228,7 @@ def metrics():
 
 
 def _hosts_metric() -> str:
-    counts = queries.host_status_counts()
+    counts = queries.count_hosts_by_status()
     statuses = list(queries.HOST_STATUSES) + sorted(set(counts) - set(queries.HOST_STATUSES))
     return serializers.prometheus_metric("fleet_hosts", "gauge", "Inventory hosts by status.",
                                          [({"status": s}, counts.get(s, 0)) for s in statuses])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, literal, select
 
 from fleet.errors import NotFound
 from fleet.store.db import db
-from fleet.store.models import Host, Revision, Run, RunHost, RunOutput, TaskResultRow
+from fleet.store.models import (
+    Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+)
 
 PAGE_SIZE = 50
 
@@ -97,15 +99,8 @@ def last_valid_revision() -> Revision | None:
 
 def approved_waiting():
     """Approvals an operator granted that the controller has not acted on yet."""
-    from fleet.store.models import Approval
 
     return list(db.session.scalars(select(Approval).where(Approval.status == "approved").order_by(Approval.id)))
-
-
-def list_approvals(limit: int = PAGE_SIZE):
-    from fleet.store.models import Approval
-
-    return list(db.session.scalars(select(Approval).order_by(Approval.id.desc()).limit(limit)))
 
 
 def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
@@ -124,7 +119,6 @@ def last_converged_sha() -> str | None:
 
 def count_hosts_by_status() -> dict[str, int]:
     """Hosts of the inventory per status, in one GROUP BY."""
-    from sqlalchemy import func
 
     rows = db.session.execute(
         select(Host.status, func.count()).where(Host.in_inventory.is_(True)).group_by(Host.status))
@@ -151,9 +145,8 @@ def host_statuses() -> dict[str, str]:
 
 
 def filter_hosts(status: str | None = None, group: str | None = None, after: str | None = None,
-                 limit: int = 200) -> list[Host]:
-    """Hosts of the inventory by name, one keyset page (names after `after`), filtered."""
-    from sqlalchemy import literal
+                 limit: int | None = 200) -> list[Host]:
+    """Hosts of the inventory by name, one keyset page (names after `after`; every host with limit=None)."""
 
     query = select(Host).where(Host.in_inventory.is_(True)).order_by(Host.name).limit(limit)
     if status:
@@ -234,16 +227,6 @@ def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> li
         RunOutput.run_id == run_id, RunOutput.seq > after_seq).order_by(RunOutput.seq).limit(limit)))
 
 
-def approvals_before(before_id: int | None = None, limit: int = PAGE_SIZE):
-    """Approvals newest first, one keyset page."""
-    from fleet.store.models import Approval
-
-    query = select(Approval).order_by(Approval.id.desc()).limit(limit)
-    if before_id:
-        query = query.where(Approval.id < before_id)
-    return list(db.session.scalars(query))
-
-
 def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskResultRow]]:
     """Changed tasks for several (run id, host) pairs in one query."""
     found: dict[tuple[int, str], list[TaskResultRow]] = {pair: [] for pair in pairs}
@@ -260,9 +243,7 @@ def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str]
 
 
 def count_pending_approvals() -> int:
-    from sqlalchemy import func
 
-    from fleet.store.models import Approval
 
     return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == "pending")) or 0
 
@@ -277,8 +258,6 @@ def revisions_before(before_id: int | None = None, limit: int = PAGE_SIZE) -> li
 
 def source_overview():
     """(source state, controller state) rows, read without creating them (pages only read)."""
-    from fleet.store.models import ControllerState, SourceState
-
     state = db.session.get(SourceState, 1)
     controller = db.session.get(ControllerState, 1)
     return state, controller
@@ -286,8 +265,6 @@ def source_overview():
 
 def open_approvals_of(host: str):
     """A host's approvals that still wait (pending) or are about to be acted on (approved)."""
-    from fleet.store.models import Approval
-
     return list(db.session.scalars(select(Approval).where(
         Approval.host == host, Approval.status.in_(("pending", "approved"))).order_by(Approval.id.desc())))
 
@@ -295,27 +272,12 @@ def open_approvals_of(host: str):
 # --- JSON API reads ---------------------------------------------------------------
 # Each function below costs one query, whatever the size of the history.
 
-from sqlalchemy import String, func, literal  # noqa: E402  (appended section; the file's head is shared)
-
-from fleet.store.models import Approval, HostLock, SourceState  # noqa: E402
 
 HOST_STATUSES = ("unknown", "in_sync", "drifted", "unreachable", "failed")
 RUN_KINDS = ("check", "converge")
 RUN_STATUSES = ("queued", "running", "successful", "failed", "canceled", "interrupted", "timeout")
 RUN_FINAL_STATUSES = ("successful", "failed", "canceled", "interrupted", "timeout")
 APPROVAL_STATUSES = ("pending", "approved", "applied", "superseded", "failed")
-
-
-def find_hosts(status: str | None = None, group: str | None = None) -> list[Host]:
-    """Hosts of the inventory by name, optionally only one status and/or inventory group."""
-    query = select(Host).where(Host.in_inventory.is_(True)).order_by(Host.name)
-    if status:
-        query = query.where(Host.status == status)
-    if group:
-        # groups is space-separated: pad it so "web" matches " web " but never "webproxy".
-        padded = literal(" ", String) + Host.groups + literal(" ", String)
-        query = query.where(padded.contains(f" {group} ", autoescape=True))
-    return list(db.session.scalars(query))
 
 
 def unverified_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
@@ -386,13 +348,6 @@ def find_approvals(status: str | None = None, before_id: int | None = None,
 def get_source_state() -> SourceState | None:
     """The source's state row, or None before the first fetch (a read that never inserts it)."""
     return db.session.get(SourceState, 1)
-
-
-def host_status_counts() -> dict[str, int]:
-    """How many inventory hosts are in each status."""
-    rows = db.session.execute(select(Host.status, func.count()).where(Host.in_inventory.is_(True))
-                              .group_by(Host.status))
-    return {status: count for status, count in rows}
 
 
 def finished_run_counts() -> dict[tuple[str, str], int]:

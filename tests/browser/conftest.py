@@ -7,18 +7,11 @@ one). Screenshots go to test-artifacts/screenshots/ (git-ignored).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FLEET, PROJECT, FleetCli, make_source
+from tests.conftest import PROJECT, FleetCli, ServeProcess, make_source, wait_for
 
 SUBNET = 60  # other lab tests use 10 (demo), 20, 50
 POLL_SECONDS = 2
@@ -27,59 +20,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-g
                  "--disable-sync", "--no-first-run"]
 SCREENSHOTS = PROJECT / "test-artifacts" / "screenshots"
 OPERATOR, PASSWORD = "otto", "browser-test-password"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-class Server:
-    """One `fleet serve` process on a free port; stopped with SIGTERM."""
-
-    def __init__(self, cli: FleetCli):
-        self.cli = cli
-        self.port = free_port()
-        self.log = cli.data_dir.parent / "serve.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "FLEET_DATA_DIR": str(self.cli.data_dir), "FLEET_REPO": str(self.cli.repo),
-               "FLEET_POLL_INTERVAL": str(POLL_SECONDS), "FLEET_BIND": f"127.0.0.1:{self.port}"}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([FLEET, "serve"], cwd=self.cli.cwd, env=env, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        wait_for(lambda: self.healthy(), 30, "fleet serve to answer")
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url("/api/v1/healthz"), timeout=2) as answer:
-                return answer.status == 200
-        except (OSError, urllib.error.HTTPError):
-            return False
-
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 def runs(cli: FleetCli) -> list[dict]:
@@ -95,7 +35,7 @@ def stack(tmp_path_factory):
     cli = FleetCli(root / "data", root / "source", root)
     up = cli("lab", "up", "--hosts", "2", "--subnet", str(SUBNET))
     assert up.code == 0, up.stderr
-    server = Server(cli)
+    server = ServeProcess(cli, POLL_SECONDS)
     try:
         make_source(root / "source", (root / "data" / "lab" / "hosts.yml").read_text())
         added = cli("user", "add", OPERATOR, "--role", "operator", "--password-stdin", input=PASSWORD + "\n")

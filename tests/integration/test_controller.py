@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 import yaml
 
-from tests.conftest import FLEET, FleetCli, git, make_source
+from tests.conftest import FleetCli, ServeProcess, git, make_source, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -35,61 +30,6 @@ rollout:
   canary: 1
   batch: 50%
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Service:
-    """One `fleet serve` process; restartable, stopped with SIGTERM (or SIGKILL when asked)."""
-
-    def __init__(self, cli: FleetCli):
-        self.cli = cli
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.log = cli.data_dir.parent / "serve.log"
-
-    def start(self) -> None:
-        env = {**os.environ, "FLEET_DATA_DIR": str(self.cli.data_dir), "FLEET_REPO": str(self.cli.repo),
-               "FLEET_POLL_INTERVAL": str(POLL_SECONDS), "FLEET_WEBHOOK_SECRET": SECRET,
-               "FLEET_BIND": f"127.0.0.1:{self.port}"}
-        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([FLEET, "serve"], cwd=self.cli.cwd, env=env,
-                                         stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: self.get("/api/v1/healthz")[0] == 200, 30, "fleet serve to answer")
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str) -> tuple[int, dict]:
-        return self.request("GET", path)
-
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
-        req = urllib.request.Request(self.url(path), data=body or None, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"{}")
-        except OSError:
-            return 0, {}
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def runs(cli) -> list[dict]:
@@ -119,11 +59,10 @@ def controller_env(tmp_path_factory):
     (root / "source" / "fleet.yml").write_text(POLICY)
     git(root / "source", "add", "fleet.yml")
     git(root / "source", "commit", "-qm", "remediation policy")
-    service = Service(cli)
+    service = ServeProcess(cli, POLL_SECONDS, {"FLEET_WEBHOOK_SECRET": SECRET})
     service.start()
     yield cli, service
-    if service.proc.poll() is None:
-        service.stop()
+    service.stop()
     cli("lab", "down")
 
 

@@ -18,7 +18,7 @@ APPROVALS_PER_PAGE = 50
 @require_role("viewer")
 def index():
     before = int_arg("before")
-    page = queries.approvals_before(before, APPROVALS_PER_PAGE + 1)
+    page = queries.find_approvals(None, before, APPROVALS_PER_PAGE + 1)
     shown = page[:APPROVALS_PER_PAGE]
     waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending"]
     return render_template("approvals/index.html", approvals=shown, more=len(page) > APPROVALS_PER_PAGE,
