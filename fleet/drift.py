@@ -82,6 +82,7 @@ class DriftTracker:
         self.check_mode = check_mode
         self.hosts: dict[str, HostVerdict] = {}
         self._handler_tasks: set[str] = set()
+        self.finished = False  # the play recap arrived: Ansible got to the end
 
     def add(self, event: dict) -> TaskResult | None:
         """Take one event; return the task result it completes, if any."""
@@ -89,6 +90,8 @@ class DriftTracker:
         data = event.get("event_data") or {}
         if kind == "playbook_on_handler_task_start":
             self._handler_tasks.add(data.get("task_uuid", ""))
+        if kind == "playbook_on_stats":
+            self.finished = True
         if kind not in TASK_EVENTS or not data.get("host"):
             return None
         result = task_result_from_event(event, self.check_mode)

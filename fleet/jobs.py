@@ -197,6 +197,7 @@ class _Execution:
         self.strategy: runner.Strategy | None = None
         self.deadline = float("inf")
         self.timed_out = False
+        self.stopping = False
 
     def run(self, desired: DesiredState, targets: list[source.InventoryHost]) -> str:
         self.strategy = runner.choose_strategy(self.settings.strategy)
@@ -210,10 +211,17 @@ class _Execution:
         return _run_status(status, self.tracker.verdicts())
 
     def _stop_requested(self) -> bool:
-        """Polled by ansible-runner: on cancel or timeout, kill the whole Ansible tree first."""
+        """Polled by ansible-runner: on cancel or timeout, kill the whole Ansible tree first.
+
+        Sticky: ansible-runner stores every answer, so a later False would turn the
+        stop into a plain failure.
+        """
+        if self.stopping:
+            return True
         self.timed_out = time.monotonic() > self.deadline
         if not (self.timed_out or self.should_cancel()):
             return False
+        self.stopping = True
         processes.kill_tree(self.ansible_pid)
         return True
 
@@ -270,8 +278,8 @@ class _Execution:
     def finish(self, status: str, error: str) -> Run:
         self.recorder.flush()
         verdicts = self.tracker.verdicts()
-        if status not in ("successful", "failed"):
-            verdicts = settle_incomplete(verdicts)
+        if status not in ("successful", "failed") or (self.ansible_pid and not self.tracker.finished):
+            verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
         run = records.finish_run(self.run_row, status, verdicts, error)
         shutil.rmtree(self.private_dir, ignore_errors=True)
         return run

@@ -171,7 +171,9 @@ def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env
     run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
                    60, "the run to stop")
     assert run["status"] == "canceled" and run["error"].startswith("canceled by")
-    assert cli("show", str(run["id"]), "--json").json()["stdout"], "partial output is kept"
+    shown = cli("show", str(run["id"]), "--json").json()
+    assert shown["stdout"], "partial output is kept"
+    assert not any(h["status"] == "in_sync" for h in shown["hosts"]), "a stopped run proves no host in sync"
     assert cli("cancel", str(run["id"])).code == 1, "a finished run cannot be canceled again"
     assert service.get("/api/v1/healthz")[0] == 200
 

@@ -392,3 +392,12 @@ def test_huge_diff_is_cut_with_a_note():
 def test_diff_just_under_the_limit_is_not_cut():
     body = "x" * (MAX_DIFF_CHARS - 1) + "\n"
     assert render_diff({"diff": [{"prepared": body}]}) == body
+
+
+def test_tracker_knows_when_ansible_reached_its_recap():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add({"event": "runner_on_ok", "counter": 1,
+                 "event_data": {"host": "web1", "task": "t", "resolved_action": "ping", "res": {}}})
+    assert not tracker.finished
+    tracker.add({"event": "playbook_on_stats", "counter": 2, "event_data": {}})
+    assert tracker.finished
