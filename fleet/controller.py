@@ -19,11 +19,10 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fleet import jobs, policy, processes
+from fleet import jobs, policy, processes, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.settings import Settings
 from fleet.store import queries, records
@@ -48,20 +47,12 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
 
 
-@dataclass
-class Observed:
-    """What the last finished check found on one host."""
-
-    name: str
-    groups: tuple[str, ...]
-    status: str
-
-
 class Controller:
     def __init__(self, settings: Settings, stop: threading.Event | None = None):
         self.settings = settings
         self.stop = stop or threading.Event()
         self._cancel_checked = 0.0
+        self._policy: tuple[str | None, policy.Policy] = (None, policy.DEFAULT_POLICY)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -95,8 +86,8 @@ class Controller:
     def tick(self, now: datetime) -> bool:
         """One step of the loop; True when it did something worth looping again at once for."""
         self._heartbeat(now)
-        desired = self.poll_source(now)
-        self.plan_checks(now, desired)
+        self.poll_source(now)
+        self.plan_checks(now)
         if self._apply_one_approval():
             return True
         run = records.next_queued_run()
@@ -112,27 +103,24 @@ class Controller:
 
     # --- source ----------------------------------------------------------------
 
-    def poll_source(self, now: datetime) -> jobs.DesiredState | None:
-        """Fetch when due (interval, backoff or webhook); return the desired state when fetched."""
+    def poll_source(self, now: datetime) -> None:
+        """Fetch when due (interval, backoff or webhook); sync_source records the outcome."""
         state = records.controller_state()
         next_fetch = _aware(state.next_fetch_at)
         if not state.fetch_requested and next_fetch and now < next_fetch:
-            return None
+            return
         state.fetch_requested = False
         db.session.commit()
         try:
-            desired = jobs.sync_source(self.settings)
+            jobs.sync_source(self.settings)
         except RevisionRejected as exc:
             log.warning("%s", exc)
-            self._schedule_fetch(now, failures=0)
-            return None
         except SourceError as exc:
             failures = records.controller_state().fetch_failures + 1
             delay = self._schedule_fetch(now, failures)
             log.warning("source stale (%s); retrying in %ss", exc, int(delay.total_seconds()))
-            return None
+            return
         self._schedule_fetch(now, failures=0)
-        return desired
 
     def _schedule_fetch(self, now: datetime, failures: int) -> timedelta:
         interval = timedelta(seconds=self.settings.poll_interval)
@@ -145,7 +133,7 @@ class Controller:
 
     # --- planning ---------------------------------------------------------------
 
-    def plan_checks(self, now: datetime, desired: jobs.DesiredState | None) -> None:
+    def plan_checks(self, now: datetime) -> None:
         """Queue a check of every host for a new revision, and on the policy's schedule."""
         state = records.controller_state()
         desired_sha = records.source_state().desired_sha
@@ -162,15 +150,12 @@ class Controller:
             db.session.commit()
 
     def current_policy(self) -> policy.Policy:
-        desired = self._desired_tree()
-        return load_policy(desired) if desired else policy.DEFAULT_POLICY
-
-    def _desired_tree(self) -> Path | None:
+        """fleet.yml of the desired revision, parsed once per revision (plan_checks asks every tick)."""
         sha = records.source_state().desired_sha
-        if not sha:
-            return None
-        tree = self.settings.data_dir / "revisions" / sha
-        return tree if tree.exists() else None
+        if sha != self._policy[0]:
+            tree = source.export_path(self.settings, sha) if sha else None
+            self._policy = (sha, load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY)
+        return self._policy[1]
 
     # --- execution ---------------------------------------------------------------
 
@@ -224,7 +209,7 @@ class Controller:
 
     def remediate(self, report: jobs.RunReport, desired: jobs.DesiredState) -> None:
         """Act on a check's drift as each host's group says: report, approve or auto."""
-        rules = load_policy(desired.tree)
+        rules = self.current_policy()
         groups = {h.name: h.groups for h in desired.hosts}
         drifted = [v.name for v in report.verdicts if v.status == "drifted"]
         by_mode: dict[str, list[str]] = {"auto": [], "approve": [], "report": []}
