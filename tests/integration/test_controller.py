@@ -205,5 +205,6 @@ def test_sigterm_cancels_the_running_run_and_stops(controller_env):
     assert service.stop(signal.SIGTERM) == 0
     run = next(r for r in runs(cli) if r["id"] == queued["id"])
     assert run["status"] == "canceled" and "SIGTERM" in run["error"]
-    assert subprocess.run(["pgrep", "-f", "ansible-playbook.*--check"], capture_output=True).returncode == 1
+    leftovers = subprocess.run(["pgrep", "-f", f"ansible-playbook.*{cli.data_dir}"], capture_output=True)
+    assert leftovers.returncode == 1, f"Ansible processes outlived the run: {leftovers.stdout}"
     service.start()
