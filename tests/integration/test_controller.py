@@ -160,13 +160,22 @@ def test_disappearing_remote_marks_the_source_stale_and_the_controller_keeps_ser
     wait_for(lambda: not cli("revisions", "--json").json()["source"]["stale"], 120, "the source to recover")
 
 
-def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env):
-    cli, service = controller_env
+def start_a_check(cli) -> dict:
+    """Queue a check once the controller is idle; return it a moment after Ansible started."""
     wait_for(lambda: idle(cli), 300, "the controller to be idle")
     queued = cli("request", "check", "--json").json()["run"]
-    wait_for(lambda: next(r for r in runs(cli) if r["id"] == queued["id"])["status"] == "running", 60,
-             "the requested check to start")
+    wait_for(lambda: run_by_id(cli, queued["id"])["status"] == "running", 60, "the requested check to start")
     time.sleep(2)
+    return queued
+
+
+def run_by_id(cli, run_id: int) -> dict:
+    return next(r for r in runs(cli) if r["id"] == run_id)
+
+
+def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env):
+    cli, service = controller_env
+    queued = start_a_check(cli)
     assert cli("cancel", str(queued["id"])).code == 0
     run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
                    60, "the run to stop")
@@ -180,11 +189,7 @@ def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env
 
 def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env):
     cli, service = controller_env
-    wait_for(lambda: idle(cli), 300, "the controller to be idle")
-    queued = cli("request", "check", "--json").json()["run"]
-    wait_for(lambda: next(r for r in runs(cli) if r["id"] == queued["id"])["status"] == "running", 60,
-             "the requested check to start")
-    time.sleep(2)
+    queued = start_a_check(cli)
     service.stop(signal.SIGKILL)
     service.start()
     run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
@@ -197,11 +202,7 @@ def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env)
 
 def test_sigterm_cancels_the_running_run_and_stops(controller_env):
     cli, service = controller_env
-    wait_for(lambda: idle(cli), 300, "the controller to be idle")
-    queued = cli("request", "check", "--json").json()["run"]
-    wait_for(lambda: next(r for r in runs(cli) if r["id"] == queued["id"])["status"] == "running", 60,
-             "the requested check to start")
-    time.sleep(2)
+    queued = start_a_check(cli)
     assert service.stop(signal.SIGTERM) == 0
     run = next(r for r in runs(cli) if r["id"] == queued["id"])
     assert run["status"] == "canceled" and "SIGTERM" in run["error"]
