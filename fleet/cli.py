@@ -174,7 +174,7 @@ def status(ctx, as_json, show_diff):
 
     settings = _settings(ctx)
     with _store(settings):
-        hosts = queries.list_hosts()
+        hosts = queries.filter_hosts(limit=None)
         drift = queries.drifted_tasks(hosts)
         if as_json:
             click.echo(json.dumps({"hosts": [serializers.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
@@ -287,7 +287,7 @@ def revisions(ctx, as_json):
     settings = _settings(ctx)
     with _store(settings):
         state = records.source_state()
-        listed = queries.list_revisions()
+        listed = queries.revisions_before()
         if as_json:
             click.echo(json.dumps({
                 "source": serializers.source_json(state, settings.repo),

@@ -202,7 +202,7 @@ def list_revisions():
     desired = state.desired_sha if state else None
     settings = current_app.config["FLEET_SETTINGS"]
     return jsonify(source=serializers.source_json(state, str(settings.repo)),
-                   revisions=[serializers.revision_json(r, desired) for r in queries.list_revisions()])
+                   revisions=[serializers.revision_json(r, desired) for r in queries.revisions_before()])
 
 
 @bp.get("/metrics")

@@ -13,13 +13,6 @@ from fleet.store.models import (
 PAGE_SIZE = 50
 
 
-def list_hosts(include_removed: bool = False) -> list[Host]:
-    query = select(Host).order_by(Host.name)
-    if not include_removed:
-        query = query.where(Host.in_inventory.is_(True))
-    return list(db.session.scalars(query))
-
-
 def get_host(name: str) -> Host:
     host = db.session.scalar(select(Host).where(Host.name == name))
     if host is None:
@@ -81,10 +74,6 @@ def run_tasks(run_id: int) -> list[TaskResultRow]:
 def run_stdout(run_id: int) -> str:
     chunks = db.session.scalars(select(RunOutput.text).where(RunOutput.run_id == run_id).order_by(RunOutput.seq))
     return "\n".join(chunks)
-
-
-def list_revisions(limit: int = PAGE_SIZE) -> list[Revision]:
-    return list(db.session.scalars(select(Revision).order_by(Revision.id.desc()).limit(limit)))
 
 
 def get_revision(sha: str) -> Revision | None:
