@@ -11,6 +11,10 @@ from pathlib import Path
 from bench.common import BIN, FLEET, Timing, lab_down, lab_up, make_source, median, timed
 
 ROUNDS = 3
+WARM = "fleet check (recording everything)"
+COLD = "fleet check, new SSH connections each run"
+PLAIN = "ansible-playbook --check --diff, defaults"
+PIPELINING = "ansible-playbook --check --diff, pipelining"
 
 
 @dataclass
@@ -46,16 +50,22 @@ def contenders(work: Path, data_dir: Path, repo: Path, hosts: int) -> list[Conte
                "ARA_API_CLIENT": "offline", "ARA_BASE_DIR": str(ara_dir),
                "ARA_DATABASE_NAME": str(ara_dir / "ansible.sqlite")}
     fleet_env = {**base_env, "FLEET_DATA_DIR": str(data_dir), "FLEET_REPO": str(repo), "FLEET_FORKS": str(hosts)}
+    # Warm: the previous run's SSH masters are still up, as the scheduled check finds them.
+    # Cold: every run opens new connections (they close a second after the run).
     return [
-        Contender("fleet check (recording everything)", [FLEET, "check", "--json"], fleet_env),
-        Contender("ansible-playbook --check --diff, defaults", plain, base_env),
-        Contender("ansible-playbook --check --diff, pipelining", plain, {**base_env, "ANSIBLE_PIPELINING": "True"}),
+        Contender(WARM, [FLEET, "check", "--json"], {**fleet_env, "FLEET_SSH_PERSIST": "3600"}),
+        Contender(COLD, [FLEET, "check", "--json"], {**fleet_env, "FLEET_SSH_PERSIST": "1"}),
+        Contender(PLAIN, plain, base_env),
+        Contender(PIPELINING, plain, {**base_env, "ANSIBLE_PIPELINING": "True"}),
         Contender("ansible-playbook --check --diff + ARA (SQLite)", plain, ara_env),
     ]
 
 
 def measure(work: Path, hosts: int, subnet: int, rounds: int = ROUNDS, only_fleet: bool = False) -> list[Contender]:
-    """Start `hosts` fresh lab hosts and time each contender `rounds` times, interleaved."""
+    """Start `hosts` fresh lab hosts and time each contender `rounds` times, interleaved.
+
+    only_fleet: just fleet with connections kept between runs (the scaling curve).
+    """
     data_dir = work / f"fleet-{hosts}"
     inventory = lab_up(data_dir, hosts, subnet)
     try:

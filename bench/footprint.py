@@ -13,16 +13,26 @@ from bench.common import FLEET, lab_down, lab_up, make_source
 
 
 def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _kib_field(Path(f"/proc/{pid}/status"), "VmRSS:") / 1024
 
 
-def tree_rss_mib(pid: int) -> float:
+def tree_pss_mib(pid: int) -> float:
+    """Proportional set size of pid and all its descendants.
+
+    RSS would count the pages Ansible's forks share with their parent once per
+    fork; PSS splits each shared page among its sharers, so the sum is real memory.
+    """
     from fleet.processes import descendants
 
-    return sum(rss_mib(p) for p in [pid, *descendants(pid)] if Path(f"/proc/{p}").exists())
+    return sum(_kib_field(Path(f"/proc/{p}/smaps_rollup"), "Pss:") for p in [pid, *descendants(pid)]) / 1024
+
+
+def _kib_field(path: Path, name: str) -> int:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:  # the process ended between listing and reading
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(name)), 0)
 
 
 def free_port() -> int:
@@ -46,7 +56,7 @@ def measure(work: Path, hosts: int, subnet: int) -> dict:
         while not stop.is_set():
             try:
                 peak["serve"] = max(peak["serve"], rss_mib(proc.pid))
-                peak["tree"] = max(peak["tree"], tree_rss_mib(proc.pid))
+                peak["tree"] = max(peak["tree"], tree_pss_mib(proc.pid))
             except OSError:
                 pass
             time.sleep(0.2)

@@ -154,7 +154,7 @@ class Controller:
         sha = records.source_state().desired_sha
         if sha != self._policy[0]:
             tree = source.export_path(self.settings, sha) if sha else None
-            self._policy = (sha, load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY)
+            self._policy = (sha, jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY)
         return self._policy[1]
 
     # --- execution ---------------------------------------------------------------
@@ -291,11 +291,6 @@ def drift_signature(tasks) -> str:
     for task in sorted(tasks, key=lambda t: (t.task, t.action, t.diff)):
         digest.update(f"{task.task}\0{task.action}\0{task.diff}\0".encode())
     return digest.hexdigest()
-
-
-def load_policy(tree: Path) -> policy.Policy:
-    path = tree / "fleet.yml"
-    return policy.parse_policy(path.read_text() if path.exists() else None)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -14,10 +14,11 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from fleet import hostkeys, processes, runner, source
+from fleet import hostkeys, policy, processes, runner, source
 from fleet.drift import DriftTracker, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
 from fleet.settings import Settings
@@ -30,6 +31,31 @@ class DesiredState:
     revision: Revision
     tree: Path
     hosts: list[source.InventoryHost]
+
+
+# Connections stay up at least this long, and this much past the next scheduled check.
+_MIN_SSH_PERSIST = 120
+_SSH_PERSIST_MARGIN = 300
+
+
+def load_policy(tree: Path) -> policy.Policy:
+    path = tree / "fleet.yml"
+    return policy.parse_policy(path.read_text() if path.exists() else None)
+
+
+def ssh_persist(settings: Settings, tree: Path, now: datetime) -> int:
+    """How long idle SSH masters live after a run: FLEET_SSH_PERSIST, else until the next scheduled check.
+
+    So the scheduled check finds every connection already open. A fleet.yml that
+    does not parse falls back to the default schedule; validation reports it.
+    """
+    if settings.ssh_persist:
+        return settings.ssh_persist
+    try:
+        current = load_policy(tree)
+    except (policy.PolicyError, OSError):
+        current = policy.DEFAULT_POLICY
+    return max(_MIN_SSH_PERSIST, policy.seconds_until_next_check(current, now) + _SSH_PERSIST_MARGIN)
 
 
 @dataclass
@@ -252,7 +278,8 @@ class _Execution:
             inventory=desired.tree / self.settings.inventory,
             private_data_dir=self.private_dir,
             known_hosts=self.settings.known_hosts_path,
-            control_path_dir=self.settings.data_dir / "cp",
+            control_path_dir=self.settings.control_path_dir,
+            ssh_persist=ssh_persist(self.settings, desired.tree, datetime.now(timezone.utc)),
             limit_file=limit_file,
             identity=hostkeys.ensure_identity(self.settings.identity_path),
             vault_password_file=self.settings.vault_password_file,

@@ -420,6 +420,12 @@ def next_scheduled_check(policy: Policy, after: datetime) -> datetime:
     return _next_fire(policy.schedule, _utc(after))
 
 
+def seconds_until_next_check(policy: Policy, now: datetime) -> int:
+    """Whole seconds from ``now`` to the next scheduled check (how long idle SSH masters must live)."""
+    now = _utc(now)
+    return math.ceil((next_scheduled_check(policy, now) - now).total_seconds())
+
+
 def check_due(policy: Policy, last_scheduled: datetime | None, now: datetime) -> bool:
     """True when a scheduled drift check should start at ``now``.
 

@@ -12,6 +12,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ RUNNER_STATUSES = {"successful", "failed", "timeout", "canceled"}
 MITOGEN_ANSIBLE_RANGE = ((2, 10), (2, 20))
 
 log = logging.getLogger("fleet.runner")
+
+DEFAULT_SSH_PERSIST = 120  # seconds
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class JobSpec:
     private_data_dir: Path
     known_hosts: Path
     control_path_dir: Path
+    ssh_persist: int = DEFAULT_SSH_PERSIST  # seconds an idle SSH master stays up for the next run
     limit_file: Path | None = None  # one host name per line
     identity: Path | None = None
     vault_password_file: str | None = None
@@ -97,11 +101,29 @@ def ansible_bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-def ansible_env(known_hosts: Path, control_path_dir: Path) -> dict[str, str]:
+# OpenSSH binds "<ControlPath>.<16 random chars>" first, and a socket path holds at most 107 bytes.
+_SOCKET_PATH_MAX = 107 - 17
+_CONNECTION_HASH = "%C"  # 40 hex digits of host, port and user
+
+
+def control_path(control_path_dir: Path) -> str | None:
+    """The shared ControlPath for Ansible's ssh and Mitogen, or None when the directory's path is too long.
+
+    Naming it in the SSH arguments is what lets Mitogen, which ignores Ansible's
+    control path settings, reuse the masters too. Without it Ansible's ssh
+    plugin still multiplexes under the same directory with a shorter hash.
+    """
+    path = f"{control_path_dir}/{_CONNECTION_HASH}"
+    return path if len(path) - len(_CONNECTION_HASH) + 40 <= _SOCKET_PATH_MAX else None
+
+
+def ansible_env(known_hosts: Path, control_path_dir: Path, ssh_persist: int = DEFAULT_SSH_PERSIST) -> dict[str, str]:
     """Environment for every Ansible process fleet starts: strict keys, fast SSH, plain output."""
+    shared_path = control_path(control_path_dir)
     ssh_args = (
-        "-C -o ControlMaster=auto -o ControlPersist=120s "
-        f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+        f"-C -o ControlMaster=auto -o ControlPersist={ssh_persist}s "
+        + (f"-o ControlPath={shared_path} " if shared_path else "")
+        + f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
         "-o ConnectTimeout=10 -o ServerAliveInterval=15"
     )
     return {
@@ -117,6 +139,24 @@ def ansible_env(known_hosts: Path, control_path_dir: Path) -> dict[str, str]:
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
         "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
     }
+
+
+def close_connections(control_path_dir: Path) -> int:
+    """Ask every SSH master under the directory to exit; return how many were asked.
+
+    For a clean stop of the controller: masters otherwise outlive it by their
+    ControlPersist time.
+    """
+    if not control_path_dir.is_dir():
+        return 0
+    sockets = [p for p in control_path_dir.iterdir() if p.is_socket()]
+    for sock in sockets:
+        try:
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleet-master"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("the SSH master at %s did not answer an exit request", sock)
+    return len(sockets)
 
 
 def strategy_env(strategy: Strategy) -> dict[str, str]:
@@ -148,7 +188,10 @@ def run_job(
     """
     spec.private_data_dir.mkdir(parents=True, exist_ok=True)
     spec.control_path_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    envvars = ansible_env(spec.known_hosts, spec.control_path_dir)
+    if control_path(spec.control_path_dir) is None:
+        log.warning("the data directory's path is too long for SSH control sockets named by connection; "
+                    "Mitogen will open new connections each run (use a data directory of at most 46 characters)")
+    envvars = ansible_env(spec.known_hosts, spec.control_path_dir, spec.ssh_persist)
     # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
     envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
     envvars.update(strategy_env(spec.strategy))

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from fleet import runner
 from fleet.controller import Controller
 from fleet.errors import ConfigError
 from fleet.settings import Settings
@@ -49,6 +50,8 @@ def run_service(settings: Settings, with_web: bool) -> None:
     finally:
         if server is not None:
             server.close()
+        closed = runner.close_connections(settings.control_path_dir)
+        log.info("closed %d SSH connections", closed)
     log.info("stopped")
 
 

@@ -30,6 +30,11 @@ class Settings:
     run_timeout: int = 3600
     connect_timeout: int = 5
     strategy: str = "auto"  # auto | mitogen | linear
+    ssh_persist: int | None = None  # seconds; None: until the next scheduled check
+
+    @property
+    def control_path_dir(self) -> Path:
+        return self.data_dir / "cp"
 
     @property
     def known_hosts_path(self) -> Path:
@@ -57,6 +62,7 @@ _FIELDS: dict[str, Any] = {
     "run_timeout": int,
     "connect_timeout": int,
     "strategy": str,
+    "ssh_persist": int,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
 

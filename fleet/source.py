@@ -271,7 +271,7 @@ def clean_ansible_error(text: str, tree: Path) -> str:
 
 
 def _run_ansible(command: list[str], tree: Path, settings: Settings) -> subprocess.CompletedProcess:
-    env = {**os.environ, **ansible_env(settings.known_hosts_path, settings.data_dir / "cp")}
+    env = {**os.environ, **ansible_env(settings.known_hosts_path, settings.control_path_dir)}
     try:
         return subprocess.run(
             command, cwd=tree, env=env, capture_output=True, text=True,

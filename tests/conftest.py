@@ -51,6 +51,18 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
+def ssh_masters(data_dir: Path) -> dict[str, int]:
+    """Control socket name -> pid of the SSH master behind it, as each master itself answers."""
+    masters = {}
+    control_dir = data_dir / "cp"
+    for sock in control_dir.iterdir() if control_dir.is_dir() else ():
+        answer = subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "check", "x"],
+                                capture_output=True, text=True, timeout=10)
+        if answer.returncode == 0:
+            masters[sock.name] = int(answer.stderr.split("pid=")[1].split(")")[0])
+    return masters
+
+
 def make_source(repo: Path, inventory_yaml: str) -> Path:
     """A git repository holding the project's example playbooks and group vars, with a given hosts.yml."""
     repo.mkdir(parents=True)

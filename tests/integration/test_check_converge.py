@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import git
+from tests.conftest import git, ssh_masters
 
 pytestmark = pytest.mark.lab
 
@@ -92,6 +92,28 @@ def test_mitogen_and_linear_strategies_give_the_same_verdicts_and_diffs(lab_env)
     assert linear.code == mitogen.code == 2
     assert verdict_digest(linear) == verdict_digest(mitogen)
     assert verdict_digest(linear)["db1"][0] == "drifted"
+
+
+def test_ssh_connections_outlive_a_run_and_serve_both_strategies_until_closed(lab_env):
+    from fleet import runner
+
+    cli = lab_env
+    runner.close_connections(cli.data_dir / "cp")
+    first = cli("check", "--json", "--limit", "web1,web2", env={"FLEET_STRATEGY": "mitogen"})
+    masters = ssh_masters(cli.data_dir)
+    assert len(masters) == 2, "one master per host stays up after the run"
+    again = cli("check", "--json", "--limit", "web1,web2", env={"FLEET_STRATEGY": "linear"})
+    assert ssh_masters(cli.data_dir) == masters, "the next run, of either strategy, reuses the same connections"
+    assert verdict_digest(again) == verdict_digest(first)
+
+    assert runner.close_connections(cli.data_dir / "cp") == 2
+    wait_until_gone = time.monotonic() + 10
+    while ssh_masters(cli.data_dir) and time.monotonic() < wait_until_gone:
+        time.sleep(0.2)
+    assert ssh_masters(cli.data_dir) == {}
+    fresh = cli("check", "--json", "--limit", "web1,web2")
+    assert verdict_digest(fresh) == verdict_digest(first)
+    assert set(ssh_masters(cli.data_dir).values()).isdisjoint(masters.values())
 
 
 def test_command_tasks_count_as_unverified_not_in_sync(lab_env):

@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import FleetCli, ServeProcess, git, make_source, wait_for
+from tests.conftest import FleetCli, ServeProcess, git, make_source, ssh_masters, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -208,4 +208,5 @@ def test_sigterm_cancels_the_running_run_and_stops(controller_env):
     assert run["status"] == "canceled" and "SIGTERM" in run["error"]
     leftovers = subprocess.run(["pgrep", "-f", f"ansible-playbook.*{cli.data_dir}"], capture_output=True)
     assert leftovers.returncode == 1, f"Ansible processes outlived the run: {leftovers.stdout}"
+    wait_for(lambda: ssh_masters(cli.data_dir) == {}, 10, "the stopped controller's SSH connections to close")
     service.start()
