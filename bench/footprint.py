@@ -67,12 +67,28 @@ def measure(work: Path, hosts: int, subnet: int) -> dict:
         _wait_for_commit_check(data_dir, repo, port)
         time.sleep(3)
         idle = rss_mib(proc.pid)
+        masters = ssh_masters(data_dir)
     finally:
         stop.set()
         proc.terminate()
         proc.wait(timeout=60)
         lab_down(data_dir)
-    return {"hosts": hosts, "idle_mib": idle, "peak_serve_mib": peak["serve"], "peak_tree_mib": peak["tree"]}
+    return {"hosts": hosts, "idle_mib": idle, "peak_serve_mib": peak["serve"], "peak_tree_mib": peak["tree"],
+            "ssh_masters": len(masters), "ssh_masters_mib": sum(masters.values()) / 1024}
+
+
+def ssh_masters(data_dir: Path) -> dict[int, int]:
+    """pid -> PSS in KiB of the SSH masters kept open for the next run (they live outside serve's tree)."""
+    marker = f"ssh: {data_dir / 'cp'}/".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(marker):
+                    found[int(entry.name)] = _kib_field(entry / "smaps_rollup", "Pss:")
+            except OSError:
+                continue
+    return found
 
 
 def _wait_for_commit_check(data_dir: Path, repo: Path, port: int, timeout: float = 900) -> None:

@@ -120,6 +120,8 @@ def run_footprint(work: Path, rounds: int) -> list[str]:
             f"- peak during a 50-host check, the serve process alone: {result['peak_serve_mib']:.0f} MiB",
             f"- peak of serve plus its Ansible children (proportional set size, shared pages split among "
             f"the forks that share them): {result['peak_tree_mib']:.0f} MiB",
+            f"- SSH connections kept open for the next check: {result['ssh_masters']} `ssh` masters, "
+            f"{result['ssh_masters_mib']:.0f} MiB together (proportional set size)",
             "- goal: under 300 MB for `fleet serve`", ""]
 
 
