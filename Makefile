@@ -70,7 +70,7 @@ clean:
 	rm -rf .fleet
 
 # Benchmarks (not part of the tests): fleet vs plain ansible-playbook and ARA, ingestion,
-# history pages, memory. Writes bench/RESULTS.md. Takes about 75 minutes; run it on a quiet machine.
+# history pages, memory. Writes bench/RESULTS.md. Takes about 70 minutes; run it on a quiet machine.
 bench: system venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run
