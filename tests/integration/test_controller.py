@@ -66,11 +66,16 @@ def controller_env(tmp_path_factory):
     cli("lab", "down")
 
 
-def test_policy_per_group_auto_converges_approve_waits_report_only_shows(controller_env):
-    cli, service = controller_env
+def wait_for_the_first_rollout(cli) -> None:
+    """The commit check of the first revision, then the auto converge of the web group it starts."""
     wait_for(lambda: any(r["kind"] == "check" and r["trigger"] == "commit" and r["status"] == "successful"
                          for r in runs(cli)), 240, "the first commit check")
     wait_for(lambda: idle(cli) and hosts(cli)["web2"]["status"] == "in_sync", 300, "the web rollout")
+
+
+def test_policy_per_group_auto_converges_approve_waits_report_only_shows(controller_env):
+    cli, service = controller_env
+    wait_for_the_first_rollout(cli)
 
     history = list(reversed(runs(cli)))
     converges = [r for r in history if r["kind"] == "converge"]
@@ -96,7 +101,7 @@ def test_policy_per_group_auto_converges_approve_waits_report_only_shows(control
 
 def test_requested_converge_ends_with_a_verifying_check(controller_env):
     cli, service = controller_env
-    wait_for(lambda: idle(cli), 300, "the controller to be idle")
+    wait_for_the_first_rollout(cli)  # so no policy run slips in between, even when this test runs alone
     queued = cli("request", "converge", "--limit", "db2", "--json").json()["run"]
     wait_for(lambda: idle(cli) and any(r["id"] > queued["id"] for r in runs(cli)), 240,
              "the converge and its verifying check")
