@@ -77,7 +77,9 @@ def run_check(work: Path, rounds: int) -> list[str]:
 
 
 def _env_note(contender) -> str:
-    shown = {name: contender.env[name] for name in ("FLEET_SSH_PERSIST", "ANSIBLE_PIPELINING") if name in contender.env}
+    names = ("FLEET_SSH_PERSIST", "ANSIBLE_PIPELINING", "ANSIBLE_CALLBACK_PLUGINS", "ANSIBLE_CALLBACKS_ENABLED",
+             "ARA_API_CLIENT", "ARA_DATABASE_NAME")
+    shown = {name: contender.env[name] for name in names if name in contender.env}
     return "".join(f" with {name}={value}" for name, value in shown.items())
 
 
