@@ -103,7 +103,8 @@ def ansible_bin_dir() -> Path:
 
 # OpenSSH binds "<ControlPath>.<16 random chars>" first, and a socket path holds at most 107 bytes.
 _SOCKET_PATH_MAX = 107 - 17
-_CONNECTION_HASH = "%C"  # 40 hex digits of host, port and user
+_CONNECTION_HASH = "%C"  # expands to 40 hex digits of host, port and user
+_CONNECTION_HASH_DIGITS = 40
 
 
 def control_path(control_path_dir: Path) -> str | None:
@@ -114,7 +115,8 @@ def control_path(control_path_dir: Path) -> str | None:
     plugin still multiplexes under the same directory with a shorter hash.
     """
     path = f"{control_path_dir}/{_CONNECTION_HASH}"
-    return path if len(path) - len(_CONNECTION_HASH) + 40 <= _SOCKET_PATH_MAX else None
+    expanded = len(path) - len(_CONNECTION_HASH) + _CONNECTION_HASH_DIGITS
+    return path if expanded <= _SOCKET_PATH_MAX else None
 
 
 def ansible_env(known_hosts: Path, control_path_dir: Path, ssh_persist: int = DEFAULT_SSH_PERSIST) -> dict[str, str]:

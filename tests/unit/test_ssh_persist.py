@@ -7,7 +7,8 @@ import pytest
 
 from fleet import policy, runner
 from fleet.jobs import ssh_persist
-from fleet.settings import Settings
+from fleet.errors import ConfigError
+from fleet.settings import Settings, load_settings
 
 NOW = datetime(2026, 11, 27, 14, 10, 0, tzinfo=timezone.utc)
 
@@ -63,3 +64,11 @@ def test_a_control_directory_too_long_for_a_socket_leaves_the_path_to_ansible():
     assert runner.control_path(too_long) is None
     args = runner.ansible_env(Path("/k"), too_long, 300)["ANSIBLE_SSH_ARGS"]
     assert "ControlPath" not in args and "ControlPersist=300s" in args
+
+
+def test_fleet_ssh_persist_is_read_from_the_environment_and_must_be_positive(tmp_path):
+    settings = load_settings(environ={"FLEET_SSH_PERSIST": "600", "FLEET_REPO": "/srv/src"}, cwd=tmp_path)
+    assert settings.ssh_persist == 600
+    assert load_settings(environ={"FLEET_REPO": "/srv/src"}, cwd=tmp_path).ssh_persist is None
+    with pytest.raises(ConfigError, match="ssh_persist must be a positive number"):
+        load_settings(environ={"FLEET_SSH_PERSIST": "0", "FLEET_REPO": "/srv/src"}, cwd=tmp_path)
