@@ -64,7 +64,7 @@ def measure(work: Path, hosts: int, subnet: int) -> dict:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        _wait_for_commit_check(data_dir, repo, port)
+        _wait_for_commit_check(data_dir, repo)
         time.sleep(3)
         idle = rss_mib(proc.pid)
         masters = ssh_masters(data_dir)
@@ -91,7 +91,7 @@ def ssh_masters(data_dir: Path) -> dict[int, int]:
     return found
 
 
-def _wait_for_commit_check(data_dir: Path, repo: Path, port: int, timeout: float = 900) -> None:
+def _wait_for_commit_check(data_dir: Path, repo: Path, timeout: float = 900) -> None:
     import json
 
     deadline = time.monotonic() + timeout

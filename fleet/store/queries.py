@@ -88,7 +88,6 @@ def last_valid_revision() -> Revision | None:
 
 def approved_waiting():
     """Approvals an operator granted that the controller has not acted on yet."""
-
     return list(db.session.scalars(select(Approval).where(Approval.status == "approved").order_by(Approval.id)))
 
 
@@ -108,7 +107,6 @@ def last_converged_sha() -> str | None:
 
 def count_hosts_by_status() -> dict[str, int]:
     """Hosts of the inventory per status, in one GROUP BY."""
-
     rows = db.session.execute(
         select(Host.status, func.count()).where(Host.in_inventory.is_(True)).group_by(Host.status))
     return {status: count for status, count in rows}
@@ -136,7 +134,6 @@ def host_statuses() -> dict[str, str]:
 def filter_hosts(status: str | None = None, group: str | None = None, after: str | None = None,
                  limit: int | None = 200) -> list[Host]:
     """Hosts of the inventory by name, one keyset page (names after `after`; every host with limit=None)."""
-
     query = select(Host).where(Host.in_inventory.is_(True)).order_by(Host.name).limit(limit)
     if status:
         query = query.where(Host.status == status)
@@ -232,8 +229,6 @@ def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str]
 
 
 def count_pending_approvals() -> int:
-
-
     return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == "pending")) or 0
 
 
