@@ -52,7 +52,6 @@ class Controller:
         self.settings = settings
         self.stop = stop or threading.Event()
         self._cancel_checked = 0.0
-        self._policy: tuple[str | None, policy.Policy] = (None, policy.DEFAULT_POLICY)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -150,12 +149,10 @@ class Controller:
             db.session.commit()
 
     def current_policy(self) -> policy.Policy:
-        """fleet.yml of the desired revision, parsed once per revision (plan_checks asks every tick)."""
+        """fleet.yml of the desired revision (plan_checks asks every tick; jobs.load_policy parses once)."""
         sha = records.source_state().desired_sha
-        if sha != self._policy[0]:
-            tree = source.export_path(self.settings, sha) if sha else None
-            self._policy = (sha, jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY)
-        return self._policy[1]
+        tree = source.export_path(self.settings, sha) if sha else None
+        return jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY
 
     # --- execution ---------------------------------------------------------------
 

@@ -10,6 +10,7 @@ loses a run.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -38,7 +39,9 @@ _MIN_SSH_PERSIST = 120
 _SSH_PERSIST_MARGIN = 300
 
 
+@functools.lru_cache(maxsize=16)
 def load_policy(tree: Path) -> policy.Policy:
+    """fleet.yml of an exported revision, parsed once: exports never change, and Policy is frozen."""
     path = tree / "fleet.yml"
     return policy.parse_policy(path.read_text() if path.exists() else None)
 
