@@ -101,7 +101,7 @@ def measure_pages(app, deep: int) -> dict[str, dict]:
 
 
 def make_app(work: Path, name: str):
-    from web import create_app
+    from fleet.web import create_app
     from fleet.store import accounts
 
     settings = load_settings(flags={"repo": str(work), "data_dir": str(work / name)}, environ={}, cwd=work)

@@ -33,7 +33,7 @@ def synthetic_events(count: int):
 
 
 def measure(work: Path) -> dict:
-    from web import create_app
+    from fleet.web import create_app
 
     settings = load_settings(flags={"repo": str(work), "data_dir": str(work / "ingest")}, environ={}, cwd=work)
     app = create_app(settings)

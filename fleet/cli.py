@@ -12,7 +12,7 @@ from fleet import hostkeys, jobs, lab
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
-from web import serializers
+from fleet.web import serializers
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +35,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 @contextmanager
 def _store(settings: Settings):
-    from web import create_app
+    from fleet.web import create_app
 
     app = create_app(settings)
     with app.app_context():

@@ -36,7 +36,7 @@ def configure_logging() -> None:
 
 def run_service(settings: Settings, with_web: bool) -> None:
     """Run until SIGTERM/SIGINT; the controller always, the web server when asked."""
-    from web import create_app
+    from fleet.web import create_app
 
     configure_logging()
     app = create_app(settings)

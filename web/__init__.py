@@ -36,14 +36,14 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
     if test_config:
         app.config.update(test_config)
     init_store(app)
-    from web import api, auth, health, hooks
+    from fleet.web import api, auth, health, hooks
 
     auth.init_auth(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _json_error)
-    from web import ui; ui.init_app(app)  # noqa: E702  the server-rendered pages
+    from fleet.web import ui; ui.init_app(app)  # noqa: E702  the server-rendered pages
     return app
 
 

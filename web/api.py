@@ -26,8 +26,8 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
-from web import serializers
-from web.auth import audit, require_role
+from fleet.web import serializers
+from fleet.web.auth import audit, require_role
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 

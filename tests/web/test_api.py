@@ -15,7 +15,7 @@ from fleet.store.db import db
 from fleet.store.models import (
     Approval, AuditEntry, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
-from web import create_app
+from fleet.web import create_app
 
 API = "/api/v1"
 SHA_A, SHA_B = "a" * 40, "b" * 40

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.settings import load_settings
 from fleet.store import records
-from web import create_app
+from fleet.web import create_app
 
 SECRET = "hook-secret"
 BODY = b'{"ref": "refs/heads/main", "after": "0000000000000000000000000000000000000000"}'

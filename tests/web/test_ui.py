@@ -19,7 +19,7 @@ from fleet.store import accounts, db
 from fleet.store.models import (
     Approval, AuditEntry, Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, User,
 )
-from web import create_app
+from fleet.web import create_app
 
 PASSWORD = "correct horse battery"
 XSS = "<script>alert(1)</script>"
@@ -594,7 +594,7 @@ class FakeRun:
                  id="hosts gone from the inventory are left out; an untouched host keeps its status"),
 ])
 def test_drift_over_time_replays_verdicts_over_the_current_fleet(verdicts, expected):
-    from web.ui import present
+    from fleet.web.ui import present
 
     statuses = {"a": "in_sync", "b": "drifted"}
     points = present.drift_timeline([FakeRun(1), FakeRun(2, "converge", "a"), FakeRun(3)], verdicts, statuses)

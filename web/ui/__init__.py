@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from web.ui import present
+from fleet.web.ui import present
 
 
 def init_app(app: Flask) -> None:
-    from web.ui.dashboard import bp
+    from fleet.web.ui.dashboard import bp
 
     app.register_blueprint(bp)
     app.jinja_env.filters.update(

@@ -14,8 +14,8 @@ from fleet.errors import ConfigError
 from fleet.store import accounts
 from fleet.store.db import db
 from fleet.store.models import ApiToken, User
-from web.auth import audit, require_role
-from web.ui.common import int_arg, who
+from fleet.web.auth import audit, require_role
+from fleet.web.ui.common import int_arg, who
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, current_app, render_template
 
 from fleet.store import queries
-from web.auth import require_role
-from web.ui import admin, approvals, hosts, present, revisions, runs
+from fleet.web.auth import require_role
+from fleet.web.ui import admin, approvals, hosts, present, revisions, runs
 
 bp = Blueprint("ui", __name__)
 for _area in (hosts.bp, runs.bp, revisions.bp, approvals.bp, admin.bp):

@@ -8,9 +8,9 @@ import re
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from fleet.store import queries, records
-from web.auth import audit, require_role
-from web.ui import present
-from web.ui.common import choice_arg, int_arg, or_404, who
+from fleet.web.auth import audit, require_role
+from fleet.web.ui import present
+from fleet.web.ui.common import choice_arg, int_arg, or_404, who
 
 bp = Blueprint("hosts", __name__, url_prefix="/hosts")
 

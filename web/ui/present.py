@@ -1,7 +1,7 @@
 """How things look: status words and symbols, diff lines, times, the drift chart.
 
 Pure functions of their arguments (no store, no request), registered as Jinja
-filters and globals by `web.ui.init_app`. Nothing here marks text as safe:
+filters and globals by `fleet.web.ui.init_app`. Nothing here marks text as safe:
 templates print every value through Jinja's autoescaping.
 """
 

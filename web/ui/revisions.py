@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, render_template
 
 from fleet.store import queries
-from web.auth import require_role
-from web.ui.common import int_arg
+from fleet.web.auth import require_role
+from fleet.web.ui.common import int_arg
 
 bp = Blueprint("revisions", __name__, url_prefix="/revisions")
 
