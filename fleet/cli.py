@@ -72,7 +72,7 @@ def _guard(fn):
 @click.pass_context
 @_guard
 def check(ctx, limit, as_json, show_diff):
-    """Check mode + diff on the hosts; exit 0 in sync, 2 drift, 3 unreachable/failed."""
+    """Check mode + diff on the hosts; exit 0 in sync, 2 drift, 3 unreachable/failed, 4 unverified."""
     _execute(ctx, "check", limit, as_json, show_diff)
 
 
@@ -125,8 +125,7 @@ def report_json(report: jobs.RunReport) -> dict:
         hosts.append({
             "name": verdict.name, "status": verdict.status, "message": verdict.message or None,
             "coverage": {"verified": verdict.verified, "total": verdict.coverage_total},
-            "changed_tasks": [serializers.changed_task_json(t) for t in tasks if t.status == "changed"],
-            "unverified_tasks": [serializers.unverified_task_json(t) for t in tasks if t.unverified],
+            **serializers.verdict_lists_json(tasks),
             "facts": verdict.facts or None,
         })
     return {"run": serializers.run_json(report.run), "hosts": hosts}
@@ -140,19 +139,42 @@ def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
     changed_label = "DRIFTED" if run.kind == "check" else "CHANGED"
     lines.append(table(["HOST", "STATUS", changed_label, "COVERAGE", "MESSAGE"], rows, colour, status_column=1))
     for verdict in report.verdicts:
-        changed = [t for t in report.tasks_by_host.get(verdict.name, []) if t.status == "changed"]
-        if changed:
-            lines.append("")
-            lines.append(f"{verdict.name}: {len(changed)} {'drifted' if run.kind == 'check' else 'changed'} task(s)")
-            for task in changed:
-                lines.append(f"  * {task.task} ({task.action})")
-                if show_diff and task.diff:
-                    lines.append(indent(colour_diff(task.diff, colour)))
-                elif show_diff:
-                    lines.append("      (the module reported a change but no diff)")
+        lines += _host_explanation(verdict.name, report.tasks_by_host.get(verdict.name, []), run.kind,
+                                   show_diff, colour)
     lines.append("")
     lines.append(f"fleet show {run.id} has every task and the full output.")
     return "\n".join(lines)
+
+
+def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour: bool) -> list[str]:
+    """Why a host got its verdict: drifted tasks with diffs, unverified ones with the reason, executed ones."""
+    lines = []
+    changed = [t for t in tasks if serializers.is_drift(t)]
+    if changed:
+        lines += ["", f"{host}: {len(changed)} {'drifted' if kind == 'check' else 'changed'} task(s)"]
+        for task in changed:
+            lines.append(f"  * {task_line(task)}")
+            if show_diff and task.diff:
+                lines.append(indent(colour_diff(task.diff, colour)))
+            elif show_diff:
+                lines.append("      (the module reported a change but no diff)")
+    unverified = [t for t in tasks if t.unverified]
+    if unverified:
+        lines += ["", f"{host}: {len(unverified)} unverified task(s), check mode could not evaluate them"]
+        lines += [f"  ? {task_line(t)}: {t.reason or t.note}" for t in unverified]
+    executed = [t for t in tasks if t.executed]
+    if executed:
+        lines += ["", f"{host}: {len(executed)} task(s) ran for real during the check (check_mode: false)"]
+        lines += [f"  ! {task_line(t)}{' changed the host' if t.status == 'changed' else ''}" for t in executed]
+    return lines
+
+
+def task_line(task) -> str:
+    """`name (action)` with what else is known: cause, flapping, accepted, executed."""
+    marks = [f"cause: {task.cause}"] if task.cause else []
+    marks += ["flapping: not idempotent"] if task.flapping else []
+    marks += ["accepted"] if task.accepted else []
+    return f"{task.task} ({task.action})" + (f" [{', '.join(marks)}]" if marks else "")
 
 
 def _run_header(run, colour: bool) -> str:
@@ -175,7 +197,7 @@ def status(ctx, as_json, show_diff):
     settings = _settings(ctx)
     with _store(settings):
         hosts = queries.filter_hosts(limit=None)
-        drift = queries.drifted_tasks(hosts)
+        drift = queries.verdict_tasks(hosts)
         if as_json:
             click.echo(json.dumps({"hosts": [serializers.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
             return
@@ -189,7 +211,7 @@ def status(ctx, as_json, show_diff):
                          rows, colour, status_column=1))
         for host in hosts:
             for task in drift.get(host.name, []):
-                click.echo(f"{host.name}: {task.task} ({task.action})")
+                click.echo(f"{host.name}: {task_line(task)}")
                 if show_diff and task.diff:
                     click.echo(indent(colour_diff(task.diff, colour)))
 
@@ -255,9 +277,10 @@ def show(ctx, run_id, as_json, with_stdout):
         for host in hosts:
             click.echo(f"\n{host.host}:")
             for task in (t for t in tasks if t.host == host.host):
-                flag = " (unverified)" if task.unverified else ""
-                note = f" — {task.note}" if task.note and task.status != "ok" else ""
-                click.echo(f"  {paint(task.status, colour)}{flag}  {task.task} ({task.action}){note}")
+                flag = " (unverified)" if task.unverified else " (executed in check)" if task.executed else ""
+                note = f" — {task.reason or task.note}" if (task.reason or task.note) and task.status != "ok" else ""
+                note = note or (f" — {task.reason}" if task.reason else "")
+                click.echo(f"  {paint(task.status, colour)}{flag}  {task_line(task)}{note}")
                 if task.diff and task.status == "changed":
                     click.echo(indent(colour_diff(task.diff, colour), "      "))
         if with_stdout:
@@ -270,7 +293,7 @@ def _show_json(run, hosts, tasks, stdout) -> dict:
         own = [t for t in tasks if t.host == host.host]
         data["hosts"].append({
             **serializers.run_host_json(host),
-            "changed_tasks": [serializers.changed_task_json(t) for t in own if t.status == "changed"],
+            **serializers.verdict_lists_json(own),
             "tasks": [serializers.task_json(t) for t in own],
         })
     return data

@@ -208,7 +208,8 @@ class Controller:
         """Act on a check's drift as each host's group says: report, approve or auto."""
         rules = self.current_policy()
         groups = {h.name: h.groups for h in desired.hosts}
-        drifted = [v.name for v in report.verdicts if v.status == "drifted"]
+        drifted = [v.name for v in report.verdicts
+                   if v.status == "drifted" and not only_flapping(report.tasks_by_host.get(v.name, []))]
         by_mode: dict[str, list[str]] = {"auto": [], "approve": [], "report": []}
         for name in drifted:
             by_mode[policy.mode_for(rules, groups.get(name, ()))].append(name)
@@ -280,6 +281,17 @@ class Controller:
             if ok:
                 self.run_now("check", "policy", approval.host)
         return True
+
+
+def only_flapping(tasks) -> bool:
+    """Is all of a host's drift in tasks that change on every run? A converge would not fix it."""
+    drift = [t for t in tasks if t.drift]
+    flapping = [t for t in drift if t.flapping]
+    if flapping and len(flapping) == len(drift):
+        log.info("drift on %s is only in tasks that are not idempotent (%s): not converged by policy",
+                 drift[0].host, ", ".join(t.task for t in flapping))
+        return True
+    return False
 
 
 def drift_signature(tasks) -> str:

@@ -4,17 +4,30 @@ Pure: no I/O, no Ansible import. The runner feeds events in the order they
 arrive; `DriftTracker` keeps just enough to answer, at any point, what each
 host's verdict is so far.
 
-A task that reports `changed` in check mode is drift. A task Ansible could
-not evaluate in check mode (a command that "would have run", a module
-without check-mode support, a task skipped by `when: not ansible_check_mode`,
-a failure that was ignored) is *unverified*: counted apart, never as in sync.
+The truth rule: a task that reports `changed` in check mode is drift; a host
+is `in_sync` only when every task that could change it was evaluated and none
+would. A task check mode could not evaluate is *unverified*, with the reason
+(`fleet.evidence` reads it from the real result, inside ansible-playbook):
+a skip no real `when` explains, a command that "would have run", loop items
+not looked at, a suppressed failure, a skip whose condition read
+a result an unverified task registered, the tasks a host never reached after
+`meta: end_host` on such a result. A host with no drift but an unverified
+task is `unverified`, unless `accept_unverified` lists every such task.
+
+Results are credited to the host they ran on (`delegate_to`); handlers are
+part of the change that notified them; tasks that run for real in a check
+(`check_mode: false`) are `executed`, not drift; tasks that change nothing
+(`debug`, `assert`, `set_fact`, facts) stay out of the coverage.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
+
+from fleet.evidence import classify_result, short_action
 
 TASK_EVENTS = {
     "runner_on_ok",
@@ -22,14 +35,15 @@ TASK_EVENTS = {
     "runner_on_skipped",
     "runner_on_unreachable",
 }
-FACT_ACTIONS = {"gather_facts", "setup", "ansible.builtin.gather_facts", "ansible.builtin.setup", "ansible.legacy.setup"}
-CHECK_MODE_SKIP_MARKERS = (
-    "would have run if not in check mode",
-    "does not support check mode",
-    "check mode not supported",
-)
+FACT_ACTIONS = {"gather_facts", "setup"}
+# Actions that read or decide but never change a host: not part of the coverage.
+NON_STATE_ACTIONS = FACT_ACTIONS | {
+    "debug", "assert", "set_fact", "meta", "include_vars", "add_host", "group_by", "fail", "pause",
+    "set_stats", "ping", "wait_for_connection", "include_tasks", "import_tasks", "include_role", "import_role",
+}
 CONTAINER_TYPES = {"docker", "podman", "lxc", "container", "containerd", "systemd-nspawn", "openvz", "wsl", "jail", "zone"}
 MAX_DIFF_CHARS = 200_000  # one task's diff; beyond this it is cut, with a note saying so
+CAUSES = ("commit", "local", "new")
 
 
 @dataclass
@@ -48,6 +62,18 @@ class TaskResult:
     path: str = ""
     handler: bool = False
     ignored: bool = False  # a failure under ignore_errors
+    reason: str = ""  # why check mode could not evaluate it (unverified tasks)
+    accepted: bool = False  # unverified, and listed under accept_unverified
+    executed: bool = False  # ran for real during a check (check_mode: false)
+    rescued: bool = False  # a failure that a block's rescue handled
+    counted: bool = True  # part of the coverage (a task that could change the host)
+    cause: str = ""  # drift only: commit | local | new
+    flapping: bool = False  # drift right after a converge of the same revision: not idempotent
+
+    @property
+    def drift(self) -> bool:
+        """Check mode says a converge would change the host here."""
+        return self.status == "changed" and not self.executed
 
 
 @dataclass
@@ -55,49 +81,97 @@ class HostVerdict:
     """What one run found for one host."""
 
     name: str
-    status: str  # in_sync | drifted | unreachable | failed
+    status: str  # in_sync | drifted | unverified | unreachable | failed | incomplete
     message: str = ""
     ok: int = 0
-    changed: int = 0
-    failed: int = 0
+    changed: int = 0  # drifted tasks in a check, changed tasks in a converge
+    failed: int = 0  # failures that count: not ignored, not rescued
     skipped: int = 0
     unreachable: int = 0
     unverified: int = 0
+    accepted: int = 0  # unverified tasks that accept_unverified lists
+    verified: int = 0  # counted tasks Ansible really evaluated
+    executed: int = 0  # tasks that ran for real during a check
     facts: dict = field(default_factory=dict)
-
-    @property
-    def verified(self) -> int:
-        """Tasks whose state Ansible actually evaluated."""
-        return self.ok + self.changed + self.failed
+    flapping: set[str] = field(default_factory=set)  # task keys known not to be idempotent after this run
 
     @property
     def coverage_total(self) -> int:
         return self.verified + self.unverified
 
 
+@dataclass(frozen=True)
+class HostHistory:
+    """What the store knew about a host before this check: for drift causes and flapping."""
+
+    last_converge_sha: str | None = None
+    checked_since_converge: bool = True  # False: this is the check that directly follows a converge
+    flapping: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    """Everything outside the event stream a verdict depends on, read before the run starts."""
+
+    revision: str = ""
+    hosts: frozenset[str] = frozenset()  # the run's hosts: delegated results are credited among them
+    accept_unverified: frozenset[str] = frozenset()
+    history: dict = field(default_factory=dict)  # host -> HostHistory
+    # last converged sha -> repository paths changed from it to `revision` (None: unknown)
+    changed_paths: dict = field(default_factory=dict)
+    project_dir: str = ""  # where the revision was exported: task paths are shown relative to it
+
+    def relative(self, path: str) -> str:
+        return path.removeprefix(self.project_dir) if self.project_dir else path
+
+    def accepts(self, task: str) -> bool:
+        """Is this unverified task listed under accept_unverified (by its name, with or without its role)?"""
+        return task in self.accept_unverified or task.split(" : ", 1)[-1] in self.accept_unverified
+
+
+@dataclass
+class _HostState:
+    unverified_registers: dict[str, str] = field(default_factory=dict)  # name -> task that registered it
+
+
 class DriftTracker:
     """Accumulates events of one run into task results and host verdicts."""
 
-    def __init__(self, check_mode: bool):
+    def __init__(self, check_mode: bool, context: CheckContext | None = None):
         self.check_mode = check_mode
+        self.context = context or CheckContext()
         self.hosts: dict[str, HostVerdict] = {}
+        self._states: dict[str, _HostState] = {}
         self._handler_tasks: set[str] = set()
+        self._play_hosts: set[str] = set()
         self.finished = False  # the play recap arrived: Ansible got to the end
 
     def add(self, event: dict) -> TaskResult | None:
-        """Take one event; return the task result it completes, if any."""
+        """Take one event; return the task result it completes, if any (see add_all for several)."""
+        results = self.add_all(event)
+        return results[0] if results else None
+
+    def add_all(self, event: dict) -> list[TaskResult]:
+        """Take one event; return every task result it completes (a stopped host adds the ones it never reached)."""
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         if kind == "playbook_on_handler_task_start":
             self._handler_tasks.add(data.get("task_uuid", ""))
+        if kind == "playbook_on_play_start":
+            self._play_hosts = set()
         if kind == "playbook_on_stats":
-            self.finished = True
+            self._settle_recap(data)
         if kind not in TASK_EVENTS or not data.get("host"):
-            return None
-        result = task_result_from_event(event, self.check_mode)
-        result.handler = data.get("task_uuid") in self._handler_tasks
-        self._tally(result, data)
-        return result
+            return []
+        handler = data.get("task_uuid") in self._handler_tasks
+        result = task_result_from_event(event, self.check_mode, handler=handler)
+        result.path = self.context.relative(result.path)
+        self._credit_delegation(result, data)
+        self._play_hosts.add(result.host)
+        results = [result] + self._never_reached(result, data)
+        for item in results:
+            self._judge(item, data if item is result else {})
+        return results
 
     def verdicts(self) -> list[HostVerdict]:
         return [self.hosts[name] for name in sorted(self.hosts)]
@@ -109,17 +183,109 @@ class DriftTracker:
         self.hosts[name] = verdict
         return verdict
 
+    def _credit_delegation(self, result: TaskResult, data: dict) -> None:
+        """A task delegated to another host of this run changed that host, not the one it was run for."""
+        target = (data.get("fleet") or {}).get("delegated_host") or ""
+        if target and target != result.host and target in self.context.hosts:
+            result.note = f"{result.note} (delegated from {result.host})".strip()
+            result.host = target
+
+    def _never_reached(self, result: TaskResult, data: dict) -> list[TaskResult]:
+        """Tasks a host skips because a meta task ended it early on a result check mode could not give."""
+        findings = data.get("fleet") or {}
+        if not (self.check_mode and findings.get("meta")):
+            return []
+        cause = self._unverified_dependency(result.host, findings.get("when") or [])
+        if not cause:
+            return []
+        hosts = sorted(self._play_hosts) if findings["meta"] == "end_play" else [result.host]
+        reason = f"never reached: '{result.task}' (meta {findings['meta']}) ended the play early; {cause}"
+        return [TaskResult(seq=result.seq, host=host, task=item.get("task", ""), action=item.get("action", ""),
+                           status="skipped", unverified=True, reason=reason, note="never reached",
+                           path=self.context.relative(item.get("path", "")))
+                for host in hosts for item in findings.get("never_reached") or []]
+
+    def _judge(self, result: TaskResult, data: dict) -> None:
+        """Apply the rules that need the host's earlier results, then count the result."""
+        state = self._states.setdefault(result.host, _HostState())
+        findings = data.get("fleet") or {}
+        if self.check_mode and result.status == "skipped" and not result.unverified and not result.handler:
+            cause = self._unverified_dependency(result.host, findings.get("when") or [],
+                                                str((data.get("res") or {}).get("false_condition") or ""))
+            if cause:
+                result.unverified, result.reason = True, f"skipped because {cause}"
+        register = findings.get("register") or ""
+        if register and result.unverified:
+            state.unverified_registers[register] = result.task
+        elif register:
+            state.unverified_registers.pop(register, None)
+        if result.unverified and self.context.accepts(result.task):
+            result.accepted = True
+        if self.check_mode and result.drift:
+            self._attribute(result)
+        self._tally(result, data)
+
+    def _unverified_dependency(self, host: str, conditions: list[str], false_condition: str = "") -> str:
+        """'its condition reads `x`, registered by unverified task T' when a condition reads such a result."""
+        text = " ".join(conditions + [false_condition])
+        if "ansible_check_mode" in text:
+            return "its condition reads ansible_check_mode"
+        registers = self._states.get(host, _HostState()).unverified_registers
+        for name, task in registers.items():
+            if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
+                return f"its condition reads `{name}`, registered by '{task}', which check mode could not evaluate"
+        return ""
+
+    def _attribute(self, result: TaskResult) -> None:
+        """Cause and flapping of one drifted task, from the host's history."""
+        history = self.context.history.get(result.host, HostHistory())
+        result.cause = drift_cause(result, history, self.context)
+        key = task_key(result)
+        result.flapping = (history.last_converge_sha == self.context.revision
+                           and (not history.checked_since_converge or key in history.flapping))
+
     def _tally(self, result: TaskResult, data: dict) -> None:
         verdict = self.hosts.setdefault(result.host, HostVerdict(result.host, "in_sync"))
-        if not result.ignored:  # Ansible itself does not count an ignored failure against the host
-            setattr(verdict, result.status, getattr(verdict, result.status) + 1)
+        # A task that ran for real changed the host already: no converge is needed for it.
+        bucket = "ok" if result.executed else result.status
+        if bucket != "failed" or not (result.ignored or result.rescued):
+            # Ansible's recap does not count an ignored or rescued failure against the host either.
+            setattr(verdict, bucket, getattr(verdict, bucket) + 1)
+        verdict.executed += result.executed
         if result.unverified:
             verdict.unverified += 1
-        if result.action in FACT_ACTIONS and result.status in ("ok", "changed"):
+            verdict.accepted += result.accepted
+        elif result.counted and result.status in ("ok", "changed", "failed"):
+            verdict.verified += 1
+        self._track_flapping(verdict, result)
+        if short_action(result.action) in FACT_ACTIONS and result.status in ("ok", "changed"):
             verdict.facts = extract_facts((data.get("res") or {}).get("ansible_facts") or {})
-        if result.status == "unreachable" or (result.status == "failed" and not result.ignored and not verdict.message):
+        if result.status == "unreachable" or (result.status == "failed" and not (result.ignored or result.rescued)
+                                               and not verdict.message):
             verdict.message = f"{result.task}: {result.note}" if result.note else result.task
         verdict.status = host_status(verdict, self.check_mode)
+
+    def _track_flapping(self, verdict: HostVerdict, result: TaskResult) -> None:
+        if not self.check_mode:
+            return
+        if not verdict.flapping and result.host in self.context.history:
+            verdict.flapping = set(self.context.history[result.host].flapping)
+        key = task_key(result)
+        if result.flapping:
+            verdict.flapping.add(key)
+        elif result.status == "ok":
+            verdict.flapping.discard(key)  # evaluated and unchanged: it is stable now
+
+    def _settle_recap(self, stats: dict) -> None:
+        """Ansible's recap is the last word on failures: a failure a rescue handled is not one."""
+        self.finished = True
+        failures = stats.get("failures") or {}
+        for name, verdict in self.hosts.items():
+            if verdict.failed and not failures.get(name) and name in (stats.get("processed") or {}):
+                verdict.failed = 0
+                if verdict.message and not verdict.unreachable:
+                    verdict.message = ""
+                verdict.status = host_status(verdict, self.check_mode)
 
 
 def settle_incomplete(verdicts: list[HostVerdict]) -> list[HostVerdict]:
@@ -128,7 +294,7 @@ def settle_incomplete(verdicts: list[HostVerdict]) -> list[HostVerdict]:
     Drift, failures and unreachable hosts found before the stop are real findings and stay.
     """
     for verdict in verdicts:
-        if verdict.status == "in_sync":
+        if verdict.status in ("in_sync", "unverified"):
             verdict.status = "incomplete"
             if not verdict.message:
                 verdict.message = "the run stopped before this host was fully evaluated"
@@ -136,69 +302,121 @@ def settle_incomplete(verdicts: list[HostVerdict]) -> list[HostVerdict]:
 
 
 def host_status(verdict: HostVerdict, check_mode: bool) -> str:
-    """Unreachable beats failed beats drifted beats in sync."""
+    """Unreachable beats failed beats drifted beats unverified beats in sync."""
     if verdict.unreachable:
         return "unreachable"
     if verdict.failed:
         return "failed"
-    if verdict.changed and check_mode:
+    if check_mode and verdict.changed:
         return "drifted"
+    if check_mode and verdict.unverified > verdict.accepted:
+        return "unverified"
     return "in_sync"
 
 
-def task_result_from_event(event: dict, check_mode: bool) -> TaskResult:
+def task_key(result: TaskResult) -> str:
+    """A task's identity across runs: its file (not its line, which moves) and its name."""
+    return f"{result.path.rsplit(':', 1)[0]}|{result.task}"
+
+
+def drift_cause(result: TaskResult, history: HostHistory, context: CheckContext) -> str:
+    """`new`: never converged; `local`: the host changed under the revision it was converged at, or under
+    a revision that left every file this task reads alone; `commit`: a commit changed what the task does."""
+    if history.last_converge_sha is None:
+        return "new"
+    if history.last_converge_sha == context.revision:
+        return "local"
+    changed = context.changed_paths.get(history.last_converge_sha)
+    if changed is None:
+        return "commit"  # the history between the two revisions is unknown: do not claim the host changed
+    return "commit" if any(reads_path(result.path, path) for path in changed) else "local"
+
+
+def reads_path(task_path: str, changed_path: str) -> bool:
+    """Could a change to `changed_path` change what the task at `task_path` does?
+
+    Its own file; its role's templates, files, defaults, vars and handlers; any
+    inventory or variables file (they feed every task's arguments).
+    """
+    task_file = task_path.rsplit(":", 1)[0]
+    if changed_path == task_file:
+        return True
+    if "/tasks/" in task_file and changed_path.startswith(task_file.split("/tasks/")[0] + "/"):
+        return True
+    parts = changed_path.split("/")
+    return any(part in ("inventory", "group_vars", "host_vars", "vars") for part in parts[:-1])
+
+
+def task_result_from_event(event: dict, check_mode: bool, handler: bool = False) -> TaskResult:
     """The TaskResult a runner_on_* event describes."""
     data = event.get("event_data") or {}
     res = data.get("res") or {}
-    status = _status(event["event"], res)
-    ignored = status == "failed" and bool(data.get("ignore_errors"))
-    unverified = check_mode and (ignored or (status == "skipped" and skipped_by_check_mode(res)))
-    return TaskResult(
+    action = data.get("resolved_action") or data.get("task_action") or ""
+    findings = data.get("fleet") or fallback_findings(event["event"], res, action)
+    status = _status(event["event"], findings)
+    result = TaskResult(
         seq=int(event.get("counter") or 0),
         host=data["host"],
         task=data.get("task") or data.get("task_action") or "",
-        action=data.get("resolved_action") or data.get("task_action") or "",
+        action=action,
         status=status,
-        unverified=unverified,
-        note=_note(res, status, ignored),
         diff=render_diff(res) if status in ("changed", "ok") else "",
         duration=float(data.get("duration") or 0.0),
         path=data.get("task_path") or "",
-        ignored=ignored,
+        handler=handler,
+        ignored=status == "failed" and bool(data.get("ignore_errors")),
+        rescued=status == "failed" and bool(findings.get("in_rescued_block")),
+        executed=check_mode and findings.get("check_mode") is False and status in ("ok", "changed"),
+        counted=short_action(action) not in NON_STATE_ACTIONS,
     )
+    result.reason = _unverified_reason(result, findings) if check_mode and not handler else ""
+    result.unverified = bool(result.reason)
+    result.note = _note(res, result)
+    return result
 
 
-def _status(kind: str, res: dict) -> str:
+def fallback_findings(kind: str, res: dict, action: str) -> dict:
+    """Findings from an event's own `res`, for events recorded without fleet's callback."""
+    return classify_result(res, kind == "runner_on_skipped", action)
+
+
+def _status(kind: str, findings: dict) -> str:
     if kind == "runner_on_unreachable":
         return "unreachable"
     if kind == "runner_on_failed":
         return "failed"
     if kind == "runner_on_skipped":
         return "skipped"
-    return "changed" if res.get("changed") else "ok"
+    return "changed" if findings.get("changed") else "ok"
 
 
-def skipped_by_check_mode(res: dict) -> bool:
-    """Was this skip caused by check mode (rather than by an ordinary `when`)?"""
-    msg = str(res.get("msg", "")).lower()
-    if any(marker in msg for marker in CHECK_MODE_SKIP_MARKERS):
-        return True
-    if "ansible_check_mode" in str(res.get("false_condition", "")):
-        return True
-    items = res.get("results")
-    return isinstance(items, list) and any(isinstance(i, dict) and skipped_by_check_mode(i) for i in items)
+def _unverified_reason(result: TaskResult, findings: dict) -> str:
+    """Why check mode could not evaluate this task ('' when it did); handlers are judged with their change."""
+    if result.executed:
+        return ""
+    if result.status == "failed" and result.ignored:
+        return "it failed in check mode and ignore_errors hid the failure"
+    if result.status in ("failed", "unreachable"):
+        return ""
+    if result.status == "skipped" and not result.counted and not findings.get("not_evaluated"):
+        return ""
+    return findings.get("not_evaluated") or ""
 
 
-def _note(res: dict, status: str, ignored: bool) -> str:
+def _note(res: dict, result: TaskResult) -> str:
+    """Ansible's message for the task, or the reason it is unverified."""
     if res.get("censored"):
-        return "output hidden (no_log)"
-    msg = res.get("msg") or res.get("skip_reason") or ""
+        msg = "output hidden (no_log)"
+    else:
+        msg = res.get("msg") or res.get("skip_reason") or ""
     if not isinstance(msg, str):
         msg = json.dumps(msg)
-    if status == "failed" and res.get("stderr"):
+    if result.status == "failed" and res.get("stderr"):
         msg = f"{msg} {res['stderr']}".strip()
-    if ignored:
+    if result.ignored:
         msg = f"failed (ignored): {msg}".strip()
+    if result.rescued:
+        msg = f"failed (rescued): {msg}".strip()
     if res.get("false_condition"):
         msg = f"{msg} ({res['false_condition']})".strip()
     return msg[:2000]

@@ -11,6 +11,7 @@ loses a run.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from fleet import hostkeys, policy, processes, runner, source
-from fleet.drift import DriftTracker, HostVerdict, TaskResult, settle_incomplete
+from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
 from fleet.settings import Settings
 from fleet.store import queries, records
@@ -218,7 +219,7 @@ class _Execution:
         self.run_row = run
         self.kind = kind
         self.progress = progress
-        self.tracker = DriftTracker(check_mode=kind == "check")
+        self.tracker = DriftTracker(check_mode=kind == "check")  # replaced once the targets are known
         self.recorder = records.RunRecorder(run.id)
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
         self.private_dir = settings.data_dir / "runs" / str(run.id)
@@ -229,6 +230,7 @@ class _Execution:
         self.stopping = False
 
     def run(self, desired: DesiredState, targets: list[source.InventoryHost]) -> str:
+        self.tracker = DriftTracker(self.kind == "check", check_context(self.settings, desired, targets))
         self.strategy = runner.choose_strategy(self.settings.strategy)
         records.note_strategy(self.run_row.id, self.strategy.name)
         usable = self._preflight(targets)
@@ -296,10 +298,7 @@ class _Execution:
             self.ansible_pid = int(event["pid"])
             records.note_ansible_pid(self.run_row.id, self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
-        result = self.tracker.add(event)
-        if result is not None:
-            # Show task files as the repository names them, not where this revision was exported.
-            result.path = result.path.removeprefix(f"{self.tree}/")
+        for result in self.tracker.add_all(event):
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
         if self.progress:
@@ -315,6 +314,37 @@ class _Execution:
         return run
 
 
+def check_context(settings: Settings, desired: DesiredState, targets: list[source.InventoryHost]) -> CheckContext:
+    """What a verdict needs besides the events: accepted tasks, each host's converge history, changed paths."""
+    try:
+        accepted = load_policy(desired.tree).accept_unverified
+    except (policy.PolicyError, OSError):
+        accepted = frozenset()  # validation rejects such a revision; a run never gets here with one
+    names = [t.name for t in targets]
+    history = {row.name: host_history(row, desired.revision.sha) for row in queries.hosts_named(names)}
+    older = {h.last_converge_sha for h in history.values() if h.last_converge_sha} - {desired.revision.sha}
+    return CheckContext(
+        revision=desired.revision.sha, hosts=frozenset(names), accept_unverified=accepted, history=history,
+        changed_paths={sha: source.changed_paths(settings, sha, desired.revision.sha) for sha in older},
+        project_dir=f"{desired.tree}/",
+    )
+
+
+def host_history(host, revision: str) -> HostHistory:
+    """The part of a host's record that explains drift: last converge, whether a check followed it, flapping."""
+    converged, checked = host.last_converge_at, host.last_check_at
+    follows_converge = bool(converged) and host.last_converge_sha == revision and (
+        checked is None or _aware(checked) < _aware(converged))
+    flapping = frozenset(json.loads(host.flapping)) if host.flapping else frozenset()
+    return HostHistory(last_converge_sha=host.last_converge_sha, checked_since_converge=not follows_converge,
+                       flapping=flapping)
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands datetimes back naive; fleet writes only UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
     """A run that reached the end still failed if any host failed or was unreachable."""
     if runner_status == "successful" and any(v.status in ("failed", "unreachable") for v in verdicts):
@@ -322,12 +352,12 @@ def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
     return runner_status
 
 
+# Exit codes of check and converge, most urgent first: unreachable/failed, drift, unverified, in sync.
+EXIT_CODES = {"unreachable": 3, "failed": 3, "incomplete": 3, "drifted": 2, "unverified": 4}
+EXIT_PRECEDENCE = (3, 2, 4, 0)
+
+
 def exit_code(verdicts: list[HostVerdict]) -> int:
-    """0 all in sync, 2 drift found, 3 a host unreachable, failed or not fully evaluated; the highest wins."""
-    code = 0
-    for verdict in verdicts:
-        if verdict.status in ("unreachable", "failed", "incomplete"):
-            code = max(code, 3)
-        elif verdict.status == "drifted":
-            code = max(code, 2)
-    return code
+    """0 all in sync; 3 a host unreachable, failed or not fully evaluated; else 2 drift found; else 4 unverified."""
+    found = {EXIT_CODES.get(v.status, 0) for v in verdicts}
+    return next(code for code in EXIT_PRECEDENCE if code in found or code == 0)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 STATUS_COLOURS = {
     "in_sync": "32", "successful": "32", "ok": "32",
-    "drifted": "33", "changed": "33", "running": "36", "queued": "36",
+    "drifted": "33", "changed": "33", "unverified": "34", "incomplete": "90", "running": "36", "queued": "36",
     "unreachable": "35", "failed": "31", "rejected": "31", "timeout": "31",
     "canceled": "90", "interrupted": "90", "unknown": "90", "skipped": "90",
 }

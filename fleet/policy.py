@@ -27,7 +27,7 @@ from fleet.errors import ConfigError
 MODES = ("auto", "approve", "report")
 MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
 
-_TOP_KEYS = ("schedule", "remediation", "rollout", "windows")
+_TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows")
 _RULE_KEYS = ("group", "mode")
 _ROLLOUT_KEYS = ("canary", "batch", "max_fail_percentage")
 _WINDOW_KEYS = ("allow", "duration")
@@ -73,6 +73,8 @@ class Policy:
     """Everything fleet.yml can say; the defaults are what an absent fleet.yml means."""
 
     schedule: str = "*/30 * * * *"
+    # Task names known not to be checkable: they no longer keep a host from `in_sync`.
+    accept_unverified: frozenset[str] = frozenset()
     remediation: tuple[RemediationRule, ...] = ()
     rollout: Rollout = Rollout()
     windows: tuple[Window, ...] = ()
@@ -114,6 +116,7 @@ def parse_policy(text: str | None, origin: str = "fleet.yml") -> Policy:
     top = _mapping(doc, "", doc.data, _TOP_KEYS)
     return Policy(
         schedule=_schedule(doc, top.get("schedule")),
+        accept_unverified=_accept_unverified(doc, top.get("accept_unverified")),
         remediation=_remediation(doc, top.get("remediation")),
         rollout=_rollout(doc, top.get("rollout")),
         windows=_windows(doc, top.get("windows")),
@@ -253,6 +256,13 @@ def _schedule(doc: _Document, value: Any) -> str:
     if value is None:
         return DEFAULT_POLICY.schedule
     return _cron(doc, "schedule", value, f"schedule: {_CRON_EXAMPLE}")
+
+
+def _accept_unverified(doc: _Document, value: Any) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    entries = _list(doc, "accept_unverified", value, '"Restart app"')
+    return frozenset(_text(doc, f"accept_unverified[{i}]", entry, '"Restart app"') for i, entry in enumerate(entries))
 
 
 def _remediation(doc: _Document, value: Any) -> tuple[RemediationRule, ...]:

@@ -133,6 +133,18 @@ def is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
         return False
 
 
+def changed_paths(settings: Settings, older: str, newer: str) -> frozenset[str] | None:
+    """Repository paths that differ between two revisions of the mirror (None when either is unknown)."""
+    path = mirror_path(settings)
+    if not (path / "HEAD").exists():
+        return None
+    try:
+        names = git.Repo(path).git.diff("--name-only", "--no-renames", older, newer)
+    except git.GitCommandError:
+        return None
+    return frozenset(line for line in names.splitlines() if line)
+
+
 def export_revision(repo: git.Repo, settings: Settings, sha: str) -> Path:
     """Write the tree of `sha` into its own directory (once) and return it."""
     target = export_path(settings, sha)

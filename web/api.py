@@ -54,7 +54,7 @@ def list_hosts():
     status = _choice_arg("status", queries.HOST_STATUSES)
     group = request.args.get("group") or None
     hosts = queries.filter_hosts(status, group, limit=None)
-    drift = queries.drifted_tasks(hosts)  # one query for every host's drift, not one per host
+    drift = queries.verdict_tasks(hosts)  # one query for every host's drift, not one per host
     return jsonify(hosts=[_host_with_links(h, drift.get(h.name, [])) for h in hosts])
 
 
@@ -63,11 +63,7 @@ def list_hosts():
 def show_host(name: str):
     """One host: status, drift with diffs, unverified tasks of its last check, links to its runs."""
     host = _found(queries.get_host, name, f"no host named {name!r}; GET /api/v1/hosts lists them")
-    drift = queries.drifted_tasks([host]).get(host.name, [])
-    data = _host_with_links(host, drift)
-    unverified = queries.unverified_tasks_of(host.last_check_run_id, host.name) if host.last_check_run_id else []
-    data["unverified_tasks"] = [serializers.unverified_task_json(t) for t in unverified]
-    return jsonify(host=data)
+    return jsonify(host=_host_with_links(host, queries.verdict_tasks([host]).get(host.name, [])))
 
 
 def _host_with_links(host, drift) -> dict:

@@ -28,7 +28,8 @@ def run_summary_json(run) -> dict:
     """A run in a history page: its per-status host counts come from the run row itself."""
     data = run_json(run)
     data["hosts"] = {"total": run.hosts_total, "in_sync": run.hosts_in_sync, "drifted": run.hosts_drifted,
-                     "unreachable": run.hosts_unreachable, "failed": run.hosts_failed}
+                     "unverified": run.hosts_unverified, "unreachable": run.hosts_unreachable,
+                     "failed": run.hosts_failed}
     return data
 
 
@@ -38,7 +39,8 @@ def run_host_json(row) -> dict:
         "name": row.host, "status": row.status, "message": row.message or None,
         "coverage": {"verified": row.verified, "total": row.verified + row.unverified},
         "ok": row.ok, "changed": row.changed, "failed": row.failed, "skipped": row.skipped,
-        "unreachable": row.unreachable, "unverified": row.unverified,
+        "unreachable": row.unreachable, "unverified": row.unverified, "accepted": row.accepted,
+        "executed": row.executed,
     }
 
 
@@ -47,20 +49,40 @@ def task_json(row) -> dict:
     return {
         "seq": row.seq, "host": row.host, "task": row.task, "action": row.action, "status": row.status,
         "unverified": bool(row.unverified), "note": row.note or None, "diff": row.diff or None,
-        "duration": row.duration, "path": row.path or None,
+        "duration": row.duration, "path": row.path or None, "reason": row.reason or None,
+        "accepted": bool(row.accepted), "executed": bool(row.executed), "rescued": bool(row.rescued),
+        "handler": bool(row.handler), "cause": row.cause or None, "flapping": bool(row.flapping),
     }
 
 
-def changed_task_json(row) -> dict:
-    return {"task": row.task, "action": row.action, "diff": row.diff}
+def is_drift(task) -> bool:
+    """A changed task, unless it ran for real during a check (then the check itself made the change)."""
+    return task.status == "changed" and not task.executed
 
 
-def unverified_task_json(row) -> dict:
-    return {"task": row.task, "action": row.action, "reason": row.note}
+def changed_task_json(task) -> dict:
+    return {"task": task.task, "action": task.action, "diff": task.diff, "cause": task.cause or None,
+            "flapping": bool(task.flapping)}
+
+
+def unverified_task_json(task) -> dict:
+    return {"task": task.task, "action": task.action, "reason": task.reason or task.note,
+            "accepted": bool(task.accepted)}
+
+
+def verdict_lists_json(tasks) -> dict:
+    """What explains one host's verdict, from its task results (store rows or drift.TaskResult)."""
+    return {
+        "changed_tasks": [changed_task_json(t) for t in tasks if is_drift(t)],
+        "unverified_tasks": [unverified_task_json(t) for t in tasks if t.unverified],
+        "flapping_tasks": [{"task": t.task, "action": t.action} for t in tasks if t.flapping],
+        "executed_in_check": [{"task": t.task, "action": t.action, "changed": t.status == "changed"}
+                              for t in tasks if t.executed],
+    }
 
 
 def host_json(host, drifted) -> dict:
-    """A host as `fleet status --json` prints it; `drifted` are the changed tasks of its last check."""
+    """A host as `fleet status --json` prints it; `drifted` are the task results that explain its last check."""
     return {
         "name": host.name, "status": host.status, "groups": host.group_list, "address": host.address,
         "message": host.message or None, "last_check_at": iso(host.last_check_at),
@@ -69,7 +91,7 @@ def host_json(host, drifted) -> dict:
         "coverage": {"verified": host.verified_tasks, "total": host.total_tasks},
         "facts": {"os": host.os or None, "virtualization": host.virtualization or None},
         "key_blocked": host.key_blocked,
-        "changed_tasks": [changed_task_json(t) for t in drifted],
+        **verdict_lists_json(drifted),
     }
 
 

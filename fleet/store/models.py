@@ -61,6 +61,8 @@ class Host(db.Model):
     drifted_tasks: Mapped[int] = mapped_column(Integer, default=0)
     verified_tasks: Mapped[int] = mapped_column(Integer, default=0)
     total_tasks: Mapped[int] = mapped_column(Integer, default=0)
+    # Task keys (file|name) that reported drift right after a converge of the same revision, until stable.
+    flapping: Mapped[str] = mapped_column(Text, default="")  # JSON list
     os: Mapped[str] = mapped_column(String(255), default="")
     virtualization: Mapped[str] = mapped_column(String(40), default="")
     key_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -88,6 +90,7 @@ class Run(db.Model):
     hosts_drifted: Mapped[int] = mapped_column(Integer, default=0)
     hosts_unreachable: Mapped[int] = mapped_column(Integer, default=0)
     hosts_failed: Mapped[int] = mapped_column(Integer, default=0)
+    hosts_unverified: Mapped[int] = mapped_column(Integer, default=0)
     pid: Mapped[int | None] = mapped_column(Integer)  # the fleet process running it
     ansible_pid: Mapped[int | None] = mapped_column(Integer)  # its ansible-playbook (own process group)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -118,15 +121,14 @@ class RunHost(db.Model):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     unreachable: Mapped[int] = mapped_column(Integer, default=0)
     unverified: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)  # unverified tasks accept_unverified lists
+    verified: Mapped[int] = mapped_column(Integer, default=0)  # tasks that could change the host, evaluated
+    executed: Mapped[int] = mapped_column(Integer, default=0)  # tasks that ran for real during a check
 
     __table_args__ = (
         Index("ix_run_hosts_run", "run_id", "host", unique=True),
         Index("ix_run_hosts_host_run", "host", "run_id"),
     )
-
-    @property
-    def verified(self) -> int:
-        return self.ok + self.changed + self.failed
 
 
 class TaskResultRow(db.Model):
@@ -144,6 +146,12 @@ class TaskResultRow(db.Model):
     diff: Mapped[str] = mapped_column(Text, default="")
     duration: Mapped[float] = mapped_column(Float, default=0.0)
     path: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")  # why check mode could not evaluate it
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)  # listed under accept_unverified
+    executed: Mapped[bool] = mapped_column(Boolean, default=False)  # ran for real during a check
+    rescued: Mapped[bool] = mapped_column(Boolean, default=False)  # a failure a rescue handled
+    cause: Mapped[str] = mapped_column(String(10), default="")  # drift: commit | local | new
+    flapping: Mapped[bool] = mapped_column(Boolean, default=False)  # drift that a converge does not fix
 
     __table_args__ = (
         Index("ix_task_results_run_host", "run_id", "host", "seq"),

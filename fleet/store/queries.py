@@ -20,12 +20,25 @@ def get_host(name: str) -> Host:
     return host
 
 
-def drifted_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
-    """The changed tasks of each host's last check, in one query."""
-    pairs = [(h.last_check_run_id, h.name) for h in hosts if h.last_check_run_id and h.drifted_tasks]
+def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
+    """What explains each host's last check (drifted, unverified, executed tasks), in one query."""
+    pairs = [(h.last_check_run_id, h.name) for h in hosts if h.last_check_run_id]
     found: dict[str, list[TaskResultRow]] = {name: [] for _, name in pairs}
     if not pairs:
         return found
+    run_ids = {run_id for run_id, _ in pairs}
+    wanted = set(pairs)
+    rows = db.session.scalars(
+        select(TaskResultRow)
+        .where(TaskResultRow.run_id.in_(run_ids),
+               (TaskResultRow.status == "changed") | TaskResultRow.unverified.is_(True)
+               | TaskResultRow.executed.is_(True))
+        .order_by(TaskResultRow.seq)
+    )
+    for row in rows:
+        if (row.run_id, row.host) in wanted:
+            found[row.host].append(row)
+    return found
     run_ids = {run_id for run_id, _ in pairs}
     wanted = set(pairs)
     rows = db.session.scalars(
@@ -94,6 +107,7 @@ def approved_waiting():
 def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
     return list(db.session.scalars(select(TaskResultRow).where(
         TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.status == "changed",
+        TaskResultRow.executed.is_(False),
     ).order_by(TaskResultRow.seq)))
 
 
@@ -131,6 +145,11 @@ def host_statuses() -> dict[str, str]:
     return dict(db.session.execute(select(Host.name, Host.status).where(Host.in_inventory.is_(True))).all())
 
 
+def hosts_named(names: list[str]) -> list[Host]:
+    """The stored rows of these hosts (those fleet has seen), in one query."""
+    return list(db.session.scalars(select(Host).where(Host.name.in_(names)))) if names else []
+
+
 def filter_hosts(status: str | None = None, group: str | None = None, after: str | None = None,
                  limit: int | None = 200) -> list[Host]:
     """Hosts of the inventory by name, one keyset page (names after `after`; every host with limit=None)."""
@@ -163,12 +182,13 @@ def host_run_history(name: str, before_id: int | None = None, limit: int = 20) -
 
 
 def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
-    """The drifted, failed and unverified tasks of one host in one run: what its page explains."""
+    """The drifted, failed, unverified and executed tasks of one host in one run: what its page explains."""
     if not run_id:
         return []
     return list(db.session.scalars(select(TaskResultRow).where(
         TaskResultRow.run_id == run_id, TaskResultRow.host == host,
-        (TaskResultRow.status.in_(("changed", "failed", "unreachable"))) | TaskResultRow.unverified.is_(True),
+        (TaskResultRow.status.in_(("changed", "failed", "unreachable"))) | TaskResultRow.unverified.is_(True)
+        | TaskResultRow.executed.is_(True),
     ).order_by(TaskResultRow.seq)))
 
 
@@ -257,18 +277,11 @@ def open_approvals_of(host: str):
 # Each function below costs one query, whatever the size of the history.
 
 
-HOST_STATUSES = ("unknown", "in_sync", "drifted", "unreachable", "failed")
+HOST_STATUSES = ("unknown", "in_sync", "drifted", "unverified", "unreachable", "failed", "incomplete")
 RUN_KINDS = ("check", "converge")
 RUN_STATUSES = ("queued", "running", "successful", "failed", "canceled", "interrupted", "timeout")
 RUN_FINAL_STATUSES = ("successful", "failed", "canceled", "interrupted", "timeout")
 APPROVAL_STATUSES = ("pending", "approved", "applied", "superseded", "failed")
-
-
-def unverified_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
-    """Tasks of one host in one run that check mode could not evaluate."""
-    return list(db.session.scalars(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.unverified.is_(True),
-    ).order_by(TaskResultRow.seq)))
 
 
 def run_last_seq(run_id: int) -> int:

@@ -6,6 +6,7 @@ transaction per batch, never one commit per event.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Iterable
 
@@ -172,7 +173,9 @@ class RunRecorder:
             "run_id": self.run_id, "seq": result.seq, "host": result.host, "task": result.task,
             "action": result.action, "status": result.status, "unverified": result.unverified,
             "handler": result.handler, "note": result.note, "diff": result.diff,
-            "duration": result.duration, "path": result.path,
+            "duration": result.duration, "path": result.path, "reason": result.reason,
+            "accepted": result.accepted, "executed": result.executed, "rescued": result.rescued,
+            "cause": result.cause, "flapping": result.flapping,
         })
         self._maybe_flush()
 
@@ -216,14 +219,16 @@ def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
     rows = [{
         "run_id": run.id, "host": v.name, "status": v.status, "message": v.message, "ok": v.ok,
         "changed": v.changed, "failed": v.failed, "skipped": v.skipped, "unreachable": v.unreachable,
-        "unverified": v.unverified,
+        "unverified": v.unverified, "accepted": v.accepted, "verified": v.verified, "executed": v.executed,
     } for v in verdicts]
     if rows:
         db.session.execute(insert(RunHost), rows)
-    counts = {s: sum(1 for v in verdicts if v.status == s) for s in ("in_sync", "drifted", "unreachable", "failed")}
+    counts = {s: sum(1 for v in verdicts if v.status == s)
+              for s in ("in_sync", "drifted", "unverified", "unreachable", "failed")}
     run.hosts_total = len(verdicts)
     run.hosts_in_sync = counts["in_sync"]
     run.hosts_drifted = counts["drifted"]
+    run.hosts_unverified = counts["unverified"]
     run.hosts_unreachable = counts["unreachable"]
     run.hosts_failed = counts["failed"]
 
@@ -251,6 +256,7 @@ def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
         host.drifted_tasks = verdict.changed
         host.verified_tasks = verdict.verified
         host.total_tasks = verdict.coverage_total
+        host.flapping = json.dumps(sorted(verdict.flapping)) if verdict.flapping else ""
     elif verdict.status == "in_sync":
         host.last_converge_at = run.finished_at
         host.last_converge_sha = run.revision_sha

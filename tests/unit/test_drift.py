@@ -82,9 +82,25 @@ CHECK_MODE_CASES = {
     "unreachable": (
         event("runner_on_unreachable", {"unreachable": True, "msg": "Failed to connect"}),
         "unreachable", False, "Failed to connect"),
-    "no_log skip hides its output": (
+    "no_log skip hides its output and proves nothing": (
         event("runner_on_skipped", {"skipped": True, "censored": True}),
-        "skipped", False, "output hidden (no_log)"),
+        "skipped", True, "output hidden (no_log)"),
+    "skip without any reason is unverified (raw)": (
+        event("runner_on_skipped", {"changed": False}, action="ansible.builtin.raw"), "skipped", True, ""),
+    "script's check-mode message is unverified": (
+        event("runner_on_skipped", {"msg": "Check mode is not supported for this task.", "changed": False},
+              action="ansible.builtin.script"), "skipped", True, "Check mode is not supported"),
+    "empty loop is only skipped": (
+        event("runner_on_skipped", {"skip_reason": "No items in the list", "skipped": True}), "skipped", False, ""),
+    "ok that would have run is unverified": (
+        event(res={"changed": False, "msg": "Command would have run if not in check mode", "rc": 0},
+              action="ansible.builtin.command"), "ok", True, "would have run"),
+    "failed_when false over a module failure is unverified": (
+        event(res={"changed": False, "rc": 257, "msg": "Destination /etc/x does not exist !",
+                   "failed_when_result": False}, action="ansible.builtin.lineinfile"), "ok", True, "does not exist"),
+    "failed_when false over a command's rc is evaluated": (
+        event(res={"changed": False, "rc": 1, "failed_when_result": False}, action="ansible.builtin.command"),
+        "ok", False, ""),
     "loop with an item skipped by check mode is unverified": (
         event("runner_on_skipped", {"results": [{"item": "a", "skipped": True, **CHECK_MODE_COMMAND}]}),
         "skipped", True, ""),
@@ -127,10 +143,13 @@ VERDICT_CASES = {
         "drifted", (1, 1, 0, 0, 0, 0)),
     "ordinary skip stays in sync": (
         [event("runner_on_skipped", OS_CONDITION)], "in_sync", (0, 0, 0, 1, 0, 0)),
-    "check-mode skip is unverified but in sync": (
-        [event("runner_on_skipped", CHECK_MODE_COMMAND)], "in_sync", (0, 0, 0, 1, 0, 1)),
-    "ignored failure does not fail the host": (
-        [event("runner_on_failed", {"msg": "boom"}, ignore_errors=True)], "in_sync", (0, 0, 0, 0, 0, 1)),
+    "check-mode skip makes the host unverified": (
+        [event("runner_on_skipped", CHECK_MODE_COMMAND)], "unverified", (0, 0, 0, 1, 0, 1)),
+    "ignored failure leaves the host unverified, not failed": (
+        [event("runner_on_failed", {"msg": "boom"}, ignore_errors=True)], "unverified", (0, 0, 0, 0, 0, 1)),
+    "drift beats unverified": (
+        [event("runner_on_skipped", CHECK_MODE_COMMAND), event(res=FILE_DIFF, uuid="u2")],
+        "drifted", (0, 1, 0, 1, 0, 1)),
     "failed beats drifted": (
         [event(res=FILE_DIFF), event("runner_on_failed", {"msg": "boom"}, uuid="u2")],
         "failed", (0, 1, 1, 0, 0, 0)),
@@ -230,9 +249,23 @@ def test_coverage_counts_verified_and_unverified_but_not_plain_skips():
 
 
 def test_coverage_includes_failures_as_verified():
-    verdict = HostVerdict("web1", "failed", ok=3, changed=2, failed=1, skipped=4, unverified=2)
-    assert verdict.verified == 6
-    assert verdict.coverage_total == 8
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event(res={"changed": False}, uuid="a"))
+    tracker.add(event("runner_on_failed", {"msg": "boom"}, uuid="b"))
+    tracker.add(event("runner_on_skipped", CHECK_MODE_COMMAND, uuid="c"))
+    [verdict] = tracker.verdicts()
+    assert (verdict.verified, verdict.coverage_total) == (2, 3)
+
+
+def test_tasks_that_change_nothing_stay_out_of_the_coverage():
+    tracker = DriftTracker(check_mode=True)
+    tracker.add(event(res=FACTS, task="Gathering Facts", action="ansible.builtin.gather_facts", uuid="f"))
+    tracker.add(event(res={"changed": False, "msg": "hello"}, action="ansible.builtin.debug", uuid="d"))
+    tracker.add(event(res={"changed": False}, action="ansible.builtin.assert", uuid="a"))
+    tracker.add(event(res={"changed": False}, uuid="t"))
+    [verdict] = tracker.verdicts()
+    assert (verdict.verified, verdict.coverage_total) == (1, 1)
+    assert verdict.status == "in_sync"
 
 
 def test_verdicts_are_per_host_and_sorted():

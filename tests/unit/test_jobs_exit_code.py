@@ -19,6 +19,10 @@ EXIT_CASES = {
     "drifted and unreachable": (("drifted", "unreachable"), 3),
     "unreachable before drifted": (("unreachable", "drifted"), 3),
     "drifted and failed": (("failed", "drifted", "in_sync"), 3),
+    "unverified without drift": (("in_sync", "unverified"), 4),
+    "drift beats unverified": (("unverified", "drifted"), 2),
+    "unreachable beats unverified": (("unverified", "unreachable"), 3),
+    "incomplete is not proven": (("incomplete", "unverified"), 3),
 }
 
 

@@ -95,6 +95,8 @@ VALID_CASES = {
                         Window("0 23 * * sat", timedelta(days=1))))),
     "group all": ("remediation:\n  - {group: all, mode: auto}\n",
                   Policy(remediation=(RemediationRule("all", "auto"),))),
+    "accepted unverified tasks": ("accept_unverified:\n  - Restart app\n  - 'baseline : Probe'\n",
+                                  Policy(accept_unverified=frozenset({"Restart app", "baseline : Probe"}))),
     "flow style mapping": ("{rollout: {canary: 2, batch: 3}}\n", Policy(rollout=Rollout(canary=2, batch="3"))),
 }
 
@@ -119,14 +121,16 @@ ERROR_CASES = {
     "two documents": (
         "schedule: '@daily'\n---\nschedule: '@hourly'\n", "fleet.yml is not valid YAML at line 2, column 1"),
     "python tags are refused": ("schedule: !!python/name:os.system\n", "fleet.yml is not valid YAML at line 1"),
+    "accept_unverified must be a list": ("accept_unverified: Restart app\n", "accept_unverified must be a list"),
+    "accept_unverified entries are names": ("accept_unverified:\n  - 5\n", "accept_unverified[0] must be text"),
     # shape of the document
-    "top level is a list": ("- schedule\n", "fleet.yml must be a mapping with the keys schedule, remediation, "
+    "top level is a list": ("- schedule\n", "fleet.yml must be a mapping with the keys schedule, accept_unverified, remediation, "
                                             "rollout, windows, got a list (line 1)"),
-    "top level is text": ("hello\n", "fleet.yml must be a mapping with the keys schedule, remediation, "
+    "top level is text": ("hello\n", "fleet.yml must be a mapping with the keys schedule, accept_unverified, remediation, "
                                      "rollout, windows, got 'hello'"),
     "unknown top-level key": (
         "schedule: '@daily'\nwindow:\n  - allow: '0 2 * * *'\n",
-        "fleet.yml: window is not a known key; use one of schedule, remediation, rollout, windows (line 2)"),
+        "fleet.yml: window is not a known key; use one of schedule, accept_unverified, remediation, rollout, windows (line 2)"),
     "key written twice": (
         "schedule: '@daily'\nschedule: '@hourly'\n", "fleet.yml: schedule is written twice; keep only one of them (line 2)"),
     # schedule

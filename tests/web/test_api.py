@@ -412,11 +412,13 @@ def fleet_hosts(app):
         Host(name="old1", groups="web", status="drifted", in_inventory=False),
         RunHost(run_id=run_id, host="web1", status="drifted", ok=1, changed=1, unverified=1),
         TaskResultRow(run_id=run_id, seq=1, host="web1", task="baseline : motd", action="ansible.builtin.template",
-                      status="changed", diff="--- before: /etc/motd\n+++ after: /etc/motd\n"),
+                      status="changed", diff="--- before: /etc/motd\n+++ after: /etc/motd\n", cause="local"),
         TaskResultRow(run_id=run_id, seq=2, host="web1", task="baseline : sshd", action="ansible.builtin.copy",
                       status="ok"),
         TaskResultRow(run_id=run_id, seq=3, host="web1", task="baseline : sshd -t", action="ansible.builtin.command",
-                      status="skipped", unverified=True, note="check mode"))
+                      status="skipped", unverified=True, note="check mode", reason="check mode skipped it"),
+        TaskResultRow(run_id=run_id, seq=4, host="web1", task="baseline : probe", action="ansible.builtin.command",
+                      status="ok", executed=True))
     return run_id
 
 
@@ -448,9 +450,13 @@ def test_a_host_shows_its_drift_coverage_facts_and_history_links(client, tokens,
     assert (host["last_check_revision"], host["last_check_at"]) == (SHA_A, CHECKED_AT.isoformat())
     assert host["key_blocked"] is False
     assert host["changed_tasks"] == [{"task": "baseline : motd", "action": "ansible.builtin.template",
-                                      "diff": "--- before: /etc/motd\n+++ after: /etc/motd\n"}]
+                                      "diff": "--- before: /etc/motd\n+++ after: /etc/motd\n", "cause": "local",
+                                      "flapping": False}]
     assert host["unverified_tasks"] == [{"task": "baseline : sshd -t", "action": "ansible.builtin.command",
-                                         "reason": "check mode"}]
+                                         "reason": "check mode skipped it", "accepted": False}]
+    assert host["executed_in_check"] == [{"task": "baseline : probe", "action": "ansible.builtin.command",
+                                          "changed": False}]
+    assert host["flapping_tasks"] == []
     assert host["links"]["runs"] == f"{API}/runs?host=web1"
     history = get(client, host["links"]["runs"].removeprefix(API), tokens["viewer"]).get_json()
     assert [r["id"] for r in history["runs"]] == [fleet_hosts]
@@ -527,16 +533,18 @@ def live_run(app):
 
 
 def test_a_run_shows_its_hosts_tasks_and_output(app, client, tokens, live_run):
-    add(app, RunHost(run_id=live_run, host="web1", status="drifted", ok=2, changed=1, unverified=1))
+    add(app, RunHost(run_id=live_run, host="web1", status="drifted", ok=2, changed=1, unverified=1, verified=3))
     data = get(client, f"/runs/{live_run}", tokens["viewer"]).get_json()
     assert (data["run"]["id"], data["run"]["status"], data["run"]["revision"]) == (live_run, "running", SHA_A)
     assert data["hosts"] == [{"name": "web1", "status": "drifted", "message": None,
                               "coverage": {"verified": 3, "total": 4}, "ok": 2, "changed": 1, "failed": 0,
-                              "skipped": 0, "unreachable": 0, "unverified": 1}]
+                              "skipped": 0, "unreachable": 0, "unverified": 1, "accepted": 0, "executed": 0}]
     assert [t["seq"] for t in data["tasks"]] == [2, 4, 6]
     assert data["tasks"][1] == {"seq": 4, "host": "web1", "task": "task 4", "action": "ansible.builtin.copy",
                                 "status": "changed", "unverified": False, "note": None, "diff": "+x\n",
-                                "duration": 0.5, "path": None}
+                                "duration": 0.5, "path": None, "reason": None, "accepted": False,
+                                "executed": False, "rescued": False, "handler": False, "cause": None,
+                                "flapping": False}
     assert data["stdout"] == "\n".join(f"line {i}" for i in range(1, 7))
     assert data["last_seq"] == 6
 

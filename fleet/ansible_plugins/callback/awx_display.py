@@ -1,22 +1,281 @@
-"""ansible-runner's event callback, plus why a task was skipped.
+"""ansible-runner's event callback, plus the evidence fleet's verdicts need.
 
-ansible-runner's `runner_on_skipped` event carries no result, so a task
-skipped because of check mode looks the same as one skipped by a `when`.
-fleet must tell them apart (the first is *unverified*, never in sync), so
-this plugin shadows ansible-runner's `awx_display` (fleet puts its own
-callback directory first on ANSIBLE_CALLBACK_PLUGINS) and adds the few
-result fields that explain a skip. Nothing else of the result is added, so
-no module output that might hold a secret reaches the event.
+fleet puts this directory first on ANSIBLE_CALLBACK_PLUGINS, so this module
+shadows ansible-runner's `awx_display` and runs inside ansible-playbook. It
+adds, to every task event, a `fleet` object with findings read from the
+*real* result before `no_log` censors it (changed, why check mode did not
+evaluate it) and the task facts a verdict depends on (`when`, `register`,
+`check_mode`, delegation, rescue). It never adds module output.
+
+It also:
+- reports hosts that `meta: end_host`/`end_play` stopped, with the tasks
+  they will never reach (Ansible sends no event for an executed meta task);
+- masks every value Ansible decrypts from vault (files and inline `!vault`)
+  as `********` in events and in the output, before anything leaves this
+  process, so no secret reaches ansible-runner's artifacts or fleet's store.
+
+The hooks below patch three ansible-core 2.19 internals (the callback copy
+of a result, meta execution, vault decryption); fleet pins ansible-core
+to 2.19, and each hook degrades to plain behaviour if its target is missing.
 """
 
+from __future__ import annotations
+
+import os
+
+from ansible.executor import task_result as ansible_task_result
+from ansible.parsing import vault as ansible_vault
+from ansible.plugins import strategy as ansible_strategy
+from ansible.utils.display import Display
 from ansible_runner.display_callback.callback import awx_display as runner_display
+
+from fleet.evidence import classify_result
 
 DOCUMENTATION = runner_display.DOCUMENTATION
 
+MASK = "********"
+MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words and numbers all over the output
+MAX_SCANNED_FILE = 4 * 1024 * 1024
+ENDING_METAS = {"end_host", "end_play"}
 SKIP_FIELDS = ("skipped", "skip_reason", "false_condition", "msg", "changed")
 
 
+# --- secrets --------------------------------------------------------------------
+
+class Secrets:
+    """Values decrypted from vault in this process, and masking of any text holding them."""
+
+    def __init__(self):
+        self.values: set[str] = set()
+        self._ordered: list[str] = []
+
+    def add_plaintext(self, value) -> None:
+        """A decrypted value: itself, and each line of it (diffs show lines)."""
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        candidates = [text.strip()] + [line.strip() for line in text.splitlines()]
+        new = {c for c in candidates if len(c) >= MIN_SECRET_CHARS} - self.values
+        if new:
+            self.values |= new
+            self._ordered = sorted(self.values, key=len, reverse=True)  # longest first: no partial leftovers
+
+    def add_document(self, data) -> None:
+        """Every string leaf of a decrypted vars document."""
+        if isinstance(data, dict):
+            for value in data.values():
+                self.add_document(value)
+        elif isinstance(data, (list, tuple)):
+            for value in data:
+                self.add_document(value)
+        elif isinstance(data, (str, bytes)) or type(data).__name__ == "EncryptedString":
+            self.add_plaintext(str(data) if not isinstance(data, (str, bytes)) else data)
+
+    def mask(self, value):
+        """The value with every secret replaced, through dicts and lists."""
+        if not self._ordered:
+            return value
+        if isinstance(value, str):
+            for secret in self._ordered:
+                if secret in value:
+                    value = value.replace(secret, MASK)
+            return value
+        if isinstance(value, dict):
+            return {key: self.mask(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.mask(item) for item in value]
+        return value
+
+
+SECRETS = Secrets()
+
+
+def scan_vaulted_files(root: str, loader) -> None:
+    """Decrypt every vault in the project up front, so its values are masked before first use.
+
+    Inline `!vault` values are otherwise decrypted lazily, sometimes only in
+    a worker process, where this process would never learn them.
+    """
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                if os.path.getsize(path) > MAX_SCANNED_FILE:
+                    continue
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError:
+                continue
+            if b"$ANSIBLE_VAULT" in data:
+                _learn_vaulted_file(path, data, loader)
+
+
+def _learn_vaulted_file(path: str, data: bytes, loader) -> None:
+    if data.lstrip().startswith(b"$ANSIBLE_VAULT"):
+        try:
+            SECRETS.add_plaintext(loader._vault.decrypt(data))  # the whole file is secret
+        except Exception:  # noqa: BLE001 - a vault this password cannot open is not ours to mask
+            return
+    try:
+        SECRETS.add_document(loader.load_from_file(path))
+    except Exception:  # noqa: BLE001 - not YAML (a vaulted key file): its lines are masked above
+        pass
+
+
+def _hook_vault() -> None:
+    """Anything decrypted in this process later (vars_files outside the project) is masked too."""
+    original = getattr(ansible_vault.VaultLib, "decrypt_and_get_vault_id", None)
+    if original is None or getattr(original, "_fleet_hook", False):
+        return
+
+    def decrypt_and_get_vault_id(self, vaulttext, *args, **kwargs):
+        plaintext, vault_id, secret = original(self, vaulttext, *args, **kwargs)
+        SECRETS.add_plaintext(plaintext)
+        return plaintext, vault_id, secret
+
+    decrypt_and_get_vault_id._fleet_hook = True
+    ansible_vault.VaultLib.decrypt_and_get_vault_id = decrypt_and_get_vault_id
+
+
+def _hook_display() -> None:
+    original = Display.display
+    if getattr(original, "_fleet_hook", False):
+        return
+
+    def display(self, msg, *args, **kwargs):
+        return original(self, SECRETS.mask(msg), *args, **kwargs)
+
+    display._fleet_hook = True
+    Display.display = display
+
+
+def _hook_events() -> None:
+    """Mask the event dict ansible-runner is about to write, whatever field holds a secret."""
+    context = runner_display.event_context
+    original = context.get_begin_dict
+    if getattr(original, "_fleet_hook", False):
+        return
+
+    def get_begin_dict():
+        return SECRETS.mask(original())
+
+    get_begin_dict._fleet_hook = True
+    context.get_begin_dict = get_begin_dict
+
+
+# --- findings from the real result ------------------------------------------------
+
+def _hook_results() -> None:
+    """Classify each result from its uncensored data, as Ansible makes the callbacks' copy."""
+    raw_class = getattr(ansible_task_result, "_RawTaskResult", None)
+    original = getattr(raw_class, "as_callback_task_result", None)
+    if original is None or getattr(original, "_fleet_hook", False):
+        return
+
+    def as_callback_task_result(self):
+        copy = original(self)
+        copy._fleet_raw = {
+            "data": self._return_data,
+            "delegated_host": (self._return_data.get("_ansible_delegated_vars") or {}).get("ansible_delegated_host"),
+        }
+        return copy
+
+    as_callback_task_result._fleet_hook = True
+    raw_class.as_callback_task_result = as_callback_task_result
+
+
+def task_findings(result, skipped: bool) -> dict:
+    """The `fleet` object of one task event."""
+    task = result._task
+    raw = getattr(result, "_fleet_raw", None) or {"data": result._result, "delegated_host": None}
+    action = getattr(task, "resolved_action", None) or task.action
+    data = raw["data"] if isinstance(raw["data"], dict) else {}
+    findings = classify_result(data, skipped, action or "")
+    no_log = bool(task.no_log or data.get("_ansible_no_log"))
+    if no_log and findings["not_evaluated"]:  # the reason quotes module output, which no_log hides
+        findings["not_evaluated"] = "check mode did not evaluate it (no_log hides Ansible's message)"
+    findings.update(
+        no_log=no_log,
+        when=[str(c) for c in (task.when or [])],
+        register=task.register or "",
+        check_mode=task.check_mode if isinstance(task.check_mode, bool) else None,
+        delegated_host=str(raw["delegated_host"]) if raw["delegated_host"] else "",
+        in_rescued_block=in_rescued_block(task),
+    )
+    return findings
+
+
+def in_rescued_block(task) -> bool:
+    """Is the task inside the `block:` part of a block that has a `rescue:`?"""
+    child, parent = task, getattr(task, "_parent", None)
+    while parent is not None:
+        if getattr(parent, "rescue", None) and any(
+                getattr(item, "_uuid", None) == getattr(child, "_uuid", object()) for item in parent.block or []):
+            return True
+        child, parent = parent, getattr(parent, "_parent", None)
+    return False
+
+
+# --- hosts that a meta task stopped ----------------------------------------------
+
+_meta_listeners: list = []
+
+
+def _hook_meta() -> None:
+    base = ansible_strategy.StrategyBase
+    original = base._execute_meta
+    if getattr(original, "_fleet_hook", False):
+        return
+
+    def _execute_meta(self, task, play_context, iterator, target_host):
+        results = original(self, task, play_context, iterator, target_host)
+        action = task.args.get("_raw_params") if isinstance(task.args, dict) else None
+        if action in ENDING_METAS and not any(r._return_data.get("skipped") for r in results):
+            for listener in _meta_listeners:
+                listener(task, target_host, action, tasks_after(iterator, task))
+        return results
+
+    _execute_meta._fleet_hook = True
+    base._execute_meta = _execute_meta
+
+
+def tasks_after(iterator, meta_task) -> list[dict]:
+    """The play's tasks that come after the meta task: the ones a stopped host never reaches."""
+    ordered = []
+    for block in getattr(iterator, "_blocks", []):
+        _collect_tasks(block, ordered)
+    uuids = [t._uuid for t in ordered]
+    if meta_task._uuid not in uuids:
+        return []
+    rest = ordered[uuids.index(meta_task._uuid) + 1:]
+    return [{"task": t.get_name(), "action": t.action, "path": _path(t)} for t in rest if not t.implicit]
+
+
+def _collect_tasks(block, into: list) -> None:
+    for item in getattr(block, "block", None) or []:
+        if hasattr(item, "block"):
+            _collect_tasks(item, into)
+        else:
+            into.append(item)
+
+
+def _path(task) -> str:
+    try:
+        return task.get_path() or ""
+    except AttributeError:
+        return ""
+
+
+for _hook in (_hook_vault, _hook_display, _hook_events, _hook_results, _hook_meta):
+    try:
+        _hook()
+    except (AttributeError, TypeError):  # an ansible-core whose internals moved: plain behaviour
+        pass
+
+
+# --- the callback ------------------------------------------------------------------
+
 def skip_details(result: dict) -> dict:
+    """The few result fields that explain a skip (ansible-runner sends none)."""
     if result.get("_ansible_no_log"):
         return {"skipped": True, "censored": True}
     details = {key: result[key] for key in SKIP_FIELDS if key in result}
@@ -29,6 +288,39 @@ def skip_details(result: dict) -> dict:
 class CallbackModule(runner_display.CallbackModule):
     CALLBACK_NAME = "awx_display"
 
+    def __init__(self):
+        super().__init__()
+        _meta_listeners[:] = [self._host_ended]
+
+    def v2_playbook_on_start(self, playbook):
+        loader = getattr(playbook, "_loader", None)
+        if loader is not None:
+            scan_vaulted_files(os.getcwd(), loader)
+        super().v2_playbook_on_start(playbook)
+
+    def v2_runner_on_ok(self, result):
+        with runner_display.event_context.set_local(fleet=task_findings(result, skipped=False)):
+            super().v2_runner_on_ok(result)
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        with runner_display.event_context.set_local(fleet=task_findings(result, skipped=False)):
+            super().v2_runner_on_failed(result, ignore_errors)
+
+    def v2_runner_on_unreachable(self, result):
+        with runner_display.event_context.set_local(fleet=task_findings(result, skipped=False)):
+            super().v2_runner_on_unreachable(result)
+
     def v2_runner_on_skipped(self, result):
-        with runner_display.event_context.set_local(res=skip_details(result._result)):
+        with runner_display.event_context.set_local(res=skip_details(result._result),
+                                                    fleet=task_findings(result, skipped=True)):
             super().v2_runner_on_skipped(result)
+
+    def _host_ended(self, task, host, action: str, never_reached: list[dict]) -> None:
+        """One event for a host a meta task stopped, shaped like a task result."""
+        findings = {"changed": False, "not_evaluated": "", "meta": action, "never_reached": never_reached,
+                    "when": [str(c) for c in (task.when or [])], "register": "", "check_mode": None,
+                    "delegated_host": "", "in_rescued_block": False, "no_log": False}
+        event_data = {"host": host.get_name(), "remote_addr": host.address, "task": task,
+                      "res": {"changed": False, "msg": action}, "fleet": findings}
+        with self.capture_event_data("runner_on_ok", **event_data):
+            pass

@@ -1,0 +1,113 @@
+"""What one Ansible result proves about a host, read from the real result.
+
+Pure: dicts in, a small dict out, no Ansible import. fleet's callback plugin
+runs `classify_result` inside ansible-playbook on the *uncensored* result
+(before `no_log` hides it), and puts only the verdict-relevant findings in
+the event, never the module's output. `fleet.drift` runs the same function
+on an event's `res` when an event carries no findings (events recorded
+without fleet's callback).
+
+A result is *evaluated* when the module really looked at the host in check
+mode. It is not when check mode skipped it (a module without check-mode
+support, a command that "would have run"), when only some loop items were
+looked at, or when a failure was suppressed (`failed_when: false`): then
+`not_evaluated` says why, in words an operator can act on.
+"""
+
+from __future__ import annotations
+
+WOULD_HAVE_RUN = "would have run"
+# Messages Ansible and common modules give when check mode stopped them from looking.
+CHECK_MODE_MARKERS = (
+    WOULD_HAVE_RUN,
+    "does not support check mode",
+    "check mode not supported",
+    "check mode is not supported",
+    "skipped, running in check mode",
+)
+# A skip that says there was nothing to do: an empty loop evaluates nothing and changes nothing.
+NOTHING_TO_DO = ("no items in the list",)
+# Keys a module failure leaves behind even when `failed_when` turned `failed` off.
+FAILURE_EVIDENCE_KEYS = ("exception", "module_stderr")
+# Actions whose rc is the program's own answer, which `failed_when` legitimately interprets.
+PROGRAM_ACTIONS = {"command", "shell", "raw", "script"}
+
+
+def classify_result(res: dict, skipped: bool, action: str = "") -> dict:
+    """Findings of one result (a task's, or a loop item's): changed, and why it was not evaluated.
+
+    `skipped` is whether Ansible reported the task skipped (the event kind);
+    `action` the module's name, which says how to read a non-zero rc.
+    Returns {"changed": bool, "not_evaluated": str} ('' when evaluated).
+    """
+    if skipped or res.get("skipped"):
+        return {"changed": False, "not_evaluated": skip_reason(res)}
+    items = res.get("results")
+    if isinstance(items, list) and items:
+        return _classify_loop(res, items, action)
+    return {"changed": bool(res.get("changed")), "not_evaluated": _unevaluated_ok(res, action)}
+
+
+def skip_reason(res: dict) -> str:
+    """Why a skip leaves the host unverified; '' for a skip that a real condition explains.
+
+    In check mode a skip proves nothing unless a `when` that was really false
+    caused it: `raw` is skipped with no message, `script` with one that old
+    marker lists missed.
+    """
+    condition = str(res.get("false_condition") or "")
+    if condition and "ansible_check_mode" not in condition:
+        return ""
+    message = str(res.get("msg") or res.get("skip_reason") or "")
+    if any(marker in message.lower() for marker in NOTHING_TO_DO):
+        return ""
+    items = res.get("results")
+    if isinstance(items, list) and items:
+        reasons = [skip_reason(i) if isinstance(i, dict) else "" for i in items]
+        return _item_summary(reasons, len(items))
+    if condition:
+        return f"skipped by its condition on check mode ({condition})"
+    if message:
+        return f"check mode skipped it: {message}"
+    return "check mode skipped it without a reason (the module does not support check mode)"
+
+
+def _classify_loop(res: dict, items: list, action: str) -> dict:
+    findings = [classify_result(i, bool(i.get("skipped")), action) if isinstance(i, dict) else {} for i in items]
+    changed = bool(res.get("changed")) or any(f.get("changed") for f in findings)
+    reasons = [f.get("not_evaluated", "") for f in findings]
+    return {"changed": changed, "not_evaluated": _item_summary(reasons, len(items))}
+
+
+def _item_summary(reasons: list[str], total: int) -> str:
+    missing = [r for r in reasons if r]
+    if not missing:
+        return ""
+    return f"{len(missing)} of {total} loop items not evaluated: {missing[0]}"
+
+
+def _unevaluated_ok(res: dict, action: str) -> str:
+    """An ok or changed result that still did not look at the host ('' when it did)."""
+    message = str(res.get("msg") or "")
+    if WOULD_HAVE_RUN in message.lower():
+        return f"check mode did not run it: {message}"
+    evidence = failure_evidence(res, action) if res.get("failed_when_result") is False else ""
+    if evidence:
+        return f"it failed in check mode and `failed_when` hid the failure: {evidence}"
+    return ""
+
+
+def failure_evidence(res: dict, action: str = "") -> str:
+    """The sign of a module failure in a result whose `failed` flag was overridden ('' when none)."""
+    rc = res.get("rc")
+    if isinstance(rc, int) and rc != 0 and short_action(action) not in PROGRAM_ACTIONS:
+        return f"rc={rc} {res.get('msg') or res.get('stderr') or ''}".strip()[:500]
+    for key in FAILURE_EVIDENCE_KEYS:
+        if res.get(key):
+            return str(res.get("msg") or key)[:500]
+    return ""
+
+
+def short_action(action: str) -> str:
+    """`ansible.builtin.copy` and `ansible.legacy.copy` -> `copy`."""
+    return action.rsplit(".", 1)[-1]
