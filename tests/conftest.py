@@ -32,15 +32,15 @@ class FleetResult:
 
 
 class FleetCli:
-    """Runs `fleet` as a user would, with its own data directory and source."""
+    """Runs `fleet` as a user would, with its own data directory and source; by default this venv's."""
 
-    def __init__(self, data_dir: Path, repo: Path, cwd: Path):
-        self.data_dir, self.repo, self.cwd = data_dir, repo, cwd
+    def __init__(self, data_dir: Path, repo: Path, cwd: Path, fleet: str = FLEET):
+        self.data_dir, self.repo, self.cwd, self.fleet = data_dir, repo, cwd, fleet
 
     def __call__(self, *args: str, timeout: float = 600, input: str | None = None,
                  env: dict | None = None) -> FleetResult:
         env = {**os.environ, "FLEET_DATA_DIR": str(self.data_dir), "FLEET_REPO": str(self.repo), **(env or {})}
-        proc = subprocess.run([FLEET, *args], cwd=self.cwd, env=env, capture_output=True, text=True,
+        proc = subprocess.run([self.fleet, *args], cwd=self.cwd, env=env, capture_output=True, text=True,
                               timeout=timeout, input=input)
         return FleetResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -106,7 +106,7 @@ class ServeProcess:
         env = {**os.environ, "FLEET_DATA_DIR": str(self.cli.data_dir), "FLEET_REPO": str(self.cli.repo),
                "FLEET_BIND": f"127.0.0.1:{self.port}", **self.env}
         with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([FLEET, "serve"], cwd=self.cli.cwd, env=env, stdout=log,
+            self.proc = subprocess.Popen([self.cli.fleet, "serve"], cwd=self.cli.cwd, env=env, stdout=log,
                                          stderr=subprocess.STDOUT)
         wait_for(lambda: self.get("/api/v1/healthz")[0] == 200, 30, "fleet serve to answer")
 
