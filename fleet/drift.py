@@ -163,7 +163,7 @@ class DriftTracker:
             self._settle_recap(data)
         if kind not in TASK_EVENTS or not data.get("host"):
             return []
-        handler = data.get("task_uuid") in self._handler_tasks
+        handler = data.get("task_uuid") in self._handler_tasks or bool((data.get("fleet") or {}).get("handler"))
         result = task_result_from_event(event, self.check_mode, handler=handler)
         result.path = self.context.relative(result.path)
         self._credit_delegation(result, data)
@@ -396,8 +396,8 @@ def _unverified_reason(result: TaskResult, findings: dict) -> str:
         return ""
     if result.status == "failed" and result.ignored:
         return "it failed in check mode and ignore_errors hid the failure"
-    if result.status in ("failed", "unreachable"):
-        return ""
+    if result.status in ("failed", "unreachable", "changed"):
+        return ""  # a failure is a finding; a change is drift, the stronger claim
     if result.status == "skipped" and not result.counted and not findings.get("not_evaluated"):
         return ""
     return findings.get("not_evaluated") or ""

@@ -25,6 +25,7 @@ import os
 
 from ansible.executor import task_result as ansible_task_result
 from ansible.parsing import vault as ansible_vault
+from ansible.playbook.handler import Handler
 from ansible.plugins import strategy as ansible_strategy
 from ansible.utils.display import Display
 from ansible_runner.display_callback.callback import awx_display as runner_display
@@ -200,6 +201,7 @@ def task_findings(result, skipped: bool) -> dict:
         check_mode=task.check_mode if isinstance(task.check_mode, bool) else None,
         delegated_host=str(raw["delegated_host"]) if raw["delegated_host"] else "",
         in_rescued_block=in_rescued_block(task),
+        handler=isinstance(task, Handler),
     )
     return findings
 
@@ -247,7 +249,8 @@ def tasks_after(iterator, meta_task) -> list[dict]:
     if meta_task._uuid not in uuids:
         return []
     rest = ordered[uuids.index(meta_task._uuid) + 1:]
-    return [{"task": t.get_name(), "action": t.action, "path": _path(t)} for t in rest if not t.implicit]
+    # Named as ansible-runner names tasks in events, so both lists read alike.
+    return [{"task": t.name or t.action, "action": t.action, "path": _path(t)} for t in rest if not t.implicit]
 
 
 def _collect_tasks(block, into: list) -> None:
@@ -319,7 +322,7 @@ class CallbackModule(runner_display.CallbackModule):
         """One event for a host a meta task stopped, shaped like a task result."""
         findings = {"changed": False, "not_evaluated": "", "meta": action, "never_reached": never_reached,
                     "when": [str(c) for c in (task.when or [])], "register": "", "check_mode": None,
-                    "delegated_host": "", "in_rescued_block": False, "no_log": False}
+                    "delegated_host": "", "in_rescued_block": False, "no_log": False, "handler": False}
         event_data = {"host": host.get_name(), "remote_addr": host.address, "task": task,
                       "res": {"changed": False, "msg": action}, "fleet": findings}
         with self.capture_event_data("runner_on_ok", **event_data):

@@ -1,0 +1,358 @@
+"""The truth rule on real hosts: one case per class of playbook, judged by the hosts' real files.
+
+Each case (tests/integration/truth/source, a role per case) runs on its own lab
+host, so one check gives every case its own verdict. The suite does what an
+operator does: converge, check, change each host by hand the way a converge
+would undo, check again, then converge and compare the files on the hosts
+(hashed before and after). A check is truthful when it never says `in_sync`
+about a host a converge changes, says `drifted` only where the converge
+changes it, and names the task (with the reason when unverified).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import FleetCli, git
+
+pytestmark = pytest.mark.lab
+
+TRUTH = Path(__file__).parent / "truth"
+SUBNET = 24  # and 25: other lab tests use 10 (demo), 20-21, 30, 40-41, 50, 60, 70+
+SECRETS = ("Pw-9f3b7c2e-inline-vault", "Tk-51d0aa7e-vault-file")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One class of playbook: what an operator changes by hand, and what a truthful check says then."""
+
+    host: str
+    hand_change: str  # run on the host after a converge; '' leaves it alone
+    status: str  # the verdict after the hand change
+    changed: tuple[str, ...] = ()  # tasks named as drift
+    unverified: tuple[str, ...] = ()  # tasks named as unverified (with a reason)
+    reason: str = ""  # words the first unverified task's reason holds
+    after_converge: str = "in_sync"  # the verdict of the check right after a converge
+
+
+CASES = [
+    Case("raw", "rm /srv/case/raw.txt", "unverified", unverified=("Mark the host with raw",),
+         reason="without a reason", after_converge="unverified"),
+    Case("script", "rm /srv/case/script.txt", "unverified", unverified=("Mark the host with a script",),
+         reason="Check mode is not supported", after_converge="unverified"),
+    Case("nolog_shell", "rm /srv/case/enrolled.txt", "unverified", unverified=("Store the enrolment token",),
+         reason="no_log", after_converge="unverified"),
+    Case("nolog_template", "echo tampered >> /srv/case/private.conf", "drifted",
+         changed=("Write the private settings",)),
+    Case("would_run", "rm /srv/case/hostname.copy", "unverified", unverified=("Keep a copy of the hostname",),
+         reason="would have run"),
+    Case("loop_partial", "rm /srv/case/spool-b", "unverified", unverified=("Create the spool files",),
+         reason="1 of 2 loop items"),
+    Case("probe_when", "rm /srv/case/agent", "unverified",
+         unverified=("Is the agent installed", "Install the agent"), reason="would have run",
+         after_converge="unverified"),
+    Case("end_host", "rm /srv/case/version /srv/case/settings", "unverified",
+         unverified=("Read the deployed version", "Deploy the release", "Write the release settings"),
+         reason="would have run", after_converge="unverified"),
+    Case("failed_when", "rm /srv/case/app.conf", "drifted", changed=("Write the app config",),
+         unverified=("Tune the app config",), reason="failed_when"),
+    Case("ignore_errors", "rm /srv/case/worker.conf", "drifted", changed=("Write the worker config",),
+         unverified=("Tune the worker config",), reason="ignore_errors"),
+    Case("rescue", "rm /srv/case/fallback.conf", "drifted", changed=("Fall back to the built-in configuration",)),
+    Case("deleg_a", "", "in_sync"),
+    Case("deleg_b", "rm /srv/case/shared.txt", "drifted", changed=("Publish the shared file on the peer",)),
+    Case("executed", "", "in_sync"),
+    Case("flapping", "", "drifted", changed=("Stamp the build time",), after_converge="drifted"),
+    Case("vault", "sed -i s/user=app/user=intruder/ /srv/case/credentials.conf", "drifted",
+         changed=("Write the database credentials",)),
+    Case("accepted", "", "in_sync", unverified=("Flush the app cache",), reason="without a reason"),
+    Case("handler", "echo listen=9090 > /srv/case/web.conf", "drifted", changed=("Write the web settings",)),
+    Case("control", "", "in_sync"),
+]
+BY_HOST = {case.host: case for case in CASES}
+
+
+# --- the lab and the source ------------------------------------------------------------------
+
+def ssh(cli: FleetCli, address: str, command: str) -> str:
+    data = cli.data_dir / "ssh"
+    return subprocess.run(
+        ["ssh", "-i", str(data / "id_ed25519"), "-o", f"UserKnownHostsFile={data / 'known_hosts'}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", command],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+
+
+def case_inventory(lab_inventory: dict) -> dict:
+    """The lab's addresses, one per case host, in a group per case (the playbook targets them by name)."""
+    addresses = [host["ansible_host"] for group in lab_inventory["all"]["children"].values()
+                 for host in group["hosts"].values()]
+    assert len(addresses) >= len(CASES)
+    hosts = {case.host: {"ansible_host": address} for case, address in zip(CASES, addresses)}
+    return {"all": {"vars": lab_inventory["all"]["vars"], "hosts": hosts}}
+
+
+@dataclass
+class Suite:
+    cli: FleetCli
+    source: Path
+    addresses: dict[str, str]
+    outputs: list[str]  # every JSON and text fleet printed, for the secret search
+
+    def fleet(self, *args: str, codes: tuple[int, ...] = (0,)):
+        result = self.cli(*args)
+        self.outputs += [result.stdout, result.stderr]
+        assert result.code in codes, f"fleet {' '.join(args)} exited {result.code}: {result.stdout}{result.stderr}"
+        return result
+
+    def check(self, codes: tuple[int, ...]) -> dict:
+        result = self.cli("check", "--json")
+        self.outputs += [result.stdout, result.stderr]
+        summary = {h["name"]: (h["status"], h["message"]) for h in result.json()["hosts"]} if result.stdout else {}
+        assert result.code in codes, f"fleet check exited {result.code}: {summary} {result.stderr}"
+        return result.json()
+
+    def files(self) -> dict[str, str]:
+        """Every host's files under /srv/case: name, mode, owner and content hash, one text per host."""
+        listing = ("cd /srv/case 2>/dev/null && find . -type f | sort | "
+                   "while read f; do printf '%s %s ' \"$f\" \"$(stat -c '%a %U' \"$f\")\"; sha256sum < \"$f\"; done")
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            found = pool.map(lambda host: (host, ssh(self.cli, self.addresses[host], listing)), self.addresses)
+        return dict(found)
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("truth")
+    data_dir = root / "data"
+    source = root / "source"
+    vault_password = root / "vault-password"
+    shutil.copy(TRUTH / "vault-password", vault_password)
+    cli = FleetCli(data_dir, source, root)
+    env = {"FLEET_VAULT_PASSWORD_FILE": str(vault_password)}
+    up = cli("lab", "up", "--hosts", str(len(CASES) + 1), "--subnet", str(SUBNET))
+    assert up.code == 0, up.stderr
+    try:
+        shutil.copytree(TRUTH / "source", source)
+        inventory = case_inventory(yaml.safe_load((data_dir / "lab" / "hosts.yml").read_text()))
+        (source / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
+        git(source, "init", "-q", "-b", "main")
+        git(source, "add", "-A")
+        git(source, "commit", "-q", "-m", "truth cases")
+        addresses = {name: host["ansible_host"] for name, host in inventory["all"]["hosts"].items()}
+        yield Suite(_VaultCli(cli, env), source, addresses, [])
+    finally:
+        down = cli("lab", "down")
+        assert down.code == 0, down.stderr
+
+
+class _VaultCli(FleetCli):
+    """The suite's `fleet`, with the vault password file set as an operator would set it."""
+
+    def __init__(self, cli: FleetCli, env: dict):
+        super().__init__(cli.data_dir, cli.repo, cli.cwd)
+        self.env = env
+
+    def __call__(self, *args, **kwargs):
+        return super().__call__(*args, env=self.env, **kwargs)
+
+
+def by_name(report: dict) -> dict[str, dict]:
+    return {host["name"]: host for host in report["hosts"]}
+
+
+def short(task: str) -> str:
+    """A task's name without a role prefix, should Ansible give one."""
+    return task.split(" : ", 1)[-1]
+
+
+def names(tasks: list[dict]) -> list[str]:
+    return [short(t["task"]) for t in tasks]
+
+
+# --- the journey ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def journey(suite: Suite) -> dict:
+    """Fresh check, converge, check, hand changes, check, converge: every report and the files around them."""
+    found = {"fresh": suite.check(codes=(2,))}
+    found["converge"] = suite.fleet("converge", "--yes", "--json").json()
+    found["after_converge"] = suite.check(codes=(2,))
+    for case in CASES:
+        if case.hand_change:
+            ssh(suite.cli, suite.addresses[case.host], case.hand_change)
+    found["before_check"] = suite.files()
+    found["check"] = suite.check(codes=(2,))
+    found["after_check"] = suite.files()
+    found["reconverge"] = suite.fleet("converge", "--yes", "--json").json()
+    found["after_reconverge"] = suite.files()
+    return found
+
+
+def test_a_converge_with_a_rescued_failure_succeeds(journey):
+    converge = by_name(journey["converge"])
+    assert converge["rescue"]["status"] == "in_sync", converge["rescue"]
+    assert journey["converge"]["run"]["status"] == "successful"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.host for c in CASES])
+def test_right_after_a_converge_only_flapping_tasks_drift(journey, case):
+    host = by_name(journey["after_converge"])[case.host]
+    assert host["status"] == case.after_converge, host
+    if case.after_converge == "drifted":
+        assert names(host["flapping_tasks"]) == list(case.changed), "drift right after a converge is flapping"
+        assert all(t["flapping"] for t in host["changed_tasks"])
+    else:
+        assert host["changed_tasks"] == []
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.host for c in CASES])
+def test_the_check_after_hand_changes_names_what_it_found(journey, case):
+    host = by_name(journey["check"])[case.host]
+    assert host["status"] == case.status, host
+    assert names(host["changed_tasks"]) == list(case.changed), host["changed_tasks"]
+    unverified = [t for t in host["unverified_tasks"]]
+    assert names(unverified) == list(case.unverified), unverified
+    if case.unverified:
+        assert case.reason in unverified[0]["reason"], unverified[0]
+        assert all(t["reason"] for t in unverified)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.host for c in CASES])
+def test_every_verdict_is_true_to_the_hosts_files(journey, case):
+    """Never in_sync where the converge changed the host; drifted only where it did."""
+    changed_by_converge = journey["after_check"][case.host] != journey["after_reconverge"][case.host]
+    status = by_name(journey["check"])[case.host]["status"]
+    if changed_by_converge:
+        assert status in ("drifted", "unverified"), f"{case.host} said {status}, but a converge changed it"
+    if status == "drifted":
+        assert changed_by_converge, f"{case.host} said drifted, but a converge changed none of its files"
+
+
+def test_a_check_changes_no_file_except_where_a_task_runs_for_real(journey):
+    assert journey["before_check"] == journey["after_check"]
+
+
+def test_tasks_that_run_for_real_in_a_check_are_listed(journey):
+    host = by_name(journey["check"])["executed"]
+    assert host["executed_in_check"] == [
+        {"task": "Record when the host was last looked at", "action": "ansible.builtin.shell",
+         "changed": True}]
+    control = by_name(journey["check"])["control"]
+    assert [(short(t["task"]), t["changed"]) for t in control["executed_in_check"]] == [("Read the kernel release",
+                                                                                          False)]
+
+
+def test_a_delegated_change_belongs_to_the_host_it_ran_on(journey):
+    hosts = by_name(journey["check"])
+    assert hosts["deleg_a"]["changed_tasks"] == []
+    assert "delegated from deleg_a" in str(hosts["deleg_b"]) or hosts["deleg_b"]["changed_tasks"]
+
+
+def test_accepted_unverified_tasks_leave_the_host_in_sync(journey):
+    host = by_name(journey["check"])["accepted"]
+    assert [t["accepted"] for t in host["unverified_tasks"]] == [True]
+    assert host["coverage"] == {"verified": 1, "total": 2}
+
+
+def test_handlers_belong_to_the_change_that_notified_them(journey):
+    host = by_name(journey["check"])["handler"]
+    assert host["unverified_tasks"] == [], "a handler check mode skips is part of the drift, not unverified"
+
+
+def test_tasks_that_change_nothing_are_not_coverage(journey):
+    host = by_name(journey["check"])["control"]
+    # The case directory, the kernel probe and the template; not the facts, the debug or the assert.
+    assert host["coverage"] == {"verified": 3, "total": 3}
+
+
+def test_never_reached_tasks_name_the_stop(journey):
+    host = by_name(journey["check"])["end_host"]
+    reasons = {short(t["task"]): t["reason"] for t in host["unverified_tasks"]}
+    assert "Stop when the release is deployed" in reasons["Deploy the release"]
+    assert "deployed" in reasons["Write the release settings"]
+
+
+def test_a_dependent_skip_names_the_probe(journey):
+    host = by_name(journey["check"])["probe_when"]
+    reasons = {short(t["task"]): t["reason"] for t in host["unverified_tasks"]}
+    assert "agent_probe" in reasons["Install the agent"] and "Is the agent installed" in reasons["Install the agent"]
+
+
+def test_drift_causes_new_local_and_commit(suite, journey):
+    fresh = by_name(journey["fresh"])
+    assert {t["cause"] for h in fresh.values() for t in h["changed_tasks"]} == {"new"}
+    assert {t["cause"] for t in by_name(journey["check"])["vault"]["changed_tasks"]} == {"local"}
+    template = suite.source / "playbooks" / "roles" / "control" / "templates" / "control.conf.j2"
+    template.write_text(template.read_text() + "audit=on\n")
+    git(suite.source, "commit", "-qam", "control: audit on")
+    ssh(suite.cli, suite.addresses["handler"], "echo listen=1 > /srv/case/web.conf")
+    later = by_name(suite.check(codes=(2,)))
+    assert [(short(t["task"]), t["cause"]) for t in later["control"]["changed_tasks"]] == [
+        ("Write the control settings", "commit")]
+    assert [(short(t["task"]), t["cause"]) for t in later["handler"]["changed_tasks"]] == [
+        ("Write the web settings", "local")]
+
+
+def test_vault_secrets_appear_nowhere(suite, journey):
+    vault = by_name(journey["check"])["vault"]
+    diff = vault["changed_tasks"][0]["diff"]
+    assert "password=********" in diff and "-user=intruder" in diff
+    run_id = str(journey["check"]["run"]["id"])
+    suite.fleet("show", run_id, "--json")
+    suite.fleet("show", run_id, "--stdout")
+    suite.fleet("status", "--json", "--diff")
+    for text in suite.outputs + _web_pages(suite, run_id):
+        for secret in SECRETS:
+            assert secret not in text
+    for path in suite.cli.data_dir.rglob("*"):
+        if path.is_file() and "revisions" not in path.parts:
+            content = path.read_bytes()
+            for secret in SECRETS:
+                assert secret.encode() not in content, f"{secret} found in {path}"
+
+
+def _web_pages(suite: Suite, run_id: str) -> list[str]:
+    """The API and the pages a viewer reads about the vault host and the run, from the same store."""
+    from fleet.settings import load_settings
+    from fleet.store import accounts
+    from fleet.web import create_app
+
+    settings = load_settings(flags={"repo": str(suite.source), "data_dir": str(suite.cli.data_dir)}, environ={},
+                             cwd=suite.cli.cwd)
+    app = create_app(settings, {"TESTING": True})
+    with app.app_context():
+        token = accounts.create_token("truth-viewer", "viewer", "test")
+    client = app.test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    texts = [client.get(f"/api/v1/{path}", headers=bearer).get_data(as_text=True)
+             for path in ("hosts", "hosts/vault", f"runs/{run_id}")]
+    assert all('"vault"' in t or "vault" in t for t in texts[:2])
+    session_pages = _viewer_pages(app, ("/hosts/vault", f"/runs/{run_id}", "/"))
+    return texts + session_pages
+
+
+def _viewer_pages(app, paths) -> list[str]:
+    import re
+
+    from fleet.store import accounts
+
+    with app.app_context():
+        accounts.add_user("truth-vera", "a-long-viewer-password", "viewer")
+    client = app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', login).group(1)
+    answer = client.post("/login", data={"name": "truth-vera", "password": "a-long-viewer-password",
+                                         "csrf_token": csrf})
+    assert answer.status_code == 302
+    pages = [client.get(path) for path in paths]
+    assert all(page.status_code == 200 for page in pages)
+    assert "********" in pages[1].get_data(as_text=True), "the run page shows the masked diff"
+    return [page.get_data(as_text=True) for page in pages]
