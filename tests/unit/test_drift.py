@@ -1,10 +1,15 @@
 """Events shaped like ansible-runner's, in; task results and host verdicts, out."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from fleet.drift import (
     MAX_DIFF_CHARS,
+    CheckContext,
     DriftTracker,
+    HostHistory,
     HostVerdict,
     extract_facts,
     host_status,
@@ -12,6 +17,7 @@ from fleet.drift import (
     task_result_from_event,
     virtualization_kind,
 )
+from tests.truth_cases import CASES
 
 
 def event(kind="runner_on_ok", res=None, host="web1", task="motd",
@@ -434,3 +440,99 @@ def test_tracker_knows_when_ansible_reached_its_recap():
     assert not tracker.finished
     tracker.add({"event": "playbook_on_stats", "counter": 2, "event_data": {}})
     assert tracker.finished
+
+
+# --- recorded from a real check of the truth cases (tests/integration/truth) ------------------------
+
+RECORDED = json.loads((Path(__file__).parent / "fixtures" / "truth_check.json").read_text())
+REVISION = "a" * 40
+FLAPPING_KEY = "playbooks/roles/flapping/tasks/main.yml|Stamp the build time"
+
+
+def replay(events, **context) -> DriftTracker:
+    """The recorded events through a tracker, as the runner would feed them."""
+    hosts = frozenset(e["event_data"]["host"] for e in events if e["event_data"].get("host"))
+    defaults = {"revision": REVISION, "hosts": hosts, "accept_unverified": frozenset({"Flush the app cache"}),
+                "history": {h: HostHistory(last_converge_sha=REVISION, flapping=frozenset({FLAPPING_KEY}))
+                            for h in hosts}}
+    tracker = DriftTracker(check_mode=True, context=CheckContext(**{**defaults, **context}))
+    for evt in events:
+        tracker.add_all(evt)
+    return tracker
+
+
+def tasks_of(tracker: DriftTracker, events) -> dict[str, list]:
+    """Every task result per host, as the recorder would store them."""
+    again = DriftTracker(check_mode=True, context=tracker.context)
+    found: dict[str, list] = {}
+    for evt in events:
+        for result in again.add_all(evt):
+            found.setdefault(result.host, []).append(result)
+    return found
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.host for c in CASES])
+def test_recorded_check_gives_each_case_its_truthful_verdict(case):
+    tracker = replay(RECORDED)
+    verdict = {v.name: v for v in tracker.verdicts()}[case.host]
+    tasks = tasks_of(tracker, RECORDED)[case.host]
+    assert verdict.status == case.status
+    assert [t.task for t in tasks if t.drift] == list(case.changed)
+    unverified = [t for t in tasks if t.unverified]
+    assert [t.task for t in unverified] == list(case.unverified)
+    if case.unverified:
+        assert case.reason in unverified[0].reason
+
+
+def test_recorded_vault_diff_is_masked():
+    [vault] = [t for t in tasks_of(replay(RECORDED), RECORDED)["vault"] if t.drift]
+    assert "password=********" in vault.diff and "token=********" in vault.diff
+
+
+def test_recorded_drift_after_an_unchecked_converge_is_flapping():
+    history = {"nolog_template": HostHistory(last_converge_sha=REVISION, checked_since_converge=False)}
+    tracker = replay(RECORDED, history=history)
+    [drift] = [t for t in tasks_of(tracker, RECORDED)["nolog_template"] if t.drift]
+    assert drift.flapping and drift.cause == "local"
+
+
+def test_recorded_flapping_task_stays_named_until_stable():
+    tracker = replay(RECORDED)
+    verdicts = {v.name: v for v in tracker.verdicts()}
+    assert verdicts["flapping"].flapping == {FLAPPING_KEY}
+    assert [t.flapping for t in tasks_of(tracker, RECORDED)["flapping"] if t.drift] == [True]
+
+
+@pytest.mark.parametrize(("history", "changed_paths", "cause"), [
+    pytest.param({}, {}, "new", id="never converged"),
+    pytest.param({"vault": HostHistory(last_converge_sha=REVISION)}, {}, "local", id="same revision"),
+    pytest.param({"vault": HostHistory(last_converge_sha="b" * 40)},
+                 {"b" * 40: frozenset({"playbooks/roles/vault/templates/credentials.conf.j2"})}, "commit",
+                 id="a commit changed its template"),
+    pytest.param({"vault": HostHistory(last_converge_sha="b" * 40)},
+                 {"b" * 40: frozenset({"playbooks/roles/handler/templates/web.conf.j2"})}, "local",
+                 id="a commit changed another role only"),
+    pytest.param({"vault": HostHistory(last_converge_sha="b" * 40)}, {"b" * 40: None}, "commit",
+                 id="history between the revisions unknown"),
+])
+def test_recorded_drift_cause(history, changed_paths, cause):
+    tracker = replay(RECORDED, history=history, changed_paths=changed_paths)
+    assert [t.cause for t in tasks_of(tracker, RECORDED)["vault"] if t.drift] == [cause]
+
+
+def test_recorded_delegation_outside_the_run_stays_with_the_host_it_ran_for():
+    tracker = replay(RECORDED, hosts=frozenset({"deleg_a"}))
+    verdicts = {v.name: v for v in tracker.verdicts()}
+    assert verdicts["deleg_a"].status == "drifted"
+
+
+def test_recorded_accepted_task_no_longer_blocks_in_sync():
+    verdicts = {v.name: v for v in replay(RECORDED, accept_unverified=frozenset()).verdicts()}
+    assert verdicts["accepted"].status == "unverified"
+    verdicts = {v.name: v for v in replay(RECORDED).verdicts()}
+    assert (verdicts["accepted"].status, verdicts["accepted"].accepted) == ("in_sync", 1)
+
+
+def test_recorded_rescued_failure_does_not_fail_the_host():
+    verdict = {v.name: v for v in replay(RECORDED).verdicts()}["rescue"]
+    assert (verdict.status, verdict.failed) == ("drifted", 0)
