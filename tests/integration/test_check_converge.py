@@ -116,11 +116,13 @@ def test_ssh_connections_outlive_a_run_and_serve_both_strategies_until_closed(la
     assert set(ssh_masters(cli.data_dir).values()).isdisjoint(masters.values())
 
 
-def test_command_tasks_count_as_unverified_not_in_sync(lab_env):
+def test_the_example_roles_are_fully_checkable(lab_env):
     result = lab_env("check", "--json", "--limit", "web1")
     host = result.json()["hosts"][0]
-    assert host["unverified_tasks"], "the example playbook has tasks check mode cannot evaluate"
-    assert host["coverage"]["verified"] < host["coverage"]["total"]
+    assert host["unverified_tasks"] == [], "the example roles are written to be checkable"
+    assert host["coverage"]["verified"] == host["coverage"]["total"] > 0
+    assert [(t["task"], t["changed"]) for t in host["executed_in_check"]] == [
+        ("Test the full sshd configuration", False)], "a read-only probe runs in check mode, and is listed"
 
 
 def test_broken_inventory_is_rejected_and_last_good_revision_kept(lab_env):

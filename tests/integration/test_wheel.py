@@ -101,11 +101,10 @@ def test_the_installed_fleet_checks_lab_hosts_and_serves_its_pages(lab):
     assert check.code == 2, check.stderr
     hosts = {h["name"]: h for h in check.json()["hosts"]}
     assert len(hosts) == 2 and all(h["status"] == "drifted" for h in hosts.values())
-    # Only fleet's callback plugin says why a task was skipped; without it this
-    # command, skipped in check mode, would pass for verified.
+    # Only fleet's callback plugin reports a task's `check_mode: false`; without
+    # it this read-only probe would not be listed as run for real in the check.
     for host in hosts.values():
-        assert any(t["task"].endswith("Test the full sshd configuration") and "check mode" in t["reason"]
-                   for t in host["unverified_tasks"]), host["unverified_tasks"]
+        assert [t["task"] for t in host["executed_in_check"]] == ["Test the full sshd configuration"], host
 
     added = lab("user", "add", "tess", "--role", "viewer", "--password-stdin", input=PASSWORD + "\n")
     assert added.code == 0, added.stderr
