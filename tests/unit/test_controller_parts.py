@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from fleet import runner
-from fleet.controller import drift_signature
-from fleet.drift import HostVerdict, settle_incomplete
+from fleet.controller import drift_signature, only_flapping
+from fleet.drift import HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import ConfigError
 from fleet.serve import parse_bind
 
@@ -70,7 +70,23 @@ def test_explicit_mitogen_that_cannot_work_is_an_error(monkeypatch):
 
 
 def test_a_stopped_run_does_not_prove_hosts_in_sync():
-    verdicts = [HostVerdict("web1", "in_sync"), HostVerdict("web2", "drifted"), HostVerdict("db1", "unreachable")]
+    verdicts = [HostVerdict("web1", "in_sync"), HostVerdict("web2", "drifted"), HostVerdict("db1", "unreachable"),
+                HostVerdict("db2", "unverified")]
     settled = settle_incomplete(verdicts)
-    assert [v.status for v in settled] == ["incomplete", "drifted", "unreachable"]
+    assert [v.status for v in settled] == ["incomplete", "drifted", "unreachable", "incomplete"]
     assert "stopped" in settled[0].message
+
+
+def _drift(task: str, flapping: bool) -> TaskResult:
+    return TaskResult(seq=1, host="web1", task=task, action="ansible.builtin.template", status="changed",
+                      flapping=flapping)
+
+
+@pytest.mark.parametrize(("tasks", "only"), [
+    pytest.param([_drift("stamp", True)], True, id="only a flapping task: not converged by policy"),
+    pytest.param([_drift("stamp", True), _drift("motd", False)], False, id="real drift beside it: converged"),
+    pytest.param([_drift("motd", False)], False, id="no flapping task"),
+    pytest.param([], False, id="no drift at all"),
+])
+def test_only_flapping_drift_is_left_alone_by_policy(tasks, only):
+    assert only_flapping(tasks) is only
