@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_HOSTS ?= 4
 
-.PHONY: demo demo-stop test system venv clean bench
+.PHONY: demo demo-stop test test-fast system venv clean bench
 
 # Debian packages the lab and the tests need (sshd for lab hosts; the rest is usually there).
 system:
@@ -64,6 +64,10 @@ demo-stop:
 
 test: system venv
 	$(BIN)/python -m pytest
+
+# Unit and web tests only: no root, no lab hosts, no browser.
+test-fast: venv
+	$(BIN)/python -m pytest tests/unit tests/web
 
 clean:
 	-$(BIN)/fleet lab down

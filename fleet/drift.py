@@ -244,8 +244,14 @@ class DriftTracker:
         result.flapping = (history.last_converge_sha == self.context.revision
                            and (not history.checked_since_converge or key in history.flapping))
 
+    def _verdict(self, host: str) -> HostVerdict:
+        if host not in self.hosts:
+            known = self.context.history.get(host, HostHistory()).flapping if self.check_mode else ()
+            self.hosts[host] = HostVerdict(host, "in_sync", flapping=set(known))
+        return self.hosts[host]
+
     def _tally(self, result: TaskResult, data: dict) -> None:
-        verdict = self.hosts.setdefault(result.host, HostVerdict(result.host, "in_sync"))
+        verdict = self._verdict(result.host)
         # A task that ran for real changed the host already: no converge is needed for it.
         bucket = "ok" if result.executed else result.status
         if bucket != "failed" or not (result.ignored or result.rescued):
@@ -268,8 +274,6 @@ class DriftTracker:
     def _track_flapping(self, verdict: HostVerdict, result: TaskResult) -> None:
         if not self.check_mode:
             return
-        if not verdict.flapping and result.host in self.context.history:
-            verdict.flapping = set(self.context.history[result.host].flapping)
         key = task_key(result)
         if result.flapping:
             verdict.flapping.add(key)

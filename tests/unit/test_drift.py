@@ -536,3 +536,14 @@ def test_recorded_accepted_task_no_longer_blocks_in_sync():
 def test_recorded_rescued_failure_does_not_fail_the_host():
     verdict = {v.name: v for v in replay(RECORDED).verdicts()}["rescue"]
     assert (verdict.status, verdict.failed) == ("drifted", 0)
+
+
+def test_a_flapping_task_found_unchanged_is_stable_and_stays_so():
+    key = "roles/app/tasks/main.yml|stamp"
+    context = CheckContext(revision="r", history={"web1": HostHistory("r", flapping=frozenset({key}))})
+    tracker = DriftTracker(check_mode=True, context=context)
+    tracker.add(event(res={"changed": False}, task="stamp", uuid="s",
+                      task_path="roles/app/tasks/main.yml:3"))
+    tracker.add(event(res={"changed": False}, task="motd", uuid="m"))
+    [verdict] = tracker.verdicts()
+    assert verdict.flapping == set()
