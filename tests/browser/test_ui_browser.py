@@ -121,8 +121,12 @@ def test_operator_converges_a_drifted_host_and_watches_it_live(page, stack, scre
     seen = watch_run(page)
     assert seen[-1] == "successful", seen
     page.goto("/hosts/web1")
-    assert page.locator("#host-status .word").inner_text() == "in sync"
+    status = page.locator("#host-status .word").inner_text()
+    assert status == "in sync", f"web1 is {status} after its converge and check:\n{page.locator('main').inner_text()}"
     assert "No drift at the last check" in page.locator("#h-drift + *").inner_text()
+    # The example source's sshd test runs for real in a check (check_mode: false): listed, never drift.
+    executed = page.locator("section", has=page.locator("#h-executed")).inner_text()
+    assert "Test the full sshd configuration" in executed and "changed nothing" in executed
     page.screenshot(path=screenshots / "host-in-sync.png", full_page=True)
 
 

@@ -556,6 +556,7 @@ def test_every_page_costs_the_same_number_of_queries_however_long_the_history(tm
         with app.app_context():
             newest = db.session.scalar(select(func.max(Run.id)))
         paths = {"dashboard": "/", "hosts": "/hosts", "drifted hosts": "/hosts?status=drifted",
+                 "unverified hosts": "/hosts?status=unverified",
                  "host": "/hosts/web1", "host history page 2": f"/hosts/web1?before={newest - 3}",
                  "runs page 1": "/runs", "runs of a host": "/runs?host=web1", "deep runs page": "/runs?before=4",
                  "filtered deep runs page": f"/runs?kind=check&trigger=schedule&before={newest - 2}",
@@ -621,3 +622,183 @@ def test_hosts_and_host_history_page_by_keyset(app, viewer):
     older = text(viewer.get(f"/hosts/web1?before={shown[-1]}"))
     rest = [int(i) for i in re.findall(r'<td><a href="/runs/(\d+)">#', older)]
     assert rest and max(rest) < min(shown) and 1 in rest
+
+
+# --- the truth rule on every page: unverified hosts, causes, flapping, tasks that ran for real -------------
+
+SKIP_REASON = "check mode skipped it: Check mode is not supported for this task."
+PROBE_REASON = ("skipped because its condition reads `installed`, registered by 'probe', "
+                "which check mode could not evaluate")
+
+
+def seed_truth_rule(app) -> int:
+    """A second check: app1 unverified, cache1 in sync only by accept_unverified, web3 drifted for every cause."""
+    with app.app_context():
+        run = Run(kind="check", trigger="manual", status="successful", revision_sha=SHA, created_at=NOW,
+                  started_at=NOW + timedelta(minutes=5), finished_at=NOW + timedelta(minutes=6), hosts_total=3,
+                  hosts_in_sync=1, hosts_drifted=1, hosts_unverified=1, requested_by="otto")
+        db.session.add(run)
+        db.session.flush()
+        db.session.add_all([
+            Host(name="app1", groups="app", status="unverified", last_check_at=NOW, last_check_sha=SHA,
+                 last_check_run_id=run.id, verified_tasks=5, total_tasks=8),
+            Host(name="cache1", groups="app", status="in_sync", last_check_at=NOW, last_check_sha=SHA,
+                 last_check_run_id=run.id, verified_tasks=4, total_tasks=5),
+            Host(name="web3", groups="web", status="drifted", last_check_at=NOW, last_check_sha=SHA,
+                 last_check_run_id=run.id, drifted_tasks=3, verified_tasks=6, total_tasks=6),
+            RunHost(run_id=run.id, host="app1", status="unverified", ok=4, skipped=3, unverified=3, accepted=1,
+                    verified=5, executed=2),
+            RunHost(run_id=run.id, host="cache1", status="in_sync", ok=4, skipped=1, unverified=1, accepted=1,
+                    verified=4),
+            RunHost(run_id=run.id, host="web3", status="drifted", ok=2, changed=3, verified=6, executed=1),
+            # app1: unverified for two reasons, one more accepted, two tasks that ran for real
+            TaskResultRow(run_id=run.id, seq=10, host="app1", task="probe", action="ansible.builtin.raw",
+                          status="skipped", unverified=True, reason=SKIP_REASON, note="skipped"),
+            TaskResultRow(run_id=run.id, seq=11, host="app1", task="install app", action="ansible.builtin.apt",
+                          status="skipped", unverified=True, reason=PROBE_REASON),
+            TaskResultRow(run_id=run.id, seq=12, host="app1", task="Restart app", action="ansible.builtin.command",
+                          status="skipped", unverified=True, accepted=True, reason=f"would have run {XSS}"),
+            TaskResultRow(run_id=run.id, seq=13, host="app1", task="read version file",
+                          action="ansible.builtin.command", status="ok", executed=True),
+            TaskResultRow(run_id=run.id, seq=14, host="app1", task="refresh apt cache", action="ansible.builtin.apt",
+                          status="changed", executed=True, diff="EXECUTED-DIFF-APP1"),
+            # cache1: its only unverified task is accepted
+            TaskResultRow(run_id=run.id, seq=20, host="cache1", task="flush cache", action="ansible.builtin.shell",
+                          status="skipped", unverified=True, accepted=True, reason="a shell command would have run"),
+            # web3: a drifted task per cause, one flapping; a changed task that ran for real; a rescued failure
+            TaskResultRow(run_id=run.id, seq=30, host="web3", task="sshd config", action="ansible.builtin.template",
+                          status="changed", cause="commit", diff="--- before\n+++ after\n-a\n+b\n"),
+            TaskResultRow(run_id=run.id, seq=31, host="web3", task="motd", action="ansible.builtin.copy",
+                          status="changed", cause="local", flapping=True, diff="--- before\n+++ after\n-c\n+d\n"),
+            TaskResultRow(run_id=run.id, seq=32, host="web3", task="base packages", action="ansible.builtin.apt",
+                          status="changed", cause="new"),
+            TaskResultRow(run_id=run.id, seq=33, host="web3", task="migrate schema", action="ansible.builtin.command",
+                          status="changed", executed=True, diff="EXECUTED-DIFF-WEB3"),
+            TaskResultRow(run_id=run.id, seq=34, host="web3", task="try the fast path", action="ansible.builtin.uri",
+                          status="failed", rescued=True, note="failed (rescued): connection refused"),
+        ])
+        db.session.commit()
+        return run.id
+
+
+def section(page: str, heading_id: str) -> str:
+    """The HTML of one <section> of a page, found by its heading's id."""
+    start = page.index(f'id="{heading_id}"')
+    return page[start:page.index("</section>", start)]
+
+
+def test_the_dashboard_counts_unverified_and_incomplete_hosts_in_their_own_tiles(app, viewer):
+    seed_truth_rule(app)
+    page = text(viewer.get("/"))
+    tile = re.search(r'<li class="tile tile-unsure">\s*<a href="/hosts\?status=unverified" title="([^"]+)">'
+                     r'<span class="n">(\d+)</span><span class="pill tone-unsure">', page)
+    assert tile and tile.group(2) == "1", page
+    assert "could not be checked" in tile.group(1)
+    assert 'href="/hosts?status=incomplete"' in page  # a tile, zero for now
+    assert re.search(r'title="unverified[^"]*">◐ 1</span>', page)  # the recent run's chips
+    assert '<rect class="bar unverified"' in page and "2 of 8 hosts drifted, 1 unverified" in page
+
+
+def test_hosts_filter_by_unverified_with_a_badge_saying_how_many_tasks_could_not_be_checked(app, viewer):
+    seed_truth_rule(app)
+    page = text(viewer.get("/hosts?status=unverified"))
+    assert 'href="/hosts/app1"' in page
+    assert 'href="/hosts/web1"' not in page and 'href="/hosts/cache1"' not in page
+    assert ('<span class="pill tone-unsure" title="no drift found, but 3 tasks could not be checked">'
+            '<span class="sym" aria-hidden="true">◐</span> <span class="word">unverified</span></span>') in page
+    assert '<option value="unverified" selected>' in page
+    assert 'href="/hosts?status=unverified" class="tone-unsure"' in text(viewer.get("/hosts"))
+
+
+def test_an_unverified_host_lists_each_unverified_task_with_its_reason_and_what_ran_for_real(app, viewer):
+    seed_truth_rule(app)
+    page = text(viewer.get("/hosts/app1"))
+    assert '<span class="word">unverified</span>' in page
+    assert "No drift found, but 3 tasks could not be checked" in page
+    unverified = section(page, "unverified")
+    assert '<span class="count">3</span>' in unverified
+    assert "check mode skipped it: Check mode is not supported for this task." in unverified
+    assert "skipped because its condition reads `installed`, registered by &#39;probe&#39;" in unverified
+    assert f"would have run {XSS}" not in page and "would have run &lt;script&gt;" in unverified
+    assert unverified.count("accepted by fleet.yml") == 1 and unverified.count("blocks in sync") == 2
+    assert "1 of them are accepted" in unverified
+    executed = section(page, "h-executed")
+    assert "Ran for real during the check" in executed
+    assert re.search(r"refresh apt cache.*?changed the host", executed, re.S)
+    assert re.search(r"read version file.*?changed nothing", executed, re.S)
+    assert "No drift at the last check" in section(page, "h-drift")
+    assert "EXECUTED-DIFF-APP1" not in page  # what the check itself changed is no drift to show
+    assert "3 unverified</a> (1 accepted)" in page
+
+
+def test_a_host_whose_unverified_tasks_are_all_accepted_is_in_sync_and_says_so(app, viewer):
+    seed_truth_rule(app)
+    page = text(viewer.get("/hosts/cache1"))
+    assert '<span class="word">in sync</span>' in page
+    unverified = section(page, "unverified")
+    assert "Every one is listed under <code>accept_unverified</code>" in unverified
+    assert "a shell command would have run" in unverified and "accepted by fleet.yml" in unverified
+    assert "blocks in sync" not in unverified
+
+
+def test_drifted_tasks_show_their_cause_and_flapping_and_a_task_that_ran_for_real_is_not_drift(app, viewer):
+    seed_truth_rule(app)
+    page = text(viewer.get("/hosts/web3"))
+    drift = section(page, "h-drift")
+    assert '<span class="count">3</span>' in drift
+    assert "cause: commit</span> a commit changed this task since the host&#39;s last converge" in drift
+    assert "cause: local</span> the host changed since it was converged at this revision" in drift
+    assert "cause: new</span> never converged by fleet" in drift
+    assert drift.count("flapping — not idempotent, not auto-converged") == 1
+    assert re.search(r"<h3>motd</h3>.*flapping", drift, re.S)
+    assert "migrate schema" not in drift and "EXECUTED-DIFF-WEB3" not in page
+    assert "migrate schema" in section(page, "h-executed")
+    assert "Every drifted task here is flapping" not in page  # two of three drifted tasks are real drift
+    assert "h-failed" not in page and "connection refused" in section(page, "h-rescued")
+
+
+def test_the_run_page_marks_each_task_and_counts_unverified_hosts(app, viewer):
+    run_id = seed_truth_rule(app)
+    page = text(viewer.get(f"/runs/{run_id}"))
+    for mark in ("cause: commit", "cause: local", "cause: new", "flapping — not idempotent, not auto-converged",
+                 "ran for real: changed the host", "ran for real</span>", "accepted by fleet.yml", "rescued</span>"):
+        assert mark in page, mark
+    assert page.count('<span class="pill mark tone-unsure"') == 4  # every unverified task, accepted or not
+    assert SKIP_REASON in page and "would have run &lt;script&gt;" in page
+    assert re.search(r'title="unverified[^"]*">◐ 1</span>', page)  # the run's result chips
+    assert '<span class="unverified-count">3</span> <span class="muted small">(1 accepted)</span>' in page
+    assert "<td class=\"num\">5/8</td>" in page  # app1's coverage in this run
+    changed_rows = re.findall(r'<tr class="row-changed">.*?</tr>', page, re.S)
+    assert len(changed_rows) == 3 and not any("migrate schema" in row for row in changed_rows)
+    assert "<script>alert" not in page
+
+
+def test_live_json_carries_each_tasks_marks_and_reason(app, viewer):
+    run_id = seed_truth_rule(app)
+    tasks = {t["task"]: t for t in viewer.get(f"/runs/{run_id}/live?after_task=0").get_json()["tasks"]}
+    assert tasks["probe"]["reason"] == SKIP_REASON and tasks["probe"]["unverified"] is True
+    assert [m["word"] for m in tasks["Restart app"]["marks"]] == ["unverified", "accepted by fleet.yml"]
+    assert tasks["migrate schema"]["drift"] is False and tasks["migrate schema"]["executed"] is True
+    assert [m["word"] for m in tasks["motd"]["marks"]] == [
+        "cause: local", "flapping — not idempotent, not auto-converged"]
+    assert tasks["motd"]["drift"] is True and tasks["motd"]["reason"] is None
+    assert tasks["try the fast path"]["rescued"] is True
+
+
+def test_truth_rule_pages_keep_to_the_content_security_policy(app, admin):
+    run_id = seed_truth_rule(app)
+    for path in ["/", "/hosts?status=unverified", "/hosts/app1", "/hosts/web3", "/hosts/cache1", f"/runs/{run_id}"]:
+        page = text(admin.get(path))
+        assert not re.search(r"<script(?![^>]*\bsrc=)", page), path
+        assert " style=" not in page and "<style" not in page, path
+
+
+def test_drift_over_time_counts_unverified_hosts_too():
+    from fleet.web.ui import present
+
+    verdicts = [(1, "a", "unverified"), (1, "b", "drifted"), (2, "a", "in_sync"), (3, "b", "unverified")]
+    points = present.drift_timeline([FakeRun(1), FakeRun(2), FakeRun(3)], verdicts, {"a": "in_sync", "b": "in_sync"})
+    assert [(p.drifted, p.unverified) for p in points] == [(1, 1), (1, 0), (0, 1)]
+    bars = present.drift_chart(points).bars
+    assert bars[0].title.endswith("1 of 2 hosts drifted, 1 unverified") and bars[1].title.endswith("drifted")
+    assert bars[0].unverified_y + bars[0].unverified_height == bars[0].y  # stacked on the drifted part

@@ -41,13 +41,32 @@
     row.appendChild(td);
   }
 
+  // The badges the page's marks() macro draws: unverified, accepted, ran for real, rescued, cause, flapping.
+  function statusCell(task) {
+    var td = el("td", "st");
+    td.appendChild(pill(task.status, task.symbol, task.tone));
+    (task.marks || []).forEach(function (mark) {
+      var badge = el("span", "pill mark tone-" + mark.tone, mark.word);
+      badge.title = mark.title;
+      td.appendChild(document.createTextNode(" "));
+      td.appendChild(badge);
+    });
+    return td;
+  }
+
   function addTask(task) {
-    var row = el("tr", task.status === "changed" ? "row-changed" : "");
+    var row = el("tr", task.drift ? "row-changed" : "");
     cell(row, task.host);
-    cell(row, pill(task.status, task.symbol, task.tone));
-    cell(row, task.task);
+    row.appendChild(statusCell(task));
+    var name = el("td", "", task.task);
+    if (task.handler) {
+      name.appendChild(document.createTextNode(" "));
+      name.appendChild(el("span", "tag", "handler"));
+    }
+    row.appendChild(name);
     cell(row, el("code", "", task.action));
     cell(row, task.duration.toFixed(1) + " s", "num");
+    cell(row, task.unverified ? (task.reason || "") : "", "msg");
     tbody.appendChild(row);
   }
 

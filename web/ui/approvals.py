@@ -7,6 +7,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
 from fleet.web.auth import audit, require_role
+from fleet.web.serializers import is_drift
 from fleet.web.ui.common import int_arg, who
 
 bp = Blueprint("approvals", __name__, url_prefix="/approvals")
@@ -21,8 +22,10 @@ def index():
     page = queries.find_approvals(None, before, APPROVALS_PER_PAGE + 1)
     shown = page[:APPROVALS_PER_PAGE]
     waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending"]
+    # A task that ran for real during the check (check_mode: false) changed the host already: not drift to approve.
+    drift = {pair: [t for t in tasks if is_drift(t)] for pair, tasks in queries.changed_tasks_of_pairs(waiting).items()}
     return render_template("approvals/index.html", approvals=shown, more=len(page) > APPROVALS_PER_PAGE,
-                           before=before, drift=queries.changed_tasks_of_pairs(waiting))
+                           before=before, drift=drift)
 
 
 @bp.post("/<int:approval_id>/approve")

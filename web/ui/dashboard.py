@@ -28,6 +28,7 @@ def dashboard():
     points = present.drift_timeline(runs, verdicts, queries.host_statuses())
     return render_template(
         "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=present.HOST_STATUSES,
+        meanings=present.HOST_STATUS_MEANING,
         source=source, desired=desired, stale=source_staleness(source, controller),
         controller_seen=controller.heartbeat_at if controller else None,
         chart=present.drift_chart(points), points=points,

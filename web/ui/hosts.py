@@ -29,7 +29,7 @@ def index():
     return render_template(
         "hosts/index.html", hosts=page[:HOSTS_PER_PAGE], more=len(page) > HOSTS_PER_PAGE,
         status=status, group=group, after=after, groups=queries.inventory_groups(), counts=counts,
-        total=sum(counts.values()), statuses=present.HOST_STATUSES,
+        total=sum(counts.values()), statuses=present.HOST_STATUSES, meanings=present.HOST_STATUS_MEANING,
     )
 
 
@@ -40,11 +40,17 @@ def show(name: str):
     before = int_arg("before")
     tasks = queries.host_check_tasks(host.last_check_run_id, host.name)
     history = queries.host_run_history(host.name, before, HISTORY_PER_PAGE + 1)
+    # One read of the last check's task results, split into what explains the verdict. A task that ran for
+    # real (check_mode: false) is never drift; a failure a rescue handled, or one ignore_errors hid (then it
+    # is unverified), does not fail the host.
+    unverified = [t for t in tasks if t.unverified]
     return render_template(
         "hosts/show.html", host=host, before=before,
-        drifted=[t for t in tasks if t.status == "changed"],
-        failed=[t for t in tasks if t.status in ("failed", "unreachable")],
-        unverified=[t for t in tasks if t.unverified and t.status != "changed"],
+        drifted=[t for t in tasks if present.is_drift(t)],
+        failed=[t for t in tasks if t.status in ("failed", "unreachable") and not (t.rescued or t.unverified)],
+        rescued=[t for t in tasks if t.rescued],
+        unverified=unverified, accepted=[t for t in unverified if t.accepted],
+        executed=[t for t in tasks if t.executed],
         history=history[:HISTORY_PER_PAGE], more_history=len(history) > HISTORY_PER_PAGE,
         active=[r for r in queries.active_runs() if covers(r.limit, host.name, host.group_list)],
         approvals=queries.open_approvals_of(host.name),

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from fleet.web.serializers import is_drift
+
 # status -> (symbol, tone). The word is always printed beside the symbol, so colour is never the only signal.
 STATUS_LOOK: dict[str, tuple[str, str]] = {
     # hosts
@@ -18,6 +20,7 @@ STATUS_LOOK: dict[str, tuple[str, str]] = {
     "drifted": ("≠", "warn"),
     "failed": ("✗", "bad"),
     "unreachable": ("⚠", "alert"),
+    "unverified": ("◐", "unsure"),
     "unknown": ("?", "muted"),
     "incomplete": ("◌", "muted"),
     # runs
@@ -40,7 +43,7 @@ STATUS_LOOK: dict[str, tuple[str, str]] = {
     "applied": ("✓", "good"),
     "superseded": ("↷", "muted"),
 }
-HOST_STATUSES = ("in_sync", "drifted", "failed", "unreachable", "unknown")
+HOST_STATUSES = ("in_sync", "drifted", "unverified", "failed", "unreachable", "incomplete", "unknown")
 RUN_STATUSES = ("queued", "running", "successful", "failed", "canceled", "interrupted", "timeout")
 RUN_KINDS = ("check", "converge")
 RUN_TRIGGERS = ("schedule", "commit", "manual", "webhook", "policy")
@@ -59,6 +62,93 @@ def status_tone(status: str) -> str:
 
 def status_word(status: str) -> str:
     return (status or "unknown").replace("_", " ")
+
+
+HOST_STATUS_MEANING = {
+    "in_sync": "every task that could change the host was evaluated and none would",
+    "drifted": "a task would change the host: it differs from git",
+    "unverified": "no drift found, but some tasks could not be checked in check mode",
+    "failed": "a task failed, or the host's SSH key changed",
+    "unreachable": "fleet could not connect to the host",
+    "incomplete": "the run stopped before the host was fully evaluated",
+    "unknown": "never checked",
+}
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def host_status_title(host) -> str:
+    """What a host's status claims, in plain words (a tooltip beside the status word)."""
+    unchecked = max((host.total_tasks or 0) - (host.verified_tasks or 0), 0)
+    if host.status == "unverified":
+        return f"no drift found, but {plural(unchecked, 'task')} could not be checked"
+    if host.status == "in_sync" and unchecked:
+        return (f"no drift: every task that could change it was evaluated and none would, "
+                f"but for {plural(unchecked, 'unverified task')} that fleet.yml accepts")
+    if host.status == "in_sync":
+        return "every task that could change it was evaluated and none would"
+    if host.status == "drifted":
+        return f"{plural(host.drifted_tasks or 0, 'task')} would change it"
+    return first_line(host.message) or HOST_STATUS_MEANING.get(host.status, "")
+
+
+# A drifted task's cause: (tone, what it means). The word itself is printed too.
+CAUSES: dict[str, tuple[str, str]] = {
+    "commit": ("info", "a commit changed this task since the host's last converge"),
+    "local": ("alert", "the host changed since it was converged at this revision"),
+    "new": ("muted", "never converged by fleet"),
+}
+FLAPPING = "flapping — not idempotent, not auto-converged"
+FLAPPING_TITLE = ("it reported a change in the check right after a converge of the same revision: "
+                  "the task is not idempotent; fleet does not auto-converge a host whose only drift is this")
+
+
+def cause_explanation(cause: str | None) -> str:
+    return CAUSES.get(cause or "", ("", ""))[1]
+
+
+def cause_tone(cause: str | None) -> str:
+    return CAUSES.get(cause or "", ("muted", ""))[0]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A small labelled badge beside a task: what kind of result it is, beyond its status."""
+
+    word: str
+    tone: str
+    title: str
+
+
+def task_marks(task) -> list[Mark]:
+    """Unverified (and accepted), ran for real, rescued, drift cause, flapping: in that order."""
+    marks = []
+    if task.unverified:
+        marks.append(Mark("unverified", "unsure", task.reason or task.note or "check mode could not evaluate it"))
+        if task.accepted:
+            marks.append(Mark("accepted by fleet.yml", "good",
+                              "listed under accept_unverified in fleet.yml: it does not keep the host from in sync"))
+    if task.executed:
+        if task.status == "changed":
+            marks.append(Mark("ran for real: changed the host", "alert",
+                              "check_mode: false made the check run it for real; the check itself made this "
+                              "change, so it is not drift"))
+        else:
+            marks.append(Mark("ran for real", "info", "check_mode: false made the check run it for real"))
+    if task.rescued:
+        marks.append(Mark("rescued", "muted", "a block's rescue handled this failure: the host is not failed"))
+    if is_drift(task) and task.cause in CAUSES:
+        tone, meaning = CAUSES[task.cause]
+        marks.append(Mark(f"cause: {task.cause}", tone, meaning))
+    if is_drift(task) and task.flapping:
+        marks.append(Mark(FLAPPING, "bad", FLAPPING_TITLE))
+    return marks
+
+
+def task_mark_json(task) -> list[dict]:
+    return [{"word": m.word, "tone": m.tone, "title": m.title} for m in task_marks(task)]
 
 
 @dataclass(frozen=True)
@@ -171,6 +261,9 @@ class Bar:
     label: str
     title: str
     run_id: int
+    unverified: int = 0  # stacked on top of the drifted part
+    unverified_y: float = 0.0
+    unverified_height: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -189,10 +282,11 @@ class DriftPoint:
     run: object  # the Run after which the fleet stood like this
     drifted: int
     total: int
+    unverified: int = 0
 
 
 def drift_timeline(runs, verdicts, statuses: dict[str, str]) -> list[DriftPoint]:
-    """How many inventory hosts were drifted after each of `runs` (oldest first).
+    """How many inventory hosts were drifted (and unverified) after each of `runs` (oldest first).
 
     Replays each run's verdicts the way the store applies them to hosts (an
     `incomplete` verdict changes nothing). A host no run in the window touched
@@ -209,12 +303,13 @@ def drift_timeline(runs, verdicts, statuses: dict[str, str]) -> list[DriftPoint]
     for run in runs:
         state.update(by_run.get(run.id, []))
         drifted = sum(1 for status in state.values() if status == "drifted")
-        points.append(DriftPoint(run, drifted, len(statuses)))
+        unverified = sum(1 for status in state.values() if status == "unverified")
+        points.append(DriftPoint(run, drifted, len(statuses), unverified))
     return points
 
 
 def drift_chart(points: list[DriftPoint]) -> Chart:
-    """Bars of drifted hosts after each run (oldest left), scaled to the fleet's size."""
+    """Bars of drifted hosts after each run (oldest left), unverified hosts stacked on top, scaled to the fleet."""
     plot_height = CHART_HEIGHT - CHART_BOTTOM - CHART_TOP
     baseline = CHART_HEIGHT - CHART_BOTTOM
     max_value = max([p.total for p in points] + [1])
@@ -224,14 +319,17 @@ def drift_chart(points: list[DriftPoint]) -> Chart:
     for index, point in enumerate(points):
         run = point.run
         height = plot_height * point.drifted / max_value
+        unverified_height = plot_height * point.unverified / max_value
         when = aware(run.finished_at or run.started_at or run.created_at)
         label = when.strftime("%m-%d %H:%M") if when else ""
         what = f"{run.kind} of {run.limit}" if run.limit else f"{run.kind} of every host"
         bars.append(Bar(
             x=round(CHART_LEFT + index * slot + (slot - width) / 2, 1), y=round(baseline - height, 1),
             width=round(width, 1), height=round(height, 1), drifted=point.drifted, total=point.total,
-            label=label, run_id=run.id,
-            title=f"after run {run.id} ({what}), {label} UTC: {point.drifted} of {point.total} hosts drifted"))
+            label=label, run_id=run.id, unverified=point.unverified,
+            unverified_y=round(baseline - height - unverified_height, 1), unverified_height=round(unverified_height, 1),
+            title=f"after run {run.id} ({what}), {label} UTC: {point.drifted} of {point.total} hosts drifted"
+                  + (f", {point.unverified} unverified" if point.unverified else "")))
     ticks = sorted({0, max_value // 2, max_value})
     return Chart(bars, CHART_WIDTH, CHART_HEIGHT, CHART_TOP, baseline, max_value,
                  [(round(baseline - plot_height * t / max_value, 1), t) for t in ticks])

@@ -55,6 +55,7 @@ def show(run_id: int):
         stdout, last_output_seq = queries.run_stdout(run_id), 0
     return render_template(
         "runs/show.html", run=run, hosts=hosts, tasks=tasks, by_host=by_host, live=live,
+        meanings=present.HOST_STATUS_MEANING,
         stdout=present.plain_output(stdout), last_output_seq=last_output_seq,
         last_task_seq=max((t.seq for t in tasks), default=0),
     )
@@ -76,7 +77,11 @@ def live(run_id: int):
         started_utc=present.utc(run.started_at), revision=present.short_sha(run.revision_sha),
         tasks=[{"seq": t.seq, "host": t.host, "task": t.task, "action": t.action, "status": t.status,
                 "symbol": present.status_symbol(t.status), "tone": present.status_tone(t.status),
-                "unverified": t.unverified, "duration": round(t.duration or 0, 2)} for t in tasks],
+                "unverified": bool(t.unverified), "reason": (t.reason or t.note or None) if t.unverified else None,
+                "accepted": bool(t.accepted), "executed": bool(t.executed), "rescued": bool(t.rescued),
+                "handler": bool(t.handler), "cause": t.cause or None, "flapping": bool(t.flapping),
+                "drift": present.is_drift(t), "marks": present.task_mark_json(t),
+                "duration": round(t.duration or 0, 2)} for t in tasks],
         output=[present.plain_output(chunk.text) for chunk in output],
         after_task=tasks[-1].seq if tasks else after_task,
         after_output=output[-1].seq if output else after_output,
