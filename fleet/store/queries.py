@@ -39,17 +39,6 @@ def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
         if (row.run_id, row.host) in wanted:
             found[row.host].append(row)
     return found
-    run_ids = {run_id for run_id, _ in pairs}
-    wanted = set(pairs)
-    rows = db.session.scalars(
-        select(TaskResultRow)
-        .where(TaskResultRow.run_id.in_(run_ids), TaskResultRow.status == "changed")
-        .order_by(TaskResultRow.seq)
-    )
-    for row in rows:
-        if (row.run_id, row.host) in wanted:
-            found[row.host].append(row)
-    return found
 
 
 def list_runs(kind: str | None = None, status: str | None = None, host: str | None = None,
@@ -234,14 +223,14 @@ def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> li
 
 
 def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskResultRow]]:
-    """Changed tasks for several (run id, host) pairs in one query."""
+    """Drifted tasks (changed, not run for real in a check) for several (run id, host) pairs in one query."""
     found: dict[tuple[int, str], list[TaskResultRow]] = {pair: [] for pair in pairs}
     if not pairs:
         return found
     rows = db.session.scalars(select(TaskResultRow).where(
         TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
         TaskResultRow.host.in_({host for _, host in pairs}),
-        TaskResultRow.status == "changed").order_by(TaskResultRow.seq))
+        TaskResultRow.status == "changed", TaskResultRow.executed.is_(False)).order_by(TaskResultRow.seq))
     for row in rows:
         if (row.run_id, row.host) in found:
             found[(row.run_id, row.host)].append(row)

@@ -65,8 +65,8 @@ class Suite:
         assert result.code in codes, f"fleet {' '.join(args)} exited {result.code}: {result.stdout}{result.stderr}"
         return result
 
-    def check(self, codes: tuple[int, ...]) -> dict:
-        result = self.cli("check", "--json")
+    def check(self, codes: tuple[int, ...], env: dict | None = None) -> dict:
+        result = self.cli("check", "--json", env=env)
         self.outputs += [result.stdout, result.stderr]
         summary = {h["name"]: (h["status"], h["message"]) for h in result.json()["hosts"]} if result.stdout else {}
         assert result.code in codes, f"fleet check exited {result.code}: {summary} {result.stderr}"
@@ -113,8 +113,8 @@ class _VaultCli(FleetCli):
         super().__init__(cli.data_dir, cli.repo, cli.cwd)
         self.env = env
 
-    def __call__(self, *args, **kwargs):
-        return super().__call__(*args, env=self.env, **kwargs)
+    def __call__(self, *args, env: dict | None = None, **kwargs):
+        return super().__call__(*args, env={**self.env, **(env or {})}, **kwargs)
 
 
 def by_name(report: dict) -> dict[str, dict]:
@@ -144,6 +144,7 @@ def journey(suite: Suite) -> dict:
     found["before_check"] = suite.files()
     found["check"] = suite.check(codes=(2,))
     found["after_check"] = suite.files()
+    found["check_linear"] = suite.check(codes=(2,), env={"FLEET_STRATEGY": "linear"})
     found["reconverge"] = suite.fleet("converge", "--yes", "--json").json()
     found["after_reconverge"] = suite.files()
     return found
@@ -187,6 +188,18 @@ def test_every_verdict_is_true_to_the_hosts_files(journey, case):
         assert status in ("drifted", "unverified"), f"{case.host} said {status}, but a converge changed it"
     if status == "drifted":
         assert changed_by_converge, f"{case.host} said drifted, but a converge changed none of its files"
+
+
+def test_mitogen_and_linear_strategies_give_the_same_verdicts(journey):
+    def digest(report):
+        return {h["name"]: (h["status"], h["coverage"], names(h["changed_tasks"]),
+                            [(short(t["task"]), t["reason"], t["accepted"]) for t in h["unverified_tasks"]],
+                            names(h["executed_in_check"]), names(h["flapping_tasks"]))
+                for h in report["hosts"]}
+
+    assert journey["check"]["run"]["strategy"] == "mitogen_linear"
+    assert journey["check_linear"]["run"]["strategy"] == "linear"
+    assert digest(journey["check"]) == digest(journey["check_linear"])
 
 
 def test_a_check_changes_no_file_except_where_a_task_runs_for_real(journey):
