@@ -49,7 +49,7 @@ def seed(db_path: Path, runs: int = RUNS, task_results: int = TASK_RESULTS) -> N
               HOSTS_PER_RUN, HOSTS_PER_RUN - i % 4, i % 4) for i in range(1, runs + 1)))
         connection.executemany(
             "INSERT INTO run_hosts (run_id, host, status, message, ok, changed, failed, skipped, unreachable,"
-            " unverified) VALUES (?, ?, ?, '', 12, ?, 0, 1, 0, 1)",
+            " unverified, verified) VALUES (?, ?, ?, '', 12, ?, 0, 1, 0, 1, 13)",
             ((i, hosts[(i + j) % HOSTS], "drifted" if j < i % 4 else "in_sync", 1 if j < i % 4 else 0)
              for i in range(1, runs + 1) for j in range(HOSTS_PER_RUN)))
         per_run = task_results // runs

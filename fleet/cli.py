@@ -278,8 +278,8 @@ def show(ctx, run_id, as_json, with_stdout):
             click.echo(f"\n{host.host}:")
             for task in (t for t in tasks if t.host == host.host):
                 flag = " (unverified)" if task.unverified else " (executed in check)" if task.executed else ""
-                note = f" — {task.reason or task.note}" if (task.reason or task.note) and task.status != "ok" else ""
-                note = note or (f" — {task.reason}" if task.reason else "")
+                detail = task.reason or (task.note if task.status != "ok" else "")
+                note = f" — {detail}" if detail else ""
                 click.echo(f"  {paint(task.status, colour)}{flag}  {task_line(task)}{note}")
                 if task.diff and task.status == "changed":
                     click.echo(indent(colour_diff(task.diff, colour), "      "))

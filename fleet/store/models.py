@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.store.db import db
@@ -62,7 +62,7 @@ class Host(db.Model):
     verified_tasks: Mapped[int] = mapped_column(Integer, default=0)
     total_tasks: Mapped[int] = mapped_column(Integer, default=0)
     # Task keys (file|name) that reported drift right after a converge of the same revision, until stable.
-    flapping: Mapped[str] = mapped_column(Text, default="")  # JSON list
+    flapping: Mapped[str] = mapped_column(Text, default="", server_default="")  # JSON list
     os: Mapped[str] = mapped_column(String(255), default="")
     virtualization: Mapped[str] = mapped_column(String(40), default="")
     key_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -90,7 +90,7 @@ class Run(db.Model):
     hosts_drifted: Mapped[int] = mapped_column(Integer, default=0)
     hosts_unreachable: Mapped[int] = mapped_column(Integer, default=0)
     hosts_failed: Mapped[int] = mapped_column(Integer, default=0)
-    hosts_unverified: Mapped[int] = mapped_column(Integer, default=0)
+    hosts_unverified: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     pid: Mapped[int | None] = mapped_column(Integer)  # the fleet process running it
     ansible_pid: Mapped[int | None] = mapped_column(Integer)  # its ansible-playbook (own process group)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -121,9 +121,10 @@ class RunHost(db.Model):
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     unreachable: Mapped[int] = mapped_column(Integer, default=0)
     unverified: Mapped[int] = mapped_column(Integer, default=0)
-    accepted: Mapped[int] = mapped_column(Integer, default=0)  # unverified tasks accept_unverified lists
-    verified: Mapped[int] = mapped_column(Integer, default=0)  # tasks that could change the host, evaluated
-    executed: Mapped[int] = mapped_column(Integer, default=0)  # tasks that ran for real during a check
+    # Columns added after the first release carry server defaults, so rows written without them stay valid.
+    accepted: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # unverified tasks accepted
+    verified: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # evaluated tasks (coverage)
+    executed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # ran for real in a check
 
     __table_args__ = (
         Index("ix_run_hosts_run", "run_id", "host", unique=True),
@@ -146,12 +147,12 @@ class TaskResultRow(db.Model):
     diff: Mapped[str] = mapped_column(Text, default="")
     duration: Mapped[float] = mapped_column(Float, default=0.0)
     path: Mapped[str] = mapped_column(Text, default="")
-    reason: Mapped[str] = mapped_column(Text, default="")  # why check mode could not evaluate it
-    accepted: Mapped[bool] = mapped_column(Boolean, default=False)  # listed under accept_unverified
-    executed: Mapped[bool] = mapped_column(Boolean, default=False)  # ran for real during a check
-    rescued: Mapped[bool] = mapped_column(Boolean, default=False)  # a failure a rescue handled
-    cause: Mapped[str] = mapped_column(String(10), default="")  # drift: commit | local | new
-    flapping: Mapped[bool] = mapped_column(Boolean, default=False)  # drift that a converge does not fix
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")  # why check mode could not tell
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # accept_unverified
+    executed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # ran for real in a check
+    rescued: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # a rescue handled it
+    cause: Mapped[str] = mapped_column(String(10), default="", server_default="")  # drift: commit | local | new
+    flapping: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # not idempotent
 
     __table_args__ = (
         Index("ix_task_results_run_host", "run_id", "host", "seq"),
