@@ -90,3 +90,24 @@ def _drift(task: str, flapping: bool) -> TaskResult:
 ])
 def test_only_flapping_drift_is_left_alone_by_policy(tasks, only):
     assert only_flapping(tasks) is only
+
+
+def test_policy_converges_real_drift_but_leaves_flapping_only_hosts_alone(monkeypatch):
+    from types import SimpleNamespace
+
+    from fleet import policy
+    from fleet.controller import Controller
+
+    controller = Controller(settings=None)
+    rolled_out = []
+    monkeypatch.setattr(controller, "current_policy", lambda: policy.parse_policy(
+        "remediation:\n  - {group: all, mode: auto}\n"))
+    monkeypatch.setattr(controller, "rollout", lambda hosts, rollout: rolled_out.extend(hosts))
+    report = SimpleNamespace(
+        verdicts=[HostVerdict("web1", "drifted"), HostVerdict("web2", "drifted")],
+        tasks_by_host={"web1": [_drift("stamp", True)], "web2": [_drift("stamp", True), _drift("motd", False)]})
+    desired = SimpleNamespace(hosts=[SimpleNamespace(name="web1", groups=("web",)),
+                                     SimpleNamespace(name="web2", groups=("web",))],
+                              revision=SimpleNamespace(rewrites_history=False, sha="a" * 40))
+    controller.remediate(report, desired)
+    assert rolled_out == ["web2"]
