@@ -51,6 +51,16 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
 
 
+def lab_ssh(cli: FleetCli, address: str, command: str) -> str:
+    """Run a command on a lab host over real SSH, with fleet's key and pinned host keys."""
+    data = cli.data_dir / "ssh"
+    return subprocess.run(
+        ["ssh", "-i", str(data / "id_ed25519"), "-o", f"UserKnownHostsFile={data / 'known_hosts'}",
+         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", command],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout
+
+
 def ssh_masters(data_dir: Path) -> dict[str, int]:
     """Control socket name -> pid of the SSH master behind it, as each master itself answers."""
     masters = {}

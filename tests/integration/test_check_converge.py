@@ -8,18 +8,9 @@ import time
 import pytest
 
 from tests.conftest import git, ssh_masters
+from tests.conftest import lab_ssh as ssh
 
 pytestmark = pytest.mark.lab
-
-
-def ssh(cli, address: str, command: str) -> str:
-    """Run a command on a lab host over real SSH, with fleet's key and pinned host keys."""
-    data = cli.data_dir / "ssh"
-    return subprocess.run(
-        ["ssh", "-i", str(data / "id_ed25519"), "-o", f"UserKnownHostsFile={data / 'known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", command],
-        check=True, capture_output=True, text=True, timeout=30,
-    ).stdout
 
 
 def hosts_by_name(result) -> dict:

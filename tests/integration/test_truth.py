@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import pytest
 import yaml
 
 from tests.conftest import FleetCli, git
-from tests.truth_cases import CASES, Case
+from tests.conftest import lab_ssh as ssh
+from tests.truth_cases import CASES
 
 pytestmark = pytest.mark.lab
 
@@ -34,13 +34,15 @@ SECRETS = ("Pw-9f3b7c2e-inline-vault", "Tk-51d0aa7e-vault-file")
 
 # --- the lab and the source ------------------------------------------------------------------
 
-def ssh(cli: FleetCli, address: str, command: str) -> str:
-    data = cli.data_dir / "ssh"
-    return subprocess.run(
-        ["ssh", "-i", str(data / "id_ed25519"), "-o", f"UserKnownHostsFile={data / 'known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", command],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout
+def build_source(data_dir: Path, source: Path) -> dict[str, str]:
+    """The cases as a git source aimed at the lab's hosts; returns each case host's address."""
+    shutil.copytree(TRUTH / "source", source)
+    inventory = case_inventory(yaml.safe_load((data_dir / "lab" / "hosts.yml").read_text()))
+    (source / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    git(source, "init", "-q", "-b", "main")
+    git(source, "add", "-A")
+    git(source, "commit", "-q", "-m", "truth cases")
+    return {name: host["ansible_host"] for name, host in inventory["all"]["hosts"].items()}
 
 
 def case_inventory(lab_inventory: dict) -> dict:
@@ -93,14 +95,7 @@ def suite(tmp_path_factory):
     up = cli("lab", "up", "--hosts", str(len(CASES) + 1), "--subnet", str(SUBNET))
     assert up.code == 0, up.stderr
     try:
-        shutil.copytree(TRUTH / "source", source)
-        inventory = case_inventory(yaml.safe_load((data_dir / "lab" / "hosts.yml").read_text()))
-        (source / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
-        git(source, "init", "-q", "-b", "main")
-        git(source, "add", "-A")
-        git(source, "commit", "-q", "-m", "truth cases")
-        addresses = {name: host["ansible_host"] for name, host in inventory["all"]["hosts"].items()}
-        yield Suite(_VaultCli(cli, env), source, addresses, [])
+        yield Suite(_VaultCli(cli, env), source, build_source(data_dir, source), [])
     finally:
         down = cli("lab", "down")
         assert down.code == 0, down.stderr

@@ -20,13 +20,12 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(PROJECT))
 
-import yaml  # noqa: E402
-
 from fleet import jobs  # noqa: E402
 from fleet.settings import load_settings  # noqa: E402
 from fleet.web import create_app  # noqa: E402
-from tests.conftest import FleetCli, git  # noqa: E402
-from tests.integration.test_truth import SUBNET, TRUTH, case_inventory, ssh  # noqa: E402
+from tests.conftest import FleetCli  # noqa: E402
+from tests.conftest import lab_ssh as ssh  # noqa: E402
+from tests.integration.test_truth import SUBNET, TRUTH, build_source  # noqa: E402
 from tests.truth_cases import CASES  # noqa: E402
 
 FIXTURE = PROJECT / "tests" / "unit" / "fixtures" / "truth_check.json"
@@ -53,16 +52,11 @@ def main() -> None:
     cli = FleetCli(data_dir, source, root)
     assert cli("lab", "up", "--hosts", str(len(CASES) + 1), "--subnet", str(SUBNET)).code == 0
     try:
-        shutil.copytree(TRUTH / "source", source)
-        inventory = case_inventory(yaml.safe_load((data_dir / "lab" / "hosts.yml").read_text()))
-        (source / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
-        git(source, "init", "-q", "-b", "main")
-        git(source, "add", "-A")
-        git(source, "commit", "-q", "-m", "truth cases")
+        addresses = build_source(data_dir, source)
         assert cli("converge", "--yes", env=env).code == 0
         for case in CASES:
             if case.hand_change:
-                ssh(cli, inventory["all"]["hosts"][case.host]["ansible_host"], case.hand_change)
+                ssh(cli, addresses[case.host], case.hand_change)
         events = record_check(data_dir, source, root)
     finally:
         cli("lab", "down")
