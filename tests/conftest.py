@@ -148,6 +148,17 @@ class ServeProcess:
             return 0, {}
 
 
+# Folders whose tests are marked by where they live, so `-m "not browser"` and the like select them.
+FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
+
+
 @pytest.fixture
 def tmp_source(tmp_path):
     """A small local source with no reachable hosts, for tests that need no lab."""

@@ -14,6 +14,7 @@ from fleet.drift import (
     extract_facts,
     host_status,
     render_diff,
+    settle_incomplete,
     task_result_from_event,
     virtualization_kind,
 )
@@ -547,3 +548,11 @@ def test_a_flapping_task_found_unchanged_is_stable_and_stays_so():
     tracker.add(event(res={"changed": False}, task="motd", uuid="m"))
     [verdict] = tracker.verdicts()
     assert verdict.flapping == set()
+
+
+def test_a_stopped_run_does_not_prove_hosts_in_sync():
+    verdicts = [HostVerdict("web1", "in_sync"), HostVerdict("web2", "drifted"), HostVerdict("db1", "unreachable"),
+                HostVerdict("db2", "unverified")]
+    settled = settle_incomplete(verdicts)
+    assert [v.status for v in settled] == ["incomplete", "drifted", "unreachable", "incomplete"]
+    assert "stopped" in settled[0].message
