@@ -8,11 +8,12 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import hostkeys, jobs, lab
+from fleet import hostkeys, jobs, lab, shapes
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
-from fleet.web import serializers
+from fleet.store import accounts, queries, records
+from fleet.store.db import open_store
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,10 +36,8 @@ def _settings(ctx: click.Context) -> Settings:
 
 @contextmanager
 def _store(settings: Settings):
-    from fleet.web import create_app
-
-    app = create_app(settings)
-    with app.app_context():
+    """The store alone: the CLI never builds the web app (no blueprints, no secret key file)."""
+    with open_store(settings):
         yield
 
 
@@ -119,16 +118,12 @@ def _who() -> str:
 
 
 def report_json(report: jobs.RunReport) -> dict:
-    hosts = []
-    for verdict in report.verdicts:
-        tasks = report.tasks_by_host.get(verdict.name, [])
-        hosts.append({
-            "name": verdict.name, "status": verdict.status, "message": verdict.message or None,
-            "coverage": {"verified": verdict.verified, "total": verdict.coverage_total},
-            **serializers.verdict_lists_json(tasks),
-            "facts": verdict.facts or None,
-        })
-    return {"run": serializers.run_json(report.run), "hosts": hosts}
+    """The run's shared JSON shape (as `fleet show --json` and the API give it), plus each host's facts."""
+    data = shapes.run_report_json(report.run, [(v.name, v, report.tasks_by_host.get(v.name, []))
+                                               for v in report.verdicts])
+    for host, verdict in zip(data["hosts"], report.verdicts):
+        host["facts"] = verdict.facts or None  # only a live check gathered them
+    return data
 
 
 def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
@@ -149,7 +144,7 @@ def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
 def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour: bool) -> list[str]:
     """Why a host got its verdict: drifted tasks with diffs, unverified ones with the reason, executed ones."""
     lines = []
-    changed = [t for t in tasks if serializers.is_drift(t)]
+    changed = [t for t in tasks if shapes.is_drift(t)]
     if changed:
         lines += ["", f"{host}: {len(changed)} {'drifted' if kind == 'check' else 'changed'} task(s)"]
         for task in changed:
@@ -192,14 +187,12 @@ def _run_header(run, colour: bool) -> str:
 @_guard
 def status(ctx, as_json, show_diff):
     """Every host with its status, last check and drifted tasks."""
-    from fleet.store import queries
-
     settings = _settings(ctx)
     with _store(settings):
         hosts = queries.filter_hosts(limit=None)
         drift = queries.verdict_tasks(hosts)
         if as_json:
-            click.echo(json.dumps({"hosts": [serializers.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
+            click.echo(json.dumps({"hosts": [shapes.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
             return
         if not hosts:
             click.echo("no hosts yet: run `fleet check` to read the inventory and check them")
@@ -227,8 +220,6 @@ def status(ctx, as_json, show_diff):
 @_guard
 def runs(ctx, as_json, kind, status_filter, host, before, count):
     """Run history, newest first."""
-    from fleet.store import queries
-
     settings = _settings(ctx)
     with _store(settings):
         # One row more than shown tells whether an older page exists.
@@ -236,7 +227,7 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
         more, page = len(page) > count, page[:count]
         if as_json:
             next_cursor = page[-1].id if more else None
-            click.echo(json.dumps({"runs": [serializers.run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
+            click.echo(json.dumps({"runs": [shapes.run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
             return
         rows = [[str(r.id), r.kind, r.trigger, r.status, (r.revision_sha or "-")[:12],
                  f"{r.hosts_in_sync}/{r.hosts_drifted}/{r.hosts_unreachable}/{r.hosts_failed}",
@@ -255,16 +246,14 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
 @_guard
 def show(ctx, run_id, as_json, with_stdout):
     """One run with its hosts, tasks and diffs."""
-    from fleet.store import queries
-
     settings = _settings(ctx)
     with _store(settings):
+        if as_json:
+            click.echo(json.dumps(_show_json(run_id), indent=2))
+            return
         run = queries.get_run(run_id)
         hosts = queries.run_hosts(run_id)
         tasks = queries.run_tasks(run_id)
-        if as_json:
-            click.echo(json.dumps(_show_json(run, hosts, tasks, queries.run_stdout(run_id)), indent=2))
-            return
         colour = use_colour()
         click.echo(_run_header(run, colour))
         click.echo(f"trigger {run.trigger}, by {run.requested_by or '-'}, limit {run.limit or 'all'}, "
@@ -287,15 +276,14 @@ def show(ctx, run_id, as_json, with_stdout):
             click.echo("\n" + queries.run_stdout(run_id))
 
 
-def _show_json(run, hosts, tasks, stdout) -> dict:
-    data = {"run": serializers.run_json(run), "hosts": [], "stdout": stdout}
-    for host in hosts:
-        own = [t for t in tasks if t.host == host.host]
-        data["hosts"].append({
-            **serializers.run_host_json(host),
-            **serializers.verdict_lists_json(own),
-            "tasks": [serializers.task_json(t) for t in own],
-        })
+def _show_json(run_id: int) -> dict:
+    """The run's shared JSON shape, plus every task of each host and the full output."""
+    run = queries.get_run(run_id)
+    tasks = queries.run_tasks(run_id)
+    data = shapes.run_report_json(run, queries.run_verdicts(run_id))
+    for host in data["hosts"]:
+        host["tasks"] = [shapes.task_json(t) for t in tasks if t.host == host["name"]]
+    data["stdout"] = queries.run_stdout(run_id)
     return data
 
 
@@ -305,16 +293,14 @@ def _show_json(run, hosts, tasks, stdout) -> dict:
 @_guard
 def revisions(ctx, as_json):
     """Fetched commits with their validation result; marks the desired one."""
-    from fleet.store import queries, records
-
     settings = _settings(ctx)
     with _store(settings):
         state = records.source_state()
         listed = queries.revisions_before()
         if as_json:
             click.echo(json.dumps({
-                "source": serializers.source_json(state, settings.repo),
-                "revisions": [serializers.revision_json(r, state.desired_sha) for r in listed],
+                "source": shapes.source_json(state, settings.repo),
+                "revisions": [shapes.revision_json(r, state.desired_sha) for r in listed],
             }, indent=2))
             return
         rows = [[("* " if r.sha == state.desired_sha else "  ") + r.sha[:12], r.status, r.signature,
@@ -362,13 +348,11 @@ def controller(ctx, poll_interval):
 @_guard
 def request(ctx, kind, limit, as_json):
     """Queue a check or converge for the controller (joins an identical queued check)."""
-    from fleet.store import records
-
     settings = _settings(ctx)
     with _store(settings):
         run, joined = records.enqueue_run(kind, "manual", limit or "", _who())
         if as_json:
-            click.echo(json.dumps({"run": serializers.run_json(run), "joined": joined}))
+            click.echo(json.dumps({"run": shapes.run_json(run), "joined": joined}))
         else:
             click.echo(f"run {run.id} {'already queued; joined it' if joined else 'queued'}")
 
@@ -379,8 +363,6 @@ def request(ctx, kind, limit, as_json):
 @_guard
 def cancel(ctx, run_id):
     """Stop a queued or running run; partial results are kept."""
-    from fleet.store import queries, records
-
     settings = _settings(ctx)
     with _store(settings):
         run = queries.get_run(run_id)
@@ -396,13 +378,11 @@ def cancel(ctx, run_id):
 @_guard
 def approvals(ctx, as_json):
     """Drift waiting for approval (hosts in `approve` groups), newest first."""
-    from fleet.store import queries
-
     settings = _settings(ctx)
     with _store(settings):
         listed = queries.find_approvals()
         if as_json:
-            click.echo(json.dumps({"approvals": [serializers.approval_json(a) for a in listed]}, indent=2))
+            click.echo(json.dumps({"approvals": [shapes.approval_json(a) for a in listed]}, indent=2))
             return
         rows = [[str(a.id), a.host, a.status, str(a.check_run_id), a.revision_sha[:12], a.summary[:60],
                  a.note[:60]] for a in listed]
@@ -416,8 +396,6 @@ def approvals(ctx, as_json):
 @_guard
 def approve(ctx, approval_id):
     """Approve converging exactly the drift an approval shows (re-checked first)."""
-    from fleet.store import records
-
     settings = _settings(ctx)
     with _store(settings):
         approval = records.decide_approval(approval_id, _who())
@@ -440,8 +418,6 @@ def user():
 @_guard
 def user_add(ctx, name, role, password_stdin, generate):
     """Create an account (or reset its password and role)."""
-    from fleet.store import accounts
-
     settings = _settings(ctx.parent)
     if generate:
         password = accounts.generate_password()
@@ -464,8 +440,6 @@ def user_add(ctx, name, role, password_stdin, generate):
 @_guard
 def user_list(ctx, as_json, role):
     """Accounts, with their roles; exit 1 when none matches (scripts can test for an admin)."""
-    from fleet.store import accounts
-
     settings = _settings(ctx.parent)
     with _store(settings):
         users = [u for u in accounts.list_users() if not role or u.role == role]
@@ -491,8 +465,6 @@ def token():
 @_guard
 def token_create(ctx, name, role):
     """Create a token; it is printed alone on the last line and cannot be shown again."""
-    from fleet.store import accounts
-
     settings = _settings(ctx.parent)
     with _store(settings):
         secret = accounts.create_token(name, role, _who())
@@ -507,8 +479,6 @@ def token_create(ctx, name, role):
 @_guard
 def token_revoke(ctx, name):
     """Revoke a token."""
-    from fleet.store import accounts
-
     settings = _settings(ctx.parent)
     with _store(settings):
         accounts.revoke_token(name)
@@ -529,8 +499,6 @@ def hosts():
 @_guard
 def accept_key(ctx, name):
     """Trust the SSH host key NAME offers now (after you checked why it changed)."""
-    from fleet.store import queries, records
-
     settings = _settings(ctx.parent)
     with _store(settings):
         host = queries.get_host(name)

@@ -26,6 +26,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
+from fleet import shapes, vocabulary
 from fleet.web import serializers
 from fleet.web.auth import audit, require_role
 
@@ -67,7 +68,7 @@ def show_host(name: str):
 
 
 def _host_with_links(host, drift) -> dict:
-    data = serializers.host_json(host, drift)
+    data = shapes.host_json(host, drift)
     data["links"] = {
         "self": url_for("api.show_host", name=host.name),
         "runs": url_for("api.list_runs", host=host.name),
@@ -92,7 +93,7 @@ def list_runs():
     rows = queries.list_runs(kind=kind, status=status, host=request.args.get("host") or None,
                              before_id=cursor, limit=size + 1)
     page = rows[:size]
-    return jsonify(runs=[serializers.run_summary_json(r) for r in page],
+    return jsonify(runs=[shapes.run_summary_json(r) for r in page],
                    next_cursor=page[-1].id if len(rows) > size else None)
 
 
@@ -108,9 +109,8 @@ def show_run(run_id: int):
     # Read the run before the high-water mark: once it is final, every row up to the mark is there.
     upto = queries.run_last_seq(run_id)
     return jsonify(
-        run=serializers.run_json(run),
-        hosts=[serializers.run_host_json(h) for h in queries.run_hosts(run_id)],
-        tasks=[serializers.task_json(t) for t in queries.run_tasks_between(run_id, after, upto)],
+        **shapes.run_report_json(run, queries.run_verdicts(run_id)),
+        tasks=[shapes.task_json(t) for t in queries.run_tasks_between(run_id, after, upto)],
         stdout="\n".join(queries.run_output_between(run_id, after, upto)),
         last_seq=max(upto, after),
     )
@@ -131,7 +131,7 @@ def request_run():
         if conflict:
             abort(409, description=conflict)
     run, joined = records.enqueue_run(kind, "manual", limit, g.identity.name)
-    body = {"run": serializers.run_json(run), "joined": joined}
+    body = {"run": shapes.run_json(run), "joined": joined}
     audit("run.request", f"run {run.id}", f"kind={kind} limit={limit or 'all'} joined={joined}")
     return jsonify(body), 202, {"Location": url_for("api.show_run", run_id=run.id)}
 
@@ -145,7 +145,7 @@ def cancel_run(run_id: int):
         abort(409, description=f"run {run_id} is {run.status}; only queued or running runs can be canceled")
     previous = run.status
     run = records.request_cancel(run_id, f"canceled by {g.identity.name}")
-    body = {"run": serializers.run_json(run)}
+    body = {"run": shapes.run_json(run)}
     audit("run.cancel", f"run {run_id}", f"was {previous}")
     return jsonify(body), 202
 
@@ -160,7 +160,7 @@ def list_approvals():
     cursor, size = _page_args()
     rows = queries.find_approvals(status, cursor, size + 1)
     page = rows[:size]
-    return jsonify(approvals=[serializers.approval_json(a) for a in page],
+    return jsonify(approvals=[shapes.approval_json(a) for a in page],
                    next_cursor=page[-1].id if len(rows) > size else None)
 
 
@@ -182,7 +182,7 @@ def approve(approval_id: int):
         abort(404, description=f"no approval with id {approval_id}; GET /api/v1/approvals lists them")
     except FleetError as exc:  # decided already: approving twice must not look like success
         abort(409, description=str(exc))
-    body = {"approval": serializers.approval_json(approval)}
+    body = {"approval": shapes.approval_json(approval)}
     audit("approval.approve", f"approval {approval_id}",
           f"host={approval.host} check_run={approval.check_run_id} drift={approval.drift_signature[:12]}")
     return jsonify(body)
@@ -197,8 +197,8 @@ def list_revisions():
     state = queries.get_source_state()
     desired = state.desired_sha if state else None
     settings = current_app.config["FLEET_SETTINGS"]
-    return jsonify(source=serializers.source_json(state, str(settings.repo)),
-                   revisions=[serializers.revision_json(r, desired) for r in queries.revisions_before()])
+    return jsonify(source=shapes.source_json(state, str(settings.repo)),
+                   revisions=[shapes.revision_json(r, desired) for r in queries.revisions_before()])
 
 
 @bp.get("/metrics")
@@ -218,7 +218,7 @@ def metrics():
         serializers.prometheus_metric(
             "fleet_last_check_timestamp_seconds", "gauge",
             "When a host was last checked, seconds since the epoch (0: never).",
-            [({}, serializers.epoch_seconds(queries.newest_check_at()))]),
+            [({}, vocabulary.epoch_seconds(queries.newest_check_at()))]),
     ])
     return Response(body, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -1,127 +1,10 @@
-"""JSON shapes of the store's rows, shared by the API and the UI.
+"""Prometheus text format (version 0.0.4) for GET /api/v1/metrics.
 
-Field names follow the CLI's `--json` output (`fleet runs/show/status/
-revisions/approvals --json`), so a script can move between the CLI and the
-API without renaming anything. The functions are pure: rows in, dicts out;
-links are built by the caller, which knows the URL map.
+The JSON shapes of runs, hosts, revisions and approvals live in the core
+(`fleet.shapes`), shared by the CLI and the API.
 """
 
 from __future__ import annotations
-
-from datetime import datetime, timezone
-
-from fleet.output import iso
-
-
-def run_json(run) -> dict:
-    """One run, as `fleet show --json` prints its `run` object, plus queue bookkeeping."""
-    return {
-        "id": run.id, "kind": run.kind, "trigger": run.trigger, "status": run.status,
-        "revision": run.revision_sha, "limit": run.limit or None, "requested_by": run.requested_by,
-        "strategy": run.strategy or None, "created_at": iso(run.created_at),
-        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "error": run.error or None,
-        "cancel_requested": bool(run.cancel_requested), "approval_id": run.approval_id,
-    }
-
-
-def run_summary_json(run) -> dict:
-    """A run in a history page: its per-status host counts come from the run row itself."""
-    data = run_json(run)
-    data["hosts"] = {"total": run.hosts_total, "in_sync": run.hosts_in_sync, "drifted": run.hosts_drifted,
-                     "unverified": run.hosts_unverified, "unreachable": run.hosts_unreachable,
-                     "failed": run.hosts_failed}
-    return data
-
-
-def run_host_json(row) -> dict:
-    """One host's verdict in one run."""
-    return {
-        "name": row.host, "status": row.status, "message": row.message or None,
-        "coverage": {"verified": row.verified, "total": row.verified + row.unverified},
-        "ok": row.ok, "changed": row.changed, "failed": row.failed, "skipped": row.skipped,
-        "unreachable": row.unreachable, "unverified": row.unverified, "accepted": row.accepted,
-        "executed": row.executed,
-    }
-
-
-def task_json(row) -> dict:
-    """One task result; `seq` orders it against the run's output."""
-    return {
-        "seq": row.seq, "host": row.host, "task": row.task, "action": row.action, "status": row.status,
-        "unverified": bool(row.unverified), "note": row.note or None, "diff": row.diff or None,
-        "duration": row.duration, "path": row.path or None, "reason": row.reason or None,
-        "accepted": bool(row.accepted), "executed": bool(row.executed), "rescued": bool(row.rescued),
-        "handler": bool(row.handler), "cause": row.cause or None, "flapping": bool(row.flapping),
-    }
-
-
-def is_drift(task) -> bool:
-    """A changed task, unless it ran for real during a check (then the check itself made the change)."""
-    return task.status == "changed" and not task.executed
-
-
-def changed_task_json(task) -> dict:
-    return {"task": task.task, "action": task.action, "diff": task.diff, "cause": task.cause or None,
-            "flapping": bool(task.flapping)}
-
-
-def unverified_task_json(task) -> dict:
-    return {"task": task.task, "action": task.action, "reason": task.reason or task.note,
-            "accepted": bool(task.accepted)}
-
-
-def verdict_lists_json(tasks) -> dict:
-    """What explains one host's verdict, from its task results (store rows or drift.TaskResult)."""
-    return {
-        "changed_tasks": [changed_task_json(t) for t in tasks if is_drift(t)],
-        "unverified_tasks": [unverified_task_json(t) for t in tasks if t.unverified],
-        "flapping_tasks": [{"task": t.task, "action": t.action} for t in tasks if t.flapping],
-        "executed_in_check": [{"task": t.task, "action": t.action, "changed": t.status == "changed"}
-                              for t in tasks if t.executed],
-    }
-
-
-def host_json(host, drifted) -> dict:
-    """A host as `fleet status --json` prints it; `drifted` are the task results that explain its last check."""
-    return {
-        "name": host.name, "status": host.status, "groups": host.group_list, "address": host.address,
-        "message": host.message or None, "last_check_at": iso(host.last_check_at),
-        "last_check_revision": host.last_check_sha, "last_check_run_id": host.last_check_run_id,
-        "last_converge_at": iso(host.last_converge_at), "last_converge_revision": host.last_converge_sha,
-        "coverage": {"verified": host.verified_tasks, "total": host.total_tasks},
-        "facts": {"os": host.os or None, "virtualization": host.virtualization or None},
-        "key_blocked": host.key_blocked,
-        **verdict_lists_json(drifted),
-    }
-
-
-def revision_json(revision, desired_sha: str | None) -> dict:
-    return {
-        "sha": revision.sha, "ref": revision.ref, "status": revision.status, "error": revision.error or None,
-        "author": revision.author, "authored_at": iso(revision.authored_at), "message": revision.message,
-        "signature": revision.signature, "desired": revision.sha == desired_sha,
-        "rewrites_history": revision.rewrites_history,
-    }
-
-
-def source_json(state, default_repo: str) -> dict:
-    """Where the source stands; `state` is None before the first fetch."""
-    if state is None:
-        return {"repo": default_repo, "desired": None, "head": None, "stale": False, "error": None,
-                "last_fetch_at": None}
-    return {"repo": state.repo or default_repo, "desired": state.desired_sha, "head": state.head_sha,
-            "stale": bool(state.stale), "error": state.last_error or None, "last_fetch_at": iso(state.last_fetch_at)}
-
-
-def approval_json(approval) -> dict:
-    return {
-        "id": approval.id, "host": approval.host, "status": approval.status,
-        "check_run_id": approval.check_run_id, "revision": approval.revision_sha, "summary": approval.summary,
-        "created_at": iso(approval.created_at), "decided_by": approval.decided_by or None,
-        "decided_at": iso(approval.decided_at), "converge_run_id": approval.converge_run_id,
-        "note": approval.note or None,
-    }
-
 
 # --- Prometheus text format (version 0.0.4) -------------------------------------
 
@@ -147,12 +30,3 @@ def _escape_label(value: str) -> str:
 
 def _prometheus_value(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-def epoch_seconds(moment: datetime | None) -> float:
-    """Seconds since the epoch; SQLite hands datetimes back naive, and fleet writes only UTC."""
-    if moment is None:
-        return 0.0
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()

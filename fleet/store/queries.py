@@ -67,6 +67,26 @@ def run_hosts(run_id: int) -> list[RunHost]:
     return list(db.session.scalars(select(RunHost).where(RunHost.run_id == run_id).order_by(RunHost.host)))
 
 
+def run_verdicts(run_id: int) -> list[tuple[str, RunHost, list[TaskResultRow]]]:
+    """Each host's verdict in a run with the task results that explain it, by host name, in one query.
+
+    The (name, verdict, tasks) triples `fleet.shapes.run_report_json` takes.
+    """
+    explains = ((TaskResultRow.status == "changed") | TaskResultRow.unverified.is_(True)
+                | TaskResultRow.executed.is_(True) | TaskResultRow.flapping.is_(True))
+    rows = db.session.execute(
+        select(RunHost, TaskResultRow)
+        .outerjoin(TaskResultRow, (TaskResultRow.run_id == RunHost.run_id) & (TaskResultRow.host == RunHost.host)
+                   & explains)
+        .where(RunHost.run_id == run_id).order_by(RunHost.host, TaskResultRow.seq))
+    found: dict[str, tuple[RunHost, list[TaskResultRow]]] = {}
+    for verdict, task in rows:
+        entry = found.setdefault(verdict.host, (verdict, []))
+        if task is not None:
+            entry[1].append(task)
+    return [(name, verdict, tasks) for name, (verdict, tasks) in found.items()]
+
+
 def run_tasks(run_id: int) -> list[TaskResultRow]:
     return list(db.session.scalars(
         select(TaskResultRow).where(TaskResultRow.run_id == run_id).order_by(TaskResultRow.seq)

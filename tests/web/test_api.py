@@ -538,7 +538,10 @@ def test_a_run_shows_its_hosts_tasks_and_output(app, client, tokens, live_run):
     assert (data["run"]["id"], data["run"]["status"], data["run"]["revision"]) == (live_run, "running", SHA_A)
     assert data["hosts"] == [{"name": "web1", "status": "drifted", "message": None,
                               "coverage": {"verified": 3, "total": 4}, "ok": 2, "changed": 1, "failed": 0,
-                              "skipped": 0, "unreachable": 0, "unverified": 1, "accepted": 0, "executed": 0}]
+                              "skipped": 0, "unreachable": 0, "unverified": 1, "accepted": 0, "executed": 0,
+                              "changed_tasks": [{"task": "task 4", "action": "ansible.builtin.copy", "diff": "+x\n",
+                                                 "cause": None, "flapping": False}],
+                              "unverified_tasks": [], "flapping_tasks": [], "executed_in_check": []}]
     assert [t["seq"] for t in data["tasks"]] == [2, 4, 6]
     assert data["tasks"][1] == {"seq": 4, "host": "web1", "task": "task 4", "action": "ansible.builtin.copy",
                                 "status": "changed", "unverified": False, "note": None, "diff": "+x\n",

@@ -7,7 +7,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
 from fleet.web.auth import audit, require_role
-from fleet.web.serializers import is_drift
+from fleet.shapes import is_drift
 from fleet.web.ui.common import int_arg, who
 
 bp = Blueprint("approvals", __name__, url_prefix="/approvals")

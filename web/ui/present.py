@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from fleet.web.serializers import is_drift
+from fleet.shapes import is_drift
 
 # status -> (symbol, tone). The word is always printed beside the symbol, so colour is never the only signal.
 STATUS_LOOK: dict[str, tuple[str, str]] = {

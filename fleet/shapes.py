@@ -1,0 +1,142 @@
+"""JSON shapes of fleet's records, one per thing, shared by the CLI's --json and the API.
+
+A run has one shape wherever it is printed: `fleet check --json`,
+`fleet show RUN_ID --json` and `GET /api/v1/runs/<id>` all give a top-level
+`run` object (`run_json`) and a `hosts` list (`run_host_json`): name, status,
+message, coverage, counts and the lists that explain the verdict
+(`changed_tasks`, `unverified_tasks`, `flapping_tasks`, `executed_in_check`).
+`fleet show` and the API add fields (tasks, stdout, last_seq) but never
+rename these. Pure functions: records in (store rows, the store's dataclasses
+or drift's results, read by attribute), dicts out; links are built by the web,
+which knows the URL map.
+"""
+
+from __future__ import annotations
+
+from fleet.vocabulary import Coverage, iso
+
+
+def run_json(run) -> dict:
+    """One run: what it is, where it stands, and its queue bookkeeping."""
+    return {
+        "id": run.id, "kind": run.kind, "trigger": run.trigger, "status": run.status,
+        "revision": run.revision_sha, "limit": run.limit or None, "requested_by": run.requested_by,
+        "strategy": run.strategy or None, "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "error": run.error or None,
+        "cancel_requested": bool(run.cancel_requested), "approval_id": run.approval_id,
+    }
+
+
+def run_summary_json(run) -> dict:
+    """A run in a history page: its per-status host counts come from the run row itself."""
+    data = run_json(run)
+    data["hosts"] = {"total": run.hosts_total, "in_sync": run.hosts_in_sync, "drifted": run.hosts_drifted,
+                     "unverified": run.hosts_unverified, "unreachable": run.hosts_unreachable,
+                     "failed": run.hosts_failed}
+    return data
+
+
+def run_host_json(name: str, verdict, tasks) -> dict:
+    """One host's verdict in one run, with the task results that explain it.
+
+    `verdict` is a stored run-host row or drift's HostVerdict (same counters);
+    `tasks` are that host's task results in the run (any that are not part of
+    the explanation are left out of the lists).
+    """
+    return {
+        "name": name, "status": verdict.status, "message": verdict.message or None,
+        "coverage": Coverage.of(verdict.verified, verdict.unverified).as_json(),
+        "ok": verdict.ok, "changed": verdict.changed, "failed": verdict.failed, "skipped": verdict.skipped,
+        "unreachable": verdict.unreachable, "unverified": verdict.unverified, "accepted": verdict.accepted,
+        "executed": verdict.executed,
+        **verdict_lists_json(tasks),
+    }
+
+
+def run_report_json(run, hosts) -> dict:
+    """The shared document of a run: `hosts` are (name, verdict, tasks) triples, in display order."""
+    return {"run": run_json(run), "hosts": [run_host_json(name, verdict, tasks) for name, verdict, tasks in hosts]}
+
+
+def task_json(row) -> dict:
+    """One task result; `seq` orders it against the run's output."""
+    return {
+        "seq": row.seq, "host": row.host, "task": row.task, "action": row.action, "status": row.status,
+        "unverified": bool(row.unverified), "note": row.note or None, "diff": row.diff or None,
+        "duration": row.duration, "path": row.path or None, "reason": row.reason or None,
+        "accepted": bool(row.accepted), "executed": bool(row.executed), "rescued": bool(row.rescued),
+        "handler": bool(row.handler), "cause": row.cause or None, "flapping": bool(row.flapping),
+    }
+
+
+def is_drift(task) -> bool:
+    """A changed task, unless it ran for real during a check (then the check itself made the change)."""
+    return task.status == "changed" and not task.executed
+
+
+def explains_verdict(task) -> bool:
+    """Is this task result part of a verdict's explanation (one of the lists below)?"""
+    return task.status == "changed" or bool(task.unverified) or bool(task.executed) or bool(task.flapping)
+
+
+def changed_task_json(task) -> dict:
+    return {"task": task.task, "action": task.action, "diff": task.diff, "cause": task.cause or None,
+            "flapping": bool(task.flapping)}
+
+
+def unverified_task_json(task) -> dict:
+    return {"task": task.task, "action": task.action, "reason": task.reason or task.note,
+            "accepted": bool(task.accepted)}
+
+
+def verdict_lists_json(tasks) -> dict:
+    """What explains one host's verdict, from its task results (store rows or drift.TaskResult)."""
+    return {
+        "changed_tasks": [changed_task_json(t) for t in tasks if is_drift(t)],
+        "unverified_tasks": [unverified_task_json(t) for t in tasks if t.unverified],
+        "flapping_tasks": [{"task": t.task, "action": t.action} for t in tasks if t.flapping],
+        "executed_in_check": [{"task": t.task, "action": t.action, "changed": t.status == "changed"}
+                              for t in tasks if t.executed],
+    }
+
+
+def host_json(host, drifted) -> dict:
+    """A host as `fleet status --json` prints it; `drifted` are the task results that explain its last check."""
+    return {
+        "name": host.name, "status": host.status, "groups": host.group_list, "address": host.address,
+        "message": host.message or None, "last_check_at": iso(host.last_check_at),
+        "last_check_revision": host.last_check_sha, "last_check_run_id": host.last_check_run_id,
+        "last_converge_at": iso(host.last_converge_at), "last_converge_revision": host.last_converge_sha,
+        "coverage": Coverage(host.verified_tasks, host.total_tasks).as_json(),
+        "facts": {"os": host.os or None, "virtualization": host.virtualization or None},
+        "key_blocked": host.key_blocked,
+        **verdict_lists_json(drifted),
+    }
+
+
+def revision_json(revision, desired_sha: str | None) -> dict:
+    return {
+        "sha": revision.sha, "ref": revision.ref, "status": revision.status, "error": revision.error or None,
+        "author": revision.author, "authored_at": iso(revision.authored_at), "message": revision.message,
+        "signature": revision.signature, "desired": revision.sha == desired_sha,
+        "rewrites_history": revision.rewrites_history,
+    }
+
+
+def source_json(state, default_repo: str) -> dict:
+    """Where the source stands; `state` is None before the first fetch."""
+    if state is None:
+        return {"repo": default_repo, "desired": None, "head": None, "stale": False, "error": None,
+                "last_fetch_at": None}
+    return {"repo": state.repo or default_repo, "desired": state.desired_sha, "head": state.head_sha,
+            "stale": bool(state.stale), "error": state.last_error or None, "last_fetch_at": iso(state.last_fetch_at)}
+
+
+def approval_json(approval) -> dict:
+    return {
+        "id": approval.id, "host": approval.host, "status": approval.status,
+        "check_run_id": approval.check_run_id, "revision": approval.revision_sha, "summary": approval.summary,
+        "created_at": iso(approval.created_at), "decided_by": approval.decided_by or None,
+        "decided_at": iso(approval.decided_at), "converge_run_id": approval.converge_run_id,
+        "note": approval.note or None,
+    }
