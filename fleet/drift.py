@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field
 
 from fleet.evidence import classify_result, short_action
+from fleet.vocabulary import HostStatus, coverage_total
 
 TASK_EVENTS = {
     "runner_on_ok",
@@ -97,7 +98,7 @@ class HostVerdict:
 
     @property
     def coverage_total(self) -> int:
-        return self.verified + self.unverified
+        return coverage_total(self.verified, self.unverified)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ class DriftTracker:
     def _verdict(self, host: str) -> HostVerdict:
         if host not in self.hosts:
             known = self.context.history.get(host, HostHistory()).flapping if self.check_mode else ()
-            self.hosts[host] = HostVerdict(host, "in_sync", flapping=set(known))
+            self.hosts[host] = HostVerdict(host, HostStatus.IN_SYNC, flapping=set(known))
         return self.hosts[host]
 
     def _tally(self, result: TaskResult, data: dict) -> None:
@@ -298,8 +299,8 @@ def settle_incomplete(verdicts: list[HostVerdict]) -> list[HostVerdict]:
     Drift, failures and unreachable hosts found before the stop are real findings and stay.
     """
     for verdict in verdicts:
-        if verdict.status in ("in_sync", "unverified"):
-            verdict.status = "incomplete"
+        if verdict.status in (HostStatus.IN_SYNC, HostStatus.UNVERIFIED):
+            verdict.status = HostStatus.INCOMPLETE
             if not verdict.message:
                 verdict.message = "the run stopped before this host was fully evaluated"
     return verdicts
@@ -308,14 +309,14 @@ def settle_incomplete(verdicts: list[HostVerdict]) -> list[HostVerdict]:
 def host_status(verdict: HostVerdict, check_mode: bool) -> str:
     """Unreachable beats failed beats drifted beats unverified beats in sync."""
     if verdict.unreachable:
-        return "unreachable"
+        return HostStatus.UNREACHABLE
     if verdict.failed:
-        return "failed"
+        return HostStatus.FAILED
     if check_mode and verdict.changed:
-        return "drifted"
+        return HostStatus.DRIFTED
     if check_mode and verdict.unverified > verdict.accepted:
-        return "unverified"
-    return "in_sync"
+        return HostStatus.UNVERIFIED
+    return HostStatus.IN_SYNC
 
 
 def task_key(result: TaskResult) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import datetime
+
+from fleet.vocabulary import aware
 
 STATUS_COLOURS = {
     "in_sync": "32", "successful": "32", "ok": "32",
@@ -64,26 +66,16 @@ def indent(text: str, prefix: str = "    ") -> str:
 
 
 def when(moment: datetime | None) -> str:
-    if moment is None:
-        return "never"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    """A stored moment in the terminal's local time, or "never"."""
+    moment = aware(moment)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "never"
 
 
 def duration(start: datetime | None, end: datetime | None) -> str:
     if not start or not end:
         return "-"
-    seconds = (end - start).total_seconds()
+    seconds = (aware(end) - aware(start)).total_seconds()
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.isoformat()
 
 
 class Progress:

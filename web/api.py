@@ -35,7 +35,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 MAX_LIMIT_CHARS = 1024  # the runs.limit column's size
-ACTIVE_STATUSES = ("queued", "running")
 
 
 @bp.after_request
@@ -52,7 +51,7 @@ def bearer_challenge(response):
 @require_role("viewer")
 def list_hosts():
     """Every inventory host with its status and current drift; ?status= and ?group= filter."""
-    status = _choice_arg("status", queries.HOST_STATUSES)
+    status = _choice_arg("status", vocabulary.HOST_STATUSES)
     group = request.args.get("group") or None
     hosts = queries.filter_hosts(status, group, limit=None)
     drift = queries.verdict_tasks(hosts)  # one query for every host's drift, not one per host
@@ -86,8 +85,8 @@ def list_runs():
 
     `host` finds the runs that recorded a verdict for that host (queued runs have none yet).
     """
-    kind = _choice_arg("kind", queries.RUN_KINDS)
-    status = _choice_arg("status", queries.RUN_STATUSES)
+    kind = _choice_arg("kind", vocabulary.RUN_KINDS)
+    status = _choice_arg("status", vocabulary.RUN_STATUSES)
     cursor, size = _page_args()
     # One row more than the page tells whether another page exists, without counting.
     rows = queries.list_runs(kind=kind, status=status, host=request.args.get("host") or None,
@@ -141,7 +140,7 @@ def request_run():
 def cancel_run(run_id: int):
     """Stop a queued run at once, or a running one at its next event (partial results are kept)."""
     run = _run_or_404(run_id)
-    if run.status not in ACTIVE_STATUSES:
+    if not vocabulary.is_active(run.status):
         abort(409, description=f"run {run_id} is {run.status}; only queued or running runs can be canceled")
     previous = run.status
     run = records.request_cancel(run_id, f"canceled by {g.identity.name}")
@@ -156,7 +155,7 @@ def cancel_run(run_id: int):
 @require_role("viewer")
 def list_approvals():
     """Approvals newest first, one keyset page: ?status= ?cursor= ?limit=."""
-    status = _choice_arg("status", queries.APPROVAL_STATUSES)
+    status = _choice_arg("status", vocabulary.APPROVAL_STATUSES)
     cursor, size = _page_args()
     rows = queries.find_approvals(status, cursor, size + 1)
     page = rows[:size]
@@ -225,7 +224,7 @@ def metrics():
 
 def _hosts_metric() -> str:
     counts = queries.count_hosts_by_status()
-    statuses = list(queries.HOST_STATUSES) + sorted(set(counts) - set(queries.HOST_STATUSES))
+    statuses = list(vocabulary.HOST_STATUSES) + sorted(set(counts) - set(vocabulary.HOST_STATUSES))
     return serializers.prometheus_metric("fleet_hosts", "gauge", "Inventory hosts by status.",
                                          [({"status": s}, counts.get(s, 0)) for s in statuses])
 
@@ -235,7 +234,7 @@ def _runs_metric() -> str:
     # (fleet_queue_depth shows the queue). Every known series is present, at 0 if need be,
     # so rate() and alerts never see one vanish.
     counts = queries.finished_run_counts()
-    keys = [(k, s) for k in queries.RUN_KINDS for s in queries.RUN_FINAL_STATUSES]
+    keys = [(k, s) for k in vocabulary.RUN_KINDS for s in vocabulary.RUN_FINAL_STATUSES]
     keys += sorted(set(counts) - set(keys))
     return serializers.prometheus_metric("fleet_runs_total", "counter", "Runs finished, by kind and final status.",
                                          [({"kind": k, "status": s}, counts.get((k, s), 0)) for k, s in keys])
@@ -254,7 +253,7 @@ def _run_request(body: dict) -> tuple[str, str]:
     if unknown:
         abort(422, description=f"unknown field(s) {', '.join(unknown)}; a run request has kind and limit")
     kind = body.get("kind")
-    if kind not in queries.RUN_KINDS:
+    if kind not in vocabulary.RUN_KINDS:
         abort(422, description='"kind" is required and must be "check" or "converge"')
     limit = body.get("limit")
     if limit is None:

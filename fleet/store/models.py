@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.store.db import db
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from fleet.vocabulary import utcnow  # noqa: F401  (column defaults; callers may still import it from here)
 
 
 class Revision(db.Model):

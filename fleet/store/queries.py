@@ -5,6 +5,10 @@ from __future__ import annotations
 from sqlalchemy import func, literal, select
 
 from fleet.errors import NotFound
+from fleet.vocabulary import (
+    APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalStatus,
+    RevisionStatus, RunKind, RunStatus, hosts_named_by, limits_overlap,
+)
 from fleet.store.db import db
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
@@ -104,13 +108,13 @@ def get_revision(sha: str) -> Revision | None:
 
 def last_valid_revision() -> Revision | None:
     return db.session.scalar(
-        select(Revision).where(Revision.status == "valid").order_by(Revision.fetched_at.desc(), Revision.id.desc())
+        select(Revision).where(Revision.status == RevisionStatus.VALID).order_by(Revision.fetched_at.desc(), Revision.id.desc())
     )
 
 
 def approved_waiting():
     """Approvals an operator granted that the controller has not acted on yet."""
-    return list(db.session.scalars(select(Approval).where(Approval.status == "approved").order_by(Approval.id)))
+    return list(db.session.scalars(select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id)))
 
 
 def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
@@ -123,7 +127,7 @@ def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
 def last_converged_sha() -> str | None:
     """The revision of the newest converge run that reached its end."""
     return db.session.scalar(select(Run.revision_sha).where(
-        Run.kind == "converge", Run.status.in_(("successful", "failed"))).order_by(Run.id.desc()).limit(1))
+        Run.kind == RunKind.CONVERGE, Run.status.in_(CONVERGE_ENDED_STATUSES)).order_by(Run.id.desc()).limit(1))
 
 
 # --- web UI pages: each read is one query, whatever the length of the history --------------
@@ -141,7 +145,7 @@ def recent_run_verdicts(limit: int = 30) -> tuple[list[Run], list[tuple[int, str
     Two queries, at most `limit` runs: what a drift-over-time chart replays.
     """
     runs = list(db.session.scalars(select(Run).where(
-        Run.status.not_in(("queued", "running")), Run.hosts_total > 0).order_by(Run.id.desc()).limit(limit)))
+        Run.status.not_in(RUN_ACTIVE_STATUSES), Run.hosts_total > 0).order_by(Run.id.desc()).limit(limit)))
     if not runs:
         return [], []
     verdicts = db.session.execute(select(RunHost.run_id, RunHost.host, RunHost.status).where(
@@ -203,7 +207,7 @@ def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
 
 def active_runs(kind: str | None = None) -> list[Run]:
     """Queued and running runs (a short list by nature), oldest first."""
-    query = select(Run).where(Run.status.in_(("queued", "running"))).order_by(Run.id)
+    query = select(Run).where(Run.status.in_(RUN_ACTIVE_STATUSES)).order_by(Run.id)
     if kind:
         query = query.where(Run.kind == kind)
     return list(db.session.scalars(query))
@@ -258,7 +262,7 @@ def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str]
 
 
 def count_pending_approvals() -> int:
-    return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == "pending")) or 0
+    return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == ApprovalStatus.PENDING)) or 0
 
 
 def revisions_before(before_id: int | None = None, limit: int = PAGE_SIZE) -> list[Revision]:
@@ -279,18 +283,13 @@ def source_overview():
 def open_approvals_of(host: str):
     """A host's approvals that still wait (pending) or are about to be acted on (approved)."""
     return list(db.session.scalars(select(Approval).where(
-        Approval.host == host, Approval.status.in_(("pending", "approved"))).order_by(Approval.id.desc())))
+        Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES)).order_by(Approval.id.desc())))
 
 
 # --- JSON API reads ---------------------------------------------------------------
 # Each function below costs one query, whatever the size of the history.
 
 
-HOST_STATUSES = ("unknown", "in_sync", "drifted", "unverified", "unreachable", "failed", "incomplete")
-RUN_KINDS = ("check", "converge")
-RUN_STATUSES = ("queued", "running", "successful", "failed", "canceled", "interrupted", "timeout")
-RUN_FINAL_STATUSES = ("successful", "failed", "canceled", "interrupted", "timeout")
-APPROVAL_STATUSES = ("pending", "approved", "applied", "superseded", "failed")
 
 
 def run_last_seq(run_id: int) -> int:
@@ -318,26 +317,36 @@ def run_output_between(run_id: int, after_seq: int, upto_seq: int) -> list[str]:
 def converge_conflict(limit: str) -> str | None:
     """Why a converge of `limit` must wait (an explanation), or None when nothing stands in its way.
 
-    Patterns are not resolved here (that needs ansible-inventory), so the rule is
-    deliberately simple: a queued or running converge conflicts when it has the same
-    limit or no limit (all hosts), when the request has no limit, or when a host named
-    in the request's limit (its parts split on "," and ":", as Ansible separates them)
-    is locked by a running converge. Two queries at most.
+    The one rule the API and the UI apply (`vocabulary.limits_overlap`): a queued
+    or running converge conflicts when its limit may touch a host the request
+    may touch, judged on the hosts fleet knows (names and groups, no
+    ansible-inventory here); and a host the request names or covers that a
+    running converge holds locked conflicts too. Three queries at most.
     """
-    limit = limit or ""
-    active = select(Run.id, Run.limit).where(Run.kind == "converge", Run.status.in_(("queued", "running")))
-    if limit:  # an empty request limit means every host: then any active converge overlaps
-        active = active.where((Run.limit == limit) | (Run.limit == ""))
-    blocking = db.session.execute(active.order_by(Run.id).limit(1)).first()
-    if blocking is not None:
-        target = f"hosts {blocking.limit!r}" if blocking.limit else "every host"
-        return f"converge run {blocking.id} of {target} is queued or running; wait for it or cancel it"
-    names = {part.strip() for part in limit.replace(":", ",").split(",") if part.strip()}
+    active = db.session.execute(select(Run.id, Run.limit, Run.status).where(
+        Run.kind == RunKind.CONVERGE, Run.status.in_(RUN_ACTIVE_STATUSES)).order_by(Run.id)).all()
+    known = known_hosts() if active else []
+    for run in active:
+        if limits_overlap(limit, run.limit, known):
+            return _already_converging(limit, run.id, run.status)
     locked = db.session.execute(select(HostLock.host, HostLock.run_id).join(Run, Run.id == HostLock.run_id).where(
-        HostLock.host.in_(names), Run.kind == "converge").order_by(HostLock.host).limit(1)).first()
+        HostLock.host.in_(hosts_named_by(limit, known)), Run.kind == RunKind.CONVERGE)
+        .order_by(HostLock.host).limit(1)).first()
     if locked is not None:
-        return f"host {locked.host} is being converged by run {locked.run_id}; wait for it or cancel it"
+        return _already_converging(locked.host, locked.run_id, RunStatus.RUNNING)
     return None
+
+
+def _already_converging(limit: str, run_id: int, status: str) -> str:
+    target = f"host {limit}" if limit and not any(ch in limit for ch in ",:*?[!&~") else (
+        f"hosts matching {limit!r}" if limit else "every host")
+    return f"{target} is already being converged by run {run_id} ({status}); wait for it to finish or cancel it first"
+
+
+def known_hosts() -> list[tuple[str, list[str]]]:
+    """(name, groups) of every inventory host: what host patterns are matched against, in one query."""
+    return [(name, groups.split()) for name, groups in db.session.execute(
+        select(Host.name, Host.groups).where(Host.in_inventory.is_(True)))]
 
 
 def find_approvals(status: str | None = None, before_id: int | None = None,
@@ -365,7 +374,7 @@ def finished_run_counts() -> dict[tuple[str, str], int]:
 
 def queue_depth() -> int:
     """How many runs wait in the queue."""
-    return db.session.scalar(select(func.count()).select_from(Run).where(Run.status == "queued")) or 0
+    return db.session.scalar(select(func.count()).select_from(Run).where(Run.status == RunStatus.QUEUED)) or 0
 
 
 def newest_check_at():

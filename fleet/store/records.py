@@ -15,13 +15,15 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.store.db import db
-from fleet.store.models import (
-    Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, utcnow,
+from fleet.store.models import Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow
+from fleet.vocabulary import (
+    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalStatus, HostStatus,
+    RevisionStatus, RunKind, RunStatus, utcnow,
 )
 
 BATCH_ROWS = 500
 BATCH_SECONDS = 0.5
-FINAL_STATUSES = {"successful", "failed", "canceled", "interrupted", "timeout"}
+FINAL_STATUSES = set(RUN_FINAL_STATUSES)  # old name, kept for callers outside the store
 
 
 def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = False) -> Revision:
@@ -35,7 +37,7 @@ def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = Fa
     revision.authored_at = info.authored_at
     revision.message = info.message
     revision.signature = info.signature
-    revision.status = "valid" if ok else "rejected"
+    revision.status = RevisionStatus.VALID if ok else RevisionStatus.REJECTED
     revision.error = error
     revision.rewrites_history = rewrites_history
     db.session.commit()
@@ -83,7 +85,7 @@ def sync_hosts(inventory_hosts: Iterable) -> None:
 
 def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None) -> Run:
     """A run that starts now, in this process."""
-    run = Run(kind=kind, trigger=trigger, status="running", revision_sha=sha, limit=limit or "",
+    run = Run(kind=kind, trigger=trigger, status=RunStatus.RUNNING, revision_sha=sha, limit=limit or "",
               requested_by=requested_by, started_at=utcnow(), pid=pid)
     db.session.add(run)
     db.session.commit()
@@ -91,7 +93,7 @@ def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_b
 
 
 def start_queued_run(run: Run, sha: str, pid: int) -> Run:
-    run.status = "running"
+    run.status = RunStatus.RUNNING
     run.revision_sha = sha
     run.started_at = utcnow()
     run.pid = pid
@@ -134,8 +136,8 @@ def note_ansible_pid(run_id: int, pid: int) -> None:
 def request_cancel(run_id: int, reason: str) -> Run:
     """Ask for a run to stop: a queued run is canceled at once, a running one at its next event."""
     run = db.session.get(Run, run_id)
-    if run.status == "queued":
-        run.status, run.error, run.finished_at = "canceled", reason, utcnow()
+    if run.status == RunStatus.QUEUED:
+        run.status, run.error, run.finished_at = RunStatus.CANCELED, reason, utcnow()
     run.cancel_requested = True
     run.cancel_reason = reason
     db.session.commit()
@@ -223,20 +225,19 @@ def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
     } for v in verdicts]
     if rows:
         db.session.execute(insert(RunHost), rows)
-    counts = {s: sum(1 for v in verdicts if v.status == s)
-              for s in ("in_sync", "drifted", "unverified", "unreachable", "failed")}
+    counts = {s: sum(1 for v in verdicts if v.status == s) for s in COUNTED_VERDICTS}
     run.hosts_total = len(verdicts)
-    run.hosts_in_sync = counts["in_sync"]
-    run.hosts_drifted = counts["drifted"]
-    run.hosts_unverified = counts["unverified"]
-    run.hosts_unreachable = counts["unreachable"]
-    run.hosts_failed = counts["failed"]
+    run.hosts_in_sync = counts[HostStatus.IN_SYNC]
+    run.hosts_drifted = counts[HostStatus.DRIFTED]
+    run.hosts_unverified = counts[HostStatus.UNVERIFIED]
+    run.hosts_unreachable = counts[HostStatus.UNREACHABLE]
+    run.hosts_failed = counts[HostStatus.FAILED]
 
 
 def _update_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
     hosts = {h.name: h for h in db.session.scalars(select(Host).where(Host.name.in_([v.name for v in verdicts])))}
     for verdict in verdicts:
-        if verdict.status == "incomplete":
+        if verdict.status == HostStatus.INCOMPLETE:
             continue  # a stopped run proves nothing about this host; keep what we knew
         host = hosts.get(verdict.name) or Host(name=verdict.name)
         db.session.add(host)
@@ -249,7 +250,7 @@ def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
     if verdict.facts:
         host.os = verdict.facts.get("os", "")
         host.virtualization = verdict.facts.get("virtualization", "")
-    if run.kind == "check":
+    if run.kind == RunKind.CHECK:
         host.last_check_at = run.finished_at
         host.last_check_sha = run.revision_sha
         host.last_check_run_id = run.id
@@ -257,7 +258,7 @@ def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
         host.verified_tasks = verdict.verified
         host.total_tasks = verdict.coverage_total
         host.flapping = json.dumps(sorted(verdict.flapping)) if verdict.flapping else ""
-    elif verdict.status == "in_sync":
+    elif verdict.status == HostStatus.IN_SYNC:
         host.last_converge_at = run.finished_at
         host.last_converge_sha = run.revision_sha
         host.drifted_tasks = 0
@@ -270,18 +271,18 @@ def mark_key_blocked(name: str, blocked: bool) -> None:
 
 # --- the queue ----------------------------------------------------------------
 
-ACTIVE_STATUSES = ("queued", "running")
+ACTIVE_STATUSES = RUN_ACTIVE_STATUSES  # old name, kept for callers outside the store
 
 
 def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval_id: int | None = None) -> tuple[Run, bool]:
     """Queue a run; an identical check already queued is joined instead. Returns (run, joined)."""
-    if kind == "check" and approval_id is None:
+    if kind == RunKind.CHECK and approval_id is None:
         waiting = db.session.scalar(
-            select(Run).where(Run.status == "queued", Run.kind == "check", Run.limit == (limit or ""))
+            select(Run).where(Run.status == RunStatus.QUEUED, Run.kind == RunKind.CHECK, Run.limit == (limit or ""))
         )
         if waiting is not None:
             return waiting, True
-    run = Run(kind=kind, trigger=trigger, status="queued", limit=limit or "", requested_by=requested_by,
+    run = Run(kind=kind, trigger=trigger, status=RunStatus.QUEUED, limit=limit or "", requested_by=requested_by,
               approval_id=approval_id)
     db.session.add(run)
     db.session.commit()
@@ -289,7 +290,7 @@ def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval
 
 
 def next_queued_run() -> Run | None:
-    return db.session.scalar(select(Run).where(Run.status == "queued").order_by(Run.id).limit(1))
+    return db.session.scalar(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.id).limit(1))
 
 
 def controller_state():
@@ -311,11 +312,11 @@ def request_fetch() -> None:
 
 def close_orphaned_runs(is_alive, reason: str) -> list[Run]:
     """Runs left `running` by a process that is gone become `interrupted`; their locks are freed."""
-    orphaned = [run for run in db.session.scalars(select(Run).where(Run.status == "running"))
+    orphaned = [run for run in db.session.scalars(select(Run).where(Run.status == RunStatus.RUNNING))
                 if not (run.pid and is_alive(run.pid))]
     for run in orphaned:
-        run.status, run.error, run.finished_at = "interrupted", reason.format(pid=run.pid), utcnow()
-    running = select(Run.id).where(Run.status == "running")
+        run.status, run.error, run.finished_at = RunStatus.INTERRUPTED, reason.format(pid=run.pid), utcnow()
+    running = select(Run.id).where(Run.status == RunStatus.RUNNING)
     db.session.execute(delete(HostLock).where(HostLock.run_id.not_in(running)))
     db.session.commit()
     return orphaned
@@ -323,9 +324,9 @@ def close_orphaned_runs(is_alive, reason: str) -> list[Run]:
 
 def interrupt_queued_converges(reason: str) -> list[Run]:
     """Converges queued before a crash do not start by surprise after it."""
-    queued = list(db.session.scalars(select(Run).where(Run.status == "queued", Run.kind == "converge")))
+    queued = list(db.session.scalars(select(Run).where(Run.status == RunStatus.QUEUED, Run.kind == RunKind.CONVERGE)))
     for run in queued:
-        run.status, run.error, run.finished_at = "interrupted", reason, utcnow()
+        run.status, run.error, run.finished_at = RunStatus.INTERRUPTED, reason, utcnow()
     db.session.commit()
     return queued
 
@@ -337,13 +338,13 @@ def open_approval(host: str, check_run_id: int, sha: str, signature: str, summar
     from fleet.store.models import Approval
 
     existing = db.session.scalars(select(Approval).where(
-        Approval.host == host, Approval.status.in_(("pending", "approved")))).all()
+        Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES))).all()
     for approval in existing:
         if approval.drift_signature == signature:
             return approval
-        approval.status, approval.note = "superseded", "the drift changed; a new approval was opened"
+        approval.status, approval.note = ApprovalStatus.SUPERSEDED, "the drift changed; a new approval was opened"
     approval = Approval(host=host, check_run_id=check_run_id, revision_sha=sha, drift_signature=signature,
-                        summary=summary, status="pending")
+                        summary=summary, status=ApprovalStatus.PENDING)
     db.session.add(approval)
     db.session.commit()
     return approval
@@ -356,9 +357,9 @@ def decide_approval(approval_id: int, who: str):
     approval = db.session.get(Approval, approval_id)
     if approval is None:
         raise NotFound(f"no approval with id {approval_id}; `fleet approvals` lists them")
-    if approval.status != "pending":
+    if approval.status != ApprovalStatus.PENDING:
         raise FleetError(f"approval {approval_id} is {approval.status}, not pending; nothing to approve")
-    approval.status, approval.decided_by, approval.decided_at = "approved", who, utcnow()
+    approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, who, utcnow()
     db.session.commit()
     return approval
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from fleet.vocabulary import RUN_ACTIVE_STATUSES
 from fleet.web.ui import present
 
 
@@ -26,5 +27,5 @@ def init_app(app: Flask) -> None:
         status_title=present.host_status_title, marks=present.task_marks, cause_explanation=present.cause_explanation,
         cause_tone=present.cause_tone,
     )
-    app.jinja_env.globals.update(took=present.took, ACTIVE=present.ACTIVE)
+    app.jinja_env.globals.update(took=present.took, ACTIVE=RUN_ACTIVE_STATUSES)
     app.jinja_env.tests.update(drift=present.is_drift)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from flask import Blueprint, current_app, render_template
 
 from fleet.store import queries
+from fleet.vocabulary import HOST_STATUSES, aware, utcnow
 from fleet.web.auth import require_role
 from fleet.web.ui import admin, approvals, hosts, present, revisions, runs
 
@@ -27,7 +28,7 @@ def dashboard():
     runs, verdicts = queries.recent_run_verdicts(CHART_RUNS)
     points = present.drift_timeline(runs, verdicts, queries.host_statuses())
     return render_template(
-        "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=present.HOST_STATUSES,
+        "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=HOST_STATUSES,
         meanings=present.HOST_STATUS_MEANING,
         source=source, desired=desired, stale=source_staleness(source, controller),
         controller_seen=controller.heartbeat_at if controller else None,
@@ -43,7 +44,7 @@ def source_staleness(source, controller) -> str:
     if source.stale:
         return f"the last fetch failed: {source.last_error}"
     poll = current_app.config["FLEET_SETTINGS"].poll_interval
-    last = present.aware(source.last_fetch_at)
-    if last and datetime.now(timezone.utc) - last > timedelta(seconds=max(3 * poll, 300)):
+    last = aware(source.last_fetch_at)
+    if last and utcnow() - last > timedelta(seconds=max(3 * poll, 300)):
         return f"no fetch for {present.ago(last).removesuffix(' ago')} (polling every {poll} s): is the controller running?"
     return ""

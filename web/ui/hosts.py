@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import fnmatch
-import re
-
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from fleet.store import queries, records
+from fleet.vocabulary import HOST_STATUSES, covers
 from fleet.web.auth import audit, require_role
 from fleet.web.ui import present
 from fleet.web.ui.common import choice_arg, int_arg, or_404, who
@@ -21,7 +19,7 @@ HISTORY_PER_PAGE = 20
 @bp.get("")
 @require_role("viewer")
 def index():
-    status = choice_arg("status", present.HOST_STATUSES)
+    status = choice_arg("status", HOST_STATUSES)
     group = request.args.get("group", "").strip() or None
     after = request.args.get("after", "").strip() or None
     page = queries.filter_hosts(status, group, after, HOSTS_PER_PAGE + 1)
@@ -29,7 +27,7 @@ def index():
     return render_template(
         "hosts/index.html", hosts=page[:HOSTS_PER_PAGE], more=len(page) > HOSTS_PER_PAGE,
         status=status, group=group, after=after, groups=queries.inventory_groups(), counts=counts,
-        total=sum(counts.values()), statuses=present.HOST_STATUSES, meanings=present.HOST_STATUS_MEANING,
+        total=sum(counts.values()), statuses=HOST_STATUSES, meanings=present.HOST_STATUS_MEANING,
     )
 
 
@@ -74,30 +72,11 @@ def check(name: str):
 @require_role("operator")
 def converge(name: str):
     host = or_404(queries.get_host, name)
-    busy = [r for r in queries.active_runs("converge") if covers(r.limit, host.name, host.group_list)]
-    if busy:
-        flash(f"{host.name} is already being converged by run {busy[0].id} ({busy[0].status}); "
-              "wait for it to finish or cancel it first", "error")
+    conflict = queries.converge_conflict(host.name)  # the API's rule too
+    if conflict:
+        flash(conflict, "error")
         return show(name), 409
     run, _ = records.enqueue_run("converge", "manual", host.name, who())
     audit("run.request", host.name, f"converge, run {run.id}")
     flash(f"run {run.id} queued: converge of {host.name}", "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)
-
-
-def covers(limit: str, host: str, groups: list[str]) -> bool:
-    """Might a run with this Ansible --limit touch the host? Errs on the side of yes.
-
-    Patterns are split on ',' and ':'; each part is matched (shell-style) against
-    the host's name and groups; exclusions and intersections are taken as a match.
-    """
-    if not limit.strip():
-        return True
-    for part in (p.strip() for p in re.split(r"[,:]", limit)):
-        if not part:
-            continue
-        if part[0] in "!&~" or part == "all":
-            return True
-        if any(fnmatch.fnmatchcase(name, part) for name in [host, *groups]):
-            return True
-    return False

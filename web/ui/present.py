@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from fleet.shapes import is_drift
+from fleet.vocabulary import Coverage, aware, utcnow
+from fleet.vocabulary import iso as iso_or_none
 
 # status -> (symbol, tone). The word is always printed beside the symbol, so colour is never the only signal.
 STATUS_LOOK: dict[str, tuple[str, str]] = {
@@ -43,11 +45,6 @@ STATUS_LOOK: dict[str, tuple[str, str]] = {
     "applied": ("✓", "good"),
     "superseded": ("↷", "muted"),
 }
-HOST_STATUSES = ("in_sync", "drifted", "unverified", "failed", "unreachable", "incomplete", "unknown")
-RUN_STATUSES = ("queued", "running", "successful", "failed", "canceled", "interrupted", "timeout")
-RUN_KINDS = ("check", "converge")
-RUN_TRIGGERS = ("schedule", "commit", "manual", "webhook", "policy")
-ACTIVE = ("queued", "running")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ERROR_LOCATION = re.compile(r"in (?P<file>\S+?), line (?P<line>\d+)(?:, column (?P<column>\d+))?")
 
@@ -81,7 +78,7 @@ def plural(count: int, word: str) -> str:
 
 def host_status_title(host) -> str:
     """What a host's status claims, in plain words (a tooltip beside the status word)."""
-    unchecked = max((host.total_tasks or 0) - (host.verified_tasks or 0), 0)
+    unchecked = Coverage(host.verified_tasks or 0, host.total_tasks or 0).unchecked
     if host.status == "unverified":
         return f"no drift found, but {plural(unchecked, 'task')} could not be checked"
     if host.status == "in_sync" and unchecked:
@@ -177,19 +174,14 @@ def diff_lines(diff: str) -> list[DiffLine]:
     return lines
 
 
-def aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive; every one fleet writes is UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
-
-
 def utc(moment: datetime | None) -> str:
     moment = aware(moment)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
 
 
 def iso(moment: datetime | None) -> str:
-    moment = aware(moment)
-    return moment.isoformat() if moment else ""
+    """ISO 8601 for a datetime attribute of a page; empty for never."""
+    return iso_or_none(moment) or ""
 
 
 def ago(moment: datetime | None, now: datetime | None = None) -> str:
@@ -197,7 +189,7 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     moment = aware(moment)
     if moment is None:
         return "never"
-    seconds = int(((now or datetime.now(timezone.utc)) - moment).total_seconds())
+    seconds = int(((now or utcnow()) - moment).total_seconds())
     if seconds < 0:
         return "just now"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
@@ -210,7 +202,7 @@ def took(start: datetime | None, end: datetime | None, now: datetime | None = No
     start, end = aware(start), aware(end)
     if start is None:
         return "—"
-    seconds = ((end or now or datetime.now(timezone.utc)) - start).total_seconds()
+    seconds = ((end or now or utcnow()) - start).total_seconds()
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, rest = divmod(int(seconds), 60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
+from fleet import vocabulary
 from fleet.store import queries, records
 from fleet.web.auth import audit, require_role
 from fleet.web.ui import present
@@ -19,9 +20,9 @@ LIVE_ROWS = 500  # per poll; a client that is behind catches up over a few polls
 @require_role("viewer")
 def index():
     filters = {
-        "kind": choice_arg("kind", present.RUN_KINDS),
-        "status": choice_arg("status", present.RUN_STATUSES),
-        "trigger": choice_arg("trigger", present.RUN_TRIGGERS),
+        "kind": choice_arg("kind", vocabulary.RUN_KINDS),
+        "status": choice_arg("status", vocabulary.RUN_STATUSES),
+        "trigger": choice_arg("trigger", vocabulary.TRIGGERS),
         "host": request.args.get("host", "").strip() or None,
     }
     before, after = int_arg("before"), int_arg("after")
@@ -34,7 +35,7 @@ def index():
         has_newer = before is not None
     return render_template(
         "runs/index.html", runs=page, filters=filters, has_older=has_older, has_newer=has_newer,
-        kinds=present.RUN_KINDS, statuses=present.RUN_STATUSES, triggers=present.RUN_TRIGGERS,
+        kinds=vocabulary.RUN_KINDS, statuses=vocabulary.RUN_STATUSES, triggers=vocabulary.TRIGGERS,
     )
 
 
@@ -47,7 +48,7 @@ def show(run_id: int):
     by_host: dict[str, list] = {}
     for task in tasks:
         by_host.setdefault(task.host, []).append(task)
-    live = run.status in present.ACTIVE
+    live = vocabulary.is_active(run.status)
     if live:  # the live view goes on from the last chunk shown here
         chunks = queries.output_after(run_id, 0, limit=None)
         stdout, last_output_seq = "\n".join(c.text for c in chunks), (chunks[-1].seq if chunks else 0)
@@ -70,7 +71,7 @@ def live(run_id: int):
     tasks = queries.task_results_after(run_id, after_task, LIVE_ROWS)
     output = queries.output_after(run_id, after_output, LIVE_ROWS)
     return jsonify(
-        id=run.id, status=run.status, done=run.status not in present.ACTIVE,
+        id=run.id, status=run.status, done=not vocabulary.is_active(run.status),
         symbol=present.status_symbol(run.status), tone=present.status_tone(run.status),
         took=present.took(run.started_at, run.finished_at) if run.started_at else "—",
         started=present.ago(run.started_at) if run.started_at else "not yet",
@@ -92,7 +93,7 @@ def live(run_id: int):
 @require_role("operator")
 def cancel(run_id: int):
     run = or_404(queries.get_run, run_id)
-    if run.status not in present.ACTIVE:
+    if not vocabulary.is_active(run.status):
         flash(f"run {run.id} is {run.status}; only queued or running runs can be canceled", "error")
         return show(run_id), 409
     records.request_cancel(run.id, f"canceled by {who()}")
