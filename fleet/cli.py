@@ -189,7 +189,7 @@ def status(ctx, as_json, show_diff):
     """Every host with its status, last check and drifted tasks."""
     settings = _settings(ctx)
     with _store(settings):
-        hosts = queries.filter_hosts(limit=None)
+        hosts = queries.inventory_hosts()
         drift = queries.verdict_tasks(hosts)
         if as_json:
             click.echo(json.dumps({"hosts": [shapes.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
@@ -222,20 +222,18 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
     """Run history, newest first."""
     settings = _settings(ctx)
     with _store(settings):
-        # One row more than shown tells whether an older page exists.
-        page = queries.list_runs(kind=kind, status=status_filter, host=host, before_id=before, limit=count + 1)
-        more, page = len(page) > count, page[:count]
+        page = queries.runs_page(kind=kind, status=status_filter, host=host, before=before, size=count)
         if as_json:
-            next_cursor = page[-1].id if more else None
-            click.echo(json.dumps({"runs": [shapes.run_summary_json(r) for r in page], "next": next_cursor}, indent=2))
+            click.echo(json.dumps({"runs": [shapes.run_summary_json(r) for r in page], "next": page.cursor()},
+                                  indent=2))
             return
         rows = [[str(r.id), r.kind, r.trigger, r.status, (r.revision_sha or "-")[:12],
                  f"{r.hosts_in_sync}/{r.hosts_drifted}/{r.hosts_unreachable}/{r.hosts_failed}",
                  when(r.started_at), duration(r.started_at, r.finished_at)] for r in page]
         click.echo(table(["ID", "KIND", "TRIGGER", "STATUS", "REVISION", "SYNC/DRIFT/UNREACH/FAIL", "STARTED",
                           "TOOK"], rows, use_colour(), status_column=3))
-        if more:
-            click.echo(f"older: fleet runs --before {page[-1].id}")
+        if page.more:
+            click.echo(f"older: fleet runs --before {page.cursor()}")
 
 
 @main.command()
@@ -295,21 +293,22 @@ def revisions(ctx, as_json):
     """Fetched commits with their validation result; marks the desired one."""
     settings = _settings(ctx)
     with _store(settings):
-        state = records.source_state()
-        listed = queries.revisions_before()
+        state = queries.source_state()
+        desired = state.desired_sha if state else None
+        listed = queries.revisions_page().items
         if as_json:
             click.echo(json.dumps({
                 "source": shapes.source_json(state, settings.repo),
-                "revisions": [shapes.revision_json(r, state.desired_sha) for r in listed],
+                "revisions": [shapes.revision_json(r, desired) for r in listed],
             }, indent=2))
             return
-        rows = [[("* " if r.sha == state.desired_sha else "  ") + r.sha[:12], r.status, r.signature,
+        rows = [[("* " if r.sha == desired else "  ") + r.sha[:12], r.status, r.signature,
                  when(r.authored_at), ("[history rewritten] " if r.rewrites_history else "")
                  + (r.message.splitlines()[0][:50] if r.message else "")] for r in listed]
         click.echo(table(["  REVISION", "STATUS", "SIGNATURE", "AUTHORED", "MESSAGE"], rows, use_colour(), 1))
         for revision in (r for r in listed if r.status == "rejected"):
             click.echo(f"\n{revision.sha[:12]} rejected:\n{indent(revision.error)}")
-        if state.stale:
+        if state and state.stale:
             click.echo(f"\nthe source is stale: {state.last_error}")
 
 
@@ -380,7 +379,7 @@ def approvals(ctx, as_json):
     """Drift waiting for approval (hosts in `approve` groups), newest first."""
     settings = _settings(ctx)
     with _store(settings):
-        listed = queries.find_approvals()
+        listed = queries.approvals_page().items
         if as_json:
             click.echo(json.dumps({"approvals": [shapes.approval_json(a) for a in listed]}, indent=2))
             return

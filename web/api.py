@@ -53,7 +53,7 @@ def list_hosts():
     """Every inventory host with its status and current drift; ?status= and ?group= filter."""
     status = _choice_arg("status", vocabulary.HOST_STATUSES)
     group = request.args.get("group") or None
-    hosts = queries.filter_hosts(status, group, limit=None)
+    hosts = queries.inventory_hosts(status, group)
     drift = queries.verdict_tasks(hosts)  # one query for every host's drift, not one per host
     return jsonify(hosts=[_host_with_links(h, drift.get(h.name, [])) for h in hosts])
 
@@ -88,12 +88,8 @@ def list_runs():
     kind = _choice_arg("kind", vocabulary.RUN_KINDS)
     status = _choice_arg("status", vocabulary.RUN_STATUSES)
     cursor, size = _page_args()
-    # One row more than the page tells whether another page exists, without counting.
-    rows = queries.list_runs(kind=kind, status=status, host=request.args.get("host") or None,
-                             before_id=cursor, limit=size + 1)
-    page = rows[:size]
-    return jsonify(runs=[shapes.run_summary_json(r) for r in page],
-                   next_cursor=page[-1].id if len(rows) > size else None)
+    page = queries.runs_page(kind=kind, status=status, host=request.args.get("host") or None, before=cursor, size=size)
+    return jsonify(runs=[shapes.run_summary_json(r) for r in page], next_cursor=page.cursor())
 
 
 @bp.get("/runs/<int:run_id>")
@@ -157,10 +153,8 @@ def list_approvals():
     """Approvals newest first, one keyset page: ?status= ?cursor= ?limit=."""
     status = _choice_arg("status", vocabulary.APPROVAL_STATUSES)
     cursor, size = _page_args()
-    rows = queries.find_approvals(status, cursor, size + 1)
-    page = rows[:size]
-    return jsonify(approvals=[shapes.approval_json(a) for a in page],
-                   next_cursor=page[-1].id if len(rows) > size else None)
+    page = queries.approvals_page(status, cursor, size)
+    return jsonify(approvals=[shapes.approval_json(a) for a in page], next_cursor=page.cursor())
 
 
 @bp.post("/approvals/<int:approval_id>")
@@ -193,11 +187,11 @@ def approve(approval_id: int):
 @require_role("viewer")
 def list_revisions():
     """The source's state and the newest fetched revisions with their validation results."""
-    state = queries.get_source_state()
+    state = queries.source_state()
     desired = state.desired_sha if state else None
     settings = current_app.config["FLEET_SETTINGS"]
     return jsonify(source=shapes.source_json(state, str(settings.repo)),
-                   revisions=[shapes.revision_json(r, desired) for r in queries.revisions_before()])
+                   revisions=[shapes.revision_json(r, desired) for r in queries.revisions_page()])
 
 
 @bp.get("/metrics")
@@ -241,7 +235,7 @@ def _runs_metric() -> str:
 
 
 def _source_stale() -> bool:
-    state = queries.get_source_state()
+    state = queries.source_state()
     return bool(state and state.stale)
 
 

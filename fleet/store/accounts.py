@@ -14,7 +14,9 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from fleet.errors import ConfigError, NotFound
 from fleet.store.db import db
-from fleet.store.models import ApiToken, AuditEntry, User, utcnow
+from fleet.store.models import ApiToken, AuditEntry, User
+from fleet.store.pages import Page, keyset_page
+from fleet.vocabulary import utcnow
 
 ROLES = ("viewer", "operator", "admin")
 TOKEN_PREFIX = "flt_"
@@ -63,6 +65,28 @@ _DUMMY_HASH = generate_password_hash("fleet-no-such-user")
 def get_user(user_id: int) -> User | None:
     user = db.session.get(User, user_id)
     return None if user is None or user.disabled else user
+
+
+def user_exists(name: str) -> bool:
+    return db.session.scalar(select(User.id).where(User.name == name)) is not None
+
+
+def set_user_disabled(user_id: int, disabled: bool) -> str:
+    """Disable or enable an account (its sessions end at their next request); returns its name."""
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}")
+    user.disabled = disabled
+    db.session.commit()
+    return user.name
+
+
+def user_name(user_id: int) -> str | None:
+    return db.session.scalar(select(User.name).where(User.id == user_id))
+
+
+def token_name(token_id: int) -> str | None:
+    return db.session.scalar(select(ApiToken.name).where(ApiToken.id == token_id))
 
 
 def user_count() -> int:
@@ -114,11 +138,9 @@ def audit(actor: str, action: str, target: str = "", detail: str = "", remote_ad
     db.session.commit()
 
 
-def audit_page(before_id: int | None = None, limit: int = 100) -> list[AuditEntry]:
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)
-    if before_id:
-        query = query.where(AuditEntry.id < before_id)
-    return list(db.session.scalars(query))
+def audit_page(before: int | None = None, size: int = 100) -> Page[AuditEntry]:
+    """The audit log newest first, one keyset page (ids < before)."""
+    return keyset_page(select(AuditEntry), AuditEntry.id, size, cursor=before)
 
 
 def _digest(secret: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, literal, select, text
 
 from fleet.errors import NotFound
 from fleet.vocabulary import (
@@ -10,11 +10,17 @@ from fleet.vocabulary import (
     RevisionStatus, RunKind, RunStatus, hosts_named_by, limits_overlap,
 )
 from fleet.store.db import db
+from fleet.store.pages import Page, keyset_page, newer_page
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
 
 PAGE_SIZE = 50
+
+
+def ping() -> None:
+    """Fail unless the store answers (liveness)."""
+    db.session.execute(text("SELECT 1"))
 
 
 def get_host(name: str) -> Host:
@@ -43,21 +49,6 @@ def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
         if (row.run_id, row.host) in wanted:
             found[row.host].append(row)
     return found
-
-
-def list_runs(kind: str | None = None, status: str | None = None, host: str | None = None,
-              before_id: int | None = None, limit: int = PAGE_SIZE) -> list[Run]:
-    """Newest runs first, one keyset page (runs with id < before_id)."""
-    query = select(Run).order_by(Run.id.desc()).limit(limit)
-    if kind:
-        query = query.where(Run.kind == kind)
-    if status:
-        query = query.where(Run.status == status)
-    if host:
-        query = query.where(Run.id.in_(select(RunHost.run_id).where(RunHost.host == host)))
-    if before_id:
-        query = query.where(Run.id < before_id)
-    return list(db.session.scalars(query))
 
 
 def get_run(run_id: int) -> Run:
@@ -163,18 +154,25 @@ def hosts_named(names: list[str]) -> list[Host]:
     return list(db.session.scalars(select(Host).where(Host.name.in_(names)))) if names else []
 
 
-def filter_hosts(status: str | None = None, group: str | None = None, after: str | None = None,
-                 limit: int | None = 200) -> list[Host]:
-    """Hosts of the inventory by name, one keyset page (names after `after`; every host with limit=None)."""
-    query = select(Host).where(Host.in_inventory.is_(True)).order_by(Host.name).limit(limit)
+def inventory_hosts(status: str | None = None, group: str | None = None) -> list[Host]:
+    """Every inventory host by name, optionally of one status or group, in one query."""
+    return list(db.session.scalars(_hosts_query(status, group).order_by(Host.name)))
+
+
+def hosts_page(status: str | None = None, group: str | None = None, after: str | None = None,
+               size: int = 200) -> Page[Host]:
+    """Inventory hosts by name, one keyset page: names after `after`."""
+    return keyset_page(_hosts_query(status, group), Host.name, size, cursor=after, descending=False)
+
+
+def _hosts_query(status: str | None, group: str | None):
+    query = select(Host).where(Host.in_inventory.is_(True))
     if status:
         query = query.where(Host.status == status)
     if group:
         # groups is a space-separated string: pad it so " web " matches whole names only.
         query = query.where((literal(" ") + Host.groups + literal(" ")).contains(f" {group} ", autoescape=True))
-    if after:
-        query = query.where(Host.name > after)
-    return list(db.session.scalars(query))
+    return query
 
 
 def inventory_groups() -> list[str]:
@@ -185,13 +183,10 @@ def inventory_groups() -> list[str]:
     return sorted(names)
 
 
-def host_run_history(name: str, before_id: int | None = None, limit: int = 20) -> list[tuple[Run, RunHost]]:
+def host_history_page(name: str, before: int | None = None, size: int = 20) -> Page[tuple[Run, RunHost]]:
     """The runs that touched a host with its verdict in each, newest first, one keyset page."""
-    query = (select(Run, RunHost).join(RunHost, RunHost.run_id == Run.id)
-             .where(RunHost.host == name).order_by(RunHost.run_id.desc()).limit(limit))
-    if before_id:
-        query = query.where(RunHost.run_id < before_id)
-    return [(run, run_host) for run, run_host in db.session.execute(query)]
+    query = select(Run, RunHost).join(RunHost, RunHost.run_id == Run.id).where(RunHost.host == name)
+    return keyset_page(query, RunHost.run_id, size, cursor=before, rows=True)
 
 
 def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
@@ -213,25 +208,27 @@ def active_runs(kind: str | None = None) -> list[Run]:
     return list(db.session.scalars(query))
 
 
-def filter_runs(kind: str | None = None, status: str | None = None, host: str | None = None,
-                trigger: str | None = None, before_id: int | None = None, after_id: int | None = None,
-                limit: int = PAGE_SIZE) -> list[Run]:
-    """Newest runs first, one keyset page: ids below `before_id`, or the page just above `after_id`."""
+def runs_page(kind: str | None = None, status: str | None = None, host: str | None = None,
+              trigger: str | None = None, before: int | None = None, after: int | None = None,
+              size: int = PAGE_SIZE) -> Page[Run]:
+    """Newest runs first, one keyset page: ids below `before`, or the page just above `after`.
+
+    `host` keeps the runs that recorded a verdict for that host (queued runs have none yet).
+    """
     query, key = select(Run), Run.id
     if host:  # walk the host's (host, run_id) index newest first rather than every run
         query, key = query.join(RunHost, RunHost.run_id == Run.id).where(RunHost.host == host), RunHost.run_id
-    if kind:
-        query = query.where(Run.kind == kind)
-    if status:
-        query = query.where(Run.status == status)
-    if trigger:
-        query = query.where(Run.trigger == trigger)
-    if after_id:
-        rows = list(db.session.scalars(query.where(key > after_id).order_by(key).limit(limit)))
-        return list(reversed(rows))
-    if before_id:
-        query = query.where(key < before_id)
-    return list(db.session.scalars(query.order_by(key.desc()).limit(limit)))
+    for column, value in ((Run.kind, kind), (Run.status, status), (Run.trigger, trigger)):
+        if value:
+            query = query.where(column == value)
+    if after:
+        return newer_page(query, key, size, after)
+    return keyset_page(query, key, size, cursor=before)
+
+
+def recent_runs(count: int) -> list[Run]:
+    """The newest `count` runs, newest first."""
+    return runs_page(size=count).items
 
 
 def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> list[TaskResultRow]:
@@ -265,19 +262,27 @@ def count_pending_approvals() -> int:
     return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == ApprovalStatus.PENDING)) or 0
 
 
-def revisions_before(before_id: int | None = None, limit: int = PAGE_SIZE) -> list[Revision]:
+def revisions_page(before: int | None = None, size: int = PAGE_SIZE) -> Page[Revision]:
     """Fetched revisions newest first, one keyset page."""
-    query = select(Revision).order_by(Revision.id.desc()).limit(limit)
-    if before_id:
-        query = query.where(Revision.id < before_id)
-    return list(db.session.scalars(query))
+    return keyset_page(select(Revision), Revision.id, size, cursor=before)
 
 
-def source_overview():
-    """(source state, controller state) rows, read without creating them (pages only read)."""
-    state = db.session.get(SourceState, 1)
-    controller = db.session.get(ControllerState, 1)
-    return state, controller
+def source_state() -> SourceState | None:
+    """Where the source stands (desired revision, last fetch, staleness); None before the first fetch.
+
+    A read never inserts the row (pages only read); `records` writes it.
+    """
+    return db.session.get(SourceState, 1)
+
+
+def desired_sha() -> str | None:
+    """The desired revision's sha, None before the first valid fetch."""
+    return db.session.scalar(select(SourceState.desired_sha).where(SourceState.id == 1))
+
+
+def controller_heartbeat():
+    """When the controller last said it was alive (None if it never ran against this store)."""
+    return db.session.scalar(select(ControllerState.heartbeat_at).where(ControllerState.id == 1))
 
 
 def open_approvals_of(host: str):
@@ -349,20 +354,11 @@ def known_hosts() -> list[tuple[str, list[str]]]:
         select(Host.name, Host.groups).where(Host.in_inventory.is_(True)))]
 
 
-def find_approvals(status: str | None = None, before_id: int | None = None,
-                   limit: int = PAGE_SIZE) -> list[Approval]:
-    """Approvals newest first, one keyset page (ids < before_id), optionally of one status."""
-    query = select(Approval).order_by(Approval.id.desc()).limit(limit)
-    if status:
-        query = query.where(Approval.status == status)
-    if before_id:
-        query = query.where(Approval.id < before_id)
-    return list(db.session.scalars(query))
-
-
-def get_source_state() -> SourceState | None:
-    """The source's state row, or None before the first fetch (a read that never inserts it)."""
-    return db.session.get(SourceState, 1)
+def approvals_page(status: str | None = None, before: int | None = None,
+                   size: int = PAGE_SIZE) -> Page[Approval]:
+    """Approvals newest first, one keyset page (ids < before), optionally of one status."""
+    query = select(Approval).where(Approval.status == status) if status else select(Approval)
+    return keyset_page(query, Approval.id, size, cursor=before)
 
 
 def finished_run_counts() -> dict[tuple[str, str], int]:

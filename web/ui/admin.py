@@ -8,12 +8,8 @@ not even in the session cookie, so they cannot be shown again.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
-
 from fleet.errors import ConfigError
 from fleet.store import accounts
-from fleet.store.db import db
-from fleet.store.models import ApiToken, User
 from fleet.web.auth import audit, require_role
 from fleet.web.ui.common import int_arg, who
 
@@ -36,7 +32,7 @@ def add_user():
     password = request.form.get("password", "")
     if not name or len(name) > 255:
         return _form_error("users", "a user needs a name (at most 255 characters)")
-    if db.session.scalar(select(User.id).where(User.name == name)):
+    if accounts.user_exists(name):
         return _form_error("users", f"a user named {name!r} exists already")
     generated = "" if password else accounts.generate_password()
     try:
@@ -64,13 +60,12 @@ def enable_user(user_id: int):
 
 
 def _set_disabled(user_id: int, disabled: bool):
-    user = db.session.get(User, user_id) or abort(404, description=f"no user with id {user_id}")
-    if user.name == who() and disabled:
+    name = accounts.user_name(user_id) or abort(404, description=f"no user with id {user_id}")
+    if name == who() and disabled:
         return _form_error("users", "you cannot disable your own account; ask another admin")
-    user.disabled = disabled
-    db.session.commit()
-    audit("user.disable" if disabled else "user.enable", user.name)
-    flash(f"user {user.name} {'disabled' if disabled else 'enabled'}", "info")
+    accounts.set_user_disabled(user_id, disabled)
+    audit("user.disable" if disabled else "user.enable", name)
+    flash(f"user {name} {'disabled' if disabled else 'enabled'}", "info")
     return redirect(url_for("ui.admin.users"), 303)
 
 
@@ -99,10 +94,10 @@ def create_token():
 @bp.post("/tokens/<int:token_id>/revoke")
 @require_role("admin")
 def revoke_token(token_id: int):
-    token = db.session.get(ApiToken, token_id) or abort(404, description=f"no token with id {token_id}")
-    accounts.revoke_token(token.name)
-    audit("token.revoke", token.name)
-    flash(f"token {token.name} revoked", "info")
+    name = accounts.token_name(token_id) or abort(404, description=f"no token with id {token_id}")
+    accounts.revoke_token(name)
+    audit("token.revoke", name)
+    flash(f"token {name} revoked", "info")
     return redirect(url_for("ui.admin.tokens"), 303)
 
 
@@ -110,9 +105,8 @@ def revoke_token(token_id: int):
 @require_role("admin")
 def audit_log():
     before = int_arg("before")
-    page = accounts.audit_page(before, AUDIT_PER_PAGE + 1)
-    return render_template("admin/audit.html", entries=page[:AUDIT_PER_PAGE], more=len(page) > AUDIT_PER_PAGE,
-                           before=before)
+    page = accounts.audit_page(before, AUDIT_PER_PAGE)
+    return render_template("admin/audit.html", entries=page.items, more=page.more, before=before)
 
 
 def _form_error(page: str, message: str):

@@ -19,12 +19,12 @@ APPROVALS_PER_PAGE = 50
 @require_role("viewer")
 def index():
     before = int_arg("before")
-    page = queries.find_approvals(None, before, APPROVALS_PER_PAGE + 1)
-    shown = page[:APPROVALS_PER_PAGE]
+    page = queries.approvals_page(None, before, APPROVALS_PER_PAGE)
+    shown = page.items
     waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending"]
     # A task that ran for real during the check (check_mode: false) changed the host already: not drift to approve.
     drift = {pair: [t for t in tasks if is_drift(t)] for pair, tasks in queries.changed_tasks_of_pairs(waiting).items()}
-    return render_template("approvals/index.html", approvals=shown, more=len(page) > APPROVALS_PER_PAGE,
+    return render_template("approvals/index.html", approvals=shown, more=page.more,
                            before=before, drift=drift)
 
 

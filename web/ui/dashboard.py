@@ -23,21 +23,21 @@ CHART_RUNS = 30
 @require_role("viewer")
 def dashboard():
     counts = queries.count_hosts_by_status()
-    source, controller = queries.source_overview()
+    source = queries.source_state()
     desired = queries.get_revision(source.desired_sha) if source and source.desired_sha else None
     runs, verdicts = queries.recent_run_verdicts(CHART_RUNS)
     points = present.drift_timeline(runs, verdicts, queries.host_statuses())
     return render_template(
         "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=HOST_STATUSES,
         meanings=present.HOST_STATUS_MEANING,
-        source=source, desired=desired, stale=source_staleness(source, controller),
-        controller_seen=controller.heartbeat_at if controller else None,
+        source=source, desired=desired, stale=source_staleness(source),
+        controller_seen=queries.controller_heartbeat(),
         chart=present.drift_chart(points), points=points,
-        recent=queries.filter_runs(limit=RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
+        recent=queries.recent_runs(RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
     )
 
 
-def source_staleness(source, controller) -> str:
+def source_staleness(source) -> str:
     """Why the source may be stale ('' when it is fresh): a fetch error, or no fetch for a long while."""
     if source is None:
         return "never fetched: start the controller (fleet serve) or run fleet check"

@@ -22,10 +22,10 @@ def index():
     status = choice_arg("status", HOST_STATUSES)
     group = request.args.get("group", "").strip() or None
     after = request.args.get("after", "").strip() or None
-    page = queries.filter_hosts(status, group, after, HOSTS_PER_PAGE + 1)
+    page = queries.hosts_page(status, group, after, HOSTS_PER_PAGE)
     counts = queries.count_hosts_by_status()
     return render_template(
-        "hosts/index.html", hosts=page[:HOSTS_PER_PAGE], more=len(page) > HOSTS_PER_PAGE,
+        "hosts/index.html", hosts=page.items, more=page.more,
         status=status, group=group, after=after, groups=queries.inventory_groups(), counts=counts,
         total=sum(counts.values()), statuses=HOST_STATUSES, meanings=present.HOST_STATUS_MEANING,
     )
@@ -37,7 +37,7 @@ def show(name: str):
     host = or_404(queries.get_host, name)
     before = int_arg("before")
     tasks = queries.host_check_tasks(host.last_check_run_id, host.name)
-    history = queries.host_run_history(host.name, before, HISTORY_PER_PAGE + 1)
+    history = queries.host_history_page(host.name, before, HISTORY_PER_PAGE)
     # One read of the last check's task results, split into what explains the verdict. A task that ran for
     # real (check_mode: false) is never drift; a failure a rescue handled, or one ignore_errors hid (then it
     # is unverified), does not fail the host.
@@ -49,7 +49,7 @@ def show(name: str):
         rescued=[t for t in tasks if t.rescued],
         unverified=unverified, accepted=[t for t in unverified if t.accepted],
         executed=[t for t in tasks if t.executed],
-        history=history[:HISTORY_PER_PAGE], more_history=len(history) > HISTORY_PER_PAGE,
+        history=history.items, more_history=history.more,
         active=[r for r in queries.active_runs() if covers(r.limit, host.name, host.group_list)],
         approvals=queries.open_approvals_of(host.name),
     )

@@ -17,7 +17,6 @@ REVISIONS_PER_PAGE = 50
 @require_role("viewer")
 def index():
     before = int_arg("before")
-    page = queries.revisions_before(before, REVISIONS_PER_PAGE + 1)
-    source, _ = queries.source_overview()
-    return render_template("revisions/index.html", revisions=page[:REVISIONS_PER_PAGE],
-                           more=len(page) > REVISIONS_PER_PAGE, before=before, source=source)
+    page = queries.revisions_page(before, REVISIONS_PER_PAGE)
+    return render_template("revisions/index.html", revisions=page.items, more=page.more, before=before,
+                           source=queries.source_state())

@@ -26,15 +26,11 @@ def index():
         "host": request.args.get("host", "").strip() or None,
     }
     before, after = int_arg("before"), int_arg("after")
-    page = queries.filter_runs(**filters, before_id=before, after_id=after, limit=RUNS_PER_PAGE + 1)
-    if after:  # the page just above `after`, newest first: the extra row is the newest, at the top
-        has_newer, page = len(page) > RUNS_PER_PAGE, page[-RUNS_PER_PAGE:]
-        has_older = True
-    else:
-        has_older, page = len(page) > RUNS_PER_PAGE, page[:RUNS_PER_PAGE]
-        has_newer = before is not None
+    page = queries.runs_page(**filters, before=before, after=after, size=RUNS_PER_PAGE)
+    # Paging up (after=), `more` says newer runs exist and older ones do by construction; paging down, the reverse.
+    has_older, has_newer = (True, page.more) if after else (page.more, before is not None)
     return render_template(
-        "runs/index.html", runs=page, filters=filters, has_older=has_older, has_newer=has_newer,
+        "runs/index.html", runs=page.items, filters=filters, has_older=has_older, has_newer=has_newer,
         kinds=vocabulary.RUN_KINDS, statuses=vocabulary.RUN_STATUSES, triggers=vocabulary.TRIGGERS,
     )
 
