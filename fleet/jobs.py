@@ -1,11 +1,15 @@
-"""One run, start to finish: sync the source, pre-flight the hosts, run Ansible, record.
+"""One run, start to finish: sync the source, validate it, pre-flight the hosts, run Ansible, record.
 
-    sync_source -> resolve targets -> probe hosts -> execute -> record
+    sync_source -> validate_revision -> resolve targets -> probe hosts -> execute -> record
 
 The CLI calls `execute_run` (fetch, then run at once); the controller calls
 `perform_run` for runs it takes from its queue. The run row is written
 before anything can fail, and closed on every path, so the history never
-loses a run.
+loses a run. Ansible and the hosts are reached only through a
+`runner.Runner`: every function here takes `runner=` (default: the real
+AnsibleRunner for the settings), so a whole run can be tested with
+`fake_runner.FakeRunner` and no hosts. What they hand back (DesiredState,
+RunReport) are plain frozen dataclasses, never rows of the store.
 """
 
 from __future__ import annotations
@@ -15,24 +19,89 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from fleet import hostkeys, policy, processes, runner, source
+from fleet import policy, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
+from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
 from fleet.settings import Settings
 from fleet.store import queries, records
-from fleet.store.models import Revision, Run
+from fleet.store.models import Run
 
 
-@dataclass
+@dataclass(frozen=True)
+class RevisionSummary:
+    """A validated revision as callers read it; attribute names are the store's."""
+
+    sha: str
+    status: str  # valid | rejected
+    error: str
+    rewrites_history: bool
+
+    @classmethod
+    def of(cls, row) -> RevisionSummary:
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as callers read it once it ended; attribute names are the store's, so serializers take either."""
+
+    id: int
+    kind: str
+    trigger: str
+    status: str
+    revision_sha: str | None
+    limit: str
+    requested_by: str
+    strategy: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str
+    cancel_requested: bool
+    approval_id: int | None
+
+    @classmethod
+    def of(cls, row) -> RunSummary:
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
 class DesiredState:
-    revision: Revision
+    """The revision the fleet should match, its exported tree and its inventory."""
+
+    revision: RevisionSummary
     tree: Path
-    hosts: list[source.InventoryHost]
+    hosts: tuple[InventoryHost, ...]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """How a run ended: the run, each host's verdict, and each host's task results."""
+
+    run: RunSummary
+    verdicts: list[HostVerdict]
+    tasks_by_host: dict[str, list[TaskResult]]
+
+
+@dataclass(frozen=True)
+class Validation:
+    ok: bool
+    error: str = ""
+    hosts: tuple[InventoryHost, ...] = ()
+
+
+ProgressFn = Callable[[DriftTracker, dict], None]
+
+
+def default_runner(settings: Settings) -> Runner:
+    """The real Ansible boundary, set up from the settings (what every `runner=None` means)."""
+    return AnsibleRunner.for_settings(settings)
 
 
 # Connections stay up at least this long, and this much past the next scheduled check.
@@ -44,7 +113,7 @@ _SSH_PERSIST_MARGIN = 300
 def load_policy(tree: Path) -> policy.Policy:
     """fleet.yml of an exported revision, parsed once: exports never change, and Policy is frozen."""
     path = tree / "fleet.yml"
-    return policy.parse_policy(path.read_text() if path.exists() else None)
+    return policy.parse_policy(path.read_text(errors="replace") if path.exists() else None)
 
 
 def ssh_persist(settings: Settings, tree: Path, now: datetime) -> int:
@@ -62,44 +131,31 @@ def ssh_persist(settings: Settings, tree: Path, now: datetime) -> int:
     return max(_MIN_SSH_PERSIST, policy.seconds_until_next_check(current, now) + _SSH_PERSIST_MARGIN)
 
 
-@dataclass
-class RunReport:
-    run: Run
-    verdicts: list[HostVerdict]
-    tasks_by_host: dict[str, list[TaskResult]]
-
-
-ProgressFn = Callable[[DriftTracker, dict], None]
-
-
-def sync_source(settings: Settings) -> DesiredState:
+def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredState:
     """Fetch the source, validate its head once, and return the desired state.
 
     A head that fails validation is recorded as rejected and raised as
     RevisionRejected; the last good revision stays desired.
     """
+    runner = runner or default_runner(settings)
     try:
         repo = source.fetch_source(settings)
         info = source.resolve_ref(repo, settings)
     except SourceError as exc:
         records.record_fetch(settings.repo, None, None, error=str(exc))
         raise
-    revision = queries.get_revision(info.sha)
-    if revision is None:  # validate each commit once; the verdict is stored with it
-        error = _validation_error(repo, settings, info.sha)
-        revision = records.record_revision(info, ok=not error, error=error,
-                                           rewrites_history=_rewrites_history(repo, info.sha))
+    revision = queries.get_revision(info.sha) or _record_validation(repo, settings, info, runner)
     if revision.status == "rejected":
         records.record_fetch(settings.repo, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_last_good_hint()}")
     tree = source.export_revision(repo, settings, info.sha)
-    hosts = inventory_hosts(tree, settings)
+    hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
     records.record_fetch(settings.repo, info.sha, info.sha)
-    return DesiredState(revision=revision, tree=tree, hosts=hosts)
+    return DesiredState(revision=RevisionSummary.of(revision), tree=tree, hosts=tuple(hosts))
 
 
-def desired_state(settings: Settings) -> DesiredState:
+def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredState:
     """The desired revision as the store knows it, without fetching (the controller's runs)."""
     sha = records.source_state().desired_sha
     revision = queries.get_revision(sha) if sha else None
@@ -108,27 +164,61 @@ def desired_state(settings: Settings) -> DesiredState:
     tree = source.export_path(settings, sha)
     if not tree.exists():
         tree = source.export_revision(source.fetch_source(settings), settings, sha)
-    return DesiredState(revision=revision, tree=tree, hosts=inventory_hosts(tree, settings))
+    hosts = inventory_hosts(tree, settings, runner)
+    return DesiredState(revision=RevisionSummary.of(revision), tree=tree, hosts=tuple(hosts))
 
 
-_inventory_cache: dict[tuple[Path, str], list[source.InventoryHost]] = {}
+def inventory_hosts(tree: Path, settings: Settings, runner: Runner | None = None,
+                    limit: str | None = None) -> list[InventoryHost]:
+    """Hosts of an exported revision matching `limit` (all without one).
+
+    An export never changes, so each (revision, limit) is listed by Ansible
+    once per process and reused: by validation, sync, target resolution.
+    """
+    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit))
 
 
-def inventory_hosts(tree: Path, settings: Settings) -> list[source.InventoryHost]:
-    """Every host of an exported revision; a revision never changes, so each is listed once."""
-    key = (tree, settings.inventory)
-    if key not in _inventory_cache:
-        _inventory_cache[key] = source.list_inventory(tree, settings)
-    return _inventory_cache[key]
+@functools.lru_cache(maxsize=64)
+def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None) -> tuple[InventoryHost, ...]:
+    return tuple(runner.list_inventory(tree, inventory, limit))
 
 
-def _validation_error(repo, settings: Settings, sha: str) -> str:
-    """Why the revision may not run ('' when it validates)."""
+def validate_revision(tree: Path, settings: Settings, runner: Runner | None = None) -> Validation:
+    """Check an exported revision before anything runs from it: safe paths, inventory, syntax, fleet.yml."""
+    runner = runner or default_runner(settings)
+    for label, relative in (("playbook", settings.playbook), ("inventory", settings.inventory)):
+        problem = source.unsafe_path_problem(tree, relative)
+        if problem:
+            return Validation(False, f"{label} path {relative!r} {problem}")
     try:
-        tree = source.export_revision(repo, settings, sha)
+        hosts = inventory_hosts(tree, settings, runner)
     except SourceError as exc:
+        return Validation(False, str(exc))
+    problem = runner.syntax_problem(tree, settings.playbook, settings.inventory) or policy_problem(tree)
+    if problem:
+        return Validation(False, problem)
+    return Validation(True, hosts=tuple(hosts))
+
+
+def policy_problem(tree: Path) -> str:
+    """Why fleet.yml (optional) is not a valid policy ('' when it is fine or absent)."""
+    try:
+        load_policy(tree)
+    except policy.PolicyError as exc:
         return str(exc)
-    return source.validate_revision(tree, settings).error
+    return ""
+
+
+def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner: Runner):
+    """Validate a commit seen for the first time and store the verdict with it (each commit once)."""
+    try:
+        tree = source.export_revision(repo, settings, info.sha)
+    except SourceError as exc:
+        error = str(exc)
+    else:
+        error = validate_revision(tree, settings, runner).error
+    return records.record_revision(info, ok=not error, error=error,
+                                   rewrites_history=_rewrites_history(repo, info.sha))
 
 
 def _rewrites_history(repo, sha: str) -> bool:
@@ -150,17 +240,22 @@ def execute_run(
     trigger: str = "manual",
     requested_by: str = "",
     progress: ProgressFn | None = None,
+    runner: Runner | None = None,
+    should_cancel: Callable[[], bool] | None = None,
 ) -> RunReport:
     """Fetch the source, then check or converge the hosts matching `limit` now (the CLI's path)."""
-    desired = sync_source(settings)
-    targets = resolve_targets(settings, desired, limit)
+    runner = runner or default_runner(settings)
+    desired = sync_source(settings, runner)
+    targets = resolve_targets(settings, desired, limit, runner)
     run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid())
-    return perform_run(settings, run, desired, targets, progress=progress)
+    return perform_run(settings, run, desired, targets, progress=progress, should_cancel=should_cancel,
+                       runner=runner)
 
 
-def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None) -> list[source.InventoryHost]:
+def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None,
+                    runner: Runner | None = None) -> list[InventoryHost]:
     """Inventory hosts matching `limit` at the desired revision; an error when none do."""
-    targets = source.list_inventory(desired.tree, settings, limit) if limit else desired.hosts
+    targets = inventory_hosts(desired.tree, settings, runner, limit) if limit else list(desired.hosts)
     if not targets:
         raise FleetError(
             f"no inventory host matches --limit {limit!r}; `fleet status` lists the hosts"
@@ -173,96 +268,88 @@ def perform_run(
     settings: Settings,
     run: Run,
     desired: DesiredState,
-    targets: list[source.InventoryHost],
+    targets: list[InventoryHost],
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    runner: Runner | None = None,
 ) -> RunReport:
     """Execute an existing run row on `targets` and close it, whatever happens.
 
     Each target host is locked for the run's duration; a host another run
-    holds fails this run with HostBusy before anything starts.
+    holds fails this run with HostBusy before anything starts. On a crash
+    the run is closed `failed` with the reason and the error is raised again.
     """
-    execution = _Execution(settings, run, run.kind, progress, should_cancel)
+    execution = _Execution(settings, run, progress, should_cancel, runner or default_runner(settings))
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
         error = "; ".join(f"{host} is busy with run {holder}" for host, holder in busy)
         execution.finish("failed", error)
         raise HostBusy(f"{error}; wait for it to finish or narrow --limit")
     try:
-        status, error = execution.run(desired, targets), ""
+        status = execution.run(desired, targets)
     except KeyboardInterrupt:
-        processes.kill_tree(execution.ansible_pid)  # it runs in its own session: Ctrl-C never reached it
-        execution.finish("canceled", "canceled from the terminal")
+        execution.finish("canceled", "canceled from the terminal")  # the runner stopped Ansible already
         raise
     except BaseException as exc:
-        processes.kill_tree(execution.ansible_pid)
         execution.finish("failed", f"fleet could not finish the run: {exc}")
         raise
     finally:
         records.release_host_locks(run.id)
+    summary = execution.finish(status, _stop_reason(settings, run.id, status))
+    return RunReport(run=summary, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
+
+
+def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
+    """What a stopped run's error says ('' for a run that reached its end)."""
     if status == "canceled":
-        error = records.cancel_reason(run.id) or "canceled"
-    elif status == "timeout":
-        error = f"stopped after the run timeout of {settings.run_timeout}s"
-    run = execution.finish(status, error)
-    return RunReport(run=run, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
+        return records.cancel_reason(run_id) or "canceled"
+    if status == "timeout":
+        return f"stopped after the run timeout of {settings.run_timeout}s"
+    return ""
 
 
 class _Execution:
     """The state of one run while Ansible streams its events."""
 
-    def __init__(self, settings: Settings, run: Run, kind: str, progress: ProgressFn | None,
-                 should_cancel: Callable[[], bool] | None):
+    def __init__(self, settings: Settings, run: Run, progress: ProgressFn | None,
+                 should_cancel: Callable[[], bool] | None, runner: Runner):
         self.settings = settings
+        self.runner = runner
         self.should_cancel = should_cancel or (lambda: False)
         self.ansible_pid: int | None = None
+        self.events_seen = 0
         self.run_row = run
-        self.kind = kind
+        self.kind = run.kind
         self.progress = progress
-        self.tracker = DriftTracker(check_mode=kind == "check")  # replaced once the targets are known
+        self.tracker = DriftTracker(check_mode=self.kind == "check")  # replaced once the targets are known
         self.recorder = records.RunRecorder(run.id)
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
         self.private_dir = settings.data_dir / "runs" / str(run.id)
-        self.tree: Path | None = None
-        self.strategy: runner.Strategy | None = None
+        self.strategy: Strategy | None = None
         self.deadline = float("inf")
         self.timed_out = False
-        self.stopping = False
 
-    def run(self, desired: DesiredState, targets: list[source.InventoryHost]) -> str:
+    def run(self, desired: DesiredState, targets: list[InventoryHost]) -> str:
         self.tracker = DriftTracker(self.kind == "check", check_context(self.settings, desired, targets))
-        self.strategy = runner.choose_strategy(self.settings.strategy)
+        self.strategy = choose_strategy(self.settings.strategy)
         records.note_strategy(self.run_row.id, self.strategy.name)
         usable = self._preflight(targets)
         if not usable:
             return "failed"
         self.deadline = time.monotonic() + self.settings.run_timeout
-        outcome = runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
+        outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
         status = "timeout" if self.timed_out else outcome.status
         return _run_status(status, self.tracker.verdicts())
 
     def _stop_requested(self) -> bool:
-        """Polled by ansible-runner: on cancel or timeout, kill the whole Ansible tree first.
+        """Polled by the runner between events: stop on cancel or once the run timeout has passed."""
+        self.timed_out = self.timed_out or time.monotonic() > self.deadline
+        return self.timed_out or self.should_cancel()
 
-        Sticky: ansible-runner stores every answer, so a later False would turn the
-        stop into a plain failure.
-        """
-        if self.stopping:
-            return True
-        self.timed_out = time.monotonic() > self.deadline
-        if not (self.timed_out or self.should_cancel()):
-            return False
-        self.stopping = True
-        processes.kill_tree(self.ansible_pid)
-        return True
-
-    def _preflight(self, targets: list[source.InventoryHost]) -> list[str]:
-        probes = hostkeys.probe_hosts(
-            [hostkeys.Target(t.name, t.address, t.port) for t in targets],
-            self.settings.known_hosts_path, self.settings.connect_timeout,
-        )
+    def _preflight(self, targets: list[InventoryHost]) -> list[str]:
+        """Names of the targets worth starting Ansible for; the others get their verdict now."""
         usable = []
-        for name, probe in probes.items():
+        for name, probe in self.runner.probe_hosts(targets).items():
             records.mark_key_blocked(name, probe.state == "key_changed")
             if probe.usable:
                 usable.append(name)
@@ -271,12 +358,11 @@ class _Execution:
                 self.tracker.note_host(name, status, probe.message)
         return sorted(usable)
 
-    def _spec(self, desired: DesiredState, hosts: list[str]) -> runner.JobSpec:
-        self.tree = desired.tree
+    def _spec(self, desired: DesiredState, hosts: list[str]) -> JobSpec:
         self.private_dir.mkdir(parents=True, exist_ok=True)
         limit_file = self.private_dir / "limit"
         limit_file.write_text("".join(f"{h}\n" for h in hosts))
-        return runner.JobSpec(
+        return JobSpec(
             kind=self.kind,
             project_dir=desired.tree,
             playbook=self.settings.playbook,
@@ -286,13 +372,14 @@ class _Execution:
             control_path_dir=self.settings.control_path_dir,
             ssh_persist=ssh_persist(self.settings, desired.tree, datetime.now(timezone.utc)),
             limit_file=limit_file,
-            identity=hostkeys.ensure_identity(self.settings.identity_path),
+            identity=self.settings.identity_path,  # the runner creates the key pair on first use
             vault_password_file=self.settings.vault_password_file,
             forks=self.settings.forks,
             strategy=self.strategy,
         )
 
     def _on_event(self, event: dict) -> None:
+        self.events_seen += 1
         if self.ansible_pid is None and event.get("pid"):
             # Kept so a controller restarted after a crash can stop an orphaned ansible-playbook.
             self.ansible_pid = int(event["pid"])
@@ -304,14 +391,15 @@ class _Execution:
         if self.progress:
             self.progress(self.tracker, event)
 
-    def finish(self, status: str, error: str) -> Run:
+    def finish(self, status: str, error: str) -> RunSummary:
+        """Flush what was recorded, write each host's verdict, close the run row."""
         self.recorder.flush()
         verdicts = self.tracker.verdicts()
-        if status not in ("successful", "failed") or (self.ansible_pid and not self.tracker.finished):
+        if status not in ("successful", "failed") or (self.events_seen and not self.tracker.finished):
             verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
         run = records.finish_run(self.run_row, status, verdicts, error)
         shutil.rmtree(self.private_dir, ignore_errors=True)
-        return run
+        return RunSummary.of(run)
 
 
 def check_context(settings: Settings, desired: DesiredState, targets: list[source.InventoryHost]) -> CheckContext:

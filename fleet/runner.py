@@ -1,4 +1,11 @@
-"""The only module that imports ansible_runner: a JobSpec in, events out.
+"""The Ansible boundary: the only module that starts Ansible.
+
+`Runner` is what the rest of fleet asks of Ansible and of the managed hosts:
+list an inventory, syntax-check a playbook, probe the hosts, run a JobSpec
+streaming its events. `AnsibleRunner` does it for real (ansible-runner,
+ansible-inventory, ansible-playbook, paramiko); `fleet.fake_runner.FakeRunner`
+replays recorded events for tests, the way httpx's MockTransport stands in
+for the network.
 
 Every run gets its own private data directory; fleet passes no passwords
 or keys through it (ansible-runner's env files are suppressed), only paths
@@ -10,15 +17,23 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import ansible_runner
+
+from fleet import hostkeys, processes
+from fleet.errors import SourceError
+
+if TYPE_CHECKING:
+    from fleet.settings import Settings
 
 CALLBACK_DIR = Path(__file__).parent / "ansible_plugins" / "callback"
 RUNNER_STATUSES = {"successful", "failed", "timeout", "canceled"}
@@ -28,6 +43,10 @@ MITOGEN_ANSIBLE_RANGE = ((2, 10), (2, 20))
 log = logging.getLogger("fleet.runner")
 
 DEFAULT_SSH_PERSIST = 120  # seconds
+TOOL_TIMEOUT = 300  # seconds ansible-inventory or a syntax check may take
+ORIGIN = re.compile(r"Origin: (?P<file>\S+?):(?P<line>\d+):(?P<column>\d+)")
+EventFn = Callable[[dict], None]
+CancelFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,32 @@ class JobSpec:
 class RunnerOutcome:
     status: str  # successful | failed | timeout | canceled
     rc: int
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    """One host of an inventory: its name, where SSH reaches it, and its groups."""
+
+    name: str
+    address: str
+    port: int
+    groups: tuple[str, ...]
+
+
+class Runner(Protocol):
+    """Everything fleet asks of Ansible and of the managed hosts, and nothing else."""
+
+    def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
+        """Hosts of the inventory at `tree` (those matching `limit`); SourceError when it does not parse."""
+
+    def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
+        """Why the playbook fails Ansible's syntax check ('' when it passes)."""
+
+    def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, hostkeys.Probe]:
+        """Reachability and host-key state of each host, by name, before anything runs on them."""
+
+    def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
+        """Run the spec, calling on_event per event; once should_cancel says True, stop with `canceled`."""
 
 
 def ansible_bin_dir() -> Path:
@@ -178,39 +223,182 @@ def command_line(spec: JobSpec) -> str:
     return " ".join(args)
 
 
-def run_job(
-    spec: JobSpec,
-    on_event: Callable[[dict], None],
-    should_cancel: Callable[[], bool] = lambda: False,
-) -> RunnerOutcome:
+@dataclass(frozen=True)
+class AnsibleRunner:
+    """The real Runner: ansible-runner for playbooks, Ansible's own tools for inventory and syntax, paramiko probes."""
+
+    known_hosts: Path
+    control_path_dir: Path
+    vault_password_file: str | None = None
+    connect_timeout: float = 5
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> AnsibleRunner:
+        return cls(settings.known_hosts_path, settings.control_path_dir, settings.vault_password_file,
+                   settings.connect_timeout)
+
+    def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
+        command = [str(ansible_bin_dir() / "ansible-inventory"), "-i", str(tree / inventory), "--list"]
+        command += ["--limit", limit] if limit else []
+        proc = self._run_tool(command + self._vault_args(), tree)
+        if proc.returncode != 0:
+            raise SourceError(f"inventory does not parse: {clean_ansible_error(proc.stderr, tree)}")
+        try:
+            listing = json.loads(proc.stdout)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"ansible-inventory printed something that is not JSON ({exc})") from exc
+        return hosts_from_listing(listing)
+
+    def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
+        command = [str(ansible_bin_dir() / "ansible-playbook"), "--syntax-check",
+                   "-i", str(tree / inventory), playbook, *self._vault_args()]
+        proc = self._run_tool(command, tree)
+        if proc.returncode != 0:
+            return f"playbook syntax check failed: {clean_ansible_error(proc.stderr or proc.stdout, tree)}"
+        return ""
+
+    def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, hostkeys.Probe]:
+        targets = [hostkeys.Target(h.name, h.address, h.port) for h in hosts]
+        return hostkeys.probe_hosts(targets, self.known_hosts, self.connect_timeout)
+
+    def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
+        return run_job(spec, on_event, should_cancel)
+
+    def _run_tool(self, command: list[str], tree: Path) -> subprocess.CompletedProcess:
+        env = {**os.environ, **ansible_env(self.known_hosts, self.control_path_dir)}
+        try:
+            return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
+                                  timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise SourceError(f"{Path(command[0]).name} took over {TOOL_TIMEOUT}s; "
+                              "check the inventory's dynamic sources and the playbook's imports") from exc
+
+    def _vault_args(self) -> list[str]:
+        return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
+
+
+def hosts_from_listing(listing: dict) -> list[InventoryHost]:
+    """Turn `ansible-inventory --list` JSON into InventoryHosts; only connection facts are kept."""
+    hostvars = listing.get("_meta", {}).get("hostvars", {})
+    groups: dict[str, set[str]] = {}
+    for group in listing:
+        if group != "_meta" and isinstance(listing[group], dict):
+            for host in _group_hosts(listing, group):
+                groups.setdefault(host, set()).add(group)
+    names = sorted(set(groups) | set(hostvars))
+    return [
+        InventoryHost(
+            name=name,
+            address=str(hostvars.get(name, {}).get("ansible_host", name)),
+            port=int(hostvars.get(name, {}).get("ansible_port", 22)),
+            groups=tuple(sorted(groups.get(name, set()) - {"all", "ungrouped"})),
+        )
+        for name in names
+    ]
+
+
+def _group_hosts(listing: dict, group: str, seen: set[str] | None = None) -> set[str]:
+    seen = seen if seen is not None else set()
+    if group in seen:
+        return set()
+    seen.add(group)
+    body = listing.get(group, {})
+    hosts = set(body.get("hosts", []))
+    for child in body.get("children", []):
+        hosts |= _group_hosts(listing, child, seen)
+    return hosts
+
+
+def clean_ansible_error(text: str, tree: Path) -> str:
+    """Ansible's error text, trimmed, with paths made relative to the repository."""
+    text = text.replace(f"{tree}/", "").replace(str(tree), ".")
+    # Ansible 2.19 says "Origin: file.yml:31:1"; say it in words a reader scans for.
+    text = ORIGIN.sub(lambda m: f"in {m['file']}, line {m['line']}, column {m['column']}", text)
+    lines = [line.rstrip() for line in text.splitlines()]
+    keep = [line for line in lines if line.strip() and "interpreter_discovery" not in line]
+    return "\n".join(keep[:25]).strip() or "Ansible gave no message"
+
+
+class _AnsibleProcess:
+    """The ansible-playbook of one run, known by the pid its events carry, so it can be stopped whole."""
+
+    def __init__(self, should_cancel: CancelFn):
+        self.should_cancel = should_cancel
+        self.pid: int | None = None
+        self.stopping = False
+
+    def saw(self, event: dict) -> None:
+        if self.pid is None and event.get("pid"):
+            self.pid = int(event["pid"])
+
+    def stop_requested(self) -> bool:
+        """Polled by ansible-runner: when asked to stop, kill the whole tree first (Mitogen's included).
+
+        Sticky: ansible-runner stores every answer, so a later False would turn
+        the stop into a plain failure.
+        """
+        if not self.stopping and self.should_cancel():
+            self.stopping = True
+            self.kill()
+        return self.stopping
+
+    def kill(self) -> None:
+        processes.kill_tree(self.pid)
+
+
+def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
     """Run the playbook as the spec says, calling on_event for every event as it arrives.
 
-    The caller owns stopping: should_cancel is polled often, and the caller
-    enforces its own timeout through it (so it can stop the whole process tree).
+    The caller owns deciding when to stop: should_cancel is polled often, and
+    the caller enforces its own timeout through it. Stopping, and a crash or
+    Ctrl-C mid-run, kill the whole Ansible process tree: it runs in a session
+    of its own, so nothing else would reach it.
     """
+    _prepare_directories(spec)
+    process = _AnsibleProcess(should_cancel)
+
+    def handle(event: dict) -> bool:
+        process.saw(event)
+        on_event(event)
+        return False  # fleet records events itself; ansible-runner need not write them to disk
+
+    try:
+        result = ansible_runner.run(
+            private_data_dir=str(spec.private_data_dir),
+            project_dir=str(spec.project_dir),
+            playbook=spec.playbook,
+            inventory=str(spec.inventory),
+            limit=f"@{spec.limit_file}" if spec.limit_file else None,
+            forks=spec.forks,
+            cmdline=command_line(spec),
+            envvars=job_env(spec),
+            event_handler=handle,
+            cancel_callback=process.stop_requested,
+            suppress_env_files=True,
+            quiet=True,
+            json_mode=False,
+        )
+    except BaseException:
+        process.kill()
+        raise
+    status = result.status if result.status in RUNNER_STATUSES else "failed"
+    return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1)
+
+
+def _prepare_directories(spec: JobSpec) -> None:
     spec.private_data_dir.mkdir(parents=True, exist_ok=True)
     spec.control_path_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if spec.identity:
+        hostkeys.ensure_identity(spec.identity)
     if control_path(spec.control_path_dir) is None:
         log.warning("the data directory's path is too long for SSH control sockets named by connection; "
                     "Mitogen will open new connections each run (use a data directory of at most 46 characters)")
+
+
+def job_env(spec: JobSpec) -> dict[str, str]:
+    """The environment of one playbook run: fleet's SSH settings, its callback, the chosen strategy."""
     envvars = ansible_env(spec.known_hosts, spec.control_path_dir, spec.ssh_persist)
     # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
     envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
     envvars.update(strategy_env(spec.strategy))
-    result = ansible_runner.run(
-        private_data_dir=str(spec.private_data_dir),
-        project_dir=str(spec.project_dir),
-        playbook=spec.playbook,
-        inventory=str(spec.inventory),
-        limit=f"@{spec.limit_file}" if spec.limit_file else None,
-        forks=spec.forks,
-        cmdline=command_line(spec),
-        envvars=envvars,
-        event_handler=lambda event: on_event(event) or False,
-        cancel_callback=should_cancel,
-        suppress_env_files=True,
-        quiet=True,
-        json_mode=False,
-    )
-    status = result.status if result.status in RUNNER_STATUSES else "failed"
-    return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1)
+    return envvars

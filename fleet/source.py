@@ -1,32 +1,27 @@
-"""The git source: fetch, resolve the ref, export a revision, validate it.
+"""The git source, with GitPython only: fetch, resolve the ref, export a revision, path safety.
 
 The source is mirrored into the data directory; each revision is exported
 (`git archive`) into a directory of its own, written once and never
-changed, so a run never reads a working tree that moves under it.
+changed, so a run never reads a working tree that moves under it. What
+Ansible makes of a revision (inventory, syntax) is asked of the runner, by
+jobs.validate_revision.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
-import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 import git
 
 from fleet.errors import SourceError
-from fleet.policy import PolicyError, parse_policy
-from fleet.runner import ansible_bin_dir, ansible_env
 from fleet.settings import Settings
 
-VALIDATION_TIMEOUT = 300
-ORIGIN = re.compile(r"Origin: (?P<file>\S+?):(?P<line>\d+):(?P<column>\d+)")
 SIGNATURE_STATUS = {"G": "good", "U": "good", "X": "expired", "Y": "expired", "R": "revoked",
                     "B": "bad", "E": "unverifiable", "N": "unsigned"}
 
@@ -39,21 +34,6 @@ class CommitInfo:
     message: str
     signature: str
     ref: str
-
-
-@dataclass(frozen=True)
-class InventoryHost:
-    name: str
-    address: str
-    port: int
-    groups: tuple[str, ...]
-
-
-@dataclass
-class Validation:
-    ok: bool
-    error: str = ""
-    hosts: list[InventoryHost] = field(default_factory=list)
 
 
 def mirror_path(settings: Settings) -> Path:
@@ -169,34 +149,6 @@ def export_revision(repo: git.Repo, settings: Settings, sha: str) -> Path:
     return target
 
 
-def validate_revision(tree: Path, settings: Settings) -> Validation:
-    """Check an exported revision before anything runs from it."""
-    for label, relative in (("playbook", settings.playbook), ("inventory", settings.inventory)):
-        problem = unsafe_path_problem(tree, relative)
-        if problem:
-            return Validation(False, f"{label} path {relative!r} {problem}")
-    try:
-        hosts = list_inventory(tree, settings)
-    except SourceError as exc:
-        return Validation(False, str(exc))
-    problem = syntax_problem(tree, settings) or policy_problem(tree)
-    if problem:
-        return Validation(False, problem)
-    return Validation(True, hosts=hosts)
-
-
-def policy_problem(tree: Path) -> str:
-    """Why fleet.yml (optional) is not a valid policy ('' when it is fine or absent)."""
-    path = tree / "fleet.yml"
-    if not path.exists():
-        return ""
-    try:
-        parse_policy(path.read_text(errors="replace"), origin="fleet.yml")
-    except PolicyError as exc:
-        return str(exc)
-    return ""
-
-
 def unsafe_path_problem(tree: Path, relative: str) -> str:
     """Why `relative` may not be used inside `tree` ('' when it is fine)."""
     parts = PurePosixPath(relative)
@@ -211,90 +163,6 @@ def unsafe_path_problem(tree: Path, relative: str) -> str:
     if not full.exists():  # also catches a symlink that points nowhere
         return "does not exist in this revision"
     return ""
-
-
-def list_inventory(tree: Path, settings: Settings, limit: str | None = None) -> list[InventoryHost]:
-    """Hosts of the revision's inventory (matching `limit`), with groups and SSH address."""
-    command = [str(ansible_bin_dir() / "ansible-inventory"), "-i", str(tree / settings.inventory), "--list"]
-    if limit:
-        command += ["--limit", limit]
-    command += _vault_args(settings)
-    proc = _run_ansible(command, tree, settings)
-    if proc.returncode != 0:
-        raise SourceError(f"inventory does not parse: {clean_ansible_error(proc.stderr, tree)}")
-    try:
-        listing = json.loads(proc.stdout)
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"ansible-inventory printed something that is not JSON ({exc})") from exc
-    return hosts_from_listing(listing)
-
-
-def hosts_from_listing(listing: dict) -> list[InventoryHost]:
-    """Turn `ansible-inventory --list` JSON into InventoryHosts; only connection facts are kept."""
-    hostvars = listing.get("_meta", {}).get("hostvars", {})
-    groups: dict[str, set[str]] = {}
-    for group in listing:
-        if group != "_meta" and isinstance(listing[group], dict):
-            for host in _group_hosts(listing, group):
-                groups.setdefault(host, set()).add(group)
-    names = sorted(set(groups) | set(hostvars))
-    return [
-        InventoryHost(
-            name=name,
-            address=str(hostvars.get(name, {}).get("ansible_host", name)),
-            port=int(hostvars.get(name, {}).get("ansible_port", 22)),
-            groups=tuple(sorted(groups.get(name, set()) - {"all", "ungrouped"})),
-        )
-        for name in names
-    ]
-
-
-def _group_hosts(listing: dict, group: str, seen: set[str] | None = None) -> set[str]:
-    seen = seen if seen is not None else set()
-    if group in seen:
-        return set()
-    seen.add(group)
-    body = listing.get(group, {})
-    hosts = set(body.get("hosts", []))
-    for child in body.get("children", []):
-        hosts |= _group_hosts(listing, child, seen)
-    return hosts
-
-
-def syntax_problem(tree: Path, settings: Settings) -> str:
-    command = [
-        str(ansible_bin_dir() / "ansible-playbook"), "--syntax-check",
-        "-i", str(tree / settings.inventory), settings.playbook, *_vault_args(settings),
-    ]
-    proc = _run_ansible(command, tree, settings)
-    if proc.returncode != 0:
-        return f"playbook syntax check failed: {clean_ansible_error(proc.stderr or proc.stdout, tree)}"
-    return ""
-
-
-def clean_ansible_error(text: str, tree: Path) -> str:
-    """Ansible's error text, trimmed, with paths made relative to the repository."""
-    text = text.replace(f"{tree}/", "").replace(str(tree), ".")
-    # Ansible 2.19 says "Origin: file.yml:31:1"; say it in words a reader scans for.
-    text = ORIGIN.sub(lambda m: f"in {m['file']}, line {m['line']}, column {m['column']}", text)
-    lines = [line.rstrip() for line in text.splitlines()]
-    keep = [line for line in lines if line.strip() and "interpreter_discovery" not in line]
-    return "\n".join(keep[:25]).strip() or "Ansible gave no message"
-
-
-def _run_ansible(command: list[str], tree: Path, settings: Settings) -> subprocess.CompletedProcess:
-    env = {**os.environ, **ansible_env(settings.known_hosts_path, settings.control_path_dir)}
-    try:
-        return subprocess.run(
-            command, cwd=tree, env=env, capture_output=True, text=True,
-            timeout=VALIDATION_TIMEOUT, stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SourceError(f"{Path(command[0]).name} took over {VALIDATION_TIMEOUT}s") from exc
-
-
-def _vault_args(settings: Settings) -> list[str]:
-    return ["--vault-password-file", settings.vault_password_file] if settings.vault_password_file else []
 
 
 def _git_env() -> dict[str, str]:

@@ -1,9 +1,26 @@
-"""Exit codes and run status from host verdicts."""
+"""jobs: exit codes and run status from verdicts, and whole runs through the fake runner (no lab hosts)."""
+
+import dataclasses
+import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from fleet.drift import HostVerdict
-from fleet.jobs import _run_status, exit_code
+from fleet.errors import FleetError, HostBusy, RevisionRejected
+from fleet.fake_runner import FakeRunner, hosts_of, load_events
+from fleet.jobs import (
+    RevisionSummary, RunSummary, _run_status, desired_state, execute_run, exit_code, perform_run,
+    resolve_targets, ssh_persist, sync_source, validate_revision,
+)
+from fleet.settings import Settings, load_settings, replace
+from fleet.store import db, records
+from fleet.store.models import Host, HostLock, Revision, Run, RunHost, TaskResultRow
+from fleet.web import create_app
+from tests.conftest import git, make_source
+from tests.truth_cases import CASES
 
 
 def verdicts(*statuses):
@@ -45,3 +62,235 @@ RUN_STATUS_CASES = {
                          ids=RUN_STATUS_CASES.keys())
 def test_run_status(runner_status, statuses, status):
     assert _run_status(runner_status, verdicts(*statuses)) == status
+
+
+# --- how long SSH masters outlive a run -----------------------------------------------------------
+
+NOW = datetime(2026, 11, 27, 14, 10, 0, tzinfo=timezone.utc)
+
+
+def tree_with(tmp_path: Path, fleet_yml: str | None) -> Path:
+    if fleet_yml is not None:
+        (tmp_path / "fleet.yml").write_text(fleet_yml)
+    return tmp_path
+
+
+def test_connections_last_until_five_minutes_past_the_next_scheduled_check(tmp_path):
+    tree = tree_with(tmp_path, "schedule: '0 * * * *'\n")
+    assert ssh_persist(Settings(repo="r"), tree, NOW) == 50 * 60 + 300
+
+
+def test_default_schedule_when_the_source_has_no_fleet_yml(tmp_path):
+    assert ssh_persist(Settings(repo="r"), tree_with(tmp_path, None), NOW) == 20 * 60 + 300
+
+
+def test_a_broken_fleet_yml_falls_back_to_the_default_schedule(tmp_path):
+    tree = tree_with(tmp_path, "schedule: [not, cron\n")
+    assert ssh_persist(Settings(repo="r"), tree, NOW) == 20 * 60 + 300
+
+
+def test_the_setting_overrides_the_schedule(tmp_path):
+    tree = tree_with(tmp_path, "schedule: '0 * * * *'\n")
+    assert ssh_persist(Settings(repo="r", ssh_persist=45), tree, NOW) == 45
+
+
+# --- whole runs through the fake runner, on a real SQLite store and a real git source ------------------
+
+RECORDED = load_events(Path(__file__).parent / "fixtures" / "truth_check.json")
+RECORDED_RESULTS = sum(1 for e in RECORDED if e["event"].startswith("runner_on_"))  # task results, at least
+CASE_HOSTS = hosts_of(RECORDED, groups=("cases",))
+# The recording's "accepted" case needs its policy: one task known not to be checkable.
+FLEET_YML = "accept_unverified:\n  - Flush the app cache\n"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """Settings for a real local git source holding the example playbooks and the truth cases' policy."""
+    repo = make_source(tmp_path / "source", "all:\n  hosts: {}\n")
+    (repo / "fleet.yml").write_text(FLEET_YML)
+    git(repo, "add", "fleet.yml")
+    git(repo, "commit", "-qm", "policy")
+    return load_settings(flags={"repo": str(repo), "data_dir": str(tmp_path / "data")}, environ={}, cwd=tmp_path)
+
+
+@pytest.fixture
+def store(settings):
+    """An empty SQLite store in the data directory, open for the test."""
+    with create_app(settings).app_context():
+        yield
+
+
+@pytest.fixture
+def fake():
+    return FakeRunner(events=RECORDED, hosts=CASE_HOSTS)
+
+
+def rows(model, **where):
+    return db.session.scalars(select(model).filter_by(**where)).all()
+
+
+def start_run(settings, fake, limit=None):
+    """What the controller does: a desired state, the targets, a run row; the caller performs it."""
+    desired = sync_source(settings, runner=fake)
+    targets = resolve_targets(settings, desired, limit, runner=fake)
+    return desired, targets, records.create_run("check", "manual", desired.revision.sha, limit or "", "test", 1)
+
+
+def assert_nothing_left_running():
+    assert rows(HostLock) == []
+    assert rows(Run, status="running") == []
+
+
+def test_a_recorded_check_lands_in_the_store_with_each_case_verdict(settings, store, fake):
+    report = execute_run(settings, "check", runner=fake)
+    assert report.run.status == "successful"
+    assert {v.name: v.status for v in report.verdicts} == {c.host: c.status for c in CASES}
+    [run] = rows(Run)
+    assert (run.id, run.status, run.hosts_total, run.error) == (report.run.id, "successful", len(CASES), "")
+    assert {r.host: r.status for r in rows(RunHost, run_id=run.id)} == {c.host: c.status for c in CASES}
+    assert len(rows(TaskResultRow, run_id=run.id)) == sum(len(tasks) for tasks in report.tasks_by_host.values())
+    assert {h.name: (h.status, h.last_check_run_id) for h in rows(Host)} == {
+        c.host: (c.status, run.id) for c in CASES}
+    assert_nothing_left_running()
+
+
+def test_recorded_drift_is_named_with_its_diff_and_masked_vault_values(settings, store, fake):
+    report = execute_run(settings, "check", runner=fake)
+    [vault] = [t for t in rows(TaskResultRow, host="vault") if t.status == "changed"]
+    assert vault.task == "Write the database credentials" and vault.cause == "new"
+    assert "password=********" in vault.diff
+    assert [t.task for t in report.tasks_by_host["vault"] if t.drift] == [vault.task]
+
+
+def test_what_a_run_hands_back_is_plain_data_not_store_rows(settings, store, fake):
+    report = execute_run(settings, "check", runner=fake)
+    desired = desired_state(settings, runner=fake)
+    assert isinstance(report.run, RunSummary) and isinstance(desired.revision, RevisionSummary)
+    assert desired.hosts == tuple(CASE_HOSTS) and not desired.revision.rewrites_history
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.run.status = "failed"
+
+
+def test_the_inventory_is_listed_once_per_revision_and_limit(settings, store, fake):
+    execute_run(settings, "check", runner=fake)
+    execute_run(settings, "check", runner=fake)
+    execute_run(settings, "check", limit="deleg_*", runner=fake)
+    report = execute_run(settings, "check", limit="deleg_*", runner=fake)
+    assert fake.listings == [None, "deleg_*"]
+    assert {v.name: v.status for v in report.verdicts} == {"deleg_a": "in_sync", "deleg_b": "drifted"}
+    assert fake.job_hosts[-1] == {"deleg_a", "deleg_b"}
+
+
+def test_canceled_mid_stream_keeps_partial_results_and_proves_no_host_in_sync(settings, store, fake):
+    desired, targets, run = start_run(settings, fake)
+    seen = []
+
+    def cancel_after_twenty_events(tracker, event):
+        seen.append(event)
+        if len(seen) == 20:
+            records.request_cancel(run.id, "canceled by ada")
+
+    report = perform_run(settings, run, desired, targets, progress=cancel_after_twenty_events,
+                         should_cancel=lambda: records.cancel_requested(run.id), runner=fake)
+    assert (report.run.status, report.run.error) == ("canceled", "canceled by ada")
+    assert len(seen) == 20
+    assert "in_sync" not in {v.status for v in report.verdicts} and "incomplete" in {v.status for v in report.verdicts}
+    assert 0 < len(rows(TaskResultRow, run_id=run.id)) < RECORDED_RESULTS
+    assert {h.status for h in rows(Host)} == {"unknown"}  # a stopped run changes no host's standing
+    assert_nothing_left_running()
+
+
+def test_a_run_that_hangs_is_stopped_at_the_run_timeout(settings, store):
+    settings = replace(settings, run_timeout=1)
+    hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=10)
+    started = time.monotonic()
+    report = execute_run(settings, "check", runner=hanging)
+    assert time.monotonic() - started < 10
+    assert (report.run.status, report.run.error) == ("timeout", "stopped after the run timeout of 1s")
+    assert "in_sync" not in {r.status for r in rows(RunHost, run_id=report.run.id)}
+    assert_nothing_left_running()
+
+
+def test_a_crash_inside_the_runner_fails_the_run_with_the_reason(settings, store):
+    crashing = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, crash_after=15)
+    with pytest.raises(RuntimeError, match="the fake runner crashed"):
+        execute_run(settings, "check", runner=crashing)
+    [run] = rows(Run)
+    assert run.status == "failed"
+    assert run.error == "fleet could not finish the run: the fake runner crashed"
+    assert run.finished_at is not None and len(rows(TaskResultRow, run_id=run.id)) > 0
+    assert "in_sync" not in {r.status for r in rows(RunHost, run_id=run.id)}
+    assert_nothing_left_running()
+
+
+def test_a_host_held_by_another_run_fails_the_run_before_ansible_starts(settings, store, fake):
+    desired, targets, run = start_run(settings, fake)
+    other = records.create_run("converge", "manual", desired.revision.sha, "raw", "ada", 2)
+    assert records.acquire_host_locks(other.id, ["raw"]) == []
+    with pytest.raises(HostBusy, match=f"raw is busy with run {other.id}; wait for it"):
+        perform_run(settings, run, desired, targets, runner=fake)
+    failed = db.session.get(Run, run.id)
+    assert (failed.status, failed.error) == ("failed", f"raw is busy with run {other.id}")
+    assert fake.jobs == []
+    assert [(lock.host, lock.run_id) for lock in rows(HostLock)] == [("raw", other.id)]
+
+
+def test_an_unreachable_host_is_left_out_of_the_ansible_run(settings, store):
+    fake = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, unreachable=frozenset({"raw"}))
+    report = execute_run(settings, "check", runner=fake)
+    verdicts = {v.name: v for v in report.verdicts}
+    assert verdicts["raw"].status == "unreachable" and "cannot connect" in verdicts["raw"].message
+    assert report.run.status == "failed"  # the run reached its end, but a host could not be checked
+    assert fake.job_hosts == [frozenset(h.name for h in CASE_HOSTS) - {"raw"}]
+    assert verdicts["control"].status == "in_sync"
+
+
+def test_no_reachable_host_means_no_ansible_run(settings, store):
+    fake = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, unreachable=frozenset(h.name for h in CASE_HOSTS))
+    report = execute_run(settings, "check", runner=fake)
+    assert report.run.status == "failed" and fake.jobs == []
+    assert {v.status for v in report.verdicts} == {"unreachable"}
+
+
+@pytest.mark.parametrize(("fake", "reason"), [
+    pytest.param(FakeRunner(hosts=CASE_HOSTS, syntax_error="mapping values are not allowed here"),
+                 "playbook syntax check failed: mapping values", id="syntax error"),
+    pytest.param(FakeRunner(hosts=CASE_HOSTS, inventory_error="hosts.yml, line 3"),
+                 "inventory does not parse: hosts.yml, line 3", id="inventory that does not parse"),
+])
+def test_a_revision_ansible_refuses_is_rejected_and_nothing_runs(settings, store, fake, reason):
+    with pytest.raises(RevisionRejected, match=reason):
+        execute_run(settings, "check", runner=fake)
+    assert [r.status for r in rows(Revision)] == ["rejected"]
+    assert rows(Run) == [] and fake.jobs == []
+
+
+def test_a_limit_no_host_matches_is_an_error_before_any_run(settings, store, fake):
+    with pytest.raises(FleetError, match="no inventory host matches --limit 'nothing'"):
+        execute_run(settings, "check", limit="nothing", runner=fake)
+    assert rows(Run) == []
+
+
+# --- validation: paths through git's export, inventory and syntax through the runner, fleet.yml ----------
+
+VALIDATION_CASES = {
+    "a good revision": ({}, FakeRunner(hosts=CASE_HOSTS), ""),
+    "playbook out of the repository": ({"playbook": "../site.yml"}, FakeRunner(), "playbook path '../site.yml' climbs"),
+    "missing inventory": ({"inventory": "hosts/"}, FakeRunner(), "inventory path 'hosts/' does not exist"),
+    "inventory Ansible cannot parse": ({}, FakeRunner(inventory_error="line 3"), "inventory does not parse: line 3"),
+    "syntax error": ({}, FakeRunner(syntax_error="line 7"), "playbook syntax check failed: line 7"),
+    "fleet.yml that is not a policy": ({"fleet_yml": "schedule: [not, cron\n"}, FakeRunner(), "fleet.yml"),
+}
+
+
+@pytest.mark.parametrize(("changes", "fake", "problem"), VALIDATION_CASES.values(), ids=VALIDATION_CASES.keys())
+def test_validate_revision(tmp_path, changes, fake, problem):
+    tree = tmp_path / "tree"
+    (tree / "playbooks").mkdir(parents=True)
+    (tree / "playbooks" / "site.yml").write_text("- hosts: all\n")
+    (tree / "inventory").mkdir()
+    (tree / "fleet.yml").write_text(changes.pop("fleet_yml", FLEET_YML))
+    validation = validate_revision(tree, Settings(repo="r", **changes), runner=fake)
+    assert validation.ok == (not problem)
+    assert problem in validation.error if problem else validation.error == ""
+    assert validation.hosts == (tuple(CASE_HOSTS) if validation.ok else ())

@@ -1,11 +1,18 @@
-"""The runner's pure parts: which Ansible strategy a run uses, and why."""
+"""The runner's pure parts (strategy, SSH arguments, inventory listings, Ansible's error text) and the fake runner."""
 
 from __future__ import annotations
+
+import inspect
+import time
+from pathlib import Path
 
 import pytest
 
 from fleet import runner
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, SourceError
+from fleet.fake_runner import FakeRunner, hosts_of, load_events
+from fleet.runner import InventoryHost, JobSpec, clean_ansible_error, hosts_from_listing
+from fleet.settings import Settings
 
 
 def test_linear_strategy_when_asked():
@@ -32,3 +39,224 @@ def test_explicit_mitogen_that_cannot_work_is_an_error(monkeypatch):
     monkeypatch.setattr(runner, "MITOGEN_ANSIBLE_RANGE", ((2, 10), (2, 11)))
     with pytest.raises(ConfigError, match="FLEET_STRATEGY=linear"):
         runner.choose_strategy("mitogen")
+
+
+# --- inventory listings and Ansible's error text ----------------------------------------
+
+LISTING = {
+    "_meta": {"hostvars": {
+        "web1": {"ansible_host": "10.0.0.1", "ansible_port": 2222, "motd": "hi"},
+        "db1": {"ansible_host": "10.0.1.1", "ansible_port": "2200"},
+        "lonely": {"ansible_host": "lonely.example.com"},
+    }},
+    "all": {"children": ["ungrouped", "prod"]},
+    "prod": {"children": ["web", "db"]},
+    "web": {"hosts": ["web1", "web2"]},
+    "db": {"hosts": ["db1"]},
+    "ungrouped": {"hosts": ["lonely"]},
+}
+
+
+def test_hosts_from_listing():
+    assert hosts_from_listing(LISTING) == [
+        InventoryHost("db1", "10.0.1.1", 2200, ("db", "prod")),
+        InventoryHost("lonely", "lonely.example.com", 22, ()),
+        InventoryHost("web1", "10.0.0.1", 2222, ("prod", "web")),
+        InventoryHost("web2", "web2", 22, ("prod", "web")),
+    ]
+
+
+def test_host_only_in_hostvars_is_listed():
+    listing = {"_meta": {"hostvars": {"solo": {"ansible_host": "10.9.9.9"}}}, "all": {"children": []}}
+    assert hosts_from_listing(listing) == [InventoryHost("solo", "10.9.9.9", 22, ())]
+
+
+def test_empty_listing_has_no_hosts():
+    assert hosts_from_listing({"_meta": {"hostvars": {}}, "all": {"children": ["ungrouped"]}}) == []
+
+
+def test_cyclic_children_do_not_loop_forever():
+    listing = {"a": {"children": ["b"], "hosts": ["h1"]}, "b": {"children": ["a"], "hosts": ["h2"]}}
+    assert [(h.name, h.groups) for h in hosts_from_listing(listing)] == [("h1", ("a", "b")), ("h2", ("a", "b"))]
+
+
+def test_clean_ansible_error_makes_paths_relative_and_origins_readable(tmp_path):
+    tree = tmp_path / "revisions" / "abc123"
+    text = (
+        f"[ERROR]: YAML syntax in {tree}/playbooks/site.yml\n"
+        "\n"
+        f"Origin: {tree}/inventory/hosts.yml:3:1   \n"
+        "[WARNING]: interpreter_discovery found python\n"
+        f"while reading {tree}\n"
+    )
+    assert clean_ansible_error(text, tree) == (
+        "[ERROR]: YAML syntax in playbooks/site.yml\n"
+        "in inventory/hosts.yml, line 3, column 1\n"
+        "while reading ."
+    )
+
+
+def test_clean_ansible_error_keeps_at_most_25_lines(tmp_path):
+    text = "\n".join(f"line {i}" for i in range(40))
+    lines = clean_ansible_error(text, tmp_path).splitlines()
+    assert lines == [f"line {i}" for i in range(25)]
+
+
+def test_clean_ansible_error_of_nothing(tmp_path):
+    assert clean_ansible_error("\n  \n", tmp_path) == "Ansible gave no message"
+
+
+# --- SSH arguments and kept connections ------------------------------------------------------------
+
+def test_ssh_arguments_name_the_shared_control_path_and_persist_time():
+    data = Path("/var/lib/fleet")
+    env = runner.ansible_env(data / "ssh" / "known_hosts", data / "cp", 1500)
+    args = env["ANSIBLE_SSH_ARGS"]
+    assert "-o ControlPersist=1500s" in args
+    assert "-o ControlPath=/var/lib/fleet/cp/%C" in args
+    assert "StrictHostKeyChecking=yes" in args and "UserKnownHostsFile=/var/lib/fleet/ssh/known_hosts" in args
+
+
+def test_a_control_directory_too_long_for_a_socket_leaves_the_path_to_ansible():
+    fits = Path("/var/lib/fleet/cp")
+    too_long = Path("/srv/" + "x" * 60 + "/cp")
+    assert runner.control_path(fits) == "/var/lib/fleet/cp/%C"
+    assert runner.control_path(too_long) is None
+    args = runner.ansible_env(Path("/k"), too_long, 300)["ANSIBLE_SSH_ARGS"]
+    assert "ControlPath" not in args and "ControlPersist=300s" in args
+
+
+# --- the real runner's set-up and stopping, without starting Ansible ---------------------------------
+
+def spec(tmp_path, kind="check", **changes) -> JobSpec:
+    fields = {"kind": kind, "project_dir": tmp_path, "playbook": "site.yml", "inventory": tmp_path / "inventory",
+              "private_data_dir": tmp_path / "run", "known_hosts": tmp_path / "known_hosts",
+              "control_path_dir": tmp_path / "cp", **changes}
+    return JobSpec(**fields)
+
+
+COMMAND_LINES = {
+    "check": ({}, "--check --diff"),
+    "converge": ({"kind": "converge"}, "--diff"),
+    "with key and vault": ({"identity": Path("/k/id"), "vault_password_file": "/k/vault"},
+                           "--check --diff --private-key /k/id --vault-password-file /k/vault"),
+}
+
+
+@pytest.mark.parametrize(("changes", "line"), COMMAND_LINES.values(), ids=COMMAND_LINES.keys())
+def test_command_line(tmp_path, changes, line):
+    assert runner.command_line(spec(tmp_path, **changes)) == line
+
+
+def test_job_env_puts_fleets_callback_first_and_names_the_strategy(tmp_path):
+    env = runner.job_env(spec(tmp_path, strategy=runner.Strategy("linear", None, "asked")))
+    assert env["ANSIBLE_CALLBACK_PLUGINS"] == str(runner.CALLBACK_DIR)
+    assert env["ANSIBLE_STRATEGY"] == "linear" and env["ANSIBLE_PIPELINING"] == "True"
+
+
+def test_the_real_runner_is_set_up_from_the_settings(tmp_path):
+    settings = Settings(repo="r", data_dir=tmp_path, vault_password_file="/k/vault", connect_timeout=7)
+    real = runner.AnsibleRunner.for_settings(settings)
+    assert real == runner.AnsibleRunner(tmp_path / "ssh" / "known_hosts", tmp_path / "cp", "/k/vault", 7)
+
+
+def test_a_stop_kills_the_whole_ansible_tree_once_and_stays_asked(monkeypatch):
+    killed, answers = [], iter([False, True, False])
+    monkeypatch.setattr(runner.processes, "kill_tree", killed.append)
+    process = runner._AnsibleProcess(lambda: next(answers))
+    process.saw({"event": "playbook_on_start", "pid": 4242})
+    process.saw({"event": "runner_on_ok", "pid": 9999})
+    assert [process.stop_requested() for _ in range(4)] == [False, True, True, True]
+    assert killed == [4242]
+
+
+# --- the fake runner ---------------------------------------------------------------------------------
+
+RECORDED = load_events(Path(__file__).parent / "fixtures" / "truth_check.json")
+EVENTS = [
+    {"event": "playbook_on_play_start", "counter": 1, "event_data": {}},
+    {"event": "runner_on_ok", "counter": 2, "event_data": {"host": "web1", "task": "motd"}},
+    {"event": "runner_on_ok", "counter": 3, "event_data": {"host": "db1", "task": "motd"}},
+    {"event": "playbook_on_stats", "counter": 4, "event_data": {"ok": {"web1": 1, "db1": 1}, "changed": {}}},
+]
+HOSTS = [InventoryHost("db1", "10.0.1.1", 22, ("db",)), InventoryHost("web1", "10.0.0.1", 22, ("web",))]
+
+
+def replay(fake: FakeRunner, job: JobSpec, should_cancel=lambda: False) -> tuple[runner.RunnerOutcome, list[dict]]:
+    seen: list[dict] = []
+    return fake.run_job(job, seen.append, should_cancel), seen
+
+
+def limited(tmp_path, *hosts) -> JobSpec:
+    (tmp_path / "limit").write_text("".join(f"{h}\n" for h in hosts))
+    return spec(tmp_path, limit_file=tmp_path / "limit")
+
+
+def test_the_fake_replays_every_event_in_order(tmp_path):
+    outcome, seen = replay(FakeRunner(events=EVENTS), spec(tmp_path))
+    assert outcome == runner.RunnerOutcome("successful", 0)
+    assert seen == EVENTS
+
+
+def test_the_fake_replays_only_the_hosts_the_run_is_limited_to(tmp_path):
+    fake = FakeRunner(events=EVENTS)
+    _, seen = replay(fake, limited(tmp_path, "web1"))
+    assert [e["event_data"].get("host") for e in seen] == [None, "web1", None]
+    assert seen[-1]["event_data"] == {"ok": {"web1": 1}, "changed": {}}
+    assert fake.job_hosts == [{"web1"}]
+
+
+def test_the_fake_stops_between_events_when_asked(tmp_path):
+    seen: list[dict] = []
+    outcome = FakeRunner(events=EVENTS).run_job(spec(tmp_path), seen.append, lambda: len(seen) >= 2)
+    assert outcome == runner.RunnerOutcome("canceled", 254) and len(seen) == 2
+
+
+def test_a_hanging_fake_waits_until_it_is_stopped(tmp_path):
+    deadline = time.monotonic() + 0.2
+    outcome, seen = replay(FakeRunner(events=EVENTS, hang_after=1), spec(tmp_path),
+                           should_cancel=lambda: time.monotonic() > deadline)
+    assert outcome.status == "canceled" and len(seen) == 1 and time.monotonic() >= deadline
+
+
+def test_a_crashing_fake_raises_mid_stream(tmp_path):
+    seen: list[dict] = []
+    fake = FakeRunner(events=EVENTS, crash_after=3, crash=OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        fake.run_job(spec(tmp_path), seen.append)
+    assert len(seen) == 3
+
+
+@pytest.mark.parametrize(("limit", "names"), [
+    (None, ["db1", "web1"]),
+    ("web1", ["web1"]),
+    ("db", ["db1"]),
+    ("web*,db1", ["db1", "web1"]),
+    ("web:db", ["db1", "web1"]),
+    ("nothing", []),
+])
+def test_the_fakes_inventory_matches_names_and_groups(tmp_path, limit, names):
+    fake = FakeRunner(hosts=HOSTS)
+    assert [h.name for h in fake.list_inventory(tmp_path, "inventory/", limit)] == names
+
+
+def test_the_fake_plays_a_broken_source_and_unreachable_hosts(tmp_path):
+    fake = FakeRunner(hosts=HOSTS, syntax_error="bad indent", inventory_error="line 3",
+                      unreachable=frozenset({"db1"}))
+    assert fake.syntax_problem(tmp_path, "site.yml", "inventory/") == "playbook syntax check failed: bad indent"
+    with pytest.raises(SourceError, match="inventory does not parse: line 3"):
+        fake.list_inventory(tmp_path, "inventory/")
+    probes = fake.probe_hosts(HOSTS)
+    assert (probes["db1"].usable, probes["web1"].usable) == (False, True)
+
+
+def test_an_inventory_for_a_recording_names_every_host_it_ran_on():
+    hosts = hosts_of(RECORDED)
+    assert len(hosts) == 19 and len({h.address for h in hosts}) == 19
+    assert {"raw", "vault", "deleg_a", "deleg_b"} <= {h.name for h in hosts}
+
+
+def test_the_fake_and_the_real_runner_offer_the_same_interface():
+    for name in ("list_inventory", "syntax_problem", "probe_hosts", "run_job"):
+        real, fake = getattr(runner.AnsibleRunner, name), getattr(FakeRunner, name)
+        assert inspect.signature(real).parameters.keys() == inspect.signature(fake).parameters.keys(), name

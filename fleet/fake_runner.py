@@ -1,0 +1,114 @@
+"""A Runner that starts no Ansible: it replays recorded events, for tests.
+
+The idea of httpx's MockTransport: the code under test keeps its real path
+(jobs, drift, the store) and only the boundary is swapped. Give it the
+events of a real run (tests/unit/fixtures/truth_check.json is one, recorded
+by tests/integration/truth/record_events.py) and the hosts its inventory
+lists; it can also play a host that does not answer, a run that hangs
+until it is stopped, and a crash mid-stream.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from fleet.errors import SourceError
+from fleet.hostkeys import Probe
+from fleet.runner import CancelFn, EventFn, InventoryHost, JobSpec, RunnerOutcome
+
+HANG_LIMIT = 60  # seconds a hanging fake waits to be stopped before it fails the test
+CANCELED_RC = 254  # what ansible-runner reports for a stopped run
+# playbook_on_stats fields keyed by host name; a limited run reports only its own hosts there
+_STATS_BY_HOST = ("changed", "dark", "failures", "ignored", "ok", "processed", "rescued", "skipped")
+
+
+def load_events(path: Path) -> list[dict]:
+    """A recorded event stream (a JSON list of ansible-runner events)."""
+    return json.loads(path.read_text())
+
+
+def hosts_of(events: Sequence[dict], groups: tuple[str, ...] = ()) -> list[InventoryHost]:
+    """An inventory for a recording: every host its events name, on loopback addresses."""
+    names = sorted({e.get("event_data", {}).get("host") for e in events} - {None, ""})
+    return [InventoryHost(name, f"127.0.99.{i + 1}", 22, groups) for i, name in enumerate(names)]
+
+
+@dataclass(eq=False)  # compared by identity: jobs caches inventory listings per runner
+class FakeRunner:
+    """Replays `events` as a run's stream; `hosts` is its inventory. Records the specs it was given."""
+
+    events: Sequence[dict] = ()
+    hosts: Sequence[InventoryHost] = ()
+    unreachable: frozenset[str] = frozenset()  # hosts whose pre-flight probe fails
+    syntax_error: str = ""  # what the syntax check reports ('' passes)
+    inventory_error: str = ""  # when set, the inventory does not parse
+    status: str = "successful"  # how a run that reaches its end finishes
+    hang_after: int | None = None  # after this many events, wait until should_cancel says stop
+    crash_after: int | None = None  # after this many events, raise `crash`
+    crash: BaseException = field(default_factory=lambda: RuntimeError("the fake runner crashed"))
+    jobs: list[JobSpec] = field(default_factory=list)  # every spec run_job was given
+    job_hosts: list[frozenset[str] | None] = field(default_factory=list)  # the hosts each job was limited to
+    listings: list[str | None] = field(default_factory=list)  # the limit of every inventory listing asked for
+
+    def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
+        self.listings.append(limit)
+        if self.inventory_error:
+            raise SourceError(f"inventory does not parse: {self.inventory_error}")
+        return [h for h in self.hosts if limit is None or matches(h, limit)]
+
+    def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
+        return f"playbook syntax check failed: {self.syntax_error}" if self.syntax_error else ""
+
+    def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, Probe]:
+        return {h.name: Probe(h.name, "unreachable", f"cannot connect to {h.address}:{h.port} (fake)")
+                if h.name in self.unreachable else Probe(h.name, "ok") for h in hosts}
+
+    def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
+        limited = frozenset(spec.limit_file.read_text().split()) if spec.limit_file else None
+        self.jobs.append(spec)
+        self.job_hosts.append(limited)
+        for count, event in enumerate(self._stream(limited)):
+            if should_cancel():
+                return RunnerOutcome("canceled", CANCELED_RC)
+            if count == self.crash_after:
+                raise self.crash
+            if count == self.hang_after:
+                return _hang(should_cancel)
+            on_event(event)
+        return RunnerOutcome(self.status, 0 if self.status == "successful" else 2)
+
+    def _stream(self, limited: frozenset[str] | None) -> list[dict]:
+        """The recorded events of the hosts the run is limited to, as Ansible would send them."""
+        if limited is None:
+            return list(self.events)
+        return [_only_hosts(e, limited) for e in self.events
+                if e.get("event_data", {}).get("host") in limited | {None, ""}]
+
+
+def matches(host: InventoryHost, limit: str) -> bool:
+    """A small part of Ansible's host patterns: names or groups, with wildcards, joined by ',' or ':'."""
+    patterns = limit.replace(":", ",").split(",")
+    return any(fnmatch.fnmatch(name, p) for p in patterns if p for name in (host.name, *host.groups))
+
+
+def _only_hosts(event: dict, hosts: frozenset[str]) -> dict:
+    if event.get("event") != "playbook_on_stats":
+        return event
+    data = {key: ({h: n for h, n in value.items() if h in hosts} if key in _STATS_BY_HOST else value)
+            for key, value in event.get("event_data", {}).items()}
+    return {**event, "event_data": data}
+
+
+def _hang(should_cancel: CancelFn) -> RunnerOutcome:
+    """Stay silent, as a stuck ansible-playbook does, until stopped."""
+    deadline = time.monotonic() + HANG_LIMIT
+    while time.monotonic() < deadline:
+        if should_cancel():
+            return RunnerOutcome("canceled", CANCELED_RC)
+        time.sleep(0.01)
+    raise AssertionError(f"the fake runner hung for {HANG_LIMIT}s and nothing stopped it")
