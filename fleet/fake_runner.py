@@ -3,28 +3,32 @@
 The idea of httpx's MockTransport: the code under test keeps its real path
 (jobs, drift, the store) and only the boundary is swapped. Give it the
 events of a real run (tests/unit/fixtures/truth_check.json is one, recorded
-by tests/integration/truth/record_events.py) and the hosts its inventory
-lists; it can also play a host that does not answer, a run that hangs
-until it is stopped, and a crash mid-stream.
+by tests/integration/truth/record_events.py), or a small stream made by
+`scripted_events`, and the hosts its inventory lists; it can also play a
+host that does not answer, a run that hangs until it is stopped, and a
+crash mid-stream. For runs that must differ (a check, then a converge, then
+the verifying check), give `events` a function of the JobSpec instead.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 from fleet.errors import SourceError
 from fleet.hostkeys import Probe
 from fleet.runner import CancelFn, EventFn, InventoryHost, JobSpec, RunnerOutcome
+from fleet.vocabulary import covers
 
 HANG_LIMIT = 60  # seconds a hanging fake waits to be stopped before it fails the test
 CANCELED_RC = 254  # what ansible-runner reports for a stopped run
 # playbook_on_stats fields keyed by host name; a limited run reports only its own hosts there
 _STATS_BY_HOST = ("changed", "dark", "failures", "ignored", "ok", "processed", "rescued", "skipped")
+_OUTCOME_EVENTS = {"ok": "runner_on_ok", "changed": "runner_on_ok", "failed": "runner_on_failed",
+                   "unreachable": "runner_on_unreachable"}
 
 
 def load_events(path: Path) -> list[dict]:
@@ -38,11 +42,33 @@ def hosts_of(events: Sequence[dict], groups: tuple[str, ...] = ()) -> list[Inven
     return [InventoryHost(name, f"127.0.99.{i + 1}", 22, groups) for i, name in enumerate(names)]
 
 
+def scripted_events(outcomes: Mapping[str, str], task: str = "Write the motd") -> list[dict]:
+    """A run of one file task whose result per host is `ok`, `changed`, `failed` or `unreachable`, and its recap."""
+    hosts = sorted(outcomes)
+    results = [_result_event(counter, host, outcomes[host], task) for counter, host in enumerate(hosts, start=2)]
+    stats = {"processed": {h: 1 for h in hosts},
+             "failures": {h: 1 for h in hosts if outcomes[h] == "failed"},
+             "dark": {h: 1 for h in hosts if outcomes[h] == "unreachable"}}
+    return [{"event": "playbook_on_play_start", "counter": 1, "event_data": {"play_uuid": "scripted-play"}},
+            *results, {"event": "playbook_on_stats", "counter": len(hosts) + 2, "event_data": stats}]
+
+
+def _result_event(counter: int, host: str, outcome: str, task: str) -> dict:
+    res = {"changed": outcome == "changed", "msg": "" if outcome in ("ok", "changed") else f"{outcome} (scripted)"}
+    if outcome == "changed":
+        res["diff"] = [{"before_header": "/etc/motd", "before": "old\n", "after_header": "/etc/motd",
+                        "after": "new\n"}]
+    data = {"host": host, "task": task, "task_action": "ansible.builtin.copy",
+            "resolved_action": "ansible.builtin.copy", "task_uuid": f"scripted-{task}",
+            "task_path": "playbooks/site.yml:1", "play_uuid": "scripted-play", "res": res}
+    return {"event": _OUTCOME_EVENTS[outcome], "counter": counter, "event_data": data}
+
+
 @dataclass(eq=False)  # compared by identity: jobs caches inventory listings per runner
 class FakeRunner:
     """Replays `events` as a run's stream; `hosts` is its inventory. Records the specs it was given."""
 
-    events: Sequence[dict] = ()
+    events: Sequence[dict] | Callable[[JobSpec], Sequence[dict]] = ()
     hosts: Sequence[InventoryHost] = ()
     unreachable: frozenset[str] = frozenset()  # hosts whose pre-flight probe fails
     syntax_error: str = ""  # what the syntax check reports ('' passes)
@@ -59,7 +85,8 @@ class FakeRunner:
         self.listings.append(limit)
         if self.inventory_error:
             raise SourceError(f"inventory does not parse: {self.inventory_error}")
-        return [h for h in self.hosts if limit is None or matches(h, limit)]
+        # Shell-style names and groups (fleet.vocabulary.covers), not all of Ansible's patterns.
+        return [h for h in self.hosts if limit is None or covers(limit, h.name, h.groups)]
 
     def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
         return f"playbook syntax check failed: {self.syntax_error}" if self.syntax_error else ""
@@ -72,7 +99,7 @@ class FakeRunner:
         limited = frozenset(spec.limit_file.read_text().split()) if spec.limit_file else None
         self.jobs.append(spec)
         self.job_hosts.append(limited)
-        for count, event in enumerate(self._stream(limited)):
+        for count, event in enumerate(self._stream(spec, limited)):
             if should_cancel():
                 return RunnerOutcome("canceled", CANCELED_RC)
             if count == self.crash_after:
@@ -82,18 +109,12 @@ class FakeRunner:
             on_event(event)
         return RunnerOutcome(self.status, 0 if self.status == "successful" else 2)
 
-    def _stream(self, limited: frozenset[str] | None) -> list[dict]:
-        """The recorded events of the hosts the run is limited to, as Ansible would send them."""
+    def _stream(self, spec: JobSpec, limited: frozenset[str] | None) -> list[dict]:
+        """The events of the hosts the run is limited to, as Ansible would send them."""
+        events = self.events(spec) if callable(self.events) else self.events
         if limited is None:
-            return list(self.events)
-        return [_only_hosts(e, limited) for e in self.events
-                if e.get("event_data", {}).get("host") in limited | {None, ""}]
-
-
-def matches(host: InventoryHost, limit: str) -> bool:
-    """A small part of Ansible's host patterns: names or groups, with wildcards, joined by ',' or ':'."""
-    patterns = limit.replace(":", ",").split(",")
-    return any(fnmatch.fnmatch(name, p) for p in patterns if p for name in (host.name, *host.groups))
+            return list(events)
+        return [_only_hosts(e, limited) for e in events if e.get("event_data", {}).get("host") in limited | {None, ""}]
 
 
 def _only_hosts(event: dict, hosts: frozenset[str]) -> dict:

@@ -31,6 +31,7 @@ from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.models import Run
+from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredStat
         records.record_fetch(settings.repo, None, None, error=str(exc))
         raise
     revision = queries.get_revision(info.sha) or _record_validation(repo, settings, info, runner)
-    if revision.status == "rejected":
+    if revision.status == RevisionStatus.REJECTED:
         records.record_fetch(settings.repo, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_last_good_hint()}")
     tree = source.export_revision(repo, settings, info.sha)
@@ -283,15 +284,15 @@ def perform_run(
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
         error = "; ".join(f"{host} is busy with run {holder}" for host, holder in busy)
-        execution.finish("failed", error)
+        execution.finish(RunStatus.FAILED, error)
         raise HostBusy(f"{error}; wait for it to finish or narrow --limit")
     try:
         status = execution.run(desired, targets)
     except KeyboardInterrupt:
-        execution.finish("canceled", "canceled from the terminal")  # the runner stopped Ansible already
+        execution.finish(RunStatus.CANCELED, "canceled from the terminal")  # the runner stopped Ansible already
         raise
     except BaseException as exc:
-        execution.finish("failed", f"fleet could not finish the run: {exc}")
+        execution.finish(RunStatus.FAILED, f"fleet could not finish the run: {exc}")
         raise
     finally:
         records.release_host_locks(run.id)
@@ -301,9 +302,9 @@ def perform_run(
 
 def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
     """What a stopped run's error says ('' for a run that reached its end)."""
-    if status == "canceled":
+    if status == RunStatus.CANCELED:
         return records.cancel_reason(run_id) or "canceled"
-    if status == "timeout":
+    if status == RunStatus.TIMEOUT:
         return f"stopped after the run timeout of {settings.run_timeout}s"
     return ""
 
@@ -321,7 +322,7 @@ class _Execution:
         self.run_row = run
         self.kind = run.kind
         self.progress = progress
-        self.tracker = DriftTracker(check_mode=self.kind == "check")  # replaced once the targets are known
+        self.tracker = DriftTracker(check_mode=self.kind == RunKind.CHECK)  # replaced once the targets are known
         self.recorder = records.RunRecorder(run.id)
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
         self.private_dir = settings.data_dir / "runs" / str(run.id)
@@ -330,15 +331,15 @@ class _Execution:
         self.timed_out = False
 
     def run(self, desired: DesiredState, targets: list[InventoryHost]) -> str:
-        self.tracker = DriftTracker(self.kind == "check", check_context(self.settings, desired, targets))
+        self.tracker = DriftTracker(self.kind == RunKind.CHECK, check_context(self.settings, desired, targets))
         self.strategy = choose_strategy(self.settings.strategy)
         records.note_strategy(self.run_row.id, self.strategy.name)
         usable = self._preflight(targets)
         if not usable:
-            return "failed"
+            return RunStatus.FAILED
         self.deadline = time.monotonic() + self.settings.run_timeout
         outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
-        status = "timeout" if self.timed_out else outcome.status
+        status = RunStatus.TIMEOUT if self.timed_out else outcome.status
         return _run_status(status, self.tracker.verdicts())
 
     def _stop_requested(self) -> bool:
@@ -354,7 +355,7 @@ class _Execution:
             if probe.usable:
                 usable.append(name)
             else:
-                status = "unreachable" if probe.state == "unreachable" else "failed"
+                status = HostStatus.UNREACHABLE if probe.state == "unreachable" else HostStatus.FAILED
                 self.tracker.note_host(name, status, probe.message)
         return sorted(usable)
 
@@ -395,14 +396,14 @@ class _Execution:
         """Flush what was recorded, write each host's verdict, close the run row."""
         self.recorder.flush()
         verdicts = self.tracker.verdicts()
-        if status not in ("successful", "failed") or (self.events_seen and not self.tracker.finished):
+        if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
             verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
         run = records.finish_run(self.run_row, status, verdicts, error)
         shutil.rmtree(self.private_dir, ignore_errors=True)
         return RunSummary.of(run)
 
 
-def check_context(settings: Settings, desired: DesiredState, targets: list[source.InventoryHost]) -> CheckContext:
+def check_context(settings: Settings, desired: DesiredState, targets: list[InventoryHost]) -> CheckContext:
     """What a verdict needs besides the events: accepted tasks, each host's converge history, changed paths."""
     try:
         accepted = load_policy(desired.tree).accept_unverified
@@ -422,26 +423,27 @@ def host_history(host, revision: str) -> HostHistory:
     """The part of a host's record that explains drift: last converge, whether a check followed it, flapping."""
     converged, checked = host.last_converge_at, host.last_check_at
     follows_converge = bool(converged) and host.last_converge_sha == revision and (
-        checked is None or _aware(checked) < _aware(converged))
+        checked is None or aware(checked) < aware(converged))
     flapping = frozenset(json.loads(host.flapping)) if host.flapping else frozenset()
     return HostHistory(last_converge_sha=host.last_converge_sha, checked_since_converge=not follows_converge,
                        flapping=flapping)
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands datetimes back naive; fleet writes only UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+# Ansible ran to its recap; any other end (stopped, timed out) proves no host in sync.
+_REACHED_THE_END = (RunStatus.SUCCESSFUL, RunStatus.FAILED)
+_NOT_CHECKED = (HostStatus.FAILED, HostStatus.UNREACHABLE)
 
 
 def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
     """A run that reached the end still failed if any host failed or was unreachable."""
-    if runner_status == "successful" and any(v.status in ("failed", "unreachable") for v in verdicts):
-        return "failed"
+    if runner_status == RunStatus.SUCCESSFUL and any(v.status in _NOT_CHECKED for v in verdicts):
+        return RunStatus.FAILED
     return runner_status
 
 
 # Exit codes of check and converge, most urgent first: unreachable/failed, drift, unverified, in sync.
-EXIT_CODES = {"unreachable": 3, "failed": 3, "incomplete": 3, "drifted": 2, "unverified": 4}
+EXIT_CODES = {HostStatus.UNREACHABLE: 3, HostStatus.FAILED: 3, HostStatus.INCOMPLETE: 3, HostStatus.DRIFTED: 2,
+              HostStatus.UNVERIFIED: 4}
 EXIT_PRECEDENCE = (3, 2, 4, 0)
 
 

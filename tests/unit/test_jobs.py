@@ -10,15 +10,16 @@ from sqlalchemy import select
 
 from fleet.drift import HostVerdict
 from fleet.errors import FleetError, HostBusy, RevisionRejected
-from fleet.fake_runner import FakeRunner, hosts_of, load_events
+from fleet.fake_runner import FakeRunner, hosts_of, load_events, scripted_events
 from fleet.jobs import (
     RevisionSummary, RunSummary, _run_status, desired_state, execute_run, exit_code, perform_run,
     resolve_targets, ssh_persist, sync_source, validate_revision,
 )
+from fleet.runner import InventoryHost
 from fleet.settings import Settings, load_settings, replace
 from fleet.store import db, records
+from fleet.store.db import open_store
 from fleet.store.models import Host, HostLock, Revision, Run, RunHost, TaskResultRow
-from fleet.web import create_app
 from tests.conftest import git, make_source
 from tests.truth_cases import CASES
 
@@ -115,8 +116,8 @@ def settings(tmp_path):
 
 @pytest.fixture
 def store(settings):
-    """An empty SQLite store in the data directory, open for the test."""
-    with create_app(settings).app_context():
+    """An empty SQLite store in the data directory, open for the test (no web app)."""
+    with open_store(settings):
         yield
 
 
@@ -294,3 +295,33 @@ def test_validate_revision(tmp_path, changes, fake, problem):
     assert validation.ok == (not problem)
     assert problem in validation.error if problem else validation.error == ""
     assert validation.hosts == (tuple(CASE_HOSTS) if validation.ok else ())
+
+
+# --- scripted streams: each run its own events ------------------------------------------------------------
+
+WEB = [InventoryHost("web1", "127.0.99.1", 22, ("web",)), InventoryHost("web2", "127.0.99.2", 22, ("web",))]
+
+SCRIPTED_CASES = {
+    "check finds drift": ("check", {"web1": "changed", "web2": "ok"}, {"web1": "drifted", "web2": "in_sync"}),
+    "converge applies changes": ("converge", {"web1": "changed", "web2": "ok"}, {"web1": "in_sync", "web2": "in_sync"}),
+    "a failed task fails the host": ("converge", {"web1": "failed", "web2": "ok"}, {"web1": "failed", "web2": "in_sync"}),
+    "unreachable mid-run": ("check", {"web1": "unreachable", "web2": "ok"}, {"web1": "unreachable", "web2": "in_sync"}),
+}
+
+
+@pytest.mark.parametrize(("kind", "outcomes", "verdicts"), SCRIPTED_CASES.values(), ids=SCRIPTED_CASES.keys())
+def test_scripted_runs_give_the_verdicts_they_script(settings, store, kind, outcomes, verdicts):
+    report = execute_run(settings, kind, runner=FakeRunner(events=scripted_events(outcomes), hosts=WEB))
+    assert {v.name: v.status for v in report.verdicts} == verdicts
+    assert report.run.status == ("successful" if set(verdicts.values()) <= {"in_sync", "drifted"} else "failed")
+
+
+def test_each_run_can_replay_its_own_stream(settings, store):
+    streams = iter([scripted_events({"web1": "changed"}), scripted_events({"web1": "changed"}),
+                    scripted_events({"web1": "ok"})])
+    fake = FakeRunner(events=lambda spec: next(streams), hosts=WEB)
+    reports = [execute_run(settings, kind, limit="web1", runner=fake) for kind in ("check", "converge", "check")]
+    assert [(r.run.kind, r.verdicts[0].status) for r in reports] == [
+        ("check", "drifted"), ("converge", "in_sync"), ("check", "in_sync")]
+    host = db.session.scalar(select(Host).where(Host.name == "web1"))
+    assert (host.status, host.last_converge_sha) == ("in_sync", reports[1].run.revision_sha)
