@@ -1,10 +1,18 @@
 """The controller: keeps the fleet matching git without anyone at the keyboard.
 
-One loop, one step at a time, the status written on every path:
+A reconcile loop shaped like Flux's: every tick is a short chain of steps,
+each returning its result, the first error stopping the chain, and the
+heartbeat written on every path:
 
-    poll source -> commit check / scheduled check -> run the queue one by one
-    -> after a check: remediation policy (report | approve | auto rollout)
-    -> approved converges: re-check, converge exactly that drift, verify
+    sync source -> plan -> execute (run through jobs, which records) -> remediate
+
+`fleet.plan` makes every decision (is a fetch or a check due, which run is
+next, what a check's drift calls for, the next rollout batch, an approval's
+fate) from plain dataclasses; this module observes the store, asks the plan,
+and carries out the actions it gets back. An action's outcome may call for
+follow-ups (rollout batches, verifying checks, approval steps): the plan
+decides them from that outcome and they run next, one after another, before
+anything else.
 
 Runs are executed one after another, so the controller never holds two
 runs on one host; host locks in the store keep the CLI from colliding
@@ -14,24 +22,23 @@ restart turns runs a dead process left `running` into `interrupted`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
 
-from fleet import jobs, policy, processes, source
+from fleet import jobs, plan, policy, processes, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.db import db
-from fleet.store.models import Run
+from fleet.store.models import Approval, Run
 
 log = logging.getLogger("fleet.controller")
 
-MAX_FETCH_BACKOFF = timedelta(minutes=15)
 CANCEL_POLL_SECONDS = 1.0
 IDLE_SLEEP_SECONDS = 1.0
 INTERRUPTED = ("the fleet process (pid {pid}) stopped while this run was running; "
@@ -42,31 +49,23 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive; every one fleet writes is UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
-
-
 class Controller:
-    def __init__(self, settings: Settings, stop: threading.Event | None = None):
+    """The loop: sync source -> plan -> execute, once per tick, until asked to stop."""
+
+    def __init__(self, settings: Settings, stop: threading.Event | None = None, runner=None):
         self.settings = settings
         self.stop = stop or threading.Event()
-        self._cancel_checked = 0.0
-
-    # --- lifecycle -------------------------------------------------------------
+        self.actions = ActionExecutor(settings, self.stop, runner)
 
     def recover(self) -> None:
         """Close what a killed controller left behind; resume nothing."""
-        orphaned = records.close_orphaned_runs(_pid_alive, INTERRUPTED)
-        for run in orphaned:
+        for run in records.close_orphaned_runs(_pid_alive, INTERRUPTED):
             _stop_orphaned_ansible(run.ansible_pid)
             log.warning("run %s was left running by a stopped process; marked interrupted", run.id)
         for run in records.interrupt_queued_converges(
                 "the controller restarted before this converge started; request it again if still wanted"):
             log.warning("queued converge %s not started after a restart; marked interrupted", run.id)
-        state = records.controller_state()
-        state.pid = os.getpid()
-        db.session.commit()
+        write_pid(os.getpid())
 
     def run_forever(self) -> None:
         self.recover()
@@ -83,81 +82,118 @@ class Controller:
         log.info("controller stopped")
 
     def tick(self, now: datetime) -> bool:
-        """One step of the loop; True when it did something worth looping again at once for."""
-        self._heartbeat(now)
-        self.poll_source(now)
-        self.plan_checks(now)
-        if self._apply_one_approval():
-            return True
-        run = records.next_queued_run()
-        if run is None:
-            return False
-        self.execute(run)
-        return True
+        """One pass of the loop at ``now``; True when it did something worth looping again at once for.
 
-    def _heartbeat(self, now: datetime) -> None:
-        state = records.controller_state()
-        state.heartbeat_at = now
-        db.session.commit()
+        The heartbeat comes first, so it is written on every path; an error in
+        a step propagates and skips the steps after it.
+        """
+        write_heartbeat(now)
+        self.sync_source(now)
+        return self.execute(self.plan_next(now), now)
 
-    # --- source ----------------------------------------------------------------
+    def sync_source(self, now: datetime) -> str:
+        """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale" or "not due"."""
+        if plan.plan_fetch(observe_state(), now) is None:
+            return "not due"
+        clear_fetch_request()
+        outcome = self._fetch()
+        failures = observe_state().fetch_failures + 1 if outcome == "stale" else 0
+        next_at = plan.next_fetch_at(now, self.settings.poll_interval, failures)
+        schedule_fetch(next_at, failures)
+        if outcome == "stale":
+            log.warning("source stale; retrying in %ss", int((next_at - now).total_seconds()))
+        return outcome
 
-    def poll_source(self, now: datetime) -> None:
-        """Fetch when due (interval, backoff or webhook); sync_source records the outcome."""
-        state = records.controller_state()
-        next_fetch = _aware(state.next_fetch_at)
-        if not state.fetch_requested and next_fetch and now < next_fetch:
-            return
-        state.fetch_requested = False
-        db.session.commit()
+    def _fetch(self) -> str:
         try:
             jobs.sync_source(self.settings)
-        except RevisionRejected as exc:
+        except RevisionRejected as exc:  # recorded; the last good revision stays desired
             log.warning("%s", exc)
-        except SourceError as exc:
-            failures = records.controller_state().fetch_failures + 1
-            delay = self._schedule_fetch(now, failures)
-            log.warning("source stale (%s); retrying in %ss", exc, int(delay.total_seconds()))
-            return
-        self._schedule_fetch(now, failures=0)
+            return "rejected"
+        except SourceError as exc:  # recorded as stale by jobs.sync_source
+            log.warning("cannot fetch the source: %s", exc)
+            return "stale"
+        return "fetched"
 
-    def _schedule_fetch(self, now: datetime, failures: int) -> timedelta:
-        interval = timedelta(seconds=self.settings.poll_interval)
-        delay = min(interval * (2 ** max(failures - 1, 0)), max(MAX_FETCH_BACKOFF, interval))
-        state = records.controller_state()
-        state.fetch_failures = failures
-        state.next_fetch_at = now + delay
-        db.session.commit()
-        return delay
+    def plan_next(self, now: datetime) -> list[plan.Action]:
+        """What to do next, as the plan decides it from the store's view of things."""
+        return plan.plan(observe_desired(), observe_state(), observe_queue(), observe_approvals(),
+                         current_policy(self.settings), now)
 
-    # --- planning ---------------------------------------------------------------
+    def execute(self, actions: list[plan.Action], now: datetime) -> bool:
+        """Carry out ``actions`` in order, each one's follow-ups right after it; True when there were any."""
+        pending = deque(actions)
+        while pending:
+            follow_ups = self.actions.perform(pending.popleft(), now)
+            pending.extendleft(reversed(follow_ups))
+        return bool(actions)
 
-    def plan_checks(self, now: datetime) -> None:
-        """Queue a check of every host for a new revision, and on the policy's schedule."""
-        state = records.controller_state()
-        desired_sha = records.source_state().desired_sha
-        if desired_sha and desired_sha != state.commit_checked_sha:
-            records.enqueue_run("check", "commit", "", "controller")
-            state.commit_checked_sha = desired_sha
-            state.last_scheduled_check_at = now  # the commit check stands in for this schedule slot
-            db.session.commit()
-            return
-        current = self.current_policy()
-        if desired_sha and policy.check_due(current, _aware(state.last_scheduled_check_at), now):
-            records.enqueue_run("check", "schedule", "", "controller")
-            state.last_scheduled_check_at = now
-            db.session.commit()
 
-    def current_policy(self) -> policy.Policy:
-        """fleet.yml of the desired revision (plan_checks asks every tick; jobs.load_policy parses once)."""
-        sha = records.source_state().desired_sha
-        tree = source.export_path(self.settings, sha) if sha else None
-        return jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY
+class ActionExecutor:
+    """Carries out the plan's actions: runs through jobs, approvals and the queue through the store.
 
-    # --- execution ---------------------------------------------------------------
+    Each method returns the follow-up actions the plan gives for its outcome.
+    """
 
-    def execute(self, run: Run, trigger_policy: bool = True) -> jobs.RunReport | None:
-        """Run one queued run to its end; after a check, apply the remediation policy."""
+    def __init__(self, settings: Settings, stop: threading.Event, runner=None):
+        self.settings = settings
+        self.stop = stop
+        # The Ansible boundary for jobs (None: the real one). Passed to jobs once they take `runner=`.
+        self.runner = runner
+        self._cancel_checked = 0.0
+
+    def perform(self, action: plan.Action, now: datetime) -> list[plan.Action]:
+        return getattr(self, _HANDLERS[type(action)])(action, now)
+
+    def queue_check(self, action: plan.QueueCheck, now: datetime) -> list[plan.Action]:
+        records.enqueue_run("check", action.trigger, "", "controller")
+        note_check_queued(action, now)
+        return []
+
+    def start_run(self, action: plan.StartRun, now: datetime) -> list[plan.Action]:
+        run = records.next_queued_run()
+        if run is None or run.id != action.run_id:  # canceled since the plan saw it: plan again
+            return []
+        finished = self.run_queued(run)
+        return plan.after_run(finished, current_policy(self.settings), now, self.stop.is_set())
+
+    def apply_approval(self, action: plan.ApplyApproval, now: datetime) -> list[plan.Action]:
+        approval = action.approval
+        recheck = self.run_now("check", approval.host, approval.id)
+        found = queries.changed_tasks_of(recheck.id, approval.host) if recheck else []
+        return plan.after_recheck(approval, recheck, plan.drift_signature(found))
+
+    def converge_approved(self, action: plan.ConvergeApproved, now: datetime) -> list[plan.Action]:
+        converge = self.run_now("converge", action.approval.host, action.approval.id)
+        return plan.after_approved_converge(action.approval, converge)
+
+    def converge_batch(self, action: plan.ConvergeBatch, now: datetime) -> list[plan.Action]:
+        converge = self.run_now("converge", ",".join(action.progress.batch))
+        return plan.after_batch(action.progress, converge, self.stop.is_set())
+
+    def verify_check(self, action: plan.VerifyCheck, now: datetime) -> list[plan.Action]:
+        self.run_now("check", action.limit)
+        return []
+
+    def open_approval(self, action: plan.OpenApproval, now: datetime) -> list[plan.Action]:
+        tasks = queries.changed_tasks_of(action.check_run_id, action.host)
+        summary = ", ".join(t.task for t in tasks)[:500]
+        approval = records.open_approval(action.host, action.check_run_id, action.sha,
+                                         plan.drift_signature(tasks), summary)
+        log.info("drift on %s waits for approval %s", action.host, approval.id)
+        return []
+
+    def close_approval(self, action: plan.CloseApproval, now: datetime) -> list[plan.Action]:
+        records.close_approval(approval_row(action.approval_id), action.status, action.note,
+                               action.converge_run_id)
+        return []
+
+    def hold(self, action: plan.Hold, now: datetime) -> list[plan.Action]:
+        log.log(logging.WARNING if action.warn else logging.INFO, "%s", action.reason)
+        return []
+
+    def run_queued(self, run: Run) -> plan.FinishedRun | None:
+        """Run one queued run to its end; None when it could not start (then it is closed as failed)."""
         try:
             desired = jobs.desired_state(self.settings)
             records.start_queued_run(run, desired.revision.sha, os.getpid())
@@ -168,14 +204,14 @@ class Controller:
             self._fail(run, str(exc))
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
-        if not trigger_policy or run.trigger == "policy" or report.run.status in ("canceled", "interrupted"):
-            return report
-        if run.kind == "check":
-            self.remediate(report, desired)
-        elif not self.stop.is_set():
-            # A converge someone asked for ends like a policy one: a check that proves the result.
-            self.run_now("check", "policy", run.limit or "")
-        return report
+        return finished_run(report, desired)
+
+    def run_now(self, kind: str, limit: str, approval_id: int | None = None) -> plan.FinishedRun | None:
+        """Queue a policy run and execute it at once, so policy steps run back to back."""
+        run, _ = records.enqueue_run(kind, "policy", limit, "controller", approval_id)
+        if run.status != "queued":
+            return None
+        return self.run_queued(run)
 
     def _fail(self, run: Run, error: str) -> None:
         db.session.rollback()
@@ -194,112 +230,103 @@ class Controller:
         self._cancel_checked = now
         return records.cancel_requested(run_id)
 
-    def run_now(self, kind: str, trigger: str, limit: str, requested_by: str = "controller",
-                approval_id: int | None = None) -> jobs.RunReport | None:
-        """Queue a run and execute it at once (policy steps run back to back)."""
-        run, _ = records.enqueue_run(kind, trigger, limit, requested_by, approval_id)
-        if run.status != "queued":
-            return None
-        return self.execute(run, trigger_policy=False)
 
-    # --- remediation ----------------------------------------------------------------
-
-    def remediate(self, report: jobs.RunReport, desired: jobs.DesiredState) -> None:
-        """Act on a check's drift as each host's group says: report, approve or auto."""
-        rules = self.current_policy()
-        groups = {h.name: h.groups for h in desired.hosts}
-        drifted = [v.name for v in report.verdicts
-                   if v.status == "drifted" and not only_flapping(report.tasks_by_host.get(v.name, []))]
-        by_mode: dict[str, list[str]] = {"auto": [], "approve": [], "report": []}
-        for name in drifted:
-            by_mode[policy.mode_for(rules, groups.get(name, ()))].append(name)
-        for name in by_mode["approve"]:
-            self._open_approval(name, report.run, desired)
-        if by_mode["auto"]:
-            self._auto_converge(by_mode["auto"], rules, desired)
-
-    def _open_approval(self, host: str, run: Run, desired: jobs.DesiredState) -> None:
-        tasks = queries.changed_tasks_of(run.id, host)
-        summary = ", ".join(t.task for t in tasks)[:500]
-        approval = records.open_approval(host, run.id, desired.revision.sha, drift_signature(tasks), summary)
-        log.info("drift on %s waits for approval %s", host, approval.id)
-
-    def _auto_converge(self, hosts: list[str], rules: policy.Policy, desired: jobs.DesiredState) -> None:
-        if desired.revision.rewrites_history:
-            log.warning("revision %s rewrites history: auto converge of %s skipped; converge by hand",
-                        desired.revision.sha[:12], ", ".join(hosts))
-            return
-        if not policy.window_open(rules, utcnow()):
-            log.info("auto converge of %s waits for the next allow window", ", ".join(hosts))
-            return
-        self.rollout(sorted(hosts), rules.rollout)
-
-    def rollout(self, hosts: list[str], rollout: policy.Rollout) -> list[str]:
-        """Converge hosts canary first, then in batches; stop above max_fail_percentage; verify."""
-        attempted, failed, converged = 0, 0, []
-        for index, batch in enumerate(policy.rollout_batches(rollout, hosts)):
-            if self.stop.is_set():
-                break
-            report = self.run_now("converge", "policy", ",".join(batch))
-            batch_failed = [v.name for v in report.verdicts if v.status != "in_sync"] if report else batch
-            attempted += len(batch)
-            failed += len(batch_failed)
-            converged += [h for h in batch if h not in batch_failed]
-            canary_failed = index == 0 and rollout.canary > 0 and bool(batch_failed)
-            if canary_failed or policy.should_stop(rollout, attempted, failed):
-                log.warning("rollout stopped: %s of %s hosts failed (max %s%%)", failed, attempted,
-                            rollout.max_fail_percentage)
-                break
-        if converged and not self.stop.is_set():
-            self.run_now("check", "policy", ",".join(converged))
-        return converged
-
-    def _apply_one_approval(self) -> bool:
-        """Re-check an approved host; converge only if the drift is still exactly what was approved."""
-        waiting = queries.approved_waiting()
-        if not waiting:
-            return False
-        approval = waiting[0]
-        recheck = self.run_now("check", "policy", approval.host, approval_id=approval.id)
-        if recheck is None or recheck.run.status == "canceled":
-            records.close_approval(approval, "failed", "the re-check before converging did not finish")
-            return True
-        signature = drift_signature(queries.changed_tasks_of(recheck.run.id, approval.host))
-        verdict = next((v for v in recheck.verdicts if v.name == approval.host), None)
-        if verdict is None or verdict.status != "drifted":
-            records.close_approval(approval, "superseded", "no drift left to converge when re-checked")
-        elif signature != approval.drift_signature:
-            records.close_approval(approval, "superseded", "the drift changed since it was approved; asking again")
-            desired = jobs.desired_state(self.settings)
-            self._open_approval(approval.host, recheck.run, desired)
-        else:
-            converge = self.run_now("converge", "policy", approval.host, approval_id=approval.id)
-            ok = converge is not None and all(v.status == "in_sync" for v in converge.verdicts)
-            records.close_approval(approval, "applied" if ok else "failed",
-                                   "converged and verified" if ok else "the converge did not succeed",
-                                   converge.run.id if converge else None)
-            if ok:
-                self.run_now("check", "policy", approval.host)
-        return True
+_HANDLERS = {
+    plan.QueueCheck: "queue_check", plan.StartRun: "start_run", plan.ApplyApproval: "apply_approval",
+    plan.ConvergeApproved: "converge_approved", plan.ConvergeBatch: "converge_batch",
+    plan.VerifyCheck: "verify_check", plan.OpenApproval: "open_approval",
+    plan.CloseApproval: "close_approval", plan.Hold: "hold",
+}
 
 
-def only_flapping(tasks) -> bool:
-    """Is all of a host's drift in tasks that change on every run? A converge would not fix it."""
+def finished_run(report: jobs.RunReport, desired: jobs.DesiredState) -> plan.FinishedRun:
+    """A run's report as the plan judges it: each host's verdict, groups and drifted tasks."""
+    groups = {h.name: tuple(h.groups) for h in desired.hosts}
+    run = report.run
+    hosts = tuple(host_outcome(v, groups.get(v.name, ()), report.tasks_by_host.get(v.name, []))
+                  for v in report.verdicts)
+    return plan.FinishedRun(id=run.id, kind=run.kind, trigger=run.trigger, status=run.status,
+                            limit=run.limit or "", sha=desired.revision.sha,
+                            rewrites_history=bool(desired.revision.rewrites_history), hosts=hosts)
+
+
+def host_outcome(verdict, groups: tuple[str, ...], tasks) -> plan.HostOutcome:
     drift = [t for t in tasks if t.drift]
-    flapping = [t for t in drift if t.flapping]
-    if flapping and len(flapping) == len(drift):
-        log.info("drift on %s is only in tasks that are not idempotent (%s): not converged by policy",
-                 drift[0].host, ", ".join(t.task for t in flapping))
-        return True
-    return False
+    return plan.HostOutcome(verdict.name, verdict.status, groups, tuple(t.task for t in drift),
+                            tuple(t.task for t in drift if t.flapping))
 
 
-def drift_signature(tasks) -> str:
-    """A fingerprint of exactly which tasks drifted and how, to pin what an approval covers."""
-    digest = hashlib.sha256()
-    for task in sorted(tasks, key=lambda t: (t.task, t.action, t.diff)):
-        digest.update(f"{task.task}\0{task.action}\0{task.diff}\0".encode())
-    return digest.hexdigest()
+def current_policy(settings: Settings) -> policy.Policy:
+    """fleet.yml of the desired revision (asked every tick; jobs.load_policy parses each revision once)."""
+    sha = records.source_state().desired_sha
+    tree = source.export_path(settings, sha) if sha else None
+    return jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY
+
+
+# --- the store: the controller's own reads and writes ------------------------------
+# Candidates for fleet.store (queries/records) returning and taking plain values.
+
+
+def observe_state() -> plan.Observed:
+    state = records.controller_state()
+    return plan.Observed(fetch_requested=bool(state.fetch_requested), fetch_failures=state.fetch_failures or 0,
+                         next_fetch_at=_aware(state.next_fetch_at), commit_checked_sha=state.commit_checked_sha,
+                         last_scheduled_check_at=_aware(state.last_scheduled_check_at))
+
+
+def observe_desired() -> plan.Desired:
+    return plan.Desired(sha=records.source_state().desired_sha)
+
+
+def observe_queue() -> list[plan.QueuedRun]:
+    """The oldest queued run (the plan starts one run at a time)."""
+    run = records.next_queued_run()
+    return [plan.QueuedRun(run.id, run.kind, run.trigger, run.limit or "")] if run else []
+
+
+def observe_approvals() -> list[plan.ApprovedDrift]:
+    return [plan.ApprovedDrift(a.id, a.host, a.drift_signature) for a in queries.approved_waiting()]
+
+
+def approval_row(approval_id: int) -> Approval:
+    return db.session.get(Approval, approval_id)
+
+
+def write_heartbeat(now: datetime) -> None:
+    records.controller_state().heartbeat_at = now
+    db.session.commit()
+
+
+def write_pid(pid: int) -> None:
+    records.controller_state().pid = pid
+    db.session.commit()
+
+
+def clear_fetch_request() -> None:
+    records.controller_state().fetch_requested = False
+    db.session.commit()
+
+
+def schedule_fetch(next_at: datetime, failures: int) -> None:
+    state = records.controller_state()
+    state.fetch_failures, state.next_fetch_at = failures, next_at
+    db.session.commit()
+
+
+def note_check_queued(action: plan.QueueCheck, now: datetime) -> None:
+    state = records.controller_state()
+    if action.trigger == "commit":
+        state.commit_checked_sha = action.sha
+    state.last_scheduled_check_at = now  # a commit check stands in for this schedule slot too
+    db.session.commit()
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back naive; every one fleet writes is UTC.
+    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
+
+
+# --- recovery after a crash ------------------------------------------------------------
 
 
 def _pid_alive(pid: int) -> bool:
