@@ -29,6 +29,10 @@ class Page(Generic[T]):
         """The cursor of the next page (the last shown row's key), or None on the last page."""
         return getattr(self.items[-1], key) if self.more and self.items else None
 
+    def map(self, convert) -> Page:
+        """The same page with each row converted (an ORM row to the store's dataclass)."""
+        return Page([convert(item) for item in self.items], self.more)
+
     def __iter__(self):
         return iter(self.items)
 

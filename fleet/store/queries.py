@@ -11,6 +11,7 @@ from fleet.vocabulary import (
 )
 from fleet.store.db import db
 from fleet.store.pages import Page, keyset_page, newer_page
+from fleet.store.views import ControllerView, HostView, RunView, view_of
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
@@ -23,11 +24,19 @@ def ping() -> None:
     db.session.execute(text("SELECT 1"))
 
 
-def get_host(name: str) -> Host:
+def get_host(name: str) -> HostView:
     host = db.session.scalar(select(Host).where(Host.name == name))
     if host is None:
         raise NotFound(f"no host named {name!r}; `fleet status` lists the hosts")
-    return host
+    return _host_view(host)
+
+
+def _host_view(row: Host) -> HostView:
+    return view_of(HostView, row)
+
+
+def _run_view(row: Run) -> RunView:
+    return view_of(RunView, row)
 
 
 def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
@@ -51,11 +60,11 @@ def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
     return found
 
 
-def get_run(run_id: int) -> Run:
+def get_run(run_id: int) -> RunView:
     run = db.session.get(Run, run_id)
     if run is None:
         raise NotFound(f"no run with id {run_id}; `fleet runs` lists them")
-    return run
+    return _run_view(run)
 
 
 def run_hosts(run_id: int) -> list[RunHost]:
@@ -130,7 +139,7 @@ def count_hosts_by_status() -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def recent_run_verdicts(limit: int = 30) -> tuple[list[Run], list[tuple[int, str, str]]]:
+def recent_run_verdicts(limit: int = 30) -> tuple[list[RunView], list[tuple[int, str, str]]]:
     """The newest ended runs that judged hosts (oldest first) and their (run id, host, status) verdicts.
 
     Two queries, at most `limit` runs: what a drift-over-time chart replays.
@@ -141,7 +150,7 @@ def recent_run_verdicts(limit: int = 30) -> tuple[list[Run], list[tuple[int, str
         return [], []
     verdicts = db.session.execute(select(RunHost.run_id, RunHost.host, RunHost.status).where(
         RunHost.run_id.in_([run.id for run in runs]))).all()
-    return list(reversed(runs)), [tuple(row) for row in verdicts]
+    return [_run_view(run) for run in reversed(runs)], [tuple(row) for row in verdicts]
 
 
 def host_statuses() -> dict[str, str]:
@@ -154,15 +163,15 @@ def hosts_named(names: list[str]) -> list[Host]:
     return list(db.session.scalars(select(Host).where(Host.name.in_(names)))) if names else []
 
 
-def inventory_hosts(status: str | None = None, group: str | None = None) -> list[Host]:
+def inventory_hosts(status: str | None = None, group: str | None = None) -> list[HostView]:
     """Every inventory host by name, optionally of one status or group, in one query."""
-    return list(db.session.scalars(_hosts_query(status, group).order_by(Host.name)))
+    return [_host_view(host) for host in db.session.scalars(_hosts_query(status, group).order_by(Host.name))]
 
 
 def hosts_page(status: str | None = None, group: str | None = None, after: str | None = None,
-               size: int = 200) -> Page[Host]:
+               size: int = 200) -> Page[HostView]:
     """Inventory hosts by name, one keyset page: names after `after`."""
-    return keyset_page(_hosts_query(status, group), Host.name, size, cursor=after, descending=False)
+    return keyset_page(_hosts_query(status, group), Host.name, size, cursor=after, descending=False).map(_host_view)
 
 
 def _hosts_query(status: str | None, group: str | None):
@@ -183,10 +192,11 @@ def inventory_groups() -> list[str]:
     return sorted(names)
 
 
-def host_history_page(name: str, before: int | None = None, size: int = 20) -> Page[tuple[Run, RunHost]]:
+def host_history_page(name: str, before: int | None = None, size: int = 20) -> Page[tuple[RunView, RunHost]]:
     """The runs that touched a host with its verdict in each, newest first, one keyset page."""
     query = select(Run, RunHost).join(RunHost, RunHost.run_id == Run.id).where(RunHost.host == name)
-    return keyset_page(query, RunHost.run_id, size, cursor=before, rows=True)
+    page = keyset_page(query, RunHost.run_id, size, cursor=before, rows=True)
+    return page.map(lambda row: (_run_view(row[0]), row[1]))
 
 
 def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
@@ -200,17 +210,17 @@ def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
     ).order_by(TaskResultRow.seq)))
 
 
-def active_runs(kind: str | None = None) -> list[Run]:
+def active_runs(kind: str | None = None) -> list[RunView]:
     """Queued and running runs (a short list by nature), oldest first."""
     query = select(Run).where(Run.status.in_(RUN_ACTIVE_STATUSES)).order_by(Run.id)
     if kind:
         query = query.where(Run.kind == kind)
-    return list(db.session.scalars(query))
+    return [_run_view(run) for run in db.session.scalars(query)]
 
 
 def runs_page(kind: str | None = None, status: str | None = None, host: str | None = None,
               trigger: str | None = None, before: int | None = None, after: int | None = None,
-              size: int = PAGE_SIZE) -> Page[Run]:
+              size: int = PAGE_SIZE) -> Page[RunView]:
     """Newest runs first, one keyset page: ids below `before`, or the page just above `after`.
 
     `host` keeps the runs that recorded a verdict for that host (queued runs have none yet).
@@ -222,11 +232,11 @@ def runs_page(kind: str | None = None, status: str | None = None, host: str | No
         if value:
             query = query.where(column == value)
     if after:
-        return newer_page(query, key, size, after)
-    return keyset_page(query, key, size, cursor=before)
+        return newer_page(query, key, size, after).map(_run_view)
+    return keyset_page(query, key, size, cursor=before).map(_run_view)
 
 
-def recent_runs(count: int) -> list[Run]:
+def recent_runs(count: int) -> list[RunView]:
     """The newest `count` runs, newest first."""
     return runs_page(size=count).items
 
@@ -282,7 +292,26 @@ def desired_sha() -> str | None:
 
 def controller_heartbeat():
     """When the controller last said it was alive (None if it never ran against this store)."""
-    return db.session.scalar(select(ControllerState.heartbeat_at).where(ControllerState.id == 1))
+    return controller_state().heartbeat_at
+
+
+def controller_state() -> ControllerView:
+    """The controller's bookkeeping (defaults before it ever ran); a read that never inserts the row."""
+    row = db.session.get(ControllerState, 1)
+    return view_of(ControllerView, row) if row is not None else ControllerView()
+
+
+def next_queued_run() -> RunView | None:
+    """The oldest queued run: the next the controller starts."""
+    run = db.session.scalar(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.id).limit(1))
+    return _run_view(run) if run is not None else None
+
+
+def get_approval(approval_id: int) -> Approval:
+    approval = db.session.get(Approval, approval_id)
+    if approval is None:
+        raise NotFound(f"no approval with id {approval_id}; `fleet approvals` lists them")
+    return approval
 
 
 def open_approvals_of(host: str):

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
+from fleet.errors import FleetError, NotFound
 from fleet.store.db import db
-from fleet.store.models import Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow
+from fleet.store.models import (
+    Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+)
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalStatus, HostStatus,
-    RevisionStatus, RunKind, RunStatus, utcnow,
+    RevisionStatus, RunKind, RunStatus, Trigger, utcnow,
 )
 
 BATCH_ROWS = 500
@@ -44,7 +48,7 @@ def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = Fa
     return revision
 
 
-def source_state() -> SourceState:
+def _source_row() -> SourceState:
     state = db.session.get(SourceState, 1)
     if state is None:
         state = SourceState(id=1)
@@ -52,9 +56,15 @@ def source_state() -> SourceState:
     return state
 
 
+def source_state() -> SourceState:
+    """Old name: the source's row, created if missing. Read with queries.source_state() or
+    queries.desired_sha() instead; kept until jobs and the controller switch."""
+    return _source_row()
+
+
 def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error: str = "") -> SourceState:
     """Note the outcome of one fetch; an error marks the source stale but keeps the desired revision."""
-    state = source_state()
+    state = _source_row()
     state.repo = repo
     state.last_fetch_at = utcnow()
     state.last_error = error
@@ -92,7 +102,9 @@ def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_b
     return run
 
 
-def start_queued_run(run: Run, sha: str, pid: int) -> Run:
+def start_queued_run(run, sha: str, pid: int) -> Run:
+    """Mark a queued run (its row, view or id) running at `sha` in process `pid`."""
+    run = _run_row(run)
     run.status = RunStatus.RUNNING
     run.revision_sha = sha
     run.started_at = utcnow()
@@ -107,9 +119,12 @@ def acquire_host_locks(run_id: int, hosts: list[str]) -> list[tuple[str, int]]:
     conflicts = [(host, holder) for host, holder in held if holder != run_id]
     if conflicts:
         return conflicts
+    already = {host for host, _ in held}
+    wanted = [{"host": h, "run_id": run_id, "acquired_at": utcnow()} for h in hosts if h not in already]
+    if not wanted:  # this run holds them all already (an empty insert is an error to SQLAlchemy)
+        return []
     try:
-        db.session.execute(insert(HostLock), [{"host": h, "run_id": run_id, "acquired_at": utcnow()}
-                                              for h in hosts if h not in {x for x, _ in held}])
+        db.session.execute(insert(HostLock), wanted)
         db.session.commit()
     except IntegrityError:  # another process took one between our read and our write
         db.session.rollback()
@@ -203,9 +218,16 @@ class RunRecorder:
         self._last_flush = time.monotonic()
 
 
-def finish_run(run: Run, status: str, verdicts: list[HostVerdict], error: str = "") -> Run:
-    """Write each host's verdict, update the hosts, and close the run."""
-    run = db.session.merge(run)
+def _run_row(run) -> Run:
+    """The session's row of a run given as a row (merged in if detached), a view, or an id."""
+    if isinstance(run, Run):
+        return db.session.merge(run)
+    return db.session.get(Run, run if isinstance(run, int) else run.id)
+
+
+def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -> Run:
+    """Write each host's verdict, update the hosts, and close the run (given as a row, a view or an id)."""
+    run = _run_row(run)
     run.status = status
     run.error = error
     run.finished_at = utcnow()
@@ -290,24 +312,79 @@ def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval
 
 
 def next_queued_run() -> Run | None:
+    """Old name of a read: use queries.next_queued_run() (a view); kept until the controller switches."""
     return db.session.scalar(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.id).limit(1))
 
 
-def controller_state():
-    from fleet.store.models import ControllerState
-
+def _controller_row() -> ControllerState:
     state = db.session.get(ControllerState, 1)
     if state is None:
         state = ControllerState(id=1)
         db.session.add(state)
-        db.session.commit()
     return state
+
+
+def controller_state() -> ControllerState:
+    """Old name: the controller's row, created if missing. Read with queries.controller_state() and
+    write with the functions below instead; kept until the controller switches."""
+    state = _controller_row()
+    db.session.commit()
+    return state
+
+
+def _update_controller(**values) -> None:
+    state = _controller_row()
+    for name, value in values.items():
+        setattr(state, name, value)
+    db.session.commit()
 
 
 def request_fetch() -> None:
     """Ask the controller to fetch the source now (the webhook's only effect)."""
-    controller_state().fetch_requested = True
-    db.session.commit()
+    _update_controller(fetch_requested=True)
+
+
+def clear_fetch_request() -> None:
+    _update_controller(fetch_requested=False)
+
+
+def write_heartbeat(now: datetime) -> None:
+    """The controller is alive at `now` (the dashboard shows when it last said so)."""
+    _update_controller(heartbeat_at=now)
+
+
+def write_controller_pid(pid: int) -> None:
+    _update_controller(pid=pid)
+
+
+def schedule_fetch(next_at: datetime, failures: int) -> None:
+    """When to fetch next, and how many fetches failed in a row (the backoff)."""
+    _update_controller(next_fetch_at=next_at, fetch_failures=failures)
+
+
+def note_check_queued(trigger: str, sha: str | None, now: datetime) -> None:
+    """A check was queued at `now`: a commit check also marks its sha as checked.
+
+    Either kind takes the schedule slot (a commit check stands in for the scheduled one).
+    """
+    values = {"last_scheduled_check_at": now}
+    if trigger == Trigger.COMMIT:
+        values["commit_checked_sha"] = sha
+    _update_controller(**values)
+
+
+def discard_pending() -> None:
+    """Throw away what a failed step left half-written in the session."""
+    db.session.rollback()
+
+
+def fail_run(run_id: int, error: str) -> Run | None:
+    """Close a run that could not start or go on as failed (if it is still queued or running)."""
+    db.session.rollback()  # whatever failed mid-transaction is not part of the record
+    run = db.session.get(Run, run_id)
+    if run is not None and run.status in RUN_ACTIVE_STATUSES:
+        return finish_run(run, RunStatus.FAILED, [], error)
+    return run
 
 
 def close_orphaned_runs(is_alive, reason: str) -> list[Run]:
@@ -335,8 +412,6 @@ def interrupt_queued_converges(reason: str) -> list[Run]:
 
 def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str):
     """A pending approval for this drift, unless one for the very same drift already waits."""
-    from fleet.store.models import Approval
-
     existing = db.session.scalars(select(Approval).where(
         Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES))).all()
     for approval in existing:
@@ -350,10 +425,8 @@ def open_approval(host: str, check_run_id: int, sha: str, signature: str, summar
     return approval
 
 
-def decide_approval(approval_id: int, who: str):
-    from fleet.errors import FleetError, NotFound
-    from fleet.store.models import Approval
-
+def decide_approval(approval_id: int, who: str) -> Approval:
+    """An operator approves a pending approval; anything already decided is refused (FleetError)."""
     approval = db.session.get(Approval, approval_id)
     if approval is None:
         raise NotFound(f"no approval with id {approval_id}; `fleet approvals` lists them")
@@ -365,6 +438,9 @@ def decide_approval(approval_id: int, who: str):
 
 
 def close_approval(approval, status: str, note: str, converge_run_id: int | None = None) -> None:
+    """Settle an approval (given as a row, or anything with its id): applied, failed or superseded."""
+    if not isinstance(approval, Approval):
+        approval = db.session.get(Approval, getattr(approval, "id", approval))
     approval.status, approval.note = status, note
     if converge_run_id:
         approval.converge_run_id = converge_run_id

@@ -1,0 +1,95 @@
+"""Plain dataclasses the store hands out: what a run, a host or the controller's state is, detached.
+
+Reads in `queries` return these, not ORM rows, so nothing above the store can
+change a row by accident or trigger a lazy load; the attribute names are the
+columns', so code and templates read them the same way. Datetimes come back
+aware (UTC), whatever the database gave.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import TypeVar
+
+from fleet.vocabulary import Coverage, aware
+
+V = TypeVar("V")
+
+
+def view_of(cls: type[V], row) -> V:
+    """A view of `row`: each field of `cls` read from the row's attribute of that name."""
+    values = {f.name: getattr(row, f.name) for f in fields(cls)}
+    return cls(**{name: aware(value) if isinstance(value, datetime) else value for name, value in values.items()})
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: int
+    kind: str
+    trigger: str
+    status: str
+    revision_sha: str | None
+    limit: str
+    requested_by: str
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str
+    hosts_total: int
+    hosts_in_sync: int
+    hosts_drifted: int
+    hosts_unreachable: int
+    hosts_failed: int
+    hosts_unverified: int
+    pid: int | None
+    ansible_pid: int | None
+    cancel_requested: bool
+    cancel_reason: str
+    approval_id: int | None
+    strategy: str
+
+
+@dataclass(frozen=True)
+class HostView:
+    id: int
+    name: str
+    address: str
+    port: int
+    groups: str  # space-separated, as stored; group_list splits it
+    in_inventory: bool
+    status: str
+    message: str
+    last_check_at: datetime | None
+    last_check_sha: str | None
+    last_check_run_id: int | None
+    last_converge_at: datetime | None
+    last_converge_sha: str | None
+    drifted_tasks: int
+    verified_tasks: int
+    total_tasks: int
+    flapping: str
+    os: str
+    virtualization: str
+    key_blocked: bool
+
+    @property
+    def group_list(self) -> list[str]:
+        return self.groups.split()
+
+    @property
+    def coverage(self) -> Coverage:
+        return Coverage(self.verified_tasks or 0, self.total_tasks or 0)
+
+
+@dataclass(frozen=True)
+class ControllerView:
+    """The controller's bookkeeping that survives a restart (defaults before it ever ran)."""
+
+    fetch_requested: bool = False
+    fetch_failures: int = 0
+    next_fetch_at: datetime | None = None
+    last_scheduled_check_at: datetime | None = None
+    commit_checked_sha: str | None = None
+    heartbeat_at: datetime | None = None
+    pid: int | None = None

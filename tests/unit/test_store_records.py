@@ -1,0 +1,146 @@
+"""Writes of the store against a real SQLite file: runs, locks, approvals, cancel, recovery, bookkeeping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select
+
+from fleet.drift import HostVerdict, TaskResult
+from fleet.errors import FleetError, NotFound
+from fleet.store import queries, records
+from fleet.store.models import Approval, Host, HostLock, Run, RunHost
+from tests.unit.store_fixtures import add_runs, inventory_entry, store  # noqa: F401  (fixture)
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def test_sync_hosts_follows_the_inventory(store):
+    records.sync_hosts([inventory_entry("web1", "web"), inventory_entry("db1", "db")])
+    records.sync_hosts([inventory_entry("web1", "web", "prod")])
+    hosts = {h.name: h for h in store.scalars(select(Host))}
+    assert hosts["web1"].groups == "web prod" and hosts["web1"].in_inventory
+    assert not hosts["db1"].in_inventory
+    assert [h.name for h in queries.inventory_hosts()] == ["web1"]
+
+
+def test_a_finished_check_writes_verdicts_counts_and_host_state(store):
+    records.sync_hosts([inventory_entry("web1"), inventory_entry("web2")])
+    run = records.create_run("check", "manual", "a" * 40, "", "test", 123)
+    recorder = records.RunRecorder(run.id)
+    recorder.add_task(TaskResult(seq=1, host="web1", task="motd", action="copy", status="changed", diff="+x"))
+    recorder.flush()
+    verdicts = [HostVerdict("web1", "drifted", changed=1, verified=2, unverified=1),
+                HostVerdict("web2", "incomplete")]
+    records.finish_run(queries.get_run(run.id), "successful", verdicts)  # a view is enough to finish a run
+    finished = queries.get_run(run.id)
+    assert (finished.status, finished.hosts_total, finished.hosts_drifted, finished.pid) == ("successful", 2, 1, None)
+    web1, web2 = queries.get_host("web1"), queries.get_host("web2")
+    assert (web1.status, web1.last_check_run_id, str(web1.coverage)) == ("drifted", run.id, "2/3")
+    assert web2.status == "unknown"  # an incomplete verdict proves nothing: what we knew stays
+    assert [r.status for r in store.scalars(select(RunHost).order_by(RunHost.host))] == ["drifted", "incomplete"]
+
+
+def test_host_locks_are_all_or_nothing(store):
+    first, second = add_runs(store, 2, status="running")
+    assert records.acquire_host_locks(first, ["web1", "web2"]) == []
+    assert records.acquire_host_locks(second, ["web2", "web3"]) == [("web2", first)]
+    assert store.scalar(select(HostLock).where(HostLock.host == "web3")) is None
+    assert records.acquire_host_locks(first, ["web1"]) == []  # a holder may ask again
+    records.release_host_locks(first)
+    assert records.acquire_host_locks(second, ["web2", "web3"]) == []
+
+
+def test_an_identical_queued_check_is_joined_but_a_converge_never(store):
+    run, joined = records.enqueue_run("check", "manual", "web1", "a")
+    again, joined_again = records.enqueue_run("check", "manual", "web1", "b")
+    assert (joined, joined_again, again.id) == (False, True, run.id)
+    converge, joined = records.enqueue_run("converge", "manual", "web1", "a")
+    assert not records.enqueue_run("converge", "manual", "web1", "a")[1]
+    assert queries.next_queued_run().id == run.id
+
+
+@pytest.mark.parametrize("status,expected_status", [
+    pytest.param("queued", "canceled", id="a queued run stops at once"),
+    pytest.param("running", "running", id="a running run stops at its next event"),
+])
+def test_cancel_requests(store, status, expected_status):
+    run_id = add_runs(store, 1, status=status)[0]
+    records.request_cancel(run_id, "canceled by otto")
+    run = queries.get_run(run_id)
+    assert (run.status, run.cancel_requested, run.cancel_reason) == (expected_status, True, "canceled by otto")
+    assert records.cancel_requested(run_id)
+    records.note_cancel(run_id, "a later reason")
+    assert records.cancel_reason(run_id) == "canceled by otto"  # the first reason wins
+
+
+def test_orphaned_runs_are_interrupted_and_their_locks_freed(store):
+    alive, dead = add_runs(store, 2, status="running")
+    store.get(Run, alive).pid, store.get(Run, dead).pid = 111, 222
+    store.commit()
+    records.acquire_host_locks(dead, ["web1"])
+    closed = records.close_orphaned_runs(lambda pid: pid == 111, "process {pid} is gone")
+    assert [run.id for run in closed] == [dead]
+    assert (queries.get_run(dead).status, queries.get_run(dead).error) == ("interrupted", "process 222 is gone")
+    assert queries.get_run(alive).status == "running"
+    assert store.scalar(select(HostLock)) is None
+
+
+def test_converges_queued_before_a_crash_do_not_start_after_it(store):
+    check = add_runs(store, 1, status="queued")[0]
+    converge = add_runs(store, 1, kind="converge", status="queued")[0]
+    assert [r.id for r in records.interrupt_queued_converges("restarted")] == [converge]
+    assert (queries.get_run(converge).status, queries.get_run(check).status) == ("interrupted", "queued")
+
+
+def test_a_run_that_cannot_go_on_is_failed_once(store):
+    run_id = add_runs(store, 1, status="running")[0]
+    records.fail_run(run_id, "no desired revision")
+    assert (queries.get_run(run_id).status, queries.get_run(run_id).error) == ("failed", "no desired revision")
+    records.fail_run(run_id, "again")
+    assert queries.get_run(run_id).error == "no desired revision"
+
+
+def test_an_approval_is_opened_once_per_drift_and_superseded_when_the_drift_changes(store):
+    first = records.open_approval("web1", 1, "a" * 40, "sig-1", "1 task")
+    assert records.open_approval("web1", 2, "a" * 40, "sig-1", "1 task").id == first.id
+    second = records.open_approval("web1", 3, "a" * 40, "sig-2", "2 tasks")
+    statuses = {a.id: a.status for a in store.scalars(select(Approval))}
+    assert statuses == {first.id: "superseded", second.id: "pending"}
+    assert [a.id for a in queries.open_approvals_of("web1")] == [second.id]
+
+
+def test_an_approval_is_decided_once(store):
+    approval = records.open_approval("web1", 1, "a" * 40, "sig", "")
+    assert records.decide_approval(approval.id, "otto").status == "approved"
+    assert [a.id for a in queries.approved_waiting()] == [approval.id]
+    with pytest.raises(FleetError, match="not pending"):
+        records.decide_approval(approval.id, "otto")
+    with pytest.raises(NotFound):
+        records.decide_approval(999, "otto")
+    records.close_approval(queries.get_approval(approval.id), "applied", "converged", converge_run_id=7)
+    assert (queries.get_approval(approval.id).status, queries.get_approval(approval.id).converge_run_id) == (
+        "applied", 7)
+
+
+def test_controller_bookkeeping_is_written_through_the_store(store):
+    records.write_heartbeat(NOW)
+    records.request_fetch()
+    records.schedule_fetch(NOW, 2)
+    records.note_check_queued("commit", "b" * 40, NOW)
+    state = queries.controller_state()
+    assert (state.heartbeat_at, state.fetch_requested, state.fetch_failures) == (NOW, True, 2)
+    assert (state.commit_checked_sha, state.last_scheduled_check_at) == ("b" * 40, NOW)
+    records.clear_fetch_request()
+    records.note_check_queued("schedule", None, NOW)
+    assert not queries.controller_state().fetch_requested
+    assert queries.controller_state().commit_checked_sha == "b" * 40  # a scheduled check leaves it
+
+
+def test_a_fetch_is_recorded_and_an_error_keeps_the_desired_revision(store):
+    records.record_fetch("repo", "a" * 40, "a" * 40)
+    records.record_fetch("repo", None, None, error="unreachable remote")
+    state = queries.source_state()
+    assert (state.desired_sha, state.stale, state.last_error) == ("a" * 40, True, "unreachable remote")
+    assert queries.desired_sha() == "a" * 40
