@@ -14,6 +14,7 @@ from fleet.output import Progress, colour_diff, duration, indent, paint, table, 
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, queries, records
 from fleet.store.db import open_store
+from fleet.vocabulary import Coverage, is_active
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,7 +130,7 @@ def report_json(report: jobs.RunReport) -> dict:
 def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
     run = report.run
     lines = [_run_header(run, colour), ""]
-    rows = [[v.name, v.status, str(v.changed), f"{v.verified}/{v.coverage_total}", v.message[:100]]
+    rows = [[v.name, v.status, str(v.changed), str(Coverage.of(v.verified, v.unverified)), v.message[:100]]
             for v in report.verdicts]
     changed_label = "DRIFTED" if run.kind == "check" else "CHANGED"
     lines.append(table(["HOST", "STATUS", changed_label, "COVERAGE", "MESSAGE"], rows, colour, status_column=1))
@@ -199,7 +200,7 @@ def status(ctx, as_json, show_diff):
             return
         colour = use_colour()
         rows = [[h.name, h.status, " ".join(h.group_list), when(h.last_check_at), str(h.drifted_tasks),
-                 f"{h.verified_tasks}/{h.total_tasks}", h.os or "-", h.message[:80]] for h in hosts]
+                 str(h.coverage), h.os or "-", h.message[:80]] for h in hosts]
         click.echo(table(["HOST", "STATUS", "GROUPS", "LAST CHECK", "DRIFTED", "COVERAGE", "OS", "MESSAGE"],
                          rows, colour, status_column=1))
         for host in hosts:
@@ -365,7 +366,7 @@ def cancel(ctx, run_id):
     settings = _settings(ctx)
     with _store(settings):
         run = queries.get_run(run_id)
-        if run.status not in ("queued", "running"):
+        if not is_active(run.status):
             raise FleetError(f"run {run_id} is {run.status}; only queued or running runs can be canceled")
         records.request_cancel(run_id, f"canceled by {_who()}")
         click.echo(f"run {run_id}: cancel requested")

@@ -72,6 +72,13 @@ HOST_STATUS_MEANING = {
 }
 
 
+def coverage(row) -> Coverage:
+    """A host's coverage in one run (a run-host row) or at its last check (a host)."""
+    if hasattr(row, "total_tasks"):
+        return Coverage(row.verified_tasks or 0, row.total_tasks or 0)
+    return Coverage.of(row.verified, row.unverified)
+
+
 def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
