@@ -1,10 +1,20 @@
-"""The store: Flask-SQLAlchemy models and the queries the CLI, UI and API need."""
+"""The store: models, reads (`queries`), writes (`records`), accounts, keyset pages and the views reads return.
 
-from fleet.store.db import db, init_store
+Nothing outside this package touches `db.session`: the CLI, the web and the
+controller call `queries` and `records`. Reads of runs, hosts and the
+controller's state return plain dataclasses (`views`); history lists return a
+`pages.Page`. A process opens the store with `db.open_store(settings)` (the
+CLI) or binds it to its app with `db.init_store(app)` (the web).
+"""
+
+from fleet.store.db import db, init_store, open_store
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
+from fleet.store.pages import Page
+from fleet.store.views import ControllerView, HostView, RunView
 
 __all__ = [
-    "Approval", "ControllerState", "HostLock", "db", "init_store", "Host", "Revision", "Run", "RunHost", "RunOutput", "SourceState", "TaskResultRow",
+    "Approval", "ControllerState", "ControllerView", "HostLock", "HostView", "Page", "RunView", "db", "init_store",
+    "open_store", "Host", "Revision", "Run", "RunHost", "RunOutput", "SourceState", "TaskResultRow",
 ]

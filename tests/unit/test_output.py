@@ -91,3 +91,20 @@ DURATION_CASES = {
 @pytest.mark.parametrize(("start", "end", "text"), DURATION_CASES.values(), ids=DURATION_CASES.keys())
 def test_duration(start, end, text):
     assert duration(start, end) == text
+
+
+def test_a_duration_mixes_a_naive_stored_moment_with_an_aware_one():
+    from datetime import timezone
+
+    start = datetime(2026, 11, 1, 12, 0)  # SQLite's naive UTC
+    assert duration(start, start.replace(tzinfo=timezone.utc) + timedelta(seconds=3)) == "3.0s"
+
+
+def test_when_reads_a_naive_moment_as_utc():
+    from datetime import timezone
+
+    from fleet.output import when
+
+    naive = datetime(2026, 11, 1, 12, 0)
+    assert when(naive) == when(naive.replace(tzinfo=timezone.utc))
+    assert when(None) == "never"
