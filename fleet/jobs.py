@@ -69,7 +69,8 @@ class RunSummary:
 
     @classmethod
     def of(cls, row) -> RunSummary:
-        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+        values = {f.name: getattr(row, f.name) for f in fields(cls)}
+        return cls(**{name: aware(value) if isinstance(value, datetime) else value for name, value in values.items()})
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredStat
 
 def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredState:
     """The desired revision as the store knows it, without fetching (the controller's runs)."""
-    sha = records.source_state().desired_sha
+    sha = queries.desired_sha()
     revision = queries.get_revision(sha) if sha else None
     if revision is None:
         raise FleetError("no revision of the source has validated yet; fix the source, then the controller fetches it")

@@ -168,6 +168,7 @@ def test_what_a_run_hands_back_is_plain_data_not_store_rows(settings, store, fak
     desired = desired_state(settings, runner=fake)
     assert isinstance(report.run, RunSummary) and isinstance(desired.revision, RevisionSummary)
     assert desired.hosts == tuple(CASE_HOSTS) and not desired.revision.rewrites_history
+    assert report.run.finished_at.tzinfo is not None  # SQLite hands back naive times; fleet writes UTC
     with pytest.raises(dataclasses.FrozenInstanceError):
         report.run.status = "failed"
 
