@@ -27,15 +27,17 @@ import os
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from fleet import jobs, plan, policy, processes, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
+from fleet.runner import Runner
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.db import db
 from fleet.store.models import Approval, Run
+from fleet.vocabulary import RunKind, RunStatus, Trigger, aware, is_active, utcnow
 
 log = logging.getLogger("fleet.controller")
 
@@ -45,17 +47,14 @@ INTERRUPTED = ("the fleet process (pid {pid}) stopped while this run was running
                "results recorded so far are kept and nothing was resumed; request the run again if needed")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class Controller:
     """The loop: sync source -> plan -> execute, once per tick, until asked to stop."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None, runner=None):
+    def __init__(self, settings: Settings, stop: threading.Event | None = None, runner: Runner | None = None):
         self.settings = settings
         self.stop = stop or threading.Event()
-        self.actions = ActionExecutor(settings, self.stop, runner)
+        # One runner for the controller's life: jobs caches inventory listings per runner.
+        self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings))
 
     def recover(self) -> None:
         """Close what a killed controller left behind; resume nothing."""
@@ -106,7 +105,7 @@ class Controller:
 
     def _fetch(self) -> str:
         try:
-            jobs.sync_source(self.settings)
+            jobs.sync_source(self.settings, runner=self.actions.runner)
         except RevisionRejected as exc:  # recorded; the last good revision stays desired
             log.warning("%s", exc)
             return "rejected"
@@ -135,18 +134,17 @@ class ActionExecutor:
     Each method returns the follow-up actions the plan gives for its outcome.
     """
 
-    def __init__(self, settings: Settings, stop: threading.Event, runner=None):
+    def __init__(self, settings: Settings, stop: threading.Event, runner: Runner):
         self.settings = settings
         self.stop = stop
-        # The Ansible boundary for jobs (None: the real one). Passed to jobs once they take `runner=`.
-        self.runner = runner
+        self.runner = runner  # the Ansible boundary every job goes through
         self._cancel_checked = 0.0
 
     def perform(self, action: plan.Action, now: datetime) -> list[plan.Action]:
         return getattr(self, _HANDLERS[type(action)])(action, now)
 
     def queue_check(self, action: plan.QueueCheck, now: datetime) -> list[plan.Action]:
-        records.enqueue_run("check", action.trigger, "", "controller")
+        records.enqueue_run(RunKind.CHECK, action.trigger, "", "controller")
         note_check_queued(action, now)
         return []
 
@@ -159,20 +157,20 @@ class ActionExecutor:
 
     def apply_approval(self, action: plan.ApplyApproval, now: datetime) -> list[plan.Action]:
         approval = action.approval
-        recheck = self.run_now("check", approval.host, approval.id)
+        recheck = self.run_now(RunKind.CHECK, approval.host, approval.id)
         found = queries.changed_tasks_of(recheck.id, approval.host) if recheck else []
         return plan.after_recheck(approval, recheck, plan.drift_signature(found))
 
     def converge_approved(self, action: plan.ConvergeApproved, now: datetime) -> list[plan.Action]:
-        converge = self.run_now("converge", action.approval.host, action.approval.id)
+        converge = self.run_now(RunKind.CONVERGE, action.approval.host, action.approval.id)
         return plan.after_approved_converge(action.approval, converge)
 
     def converge_batch(self, action: plan.ConvergeBatch, now: datetime) -> list[plan.Action]:
-        converge = self.run_now("converge", ",".join(action.progress.batch))
+        converge = self.run_now(RunKind.CONVERGE, ",".join(action.progress.batch))
         return plan.after_batch(action.progress, converge, self.stop.is_set())
 
     def verify_check(self, action: plan.VerifyCheck, now: datetime) -> list[plan.Action]:
-        self.run_now("check", action.limit)
+        self.run_now(RunKind.CHECK, action.limit)
         return []
 
     def open_approval(self, action: plan.OpenApproval, now: datetime) -> list[plan.Action]:
@@ -195,11 +193,11 @@ class ActionExecutor:
     def run_queued(self, run: Run) -> plan.FinishedRun | None:
         """Run one queued run to its end; None when it could not start (then it is closed as failed)."""
         try:
-            desired = jobs.desired_state(self.settings)
+            desired = jobs.desired_state(self.settings, runner=self.runner)
             records.start_queued_run(run, desired.revision.sha, os.getpid())
-            targets = jobs.resolve_targets(self.settings, desired, run.limit or None)
+            targets = jobs.resolve_targets(self.settings, desired, run.limit or None, runner=self.runner)
             report = jobs.perform_run(self.settings, run, desired, targets,
-                                      should_cancel=lambda: self._should_cancel(run.id))
+                                      should_cancel=lambda: self._should_cancel(run.id), runner=self.runner)
         except FleetError as exc:
             self._fail(run, str(exc))
             return None
@@ -208,16 +206,16 @@ class ActionExecutor:
 
     def run_now(self, kind: str, limit: str, approval_id: int | None = None) -> plan.FinishedRun | None:
         """Queue a policy run and execute it at once, so policy steps run back to back."""
-        run, _ = records.enqueue_run(kind, "policy", limit, "controller", approval_id)
-        if run.status != "queued":
+        run, _ = records.enqueue_run(kind, Trigger.POLICY, limit, "controller", approval_id)
+        if run.status != RunStatus.QUEUED:
             return None
         return self.run_queued(run)
 
     def _fail(self, run: Run, error: str) -> None:
         db.session.rollback()
         run = db.session.get(Run, run.id)
-        if run.status in ("queued", "running"):
-            records.finish_run(run, "failed", [], error)
+        if is_active(run.status):
+            records.finish_run(run, RunStatus.FAILED, [], error)
         log.warning("run %s failed: %s", run.id, error)
 
     def _should_cancel(self, run_id: int) -> bool:
@@ -270,8 +268,8 @@ def current_policy(settings: Settings) -> policy.Policy:
 def observe_state() -> plan.Observed:
     state = records.controller_state()
     return plan.Observed(fetch_requested=bool(state.fetch_requested), fetch_failures=state.fetch_failures or 0,
-                         next_fetch_at=_aware(state.next_fetch_at), commit_checked_sha=state.commit_checked_sha,
-                         last_scheduled_check_at=_aware(state.last_scheduled_check_at))
+                         next_fetch_at=aware(state.next_fetch_at), commit_checked_sha=state.commit_checked_sha,
+                         last_scheduled_check_at=aware(state.last_scheduled_check_at))
 
 
 def observe_desired() -> plan.Desired:
@@ -315,15 +313,10 @@ def schedule_fetch(next_at: datetime, failures: int) -> None:
 
 def note_check_queued(action: plan.QueueCheck, now: datetime) -> None:
     state = records.controller_state()
-    if action.trigger == "commit":
+    if action.trigger == Trigger.COMMIT:
         state.commit_checked_sha = action.sha
     state.last_scheduled_check_at = now  # a commit check stands in for this schedule slot too
     db.session.commit()
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive; every one fleet writes is UTC.
-    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
 
 
 # --- recovery after a crash ------------------------------------------------------------

@@ -24,14 +24,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from fleet import policy
 from fleet.policy import Policy, Rollout
+from fleet.vocabulary import ApprovalStatus, HostStatus, RunKind, RunStatus, Trigger, aware
 
 MAX_FETCH_BACKOFF = timedelta(minutes=15)
 # A run stopped on purpose (cancel, SIGTERM, crash) proves nothing to act on.
-STOPPED_STATUSES = ("canceled", "interrupted")
+STOPPED_STATUSES = (RunStatus.CANCELED, RunStatus.INTERRUPTED)
 
 
 # --- what the controller observed --------------------------------------------
@@ -131,7 +132,7 @@ class FetchSource:
 class QueueCheck:
     """Queue a check of every host; ``commit`` also marks ``sha`` as checked."""
 
-    trigger: str  # "commit" | "schedule"
+    trigger: Trigger  # commit | schedule
     sha: str
 
 
@@ -168,7 +169,7 @@ class OpenApproval:
 @dataclass(frozen=True)
 class CloseApproval:
     approval_id: int
-    status: str  # "applied" | "superseded" | "failed"
+    status: ApprovalStatus  # applied | superseded | failed
     note: str
     converge_run_id: int | None = None
 
@@ -206,7 +207,7 @@ Action = (FetchSource | QueueCheck | StartRun | ApplyApproval | ConvergeApproved
 def plan_fetch(observed: Observed, now: datetime) -> FetchSource | None:
     """A fetch when the webhook asked for one, none was ever scheduled, or the scheduled time came."""
     next_at = observed.next_fetch_at
-    if observed.fetch_requested or next_at is None or _utc(now) >= _utc(next_at):
+    if observed.fetch_requested or next_at is None or aware(now) >= aware(next_at):
         return FetchSource()
     return None
 
@@ -243,9 +244,9 @@ def plan_checks(desired: Desired, observed: Observed, rules: Policy, now: dateti
     if not desired.sha:
         return []
     if desired.sha != observed.commit_checked_sha:
-        return [QueueCheck("commit", desired.sha)]
+        return [QueueCheck(Trigger.COMMIT, desired.sha)]
     if policy.check_due(rules, observed.last_scheduled_check_at, now):
-        return [QueueCheck("schedule", desired.sha)]
+        return [QueueCheck(Trigger.SCHEDULE, desired.sha)]
     return []
 
 
@@ -260,16 +261,16 @@ def after_run(run: FinishedRun | None, rules: Policy, now: datetime, stopping: b
     Nothing follows a run that did not start, was stopped, or was the
     policy's own.
     """
-    if run is None or run.trigger == "policy" or run.status in STOPPED_STATUSES:
+    if run is None or run.trigger == Trigger.POLICY or run.status in STOPPED_STATUSES:
         return []
-    if run.kind == "check":
+    if run.kind == RunKind.CHECK:
         return remediate(run, rules, now, stopping)
     return [] if stopping else [VerifyCheck(run.limit)]
 
 
 def remediate(check: FinishedRun, rules: Policy, now: datetime, stopping: bool) -> list[Action]:
     """Act on a check's drift as each host's group says: report, approve or auto."""
-    drifted = [h for h in check.hosts if h.status == "drifted"]
+    drifted = [h for h in check.hosts if h.status == HostStatus.DRIFTED]
     holds: list[Action] = [_flapping_hold(h) for h in drifted if only_flapping(h)]
     by_mode = modes_of([h for h in drifted if not only_flapping(h)], rules)
     approvals = [OpenApproval(name, check.id, check.sha) for name in by_mode["approve"]]
@@ -345,7 +346,7 @@ def failed_hosts(batch: Sequence[str], run: FinishedRun | None) -> tuple[str, ..
     """The hosts a converge left out of sync; all of the batch when the run never started."""
     if run is None:
         return tuple(batch)
-    return tuple(h.name for h in run.hosts if h.status != "in_sync")
+    return tuple(h.name for h in run.hosts if h.status != HostStatus.IN_SYNC)
 
 
 def tally_batch(progress: RolloutProgress, batch_failed: Sequence[str]) -> RolloutProgress:
@@ -381,21 +382,21 @@ def after_recheck(approval: ApprovedDrift, run: FinishedRun | None, signature: s
     Converge only when the drift is still exactly what was approved; drift
     that vanished closes the approval, drift that changed asks again.
     """
-    if run is None or run.status == "canceled":
-        return [CloseApproval(approval.id, "failed", "the re-check before converging did not finish")]
+    if run is None or run.status == RunStatus.CANCELED:
+        return [CloseApproval(approval.id, ApprovalStatus.FAILED, "the re-check before converging did not finish")]
     host = run.host(approval.host)
-    if host is None or host.status != "drifted":
-        return [CloseApproval(approval.id, "superseded", "no drift left to converge when re-checked")]
+    if host is None or host.status != HostStatus.DRIFTED:
+        return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, "no drift left to converge when re-checked")]
     if signature != approval.drift_signature:
-        return [CloseApproval(approval.id, "superseded", "the drift changed since it was approved; asking again"),
+        return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, "the drift changed since it was approved; asking again"),
                 OpenApproval(approval.host, run.id, run.sha)]
     return [ConvergeApproved(approval)]
 
 
 def after_approved_converge(approval: ApprovedDrift, run: FinishedRun | None) -> list[Action]:
     """Applied (then verified) when every host came out in sync; failed otherwise."""
-    ok = run is not None and all(h.status == "in_sync" for h in run.hosts)
-    close = CloseApproval(approval.id, "applied" if ok else "failed",
+    ok = run is not None and all(h.status == HostStatus.IN_SYNC for h in run.hosts)
+    close = CloseApproval(approval.id, ApprovalStatus.APPLIED if ok else ApprovalStatus.FAILED,
                           "converged and verified" if ok else "the converge did not succeed",
                           run.id if run else None)
     return [close, VerifyCheck(approval.host)] if ok else [close]
@@ -411,7 +412,3 @@ def drift_signature(tasks) -> str:
         digest.update(f"{task.task}\0{task.action}\0{task.diff}\0".encode())
     return digest.hexdigest()
 
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands datetimes back naive; every one fleet writes is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -1,20 +1,24 @@
-"""The controller's wiring: the order it carries out actions in, and what it hands the plan."""
+"""The controller's wiring: the order it carries out actions in, what it hands the plan, and whole ticks
+through the real jobs and store with the fake runner (a real git source, no SSH hosts)."""
 
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import pytest
 
-from fleet import controller as controller_module
 from fleet import plan, policy
 from fleet.controller import Controller, finished_run
 from fleet.drift import HostVerdict, TaskResult
+from fleet.fake_runner import FakeRunner, scripted_events
+from fleet.runner import InventoryHost
+from fleet.settings import load_settings
 from fleet.store import queries, records
-from fleet.store.db import store_app
+from fleet.store.db import open_store
 from fleet.store.models import Approval, Run
+from tests.conftest import git, make_source
 
 
 class RecordingExecutor:
@@ -29,7 +33,7 @@ class RecordingExecutor:
 
 
 def test_follow_ups_run_right_after_their_action_before_the_rest():
-    controller = Controller(settings=None, stop=threading.Event())
+    controller = Controller(settings=None, stop=threading.Event(), runner=FakeRunner())
     batch = plan.VerifyCheck("web1")
     controller.actions = RecordingExecutor({
         plan.StartRun(1): [plan.OpenApproval("db1", 1, "a"), batch],
@@ -41,7 +45,7 @@ def test_follow_ups_run_right_after_their_action_before_the_rest():
 
 
 def test_nothing_to_do_lets_the_loop_sleep():
-    controller = Controller(settings=None)
+    controller = Controller(settings=None, runner=FakeRunner())
     controller.actions = RecordingExecutor({})
     assert controller.execute([], now=None) is False
 
@@ -68,105 +72,108 @@ def test_policy_converges_real_drift_but_leaves_flapping_only_hosts_alone():
     assert actions[0].hosts == ("web1",) and actions[1].progress.batch == ("web2",)
 
 
-# --- whole ticks on an in-memory store, with jobs faked (no git, no SSH) ----------------------
+# --- whole ticks: real jobs, real store, real git source, the fake runner ----------------------
 
-SHA = "c" * 40
 NOW = datetime(2026, 3, 2, 10, 7, tzinfo=timezone.utc)
-POLICY = policy.parse_policy("""\
+FLEET_YML = """\
 remediation:
   - {group: web, mode: auto}
   - {group: db, mode: approve}
 rollout: {canary: 1, batch: 50%}
-""")
-INVENTORY = [SimpleNamespace(name="web1", groups=("web",)), SimpleNamespace(name="web2", groups=("web",)),
-             SimpleNamespace(name="db1", groups=("db",))]
+"""
+INVENTORY = [InventoryHost("web1", "127.0.99.1", 22, ("web",)), InventoryHost("web2", "127.0.99.2", 22, ("web",)),
+             InventoryHost("db1", "127.0.99.3", 22, ("db",))]
 
 
-class FakeFleet:
-    """Hosts that drift until converged; a converge of a host in `failing` fails."""
+class Fleet:
+    """Hosts whose motd drifted until a converge writes it; a converge of a host in `failing` fails."""
 
-    def __init__(self, drifted=("web1", "web2", "db1"), failing=()):
-        self.drifted, self.failing = set(drifted), set(failing)
-        self.desired = SimpleNamespace(revision=SimpleNamespace(sha=SHA, rewrites_history=False), hosts=INVENTORY)
+    def __init__(self):
+        self.drifted, self.failing = {"web1", "web2", "db1"}, set()
+        self.runner = FakeRunner(events=self.events, hosts=INVENTORY)
 
-    def sync_source(self, settings):
-        records.record_fetch("repo", SHA, SHA)
-
-    def resolve_targets(self, settings, desired, limit):
-        return [h for h in INVENTORY if not limit or h.name in limit.split(",")]
-
-    def perform_run(self, settings, run, desired, targets, should_cancel=None):
-        verdicts = [HostVerdict(t.name, self._status(run.kind, t.name)) for t in targets]
-        if run.kind == "converge":
-            self.drifted -= {v.name for v in verdicts if v.status == "in_sync"}
-        run = records.finish_run(run, "successful", verdicts)
-        tasks = {v.name: [_drift(v.name, "motd", False)] for v in verdicts if v.status == "drifted"}
-        return SimpleNamespace(run=run, verdicts=verdicts, tasks_by_host=tasks)
-
-    def _status(self, kind: str, host: str) -> str:
-        if kind == "converge":
-            return "failed" if host in self.failing else "in_sync"
-        return "drifted" if host in self.drifted else "in_sync"
+    def events(self, spec) -> list[dict]:
+        hosts = spec.limit_file.read_text().split()
+        if spec.kind == "check":
+            return scripted_events({h: "changed" if h in self.drifted else "ok" for h in hosts})
+        self.drifted -= set(hosts) - self.failing
+        return scripted_events({h: "failed" if h in self.failing else "changed" for h in hosts})
 
 
 @pytest.fixture
-def fleet(monkeypatch):
-    fake = FakeFleet()
-    for name in ("sync_source", "resolve_targets", "perform_run"):
-        monkeypatch.setattr(controller_module.jobs, name, getattr(fake, name))
-    monkeypatch.setattr(controller_module.jobs, "desired_state", lambda settings: fake.desired)
-    monkeypatch.setattr(controller_module, "current_policy", lambda settings: POLICY)
-    with store_app("sqlite://").app_context():
+def fleet(tmp_path):
+    repo = make_source(tmp_path / "source", "all:\n  hosts: {}\n")
+    (repo / "fleet.yml").write_text(FLEET_YML)
+    git(repo, "add", "fleet.yml")
+    git(repo, "commit", "-qm", "policy")
+    settings = load_settings(flags={"repo": str(repo), "data_dir": str(tmp_path / "data")}, environ={}, cwd=tmp_path)
+    fake = Fleet()
+    with open_store(settings):
+        fake.controller = Controller(settings, runner=fake.runner)
         yield fake
 
 
-def _runs() -> list[tuple[str, str, str]]:
-    return [(r.kind, r.trigger, r.limit) for r in Run.query.order_by(Run.id)]
+def runs() -> list[tuple[str, str, str, str]]:
+    return [(r.kind, r.trigger, r.limit, r.status) for r in Run.query.order_by(Run.id)]
 
 
-def _approvals() -> list[tuple[str, str]]:
+def approvals() -> list[tuple[str, str]]:
     return [(a.host, a.status) for a in Approval.query.order_by(Approval.id)]
 
 
-def _controller() -> Controller:
-    return Controller(SimpleNamespace(poll_interval=60, repo="repo"))
-
-
 def test_a_new_commit_is_checked_then_auto_drift_rolled_out_and_approve_drift_waits(fleet):
-    controller = _controller()
-    assert controller.tick(NOW) is True, "the commit check is queued"
-    assert _runs() == [("check", "commit", "")]
-    assert controller.tick(NOW) is True, "and run, with the policy's follow-ups"
-    assert _runs() == [("check", "commit", ""), ("converge", "policy", "web1"), ("converge", "policy", "web2"),
-                       ("check", "policy", "web1,web2")]
-    assert _approvals() == [("db1", "pending")]
-    assert controller.tick(NOW) is False, "nothing left to do"
+    assert fleet.controller.tick(NOW) is True, "the source is fetched and the commit check queued"
+    assert runs() == [("check", "commit", "", "queued")]
+    assert fleet.controller.tick(NOW) is True, "the check runs, then the policy's follow-ups"
+    assert runs() == [("check", "commit", "", "successful"), ("converge", "policy", "web1", "successful"),
+                      ("converge", "policy", "web2", "successful"), ("check", "policy", "web1,web2", "successful")]
+    assert approvals() == [("db1", "pending")]
+    assert {h.name: h.status for h in queries.hosts_named(["web1", "web2", "db1"])} == {
+        "web1": "in_sync", "web2": "in_sync", "db1": "drifted"}
+    assert fleet.controller.tick(NOW) is False, "nothing left to do until the next fetch"
 
 
-def test_an_approved_drift_is_rechecked_converged_and_verified(fleet):
-    controller = _controller()
-    controller.tick(NOW)
-    controller.tick(NOW)
+def test_an_approved_drift_is_rechecked_converged_applied_and_verified(fleet):
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
     records.decide_approval(Approval.query.one().id, "tess")
-    assert controller.tick(NOW) is True
-    assert _runs()[-3:] == [("check", "policy", "db1"), ("converge", "policy", "db1"), ("check", "policy", "db1")]
-    assert _approvals() == [("db1", "applied")]
-    assert queries.approved_waiting() == []
+    assert fleet.controller.tick(NOW) is True
+    assert [r[:3] for r in runs()[-3:]] == [("check", "policy", "db1"), ("converge", "policy", "db1"),
+                                           ("check", "policy", "db1")]
+    assert approvals() == [("db1", "applied")]
+    assert queries.hosts_named(["db1"])[0].status == "in_sync"
+
+
+def test_approved_drift_that_changed_before_the_converge_is_asked_again(fleet):
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    records.decide_approval(Approval.query.one().id, "tess")
+    fleet.runner.events = lambda spec: scripted_events({"db1": "changed"}, task="Another task")
+    fleet.controller.tick(NOW)
+    assert approvals() == [("db1", "superseded"), ("db1", "pending")]
+    assert runs()[-1][:3] == ("check", "policy", "db1"), "re-checked, never converged"
 
 
 def test_a_failed_canary_stops_the_rollout(fleet):
     fleet.failing = {"web1"}
-    controller = _controller()
-    controller.tick(NOW)
-    controller.tick(NOW)
-    assert [r for r in _runs() if r[0] == "converge"] == [("converge", "policy", "web1")]
-    assert ("check", "policy", "web1,web2") not in _runs()
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    assert [r[:3] for r in runs() if r[0] == "converge"] == [("converge", "policy", "web1")]
+    assert not any(r[:2] == ("check", "policy") for r in runs()), "nothing converged, nothing to verify"
 
 
 def test_a_requested_converge_ends_with_a_verifying_check(fleet):
-    controller = _controller()
-    controller.tick(NOW)
-    controller.tick(NOW)
-    records.enqueue_run("converge", "manual", "web2", "tess")
-    assert controller.tick(NOW) is True
-    assert _runs()[-2:] == [("converge", "manual", "web2"), ("check", "policy", "web2")]
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    records.enqueue_run("converge", "manual", "db1", "tess")
+    assert fleet.controller.tick(NOW) is True
+    assert [r[:3] for r in runs()[-2:]] == [("converge", "manual", "db1"), ("check", "policy", "db1")]
+
+
+def test_a_scheduled_check_is_queued_when_due_and_not_before(fleet):
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    count = len(runs())
+    assert fleet.controller.tick(NOW + timedelta(minutes=10)) is False, "the commit check stood in for 10:00"
+    assert fleet.controller.tick(NOW + timedelta(minutes=23)) is True, "10:30 came"
+    assert runs()[count:] == [("check", "schedule", "", "queued")]
