@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -31,6 +31,7 @@ from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.models import Run
+from fleet.store.views import RunView, view_of
 from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware
 
 
@@ -42,35 +43,6 @@ class RevisionSummary:
     status: str  # valid | rejected
     error: str
     rewrites_history: bool
-
-    @classmethod
-    def of(cls, row) -> RevisionSummary:
-        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """A run as callers read it once it ended; attribute names are the store's, so serializers take either."""
-
-    id: int
-    kind: str
-    trigger: str
-    status: str
-    revision_sha: str | None
-    limit: str
-    requested_by: str
-    strategy: str
-    created_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str
-    cancel_requested: bool
-    approval_id: int | None
-
-    @classmethod
-    def of(cls, row) -> RunSummary:
-        values = {f.name: getattr(row, f.name) for f in fields(cls)}
-        return cls(**{name: aware(value) if isinstance(value, datetime) else value for name, value in values.items()})
 
 
 @dataclass(frozen=True)
@@ -86,13 +58,15 @@ class DesiredState:
 class RunReport:
     """How a run ended: the run, each host's verdict, and each host's task results."""
 
-    run: RunSummary
+    run: RunView  # the store's plain view of the run row, as it ended
     verdicts: list[HostVerdict]
     tasks_by_host: dict[str, list[TaskResult]]
 
 
 @dataclass(frozen=True)
 class Validation:
+    """Whether a revision may run; if not, why (file and line where Ansible says)."""
+
     ok: bool
     error: str = ""
     hosts: tuple[InventoryHost, ...] = ()
@@ -154,7 +128,7 @@ def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredStat
     hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
     records.record_fetch(settings.repo, info.sha, info.sha)
-    return DesiredState(revision=RevisionSummary.of(revision), tree=tree, hosts=tuple(hosts))
+    return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
 
 
 def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredState:
@@ -167,7 +141,7 @@ def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredSt
     if not tree.exists():
         tree = source.export_revision(source.fetch_source(settings), settings, sha)
     hosts = inventory_hosts(tree, settings, runner)
-    return DesiredState(revision=RevisionSummary.of(revision), tree=tree, hosts=tuple(hosts))
+    return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
 
 
 def inventory_hosts(tree: Path, settings: Settings, runner: Runner | None = None,
@@ -268,14 +242,14 @@ def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None
 
 def perform_run(
     settings: Settings,
-    run: Run,
+    run: Run | RunView,
     desired: DesiredState,
     targets: list[InventoryHost],
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     runner: Runner | None = None,
 ) -> RunReport:
-    """Execute an existing run row on `targets` and close it, whatever happens.
+    """Execute an existing run (its row or view) on `targets` and close it, whatever happens.
 
     Each target host is locked for the run's duration; a host another run
     holds fails this run with HostBusy before anything starts. On a crash
@@ -313,7 +287,7 @@ def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
 class _Execution:
     """The state of one run while Ansible streams its events."""
 
-    def __init__(self, settings: Settings, run: Run, progress: ProgressFn | None,
+    def __init__(self, settings: Settings, run: Run | RunView, progress: ProgressFn | None,
                  should_cancel: Callable[[], bool] | None, runner: Runner):
         self.settings = settings
         self.runner = runner
@@ -393,15 +367,15 @@ class _Execution:
         if self.progress:
             self.progress(self.tracker, event)
 
-    def finish(self, status: str, error: str) -> RunSummary:
+    def finish(self, status: str, error: str) -> RunView:
         """Flush what was recorded, write each host's verdict, close the run row."""
         self.recorder.flush()
         verdicts = self.tracker.verdicts()
         if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
             verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
-        run = records.finish_run(self.run_row, status, verdicts, error)
+        records.finish_run(self.run_row, status, verdicts, error)
         shutil.rmtree(self.private_dir, ignore_errors=True)
-        return RunSummary.of(run)
+        return queries.get_run(self.run_row.id)
 
 
 def check_context(settings: Settings, desired: DesiredState, targets: list[InventoryHost]) -> CheckContext:

@@ -12,7 +12,7 @@ from fleet.drift import HostVerdict
 from fleet.errors import FleetError, HostBusy, RevisionRejected
 from fleet.fake_runner import FakeRunner, hosts_of, load_events, scripted_events
 from fleet.jobs import (
-    RevisionSummary, RunSummary, _run_status, desired_state, execute_run, exit_code, perform_run,
+    RevisionSummary, _run_status, desired_state, execute_run, exit_code, perform_run,
     resolve_targets, ssh_persist, sync_source, validate_revision,
 )
 from fleet.runner import InventoryHost
@@ -20,6 +20,7 @@ from fleet.settings import Settings, load_settings, replace
 from fleet.store import db, records
 from fleet.store.db import open_store
 from fleet.store.models import Host, HostLock, Revision, Run, RunHost, TaskResultRow
+from fleet.store.views import RunView
 from tests.conftest import git, make_source
 from tests.truth_cases import CASES
 
@@ -166,7 +167,7 @@ def test_recorded_drift_is_named_with_its_diff_and_masked_vault_values(settings,
 def test_what_a_run_hands_back_is_plain_data_not_store_rows(settings, store, fake):
     report = execute_run(settings, "check", runner=fake)
     desired = desired_state(settings, runner=fake)
-    assert isinstance(report.run, RunSummary) and isinstance(desired.revision, RevisionSummary)
+    assert isinstance(report.run, RunView) and isinstance(desired.revision, RevisionSummary)
     assert desired.hosts == tuple(CASE_HOSTS) and not desired.revision.rewrites_history
     assert report.run.finished_at.tzinfo is not None  # SQLite hands back naive times; fleet writes UTC
     with pytest.raises(dataclasses.FrozenInstanceError):
