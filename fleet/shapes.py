@@ -74,11 +74,6 @@ def is_drift(task) -> bool:
     return task.status == "changed" and not task.executed
 
 
-def explains_verdict(task) -> bool:
-    """Is this task result part of a verdict's explanation (one of the lists below)?"""
-    return task.status == "changed" or bool(task.unverified) or bool(task.executed) or bool(task.flapping)
-
-
 def changed_task_json(task) -> dict:
     return {"task": task.task, "action": task.action, "diff": task.diff, "cause": task.cause or None,
             "flapping": bool(task.flapping)}

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, Str
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet.store.db import db
-from fleet.vocabulary import utcnow  # noqa: F401  (column defaults; callers may still import it from here)
+from fleet.vocabulary import utcnow
 
 
 class Revision(db.Model):

@@ -21,13 +21,12 @@ from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
 from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalStatus, HostStatus,
+    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalStatus, HostStatus,
     RevisionStatus, RunKind, RunStatus, Trigger, utcnow,
 )
 
 BATCH_ROWS = 500
 BATCH_SECONDS = 0.5
-FINAL_STATUSES = set(RUN_FINAL_STATUSES)  # old name, kept for callers outside the store
 
 
 def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = False) -> Revision:
@@ -292,9 +291,6 @@ def mark_key_blocked(name: str, blocked: bool) -> None:
 
 
 # --- the queue ----------------------------------------------------------------
-
-ACTIVE_STATUSES = RUN_ACTIVE_STATUSES  # old name, kept for callers outside the store
-
 
 def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval_id: int | None = None) -> tuple[Run, bool]:
     """Queue a run; an identical check already queued is joined instead. Returns (run, joined)."""

@@ -1,17 +1,18 @@
-"""A real SQLite store in a temporary directory, opened the way the CLI opens it (no web app)."""
+"""A real SQLite store in a temporary directory, opened the way the CLI opens it (no web app).
+
+Test modules wrap `temporary_store` in their own `store` fixture.
+"""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
-
 from fleet.store.db import db, store_app
 from fleet.store.models import Host, Run
 
 
-@pytest.fixture
-def store(tmp_path):
+def temporary_store(tmp_path):
+    """Yield the session of a fresh store under tmp_path, inside its app context."""
     app = store_app(f"sqlite:///{tmp_path / 'fleet.db'}")
     with app.app_context():
         yield db.session

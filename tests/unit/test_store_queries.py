@@ -10,7 +10,12 @@ from fleet.errors import NotFound
 from fleet.store import queries
 from fleet.store.models import HostLock, RunHost, TaskResultRow
 from fleet.store.views import HostView, RunView
-from tests.unit.store_fixtures import add_hosts, add_runs, store  # noqa: F401  (fixture)
+from tests.unit.store_fixtures import add_hosts, add_runs, temporary_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    yield from temporary_store(tmp_path)
 
 
 def walk_down(read, size: int) -> list[int]:

@@ -11,7 +11,13 @@ from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
 from fleet.store.models import Approval, Host, HostLock, Run, RunHost
-from tests.unit.store_fixtures import add_runs, inventory_entry, store  # noqa: F401  (fixture)
+from tests.unit.store_fixtures import add_runs, inventory_entry, temporary_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    yield from temporary_store(tmp_path)
+
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
