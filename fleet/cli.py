@@ -14,7 +14,7 @@ from fleet.output import Progress, colour_diff, duration, indent, paint, table, 
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, queries, records
 from fleet.store.db import open_store
-from fleet.vocabulary import Coverage, is_active
+from fleet.vocabulary import RUN_KINDS, Coverage, RunKind, TaskStatus, is_active
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,7 +132,7 @@ def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
     lines = [_run_header(run, colour), ""]
     rows = [[v.name, v.status, str(v.changed), str(Coverage.of(v.verified, v.unverified)), v.message[:100]]
             for v in report.verdicts]
-    changed_label = "DRIFTED" if run.kind == "check" else "CHANGED"
+    changed_label = "DRIFTED" if run.kind == RunKind.CHECK else "CHANGED"
     lines.append(table(["HOST", "STATUS", changed_label, "COVERAGE", "MESSAGE"], rows, colour, status_column=1))
     for verdict in report.verdicts:
         lines += _host_explanation(verdict.name, report.tasks_by_host.get(verdict.name, []), run.kind,
@@ -147,7 +147,7 @@ def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour
     lines = []
     changed = [t for t in tasks if shapes.is_drift(t)]
     if changed:
-        lines += ["", f"{host}: {len(changed)} {'drifted' if kind == 'check' else 'changed'} task(s)"]
+        lines += ["", f"{host}: {len(changed)} {'drifted' if kind == RunKind.CHECK else 'changed'} task(s)"]
         for task in changed:
             lines.append(f"  * {task_line(task)}")
             if show_diff and task.diff:
@@ -161,7 +161,7 @@ def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour
     executed = [t for t in tasks if t.executed]
     if executed:
         lines += ["", f"{host}: {len(executed)} task(s) ran for real during the check (check_mode: false)"]
-        lines += [f"  ! {task_line(t)}{' changed the host' if t.status == 'changed' else ''}" for t in executed]
+        lines += [f"  ! {task_line(t)}{' changed the host' if t.status == TaskStatus.CHANGED else ''}" for t in executed]
     return lines
 
 
@@ -212,7 +212,7 @@ def status(ctx, as_json, show_diff):
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--kind", type=click.Choice(["check", "converge"]))
+@click.option("--kind", type=click.Choice([kind.value for kind in RUN_KINDS]))
 @click.option("--status", "status_filter")
 @click.option("--host", help="only runs that touched this host")
 @click.option("--before", type=int, help="show runs older than this run id (next page)")
@@ -269,7 +269,7 @@ def show(ctx, run_id, as_json, with_stdout):
                 detail = task.reason or (task.note if task.status != "ok" else "")
                 note = f" — {detail}" if detail else ""
                 click.echo(f"  {paint(task.status, colour)}{flag}  {task_line(task)}{note}")
-                if task.diff and task.status == "changed":
+                if task.diff and task.status == TaskStatus.CHANGED:
                     click.echo(indent(colour_diff(task.diff, colour), "      "))
         if with_stdout:
             click.echo("\n" + queries.run_stdout(run_id))
@@ -341,7 +341,7 @@ def controller(ctx, poll_interval):
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["check", "converge"]))
+@click.argument("kind", type=click.Choice([kind.value for kind in RUN_KINDS]))
 @click.option("--limit", help="Ansible host pattern")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -411,7 +411,7 @@ def user():
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(accounts.ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @click.option("--generate", is_flag=True, help="generate a password and print it once")
 @click.pass_context
@@ -435,7 +435,7 @@ def user_add(ctx, name, role, password_stdin, generate):
 
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), help="only this role")
+@click.option("--role", type=click.Choice(accounts.ROLES), help="only this role")
 @click.pass_context
 @_guard
 def user_list(ctx, as_json, role):
@@ -460,7 +460,7 @@ def token():
 
 @token.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+@click.option("--role", type=click.Choice(accounts.ROLES), required=True)
 @click.pass_context
 @_guard
 def token_create(ctx, name, role):

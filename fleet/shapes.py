@@ -13,7 +13,7 @@ which knows the URL map.
 
 from __future__ import annotations
 
-from fleet.vocabulary import Coverage, iso
+from fleet.vocabulary import Coverage, TaskStatus, iso
 
 
 def run_json(run) -> dict:
@@ -71,7 +71,7 @@ def task_json(row) -> dict:
 
 def is_drift(task) -> bool:
     """A changed task, unless it ran for real during a check (then the check itself made the change)."""
-    return task.status == "changed" and not task.executed
+    return task.status == TaskStatus.CHANGED and not task.executed
 
 
 def changed_task_json(task) -> dict:
@@ -90,7 +90,7 @@ def verdict_lists_json(tasks) -> dict:
         "changed_tasks": [changed_task_json(t) for t in tasks if is_drift(t)],
         "unverified_tasks": [unverified_task_json(t) for t in tasks if t.unverified],
         "flapping_tasks": [{"task": t.task, "action": t.action} for t in tasks if t.flapping],
-        "executed_in_check": [{"task": t.task, "action": t.action, "changed": t.status == "changed"}
+        "executed_in_check": [{"task": t.task, "action": t.action, "changed": t.status == TaskStatus.CHANGED}
                               for t in tasks if t.executed],
     }
 

@@ -49,6 +49,16 @@ class Trigger(StrEnum):
     POLICY = "policy"
 
 
+class TaskStatus(StrEnum):
+    """What Ansible said of one task on one host."""
+
+    OK = "ok"
+    CHANGED = "changed"  # in a check: drift (unless it ran for real)
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNREACHABLE = "unreachable"
+
+
 class ApprovalStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"

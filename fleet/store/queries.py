@@ -7,7 +7,7 @@ from sqlalchemy import func, literal, select, text
 from fleet.errors import NotFound
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalStatus,
-    RevisionStatus, RunKind, RunStatus, hosts_named_by, limits_overlap,
+    RevisionStatus, RunKind, RunStatus, TaskStatus, hosts_named_by, limits_overlap,
 )
 from fleet.store.db import db
 from fleet.store.pages import Page, keyset_page, newer_page
@@ -50,7 +50,7 @@ def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
     rows = db.session.scalars(
         select(TaskResultRow)
         .where(TaskResultRow.run_id.in_(run_ids),
-               (TaskResultRow.status == "changed") | TaskResultRow.unverified.is_(True)
+               (TaskResultRow.status == TaskStatus.CHANGED) | TaskResultRow.unverified.is_(True)
                | TaskResultRow.executed.is_(True))
         .order_by(TaskResultRow.seq)
     )
@@ -76,7 +76,7 @@ def run_verdicts(run_id: int) -> list[tuple[str, RunHost, list[TaskResultRow]]]:
 
     The (name, verdict, tasks) triples `fleet.shapes.run_report_json` takes.
     """
-    explains = ((TaskResultRow.status == "changed") | TaskResultRow.unverified.is_(True)
+    explains = ((TaskResultRow.status == TaskStatus.CHANGED) | TaskResultRow.unverified.is_(True)
                 | TaskResultRow.executed.is_(True) | TaskResultRow.flapping.is_(True))
     rows = db.session.execute(
         select(RunHost, TaskResultRow)
@@ -119,7 +119,7 @@ def approved_waiting():
 
 def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
     return list(db.session.scalars(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.status == "changed",
+        TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.status == TaskStatus.CHANGED,
         TaskResultRow.executed.is_(False),
     ).order_by(TaskResultRow.seq)))
 
@@ -205,7 +205,7 @@ def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
         return []
     return list(db.session.scalars(select(TaskResultRow).where(
         TaskResultRow.run_id == run_id, TaskResultRow.host == host,
-        (TaskResultRow.status.in_(("changed", "failed", "unreachable"))) | TaskResultRow.unverified.is_(True)
+        (TaskResultRow.status.in_((TaskStatus.CHANGED, TaskStatus.FAILED, TaskStatus.UNREACHABLE))) | TaskResultRow.unverified.is_(True)
         | TaskResultRow.executed.is_(True),
     ).order_by(TaskResultRow.seq)))
 
@@ -261,7 +261,7 @@ def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str]
     rows = db.session.scalars(select(TaskResultRow).where(
         TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
         TaskResultRow.host.in_({host for _, host in pairs}),
-        TaskResultRow.status == "changed", TaskResultRow.executed.is_(False)).order_by(TaskResultRow.seq))
+        TaskResultRow.status == TaskStatus.CHANGED, TaskResultRow.executed.is_(False)).order_by(TaskResultRow.seq))
     for row in rows:
         if (row.run_id, row.host) in found:
             found[(row.run_id, row.host)].append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from fleet.store import queries, records
-from fleet.vocabulary import HOST_STATUSES, covers
+from fleet.vocabulary import HOST_STATUSES, TaskStatus, covers
 from fleet.web.auth import audit, require_role
 from fleet.web.ui import present
 from fleet.web.ui.common import choice_arg, int_arg, or_404, who
@@ -13,6 +13,7 @@ from fleet.web.ui.common import choice_arg, int_arg, or_404, who
 bp = Blueprint("hosts", __name__, url_prefix="/hosts")
 
 HOSTS_PER_PAGE = 200
+FAILURES = (TaskStatus.FAILED, TaskStatus.UNREACHABLE)
 HISTORY_PER_PAGE = 20
 
 
@@ -45,7 +46,7 @@ def show(name: str):
     return render_template(
         "hosts/show.html", host=host, before=before,
         drifted=[t for t in tasks if present.is_drift(t)],
-        failed=[t for t in tasks if t.status in ("failed", "unreachable") and not (t.rescued or t.unverified)],
+        failed=[t for t in tasks if t.status in FAILURES and not (t.rescued or t.unverified)],
         rescued=[t for t in tasks if t.rescued],
         unverified=unverified, accepted=[t for t in unverified if t.accepted],
         executed=[t for t in tasks if t.executed],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from fleet.shapes import is_drift
-from fleet.vocabulary import Coverage, aware, utcnow
+from fleet.vocabulary import Coverage, TaskStatus, aware, utcnow
 from fleet.vocabulary import iso as iso_or_none
 
 # status -> (symbol, tone). The word is always printed beside the symbol, so colour is never the only signal.
@@ -135,7 +135,7 @@ def task_marks(task) -> list[Mark]:
             marks.append(Mark("accepted by fleet.yml", "good",
                               "listed under accept_unverified in fleet.yml: it does not keep the host from in sync"))
     if task.executed:
-        if task.status == "changed":
+        if task.status == TaskStatus.CHANGED:
             marks.append(Mark("ran for real: changed the host", "alert",
                               "check_mode: false made the check run it for real; the check itself made this "
                               "change, so it is not drift"))
