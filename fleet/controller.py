@@ -35,9 +35,7 @@ from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
 from fleet.store import queries, records
-from fleet.store.db import db
-from fleet.store.models import Approval, Run
-from fleet.vocabulary import RunKind, RunStatus, Trigger, aware, is_active, utcnow
+from fleet.vocabulary import RunKind, RunStatus, Trigger, utcnow
 
 log = logging.getLogger("fleet.controller")
 
@@ -64,7 +62,7 @@ class Controller:
         for run in records.interrupt_queued_converges(
                 "the controller restarted before this converge started; request it again if still wanted"):
             log.warning("queued converge %s not started after a restart; marked interrupted", run.id)
-        write_pid(os.getpid())
+        records.write_controller_pid(os.getpid())
 
     def run_forever(self) -> None:
         self.recover()
@@ -74,7 +72,7 @@ class Controller:
                 worked = self.tick(utcnow())
             except Exception:  # one bad step must not stop the controller; the next tick retries
                 log.exception("controller step failed")
-                db.session.rollback()
+                records.discard_pending()
                 worked = False
             if not worked:
                 self.stop.wait(IDLE_SLEEP_SECONDS)
@@ -86,21 +84,21 @@ class Controller:
         The heartbeat comes first, so it is written on every path; an error in
         a step propagates and skips the steps after it.
         """
-        write_heartbeat(now)
+        records.write_heartbeat(now)
         self.sync_source(now)
         return self.execute(self.plan_next(now), now)
 
     def sync_source(self, now: datetime) -> str:
         """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale" or "not due"."""
-        if plan.plan_fetch(observe_state(), now) is None:
+        observed = observe_state()
+        if plan.plan_fetch(observed, now) is None:
             return "not due"
-        clear_fetch_request()
+        records.clear_fetch_request()
         outcome = self._fetch()
-        failures = observe_state().fetch_failures + 1 if outcome == "stale" else 0
-        next_at = plan.next_fetch_at(now, self.settings.poll_interval, failures)
-        schedule_fetch(next_at, failures)
-        if outcome == "stale":
-            log.warning("source stale; retrying in %ss", int((next_at - now).total_seconds()))
+        schedule = plan.after_fetch(observed, outcome, self.settings.poll_interval, now)
+        records.schedule_fetch(schedule.next_at, schedule.failures)
+        if schedule.failures:
+            log.warning("source stale; retrying in %ss", int((schedule.next_at - now).total_seconds()))
         return outcome
 
     def _fetch(self) -> str:
@@ -145,11 +143,11 @@ class ActionExecutor:
 
     def queue_check(self, action: plan.QueueCheck, now: datetime) -> list[plan.Action]:
         records.enqueue_run(RunKind.CHECK, action.trigger, "", "controller")
-        note_check_queued(action, now)
+        records.note_check_queued(action.trigger, action.sha, now)
         return []
 
     def start_run(self, action: plan.StartRun, now: datetime) -> list[plan.Action]:
-        run = records.next_queued_run()
+        run = queries.next_queued_run()
         if run is None or run.id != action.run_id:  # canceled since the plan saw it: plan again
             return []
         finished = self.run_queued(run)
@@ -182,24 +180,24 @@ class ActionExecutor:
         return []
 
     def close_approval(self, action: plan.CloseApproval, now: datetime) -> list[plan.Action]:
-        records.close_approval(approval_row(action.approval_id), action.status, action.note,
-                               action.converge_run_id)
+        records.close_approval(action.approval_id, action.status, action.note, action.converge_run_id)
         return []
 
     def hold(self, action: plan.Hold, now: datetime) -> list[plan.Action]:
         log.log(logging.WARNING if action.warn else logging.INFO, "%s", action.reason)
         return []
 
-    def run_queued(self, run: Run) -> plan.FinishedRun | None:
-        """Run one queued run to its end; None when it could not start (then it is closed as failed)."""
+    def run_queued(self, run) -> plan.FinishedRun | None:
+        """Run one queued run (row or view) to its end; None when it could not start (it is closed as failed)."""
         try:
             desired = jobs.desired_state(self.settings, runner=self.runner)
-            records.start_queued_run(run, desired.revision.sha, os.getpid())
+            run = records.start_queued_run(run, desired.revision.sha, os.getpid())
             targets = jobs.resolve_targets(self.settings, desired, run.limit or None, runner=self.runner)
             report = jobs.perform_run(self.settings, run, desired, targets,
                                       should_cancel=lambda: self._should_cancel(run.id), runner=self.runner)
         except FleetError as exc:
-            self._fail(run, str(exc))
+            records.fail_run(run.id, str(exc))
+            log.warning("run %s failed: %s", run.id, exc)
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
         return finished_run(report, desired)
@@ -210,13 +208,6 @@ class ActionExecutor:
         if run.status != RunStatus.QUEUED:
             return None
         return self.run_queued(run)
-
-    def _fail(self, run: Run, error: str) -> None:
-        db.session.rollback()
-        run = db.session.get(Run, run.id)
-        if is_active(run.status):
-            records.finish_run(run, RunStatus.FAILED, [], error)
-        log.warning("run %s failed: %s", run.id, error)
 
     def _should_cancel(self, run_id: int) -> bool:
         if self.stop.is_set():
@@ -256,67 +247,33 @@ def host_outcome(verdict, groups: tuple[str, ...], tasks) -> plan.HostOutcome:
 
 def current_policy(settings: Settings) -> policy.Policy:
     """fleet.yml of the desired revision (asked every tick; jobs.load_policy parses each revision once)."""
-    sha = records.source_state().desired_sha
+    sha = queries.desired_sha()
     tree = source.export_path(settings, sha) if sha else None
     return jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY
 
 
-# --- the store: the controller's own reads and writes ------------------------------
-# Candidates for fleet.store (queries/records) returning and taking plain values.
+# --- the store's view, in the plan's terms ------------------------------------------------
 
 
 def observe_state() -> plan.Observed:
-    state = records.controller_state()
-    return plan.Observed(fetch_requested=bool(state.fetch_requested), fetch_failures=state.fetch_failures or 0,
-                         next_fetch_at=aware(state.next_fetch_at), commit_checked_sha=state.commit_checked_sha,
-                         last_scheduled_check_at=aware(state.last_scheduled_check_at))
+    state = queries.controller_state()
+    return plan.Observed(fetch_requested=state.fetch_requested, fetch_failures=state.fetch_failures,
+                         next_fetch_at=state.next_fetch_at, commit_checked_sha=state.commit_checked_sha,
+                         last_scheduled_check_at=state.last_scheduled_check_at)
 
 
 def observe_desired() -> plan.Desired:
-    return plan.Desired(sha=records.source_state().desired_sha)
+    return plan.Desired(sha=queries.desired_sha())
 
 
 def observe_queue() -> list[plan.QueuedRun]:
     """The oldest queued run (the plan starts one run at a time)."""
-    run = records.next_queued_run()
+    run = queries.next_queued_run()
     return [plan.QueuedRun(run.id, run.kind, run.trigger, run.limit or "")] if run else []
 
 
 def observe_approvals() -> list[plan.ApprovedDrift]:
     return [plan.ApprovedDrift(a.id, a.host, a.drift_signature) for a in queries.approved_waiting()]
-
-
-def approval_row(approval_id: int) -> Approval:
-    return db.session.get(Approval, approval_id)
-
-
-def write_heartbeat(now: datetime) -> None:
-    records.controller_state().heartbeat_at = now
-    db.session.commit()
-
-
-def write_pid(pid: int) -> None:
-    records.controller_state().pid = pid
-    db.session.commit()
-
-
-def clear_fetch_request() -> None:
-    records.controller_state().fetch_requested = False
-    db.session.commit()
-
-
-def schedule_fetch(next_at: datetime, failures: int) -> None:
-    state = records.controller_state()
-    state.fetch_failures, state.next_fetch_at = failures, next_at
-    db.session.commit()
-
-
-def note_check_queued(action: plan.QueueCheck, now: datetime) -> None:
-    state = records.controller_state()
-    if action.trigger == Trigger.COMMIT:
-        state.commit_checked_sha = action.sha
-    state.last_scheduled_check_at = now  # a commit check stands in for this schedule slot too
-    db.session.commit()
 
 
 # --- recovery after a crash ------------------------------------------------------------

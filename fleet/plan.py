@@ -5,7 +5,8 @@ Flask or ansible_runner, and no clock (``now`` is passed in). The controller
 gathers what the store knows into the frozen dataclasses below, asks one of
 these functions, and carries out the actions it gets back, in order:
 
-    plan_fetch(observed, interval, now)            -> FetchSource or nothing
+    plan_fetch(observed, now)                      -> FetchSource or nothing
+    after_fetch(observed, outcome, interval, now)  -> FetchSchedule (interval or backoff)
     plan(desired, observed, queue, approvals, policy, now)
                                                    -> QueueCheck, then ApplyApproval or StartRun
     after_run(run, policy, now, stopping)          -> Hold, OpenApproval, ConvergeBatch or VerifyCheck
@@ -210,6 +211,20 @@ def plan_fetch(observed: Observed, now: datetime) -> FetchSource | None:
     if observed.fetch_requested or next_at is None or aware(now) >= aware(next_at):
         return FetchSource()
     return None
+
+
+@dataclass(frozen=True)
+class FetchSchedule:
+    """When to fetch next, and how many fetches in a row could not reach the remote."""
+
+    next_at: datetime
+    failures: int
+
+
+def after_fetch(observed: Observed, outcome: str, interval_seconds: int, now: datetime) -> FetchSchedule:
+    """The next fetch once this one ended "fetched", "rejected" or "stale" (the remote failed: back off)."""
+    failures = observed.fetch_failures + 1 if outcome == "stale" else 0
+    return FetchSchedule(next_fetch_at(now, interval_seconds, failures), failures)
 
 
 def next_fetch_at(now: datetime, interval_seconds: int, failures: int) -> datetime:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -177,3 +178,21 @@ def test_a_scheduled_check_is_queued_when_due_and_not_before(fleet):
     assert fleet.controller.tick(NOW + timedelta(minutes=10)) is False, "the commit check stood in for 10:00"
     assert fleet.controller.tick(NOW + timedelta(minutes=23)) is True, "10:30 came"
     assert runs()[count:] == [("check", "schedule", "", "queued")]
+
+
+def test_a_remote_that_cannot_be_reached_is_fetched_again_after_a_backoff(fleet):
+    controller = fleet.controller
+    assert controller.sync_source(NOW) == "fetched"
+    assert controller.sync_source(NOW + timedelta(seconds=30)) == "not due"
+    repo = Path(controller.settings.repo)
+    repo.rename(repo.with_name("away"))
+    later = NOW + timedelta(minutes=1)
+    assert controller.sync_source(later) == "stale"
+    assert controller.sync_source(later + timedelta(seconds=59)) == "not due"
+    assert controller.sync_source(later + timedelta(seconds=60)) == "stale"
+    assert controller.sync_source(later + timedelta(seconds=60 + 119)) == "not due", "backed off to 2 minutes"
+    records.request_fetch()
+    assert controller.sync_source(later + timedelta(seconds=61)) == "stale", "a webhook fetches at once"
+    assert records.source_state().desired_sha, "the last good revision stays desired"
+    repo.with_name("away").rename(repo)
+    assert controller.sync_source(later + timedelta(minutes=10)) == "fetched"

@@ -47,6 +47,16 @@ def test_next_fetch_backs_off(interval, failures, delay):
     assert plan.next_fetch_at(NOW, interval, failures) == NOW + delay
 
 
+@pytest.mark.parametrize("failures, outcome, expected", [
+    pytest.param(0, "fetched", plan.FetchSchedule(NOW + MINUTE, 0), id="fetched: the poll interval"),
+    pytest.param(3, "fetched", plan.FetchSchedule(NOW + MINUTE, 0), id="remote back: failures forgotten"),
+    pytest.param(0, "rejected", plan.FetchSchedule(NOW + MINUTE, 0), id="rejected revision: the remote works"),
+    pytest.param(2, "stale", plan.FetchSchedule(NOW + 4 * MINUTE, 3), id="remote down again: back off"),
+])
+def test_after_fetch(failures, outcome, expected):
+    assert plan.after_fetch(Observed(fetch_failures=failures), outcome, 60, NOW) == expected
+
+
 # --- the loop's plan: checks, approvals, the queue ---------------------------------
 
 HOURLY = parse_policy('schedule: "0 * * * *"\n')
