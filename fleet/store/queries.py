@@ -11,7 +11,7 @@ from fleet.vocabulary import (
 )
 from fleet.store.db import db
 from fleet.store.pages import Page, keyset_page, newer_page
-from fleet.store.views import ControllerView, HostView, RunView, view_of
+from fleet.store.views import ControllerView, HostView, RunHostView, RunView, TaskView, view_of
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
@@ -39,10 +39,14 @@ def _run_view(row: Run) -> RunView:
     return view_of(RunView, row)
 
 
-def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
+def _tasks(query) -> list[TaskView]:
+    return [view_of(TaskView, row) for row in db.session.scalars(query)]
+
+
+def verdict_tasks(hosts: list[HostView]) -> dict[str, list[TaskView]]:
     """What explains each host's last check (drifted, unverified, executed tasks), in one query."""
     pairs = [(h.last_check_run_id, h.name) for h in hosts if h.last_check_run_id]
-    found: dict[str, list[TaskResultRow]] = {name: [] for _, name in pairs}
+    found: dict[str, list[TaskView]] = {name: [] for _, name in pairs}
     if not pairs:
         return found
     run_ids = {run_id for run_id, _ in pairs}
@@ -56,7 +60,7 @@ def verdict_tasks(hosts: list[Host]) -> dict[str, list[TaskResultRow]]:
     )
     for row in rows:
         if (row.run_id, row.host) in wanted:
-            found[row.host].append(row)
+            found[row.host].append(view_of(TaskView, row))
     return found
 
 
@@ -67,11 +71,12 @@ def get_run(run_id: int) -> RunView:
     return _run_view(run)
 
 
-def run_hosts(run_id: int) -> list[RunHost]:
-    return list(db.session.scalars(select(RunHost).where(RunHost.run_id == run_id).order_by(RunHost.host)))
+def run_hosts(run_id: int) -> list[RunHostView]:
+    query = select(RunHost).where(RunHost.run_id == run_id).order_by(RunHost.host)
+    return [view_of(RunHostView, row) for row in db.session.scalars(query)]
 
 
-def run_verdicts(run_id: int) -> list[tuple[str, RunHost, list[TaskResultRow]]]:
+def run_verdicts(run_id: int) -> list[tuple[str, RunHostView, list[TaskView]]]:
     """Each host's verdict in a run with the task results that explain it, by host name, in one query.
 
     The (name, verdict, tasks) triples `fleet.shapes.run_report_json` takes.
@@ -83,18 +88,16 @@ def run_verdicts(run_id: int) -> list[tuple[str, RunHost, list[TaskResultRow]]]:
         .outerjoin(TaskResultRow, (TaskResultRow.run_id == RunHost.run_id) & (TaskResultRow.host == RunHost.host)
                    & explains)
         .where(RunHost.run_id == run_id).order_by(RunHost.host, TaskResultRow.seq))
-    found: dict[str, tuple[RunHost, list[TaskResultRow]]] = {}
+    found: dict[str, tuple[RunHostView, list[TaskView]]] = {}
     for verdict, task in rows:
-        entry = found.setdefault(verdict.host, (verdict, []))
+        entry = found.setdefault(verdict.host, (view_of(RunHostView, verdict), []))
         if task is not None:
-            entry[1].append(task)
+            entry[1].append(view_of(TaskView, task))
     return [(name, verdict, tasks) for name, (verdict, tasks) in found.items()]
 
 
-def run_tasks(run_id: int) -> list[TaskResultRow]:
-    return list(db.session.scalars(
-        select(TaskResultRow).where(TaskResultRow.run_id == run_id).order_by(TaskResultRow.seq)
-    ))
+def run_tasks(run_id: int) -> list[TaskView]:
+    return _tasks(select(TaskResultRow).where(TaskResultRow.run_id == run_id).order_by(TaskResultRow.seq))
 
 
 def run_stdout(run_id: int) -> str:
@@ -108,13 +111,15 @@ def get_revision(sha: str) -> Revision | None:
 
 def last_valid_revision() -> Revision | None:
     return db.session.scalar(
-        select(Revision).where(Revision.status == RevisionStatus.VALID).order_by(Revision.fetched_at.desc(), Revision.id.desc())
+        select(Revision).where(Revision.status == RevisionStatus.VALID)
+        .order_by(Revision.fetched_at.desc(), Revision.id.desc())
     )
 
 
 def approved_waiting():
     """Approvals an operator granted that the controller has not acted on yet."""
-    return list(db.session.scalars(select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id)))
+    query = select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id)
+    return list(db.session.scalars(query))
 
 
 def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
@@ -192,22 +197,21 @@ def inventory_groups() -> list[str]:
     return sorted(names)
 
 
-def host_history_page(name: str, before: int | None = None, size: int = 20) -> Page[tuple[RunView, RunHost]]:
+def host_history_page(name: str, before: int | None = None, size: int = 20) -> Page[tuple[RunView, RunHostView]]:
     """The runs that touched a host with its verdict in each, newest first, one keyset page."""
     query = select(Run, RunHost).join(RunHost, RunHost.run_id == Run.id).where(RunHost.host == name)
     page = keyset_page(query, RunHost.run_id, size, cursor=before, rows=True)
-    return page.map(lambda row: (_run_view(row[0]), row[1]))
+    return page.map(lambda row: (_run_view(row[0]), view_of(RunHostView, row[1])))
 
 
-def host_check_tasks(run_id: int | None, host: str) -> list[TaskResultRow]:
+def host_check_tasks(run_id: int | None, host: str) -> list[TaskView]:
     """The drifted, failed, unverified and executed tasks of one host in one run: what its page explains."""
     if not run_id:
         return []
-    return list(db.session.scalars(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.host == host,
-        (TaskResultRow.status.in_((TaskStatus.CHANGED, TaskStatus.FAILED, TaskStatus.UNREACHABLE))) | TaskResultRow.unverified.is_(True)
-        | TaskResultRow.executed.is_(True),
-    ).order_by(TaskResultRow.seq)))
+    worth_explaining = (TaskResultRow.status.in_((TaskStatus.CHANGED, TaskStatus.FAILED, TaskStatus.UNREACHABLE))
+                        | TaskResultRow.unverified.is_(True) | TaskResultRow.executed.is_(True))
+    return _tasks(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.host == host, worth_explaining).order_by(TaskResultRow.seq))
 
 
 def active_runs(kind: str | None = None) -> list[RunView]:
@@ -241,10 +245,10 @@ def recent_runs(count: int) -> list[RunView]:
     return runs_page(size=count).items
 
 
-def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> list[TaskResultRow]:
+def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> list[TaskView]:
     """Task results of a run with seq > after_seq: what a live page has not shown yet."""
-    return list(db.session.scalars(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq).order_by(TaskResultRow.seq).limit(limit)))
+    return _tasks(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq).order_by(TaskResultRow.seq).limit(limit))
 
 
 def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> list[RunOutput]:
@@ -253,9 +257,9 @@ def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> li
         RunOutput.run_id == run_id, RunOutput.seq > after_seq).order_by(RunOutput.seq).limit(limit)))
 
 
-def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskResultRow]]:
+def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskView]]:
     """Drifted tasks (changed, not run for real in a check) for several (run id, host) pairs in one query."""
-    found: dict[tuple[int, str], list[TaskResultRow]] = {pair: [] for pair in pairs}
+    found: dict[tuple[int, str], list[TaskView]] = {pair: [] for pair in pairs}
     if not pairs:
         return found
     rows = db.session.scalars(select(TaskResultRow).where(
@@ -264,12 +268,13 @@ def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str]
         TaskResultRow.status == TaskStatus.CHANGED, TaskResultRow.executed.is_(False)).order_by(TaskResultRow.seq))
     for row in rows:
         if (row.run_id, row.host) in found:
-            found[(row.run_id, row.host)].append(row)
+            found[(row.run_id, row.host)].append(view_of(TaskView, row))
     return found
 
 
 def count_pending_approvals() -> int:
-    return db.session.scalar(select(func.count()).select_from(Approval).where(Approval.status == ApprovalStatus.PENDING)) or 0
+    query = select(func.count()).select_from(Approval).where(Approval.status == ApprovalStatus.PENDING)
+    return db.session.scalar(query) or 0
 
 
 def revisions_page(before: int | None = None, size: int = PAGE_SIZE) -> Page[Revision]:
@@ -334,11 +339,11 @@ def run_last_seq(run_id: int) -> int:
     return max(highest[0] or 0, highest[1] or 0)
 
 
-def run_tasks_between(run_id: int, after_seq: int, upto_seq: int) -> list[TaskResultRow]:
+def run_tasks_between(run_id: int, after_seq: int, upto_seq: int) -> list[TaskView]:
     """Task results with after_seq < seq <= upto_seq, in event order."""
-    return list(db.session.scalars(select(TaskResultRow).where(
+    return _tasks(select(TaskResultRow).where(
         TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq, TaskResultRow.seq <= upto_seq,
-    ).order_by(TaskResultRow.seq, TaskResultRow.id)))
+    ).order_by(TaskResultRow.seq, TaskResultRow.id))
 
 
 def run_output_between(run_id: int, after_seq: int, upto_seq: int) -> list[str]:

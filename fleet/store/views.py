@@ -93,3 +93,52 @@ class ControllerView:
     commit_checked_sha: str | None = None
     heartbeat_at: datetime | None = None
     pid: int | None = None
+
+
+@dataclass(frozen=True)
+class RunHostView:
+    """One host's verdict in one run, with its task counters."""
+
+    id: int
+    run_id: int
+    host: str
+    status: str
+    message: str
+    ok: int
+    changed: int
+    failed: int
+    skipped: int
+    unreachable: int
+    unverified: int
+    accepted: int
+    verified: int
+    executed: int
+
+    @property
+    def coverage(self) -> Coverage:
+        return Coverage.of(self.verified, self.unverified)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task result of one host in one run; `seq` orders it against the run's output."""
+
+    id: int
+    run_id: int
+    seq: int
+    host: str
+    task: str
+    action: str
+    status: str
+    unverified: bool
+    handler: bool
+    note: str
+    diff: str
+    duration: float
+    path: str
+    reason: str
+    accepted: bool
+    executed: bool
+    rescued: bool
+    cause: str
+    flapping: bool
