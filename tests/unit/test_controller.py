@@ -3,6 +3,7 @@ through the real jobs and store with the fake runner (a real git source, no SSH 
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -196,3 +197,14 @@ def test_a_remote_that_cannot_be_reached_is_fetched_again_after_a_backoff(fleet)
     assert records.source_state().desired_sha, "the last good revision stays desired"
     repo.with_name("away").rename(repo)
     assert controller.sync_source(later + timedelta(minutes=10)) == "fetched"
+
+
+def test_a_restart_interrupts_what_a_dead_controller_left_and_resumes_nothing(fleet):
+    dead = records.create_run("check", "manual", None, "", "tess", pid=2 ** 22 + 1)  # above Linux's pid_max
+    records.enqueue_run("converge", "manual", "web1", "tess")
+    records.enqueue_run("check", "manual", "web2", "tess")
+    fleet.controller.recover()
+    assert runs() == [("check", "manual", "", "interrupted"), ("converge", "manual", "web1", "interrupted"),
+                      ("check", "manual", "web2", "queued")], "a queued check is harmless and still runs"
+    assert "stopped while this run was running" in queries.get_run(dead.id).error
+    assert queries.controller_state().pid == os.getpid()
