@@ -139,6 +139,7 @@ class ActionExecutor:
         self._cancel_checked = 0.0
 
     def perform(self, action: plan.Action, now: datetime) -> list[plan.Action]:
+        """Carry out one action of `plan.plan` or of a follow-up (FetchSource is the sync step's own)."""
         return getattr(self, _HANDLERS[type(action)])(action, now)
 
     def queue_check(self, action: plan.QueueCheck, now: datetime) -> list[plan.Action]:
