@@ -12,6 +12,7 @@ the verifying check), give `events` a function of the JobSpec instead.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -74,8 +75,8 @@ class FakeRunner:
     syntax_error: str = ""  # what the syntax check reports ('' passes)
     inventory_error: str = ""  # when set, the inventory does not parse
     status: str = "successful"  # how a run that reaches its end finishes
-    hang_after: int | None = None  # after this many events, wait until should_cancel says stop
-    crash_after: int | None = None  # after this many events, raise `crash`
+    hang_after: int | None = None  # after this many events (fewer than the stream has), wait to be stopped
+    crash_after: int | None = None  # after this many events (fewer than the stream has), raise `crash`
     crash: BaseException = field(default_factory=lambda: RuntimeError("the fake runner crashed"))
     jobs: list[JobSpec] = field(default_factory=list)  # every spec run_job was given
     job_hosts: list[frozenset[str] | None] = field(default_factory=list)  # the hosts each job was limited to
@@ -106,7 +107,8 @@ class FakeRunner:
                 raise self.crash
             if count == self.hang_after:
                 return _hang(should_cancel)
-            on_event(event)
+            # Fresh dicts each time, as from ansible-runner, so no run can change the recording.
+            on_event(copy.deepcopy(event))
         return RunnerOutcome(self.status, 0 if self.status == "successful" else 2)
 
     def _stream(self, spec: JobSpec, limited: frozenset[str] | None) -> list[dict]:

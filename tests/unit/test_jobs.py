@@ -305,9 +305,12 @@ WEB = [InventoryHost("web1", "127.0.99.1", 22, ("web",)), InventoryHost("web2", 
 
 SCRIPTED_CASES = {
     "check finds drift": ("check", {"web1": "changed", "web2": "ok"}, {"web1": "drifted", "web2": "in_sync"}),
-    "converge applies changes": ("converge", {"web1": "changed", "web2": "ok"}, {"web1": "in_sync", "web2": "in_sync"}),
-    "a failed task fails the host": ("converge", {"web1": "failed", "web2": "ok"}, {"web1": "failed", "web2": "in_sync"}),
-    "unreachable mid-run": ("check", {"web1": "unreachable", "web2": "ok"}, {"web1": "unreachable", "web2": "in_sync"}),
+    "converge applies changes":
+        ("converge", {"web1": "changed", "web2": "ok"}, {"web1": "in_sync", "web2": "in_sync"}),
+    "a failed task fails the host":
+        ("converge", {"web1": "failed", "web2": "ok"}, {"web1": "failed", "web2": "in_sync"}),
+    "unreachable mid-run":
+        ("check", {"web1": "unreachable", "web2": "ok"}, {"web1": "unreachable", "web2": "in_sync"}),
 }
 
 
