@@ -126,7 +126,8 @@ def _fetch_key(target: Target, timeout: float) -> paramiko.PKey | str:
     try:
         sock = socket.create_connection((target.address, target.port), timeout=timeout)
     except OSError as exc:
-        return f"cannot connect to {target.address}:{target.port} ({exc.strerror or exc}); is the host up and sshd running?"
+        return (f"cannot connect to {target.address}:{target.port} ({exc.strerror or exc}); "
+                "is the host up and sshd running?")
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
     try:
