@@ -57,7 +57,7 @@ def _source_row() -> SourceState:
 
 def source_state() -> SourceState:
     """Old name: the source's row, created if missing. Read with queries.source_state() or
-    queries.desired_sha() instead; kept until jobs and the controller switch."""
+    queries.desired_sha() instead; kept until tests/unit/test_controller.py switches."""
     return _source_row()
 
 
@@ -307,24 +307,11 @@ def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval
     return run, False
 
 
-def next_queued_run() -> Run | None:
-    """Old name of a read: use queries.next_queued_run() (a view); kept until the controller switches."""
-    return db.session.scalar(select(Run).where(Run.status == RunStatus.QUEUED).order_by(Run.id).limit(1))
-
-
 def _controller_row() -> ControllerState:
     state = db.session.get(ControllerState, 1)
     if state is None:
         state = ControllerState(id=1)
         db.session.add(state)
-    return state
-
-
-def controller_state() -> ControllerState:
-    """Old name: the controller's row, created if missing. Read with queries.controller_state() and
-    write with the functions below instead; kept until the controller switches."""
-    state = _controller_row()
-    db.session.commit()
     return state
 
 

@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from fleet.settings import load_settings
-from fleet.store import records
+from fleet.store import queries
 from fleet.web import create_app
 
 SECRET = "hook-secret"
@@ -29,7 +29,7 @@ def app(tmp_path):
 
 def fetch_requested(app) -> bool:
     with app.app_context():
-        return records.controller_state().fetch_requested
+        return queries.controller_state().fetch_requested
 
 
 def github_signature(body: bytes, secret: str = SECRET) -> str:
