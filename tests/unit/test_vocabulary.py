@@ -101,3 +101,7 @@ def test_limits_overlap(first, second, known, expected):
 def test_hosts_named_by_a_limit_are_its_names_and_the_known_hosts_it_covers():
     assert v.hosts_named_by("db9, web*", KNOWN) == {"db9", "web*", "web1", "web2"}
     assert v.hosts_named_by("!web1", KNOWN) == {"web2", "db1", "web1"}
+
+
+def test_task_statuses_are_the_words_ansible_results_carry():
+    assert sorted(v.TaskStatus) == ["changed", "failed", "ok", "skipped", "unreachable"]
