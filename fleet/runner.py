@@ -126,7 +126,13 @@ class InventoryHost:
 
 
 class Runner(Protocol):
-    """Everything fleet asks of Ansible and of the managed hosts, and nothing else."""
+    """Everything fleet asks of Ansible and of the managed hosts, and nothing else.
+
+    The pre-flight probe is here too, though paramiko does it rather than
+    Ansible: it is the other half of reaching the hosts, and a fake that
+    replays a run must also say which hosts answered, so one seam keeps the
+    two consistent (a separate probe function would be a second fake to wire).
+    """
 
     def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
         """Hosts of the inventory at `tree` (those matching `limit`); SourceError when it does not parse."""
