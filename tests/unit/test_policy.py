@@ -25,6 +25,7 @@ from fleet.policy import (
     parse_duration,
     parse_policy,
     rollout_batches,
+    seconds_until_next_check,
     should_stop,
     window_open,
 )
@@ -567,3 +568,16 @@ def test_policy_imports_no_io():
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert imported & FORBIDDEN_IMPORTS == set()
     assert "now()" not in source.read_text()  # the clock is always a parameter
+
+
+SSH_PERSIST_NOW = datetime(2026, 11, 27, 14, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("schedule", "now", "expected"), [
+    ("*/30 * * * *", SSH_PERSIST_NOW, 20 * 60),
+    ("*/30 * * * *", datetime(2026, 11, 27, 14, 30, 0, tzinfo=UTC), 30 * 60),
+    ("0 * * * *", datetime(2026, 11, 27, 14, 59, 59, 500000, tzinfo=UTC), 1),
+    ("0 3 * * *", SSH_PERSIST_NOW, (24 - 14 + 3) * 3600 - 10 * 60),
+])
+def test_seconds_until_next_check(schedule, now, expected):
+    assert seconds_until_next_check(Policy(schedule=schedule), now) == expected

@@ -182,3 +182,11 @@ def test_zero_forks_flag_is_an_error(tmp_path):
     # `fleet --forks 0` reaches load_settings as flags={"forks": 0}; it must be checked like FLEET_FORKS=0.
     with pytest.raises(ConfigError, match="forks must be a positive number"):
         load_settings(flags={"repo": REPO, "forks": 0}, environ={}, cwd=tmp_path)
+
+
+def test_fleet_ssh_persist_is_read_from_the_environment_and_must_be_positive(tmp_path):
+    settings = load_settings(environ={"FLEET_SSH_PERSIST": "600", "FLEET_REPO": "/srv/src"}, cwd=tmp_path)
+    assert settings.ssh_persist == 600
+    assert load_settings(environ={"FLEET_REPO": "/srv/src"}, cwd=tmp_path).ssh_persist is None
+    with pytest.raises(ConfigError, match="ssh_persist must be a positive number"):
+        load_settings(environ={"FLEET_SSH_PERSIST": "0", "FLEET_REPO": "/srv/src"}, cwd=tmp_path)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(PROJECT))
 
 from fleet import jobs  # noqa: E402
 from fleet.settings import load_settings  # noqa: E402
-from fleet.web import create_app  # noqa: E402
+from fleet.store.db import open_store  # noqa: E402
 from tests.conftest import FleetCli  # noqa: E402
 from tests.conftest import lab_ssh as ssh  # noqa: E402
 from tests.integration.test_truth import SUBNET, TRUTH, build_source  # noqa: E402
@@ -70,7 +70,7 @@ def record_check(data_dir: Path, source: Path, root: Path) -> list[dict]:
                                     "vault_password_file": str(root / "vault-password")},
                              environ={}, cwd=root)
     seen: list[dict] = []
-    with create_app(settings).app_context():
+    with open_store(settings):
         report = jobs.execute_run(settings, "check", progress=lambda tracker, event: seen.append(event))
         tree = f"{jobs.source.export_path(settings, report.run.revision_sha)}/"
     return [trimmed(event, tree) for event in seen if event.get("event") in KEPT_EVENTS]
