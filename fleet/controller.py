@@ -189,7 +189,7 @@ class ActionExecutor:
         return []
 
     def run_queued(self, run) -> plan.FinishedRun | None:
-        """Run one queued run (row or view) to its end; None when it could not start (it is closed as failed)."""
+        """Run one queued run (its view) to its end; None when it could not start (it is closed as failed)."""
         try:
             desired = jobs.desired_state(self.settings, runner=self.runner)
             run = records.start_queued_run(run, desired.revision.sha, os.getpid())

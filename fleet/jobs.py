@@ -30,7 +30,6 @@ from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
 from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
 from fleet.settings import Settings
 from fleet.store import queries, records
-from fleet.store.models import Run
 from fleet.store.views import RunView, view_of
 from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware
 
@@ -242,14 +241,14 @@ def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None
 
 def perform_run(
     settings: Settings,
-    run: Run | RunView,
+    run: RunView,
     desired: DesiredState,
     targets: list[InventoryHost],
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     runner: Runner | None = None,
 ) -> RunReport:
-    """Execute an existing run (its row or view) on `targets` and close it, whatever happens.
+    """Execute an existing run (its view) on `targets` and close it, whatever happens.
 
     Each target host is locked for the run's duration; a host another run
     holds fails this run with HostBusy before anything starts. On a crash
@@ -287,14 +286,14 @@ def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
 class _Execution:
     """The state of one run while Ansible streams its events."""
 
-    def __init__(self, settings: Settings, run: Run | RunView, progress: ProgressFn | None,
+    def __init__(self, settings: Settings, run: RunView, progress: ProgressFn | None,
                  should_cancel: Callable[[], bool] | None, runner: Runner):
         self.settings = settings
         self.runner = runner
         self.should_cancel = should_cancel or (lambda: False)
         self.ansible_pid: int | None = None
         self.events_seen = 0
-        self.run_row = run
+        self.run_id = run.id
         self.kind = run.kind
         self.progress = progress
         self.tracker = DriftTracker(check_mode=self.kind == RunKind.CHECK)  # replaced once the targets are known
@@ -308,7 +307,7 @@ class _Execution:
     def run(self, desired: DesiredState, targets: list[InventoryHost]) -> str:
         self.tracker = DriftTracker(self.kind == RunKind.CHECK, check_context(self.settings, desired, targets))
         self.strategy = choose_strategy(self.settings.strategy)
-        records.note_strategy(self.run_row.id, self.strategy.name)
+        records.note_strategy(self.run_id, self.strategy.name)
         usable = self._preflight(targets)
         if not usable:
             return RunStatus.FAILED
@@ -359,7 +358,7 @@ class _Execution:
         if self.ansible_pid is None and event.get("pid"):
             # Kept so a controller restarted after a crash can stop an orphaned ansible-playbook.
             self.ansible_pid = int(event["pid"])
-            records.note_ansible_pid(self.run_row.id, self.ansible_pid)
+            records.note_ansible_pid(self.run_id, self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
         for result in self.tracker.add_all(event):
             self.recorder.add_task(result)
@@ -373,9 +372,9 @@ class _Execution:
         verdicts = self.tracker.verdicts()
         if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
             verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
-        records.finish_run(self.run_row, status, verdicts, error)
+        records.finish_run(self.run_id, status, verdicts, error)
         shutil.rmtree(self.private_dir, ignore_errors=True)
-        return queries.get_run(self.run_row.id)
+        return queries.get_run(self.run_id)
 
 
 def check_context(settings: Settings, desired: DesiredState, targets: list[InventoryHost]) -> CheckContext:

@@ -1,4 +1,4 @@
-"""Reads for the CLI, UI and API; each returns plain rows in a fixed number of queries."""
+"""Reads for the CLI, UI and API; each returns views (`views`) or plain values, in a fixed number of queries."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from fleet.vocabulary import (
 )
 from fleet.store.db import db
 from fleet.store.pages import Page, keyset_page, newer_page
-from fleet.store.views import ControllerView, HostView, RunHostView, RunView, TaskView, view_of
+from fleet.store.views import (
+    ApprovalView, ControllerView, HostView, OutputView, RevisionView, RunHostView, RunView, SourceView, TaskView,
+    view_of,
+)
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
@@ -37,6 +40,18 @@ def _host_view(row: Host) -> HostView:
 
 def _run_view(row: Run) -> RunView:
     return view_of(RunView, row)
+
+
+def _revision_view(row: Revision | None) -> RevisionView | None:
+    return view_of(RevisionView, row) if row is not None else None
+
+
+def _approval_view(row: Approval) -> ApprovalView:
+    return view_of(ApprovalView, row)
+
+
+def _approvals(query) -> list[ApprovalView]:
+    return [_approval_view(row) for row in db.session.scalars(query)]
 
 
 def _tasks(query) -> list[TaskView]:
@@ -105,28 +120,28 @@ def run_stdout(run_id: int) -> str:
     return "\n".join(chunks)
 
 
-def get_revision(sha: str) -> Revision | None:
-    return db.session.scalar(select(Revision).where(Revision.sha == sha))
+def get_revision(sha: str) -> RevisionView | None:
+    return _revision_view(db.session.scalar(select(Revision).where(Revision.sha == sha)))
 
 
-def last_valid_revision() -> Revision | None:
-    return db.session.scalar(
+def last_valid_revision() -> RevisionView | None:
+    return _revision_view(db.session.scalar(
         select(Revision).where(Revision.status == RevisionStatus.VALID)
         .order_by(Revision.fetched_at.desc(), Revision.id.desc())
-    )
+    ))
 
 
-def approved_waiting():
+def approved_waiting() -> list[ApprovalView]:
     """Approvals an operator granted that the controller has not acted on yet."""
-    query = select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id)
-    return list(db.session.scalars(query))
+    return _approvals(select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id))
 
 
-def changed_tasks_of(run_id: int, host: str) -> list[TaskResultRow]:
-    return list(db.session.scalars(select(TaskResultRow).where(
+def changed_tasks_of(run_id: int, host: str) -> list[TaskView]:
+    """A host's drifted tasks in one run (changed, not run for real in a check): what an approval covers."""
+    return _tasks(select(TaskResultRow).where(
         TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.status == TaskStatus.CHANGED,
         TaskResultRow.executed.is_(False),
-    ).order_by(TaskResultRow.seq)))
+    ).order_by(TaskResultRow.seq))
 
 
 def last_converged_sha() -> str | None:
@@ -163,9 +178,11 @@ def host_statuses() -> dict[str, str]:
     return dict(db.session.execute(select(Host.name, Host.status).where(Host.in_inventory.is_(True))).all())
 
 
-def hosts_named(names: list[str]) -> list[Host]:
-    """The stored rows of these hosts (those fleet has seen), in one query."""
-    return list(db.session.scalars(select(Host).where(Host.name.in_(names)))) if names else []
+def hosts_named(names: list[str]) -> list[HostView]:
+    """These hosts as stored (those fleet has seen), in one query."""
+    if not names:
+        return []
+    return [_host_view(host) for host in db.session.scalars(select(Host).where(Host.name.in_(names)))]
 
 
 def inventory_hosts(status: str | None = None, group: str | None = None) -> list[HostView]:
@@ -251,10 +268,10 @@ def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> lis
         TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq).order_by(TaskResultRow.seq).limit(limit))
 
 
-def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> list[RunOutput]:
+def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> list[OutputView]:
     """Output chunks of a run with seq > after_seq (all of them with limit=None)."""
-    return list(db.session.scalars(select(RunOutput).where(
-        RunOutput.run_id == run_id, RunOutput.seq > after_seq).order_by(RunOutput.seq).limit(limit)))
+    return [view_of(OutputView, row) for row in db.session.scalars(select(RunOutput).where(
+        RunOutput.run_id == run_id, RunOutput.seq > after_seq).order_by(RunOutput.seq).limit(limit))]
 
 
 def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskView]]:
@@ -277,17 +294,18 @@ def count_pending_approvals() -> int:
     return db.session.scalar(query) or 0
 
 
-def revisions_page(before: int | None = None, size: int = PAGE_SIZE) -> Page[Revision]:
+def revisions_page(before: int | None = None, size: int = PAGE_SIZE) -> Page[RevisionView]:
     """Fetched revisions newest first, one keyset page."""
-    return keyset_page(select(Revision), Revision.id, size, cursor=before)
+    return keyset_page(select(Revision), Revision.id, size, cursor=before).map(_revision_view)
 
 
-def source_state() -> SourceState | None:
+def source_state() -> SourceView | None:
     """Where the source stands (desired revision, last fetch, staleness); None before the first fetch.
 
     A read never inserts the row (pages only read); `records` writes it.
     """
-    return db.session.get(SourceState, 1)
+    row = db.session.get(SourceState, 1)
+    return view_of(SourceView, row) if row is not None else None
 
 
 def desired_sha() -> str | None:
@@ -312,17 +330,17 @@ def next_queued_run() -> RunView | None:
     return _run_view(run) if run is not None else None
 
 
-def get_approval(approval_id: int) -> Approval:
+def get_approval(approval_id: int) -> ApprovalView:
     approval = db.session.get(Approval, approval_id)
     if approval is None:
         raise NotFound(f"no approval with id {approval_id}; `fleet approvals` lists them")
-    return approval
+    return _approval_view(approval)
 
 
-def open_approvals_of(host: str):
+def open_approvals_of(host: str) -> list[ApprovalView]:
     """A host's approvals that still wait (pending) or are about to be acted on (approved)."""
-    return list(db.session.scalars(select(Approval).where(
-        Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES)).order_by(Approval.id.desc())))
+    return _approvals(select(Approval).where(
+        Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES)).order_by(Approval.id.desc()))
 
 
 # --- JSON API reads ---------------------------------------------------------------
@@ -389,10 +407,10 @@ def known_hosts() -> list[tuple[str, list[str]]]:
 
 
 def approvals_page(status: str | None = None, before: int | None = None,
-                   size: int = PAGE_SIZE) -> Page[Approval]:
+                   size: int = PAGE_SIZE) -> Page[ApprovalView]:
     """Approvals newest first, one keyset page (ids < before), optionally of one status."""
     query = select(Approval).where(Approval.status == status) if status else select(Approval)
-    return keyset_page(query, Approval.id, size, cursor=before)
+    return keyset_page(query, Approval.id, size, cursor=before).map(_approval_view)
 
 
 def finished_run_counts() -> dict[tuple[str, str], int]:

@@ -20,6 +20,7 @@ from fleet.store.db import db
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
 )
+from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalStatus, HostStatus,
     RevisionStatus, RunKind, RunStatus, Trigger, utcnow,
@@ -29,7 +30,7 @@ BATCH_ROWS = 500
 BATCH_SECONDS = 0.5
 
 
-def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = False) -> Revision:
+def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = False) -> RevisionView:
     """Store a fetched commit with its validation result (once per sha)."""
     revision = db.session.scalar(select(Revision).where(Revision.sha == info.sha))
     if revision is None:
@@ -44,7 +45,7 @@ def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = Fa
     revision.error = error
     revision.rewrites_history = rewrites_history
     db.session.commit()
-    return revision
+    return view_of(RevisionView, revision)
 
 
 def _source_row() -> SourceState:
@@ -55,13 +56,7 @@ def _source_row() -> SourceState:
     return state
 
 
-def source_state() -> SourceState:
-    """Old name: the source's row, created if missing. Read with queries.source_state() or
-    queries.desired_sha() instead; kept until tests/unit/test_controller.py switches."""
-    return _source_row()
-
-
-def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error: str = "") -> SourceState:
+def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error: str = "") -> SourceView:
     """Note the outcome of one fetch; an error marks the source stale but keeps the desired revision."""
     state = _source_row()
     state.repo = repo
@@ -73,7 +68,7 @@ def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error
     if desired_sha:
         state.desired_sha = desired_sha
     db.session.commit()
-    return state
+    return view_of(SourceView, state)
 
 
 def sync_hosts(inventory_hosts: Iterable) -> None:
@@ -92,16 +87,16 @@ def sync_hosts(inventory_hosts: Iterable) -> None:
     db.session.commit()
 
 
-def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None) -> Run:
+def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None) -> RunView:
     """A run that starts now, in this process."""
     run = Run(kind=kind, trigger=trigger, status=RunStatus.RUNNING, revision_sha=sha, limit=limit or "",
               requested_by=requested_by, started_at=utcnow(), pid=pid)
     db.session.add(run)
     db.session.commit()
-    return run
+    return view_of(RunView, run)
 
 
-def start_queued_run(run, sha: str, pid: int) -> Run:
+def start_queued_run(run, sha: str, pid: int) -> RunView:
     """Mark a queued run (its row, view or id) running at `sha` in process `pid`."""
     run = _run_row(run)
     run.status = RunStatus.RUNNING
@@ -109,7 +104,7 @@ def start_queued_run(run, sha: str, pid: int) -> Run:
     run.started_at = utcnow()
     run.pid = pid
     db.session.commit()
-    return run
+    return view_of(RunView, run)
 
 
 def acquire_host_locks(run_id: int, hosts: list[str]) -> list[tuple[str, int]]:
@@ -147,7 +142,7 @@ def note_ansible_pid(run_id: int, pid: int) -> None:
     db.session.commit()
 
 
-def request_cancel(run_id: int, reason: str) -> Run:
+def request_cancel(run_id: int, reason: str) -> RunView:
     """Ask for a run to stop: a queued run is canceled at once, a running one at its next event."""
     run = db.session.get(Run, run_id)
     if run.status == RunStatus.QUEUED:
@@ -155,7 +150,7 @@ def request_cancel(run_id: int, reason: str) -> Run:
     run.cancel_requested = True
     run.cancel_reason = reason
     db.session.commit()
-    return run
+    return view_of(RunView, run)
 
 
 def note_cancel(run_id: int, reason: str) -> None:
@@ -224,7 +219,7 @@ def _run_row(run) -> Run:
     return db.session.get(Run, run if isinstance(run, int) else run.id)
 
 
-def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -> Run:
+def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -> RunView:
     """Write each host's verdict, update the hosts, and close the run (given as a row, a view or an id)."""
     run = _run_row(run)
     run.status = status
@@ -235,7 +230,7 @@ def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -
     _write_run_hosts(run, verdicts)
     _update_hosts(run, verdicts)
     db.session.commit()
-    return run
+    return view_of(RunView, run)
 
 
 def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
@@ -292,19 +287,20 @@ def mark_key_blocked(name: str, blocked: bool) -> None:
 
 # --- the queue ----------------------------------------------------------------
 
-def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str, approval_id: int | None = None) -> tuple[Run, bool]:
+def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str,
+                approval_id: int | None = None) -> tuple[RunView, bool]:
     """Queue a run; an identical check already queued is joined instead. Returns (run, joined)."""
     if kind == RunKind.CHECK and approval_id is None:
         waiting = db.session.scalar(
             select(Run).where(Run.status == RunStatus.QUEUED, Run.kind == RunKind.CHECK, Run.limit == (limit or ""))
         )
         if waiting is not None:
-            return waiting, True
+            return view_of(RunView, waiting), True
     run = Run(kind=kind, trigger=trigger, status=RunStatus.QUEUED, limit=limit or "", requested_by=requested_by,
               approval_id=approval_id)
     db.session.add(run)
     db.session.commit()
-    return run, False
+    return view_of(RunView, run), False
 
 
 def _controller_row() -> ControllerState:
@@ -361,54 +357,63 @@ def discard_pending() -> None:
     db.session.rollback()
 
 
-def fail_run(run_id: int, error: str) -> Run | None:
+def fail_run(run_id: int, error: str) -> RunView | None:
     """Close a run that could not start or go on as failed (if it is still queued or running)."""
     db.session.rollback()  # whatever failed mid-transaction is not part of the record
     run = db.session.get(Run, run_id)
     if run is not None and run.status in RUN_ACTIVE_STATUSES:
         return finish_run(run, RunStatus.FAILED, [], error)
-    return run
+    return view_of(RunView, run) if run is not None else None
 
 
-def close_orphaned_runs(is_alive, reason: str) -> list[Run]:
+def close_orphaned_runs(is_alive, reason: str) -> list[RunView]:
     """Runs left `running` by a process that is gone become `interrupted`; their locks are freed."""
     orphaned = [run for run in db.session.scalars(select(Run).where(Run.status == RunStatus.RUNNING))
                 if not (run.pid and is_alive(run.pid))]
     for run in orphaned:
         run.status, run.error, run.finished_at = RunStatus.INTERRUPTED, reason.format(pid=run.pid), utcnow()
+    closed = [view_of(RunView, run) for run in orphaned]  # before the commit expires the rows: no reloads
     running = select(Run.id).where(Run.status == RunStatus.RUNNING)
     db.session.execute(delete(HostLock).where(HostLock.run_id.not_in(running)))
     db.session.commit()
-    return orphaned
+    return closed
 
 
-def interrupt_queued_converges(reason: str) -> list[Run]:
+def interrupt_queued_converges(reason: str) -> list[RunView]:
     """Converges queued before a crash do not start by surprise after it."""
     queued = list(db.session.scalars(select(Run).where(Run.status == RunStatus.QUEUED, Run.kind == RunKind.CONVERGE)))
     for run in queued:
         run.status, run.error, run.finished_at = RunStatus.INTERRUPTED, reason, utcnow()
+    interrupted = [view_of(RunView, run) for run in queued]  # before the commit expires the rows: no reloads
     db.session.commit()
-    return queued
+    return interrupted
 
 
 # --- approvals ------------------------------------------------------------------
 
-def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str):
+def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str) -> ApprovalView:
     """A pending approval for this drift, unless one for the very same drift already waits."""
     existing = db.session.scalars(select(Approval).where(
         Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES))).all()
     for approval in existing:
         if approval.drift_signature == signature:
-            return approval
+            return view_of(ApprovalView, approval)
         approval.status, approval.note = ApprovalStatus.SUPERSEDED, "the drift changed; a new approval was opened"
     approval = Approval(host=host, check_run_id=check_run_id, revision_sha=sha, drift_signature=signature,
                         summary=summary, status=ApprovalStatus.PENDING)
     db.session.add(approval)
     db.session.commit()
-    return approval
+    return view_of(ApprovalView, approval)
 
 
-def decide_approval(approval_id: int, who: str) -> Approval:
+def _approval_row(approval) -> Approval:
+    """The session's row of an approval given as a row (merged in if detached), a view, or an id."""
+    if isinstance(approval, Approval):
+        return db.session.merge(approval)
+    return db.session.get(Approval, approval if isinstance(approval, int) else approval.id)
+
+
+def decide_approval(approval_id: int, who: str) -> ApprovalView:
     """An operator approves a pending approval; anything already decided is refused (FleetError)."""
     approval = db.session.get(Approval, approval_id)
     if approval is None:
@@ -417,13 +422,12 @@ def decide_approval(approval_id: int, who: str) -> Approval:
         raise FleetError(f"approval {approval_id} is {approval.status}, not pending; nothing to approve")
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, who, utcnow()
     db.session.commit()
-    return approval
+    return view_of(ApprovalView, approval)
 
 
 def close_approval(approval, status: str, note: str, converge_run_id: int | None = None) -> None:
-    """Settle an approval (given as a row, or anything with its id): applied, failed or superseded."""
-    if not isinstance(approval, Approval):
-        approval = db.session.get(Approval, getattr(approval, "id", approval))
+    """Settle an approval (given as a row, a view or an id): applied, failed or superseded."""
+    approval = _approval_row(approval)
     approval.status, approval.note = status, note
     if converge_run_id:
         approval.converge_run_id = converge_run_id

@@ -1,9 +1,10 @@
-"""Plain dataclasses the store hands out: what a run, a host or the controller's state is, detached.
+"""Plain dataclasses the store hands out: runs, hosts, task results, revisions, approvals, the source, detached.
 
-Reads in `queries` return these, not ORM rows, so nothing above the store can
-change a row by accident or trigger a lazy load; the attribute names are the
-columns', so code and templates read them the same way. Datetimes come back
-aware (UTC), whatever the database gave.
+Reads in `queries`, and writes in `records` that hand back what they wrote,
+return these, not ORM rows, so nothing above the store can change a row by
+accident or trigger a lazy load; the attribute names are the columns', so code
+and templates read them the same way. Datetimes come back aware (UTC),
+whatever the database gave.
 """
 
 from __future__ import annotations
@@ -142,3 +143,58 @@ class TaskView:
     rescued: bool
     cause: str
     flapping: bool
+
+
+@dataclass(frozen=True)
+class RevisionView:
+    """A fetched commit and its validation verdict."""
+
+    id: int
+    sha: str
+    ref: str
+    author: str
+    authored_at: datetime | None
+    message: str
+    signature: str
+    status: str  # valid | rejected
+    error: str
+    rewrites_history: bool
+    fetched_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ApprovalView:
+    """Drift on one host waiting for an operator, or what became of it."""
+
+    id: int
+    host: str
+    check_run_id: int
+    revision_sha: str
+    drift_signature: str
+    summary: str
+    status: str  # pending | approved | applied | superseded | failed
+    created_at: datetime | None
+    decided_by: str
+    decided_at: datetime | None
+    converge_run_id: int | None
+    note: str
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """Where the source stands: the desired revision, the last fetch, staleness."""
+
+    repo: str
+    desired_sha: str | None
+    head_sha: str | None
+    last_fetch_at: datetime | None
+    last_error: str
+    stale: bool
+
+
+@dataclass(frozen=True)
+class OutputView:
+    """One chunk of a run's Ansible output; `seq` orders it against the run's task results."""
+
+    seq: int
+    text: str

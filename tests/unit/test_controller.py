@@ -194,7 +194,7 @@ def test_a_remote_that_cannot_be_reached_is_fetched_again_after_a_backoff(fleet)
     assert controller.sync_source(later + timedelta(seconds=60 + 119)) == "not due", "backed off to 2 minutes"
     records.request_fetch()
     assert controller.sync_source(later + timedelta(seconds=61)) == "stale", "a webhook fetches at once"
-    assert records.source_state().desired_sha, "the last good revision stays desired"
+    assert queries.source_state().desired_sha, "the last good revision stays desired"
     repo.with_name("away").rename(repo)
     assert controller.sync_source(later + timedelta(minutes=10)) == "fetched"
 

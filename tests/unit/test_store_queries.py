@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 
 from fleet.errors import NotFound
 from fleet.store import queries
-from fleet.store.models import HostLock, RunHost, TaskResultRow
-from fleet.store.views import HostView, RunView
+from fleet.store.models import Host, HostLock, RunHost, TaskResultRow
+from fleet.store.views import HostView, RunView, TaskView
 from tests.unit.store_fixtures import add_hosts, add_runs, temporary_store
 
 
@@ -76,6 +76,28 @@ def test_reads_hand_out_detached_views_with_aware_datetimes(store):
     assert host.group_list == ["web", "prod"] and str(host.coverage) == "0/0"
     with pytest.raises(AttributeError):
         run.status = "failed"  # a view cannot change the store
+
+
+def test_hosts_named_carry_the_converge_history_a_check_needs(store):
+    converged = datetime(2026, 11, 1, 12, 0)  # naive, as SQLite hands it back
+    store.add(Host(name="web1", last_converge_at=converged, last_converge_sha="a" * 40, flapping='["x|y"]'))
+    store.commit()
+    assert queries.hosts_named([]) == []
+    (host,) = queries.hosts_named(["web1", "unseen"])
+    assert isinstance(host, HostView) and host.last_check_at is None
+    assert (host.last_converge_at, host.last_converge_sha, host.flapping) == (
+        converged.replace(tzinfo=timezone.utc), "a" * 40, '["x|y"]')
+
+
+def test_changed_tasks_of_a_host_are_views_of_its_drift_only(store):
+    run_id = add_runs(store, 1)[0]
+    store.add_all([TaskResultRow(run_id=run_id, seq=1, host="web1", task="drift", action="copy", status="changed"),
+                   TaskResultRow(run_id=run_id, seq=2, host="web1", task="ran", action="raw", status="changed",
+                                 executed=True),
+                   TaskResultRow(run_id=run_id, seq=3, host="web2", task="drift", action="copy", status="changed")])
+    store.commit()
+    tasks = queries.changed_tasks_of(run_id, "web1")
+    assert [(type(t), t.task) for t in tasks] == [(TaskView, "drift")]
 
 
 def test_missing_runs_and_hosts_say_where_to_look(store):

@@ -10,7 +10,9 @@ from sqlalchemy import select
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
+from fleet.source import CommitInfo
 from fleet.store.models import Approval, Host, HostLock, Run, RunHost
+from fleet.store.views import ApprovalView, RevisionView, RunView
 from tests.unit.store_fixtures import add_runs, inventory_entry, temporary_store
 
 
@@ -128,6 +130,36 @@ def test_an_approval_is_decided_once(store):
     records.close_approval(queries.get_approval(approval.id), "applied", "converged", converge_run_id=7)
     assert (queries.get_approval(approval.id).status, queries.get_approval(approval.id).converge_run_id) == (
         "applied", 7)
+
+
+def test_approval_writes_hand_back_views_and_close_takes_a_view_or_an_id(store):
+    opened = records.open_approval("web1", 1, "a" * 40, "sig", "1 task")
+    decided = records.decide_approval(opened.id, "otto")
+    assert isinstance(opened, ApprovalView) and isinstance(decided, ApprovalView)
+    assert decided.decided_at.tzinfo is not None and decided.created_at.tzinfo is not None
+    records.close_approval(decided, "failed", "the re-check found other drift")
+    assert queries.get_approval(opened.id).status == "failed"
+    records.close_approval(opened.id, "applied", "converged", converge_run_id=3)
+    assert (queries.get_approval(opened.id).status, queries.get_approval(opened.id).converge_run_id) == ("applied", 3)
+
+
+def test_a_revision_is_recorded_once_per_sha_and_read_back_as_a_view(store):
+    info = CommitInfo("a" * 40, "ada", datetime(2026, 11, 1, 9, 0), "first", "unsigned", "main")
+    rejected = records.record_revision(info, ok=False, error="syntax")
+    again = records.record_revision(info, ok=True, rewrites_history=True)
+    assert isinstance(rejected, RevisionView) and rejected.status == "rejected" and again.id == rejected.id
+    read = queries.get_revision("a" * 40)
+    assert (read.status, read.error, read.rewrites_history) == ("valid", "", True)
+    assert read.authored_at == datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc) and read.fetched_at.tzinfo
+    assert queries.last_valid_revision() == read and list(queries.revisions_page()) == [read]
+    assert queries.get_revision("b" * 40) is None
+
+
+def test_run_writes_hand_back_views(store):
+    run, joined = records.enqueue_run("check", "manual", "", "otto")
+    assert isinstance(run, RunView) and not joined
+    assert isinstance(records.start_queued_run(run, "a" * 40, 1), RunView)
+    assert records.fail_run(run.id, "gone").status == "failed" and records.fail_run(404, "none") is None
 
 
 def test_controller_bookkeeping_is_written_through_the_store(store):
