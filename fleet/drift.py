@@ -74,7 +74,15 @@ class TaskResult:
     @property
     def drift(self) -> bool:
         """Check mode says a converge would change the host here."""
-        return self.status == "changed" and not self.executed
+        return is_drift(self)
+
+
+def is_drift(task) -> bool:
+    """A changed task, unless it ran for real during a check (then the check itself made the change).
+
+    Takes a TaskResult or anything with its `status` and `executed` (store views, rows).
+    """
+    return task.status == "changed" and not task.executed
 
 
 @dataclass

@@ -16,15 +16,7 @@ looked at, or when a failure was suppressed (`failed_when: false`): then
 
 from __future__ import annotations
 
-WOULD_HAVE_RUN = "would have run"
-# Messages Ansible and common modules give when check mode stopped them from looking.
-CHECK_MODE_MARKERS = (
-    WOULD_HAVE_RUN,
-    "does not support check mode",
-    "check mode not supported",
-    "check mode is not supported",
-    "skipped, running in check mode",
-)
+WOULD_HAVE_RUN = "would have run"  # what Ansible says of a command check mode did not run
 # A skip that says there was nothing to do: an empty loop evaluates nothing and changes nothing.
 NOTHING_TO_DO = ("no items in the list",)
 # Keys a module failure leaves behind even when `failed_when` turned `failed` off.

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +31,7 @@ from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.views import RunView, view_of
-from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware
+from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware, utcnow
 
 
 @dataclass(frozen=True)
@@ -345,7 +345,7 @@ class _Execution:
             private_data_dir=self.private_dir,
             known_hosts=self.settings.known_hosts_path,
             control_path_dir=self.settings.control_path_dir,
-            ssh_persist=ssh_persist(self.settings, desired.tree, datetime.now(timezone.utc)),
+            ssh_persist=ssh_persist(self.settings, desired.tree, utcnow()),
             limit_file=limit_file,
             identity=self.settings.identity_path,  # the runner creates the key pair on first use
             vault_password_file=self.settings.vault_password_file,

@@ -23,6 +23,7 @@ import yaml
 from croniter import CroniterError, croniter
 
 from fleet.errors import ConfigError
+from fleet.vocabulary import aware
 
 MODES = ("auto", "approve", "report")
 MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
@@ -382,9 +383,7 @@ def mode_for(policy: Policy, groups: Iterable[str]) -> str:
 
 def _utc(moment: datetime) -> datetime:
     """Aware UTC; naive datetimes are taken to be UTC already."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    return aware(moment).astimezone(timezone.utc)
 
 
 def _last_fire(expression: str, now: datetime) -> datetime:

@@ -13,6 +13,7 @@ which knows the URL map.
 
 from __future__ import annotations
 
+from fleet.drift import is_drift
 from fleet.vocabulary import Coverage, TaskStatus, iso
 
 
@@ -67,11 +68,6 @@ def task_json(row) -> dict:
         "accepted": bool(row.accepted), "executed": bool(row.executed), "rescued": bool(row.rescued),
         "handler": bool(row.handler), "cause": row.cause or None, "flapping": bool(row.flapping),
     }
-
-
-def is_drift(task) -> bool:
-    """A changed task, unless it ran for real during a check (then the check itself made the change)."""
-    return task.status == TaskStatus.CHANGED and not task.executed
 
 
 def changed_task_json(task) -> dict:

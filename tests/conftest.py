@@ -85,6 +85,17 @@ def make_source(repo: Path, inventory_yaml: str) -> Path:
     return repo
 
 
+def settings_for_source(tmp_path: Path, fleet_yml: str):
+    """Settings for a local git source of the example playbooks, no hosts, and this fleet.yml committed."""
+    from fleet.settings import load_settings
+
+    repo = make_source(tmp_path / "source", "all:\n  hosts: {}\n")
+    (repo / "fleet.yml").write_text(fleet_yml)
+    git(repo, "add", "fleet.yml")
+    git(repo, "commit", "-qm", "policy")
+    return load_settings(flags={"repo": str(repo), "data_dir": str(tmp_path / "data")}, environ={}, cwd=tmp_path)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -16,11 +16,10 @@ from fleet.controller import Controller, finished_run
 from fleet.drift import HostVerdict, TaskResult
 from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.runner import InventoryHost
-from fleet.settings import load_settings
 from fleet.store import queries, records
 from fleet.store.db import open_store
 from fleet.store.models import Approval, Run
-from tests.conftest import git, make_source
+from tests.conftest import settings_for_source
 
 
 class RecordingExecutor:
@@ -104,11 +103,7 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path):
-    repo = make_source(tmp_path / "source", "all:\n  hosts: {}\n")
-    (repo / "fleet.yml").write_text(FLEET_YML)
-    git(repo, "add", "fleet.yml")
-    git(repo, "commit", "-qm", "policy")
-    settings = load_settings(flags={"repo": str(repo), "data_dir": str(tmp_path / "data")}, environ={}, cwd=tmp_path)
+    settings = settings_for_source(tmp_path, FLEET_YML)
     fake = Fleet()
     with open_store(settings):
         fake.controller = Controller(settings, runner=fake.runner)

@@ -16,12 +16,12 @@ from fleet.jobs import (
     resolve_targets, ssh_persist, sync_source, validate_revision,
 )
 from fleet.runner import InventoryHost
-from fleet.settings import Settings, load_settings, replace
+from fleet.settings import Settings, replace
 from fleet.store import db, records
 from fleet.store.db import open_store
 from fleet.store.models import Host, HostLock, Revision, Run, RunHost, TaskResultRow
 from fleet.store.views import RunView
-from tests.conftest import git, make_source
+from tests.conftest import settings_for_source
 from tests.truth_cases import CASES
 
 
@@ -108,11 +108,7 @@ FLEET_YML = "accept_unverified:\n  - Flush the app cache\n"
 @pytest.fixture
 def settings(tmp_path):
     """Settings for a real local git source holding the example playbooks and the truth cases' policy."""
-    repo = make_source(tmp_path / "source", "all:\n  hosts: {}\n")
-    (repo / "fleet.yml").write_text(FLEET_YML)
-    git(repo, "add", "fleet.yml")
-    git(repo, "commit", "-qm", "policy")
-    return load_settings(flags={"repo": str(repo), "data_dir": str(tmp_path / "data")}, environ={}, cwd=tmp_path)
+    return settings_for_source(tmp_path, FLEET_YML)
 
 
 @pytest.fixture

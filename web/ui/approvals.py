@@ -7,7 +7,6 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
 from fleet.web.auth import audit, require_role
-from fleet.shapes import is_drift
 from fleet.web.ui.common import int_arg, who
 
 bp = Blueprint("approvals", __name__, url_prefix="/approvals")
@@ -22,8 +21,7 @@ def index():
     page = queries.approvals_page(None, before, APPROVALS_PER_PAGE)
     shown = page.items
     waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending"]
-    # A task that ran for real during the check (check_mode: false) changed the host already: not drift to approve.
-    drift = {pair: [t for t in tasks if is_drift(t)] for pair, tasks in queries.changed_tasks_of_pairs(waiting).items()}
+    drift = queries.changed_tasks_of_pairs(waiting)  # drift only: it leaves out tasks that ran for real in a check
     return render_template("approvals/index.html", approvals=shown, more=page.more,
                            before=before, drift=drift)
 
