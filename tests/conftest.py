@@ -160,7 +160,8 @@ class ServeProcess:
 
 
 # Folders whose tests are marked by where they live, so `-m "not browser"` and the like select them.
-FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "browser": "browser"}
+FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "faults": "integration",
+                  "browser": "browser"}
 
 
 def pytest_collection_modifyitems(items):
