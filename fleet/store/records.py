@@ -6,6 +6,7 @@ transaction per batch, never one commit per event.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime
@@ -169,8 +170,50 @@ def cancel_reason(run_id: int) -> str:
     return db.session.scalar(select(Run.cancel_reason).where(Run.id == run_id)) or ""
 
 
+# --- bounded text: what one event may put in the store ------------------------------
+
+# One event's stdout, diff or message is kept up to this size; the rest is cut and the cut marked.
+# A task that prints a 50 MB file must not land whole in the database, nor in every page that reads it.
+OUTPUT_CAP_BYTES = 64 * 1024
+DIFF_CAP_BYTES = 64 * 1024
+NOTE_CAP_BYTES = 16 * 1024
+CUT_MARKER = "\u2026 [fleet: {cut} of {what} cut; the event's first {kept} kept{digest}]"
+
+
+def cap_text(text: str, limit: int, what: str, fingerprint: bool = False) -> str:
+    """`text` if it fits in `limit` UTF-8 bytes, else its first `limit` bytes and a line saying what was cut.
+
+    `fingerprint` adds the SHA-256 of the whole text to the marker, so two diffs
+    that differ only past the cut still differ as stored (an approval pins the
+    exact drift by its stored diffs: `plan.drift_signature`).
+    """
+    if not text:
+        return text
+    data = text.encode("utf-8", errors="surrogatepass")
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", errors="ignore")  # never split a character
+    cut = len(data) - len(kept.encode("utf-8", errors="surrogatepass"))
+    digest = f"; sha256 of the whole {what} {hashlib.sha256(data).hexdigest()}" if fingerprint else ""
+    marker = CUT_MARKER.format(cut=size_text(cut), what=what, kept=size_text(limit), digest=digest)
+    return f"{kept}\n{marker}"
+
+
+def size_text(count: int) -> str:
+    """A byte count as people read it: 512 bytes, 64 KiB, 1.2 MB."""
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KiB" if count % 1024 == 0 else f"{count / 1024:.1f} KiB"
+    return f"{count / 1_000_000:.1f} MB"
+
+
 class RunRecorder:
-    """Buffers task results and stdout of one run; flushes them in batches."""
+    """Buffers task results and stdout of one run; flushes them in batches.
+
+    Every text an event brings is capped first (`cap_text`), so a batch holds
+    at most BATCH_ROWS capped rows, whatever Ansible printed.
+    """
 
     def __init__(self, run_id: int):
         self.run_id = run_id
@@ -183,7 +226,8 @@ class RunRecorder:
         self._tasks.append({
             "run_id": self.run_id, "seq": result.seq, "host": result.host, "task": result.task,
             "action": result.action, "status": result.status, "unverified": result.unverified,
-            "handler": result.handler, "note": result.note, "diff": result.diff,
+            "handler": result.handler, "note": cap_text(result.note, NOTE_CAP_BYTES, "message"),
+            "diff": cap_text(result.diff, DIFF_CAP_BYTES, "diff", fingerprint=True),
             "duration": result.duration, "path": result.path, "reason": result.reason,
             "accepted": result.accepted, "executed": result.executed, "rescued": result.rescued,
             "cause": result.cause, "flapping": result.flapping,
@@ -191,8 +235,9 @@ class RunRecorder:
         self._maybe_flush()
 
     def add_output(self, seq: int, text: str) -> None:
+        """Buffer one event's stdout, cut to OUTPUT_CAP_BYTES (the cut is marked in the stored text)."""
         if text:
-            self._output.append({"run_id": self.run_id, "seq": seq, "text": text})
+            self._output.append({"run_id": self.run_id, "seq": seq, "text": cap_text(text, OUTPUT_CAP_BYTES, "output")})
             self._maybe_flush()
 
     def _maybe_flush(self) -> None:

@@ -11,7 +11,7 @@ from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
 from fleet.source import CommitInfo
-from fleet.store.models import Approval, Host, HostLock, Run, RunHost
+from fleet.store.models import Approval, Host, HostLock, Run, RunHost, RunOutput, TaskResultRow
 from fleet.store.views import ApprovalView, RevisionView, RunView
 from tests.unit.store_fixtures import add_runs, inventory_entry, temporary_store
 
@@ -182,3 +182,58 @@ def test_a_fetch_is_recorded_and_an_error_keeps_the_desired_revision(store):
     state = queries.source_state()
     assert (state.desired_sha, state.stale, state.last_error) == ("a" * 40, True, "unreachable remote")
     assert queries.desired_sha() == "a" * 40
+
+
+# --- the per-event cap: output, diffs and messages are bounded, the cut marked ----------------
+
+def test_an_event_of_5_mb_stdout_is_stored_capped_with_the_cut_marked(store):
+    run = records.create_run("check", "manual", "a" * 40, "", "test", 123)
+    recorder = records.RunRecorder(run.id)
+    huge = "".join(f"line {n:07d} of a very chatty task\n" for n in range(5 * 1024 * 1024 // 36 + 1))
+    recorder.add_output(1, "PLAY [all]")
+    recorder.add_output(2, huge)
+    recorder.flush()
+    stored = {row.seq: row.text for row in store.scalars(select(RunOutput).where(RunOutput.run_id == run.id))}
+    assert stored[1] == "PLAY [all]"  # small output is kept as it came
+    kept, marker = stored[2].rsplit("\n", 1)
+    assert huge.startswith(kept) and len(kept.encode()) == records.OUTPUT_CAP_BYTES
+    cut_mb = (len(huge.encode()) - records.OUTPUT_CAP_BYTES) / 1_000_000
+    assert marker == f"\u2026 [fleet: {cut_mb:.1f} MB of output cut; the event's first 64 KiB kept]"
+    assert len(stored[2].encode()) < records.OUTPUT_CAP_BYTES + 200
+
+
+def test_a_diff_of_a_50_mb_file_is_cut_and_keeps_a_fingerprint_of_the_whole(store):
+    run = records.create_run("check", "manual", "a" * 40, "", "test", 123)
+    recorder = records.RunRecorder(run.id)
+    body = "+" + "x" * 99 + "\n"
+    first = "--- before: /srv/big\n+++ after: /srv/big\n" + body * 500_000
+    second = first[:-2] + "y\n"  # differs only far past the cut
+    for seq, diff in ((1, first), (2, second)):
+        recorder.add_task(TaskResult(seq=seq, host=f"web{seq}", task="big file", action="copy", status="changed",
+                                     diff=diff, note="n" * 100_000))
+    recorder.flush()
+    rows = list(store.scalars(select(TaskResultRow).where(TaskResultRow.run_id == run.id).order_by(TaskResultRow.seq)))
+    assert all(len(row.diff.encode()) < records.DIFF_CAP_BYTES + 300 for row in rows)
+    assert all(row.diff.startswith("--- before: /srv/big\n+++ after: /srv/big\n+xxx") for row in rows)
+    assert "MB of diff cut; the event's first 64 KiB kept; sha256 of the whole diff" in rows[0].diff
+    assert rows[0].diff != rows[1].diff  # an approval of one cannot cover the other
+    assert rows[0].note.endswith("of message cut; the event's first 16 KiB kept]")
+
+
+@pytest.mark.parametrize("text,limit,expected", [
+    pytest.param("", 4, "", id="nothing"),
+    pytest.param("abcd", 4, "abcd", id="exactly the cap"),
+    pytest.param("abcdef", 4, "abcd\n\u2026 [fleet: 2 bytes of output cut; the event's first 4 bytes kept]",
+                 id="over the cap"),
+    pytest.param("abc\u00e9", 4, "abc\n\u2026 [fleet: 2 bytes of output cut; the event's first 4 bytes kept]",
+                 id="a character is never split"),
+])
+def test_cap_text(text, limit, expected):
+    assert records.cap_text(text, limit, "output") == expected
+
+
+@pytest.mark.parametrize("count,expected", [
+    (512, "512 bytes"), (64 * 1024, "64 KiB"), (1536, "1.5 KiB"), (1_200_000, "1.2 MB"),
+])
+def test_size_text(count, expected):
+    assert records.size_text(count) == expected
