@@ -271,8 +271,11 @@ def show(ctx, run_id, as_json, with_stdout):
                 click.echo(f"  {paint(task.status, colour)}{flag}  {task_line(task)}{note}")
                 if task.diff and task.status == TaskStatus.CHANGED:
                     click.echo(indent(colour_diff(task.diff, colour), "      "))
-        if with_stdout:
-            click.echo("\n" + queries.run_stdout(run_id))
+        if with_stdout:  # streamed from the store a batch of chunks at a time, never built as one string
+            click.echo("")
+            for piece in queries.iter_run_stdout(run_id):
+                click.echo(piece, nl=False)
+            click.echo("")
 
 
 def _show_json(run_id: int) -> dict:

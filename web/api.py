@@ -35,6 +35,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 MAX_LIMIT_CHARS = 1024  # the runs.limit column's size
+TASKS_PER_ANSWER = 1000  # task results in one answer of GET /runs/<id>; the rest page by after_seq
 
 
 @bp.after_request
@@ -95,20 +96,45 @@ def list_runs():
 @bp.get("/runs/<int:run_id>")
 @require_role("viewer")
 def show_run(run_id: int):
-    """One run with its hosts, tasks and output; ?after_seq=N returns only tasks and output after N.
+    """One run with its hosts, and one page of its tasks and output; ?after_seq=N starts the page after N.
 
-    A live view polls with the `last_seq` it got until the run's status is final.
+    A page holds at most TASKS_PER_ANSWER tasks and about 256 KiB of output, both
+    up to the same event (`last_seq`). When more follows, `more` is true and
+    `output_next` / `tasks_next` give the after_seq of the next page (null
+    otherwise). A live view polls with the `last_seq` it got until the run's
+    status is final and `more` is false.
     """
     after = _int_arg("after_seq", minimum=0) or 0
     run = _run_or_404(run_id)
     # Read the run before the high-water mark: once it is final, every row up to the mark is there.
     upto = queries.run_last_seq(run_id)
+    tasks = queries.tasks_page(run_id, after, upto, TASKS_PER_ANSWER)
+    output = queries.output_page(run_id, after, upto)
+    # Both lists end at the same event, so one cursor (last_seq) goes on from where both stopped.
+    reached = min([page.cursor("seq") for page in (tasks, output) if page.more], default=max(upto, after))
+    more = reached < upto
     return jsonify(
         **shapes.run_report_json(run, queries.run_verdicts(run_id)),
-        tasks=[shapes.task_json(t) for t in queries.run_tasks_between(run_id, after, upto)],
-        stdout="\n".join(queries.run_output_between(run_id, after, upto)),
-        last_seq=max(upto, after),
+        tasks=[shapes.task_json(t) for t in tasks if t.seq <= reached],
+        stdout="\n".join(chunk.text for chunk in output if chunk.seq <= reached),
+        last_seq=reached, more=more,
+        output_next=reached if more else None, tasks_next=reached if more else None,
+        links={"output": url_for("api.run_output", run_id=run_id, after=reached) if more else None},
     )
+
+
+@bp.get("/runs/<int:run_id>/output")
+@require_role("viewer")
+def run_output(run_id: int):
+    """One page of a run's output: ?after= (a seq, default 0) ?limit= (chunks, at most 2000, and ~256 KiB).
+
+    Each chunk is one event's stdout ({"seq", "text"}); `next` is the after= of the next page, null at the end.
+    """
+    _run_or_404(run_id)
+    after = _int_arg("after", minimum=0) or 0
+    limit = _int_arg("limit", minimum=1, maximum=queries.OUTPUT_PAGE_CHUNKS) or queries.OUTPUT_PAGE_CHUNKS
+    page = queries.output_page(run_id, after, max_chunks=limit)
+    return jsonify(output=[{"seq": chunk.seq, "text": chunk.text} for chunk in page], next=page.cursor("seq"))
 
 
 @bp.post("/runs")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from sqlalchemy import func, literal, select, text
 
 from fleet.errors import NotFound
@@ -20,6 +22,13 @@ from fleet.store.models import (
 )
 
 PAGE_SIZE = 50
+# Output and task results are read in pages: a run with 20,000 output chunks or thousands of
+# task results never reaches a page, an API answer or memory all at once.
+OUTPUT_PAGE_BYTES = 256 * 1024
+OUTPUT_PAGE_CHUNKS = 2000
+OUTPUT_READ_BATCH = 64  # rows fetched at a time while filling a page, so a full page stops the read
+STDOUT_READ_ROWS = 500
+TASK_PAGE_ROWS = 1000
 
 
 def ping() -> None:
@@ -116,8 +125,112 @@ def run_tasks(run_id: int) -> list[TaskView]:
 
 
 def run_stdout(run_id: int) -> str:
-    chunks = db.session.scalars(select(RunOutput.text).where(RunOutput.run_id == run_id).order_by(RunOutput.seq))
-    return "\n".join(chunks)
+    """A run's whole output as one string (for callers that need it whole; prefer `iter_run_stdout`)."""
+    return "".join(iter_run_stdout(run_id))
+
+
+def iter_run_stdout(run_id: int, rows: int = STDOUT_READ_ROWS) -> Iterator[str]:
+    """A run's whole output in event order, as pieces to write out one after another (chunks joined by newlines).
+
+    `rows` chunks per query, keyset on (seq, id): however long the output,
+    memory holds one batch, never the whole text.
+    """
+    seq, row_id, first = -1, 0, True
+    while True:
+        batch = db.session.execute(select(RunOutput.seq, RunOutput.id, RunOutput.text).where(
+            RunOutput.run_id == run_id, (RunOutput.seq > seq) | ((RunOutput.seq == seq) & (RunOutput.id > row_id)),
+        ).order_by(RunOutput.seq, RunOutput.id).limit(rows)).all()
+        for seq, row_id, text in batch:
+            yield text if first else f"\n{text}"
+            first = False
+        if len(batch) < rows:
+            return
+
+
+def output_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, max_bytes: int = OUTPUT_PAGE_BYTES,
+                max_chunks: int = OUTPUT_PAGE_CHUNKS) -> Page[OutputView]:
+    """Output chunks with after_seq < seq (<= upto_seq), in event order, up to `max_bytes` or `max_chunks`.
+
+    One query, its rows streamed so the read stops at the budget. `more` says
+    chunks past the page exist; `cursor("seq")` is the next page's after_seq.
+    A page holds at least one chunk and never splits the rows of one event.
+    """
+    query = select(RunOutput).where(RunOutput.run_id == run_id, RunOutput.seq > after_seq)
+    if upto_seq is not None:
+        query = query.where(RunOutput.seq <= upto_seq)
+    rows = db.session.scalars(query.order_by(RunOutput.seq, RunOutput.id).limit(max_chunks + 1)
+                              .execution_options(yield_per=OUTPUT_READ_BATCH))
+    taken, size, left_out = [], 0, None
+    try:
+        for row in rows:
+            weight = len(row.text.encode("utf-8", errors="replace")) + 1
+            if taken and (len(taken) >= max_chunks or size + weight > max_bytes):
+                left_out = row.seq
+                break
+            taken.append(view_of(OutputView, row))
+            size += weight
+    finally:
+        rows.close()
+    return _whole_events(taken, left_out, lambda seq: _output_of_event(run_id, seq))
+
+
+def output_tail(run_id: int, max_bytes: int = OUTPUT_PAGE_BYTES, max_chunks: int = OUTPUT_PAGE_CHUNKS
+                ) -> Page[OutputView]:
+    """The newest output chunks, in event order, up to `max_bytes` or `max_chunks`; `more`: older chunks exist.
+
+    What a live page starts from: the end of the output, then new chunks as they come. One query.
+    """
+    rows = db.session.scalars(select(RunOutput).where(RunOutput.run_id == run_id)
+                              .order_by(RunOutput.seq.desc(), RunOutput.id.desc()).limit(max_chunks + 1)
+                              .execution_options(yield_per=OUTPUT_READ_BATCH))
+    taken, size, more = [], 0, False
+    try:
+        for row in rows:
+            weight = len(row.text.encode("utf-8", errors="replace")) + 1
+            if taken and (len(taken) >= max_chunks or size + weight > max_bytes):
+                more = True
+                break
+            taken.append(view_of(OutputView, row))
+            size += weight
+    finally:
+        rows.close()
+    return Page(list(reversed(taken)), more)
+
+
+def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None,
+               size: int = TASK_PAGE_ROWS) -> Page[TaskView]:
+    """Task results with after_seq < seq (<= upto_seq), in event order, at most `size` of them (one query).
+
+    Like `output_page`: `cursor("seq")` is the next page's after_seq, and one event's results stay together.
+    """
+    query = select(TaskResultRow).where(TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq)
+    if upto_seq is not None:
+        query = query.where(TaskResultRow.seq <= upto_seq)
+    rows = [view_of(TaskView, row) for row in
+            db.session.scalars(query.order_by(TaskResultRow.seq, TaskResultRow.id).limit(size + 1))]
+    left_out = rows[size].seq if len(rows) > size else None
+    return _whole_events(rows[:size], left_out, lambda seq: _tasks_of_event(run_id, seq))
+
+
+def _whole_events(items: list, left_out: int | None, rows_of_event) -> Page:
+    """A page that ends on a whole event: rows sharing the first left-out row's seq go to the next page.
+
+    When that event's rows are all the page would hold, the page is that event, read whole (`rows_of_event`).
+    """
+    if left_out is None:
+        return Page(items, False)
+    kept = [item for item in items if item.seq != left_out]
+    return Page(kept or rows_of_event(left_out), True)
+
+
+def _output_of_event(run_id: int, seq: int) -> list[OutputView]:
+    return [view_of(OutputView, row) for row in db.session.scalars(select(RunOutput).where(
+        RunOutput.run_id == run_id, RunOutput.seq == seq).order_by(RunOutput.id))]
+
+
+def _tasks_of_event(run_id: int, seq: int) -> list[TaskView]:
+    return _tasks(select(TaskResultRow).where(TaskResultRow.run_id == run_id, TaskResultRow.seq == seq)
+                  .order_by(TaskResultRow.id))
 
 
 def get_revision(sha: str) -> RevisionView | None:
@@ -268,12 +381,6 @@ def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> lis
         TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq).order_by(TaskResultRow.seq).limit(limit))
 
 
-def output_after(run_id: int, after_seq: int = 0, limit: int | None = 500) -> list[OutputView]:
-    """Output chunks of a run with seq > after_seq (all of them with limit=None)."""
-    return [view_of(OutputView, row) for row in db.session.scalars(select(RunOutput).where(
-        RunOutput.run_id == run_id, RunOutput.seq > after_seq).order_by(RunOutput.seq).limit(limit))]
-
-
 def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskView]]:
     """Drifted tasks (changed, not run for real in a check) for several (run id, host) pairs in one query."""
     found: dict[tuple[int, str], list[TaskView]] = {pair: [] for pair in pairs}
@@ -355,20 +462,6 @@ def run_last_seq(run_id: int) -> int:
     output = select(func.max(RunOutput.seq)).where(RunOutput.run_id == run_id).scalar_subquery()
     highest = db.session.execute(select(tasks, output)).one()
     return max(highest[0] or 0, highest[1] or 0)
-
-
-def run_tasks_between(run_id: int, after_seq: int, upto_seq: int) -> list[TaskView]:
-    """Task results with after_seq < seq <= upto_seq, in event order."""
-    return _tasks(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq, TaskResultRow.seq <= upto_seq,
-    ).order_by(TaskResultRow.seq, TaskResultRow.id))
-
-
-def run_output_between(run_id: int, after_seq: int, upto_seq: int) -> list[str]:
-    """Output chunks with after_seq < seq <= upto_seq, in event order."""
-    return list(db.session.scalars(select(RunOutput.text).where(
-        RunOutput.run_id == run_id, RunOutput.seq > after_seq, RunOutput.seq <= upto_seq,
-    ).order_by(RunOutput.seq, RunOutput.id)))
 
 
 def converge_conflict(limit: str) -> str | None:

@@ -106,7 +106,7 @@
         afterTask = String(data.after_task);
         afterOutput = String(data.after_output);
         showStatus(data);
-        var behind = data.tasks.length >= 500 || data.output.length >= 500;
+        var behind = data.more || data.tasks.length >= 500 || data.output.length >= 500;
         if (data.done && !behind) {
           note.textContent = "run " + data.status.replace("_", " ") + "; loading the results…";
           window.setTimeout(function () { window.location.reload(); }, 1500);

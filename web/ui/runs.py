@@ -14,6 +14,8 @@ bp = Blueprint("runs", __name__, url_prefix="/runs")
 
 RUNS_PER_PAGE = 50
 LIVE_ROWS = 500  # per poll; a client that is behind catches up over a few polls
+LIVE_OUTPUT_BYTES = 256 * 1024  # output per poll, whatever the size of each event's chunk
+TASKS_PER_PAGE = 1000  # task results on one run page; ?tasks_after= shows the next ones
 
 
 @bp.get("")
@@ -38,23 +40,41 @@ def index():
 @bp.get("/<int:run_id>")
 @require_role("viewer")
 def show(run_id: int):
+    """One run: hosts, one page of task results (?tasks_after=), and the first page of output (or, live, its end).
+
+    Output and tasks come in pages, so a run with 20,000 output chunks or
+    thousands of task results costs this page what a small one does.
+    """
     run = or_404(queries.get_run, run_id)
     hosts = queries.run_hosts(run_id)
-    tasks = queries.run_tasks(run_id)
+    tasks_after = int_arg("tasks_after") or 0
+    tasks = queries.tasks_page(run_id, tasks_after, size=TASKS_PER_PAGE)
     by_host: dict[str, list] = {}
     for task in tasks:
         by_host.setdefault(task.host, []).append(task)
     live = vocabulary.is_active(run.status)
-    if live:  # the live view goes on from the last chunk shown here
-        chunks = queries.output_after(run_id, 0, limit=None)
-        stdout, last_output_seq = "\n".join(c.text for c in chunks), (chunks[-1].seq if chunks else 0)
-    else:
-        stdout, last_output_seq = queries.run_stdout(run_id), 0
+    # Live, the page starts from the end of the output and the live view appends; ended, from the start.
+    output = queries.output_tail(run_id) if live else queries.output_page(run_id)
     return render_template(
-        "runs/show.html", run=run, hosts=hosts, tasks=tasks, by_host=by_host, live=live,
-        meanings=present.HOST_STATUS_MEANING,
-        stdout=present.plain_output(stdout), last_output_seq=last_output_seq,
-        last_task_seq=max((t.seq for t in tasks), default=0),
+        "runs/show.html", run=run, hosts=hosts, tasks=tasks.items, by_host=by_host, live=live,
+        meanings=present.HOST_STATUS_MEANING, tasks_after=tasks_after, tasks_next=tasks.cursor("seq"),
+        stdout=present.plain_output("\n".join(chunk.text for chunk in output)), output_more=output.more,
+        output_next=output.cursor("seq"), last_output_seq=output.items[-1].seq if output.items else 0,
+        last_task_seq=max((t.seq for t in tasks), default=tasks_after),
+    )
+
+
+@bp.get("/<int:run_id>/output")
+@require_role("viewer")
+def output(run_id: int):
+    """One page of a run's Ansible output (?after= the last event shown), with a link to the next page."""
+    run = or_404(queries.get_run, run_id)
+    after = int_arg("after") or 0
+    page = queries.output_page(run_id, after)
+    return render_template(
+        "runs/output.html", run=run, after=after, next_after=page.cursor("seq"),
+        stdout=present.plain_output("\n".join(chunk.text for chunk in page)),
+        first_seq=page.items[0].seq if page.items else None, last_seq=page.items[-1].seq if page.items else None,
     )
 
 
@@ -65,7 +85,7 @@ def live(run_id: int):
     run = or_404(queries.get_run, run_id)
     after_task, after_output = int_arg("after_task") or 0, int_arg("after_output") or 0
     tasks = queries.task_results_after(run_id, after_task, LIVE_ROWS)
-    output = queries.output_after(run_id, after_output, LIVE_ROWS)
+    output = queries.output_page(run_id, after_output, max_bytes=LIVE_OUTPUT_BYTES, max_chunks=LIVE_ROWS)
     return jsonify(
         id=run.id, status=run.status, done=not vocabulary.is_active(run.status),
         symbol=present.status_symbol(run.status), tone=present.status_tone(run.status),
@@ -81,7 +101,8 @@ def live(run_id: int):
                 "duration": round(t.duration or 0, 2)} for t in tasks],
         output=[present.plain_output(chunk.text) for chunk in output],
         after_task=tasks[-1].seq if tasks else after_task,
-        after_output=output[-1].seq if output else after_output,
+        after_output=output.items[-1].seq if output.items else after_output,
+        more=output.more or len(tasks) >= LIVE_ROWS,  # the client is behind: poll again at once
     )
 
 
