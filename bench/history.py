@@ -75,11 +75,13 @@ PAGES = {
 
 
 def measure_pages(app, deep: int) -> dict[str, dict]:
-    from fleet.store import db
+    from fleet.store import accounts, db
 
     client = app.test_client()
+    with app.app_context():
+        sid = accounts.start_session(1, timedelta(hours=1))
     with client.session_transaction() as session:
-        session["user_id"] = 1
+        session["sid"] = sid  # a server-side session, as a login makes
     results = {}
     with app.app_context():
         engine = db.engine

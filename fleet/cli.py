@@ -436,6 +436,24 @@ def user_add(ctx, name, role, password_stdin, generate):
         click.echo(f"password (shown once): {password}")
 
 
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="read the new password from standard input")
+@click.pass_context
+@_guard
+def user_passwd(ctx, name, password_stdin):
+    """Set a user's password; every session they have is logged out."""
+    settings = _settings(ctx.parent)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with _store(settings):
+        accounts.change_password(name, password)
+        accounts.audit(_who(), "user.passwd", name, "with the CLI")
+    click.echo(f"password of {name} changed; their sessions are logged out")
+
+
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--role", type=click.Choice(accounts.ROLES), help="only this role")
@@ -464,14 +482,19 @@ def token():
 @token.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice(accounts.ROLES), required=True)
+@click.option("--user", "owner", help="the user it acts for: never above their role, dead when they are "
+                                      "disabled (default: none, a machine token of this CLI)")
+@click.option("--expires", help="lifetime, like 30d, 12h or 1d12h (default: never)")
 @click.pass_context
 @_guard
-def token_create(ctx, name, role):
+def token_create(ctx, name, role, owner, expires):
     """Create a token; it is printed alone on the last line and cannot be shown again."""
     settings = _settings(ctx.parent)
+    lifetime = accounts.parse_expiry(expires)
     with _store(settings):
-        secret = accounts.create_token(name, role, _who())
-        accounts.audit(_who(), "token.create", name, f"role={role}")
+        secret = accounts.create_token(name, role, _who(), owner=owner, expires_in=lifetime)
+        accounts.audit(_who(), "token.create", name,
+                       f"role={role} owner={owner or 'cli'} expires={expires or 'never'}")
     click.echo(f"token {name} ({role}) created; store it now, fleet keeps only its hash:")
     click.echo(secret)
 

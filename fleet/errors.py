@@ -7,7 +7,9 @@
     ├── LabError                    lab hosts cannot be started or stopped
     ├── StoreError                  the database cannot be opened or written
     ├── HostBusy                    another run holds a host this run needs
-    └── NotFound                    a run, host or revision does not exist
+    ├── NotFound                    a run, host or revision does not exist
+    └── AccessDenied                a login, session or API token was refused
+        └── Throttled               too many failures lately; retry after `retry_after` seconds
 
 Each message is one sentence saying what happened, followed by what to do
 next, so the CLI can print it as it is instead of a traceback.
@@ -49,3 +51,15 @@ class HostBusy(FleetError):
 
 class NotFound(FleetError):
     """A run, host or revision the user named does not exist."""
+
+
+class AccessDenied(FleetError):
+    """Credentials were refused: wrong, expired, revoked, or their owner is disabled."""
+
+
+class Throttled(AccessDenied):
+    """Too many failed logins or tokens for an account or from an address; nothing was checked."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -8,15 +8,21 @@ is marked canceled with the partial results kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
 
+import waitress
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
 from fleet import runner
 from fleet.controller import Controller
 from fleet.errors import ConfigError
 from fleet.settings import Settings
+from fleet.web import MAX_REQUEST_BYTES
 
 log = logging.getLogger("fleet.serve")
 
@@ -43,10 +49,12 @@ def run_service(settings: Settings, with_web: bool) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: _request_stop(stop, number))
+    controller = Controller(settings, stop)
+    app.extensions["fleet.controller"] = controller.status  # healthz reads it, never waiting on the loop
     server = _start_web(app, settings) if with_web else None
     try:
         with app.app_context():
-            Controller(settings, stop).run_forever()
+            controller.run_forever()
     finally:
         if server is not None:
             server.close()
@@ -61,10 +69,60 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
 
 
 def _start_web(app, settings: Settings):
-    import waitress
-
     host, port = parse_bind(settings.bind)
-    server = waitress.create_server(app, host=host, port=port, threads=8, ident="fleet")
+    server = build_web_server(app, host, port)
     threading.Thread(target=server.run, name="web", daemon=True).start()
     log.info("web UI and API on http://%s:%s", host, port)
     return server
+
+
+def build_web_server(app, host: str, port: int):
+    """A waitress server for the app that refuses oversized bodies before buffering them.
+
+    waitress's own default buffers up to 1 GiB of body before Flask can say
+    413; here waitress answers a Content-Length over the limit at once and
+    stops a chunked body at the limit, then closes the connection, so a
+    200 MB upload costs at most about one limit's worth of memory. Its error
+    answers are JSON, like every other error of fleet's.
+    """
+    listeners: dict = {}
+    server = waitress.create_server(
+        app, map=listeners, host=host, port=port, threads=8, ident="fleet",
+        # waitress refuses a body of max_request_body_size bytes or more, Flask one over MAX_REQUEST_BYTES:
+        # one byte more makes both draw the line at the same place.
+        max_request_body_size=MAX_REQUEST_BYTES + 1,
+        max_request_header_size=MAX_HEADER_BYTES,
+    )
+    for listener in listeners.values():  # one per address the bind resolved to
+        listener.channel_class = _JsonErrorChannel
+    return server
+
+
+MAX_HEADER_BYTES = 64 * 1024  # waitress allows 256 KiB; fleet's requests carry a cookie and a token
+
+
+def waitress_error_json(code: int, reason: str, detail: str) -> bytes:
+    """The body of an error waitress answers itself (before the app runs), shaped like the app's."""
+    if code == 413:
+        message = (f"the request body is larger than fleet accepts ({MAX_REQUEST_BYTES} bytes); "
+                   "send less, or split it")
+    else:
+        message = f"{reason.lower()}: {detail}"
+    return json.dumps({"error": message}).encode()
+
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own error answer (413, 431, 400 ...) as JSON; the connection still closes after it."""
+
+    def execute(self):
+        error = self.request.error
+        body = waitress_error_json(error.code, error.reason, error.body)
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask

@@ -31,6 +31,7 @@ class Settings:
     connect_timeout: int = 5
     strategy: str = "auto"  # auto | mitogen | linear
     ssh_persist: int | None = None  # seconds; None: until the next scheduled check
+    login_window_seconds: int = 900  # failed logins/tokens are counted over this window, then forgotten
 
     @property
     def control_path_dir(self) -> Path:
@@ -63,6 +64,7 @@ _FIELDS: dict[str, Any] = {
     "connect_timeout": int,
     "strategy": str,
     "ssh_persist": int,
+    "login_window_seconds": int,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
 

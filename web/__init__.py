@@ -6,14 +6,16 @@ import os
 import secrets
 from datetime import timedelta
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from fleet.settings import Settings, load_settings
 from fleet.store import init_store
 
 
-MAX_REQUEST_BYTES = 1024 * 1024  # webhooks are small; refuse anything larger with 413
+# Webhooks and forms are small; refuse anything larger with 413. fleet serve's waitress enforces
+# the same cap before buffering a byte of the body, so this one only guards other WSGI servers.
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings | None = None, test_config: dict | None = None) -> Flask:
@@ -48,10 +50,17 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
 
 
 def _json_error(exc: HTTPException):
-    """API errors are JSON {"error": ...}; pages get a short HTML page; both with the right status."""
+    """API errors are JSON {"error": ...}; pages get a short HTML page; both with the right status
+    and the headers the error carries (Allow, Retry-After, WWW-Authenticate)."""
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
-        return jsonify(error=exc.description or exc.name), exc.code
-    return render_template("error.html", error=exc), exc.code
+        response = jsonify(error=exc.description or exc.name)
+    else:
+        response = current_app.make_response(render_template("error.html", error=exc))
+    response.status_code = exc.code
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def load_secret_key(settings: Settings) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fleet.store.db import db
 from fleet.vocabulary import utcnow
@@ -228,10 +228,39 @@ class ApiToken(db.Model):
     name: Mapped[str] = mapped_column(String(255), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20))
-    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_by: Mapped[str] = mapped_column(String(255), default="")  # who made it (a user or cli:<login>)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The user it acts for: it dies with them (disabled or deleted) and never outranks them.
+    # None: made on the controller's machine with the CLI, owned by whoever runs fleet there.
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: never
+    owner: Mapped["User | None"] = relationship(lazy="joined")  # read with the token: one query
+
+
+class WebSession(db.Model):
+    """A logged-in browser. The cookie carries a random id whose SHA-256 is this row's key, so
+    deleting the row (logout, password change, disabled account) ends the session at once."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuthFailure(db.Model):
+    """One failed login or bearer token, kept for the throttle window; shared by every process."""
+
+    __tablename__ = "auth_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20))  # account | address | token
+    key: Mapped[str] = mapped_column(String(255))  # the account name or the remote address
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+    __table_args__ = (Index("ix_auth_failures_scope_key_at", "scope", "key", "at"),)
 
 
 class AuditEntry(db.Model):

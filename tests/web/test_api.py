@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, func, insert, select
@@ -182,8 +182,9 @@ def test_healthz_needs_no_credentials(client):
 def session_client(app, client):
     with app.app_context():
         user_id = accounts.add_user("alice", "correct horse battery", "operator").id
+        sid = accounts.start_session(user_id, timedelta(hours=1))
     with client.session_transaction() as session:
-        session["user_id"] = user_id
+        session["sid"] = sid
         session["csrf"] = "the-csrf-token"
     return client
 

@@ -1,4 +1,4 @@
-"""Admin: users (list, add, disable), API tokens (list, create, revoke), the audit log.
+"""Admin: users (list, add, disable), API tokens (list, create for an owner, expiring; revoke), the audit log.
 
 A new token's secret and a generated password are shown once, in the answer
 to the POST that made them (not through a redirect): they are never stored,
@@ -8,7 +8,7 @@ not even in the session cookie, so they cannot be shown again.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, NotFound
 from fleet.store import accounts
 from fleet.web.auth import audit, require_role
 from fleet.web.ui.common import int_arg, who
@@ -72,21 +72,27 @@ def _set_disabled(user_id: int, disabled: bool):
 @bp.get("/tokens")
 @require_role("admin")
 def tokens():
-    return render_template("admin/tokens.html", tokens=accounts.list_tokens(), roles=accounts.ROLES)
+    listed = accounts.list_tokens()
+    return render_template("admin/tokens.html", tokens=listed, roles=accounts.ROLES,
+                           expired={t.id for t in listed if accounts.token_expired(t)},
+                           owners=[u.name for u in accounts.list_users() if not u.disabled])
 
 
 @bp.post("/tokens")
 @require_role("admin")
 def create_token():
+    """A token for a user (default: the admin making it), at most with that user's role, maybe expiring."""
     name = request.form.get("name", "").strip()
     role = request.form.get("role", "")
+    owner = request.form.get("owner", "").strip() or who()
     if not name or len(name) > 255:
         return _form_error("tokens", "a token needs a name (at most 255 characters)")
     try:
-        secret = accounts.create_token(name, role, who())
-    except ConfigError as exc:
+        lifetime = accounts.parse_expiry(request.form.get("expires", ""))
+        secret = accounts.create_token(name, role, who(), owner=owner, expires_in=lifetime)
+    except (ConfigError, NotFound) as exc:
         return _form_error("tokens", str(exc))
-    audit("token.create", name, f"role={role}")
+    audit("token.create", name, f"role={role} owner={owner} expires={request.form.get('expires') or 'never'}")
     return render_template("admin/secret.html", what=f"API token {name} ({role})", secret=secret,
                            back=url_for("ui.admin.tokens"))
 
