@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
@@ -41,6 +42,8 @@ log = logging.getLogger("fleet.controller")
 
 CANCEL_POLL_SECONDS = 1.0
 IDLE_SLEEP_SECONDS = 1.0
+# A tick waits this long for a fetch it started (most end sooner); a slower one is collected by a later tick.
+FETCH_WAIT_SECONDS = 2.0
 INTERRUPTED = ("the fleet process (pid {pid}) stopped while this run was running; "
                "results recorded so far are kept and nothing was resumed; request the run again if needed")
 
@@ -53,6 +56,8 @@ class Controller:
         self.stop = stop or threading.Event()
         # One runner for the controller's life: jobs caches inventory listings per runner.
         self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings))
+        self._fetching: _Fetching | None = None  # a fetch still running in its thread
+        self._source_problem = ""  # the source problem logged last, so it is logged once
 
     def recover(self) -> None:
         """Close what a killed controller left behind; resume nothing."""
@@ -89,28 +94,57 @@ class Controller:
         return self.execute(self.plan_next(now), now)
 
     def sync_source(self, now: datetime) -> str:
-        """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale" or "not due"."""
-        observed = observe_state()
-        if plan.plan_fetch(observed, now) is None:
+        """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale",
+        "fetching" (still running) or "not due".
+
+        The network half of a fetch runs in a thread of its own, so a remote
+        that hangs holds only that thread (until FLEET_GIT_TIMEOUT kills git)
+        while the loop goes on with queued and scheduled runs of the current
+        desired revision, cancels and the heartbeat. A tick waits a moment for
+        a fetch it started; a slower one is picked up by a later tick.
+        """
+        fetching = self._fetching or self._start_fetch(now)
+        if fetching is None:
             return "not due"
-        records.clear_fetch_request()
-        outcome = self._fetch()
-        schedule = plan.after_fetch(observed, outcome, self.settings.poll_interval, now)
+        self._fetching = fetching
+        if not fetching.wait(FETCH_WAIT_SECONDS):
+            return "fetching"
+        self._fetching = None
+        outcome, problem = self._fetch(fetching)
+        schedule = plan.after_fetch(observe_state(), outcome, self.settings.poll_interval, now)
         records.schedule_fetch(schedule.next_at, schedule.failures)
         if schedule.failures:
-            log.warning("source stale; retrying in %ss", int((schedule.next_at - now).total_seconds()))
+            problem += f"; retrying in {int((schedule.next_at - now).total_seconds())}s, backing off while it fails"
+        self._report_source(problem)
         return outcome
 
-    def _fetch(self) -> str:
+    def _start_fetch(self, now: datetime) -> _Fetching | None:
+        if plan.plan_fetch(observe_state(), now) is None:
+            return None
+        records.clear_fetch_request()  # a webhook during the fetch asks for the next one
+        return _Fetching(self.settings, self.stop)
+
+    def _fetch(self, fetching: _Fetching) -> tuple[str, str]:
+        """Record a finished fetch through jobs (which validates a new head): its outcome and problem."""
         try:
-            jobs.sync_source(self.settings, runner=self.actions.runner)
+            jobs.adopt_fetch(self.settings, fetching.result, runner=self.actions.runner)
         except RevisionRejected as exc:  # recorded; the last good revision stays desired
-            log.warning("%s", exc)
-            return "rejected"
-        except SourceError as exc:  # recorded as stale by jobs.sync_source
-            log.warning("cannot fetch the source: %s", exc)
-            return "stale"
-        return "fetched"
+            return "rejected", str(exc)
+        except SourceError as exc:  # recorded as stale by jobs.adopt_fetch
+            return "stale", f"cannot fetch the source: {exc}"
+        return "fetched", ""
+
+    def _report_source(self, problem: str) -> None:
+        """Log a source problem when it appears or changes, not on every retry; and when it is gone."""
+        # Compared without the retry delay, which grows with every failure.
+        key = problem.split("; retrying in ")[0]
+        if key == self._source_problem:
+            return
+        if problem:
+            log.warning("%s", problem)
+        else:
+            log.info("the source is fetched and valid again")
+        self._source_problem = key
 
     def plan_next(self, now: datetime) -> list[plan.Action]:
         """What to do next, as the plan decides it from the store's view of things."""
@@ -124,6 +158,33 @@ class Controller:
             follow_ups = self.actions.perform(pending.popleft(), now)
             pending.extendleft(reversed(follow_ups))
         return bool(actions)
+
+
+class _Fetching:
+    """One fetch (`source.fetch_head`) running in a thread of its own; `result` hands its head or raises.
+
+    Not a daemon: at exit Python waits for it, and it ends within a moment
+    of `stop` being set, killing git with it, so no git outlives fleet.
+    """
+
+    def __init__(self, settings: Settings, stop: threading.Event):
+        self._outcome: Future = Future()
+        self._thread = threading.Thread(target=self._run, args=(settings, stop), name="fleet-fetch")
+        self._thread.start()
+
+    def _run(self, settings: Settings, stop: threading.Event) -> None:
+        try:
+            self._outcome.set_result(source.fetch_head(settings, stop))
+        except BaseException as exc:  # handed to the loop, which records or raises it
+            self._outcome.set_exception(exc)
+
+    def wait(self, seconds: float) -> bool:
+        """True once the fetch has ended (waiting at most `seconds`)."""
+        self._thread.join(seconds)
+        return not self._thread.is_alive()
+
+    def result(self) -> source.Head:
+        return self._outcome.result(timeout=0)
 
 
 class ActionExecutor:

@@ -3,7 +3,9 @@
     FleetError                      something a user can act on; exit code 1
     ├── ConfigError                 a setting or flag is wrong
     ├── SourceError                 the git source cannot be fetched or read
-    │   └── RevisionRejected        a revision failed validation
+    │   ├── RevisionRejected        a revision failed validation (or its signature is not trusted)
+    │   ├── UnsafeSourceURL         the URL names a transport that can run commands; git is never called
+    │   └── GitTimeout              a clone, fetch or ls-remote outlived FLEET_GIT_TIMEOUT and was killed
     ├── LabError                    lab hosts cannot be started or stopped
     ├── StoreError                  the database cannot be opened or written
     ├── HostBusy                    another run holds a host this run needs
@@ -35,6 +37,14 @@ class RevisionRejected(SourceError):
         super().__init__(f"revision {sha[:12]} was rejected: {reason}")
         self.sha = sha
         self.reason = reason
+
+
+class UnsafeSourceURL(SourceError):
+    """The source URL would let git run a command (ext::, an unknown helper, an option); refused before git runs."""
+
+
+class GitTimeout(SourceError):
+    """A git network operation took longer than FLEET_GIT_TIMEOUT; git and its helpers were killed."""
 
 
 class LabError(FleetError):

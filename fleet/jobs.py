@@ -109,17 +109,27 @@ def ssh_persist(settings: Settings, tree: Path, now: datetime) -> int:
 def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredState:
     """Fetch the source, validate its head once, and return the desired state.
 
-    A head that fails validation is recorded as rejected and raised as
+    A head that fails validation (or, with require_signed_commits, is not
+    signed by a trusted key) is recorded as rejected and raised as
     RevisionRejected; the last good revision stays desired.
+    """
+    return adopt_fetch(settings, lambda: source.fetch_head(settings), runner)
+
+
+def adopt_fetch(settings: Settings, fetch: Callable[[], source.Head], runner: Runner | None = None) -> DesiredState:
+    """Record what `fetch` brought (its head, or the SourceError it raises) and return the desired state.
+
+    The network half of a sync (`source.fetch_head`) touches no store, so the
+    controller runs it in a thread and hands its outcome here as `fetch`.
     """
     runner = runner or default_runner(settings)
     try:
-        repo = source.fetch_source(settings)
-        info = source.resolve_ref(repo, settings)
+        head = fetch()
     except SourceError as exc:
         records.record_fetch(settings.repo, None, None, error=str(exc))
         raise
-    revision = queries.get_revision(info.sha) or _record_validation(repo, settings, info, runner)
+    repo, info = head.repo, head.info
+    revision = _judged_revision(repo, settings, info, runner)
     if revision.status == RevisionStatus.REJECTED:
         records.record_fetch(settings.repo, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_last_good_hint()}")
@@ -128,6 +138,26 @@ def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredStat
     records.sync_hosts(hosts)
     records.record_fetch(settings.repo, info.sha, info.sha)
     return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
+
+
+def _judged_revision(repo, settings: Settings, info: source.CommitInfo, runner: Runner):
+    """The stored verdict on a commit: validated once, but its signature judged on every fetch.
+
+    Trust lives in the data directory and may change (a key added, the
+    setting switched on), so an untrusted commit is refused before anything
+    of it is exported or read by Ansible (an inventory script would run), and
+    one refused for its signature alone is validated once it is trusted.
+    """
+    stored = queries.get_revision(info.sha)
+    problem = source.signature_problem(settings, info)
+    if problem:
+        if stored is None or stored.status != RevisionStatus.REJECTED or stored.error != problem:
+            stored = records.record_revision(info, ok=False, error=problem,
+                                             rewrites_history=_rewrites_history(repo, info.sha))
+        return stored
+    if stored is None or stored.error.startswith(source.SIGNATURE_REJECTION):
+        return _record_validation(repo, settings, info, runner)
+    return stored
 
 
 def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import tomllib
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ class Settings:
     connect_timeout: int = 5
     strategy: str = "auto"  # auto | mitogen | linear
     ssh_persist: int | None = None  # seconds; None: until the next scheduled check
+    git_timeout: int = 60  # seconds any git clone, fetch or ls-remote may take before it is killed
+    # Controller-side on purpose: a pushed fleet.yml must not be able to switch it off.
+    require_signed_commits: bool = False
     login_window_seconds: int = 900  # failed logins/tokens are counted over this window, then forgotten
 
     @property
@@ -44,6 +48,18 @@ class Settings:
     @property
     def identity_path(self) -> Path:
         return self.data_dir / "ssh" / "id_ed25519"
+
+
+def boolean(value: Any) -> bool:
+    """A TOML boolean, or a FLEET_* word for one; anything else is refused rather than guessed."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
 
 
 # name in fleet.toml / FLEET_<NAME> -> converter
@@ -64,6 +80,8 @@ _FIELDS: dict[str, Any] = {
     "connect_timeout": int,
     "strategy": str,
     "ssh_persist": int,
+    "git_timeout": int,
+    "require_signed_commits": boolean,
     "login_window_seconds": int,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
@@ -140,7 +158,9 @@ def _build(values: dict[str, Any], cwd: Path) -> Settings:
 
 
 def _looks_remote(repo: str) -> bool:
-    return "://" in repo or (":" in repo and "@" in repo.split(":", 1)[0])
+    # "<transport>::<address>" too: kept as written, so source.py can refuse it by name, not as a path.
+    return ("://" in repo or (":" in repo and "@" in repo.split(":", 1)[0])
+            or re.match(r"[A-Za-z][A-Za-z0-9+.-]*::", repo) is not None)
 
 
 def _enclosing_checkout(cwd: Path) -> str:
