@@ -8,13 +8,13 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import hostkeys, jobs, lab, shapes
+from fleet import filemodes, hostkeys, jobs, lab, shapes
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, queries, records
-from fleet.store.db import open_store
-from fleet.vocabulary import RUN_KINDS, Coverage, RunKind, TaskStatus, is_active
+from fleet.store.db import db, open_store
+from fleet.vocabulary import RUN_KINDS, Coverage, RunKind, TaskStatus, is_active, iso
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +28,9 @@ from fleet.vocabulary import RUN_KINDS, Coverage, RunKind, TaskStatus, is_active
 @click.pass_context
 def main(ctx: click.Context, config_path, **flags) -> None:
     """GitOps for Ansible fleets: find drift, converge it, keep the history."""
+    # Before anything is created: the data directory holds diffs, output and keys (and git, ssh and
+    # Ansible, started from here, inherit the umask), so it is nobody else's to read.
+    filemodes.use_private_umask()
     ctx.obj = {"flags": flags, "config_path": config_path}
 
 
@@ -100,8 +103,12 @@ def _execute(ctx, kind: str, limit: str | None, as_json: bool, show_diff: bool) 
         try:
             report = jobs.execute_run(settings, kind, limit=limit, trigger="manual",
                                       requested_by=_who(), progress=progress)
+        except (FleetError, KeyboardInterrupt) as exc:
+            _audit_attempt("run.request", _hosts_target(limit), f"{kind}, did not complete: {exc or 'interrupted'}")
+            raise
         finally:
             progress.done()
+        _audit("run.request", _hosts_target(limit), f"{kind}, run {report.run.id}")
         if as_json:
             click.echo(json.dumps(report_json(report), indent=2))
         else:
@@ -116,6 +123,26 @@ def _who() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+def _audit(action: str, target: str = "", detail: str = "") -> None:
+    """Record a change made from the command line, as the UI records its own (no remote address)."""
+    accounts.audit(_who(), action, target, detail)
+
+
+def _audit_attempt(action: str, target: str, detail: str) -> None:
+    """Record an attempt that failed; the failure itself is what the user must see, so a store that
+    cannot take the record (the reason it failed, perhaps) does not hide it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        _audit(action, target, detail)
+    except SQLAlchemyError:
+        db.session.rollback()
+
+
+def _hosts_target(limit: str | None) -> str:
+    return limit or "all hosts"
 
 
 def report_json(report: jobs.RunReport) -> dict:
@@ -354,6 +381,7 @@ def request(ctx, kind, limit, as_json):
     settings = _settings(ctx)
     with _store(settings):
         run, joined = records.enqueue_run(kind, "manual", limit or "", _who())
+        _audit("run.request", _hosts_target(limit), f"{kind}, run {run.id}" + (", joined the queued one" if joined else ""))
         if as_json:
             click.echo(json.dumps({"run": shapes.run_json(run), "joined": joined}))
         else:
@@ -372,6 +400,7 @@ def cancel(ctx, run_id):
         if not is_active(run.status):
             raise FleetError(f"run {run_id} is {run.status}; only queued or running runs can be canceled")
         records.request_cancel(run_id, f"canceled by {_who()}")
+        _audit("run.cancel", f"run {run_id}", f"{run.kind}, was {run.status}")  # issue 11 point 14
         click.echo(f"run {run_id}: cancel requested")
 
 
@@ -402,6 +431,7 @@ def approve(ctx, approval_id):
     settings = _settings(ctx)
     with _store(settings):
         approval = records.decide_approval(approval_id, _who())
+        _audit("approval.approve", approval.host, f"approval {approval.id}")
         click.echo(f"approval {approval.id} for {approval.host}: approved; the controller re-checks, then converges")
 
 
@@ -512,6 +542,35 @@ def token_revoke(ctx, name):
     click.echo(f"token {name} revoked")
 
 
+# --- audit ------------------------------------------------------------------
+
+@main.command("audit")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--before", type=int, help="show entries older than this id (next page)")
+@click.option("--count", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.pass_context
+@_guard
+def audit_log(ctx, as_json, before, count):
+    """Who changed what, from the UI, the API and this command, newest first."""
+    settings = _settings(ctx)
+    with _store(settings):
+        page = accounts.audit_page(before, count)
+        if as_json:
+            click.echo(json.dumps({"entries": [audit_entry_json(e) for e in page], "next": page.cursor()},
+                                  indent=2))
+            return
+        rows = [[str(e.id), when(e.at), e.actor, e.action, e.target or "-", e.detail[:80], e.remote_addr or "-"]
+                for e in page]
+        click.echo(table(["ID", "WHEN", "WHO", "ACTION", "TARGET", "DETAIL", "FROM"], rows, use_colour()))
+        if page.more:
+            click.echo(f"older: fleet audit --before {page.cursor()}")
+
+
+def audit_entry_json(entry) -> dict:
+    return {"id": entry.id, "at": iso(entry.at), "actor": entry.actor, "action": entry.action,
+            "target": entry.target, "detail": entry.detail, "remote_addr": entry.remote_addr}
+
+
 # --- hosts ------------------------------------------------------------------
 
 @main.group()
@@ -533,6 +592,7 @@ def accept_key(ctx, name):
         if not probe.usable:
             raise FleetError(f"cannot accept the key of {name}: {probe.message}")
         records.mark_key_blocked(name, False)
+        _audit("host.accept_key", name, f"now trusting {probe.fingerprint}")
         click.echo(f"{name}: now trusting host key {probe.fingerprint}")
 
 
@@ -556,6 +616,8 @@ def lab_up(ctx, count, subnet):
     identity = hostkeys.ensure_identity(settings.identity_path)
     started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
                             identity.with_suffix(".pub"), subnet)
+    with _store(settings):
+        _audit("lab.up", "lab", f"{len(started)} host(s) on 127.0.{subnet}.x/127.0.{subnet + 1}.x")
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
     click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
     click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
@@ -568,6 +630,8 @@ def lab_down(ctx):
     """Stop every lab host."""
     settings = _settings(ctx.parent)
     stopped = lab.stop_lab(settings.data_dir / "lab")
+    with _store(settings):
+        _audit("lab.down", "lab", f"stopped {stopped} host(s)")
     click.echo(f"stopped {stopped} lab host(s)")
 
 

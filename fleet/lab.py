@@ -37,6 +37,9 @@ name=$1 addr=$2 dir=$3
 mount --make-rprivate /
 mkdir -p "$dir/fs"
 mount -t tmpfs -o size=512m tmpfs "$dir/fs"
+# fleet runs with umask 077 to keep its data directory private; from here on everything is the lab
+# host's own (overlayfs takes the mode of / from upper/), so it gets a machine's usual modes.
+umask 022
 mkdir -p "$dir/fs/upper" "$dir/fs/work" "$dir/fs/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$dir/fs/upper,workdir=$dir/fs/work" "$dir/fs/root"
 root="$dir/fs/root"
@@ -121,7 +124,7 @@ def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: P
     lab_dir.mkdir(parents=True, exist_ok=True)
     init = lab_dir / "init.sh"
     init.write_text(INIT_SCRIPT)
-    init.chmod(0o755)
+    init.chmod(0o700)  # run by root alone; the lab directory is fleet's, private like all its data
     for host in hosts:
         _prepare_host_dir(lab_dir / "hosts" / host.name, client_public_key)
         _pin_host_key(known_hosts, host, lab_dir / "hosts" / host.name)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import ansible_runner
 
-from fleet import hostkeys, processes
+from fleet import filemodes, hostkeys, processes
 from fleet.errors import SourceError
 
 if TYPE_CHECKING:
@@ -240,6 +240,9 @@ class AnsibleRunner:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AnsibleRunner:
+        """The runner of these settings; refuses a vault password file others could read, before anything runs."""
+        if settings.vault_password_file:
+            filemodes.check_vault_password_file(settings.vault_password_file)
         return cls(settings.known_hosts_path, settings.control_path_dir, settings.vault_password_file,
                    settings.connect_timeout)
 
@@ -360,6 +363,8 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
     Ctrl-C mid-run, kill the whole Ansible process tree: it runs in a session
     of its own, so nothing else would reach it.
     """
+    if spec.vault_password_file:  # again per run: a controller outlives the mode its file had at start
+        filemodes.check_vault_password_file(spec.vault_password_file)
     _prepare_directories(spec)
     process = _AnsibleProcess(should_cancel)
 

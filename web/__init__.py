@@ -21,7 +21,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 def create_app(settings: Settings | None = None, test_config: dict | None = None) -> Flask:
     """App factory: settings decide the database; test_config overrides Flask config."""
     settings = settings or load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from fleet.store.db import prepare_data_dir
+    prepare_data_dir(settings)  # 0700, the SQLite files 0600: they hold diffs and output
     app = Flask(__name__)
     app.config.from_mapping(
         SQLALCHEMY_DATABASE_URI=settings.database_url,

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase
+
+from fleet import filemodes
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -47,10 +51,35 @@ def store_app(database_url: str) -> Flask:
 @contextmanager
 def open_store(settings) -> Iterator[Flask]:
     """The store of these settings, open for the duration of the block (creates the data directory)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     app = store_app(settings.database_url)
     with app.app_context():
         yield app
+
+
+def prepare_data_dir(settings) -> None:
+    """The data directory, private (0700); an SQLite database file, private (0600) before SQLite opens it.
+
+    SQLite gives its -wal and -shm files the database file's mode, so making
+    the database 0600 first keeps them private too; existing ones are fixed here.
+    """
+    filemodes.ensure_private_dir(settings.data_dir, filemodes.DATA_DIR_ENTRIES)
+    database = sqlite_path(settings.database_url)
+    if database is None or not database.parent.is_dir():
+        return  # another database server, in memory, or a directory SQLite will report missing itself
+    filemodes.make_private_file(database)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = database.with_name(database.name + suffix)
+        if companion.exists():
+            companion.chmod(filemodes.PRIVATE_FILE)
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of an SQLite URL (None for other databases and in-memory SQLite)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:

@@ -155,9 +155,31 @@ def test_job_env_puts_fleets_callback_first_and_names_the_strategy(tmp_path):
 
 
 def test_the_real_runner_is_set_up_from_the_settings(tmp_path):
-    settings = Settings(repo="r", data_dir=tmp_path, vault_password_file="/k/vault", connect_timeout=7)
+    vault = tmp_path / "vault"
+    vault.write_text("pass\n")
+    vault.chmod(0o600)
+    settings = Settings(repo="r", data_dir=tmp_path, vault_password_file=str(vault), connect_timeout=7)
     real = runner.AnsibleRunner.for_settings(settings)
-    assert real == runner.AnsibleRunner(tmp_path / "ssh" / "known_hosts", tmp_path / "cp", "/k/vault", 7)
+    assert (real.known_hosts, real.control_path_dir, real.vault_password_file, real.connect_timeout) == (
+        tmp_path / "ssh" / "known_hosts", tmp_path / "cp", str(vault), 7)
+
+
+def test_the_real_runner_refuses_a_vault_password_file_others_can_read(tmp_path):
+    vault = tmp_path / "vault"
+    vault.write_text("pass\n")
+    vault.chmod(0o644)
+    settings = Settings(repo="r", data_dir=tmp_path, vault_password_file=str(vault))
+    with pytest.raises(ConfigError, match=f"chmod 600 {vault}"):
+        runner.AnsibleRunner.for_settings(settings)
+
+
+def test_a_run_refuses_a_vault_password_file_opened_up_since_the_runner_started(tmp_path):
+    vault = tmp_path / "vault"
+    vault.write_text("pass\n")
+    vault.chmod(0o604)
+    with pytest.raises(ConfigError, match=str(vault)):
+        runner.run_job(spec(tmp_path, vault_password_file=str(vault)), on_event=lambda event: None)
+    assert not (tmp_path / "run").exists()  # refused before anything was prepared or started
 
 
 def test_a_stop_kills_the_whole_ansible_tree_once_and_stays_asked(monkeypatch):

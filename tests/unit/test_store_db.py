@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import subprocess
 import sys
 
 from fleet.settings import load_settings
 from fleet.store import queries
-from fleet.store.db import db, open_store
+from fleet.store.db import db, open_store, sqlite_path
 
 
 def test_the_store_opens_alone_creating_its_tables_but_no_secret_key(tmp_path):
@@ -33,3 +36,51 @@ def test_the_cli_never_imports_the_web_package():
     code = "import sys, fleet.cli; print(sorted(m for m in sys.modules if m.startswith('fleet.web')))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert found.stdout.strip() == "[]"
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_store_keeps_its_directory_and_database_private_whatever_the_umask(tmp_path):
+    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
+                             cwd=tmp_path)
+    old = os.umask(0o022)
+    try:
+        with open_store(settings):
+            queries.runs_page()  # a connection: SQLite creates its -wal and -shm files
+            data = tmp_path / "data"
+            modes = {p.name: _mode(p) for p in data.iterdir()}
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "data") == 0o700
+    assert modes == {"fleet.db": 0o600, "fleet.db-wal": 0o600, "fleet.db-shm": 0o600}
+
+
+def test_an_open_data_dir_of_an_older_fleet_is_made_private_with_a_log_line(tmp_path, caplog):
+    data = tmp_path / "data"
+    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(data)}, environ={}, cwd=tmp_path)
+    with open_store(settings):
+        queries.runs_page()
+    for path, mode in [(data, 0o755), (data / "fleet.db", 0o644), (data / "fleet.db-wal", 0o644)]:
+        path.chmod(mode)
+    with caplog.at_level(logging.WARNING, logger="fleet.filemodes"), open_store(settings):
+        assert queries.runs_page().items == []  # the data survived
+    assert (_mode(data), _mode(data / "fleet.db"), _mode(data / "fleet.db-wal")) == (0o700, 0o600, 0o600)
+    assert f"data directory {data} was open to other users" in caplog.text
+
+
+def test_a_database_elsewhere_is_made_private_too(tmp_path):
+    elsewhere = tmp_path / "db" / "fleet.sqlite"
+    elsewhere.parent.mkdir()
+    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data"),
+                                    "database_url": f"sqlite:///{elsewhere}"}, environ={}, cwd=tmp_path)
+    old = os.umask(0o022)
+    try:
+        with open_store(settings):
+            queries.runs_page()
+    finally:
+        os.umask(old)
+    assert _mode(elsewhere) == 0o600
+    assert sqlite_path("postgresql+psycopg://fleet@db/fleet") is None
+    assert sqlite_path("sqlite://") is None
