@@ -31,12 +31,14 @@ from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 
+import git
+
 from fleet import jobs, plan, policy, processes, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
 from fleet.store import queries, records
-from fleet.vocabulary import RunKind, RunStatus, Trigger, utcnow
+from fleet.vocabulary import ApprovalKind, RunKind, RunStatus, Trigger, utcnow
 
 log = logging.getLogger("fleet.controller")
 
@@ -198,6 +200,7 @@ class ActionExecutor:
         self.stop = stop
         self.runner = runner  # the Ansible boundary every job goes through
         self._cancel_checked = 0.0
+        self._ancestry: dict[tuple[str, str], bool] = {}  # (older, newer) -> newer descends from older
 
     def perform(self, action: plan.Action, now: datetime) -> list[plan.Action]:
         """Carry out one action of `plan.plan` or of a follow-up (FetchSource is the sync step's own)."""
@@ -216,10 +219,15 @@ class ActionExecutor:
         return plan.after_run(finished, current_policy(self.settings), now, self.stop.is_set())
 
     def apply_approval(self, action: plan.ApplyApproval, now: datetime) -> list[plan.Action]:
+        """Check again before acting: the approved host (drift), or every host (an inventory change)."""
         approval = action.approval
+        if approval.kind == ApprovalKind.INVENTORY:
+            recheck = self.run_now(RunKind.CHECK, "", approval.id)
+            return plan.after_inventory_recheck(approval, recheck, current_policy(self.settings), now,
+                                                self.stop.is_set())
         recheck = self.run_now(RunKind.CHECK, approval.host, approval.id)
-        found = queries.changed_tasks_of(recheck.id, approval.host) if recheck else []
-        return plan.after_recheck(approval, recheck, plan.drift_signature(found))
+        signature = approval_signature(recheck.id, approval.host, recheck.sha) if recheck else ""
+        return plan.after_recheck(approval, recheck, signature)
 
     def converge_approved(self, action: plan.ConvergeApproved, now: datetime) -> list[plan.Action]:
         converge = self.run_now(RunKind.CONVERGE, action.approval.host, action.approval.id)
@@ -234,11 +242,25 @@ class ActionExecutor:
         return []
 
     def open_approval(self, action: plan.OpenApproval, now: datetime) -> list[plan.Action]:
-        tasks = queries.changed_tasks_of(action.check_run_id, action.host)
-        summary = ", ".join(t.task for t in tasks)[:500]
+        tasks = queries.approval_tasks_of(action.check_run_id, action.host)
+        changed, unverified = _split_unverified(tasks)
+        summary = ", ".join(t.task for t in changed)
+        if unverified:
+            summary += f"; unverified: {', '.join(t.task for t in unverified)}"
         approval = records.open_approval(action.host, action.check_run_id, action.sha,
-                                         plan.drift_signature(tasks), summary)
-        log.info("drift on %s waits for approval %s", action.host, approval.id)
+                                         plan.drift_signature(action.sha, changed, unverified), summary[:500],
+                                         action.reason)
+        log.info("drift on %s waits for approval %s%s", action.host, approval.id,
+                 f": {action.reason}" if action.reason else "")
+        return []
+
+    def open_inventory_approval(self, action: plan.OpenInventoryApproval, now: datetime) -> list[plan.Action]:
+        approval = records.open_inventory_approval(action.sha, action.hosts, action.check_run_id, action.reason)
+        log.warning("auto converge at %s waits for approval %s: %s", action.sha[:12], approval.id, action.reason)
+        return []
+
+    def accept_inventory(self, action: plan.AcceptInventory, now: datetime) -> list[plan.Action]:
+        records.accept_inventory(action.sha, action.hosts)
         return []
 
     def close_approval(self, action: plan.CloseApproval, now: datetime) -> list[plan.Action]:
@@ -262,7 +284,29 @@ class ActionExecutor:
             log.warning("run %s failed: %s", run.id, exc)
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
-        return finished_run(report, desired)
+        if report.run.kind != RunKind.CHECK:
+            return finished_run(report, desired)
+        # What remediation must weigh besides the verdicts: rollbacks per host, and the inventory's change.
+        diverged = self.observe_divergence(desired.revision.sha, [v.name for v in report.verdicts])
+        inventory = observe_inventory(self.settings, desired.revision.sha, [h.name for h in desired.hosts])
+        return finished_run(report, desired, diverged, inventory)
+
+    def observe_divergence(self, sha: str, names: list[str]) -> dict[str, str]:
+        """Hosts whose last converged revision ``sha`` does not descend from (or the mirror does not know),
+        each with that revision: converging them to ``sha`` could roll them back."""
+        converged = {h.name: h.last_converge_sha for h in queries.hosts_named(names) if h.last_converge_sha}
+        return {name: older for name, older in converged.items() if older != sha and not self.descends(older, sha)}
+
+    def descends(self, older: str, newer: str) -> bool:
+        """Does ``newer`` descend from ``older`` in the mirror? Asked once per pair: the answer never changes
+        (the mirror holds all of ``newer``'s history, so an ``older`` it lacks is no ancestor)."""
+        if (older, newer) not in self._ancestry:
+            try:
+                with git.Repo(source.mirror_path(self.settings)) as repo:
+                    self._ancestry[(older, newer)] = source.is_ancestor(repo, older, newer)
+            except (git.NoSuchPathError, git.InvalidGitRepositoryError):
+                return False  # no mirror to ask: in doubt, not a descendant (and not cached)
+        return self._ancestry[(older, newer)]
 
     def run_now(self, kind: str, limit: str, approval_id: int | None = None) -> plan.FinishedRun | None:
         """Queue a policy run and execute it at once, so policy steps run back to back."""
@@ -287,24 +331,64 @@ _HANDLERS = {
     plan.ConvergeApproved: "converge_approved", plan.ConvergeBatch: "converge_batch",
     plan.VerifyCheck: "verify_check", plan.OpenApproval: "open_approval",
     plan.CloseApproval: "close_approval", plan.Hold: "hold",
+    plan.OpenInventoryApproval: "open_inventory_approval", plan.AcceptInventory: "accept_inventory",
 }
 
 
-def finished_run(report: jobs.RunReport, desired: jobs.DesiredState) -> plan.FinishedRun:
-    """A run's report as the plan judges it: each host's verdict, groups and drifted tasks."""
+def finished_run(report: jobs.RunReport, desired: jobs.DesiredState, diverged: dict[str, str] | None = None,
+                 inventory: plan.InventoryChange | None = None) -> plan.FinishedRun:
+    """A run's report as the plan judges it: each host's verdict, groups, drifted tasks and the revision it
+    was converged to when the run's revision does not descend from it (``diverged``); a check's inventory."""
     groups = {h.name: tuple(h.groups) for h in desired.hosts}
+    diverged = diverged or {}
     run = report.run
-    hosts = tuple(host_outcome(v, groups.get(v.name, ()), report.tasks_by_host.get(v.name, []))
+    hosts = tuple(host_outcome(v, groups.get(v.name, ()), report.tasks_by_host.get(v.name, []),
+                               diverged.get(v.name, ""))
                   for v in report.verdicts)
     return plan.FinishedRun(id=run.id, kind=run.kind, trigger=run.trigger, status=run.status,
-                            limit=run.limit or "", sha=desired.revision.sha,
-                            rewrites_history=bool(desired.revision.rewrites_history), hosts=hosts)
+                            limit=run.limit or "", sha=desired.revision.sha, hosts=hosts, inventory=inventory)
 
 
-def host_outcome(verdict, groups: tuple[str, ...], tasks) -> plan.HostOutcome:
+def host_outcome(verdict, groups: tuple[str, ...], tasks, diverged_from: str = "") -> plan.HostOutcome:
     drift = [t for t in tasks if t.drift]
     return plan.HostOutcome(verdict.name, verdict.status, groups, tuple(t.task for t in drift),
-                            tuple(t.task for t in drift if t.flapping))
+                            tuple(t.task for t in drift if t.flapping), diverged_from)
+
+
+def _split_unverified(tasks) -> tuple[list, list]:
+    """An approval's tasks as (changed, unverified)."""
+    return [t for t in tasks if not t.unverified], [t for t in tasks if t.unverified]
+
+
+def approval_signature(run_id: int, host: str, sha: str) -> str:
+    """The drift a run found on a host, as plan.drift_signature pins it (changed and unverified tasks)."""
+    changed, unverified = _split_unverified(queries.approval_tasks_of(run_id, host))
+    return plan.drift_signature(sha, changed, unverified)
+
+
+def policy_at(settings: Settings, sha: str) -> policy.Policy:
+    """fleet.yml of one revision; the default policy when its export is gone or it does not parse."""
+    tree = source.export_path(settings, sha)
+    try:
+        return jobs.load_policy(tree) if tree.exists() else policy.DEFAULT_POLICY
+    except (policy.PolicyError, OSError):
+        return policy.DEFAULT_POLICY
+
+
+def observe_inventory(settings: Settings, sha: str, names: list[str]) -> plan.InventoryChange:
+    """The inventory of ``sha`` against the baseline (the newest accepted inventory of another revision).
+
+    Accepted only while ``sha``'s own acceptance is the newest one: a revision
+    desired again after others (a rollback) is judged again.
+    """
+    hosts = tuple(sorted(set(names)))
+    judged, baseline = queries.revision_inventory(sha), queries.inventory_baseline(sha)
+    accepted = bool(judged and judged.accepted and (baseline is None or judged.judged_at >= baseline.judged_at))
+    if baseline is None:
+        return plan.InventoryChange(sha, hosts, accepted=accepted)
+    before, now = set(baseline.names), set(hosts)
+    return plan.InventoryChange(sha, hosts, baseline.sha, len(before), len(now - before), len(before - now),
+                                accepted, policy_at(settings, baseline.sha).max_inventory_change)
 
 
 def current_policy(settings: Settings) -> policy.Policy:
@@ -335,7 +419,8 @@ def observe_queue() -> list[plan.QueuedRun]:
 
 
 def observe_approvals() -> list[plan.ApprovedDrift]:
-    return [plan.ApprovedDrift(a.id, a.host, a.drift_signature) for a in queries.approved_waiting()]
+    return [plan.ApprovedDrift(a.id, a.host, a.drift_signature, a.revision_sha, a.kind)
+            for a in queries.approved_waiting()]
 
 
 # --- recovery after a crash ------------------------------------------------------------

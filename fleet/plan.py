@@ -9,9 +9,11 @@ these functions, and carries out the actions it gets back, in order:
     after_fetch(observed, outcome, interval, now)  -> FetchSchedule (interval or backoff)
     plan(desired, observed, queue, approvals, policy, now)
                                                    -> QueueCheck, then ApplyApproval or StartRun
-    after_run(run, policy, now, stopping)          -> Hold, OpenApproval, ConvergeBatch or VerifyCheck
+    after_run(run, policy, now, stopping)          -> AcceptInventory or OpenInventoryApproval, Hold,
+                                                      OpenApproval, ConvergeBatch or VerifyCheck
     after_batch(progress, run, stopping)           -> the next ConvergeBatch, or Hold and VerifyCheck
     after_recheck(approval, run, signature)        -> CloseApproval (and OpenApproval) or ConvergeApproved
+    after_inventory_recheck(approval, run, ...)    -> CloseApproval, then the remediation the guard held
     after_approved_converge(approval, run)         -> CloseApproval (and VerifyCheck)
 
 The fetch is decided apart from the rest because the rest must see the
@@ -28,8 +30,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from fleet import policy
+from fleet.drift import task_key
 from fleet.policy import Policy, Rollout
-from fleet.vocabulary import ApprovalStatus, HostStatus, RunKind, RunStatus, Trigger, aware
+from fleet.vocabulary import ApprovalKind, ApprovalStatus, HostStatus, RunKind, RunStatus, Trigger, aware
 
 MAX_FETCH_BACKOFF = timedelta(minutes=15)
 # A run stopped on purpose (cancel, SIGTERM, crash) proves nothing to act on.
@@ -70,11 +73,18 @@ class QueuedRun:
 
 @dataclass(frozen=True)
 class ApprovedDrift:
-    """An approval an operator granted that the controller has not acted on yet."""
+    """An approval an operator granted that the controller has not acted on yet.
+
+    A drift approval covers one host's exact drift (``drift_signature``) at one
+    revision (``sha``); an inventory approval lets auto converge go on at ``sha``
+    though its inventory changed more than max_inventory_change allows.
+    """
 
     id: int
     host: str
     drift_signature: str
+    sha: str = ""
+    kind: str = ApprovalKind.DRIFT
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,28 @@ class HostOutcome:
     groups: tuple[str, ...] = ()
     drift: tuple[str, ...] = ()     # tasks a converge would change, in run order
     flapping: tuple[str, ...] = ()  # those of them that change on every run
+    # The revision this host was last converged to, when the run's revision does not descend from it
+    # (or the mirror no longer knows it): converging now could roll the host back.
+    diverged_from: str = ""
+
+
+@dataclass(frozen=True)
+class InventoryChange:
+    """The inventory of a check's revision against the baseline: the last one auto converge went on at.
+
+    The baseline is the newest earlier revision whose inventory was accepted
+    (within the limit, or approved), not merely the previous one, so a second
+    commit cannot carry a held jump through.
+    """
+
+    sha: str
+    hosts: tuple[str, ...]        # the revision's inventory
+    baseline_sha: str = ""        # "" when no revision was accepted before: nothing to compare with
+    previous: int = 0             # hosts in the baseline
+    added: int = 0
+    removed: int = 0
+    accepted: bool = False        # judged within the limit before, or approved by an operator
+    baseline_limit: str | None = None  # max_inventory_change of the baseline's own fleet.yml
 
 
 @dataclass(frozen=True)
@@ -98,8 +130,8 @@ class FinishedRun:
     status: str
     limit: str = ""
     sha: str = ""
-    rewrites_history: bool = False
     hosts: tuple[HostOutcome, ...] = ()
+    inventory: InventoryChange | None = None  # observed for checks only
 
     def host(self, name: str) -> HostOutcome | None:
         return next((h for h in self.hosts if h.name == name), None)
@@ -160,11 +192,31 @@ class ConvergeApproved:
 
 @dataclass(frozen=True)
 class OpenApproval:
-    """Ask an operator to approve the drift ``check_run_id`` found on ``host``."""
+    """Ask an operator to approve the drift ``check_run_id`` found on ``host``; ``reason`` says why, when
+    the host's group would not need one."""
 
     host: str
     check_run_id: int
     sha: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AcceptInventory:
+    """Note that the inventory of ``sha`` is within max_inventory_change: the next baseline."""
+
+    sha: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OpenInventoryApproval:
+    """Ask an operator to let auto converge go on at ``sha`` though its inventory jumped (``reason``)."""
+
+    check_run_id: int
+    sha: str
+    hosts: tuple[str, ...]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -199,7 +251,7 @@ class Hold:
 
 
 Action = (FetchSource | QueueCheck | StartRun | ApplyApproval | ConvergeApproved | OpenApproval
-          | CloseApproval | ConvergeBatch | VerifyCheck | Hold)
+          | CloseApproval | ConvergeBatch | VerifyCheck | Hold | AcceptInventory | OpenInventoryApproval)
 
 
 # --- the source ----------------------------------------------------------------
@@ -284,12 +336,91 @@ def after_run(run: FinishedRun | None, rules: Policy, now: datetime, stopping: b
 
 
 def remediate(check: FinishedRun, rules: Policy, now: datetime, stopping: bool) -> list[Action]:
-    """Act on a check's drift as each host's group says: report, approve or auto."""
+    """Act on a check's drift as each host's group says: report, approve or auto.
+
+    Automation never acts on doubt: a host whose last converge the revision
+    does not descend from waits for an approval naming why, whatever its group,
+    and an inventory jump above max_inventory_change holds the whole rollout
+    until one approval releases it. Holds and approvals come before the rollout.
+    """
     drifted = [h for h in check.hosts if h.status == HostStatus.DRIFTED]
     holds: list[Action] = [_flapping_hold(h) for h in drifted if only_flapping(h)]
     by_mode = modes_of([h for h in drifted if not only_flapping(h)], rules)
-    approvals = [OpenApproval(name, check.id, check.sha) for name in by_mode["approve"]]
-    return holds + approvals + auto_converge(by_mode["auto"], check, rules, now, stopping)
+    approvals = [OpenApproval(name, check.id, check.sha, approval_reason(check, name))
+                 for name in by_mode["approve"]]
+    auto = [name for name in by_mode["auto"] if not _diverged(check, name)]
+    diverged = [name for name in by_mode["auto"] if _diverged(check, name)]
+    guard, held = guard_inventory(check, rules, auto)
+    return (guard + holds + approvals + [a for name in diverged for a in hold_diverged(check, name)]
+            + auto_converge([] if held else auto, rules, now, stopping))
+
+
+def _diverged(check: FinishedRun, name: str) -> str:
+    host = check.host(name)
+    return host.diverged_from if host else ""
+
+
+def approval_reason(check: FinishedRun, name: str) -> str:
+    """Why this host needs an approval beyond its group's mode ('' when it does not)."""
+    converged = _diverged(check, name)
+    if not converged:
+        return ""
+    return (f"desired revision {check.sha[:12]} does not descend from {converged[:12]}, which this host was "
+            "converged to: history was rewritten or rolled back")
+
+
+def hold_diverged(check: FinishedRun, name: str) -> list[Action]:
+    """An auto host the revision could roll back: held, with an approval that names the reason."""
+    reason = approval_reason(check, name)
+    return [Hold((name,), f"auto converge of {name} held: {reason}; it waits for an approval", warn=True),
+            OpenApproval(name, check.id, check.sha, reason)]
+
+
+# --- the inventory guard --------------------------------------------------------------
+
+
+def guard_inventory(check: FinishedRun, rules: Policy, auto: Sequence[str]) -> tuple[list[Action], bool]:
+    """The inventory guard's actions for a check, and whether it holds the auto converge of ``auto``.
+
+    An inventory within the limit becomes the next baseline. One above it holds
+    every auto host and asks for one approval for the revision; with no auto
+    drift there is nothing to hold, and the revision is judged again at the next check.
+    """
+    change = check.inventory
+    if change is None or change.accepted:
+        return [], False
+    reason = inventory_hold_reason(change, rules)
+    if reason is None:
+        return [AcceptInventory(change.sha, change.hosts)], False
+    if not auto:
+        return [], False
+    names = ", ".join(sorted(auto))
+    return [Hold(tuple(sorted(auto)), f"auto converge of {names} waits: {reason}; approve the inventory change "
+                                      "to go on", warn=True),
+            OpenInventoryApproval(check.id, change.sha, change.hosts, reason)], True
+
+
+def inventory_hold_reason(change: InventoryChange, rules: Policy) -> str | None:
+    """Why the inventory change holds auto converge (None when it does not).
+
+    Both this revision's limit and the baseline's count, so a commit cannot
+    lift the guard and jump past it at once. The first revision has nothing to compare with.
+    """
+    if not change.baseline_sha:
+        return None
+    changed = change.added + change.removed
+    limits = [(rules.max_inventory_change, ""),
+              (change.baseline_limit, f" (the limit of {change.baseline_sha[:12]}, the last accepted revision)")]
+    for limit, whose in limits:
+        if policy.inventory_change_exceeds(limit, change.previous, changed):
+            return (f"inventory went from {change.previous} to {len(change.hosts)} hosts ({_delta(change)}), "
+                    f"above max_inventory_change {limit}{whose}")
+    return None
+
+
+def _delta(change: InventoryChange) -> str:
+    parts = [f"+{change.added}" if change.added else "", f"-{change.removed}" if change.removed else ""]
+    return ", ".join(p for p in parts if p) or "0"
 
 
 def only_flapping(host: HostOutcome) -> bool:
@@ -310,15 +441,11 @@ def modes_of(hosts: Sequence[HostOutcome], rules: Policy) -> dict[str, list[str]
     return by_mode
 
 
-def auto_converge(hosts: Sequence[str], check: FinishedRun, rules: Policy, now: datetime,
-                  stopping: bool) -> list[Action]:
-    """Start a rollout of ``hosts``, unless history was rewritten or no allow window is open."""
+def auto_converge(hosts: Sequence[str], rules: Policy, now: datetime, stopping: bool) -> list[Action]:
+    """Start a rollout of ``hosts``, unless no allow window is open."""
     if not hosts:
         return []
     names = ", ".join(hosts)
-    if check.rewrites_history:
-        return [Hold(tuple(hosts), f"revision {check.sha[:12]} rewrites history: auto converge of {names} "
-                                   "skipped; converge by hand", warn=True)]
     if not policy.window_open(rules, now):
         return [Hold(tuple(hosts), f"auto converge of {names} waits for the next allow window")]
     return start_rollout(sorted(hosts), rules.rollout, stopping)
@@ -394,18 +521,41 @@ def _left_after(progress: RolloutProgress) -> tuple[str, ...]:
 def after_recheck(approval: ApprovedDrift, run: FinishedRun | None, signature: str) -> list[Action]:
     """The approval's fate once its host was re-checked; ``signature`` is the drift that check found.
 
-    Converge only when the drift is still exactly what was approved; drift
-    that vanished closes the approval, drift that changed asks again.
+    Converge only at the approved revision and when the drift (changed and
+    unverified tasks) is still exactly what was approved; drift that vanished
+    closes the approval, anything else asks again.
     """
     if run is None or run.status == RunStatus.CANCELED:
         return [CloseApproval(approval.id, ApprovalStatus.FAILED, "the re-check before converging did not finish")]
     host = run.host(approval.host)
     if host is None or host.status != HostStatus.DRIFTED:
         return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, "no drift left to converge when re-checked")]
-    if signature != approval.drift_signature:
-        return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, "the drift changed since it was approved; asking again"),
-                OpenApproval(approval.host, run.id, run.sha)]
-    return [ConvergeApproved(approval)]
+    if run.sha != approval.sha:
+        note = (f"the desired revision changed since it was approved ({approval.sha[:12]} -> {run.sha[:12]}); "
+                "asking again")
+    elif signature != approval.drift_signature:
+        note = "the drift changed since it was approved; asking again"
+    else:
+        return [ConvergeApproved(approval)]
+    return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, note),
+            OpenApproval(approval.host, run.id, run.sha, approval_reason(run, approval.host))]
+
+
+def after_inventory_recheck(approval: ApprovedDrift, run: FinishedRun | None, rules: Policy, now: datetime,
+                            stopping: bool) -> list[Action]:
+    """An approved inventory change, once every host was checked again: applied, then the held remediation.
+
+    Only at the approved revision: if the desired revision moved on, the new
+    one is judged on its own.
+    """
+    if run is None or run.status in STOPPED_STATUSES:
+        return [CloseApproval(approval.id, ApprovalStatus.FAILED, "the check before the rollout did not finish")]
+    if run.sha != approval.sha:
+        return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED,
+                              f"the desired revision moved on to {run.sha[:12]}; its inventory is judged on its own")]
+    return ([CloseApproval(approval.id, ApprovalStatus.APPLIED,
+                           f"inventory change of {run.sha[:12]} accepted; auto converge goes on", run.id)]
+            + remediate(run, rules, now, stopping))
 
 
 def after_approved_converge(approval: ApprovedDrift, run: FinishedRun | None) -> list[Action]:
@@ -417,13 +567,18 @@ def after_approved_converge(approval: ApprovedDrift, run: FinishedRun | None) ->
     return [close, VerifyCheck(approval.host)] if ok else [close]
 
 
-def drift_signature(tasks) -> str:
-    """A fingerprint of exactly which tasks drifted and how, to pin what an approval covers.
+def drift_signature(sha: str, changed, unverified=()) -> str:
+    """A fingerprint of one revision and exactly which tasks drifted and how, to pin what an approval covers.
 
-    ``tasks`` are anything with ``task``, ``action`` and ``diff``; their order does not matter.
+    ``changed`` tasks count by key (file and name), action and diff;
+    ``unverified`` ones (check mode could not tell) by key, action and reason.
+    Anything with ``task``, ``path``, ``action`` and ``diff``/``reason`` will do;
+    their order does not matter.
     """
-    digest = hashlib.sha256()
-    for task in sorted(tasks, key=lambda t: (t.task, t.action, t.diff)):
-        digest.update(f"{task.task}\0{task.action}\0{task.diff}\0".encode())
+    lines = sorted([f"changed\0{task_key(t)}\0{t.action}\0{t.diff}" for t in changed]
+                   + [f"unverified\0{task_key(t)}\0{t.action}\0{t.reason}" for t in unverified])
+    digest = hashlib.sha256(f"{sha}\0".encode())
+    for line in lines:
+        digest.update(f"{line}\0".encode())
     return digest.hexdigest()
 

@@ -67,6 +67,11 @@ class ApprovalStatus(StrEnum):
     FAILED = "failed"
 
 
+class ApprovalKind(StrEnum):
+    DRIFT = "drift"  # one host's exact drift at one revision
+    INVENTORY = "inventory"  # a revision whose inventory changed more than max_inventory_change allows
+
+
 class RevisionStatus(StrEnum):
     VALID = "valid"
     REJECTED = "rejected"  # failed validation: nothing ever runs from it

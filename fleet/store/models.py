@@ -179,7 +179,9 @@ class HostLock(db.Model):
 
 
 class Approval(db.Model):
-    """Drift on one host in an `approve` group, waiting for an operator (or decided)."""
+    """Something automation will not do without an operator, waiting (or decided): the drift of one host
+    at one revision (kind drift), or auto converge at a revision whose inventory jumped (kind inventory,
+    no host)."""
 
     __tablename__ = "approvals"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -194,6 +196,22 @@ class Approval(db.Model):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     converge_run_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(20), default="drift", server_default="drift")  # drift | inventory
+    # Why automation asks, beyond the group's mode: a rollback, an inventory jump ('' for plain approve drift).
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+
+
+class RevisionInventory(db.Model):
+    """A revision's inventory as the inventory guard judged it; the newest accepted one is the baseline
+    the next revision is compared with."""
+
+    __tablename__ = "revision_inventories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha: Mapped[str] = mapped_column(String(64), unique=True)
+    hosts: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of host names
+    # Within max_inventory_change, or approved: auto converge may go on at this revision.
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    judged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ControllerState(db.Model):

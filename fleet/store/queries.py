@@ -8,17 +8,19 @@ from sqlalchemy import func, literal, select, text
 
 from fleet.errors import NotFound
 from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalStatus,
+    APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalKind,
+    ApprovalStatus,
     RevisionStatus, RunKind, RunStatus, TaskStatus, hosts_named_by, limits_overlap,
 )
 from fleet.store.db import db
 from fleet.store.pages import Page, keyset_page, newer_page
 from fleet.store.views import (
-    ApprovalView, ControllerView, HostView, OutputView, RevisionView, RunHostView, RunView, SourceView, TaskView,
-    view_of,
+    ApprovalView, ControllerView, HostView, InventoryView, OutputView, RevisionView, RunHostView, RunView,
+    SourceView, TaskView, view_of,
 )
 from fleet.store.models import (
-    Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+    Approval, ControllerState, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput, SourceState,
+    TaskResultRow,
 )
 
 PAGE_SIZE = 50
@@ -247,6 +249,53 @@ def last_valid_revision() -> RevisionView | None:
 def approved_waiting() -> list[ApprovalView]:
     """Approvals an operator granted that the controller has not acted on yet."""
     return _approvals(select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id))
+
+
+def _approval_task_filter():
+    """What an approval covers: drift (changed, not run for real in a check) and tasks check mode could not tell."""
+    drift = (TaskResultRow.status == TaskStatus.CHANGED) & TaskResultRow.executed.is_(False)
+    return drift | TaskResultRow.unverified.is_(True)
+
+
+def approval_tasks_of(run_id: int, host: str) -> list[TaskView]:
+    """A host's tasks an approval covers in one run: its drift and its unverified tasks, in run order."""
+    return _tasks(select(TaskResultRow).where(
+        TaskResultRow.run_id == run_id, TaskResultRow.host == host, _approval_task_filter(),
+    ).order_by(TaskResultRow.seq))
+
+
+def approval_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskView]]:
+    """approval_tasks_of for several (run id, host) pairs, in one query."""
+    found: dict[tuple[int, str], list[TaskView]] = {pair: [] for pair in pairs}
+    if not pairs:
+        return found
+    rows = db.session.scalars(select(TaskResultRow).where(
+        TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
+        TaskResultRow.host.in_({host for _, host in pairs}), _approval_task_filter()).order_by(TaskResultRow.seq))
+    for row in rows:
+        if (row.run_id, row.host) in found:
+            found[(row.run_id, row.host)].append(view_of(TaskView, row))
+    return found
+
+
+def pending_inventory_approvals() -> list[ApprovalView]:
+    """Revisions whose inventory jump holds auto converge until an operator approves, newest first."""
+    return _approvals(select(Approval).where(
+        Approval.kind == ApprovalKind.INVENTORY, Approval.status == ApprovalStatus.PENDING).order_by(Approval.id.desc()))
+
+
+def revision_inventory(sha: str) -> InventoryView | None:
+    """The inventory guard's record of one revision, if it judged it."""
+    row = db.session.scalar(select(RevisionInventory).where(RevisionInventory.sha == sha))
+    return view_of(InventoryView, row) if row else None
+
+
+def inventory_baseline(sha: str) -> InventoryView | None:
+    """The newest accepted inventory of another revision: what ``sha``'s inventory is compared with."""
+    row = db.session.scalar(select(RevisionInventory).where(
+        RevisionInventory.accepted.is_(True), RevisionInventory.sha != sha)
+        .order_by(RevisionInventory.judged_at.desc(), RevisionInventory.id.desc()).limit(1))
+    return view_of(InventoryView, row) if row else None
 
 
 def changed_tasks_of(run_id: int, host: str) -> list[TaskView]:

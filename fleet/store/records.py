@@ -19,11 +19,12 @@ from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store.db import db
 from fleet.store.models import (
-    Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+    Approval, ControllerState, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput, SourceState,
+    TaskResultRow,
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
 from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalStatus, HostStatus,
+    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalKind, ApprovalStatus, HostStatus,
     RevisionStatus, RunKind, RunStatus, Trigger, utcnow,
 )
 
@@ -436,17 +437,66 @@ def interrupt_queued_converges(reason: str) -> list[RunView]:
 
 # --- approvals ------------------------------------------------------------------
 
-def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str) -> ApprovalView:
-    """A pending approval for this drift, unless one for the very same drift already waits."""
+def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str,
+                  reason: str = "") -> ApprovalView:
+    """A pending approval for this drift at this revision (the signature covers both), unless one for the
+    very same already waits; the host's other open drift approvals are superseded."""
     existing = db.session.scalars(select(Approval).where(
-        Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES))).all()
+        Approval.host == host, Approval.kind == ApprovalKind.DRIFT, Approval.status.in_(APPROVAL_OPEN_STATUSES))).all()
     for approval in existing:
         if approval.drift_signature == signature:
             return view_of(ApprovalView, approval)
-        approval.status, approval.note = ApprovalStatus.SUPERSEDED, "the drift changed; a new approval was opened"
+        approval.status, approval.note = (ApprovalStatus.SUPERSEDED,
+                                          "the drift or the revision changed; a new approval was opened")
     approval = Approval(host=host, check_run_id=check_run_id, revision_sha=sha, drift_signature=signature,
-                        summary=summary, status=ApprovalStatus.PENDING)
+                        summary=summary, status=ApprovalStatus.PENDING, kind=ApprovalKind.DRIFT, reason=reason)
     db.session.add(approval)
+    db.session.commit()
+    return view_of(ApprovalView, approval)
+
+
+def _inventory_row(sha: str, hosts: Iterable[str]) -> RevisionInventory:
+    row = db.session.scalar(select(RevisionInventory).where(RevisionInventory.sha == sha))
+    if row is None:
+        row = RevisionInventory(sha=sha, accepted=False)
+        db.session.add(row)
+    row.hosts, row.judged_at = json.dumps(sorted(hosts)), utcnow()
+    return row
+
+
+def _supersede_inventory_approvals(other_than: str, note: str) -> None:
+    for approval in db.session.scalars(select(Approval).where(
+            Approval.kind == ApprovalKind.INVENTORY, Approval.revision_sha != other_than,
+            Approval.status.in_(APPROVAL_OPEN_STATUSES))):
+        approval.status, approval.note = ApprovalStatus.SUPERSEDED, note
+
+
+def accept_inventory(sha: str, hosts: Iterable[str]) -> None:
+    """The inventory of ``sha`` may carry auto converge: it is the baseline of the revisions after it.
+
+    Inventory approvals still waiting for other revisions are superseded: the fleet moved on.
+    """
+    _inventory_row(sha, hosts).accepted = True
+    _supersede_inventory_approvals(sha, f"the inventory of {sha[:12]} was accepted since; nothing left to approve")
+    db.session.commit()
+
+
+def open_inventory_approval(sha: str, hosts: Iterable[str], check_run_id: int, reason: str) -> ApprovalView:
+    """One pending approval that lets auto converge go on at ``sha`` despite its inventory jump.
+
+    The revision's inventory is noted, not accepted; approvals of other
+    revisions' jumps are superseded, and one already open for ``sha`` is reused.
+    """
+    _inventory_row(sha, hosts)
+    _supersede_inventory_approvals(sha, f"the desired revision moved on to {sha[:12]}; a new approval was opened")
+    approval = db.session.scalar(select(Approval).where(
+        Approval.kind == ApprovalKind.INVENTORY, Approval.revision_sha == sha,
+        Approval.status.in_(APPROVAL_OPEN_STATUSES)))
+    if approval is None:
+        approval = Approval(host="", check_run_id=check_run_id, revision_sha=sha, drift_signature="",
+                            summary=reason, reason=reason, status=ApprovalStatus.PENDING,
+                            kind=ApprovalKind.INVENTORY)
+        db.session.add(approval)
     db.session.commit()
     return view_of(ApprovalView, approval)
 
@@ -466,6 +516,11 @@ def decide_approval(approval_id: int, who: str) -> ApprovalView:
     if approval.status != ApprovalStatus.PENDING:
         raise FleetError(f"approval {approval_id} is {approval.status}, not pending; nothing to approve")
     approval.status, approval.decided_by, approval.decided_at = ApprovalStatus.APPROVED, who, utcnow()
+    if approval.kind == ApprovalKind.INVENTORY:
+        # The operator vouches for this inventory: auto converge goes on at it, and it is the next baseline.
+        inventory = db.session.scalar(select(RevisionInventory).where(RevisionInventory.sha == approval.revision_sha))
+        if inventory is not None:
+            inventory.accepted, inventory.judged_at = True, utcnow()
     db.session.commit()
     return view_of(ApprovalView, approval)
 

@@ -9,6 +9,7 @@ whatever the database gave.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TypeVar
@@ -178,6 +179,22 @@ class ApprovalView:
     decided_at: datetime | None
     converge_run_id: int | None
     note: str
+    kind: str  # drift | inventory
+    reason: str  # why automation asks, beyond the group's mode
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    """A revision's inventory as the inventory guard judged it."""
+
+    sha: str
+    hosts: str  # JSON list of host names, as stored; names decodes it
+    accepted: bool
+    judged_at: datetime | None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(json.loads(self.hosts or "[]"))
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from fleet import plan
 from fleet.plan import (
-    ApplyApproval, ApprovedDrift, CloseApproval, ConvergeApproved, ConvergeBatch, Desired, FetchSource,
-    FinishedRun, Hold, HostOutcome, Observed, OpenApproval, QueueCheck, QueuedRun, RolloutProgress, StartRun,
-    VerifyCheck,
+    AcceptInventory, ApplyApproval, ApprovedDrift, CloseApproval, ConvergeApproved, ConvergeBatch, Desired,
+    FetchSource, FinishedRun, Hold, HostOutcome, InventoryChange, Observed, OpenApproval, OpenInventoryApproval,
+    QueueCheck, QueuedRun, RolloutProgress, StartRun, VerifyCheck,
 )
 from fleet.policy import DEFAULT_POLICY, Rollout, parse_policy, rollout_batches
 
@@ -114,14 +114,18 @@ windows: [{allow: "0 2 * * *", duration: 2h}]
 """)
 
 
-def drifted(name: str, *groups: str, drift=("motd",), flapping=()) -> HostOutcome:
-    return HostOutcome(name, "drifted", groups, tuple(drift), tuple(flapping))
+def drifted(name: str, *groups: str, drift=("motd",), flapping=(), diverged="") -> HostOutcome:
+    return HostOutcome(name, "drifted", groups, tuple(drift), tuple(flapping), diverged)
 
 
-def check(*hosts: HostOutcome, status="successful", trigger="commit", rewrites=False, kind="check",
-          limit="") -> FinishedRun:
-    return FinishedRun(id=10, kind=kind, trigger=trigger, status=status, limit=limit, sha=SHA,
-                       rewrites_history=rewrites, hosts=hosts)
+def check(*hosts: HostOutcome, status="successful", trigger="commit", kind="check", limit="",
+          inventory=None) -> FinishedRun:
+    return FinishedRun(id=10, kind=kind, trigger=trigger, status=status, limit=limit, sha=SHA, hosts=hosts,
+                       inventory=inventory)
+
+
+ROLLED_BACK = (f"desired revision {SHA[:12]} does not descend from {OLD[:12]}, which this host was converged to: "
+               "history was rewritten or rolled back")
 
 
 def first_batch(*hosts: str, rollout=POLICY.rollout) -> ConvergeBatch:
@@ -155,16 +159,19 @@ WEB = (drifted("web1", "web"), drifted("web2", "web"))
                                   "not converged by policy")], id="only flapping drift"),
     pytest.param(check(drifted("web1", "web", drift=("stamp", "motd"), flapping=("stamp",))), POLICY, NOW, False,
                  [first_batch("web1")], id="flapping beside real drift"),
-    pytest.param(check(*WEB, rewrites=True), POLICY, NOW, False,
-                 [Hold(("web1", "web2"), f"revision {SHA[:12]} rewrites history: auto converge of web1, web2 "
-                                         "skipped; converge by hand", warn=True)], id="history rewritten"),
+    pytest.param(check(drifted("web1", "web", diverged=OLD), drifted("web2", "web")), POLICY, NOW, False,
+                 [Hold(("web1",), f"auto converge of web1 held: {ROLLED_BACK}; it waits for an approval", warn=True),
+                  OpenApproval("web1", 10, SHA, ROLLED_BACK), first_batch("web2")],
+                 id="force-push back: the rolled-back auto host waits, the other goes on"),
+    pytest.param(check(drifted("db1", "db", diverged=OLD)), POLICY, NOW, False,
+                 [OpenApproval("db1", 10, SHA, ROLLED_BACK)], id="force-push back: an approve host's approval says why"),
+    pytest.param(check(drifted("db2", "db", "legacy", diverged=OLD)), POLICY, NOW, False, [],
+                 id="force-push back, report only: nothing to hold"),
     pytest.param(check(*WEB), NIGHTLY, NOW, False,
                  [Hold(("web1", "web2"), "auto converge of web1, web2 waits for the next allow window")],
                  id="window closed"),
     pytest.param(check(*WEB), NIGHTLY, NOW.replace(hour=3, minute=59), False,
                  [first_batch("web1", "web2", rollout=NIGHTLY.rollout)], id="window open"),
-    pytest.param(check(*WEB, rewrites=True), DEFAULT_POLICY, NOW, False, [],
-                 id="history rewritten, report only: nothing to hold"),
     pytest.param(check(kind="converge", trigger="manual", limit="db2"), POLICY, NOW, False, [VerifyCheck("db2")],
                  id="requested converge ends with a verifying check"),
     pytest.param(check(kind="converge", trigger="manual", limit="db2"), POLICY, NOW, True, [],
@@ -236,12 +243,12 @@ def test_start_rollout(hosts, rollout, stopping, expected):
 
 # --- approvals ------------------------------------------------------------------------------
 
-APPROVAL = ApprovedDrift(5, "db1", "sig-approved")
+APPROVAL = ApprovedDrift(5, "db1", "sig-approved", SHA)
 
 
-def recheck(status="drifted", run_status="successful") -> FinishedRun:
-    return FinishedRun(id=30, kind="check", trigger="policy", status=run_status, sha=SHA,
-                       hosts=(HostOutcome("db1", status, ("db",), ("motd",)),))
+def recheck(status="drifted", run_status="successful", sha=SHA, diverged="") -> FinishedRun:
+    return FinishedRun(id=30, kind="check", trigger="policy", status=run_status, sha=sha,
+                       hosts=(HostOutcome("db1", status, ("db",), ("motd",), (), diverged),))
 
 
 @pytest.mark.parametrize("run, signature, expected", [
@@ -249,7 +256,7 @@ def recheck(status="drifted", run_status="successful") -> FinishedRun:
                  id="re-check could not start"),
     pytest.param(recheck(run_status="canceled"), "sig-approved",
                  [CloseApproval(5, "failed", "the re-check before converging did not finish")], id="re-check canceled"),
-    pytest.param(recheck("in_sync"), plan.drift_signature([]),
+    pytest.param(recheck("in_sync"), plan.drift_signature(SHA, []),
                  [CloseApproval(5, "superseded", "no drift left to converge when re-checked")],
                  id="approved drift vanished"),
     pytest.param(recheck("unreachable"), "", [CloseApproval(5, "superseded", "no drift left to converge when re-checked")],
@@ -261,6 +268,17 @@ def recheck(status="drifted", run_status="successful") -> FinishedRun:
                  [CloseApproval(5, "superseded", "the drift changed since it was approved; asking again"),
                   OpenApproval("db1", 30, SHA)], id="approved drift changed"),
     pytest.param(recheck(), "sig-approved", [ConvergeApproved(APPROVAL)], id="approved drift unchanged: apply"),
+    pytest.param(recheck(sha=OLD), "sig-approved",
+                 [CloseApproval(5, "superseded", f"the desired revision changed since it was approved "
+                                                 f"({SHA[:12]} -> {OLD[:12]}); asking again"),
+                  OpenApproval("db1", 30, OLD)], id="same drift at another revision: asking again"),
+    pytest.param(recheck(sha=OLD, diverged=SHA), "sig-other",
+                 [CloseApproval(5, "superseded", f"the desired revision changed since it was approved "
+                                                 f"({SHA[:12]} -> {OLD[:12]}); asking again"),
+                  OpenApproval("db1", 30, OLD, f"desired revision {OLD[:12]} does not descend from {SHA[:12]}, "
+                                               "which this host was converged to: history was rewritten or "
+                                               "rolled back")],
+                 id="rolled back since it was approved: the new approval says why"),
 ])
 def test_after_recheck(run, signature, expected):
     assert plan.after_recheck(APPROVAL, run, signature) == expected
@@ -286,15 +304,125 @@ def test_after_approved_converge(run, expected):
 class Task:
     task: str
     action: str
-    diff: str
+    diff: str = ""
+    reason: str = ""
+    path: str = "playbooks/site.yml:12"
 
 
-def test_drift_signature_ignores_order_but_not_content():
-    a = Task("motd", "template", "-old\n+new\n")
-    b = Task("users", "user", "")
-    assert plan.drift_signature([a, b]) == plan.drift_signature([b, a])
-    assert plan.drift_signature([a, b]) != plan.drift_signature([a])
-    assert plan.drift_signature([a]) != plan.drift_signature([Task("motd", "template", "-old\n+newer\n")])
+MOTD = Task("motd", "template", "-old\n+new\n")
+USERS = Task("users", "user")
+PROBE = Task("Probe the app", "command", reason="a command would have run; check mode cannot tell")
+
+
+@pytest.mark.parametrize("other", [
+    pytest.param(plan.drift_signature(SHA, [USERS, MOTD], [PROBE]), id="order of the changed tasks"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, USERS], [Task(PROBE.task, PROBE.action, reason=PROBE.reason,
+                                                                path="playbooks/site.yml:40")]),
+                 id="a task that moved lines in its file"),
+])
+def test_drift_signature_ignores(other):
+    assert plan.drift_signature(SHA, [MOTD, USERS], [PROBE]) == other
+
+
+@pytest.mark.parametrize("other", [
+    pytest.param(plan.drift_signature(OLD, [MOTD, USERS], [PROBE]), id="another revision"),
+    pytest.param(plan.drift_signature(SHA, [MOTD], [PROBE]), id="one changed task fewer"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, Task("users", "user", "+bob\n")], [PROBE]), id="another diff"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, USERS]), id="no unverified task"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, USERS], [PROBE, Task("Run migration", "command", reason="x")]),
+                 id="a new unverified task"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, USERS], [Task(PROBE.task, PROBE.action, reason="async")]),
+                 id="unverified for another reason"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, USERS], [Task(PROBE.task, PROBE.action, reason=PROBE.reason,
+                                                                path="playbooks/other.yml:12")]),
+                 id="a task of the same name in another file"),
+    pytest.param(plan.drift_signature(SHA, [MOTD, USERS, PROBE]), id="a task changed instead of unverified"),
+])
+def test_drift_signature_tells_apart(other):
+    assert plan.drift_signature(SHA, [MOTD, USERS], [PROBE]) != other
+
+
+# --- the inventory guard --------------------------------------------------------------------
+
+FOUR_HOSTS = tuple(f"h{i}" for i in range(4))
+FORTY_HOSTS = tuple(f"h{i}" for i in range(40))
+
+
+def jump(hosts=FORTY_HOSTS, previous=4, added=36, removed=0, accepted=False, baseline=OLD, baseline_limit="25%"):
+    return InventoryChange(SHA, hosts, baseline, previous, added, removed, accepted, baseline_limit)
+
+
+GUARDED = parse_policy("remediation: [{group: web, mode: auto}, {group: db, mode: approve}]\n"
+                       "rollout: {canary: 1, batch: 50%}\n")
+OFF = parse_policy("remediation: [{group: web, mode: auto}, {group: db, mode: approve}]\n"
+                   "rollout: {canary: 1, batch: 50%}\nmax_inventory_change: off\n")
+FOUR_TO_FORTY = "inventory went from 4 to 40 hosts (+36), above max_inventory_change 25%"
+FORTY_HOLD = Hold(("web1", "web2"), f"auto converge of web1, web2 waits: {FOUR_TO_FORTY}; approve the inventory "
+                                    "change to go on", warn=True)
+
+
+@pytest.mark.parametrize("run, rules, expected", [
+    pytest.param(check(*WEB, inventory=jump()), GUARDED, [FORTY_HOLD, OpenInventoryApproval(10, SHA, FORTY_HOSTS,
+                                                                                            FOUR_TO_FORTY)],
+                 id="4 to 40 hosts: auto converge waits for one approval"),
+    pytest.param(check(*WEB, drifted("db1", "db"), inventory=jump()), GUARDED,
+                 [FORTY_HOLD, OpenInventoryApproval(10, SHA, FORTY_HOSTS, FOUR_TO_FORTY), OpenApproval("db1", 10, SHA)],
+                 id="approve groups still get their approvals"),
+    pytest.param(check(drifted("db1", "db"), inventory=jump()), GUARDED, [OpenApproval("db1", 10, SHA)],
+                 id="no auto drift: nothing to hold, judged again at the next check"),
+    pytest.param(check(*WEB, inventory=jump(FOUR_HOSTS[:3] + ("h9",), 4, 1, 1)), GUARDED,
+                 [Hold(("web1", "web2"), "auto converge of web1, web2 waits: inventory went from 4 to 4 hosts "
+                                         "(+1, -1), above max_inventory_change 25%; approve the inventory change "
+                                         "to go on", warn=True),
+                  OpenInventoryApproval(10, SHA, FOUR_HOSTS[:3] + ("h9",), "inventory went from 4 to 4 hosts "
+                                        "(+1, -1), above max_inventory_change 25%")],
+                 id="a host swapped out of four counts twice"),
+    pytest.param(check(*WEB, inventory=jump(FOUR_HOSTS + ("h9",), 4, 1)), GUARDED,
+                 [AcceptInventory(SHA, FOUR_HOSTS + ("h9",)), first_batch("web1", "web2")],
+                 id="within the limit: the next baseline, and the rollout"),
+    pytest.param(check(*WEB, inventory=jump(accepted=True)), GUARDED, [first_batch("web1", "web2")],
+                 id="approved jump: the rollout goes on"),
+    pytest.param(check(*WEB, inventory=jump(baseline="", previous=0, added=0)), GUARDED,
+                 [AcceptInventory(SHA, FORTY_HOSTS), first_batch("web1", "web2")],
+                 id="first revision: nothing to compare with"),
+    pytest.param(check(*WEB, inventory=jump(baseline_limit=None)), OFF,
+                 [AcceptInventory(SHA, FORTY_HOSTS), first_batch("web1", "web2")], id="guard off"),
+    pytest.param(check(*WEB, inventory=jump()), OFF,
+                 [Hold(("web1", "web2"), f"auto converge of web1, web2 waits: {FOUR_TO_FORTY} (the limit of "
+                                         f"{OLD[:12]}, the last accepted revision); approve the inventory change "
+                                         "to go on", warn=True),
+                  OpenInventoryApproval(10, SHA, FORTY_HOSTS, f"{FOUR_TO_FORTY} (the limit of {OLD[:12]}, the "
+                                                             "last accepted revision)")],
+                 id="a commit that turns the guard off is still held by the baseline's limit"),
+    pytest.param(check(drifted("web1", "web", diverged=OLD), drifted("web2", "web"), inventory=jump()), GUARDED,
+                 [Hold(("web2",), f"auto converge of web2 waits: {FOUR_TO_FORTY}; approve the inventory change "
+                                  "to go on", warn=True),
+                  OpenInventoryApproval(10, SHA, FORTY_HOSTS, FOUR_TO_FORTY),
+                  Hold(("web1",), f"auto converge of web1 held: {ROLLED_BACK}; it waits for an approval", warn=True),
+                  OpenApproval("web1", 10, SHA, ROLLED_BACK)],
+                 id="jump and force-push: each hold has its own approval"),
+])
+def test_inventory_guard(run, rules, expected):
+    assert plan.after_run(run, rules, NOW, False) == expected
+
+
+INVENTORY_APPROVAL = ApprovedDrift(6, "", "", SHA, "inventory")
+
+
+@pytest.mark.parametrize("run, expected", [
+    pytest.param(None, [CloseApproval(6, "failed", "the check before the rollout did not finish")],
+                 id="check could not start"),
+    pytest.param(check(*WEB, status="canceled", trigger="policy"),
+                 [CloseApproval(6, "failed", "the check before the rollout did not finish")], id="check canceled"),
+    pytest.param(replace(check(*WEB, trigger="policy"), sha=OLD),
+                 [CloseApproval(6, "superseded", f"the desired revision moved on to {OLD[:12]}; its inventory is "
+                                                 "judged on its own")], id="desired revision moved on"),
+    pytest.param(check(*WEB, trigger="policy", inventory=jump(accepted=True)),
+                 [CloseApproval(6, "applied", f"inventory change of {SHA[:12]} accepted; auto converge goes on", 10),
+                  first_batch("web1", "web2")], id="approved: the held rollout starts"),
+])
+def test_after_inventory_recheck(run, expected):
+    assert plan.after_inventory_recheck(INVENTORY_APPROVAL, run, GUARDED, NOW, False) == expected
 
 
 @pytest.mark.parametrize("host, only", [
