@@ -17,9 +17,9 @@ from fleet.drift import HostVerdict, TaskResult
 from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.runner import InventoryHost
 from fleet.store import queries, records
-from fleet.store.db import open_store
+from fleet.store.db import db, open_store
 from fleet.store.models import Approval, Run
-from tests.conftest import settings_for_source
+from tests.conftest import git, settings_for_source
 
 
 class RecordingExecutor:
@@ -203,3 +203,161 @@ def test_a_restart_interrupts_what_a_dead_controller_left_and_resumes_nothing(fl
                       ("check", "manual", "web2", "queued")], "a queued check is harmless and still runs"
     assert "stopped while this run was running" in queries.get_run(dead.id).error
     assert queries.controller_state().pid == os.getpid()
+
+
+# --- automation that must not act on doubt (issue 11): rollbacks, pinned approvals, inventory jumps ------------
+
+def fetch(controller, now) -> None:
+    """Fetch now (as a webhook asks), waiting out a fetch that runs past one tick's wait."""
+    records.request_fetch()
+    while controller.sync_source(now) == "fetching":
+        pass
+
+
+def commit(settings, path: str, text: str) -> str:
+    repo = Path(settings.repo)
+    (repo / path).write_text(text)
+    git(repo, "add", path)
+    git(repo, "commit", "-qm", f"change {path}")
+    return git(repo, "rev-parse", "HEAD").strip()
+
+
+def converges_since(run_id: int) -> list[tuple[str, str]]:
+    return [(r.limit, r.revision_sha) for r in Run.query.filter(Run.id > run_id, Run.kind == "converge")]
+
+
+def last_run_id() -> int:
+    return Run.query.order_by(Run.id.desc()).first().id
+
+
+def test_a_force_push_back_to_an_older_commit_rolls_no_auto_host_back(fleet, caplog):
+    settings = fleet.controller.settings
+    older = git(Path(settings.repo), "rev-parse", "HEAD").strip()
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)  # A checked; web1 and web2 converged to A by the auto rollout
+    newer = commit(settings, "NOTES.md", "B\n")
+    fleet.drifted |= {"web1", "web2"}
+    fetch(fleet.controller, NOW)
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    assert {h.last_converge_sha for h in queries.hosts_named(["web1", "web2"])} == {newer}, "B converged"
+    before = last_run_id()
+
+    git(Path(settings.repo), "reset", "-q", "--hard", older)  # the force-push back to A
+    fleet.drifted |= {"web1", "web2"}  # the hosts carry B now; A differs
+    fetch(fleet.controller, NOW)
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+
+    assert queries.desired_sha() == older
+    assert runs()[-1][:2] == ("check", "commit") and converges_since(before) == [], "nothing rolled back"
+    reason = (f"desired revision {older[:12]} does not descend from {newer[:12]}, which this host was converged to: "
+              "history was rewritten or rolled back")
+    waiting = {a.host: a for a in Approval.query.filter_by(status="pending", kind="drift")}
+    assert waiting["web1"].reason == reason and waiting["web2"].reason == reason
+    assert waiting["web1"].revision_sha == older
+    assert f"auto converge of web1 held: {reason}; it waits for an approval" in caplog.text
+
+    records.decide_approval(waiting["web1"].id, "tess")  # an operator decides the rollback of web1 alone
+    fleet.controller.tick(NOW)
+    assert converges_since(before) == [("web1", older)]
+    assert db.session.get(Approval, waiting["web1"].id).status == "applied"
+    assert db.session.get(Approval, waiting["web2"].id).status == "pending"
+
+
+def _unverified_command(host: str) -> dict:
+    """A `command:` task check mode could only skip ("would have run"): unverified, not drift."""
+    return {"event": "runner_on_skipped", "counter": 90, "event_data": {
+        "host": host, "task": "Migrate the schema", "task_action": "ansible.builtin.command",
+        "resolved_action": "ansible.builtin.command", "task_uuid": "scripted-migrate",
+        "task_path": "playbooks/site.yml:20", "play_uuid": "scripted-play",
+        "res": {"changed": False, "skipped": True, "msg": "Command would have run if not in check mode"}}}
+
+
+def test_an_approval_covers_one_revision_and_its_exact_drift_and_asks_again_for_more(fleet):
+    settings = fleet.controller.settings
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    approved = Approval.query.filter_by(host="db1").one()
+    records.decide_approval(approved.id, "tess")  # approves the motd drift at A
+    before = last_run_id()
+
+    newer = commit(settings, "playbooks/migrate.yml", "# B adds a command task\n")
+    checks = fleet.runner.events
+
+    def with_a_command_task(spec):
+        events = checks(spec)
+        return events[:-1] + [_unverified_command("db1"), events[-1]] if "db1" in events[1]["event_data"]["host"] \
+            else events
+    fleet.runner.events = with_a_command_task
+    fetch(fleet.controller, NOW)
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+
+    assert converges_since(before) == [], "the approval of A's drift does not converge B"
+    assert approvals() == [("db1", "superseded"), ("db1", "pending")]
+    again = Approval.query.filter_by(host="db1", status="pending").one()
+    assert again.revision_sha == newer and again.drift_signature != approved.drift_signature
+    assert again.summary == "Write the motd; unverified: Migrate the schema"
+    assert "the desired revision changed since it was approved" in db.session.get(Approval, approved.id).note
+
+    records.decide_approval(again.id, "tess")  # what is there now, approved as such
+    fleet.controller.tick(NOW)
+    assert converges_since(before) == [("db1", newer)]
+    assert db.session.get(Approval, again.id).status == "applied"
+
+
+def _web_hosts(count: int) -> list[InventoryHost]:
+    return [InventoryHost(f"web{i}", f"127.0.99.{i}", 22, ("web",)) for i in range(1, count + 1)]
+
+
+def test_an_inventory_jump_holds_auto_converge_until_one_approval_releases_it(fleet, caplog):
+    settings = fleet.controller.settings
+    fleet.runner.hosts = _web_hosts(4)
+    fleet.drifted = set()
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)  # the first revision: 4 hosts, in sync, the baseline
+    before = last_run_id()
+
+    commit(settings, "inventory/hosts.yml", "# 40 hosts now\n")
+    fleet.runner.hosts = _web_hosts(40)
+    fleet.drifted = {h.name for h in fleet.runner.hosts} - {"web1", "web2", "web3", "web4"}
+    fetch(fleet.controller, NOW)
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    assert converges_since(before) == [], "held: no host converged"
+    reason = "inventory went from 4 to 40 hosts (+36), above max_inventory_change 25%"
+    assert f"auto converge of {', '.join(sorted(fleet.drifted))} waits: {reason}; approve the inventory change " \
+           "to go on" in caplog.text
+
+    # A second commit does not carry the jump through: it is compared with the last accepted inventory.
+    newest = commit(settings, "inventory/hosts.yml", "# 41 hosts now\n")
+    fleet.runner.hosts = _web_hosts(41)
+    fleet.drifted.add("web41")
+    fetch(fleet.controller, NOW)
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    assert converges_since(before) == []
+    held = Approval.query.filter_by(kind="inventory").order_by(Approval.id).all()
+    assert [(a.status, a.host) for a in held] == [("superseded", ""), ("pending", "")]
+    assert held[1].revision_sha == newest
+    assert held[1].reason == "inventory went from 4 to 41 hosts (+37), above max_inventory_change 25%"
+    assert queries.count_hosts_by_status().get("drifted") == 37, "checks still ran"
+
+    records.decide_approval(held[1].id, "tess")  # one action releases the whole rollout
+    assert fleet.controller.tick(NOW) is True
+    converged = converges_since(before)
+    assert converged[0] == ("web10", newest), "canary first (names sorted)"
+    assert sorted(h for limit, _ in converged for h in limit.split(",")) == sorted(f"web{i}" for i in range(5, 42))
+    assert db.session.get(Approval, held[1].id).status == "applied"
+    assert queries.count_hosts_by_status() == {"in_sync": 41}
+
+    # The accepted inventory is the new baseline: one more host is within 25% of 41.
+    commit(settings, "inventory/hosts.yml", "# 42 hosts now\n")
+    fleet.runner.hosts = _web_hosts(42)
+    fleet.drifted = {"web42"}
+    after = last_run_id()
+    fetch(fleet.controller, NOW)
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    assert converges_since(after) == [("web42", git(Path(settings.repo), "rev-parse", "HEAD").strip())]
