@@ -343,6 +343,34 @@ def revisions(ctx, as_json):
             click.echo(f"\nthe source is stale: {state.last_error}")
 
 
+# --- retention -------------------------------------------------------------------
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="only say what would be pruned (counts and bytes)")
+@click.option("--days", type=click.IntRange(1, None),
+              help="keep this many days of runs (default: retention.days of fleet.yml, else 90)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def prune(ctx, dry_run, days, as_json):
+    """Forget runs, audit entries and revision exports past the retention; each host's last runs stay."""
+    import dataclasses
+
+    from fleet.controller import current_policy
+    from fleet.store import retention
+    from fleet.vocabulary import utcnow
+
+    settings = _settings(ctx)
+    with _store(settings):
+        keep = current_policy(settings).retention
+        keep = dataclasses.replace(keep, days=days) if days else keep
+        report = retention.prune(settings, keep, utcnow(), dry_run=dry_run)
+        if not dry_run:
+            accounts.audit(_who(), "prune", f"runs before {report.cutoff:%Y-%m-%d}",
+                           f"{report.runs} runs, {report.audit_entries} audit entries, {report.exports} exports")
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.describe())
+
+
 # --- controller ---------------------------------------------------------------
 
 @main.command()

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import git
@@ -37,13 +37,15 @@ from fleet import jobs, plan, policy, processes, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
-from fleet.store import queries, records
+from fleet.store import queries, records, retention
 from fleet.vocabulary import ApprovalKind, RunKind, RunStatus, Trigger, utcnow
 
 log = logging.getLogger("fleet.controller")
 
 CANCEL_POLL_SECONDS = 1.0
 IDLE_SLEEP_SECONDS = 1.0
+PRUNE_EVERY = timedelta(days=1)
+PRUNE_RETRY = timedelta(hours=1)
 # A tick waits this long for a fetch it started (most end sooner); a slower one is collected by a later tick.
 FETCH_WAIT_SECONDS = 2.0
 INTERRUPTED = ("the fleet process (pid {pid}) stopped while this run was running; "
@@ -93,7 +95,26 @@ class Controller:
         """
         records.write_heartbeat(now)
         self.sync_source(now)
+        self.prune_if_due(now)
         return self.execute(self.plan_next(now), now)
+
+    # When the store is pruned next (retention: in fleet.yml): at start, then once a day.
+    next_prune_at: datetime | None = None
+
+    def prune_if_due(self, now: datetime) -> None:
+        """Prune runs, audit entries and exports past the retention, at start and daily; a failed prune
+        is logged and tried again an hour later, and never stops the tick."""
+        if self.next_prune_at is not None and now < self.next_prune_at:
+            return
+        self.next_prune_at = now + PRUNE_EVERY
+        try:
+            report = retention.prune(self.settings, current_policy(self.settings).retention, now)
+        except Exception:
+            log.exception("pruning the store failed; trying again in an hour")
+            records.discard_pending()
+            self.next_prune_at = now + PRUNE_RETRY
+            return
+        log.info("retention: %s", report.describe().replace("\n", "; "))
 
     def sync_source(self, now: datetime) -> str:
         """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale",

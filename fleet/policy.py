@@ -28,7 +28,9 @@ from fleet.vocabulary import aware
 MODES = ("auto", "approve", "report")
 MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
 
-_TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows", "max_inventory_change")
+_TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows", "max_inventory_change",
+             "retention")
+_RETENTION_KEYS = ("days", "keep_per_host")
 _RULE_KEYS = ("group", "mode")
 _ROLLOUT_KEYS = ("canary", "batch", "max_fail_percentage")
 _WINDOW_KEYS = ("allow", "duration")
@@ -70,6 +72,18 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long run history is kept (`fleet.store.retention` prunes by it).
+
+    Runs older than ``days`` go, except each host's newest ``keep_per_host``
+    checks and converges (and whatever else retention always keeps).
+    """
+
+    days: int = 90
+    keep_per_host: int = 1
+
+
+@dataclass(frozen=True)
 class Policy:
     """Everything fleet.yml can say; the defaults are what an absent fleet.yml means."""
 
@@ -82,6 +96,7 @@ class Policy:
     # Hosts added + removed (a number, or a percent of the previous count) above which auto converge
     # waits for an approval; None ("off") disables the guard.
     max_inventory_change: str | None = "25%"
+    retention: Retention = Retention()
 
 
 DEFAULT_POLICY = Policy()
@@ -125,6 +140,7 @@ def parse_policy(text: str | None, origin: str = "fleet.yml") -> Policy:
         rollout=_rollout(doc, top.get("rollout")),
         windows=_windows(doc, top.get("windows")),
         max_inventory_change=_inventory_change(doc, top),
+        retention=_retention(doc, top.get("retention")),
     )
 
 
@@ -348,6 +364,18 @@ def _inventory_change(doc: _Document, top: Mapping[str, Any]) -> str | None:
         return text
     doc.fail("max_inventory_change", "must be a number of hosts like 5, a percent like 25%, or off, "
                                      f"got {_shown(value)}")
+
+
+def _retention(doc: _Document, value: Any) -> Retention:
+    if value is None:
+        return Retention()
+    entry = _mapping(doc, "retention", value, _RETENTION_KEYS)
+    default = Retention()
+    return Retention(
+        days=_optional_integer(doc, "retention.days", entry.get("days"), default.days, 1, None),
+        keep_per_host=_optional_integer(doc, "retention.keep_per_host", entry.get("keep_per_host"),
+                                        default.keep_per_host, 1, 1000),
+    )
 
 
 def _windows(doc: _Document, value: Any) -> tuple[Window, ...]:

@@ -1,0 +1,249 @@
+"""Pruning: what fleet forgets after `retention.days`, and what it keeps whatever its age.
+
+    prune(settings, retention, now, dry_run) -> PruneReport
+
+Runs older than `retention.days` (by when they ended, or were queued) go,
+with their host results, task results and output, in batches of
+PRUNE_BATCH runs per transaction, so a big prune never holds SQLite's write
+lock for long. Whatever its age, a run stays when it is:
+
+- one of each host's newest `keep_per_host` checks or converges,
+- the run a host's current status points to (`Host.last_check_run_id`),
+- queued or running,
+- the check or converge of an approval still open (pending or approved).
+
+Audit entries go after max(retention.days, AUDIT_MIN_DAYS): the audit log
+answers "who did this?" long after the runs themselves are gone.
+
+Exports (`<data dir>/revisions/<sha>`, one tree per fetched revision) go
+unless they are the desired revision's or an active run's, or younger than
+EXPORT_GRACE (a fetch or a CLI run may be about to use one it just wrote).
+The git mirror keeps every commit, and an export is written again on
+demand (`jobs.sync_source`, `jobs.desired_state`). Leftover staging
+directories of interrupted exports and run directories (`runs/<id>`, the
+private data of a run its process did not live to clean up) go too.
+
+Revision rows stay: they are the small history of what was fetched and why
+a commit was rejected, and a rejected sha must stay known so it is never
+validated (or run) again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, func, select
+
+from fleet.policy import Retention
+from fleet.source import export_path
+from fleet.store import queries
+from fleet.store.db import db
+from fleet.store.models import Approval, AuditEntry, Host, Run, RunHost, RunOutput, TaskResultRow
+from fleet.store.records import size_text
+from fleet.vocabulary import APPROVAL_OPEN_STATUSES, RUN_ACTIVE_STATUSES
+
+PRUNE_BATCH = 500  # runs (or audit entries) per transaction
+AUDIT_MIN_DAYS = 365
+EXPORT_GRACE = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What a prune removed, or with `dry_run` would remove; byte counts are of the stored text."""
+
+    dry_run: bool
+    cutoff: datetime
+    audit_cutoff: datetime
+    runs: int = 0
+    run_hosts: int = 0
+    task_results: int = 0
+    output_chunks: int = 0
+    run_bytes: int = 0  # output, diffs and messages of the pruned runs
+    kept_runs: int = 0  # runs older than the cutoff kept on purpose (see the module docstring)
+    audit_entries: int = 0
+    exports: int = 0
+    export_bytes: int = 0
+    run_dirs: int = 0
+    export_names: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["cutoff"], data["audit_cutoff"] = self.cutoff.isoformat(), self.audit_cutoff.isoformat()
+        return data
+
+    def describe(self) -> str:
+        """Lines for people: what went (or would go) and what was kept."""
+        verb = "would prune" if self.dry_run else "pruned"
+        return "\n".join([
+            f"{verb} {self.runs} run(s) older than {self.cutoff:%Y-%m-%d %H:%M} UTC: {self.run_hosts} host "
+            f"result(s), {self.task_results} task result(s), {self.output_chunks} output chunk(s), "
+            f"{size_text(self.run_bytes)} of output and diffs",
+            f"kept {self.kept_runs} older run(s): each host's last check and converge, the runs host statuses "
+            "point to, and runs of open approvals",
+            f"{verb} {self.audit_entries} audit entr{'y' if self.audit_entries == 1 else 'ies'} older than "
+            f"{self.audit_cutoff:%Y-%m-%d} (the audit log keeps at least {AUDIT_MIN_DAYS} days)",
+            f"{verb} {self.exports} revision export(s), {size_text(self.export_bytes)}, and {self.run_dirs} "
+            "leftover run directorie(s); the desired revision's and active runs' exports are kept",
+        ])
+
+
+def prune(settings, retention: Retention, now: datetime, dry_run: bool = False,
+          batch: int = PRUNE_BATCH) -> PruneReport:
+    """Remove (or with `dry_run` count) what `retention` lets go at `now`: runs, audit entries, exports."""
+    cutoff = now - timedelta(days=retention.days)
+    audit_cutoff = now - timedelta(days=max(retention.days, AUDIT_MIN_DAYS))
+    runs = _prune_runs(cutoff, retention.keep_per_host, dry_run, batch)
+    audit_entries = _prune_audit(audit_cutoff, dry_run, batch)
+    exports = _prune_exports(settings, now, dry_run)
+    run_dirs = _prune_run_dirs(settings, now, dry_run)
+    return PruneReport(dry_run=dry_run, cutoff=cutoff, audit_cutoff=audit_cutoff, audit_entries=audit_entries,
+                       run_dirs=run_dirs, **runs, **exports)
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+def protected_runs(keep_per_host: int) -> set[int]:
+    """Ids of the runs retention keeps whatever their age (active runs are left out by the prune's query)."""
+    newest = (select(RunHost.run_id, func.row_number().over(
+        partition_by=(RunHost.host, Run.kind), order_by=RunHost.run_id.desc()).label("rank"))
+        .join(Run, Run.id == RunHost.run_id).subquery())
+    kept = set(db.session.scalars(select(newest.c.run_id).where(newest.c.rank <= keep_per_host)))
+    kept.update(db.session.scalars(select(Host.last_check_run_id).where(Host.last_check_run_id.is_not(None))))
+    for check, converge in db.session.execute(select(Approval.check_run_id, Approval.converge_run_id).where(
+            Approval.status.in_(APPROVAL_OPEN_STATUSES))):
+        kept.update(run_id for run_id in (check, converge) if run_id)
+    return kept
+
+
+def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int) -> dict:
+    kept = protected_runs(keep_per_host)
+    totals = {"runs": 0, "run_hosts": 0, "task_results": 0, "output_chunks": 0, "run_bytes": 0, "kept_runs": 0}
+    after = 0
+    while True:
+        ids = _old_runs(cutoff, after, batch)
+        if not ids:
+            break
+        after = ids[-1]
+        doomed = [run_id for run_id in ids if run_id not in kept]
+        totals["kept_runs"] += len(ids) - len(doomed)
+        if doomed:
+            for name, value in _measure_runs(doomed).items():
+                totals[name] += value
+            if not dry_run:
+                _delete_runs(doomed)
+    return totals
+
+
+def _old_runs(cutoff: datetime, after: int, batch: int) -> list[int]:
+    """The next `batch` ids above `after` of ended runs that ended (or were queued) before `cutoff`."""
+    ended = func.coalesce(Run.finished_at, Run.created_at)
+    return list(db.session.scalars(select(Run.id).where(
+        Run.id > after, ended < cutoff, Run.status.not_in(RUN_ACTIVE_STATUSES)).order_by(Run.id).limit(batch)))
+
+
+def _measure_runs(run_ids: list[int]) -> dict:
+    """Rows and stored text of these runs: what pruning them frees (three queries)."""
+    hosts = db.session.scalar(select(func.count()).select_from(RunHost).where(RunHost.run_id.in_(run_ids)))
+    tasks, task_bytes = db.session.execute(select(
+        func.count(), func.coalesce(func.sum(func.length(TaskResultRow.diff) + func.length(TaskResultRow.note)), 0))
+        .where(TaskResultRow.run_id.in_(run_ids))).one()
+    chunks, output_bytes = db.session.execute(select(
+        func.count(), func.coalesce(func.sum(func.length(RunOutput.text)), 0))
+        .where(RunOutput.run_id.in_(run_ids))).one()
+    return {"runs": len(run_ids), "run_hosts": hosts or 0, "task_results": tasks, "output_chunks": chunks,
+            "run_bytes": int(task_bytes) + int(output_bytes)}
+
+
+def _delete_runs(run_ids: list[int]) -> None:
+    """One transaction: the runs and their rows (deleted explicitly, whether or not the database cascades)."""
+    _end_reads()
+    try:
+        for model in (RunOutput, TaskResultRow, RunHost):
+            db.session.execute(delete(model).where(model.run_id.in_(run_ids)))
+        # A run that became active since it was read (it cannot, once ended) is never deleted.
+        db.session.execute(delete(Run).where(Run.id.in_(run_ids), Run.status.not_in(RUN_ACTIVE_STATUSES)))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def _end_reads() -> None:
+    """Close the read transaction before writing: in SQLite (WAL) a transaction that read an older
+    snapshot cannot become a writer once another process has written; a fresh one waits its turn."""
+    db.session.commit()
+
+
+# --- the audit log -------------------------------------------------------------------------------------
+
+def _prune_audit(cutoff: datetime, dry_run: bool, batch: int) -> int:
+    old = AuditEntry.at < cutoff
+    if dry_run:
+        return db.session.scalar(select(func.count()).select_from(AuditEntry).where(old)) or 0
+    removed = 0
+    while True:
+        ids = list(db.session.scalars(select(AuditEntry.id).where(old).order_by(AuditEntry.id).limit(batch)))
+        if not ids:
+            return removed
+        _end_reads()
+        db.session.execute(delete(AuditEntry).where(AuditEntry.id.in_(ids)))
+        db.session.commit()
+        removed += len(ids)
+
+
+# --- files: revision exports and leftover run directories -----------------------------------------------
+
+def exports_in_use() -> set[str]:
+    """Shas whose export must stay: the desired revision and every queued or running run's."""
+    shas = set(db.session.scalars(select(Run.revision_sha).where(
+        Run.status.in_(RUN_ACTIVE_STATUSES), Run.revision_sha.is_not(None))))
+    desired = queries.desired_sha()
+    return shas | ({desired} if desired else set())
+
+
+def _prune_exports(settings, now: datetime, dry_run: bool) -> dict:
+    root = export_path(settings, "x").parent
+    keep = exports_in_use()
+    doomed = [path for path in _entries(root) if path.name not in keep and _older_than(path, now - EXPORT_GRACE)]
+    sizes = [_tree_bytes(path) for path in doomed]
+    if not dry_run:
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+    return {"exports": len(doomed), "export_bytes": sum(sizes), "export_names": sorted(p.name for p in doomed)}
+
+
+def _prune_run_dirs(settings, now: datetime, dry_run: bool) -> int:
+    """`runs/<id>` directories of runs no longer active (a run removes its own; a killed one cannot)."""
+    root = settings.data_dir / "runs"
+    active = {str(run_id) for run_id in db.session.scalars(select(Run.id).where(Run.status.in_(RUN_ACTIVE_STATUSES)))}
+    doomed = [path for path in _entries(root) if path.name not in active and _older_than(path, now - EXPORT_GRACE)]
+    if not dry_run:
+        for path in doomed:
+            shutil.rmtree(path, ignore_errors=True)
+    return len(doomed)
+
+
+def _entries(root: Path) -> list[Path]:
+    return [path for path in root.iterdir() if path.is_dir() and not path.is_symlink()] if root.is_dir() else []
+
+
+def _older_than(path: Path, moment: datetime) -> bool:
+    try:
+        return path.stat().st_mtime < moment.timestamp()
+    except OSError:  # gone already
+        return False
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
