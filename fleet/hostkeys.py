@@ -329,6 +329,7 @@ def _fetch_key(target: Target, timeout: float, pins: _Pins, identity: Path | Non
     if target.problem:
         return Probe(target.name, "invalid", target.problem)
     hops: list[paramiko.Transport] = []
+    sock = None
     try:
         sock = _open_way(target, timeout, pins, identity, hops)
         if isinstance(sock, Probe):
@@ -337,6 +338,8 @@ def _fetch_key(target: Target, timeout: float, pins: _Pins, identity: Path | Non
     finally:
         for transport in reversed(hops):
             transport.close()
+        if isinstance(sock, _ProxyCommand):
+            sock.finish()
 
 
 def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
@@ -346,6 +349,10 @@ def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
         transport.start_client(timeout=timeout)
         return transport.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as exc:
+        if isinstance(sock, _ProxyCommand):
+            return Probe(target.name, "unreachable",
+                         f"ProxyCommand `{target.proxy_command}` gave no SSH handshake of {target.address}:"
+                         f"{target.port} ({exc}{_proxy_exit(sock)}); check the command and sshd there")
         return Probe(target.name, "unreachable",
                      f"{target.address}:{target.port} accepted a connection{_via(target)} but no SSH handshake "
                      f"({exc}); check sshd there")
@@ -353,10 +360,34 @@ def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
         transport.close()
 
 
+def _proxy_exit(sock) -> str:
+    """How a ProxyCommand that already ended ended ('' for anything else)."""
+    if not isinstance(sock, _ProxyCommand) or sock.process.poll() is None:
+        return ""
+    said = sock.process.stderr.read(2000).decode(errors="replace").strip().splitlines()
+    return f"; the command exited with {sock.process.returncode}" + (f": {said[-1]}" if said else "")
+
+
+class _ProxyCommand(paramiko.ProxyCommand):
+    """paramiko's ProxyCommand, whose process is also reaped and whose close may come twice."""
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def finish(self) -> None:
+        self.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+
+
 def _via(target: Target) -> str:
-    if target.jumps:
-        return " through jump host " + ", ".join(str(h) for h in target.jumps)
-    return f" through ProxyCommand `{target.proxy_command}`" if target.proxy_command else ""
+    return " through jump host " + ", ".join(str(h) for h in target.jumps) if target.jumps else ""
 
 
 def _open_way(target: Target, timeout: float, pins: _Pins, identity: Path | None,
@@ -365,7 +396,7 @@ def _open_way(target: Target, timeout: float, pins: _Pins, identity: Path | None
     if target.proxy_command:
         command = expand_proxy_command(target.proxy_command, target)
         try:  # as OpenSSH does: the user's shell runs it
-            return paramiko.ProxyCommand(shlex.join(["/bin/sh", "-c", f"exec {command}"]))
+            return _ProxyCommand(shlex.join(["/bin/sh", "-c", f"exec {command}"]))
         except (OSError, paramiko.SSHException) as exc:
             return Probe(target.name, "unreachable", f"cannot start ProxyCommand `{command}` ({exc})")
     for hop in target.jumps:

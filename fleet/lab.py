@@ -6,10 +6,19 @@ address. Changes a playbook makes stay inside the host's overlay and vanish
 when it stops. The lab generates every host key itself and pins it in
 fleet's known_hosts, so checks run with strict host-key checking from the
 first contact.
+
+With a jump host (`fleet lab up --jump`), one more host, `bastion`, stands
+before the others: their inventory names them `<name>.lab`, a name only the
+bastion's own /etc/hosts (in its overlay) resolves, and reaches them with
+`-o ProxyJump=root@<bastion>`. All lab hosts share this machine's network,
+so the name is what proves the way: nothing but the bastion can resolve it.
+Those hosts' keys are not pinned by the lab; fleet pins them on first contact,
+through the bastion, as it would for any new host behind one.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -27,6 +36,9 @@ from fleet.errors import LabError
 from fleet import hostkeys
 
 MAX_HOSTS_PER_GROUP = 254
+JUMP_HOST = "bastion"
+JUMP_OCTET = 254  # the bastion's last address octet, in the web subnet
+BEHIND_SUFFIX = ".lab"  # hosts behind the bastion are named <name>.lab, resolved by the bastion alone
 DEFAULT_SUBNET = 10  # web hosts on 127.0.10.x, db hosts on 127.0.11.x, as in the example inventory
 READY_TIMEOUT = 15.0
 
@@ -51,6 +63,8 @@ mount -t tmpfs tmpfs "$root/run"
 mount -t tmpfs tmpfs "$root/tmp"
 hostname "$name"
 echo "$name" > "$root/etc/hostname"
+# A jump host's names for the hosts behind it; the write lands in this host's overlay only.
+if [ -f "$dir/etc_hosts" ]; then cat "$dir/etc_hosts" >> "$root/etc/hosts"; fi
 mkdir -p "$root/run/sshd" "$root/root/.ssh" "$root/etc/fleet-lab"
 install -m 600 "$dir/authorized_keys" "$root/root/.ssh/authorized_keys"
 chmod 700 "$root/root/.ssh"
@@ -79,26 +93,56 @@ class LabHost:
     address: str
 
 
-def plan_lab_hosts(count: int, subnet: int = DEFAULT_SUBNET) -> list[LabHost]:
-    """Name and address `count` hosts: half `web` (127.0.<subnet>.x), half `db` (127.0.<subnet+1>.x)."""
+def plan_lab_hosts(count: int, subnet: int = DEFAULT_SUBNET, jump: bool = False) -> list[LabHost]:
+    """Name and address `count` hosts: half `web` (127.0.<subnet>.x), half `db` (127.0.<subnet+1>.x).
+
+    With `jump`, a `bastion` host on 127.0.<subnet>.254 comes last, in front of them.
+    """
     if count < 1:
         raise LabError("the lab needs at least one host; pass --hosts 1 or more")
     web = math.ceil(count / 2)
     db = count - web
-    if web > MAX_HOSTS_PER_GROUP:
-        raise LabError(f"the lab holds at most {2 * MAX_HOSTS_PER_GROUP} hosts; pass fewer")
+    most = MAX_HOSTS_PER_GROUP - (1 if jump else 0)  # the bastion takes the web subnet's last address
+    if web > most:
+        raise LabError(f"the lab holds at most {2 * most} hosts{' with a jump host' if jump else ''}; pass fewer")
     if not 1 <= subnet <= 253:
         raise LabError(f"the lab subnet must be between 1 and 253, got {subnet}")
     hosts = [LabHost(f"web{i}", "web", f"127.0.{subnet}.{i}") for i in range(1, web + 1)]
     hosts += [LabHost(f"db{i}", "db", f"127.0.{subnet + 1}.{i}") for i in range(1, db + 1)]
+    if jump:
+        hosts.append(LabHost(JUMP_HOST, JUMP_HOST, f"127.0.{subnet}.{JUMP_OCTET}"))
     return hosts
 
 
+def jump_host_of(hosts: list[LabHost]) -> LabHost | None:
+    return next((h for h in hosts if h.group == JUMP_HOST), None)
+
+
+def behind_name(host: LabHost) -> str:
+    """The name a host behind the bastion has: only the bastion resolves it."""
+    return f"{host.name}{BEHIND_SUFFIX}"
+
+
+def jump_etc_hosts(hosts: list[LabHost]) -> str:
+    """Lines the bastion adds to its /etc/hosts: each host behind it under its `.lab` name."""
+    return "".join(f"{h.address}\t{behind_name(h)}\n" for h in hosts if h.group != JUMP_HOST)
+
+
 def lab_inventory(hosts: list[LabHost]) -> dict:
-    """A YAML-inventory dict for the lab hosts, grouped like the example source."""
+    """A YAML-inventory dict for the lab hosts, grouped like the example source.
+
+    With a bastion among them, the others are reached by their `.lab` name through
+    it; the bastion itself is the way in, not a host the playbook manages.
+    """
+    jump = jump_host_of(hosts)
     groups: dict[str, dict] = {}
     for host in hosts:
-        groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = {"ansible_host": host.address}
+        if host is jump:
+            continue
+        reach = {"ansible_host": host.address}
+        if jump is not None:
+            reach = {"ansible_host": behind_name(host), "ansible_ssh_common_args": f"-o ProxyJump=root@{jump.address}"}
+        groups.setdefault(host.group, {"hosts": {}})["hosts"][host.name] = reach
     # The lab hosts share this machine's /usr/bin/python3; discovery could pick a pyenv shim instead.
     lab_vars = {"ansible_user": "root", "ansible_python_interpreter": "/usr/bin/python3"}
     return {"all": {"vars": lab_vars, "children": groups}}
@@ -116,22 +160,58 @@ def ensure_lab_supported() -> None:
 
 
 def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: Path,
-              subnet: int = DEFAULT_SUBNET) -> list[LabHost]:
-    """Start `count` fresh hosts (stopping any running ones) and write lab_dir/hosts.yml."""
+              subnet: int = DEFAULT_SUBNET, jump: bool = False) -> list[LabHost]:
+    """Start `count` fresh hosts (stopping any running ones; with `jump`, and a bastion before them)
+    and write lab_dir/hosts.yml."""
     ensure_lab_supported()
-    hosts = plan_lab_hosts(count, subnet)
+    hosts = plan_lab_hosts(count, subnet, jump)
     stop_lab(lab_dir)
     lab_dir.mkdir(parents=True, exist_ok=True)
     init = lab_dir / "init.sh"
     init.write_text(INIT_SCRIPT)
     init.chmod(0o700)  # run by root alone; the lab directory is fleet's, private like all its data
+    bastion = jump_host_of(hosts)
     for host in hosts:
         _prepare_host_dir(lab_dir / "hosts" / host.name, client_public_key)
-        _pin_host_key(known_hosts, host, lab_dir / "hosts" / host.name)
+        if host is bastion:
+            (lab_dir / "hosts" / host.name / "etc_hosts").write_text(jump_etc_hosts(hosts))
+        if bastion is None or host is bastion:  # fleet pins the hosts behind it, through it
+            _pin_host_key(known_hosts, host, lab_dir / "hosts" / host.name)
         _spawn_host(init, host, lab_dir / "hosts" / host.name)
     _wait_until_listening(hosts, lab_dir)
     (lab_dir / "hosts.yml").write_text(yaml.safe_dump(lab_inventory(hosts), sort_keys=False))
+    (lab_dir / "lab.json").write_text(json.dumps([h.__dict__ for h in hosts]))
     return hosts
+
+
+def restart_host(lab_dir: Path, name: str, new_key: bool = False) -> LabHost:
+    """Start a stopped lab host again (stopping it first if it runs); with `new_key`, under a new host key.
+
+    Tests use it to bring a jump host back, or to make its key change: the new
+    key is not pinned, as a reinstalled or impersonated host's would not be.
+    """
+    host = _planned_host(lab_dir, name)
+    host_dir = lab_dir / "hosts" / name
+    if _read_pid(host_dir / "pid") and name in running_hosts(lab_dir):
+        stop_host(lab_dir, name)
+    if new_key:
+        for old in host_dir.glob("ssh_host_ed25519_key*"):
+            old.unlink()
+        _generate_host_key(host_dir)
+    _spawn_host(lab_dir / "init.sh", host, host_dir)
+    _wait_until_listening([host], lab_dir)
+    return host
+
+
+def _planned_host(lab_dir: Path, name: str) -> LabHost:
+    try:
+        planned = [LabHost(**fields) for fields in json.loads((lab_dir / "lab.json").read_text())]
+    except (OSError, ValueError, TypeError) as exc:
+        raise LabError(f"no lab was started under {lab_dir} ({exc}); start one with `fleet lab up`") from exc
+    for host in planned:
+        if host.name == name:
+            return host
+    raise LabError(f"the lab has no host {name}; it has {', '.join(h.name for h in planned)}")
 
 
 def stop_lab(lab_dir: Path) -> int:
@@ -171,6 +251,10 @@ def _prepare_host_dir(host_dir: Path, client_public_key: Path) -> None:
         shutil.rmtree(host_dir)
     host_dir.mkdir(parents=True)
     shutil.copyfile(client_public_key, host_dir / "authorized_keys")
+    _generate_host_key(host_dir)
+
+
+def _generate_host_key(host_dir: Path) -> None:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host_dir.name,
          "-f", str(host_dir / "ssh_host_ed25519_key")],

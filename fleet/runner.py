@@ -123,6 +123,9 @@ class InventoryHost:
     address: str
     port: int
     groups: tuple[str, ...]
+    user: str = ""  # ansible_user
+    # ansible_ssh_args, ansible_ssh_common_args, ansible_ssh_extra_args: where a ProxyJump is named
+    ssh_args: tuple[str, ...] = ()
 
 
 class Runner(Protocol):
@@ -177,7 +180,9 @@ def ansible_env(known_hosts: Path, control_path_dir: Path, ssh_persist: int = DE
         f"-C -o ControlMaster=auto -o ControlPersist={ssh_persist}s "
         + (f"-o ControlPath={shared_path} " if shared_path else "")
         + f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
-        "-o ConnectTimeout=10 -o ServerAliveInterval=15"
+        "-o ConnectTimeout=10 -o ServerAliveInterval=15 "
+        # A ProxyJump hop is a second ssh that inherits -F but no -o: the file carries the pins to it.
+        f"-F {hostkeys.ssh_config_path(known_hosts)}"
     )
     return {
         "PATH": f"{ansible_bin_dir()}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -237,6 +242,7 @@ class AnsibleRunner:
     control_path_dir: Path
     vault_password_file: str | None = None
     connect_timeout: float = 5
+    identity: Path | None = None  # fleet's key, offered to jump hosts by the probe
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AnsibleRunner:
@@ -244,7 +250,7 @@ class AnsibleRunner:
         if settings.vault_password_file:
             filemodes.check_vault_password_file(settings.vault_password_file)
         return cls(settings.known_hosts_path, settings.control_path_dir, settings.vault_password_file,
-                   settings.connect_timeout)
+                   settings.connect_timeout, settings.identity_path)
 
     def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
         command = [str(ansible_bin_dir() / "ansible-inventory"), "-i", str(tree / inventory), "--list"]
@@ -267,8 +273,9 @@ class AnsibleRunner:
         return ""
 
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, hostkeys.Probe]:
-        targets = [hostkeys.Target(h.name, h.address, h.port) for h in hosts]
-        return hostkeys.probe_hosts(targets, self.known_hosts, self.connect_timeout)
+        """Probe each host the way Ansible's ssh reaches it: directly, through its ProxyJump hops or ProxyCommand."""
+        targets = [probe_target(h) for h in hosts]
+        return hostkeys.probe_hosts(targets, self.known_hosts, self.connect_timeout, self.identity)
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
@@ -301,9 +308,63 @@ def hosts_from_listing(listing: dict) -> list[InventoryHost]:
             address=str(hostvars.get(name, {}).get("ansible_host", name)),
             port=int(hostvars.get(name, {}).get("ansible_port", 22)),
             groups=tuple(sorted(groups.get(name, set()) - {"all", "ungrouped"})),
+            user=str(hostvars.get(name, {}).get("ansible_user", "")),
+            ssh_args=ssh_args_of(hostvars.get(name, {})),
         )
         for name in names
     ]
+
+
+SSH_ARG_VARS = ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args")  # Ansible's order
+
+
+def ssh_args_of(hostvars: dict) -> tuple[str, ...]:
+    """A host's ssh argument variables, in Ansible's order, with inventory templates evaluated; () when none."""
+    values = tuple(str(hostvars.get(var) or "") for var in SSH_ARG_VARS)
+    if not any(values):
+        return ()
+    return tuple(_template(value, hostvars) for value in values)
+
+
+def _template(value: str, hostvars: dict) -> str:
+    """`value` with Jinja evaluated against the host's inventory vars; unchanged when that cannot be done.
+
+    The inventory is the source's own, trusted as Ansible trusts it; facts and
+    extra vars are not known before a run, so a template using them stays as it is
+    (probe_target then names it).
+    """
+    if "{{" not in value:
+        return value
+    from ansible.errors import AnsibleError
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar
+
+    try:
+        from ansible.template import trust_as_template
+    except ImportError:  # before ansible-core 2.19 every string was a template
+        def trust_as_template(text):
+            return text
+
+    trusted = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in hostvars.items()}
+    try:
+        return str(Templar(loader=DataLoader(), variables=trusted).template(trust_as_template(value)))
+    except AnsibleError:
+        return value
+
+
+def probe_target(host: InventoryHost) -> hostkeys.Target:
+    """Where the pre-flight probe finds one host and through what: its ProxyJump hops or ProxyCommand."""
+    unresolved = next((arg for arg in host.ssh_args if "{{" in arg), None)
+    if unresolved is not None:
+        return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
+            f"the ssh arguments of {host.name} hold a template fleet cannot evaluate from the inventory "
+            f"({unresolved!r}); define its variables in the inventory (group_vars, host_vars) or write them out"))
+    try:
+        jumps, command = hostkeys.route_from_ssh_args(*host.ssh_args)
+    except hostkeys.ProxySpecError as exc:
+        return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
+            f"{exc}; fix ansible_ssh_common_args (or _extra_args) of {host.name} in the inventory"))
+    return hostkeys.Target(host.name, host.address, host.port, jumps, command, host.user)
 
 
 def _group_hosts(listing: dict, group: str, seen: set[str] | None = None) -> set[str]:
@@ -401,6 +462,7 @@ def _prepare_directories(spec: JobSpec) -> None:
     spec.control_path_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if spec.identity:
         hostkeys.ensure_identity(spec.identity)
+    hostkeys.write_ssh_config(spec.known_hosts, spec.identity)  # named by -F in ansible_env
     if control_path(spec.control_path_dir) is None:
         log.warning("the data directory's path is too long for SSH control sockets named by connection; "
                     "Mitogen will open new connections each run (use a data directory of at most 46 characters)")

@@ -3,7 +3,7 @@
 import pytest
 
 from fleet.errors import LabError
-from fleet.lab import MAX_HOSTS_PER_GROUP, LabHost, lab_inventory, plan_lab_hosts
+from fleet.lab import MAX_HOSTS_PER_GROUP, LabHost, jump_etc_hosts, lab_inventory, plan_lab_hosts, restart_host
 
 PLAN_CASES = {
     "one host is one web host": (1, [("web1", "web", "127.0.10.1")]),
@@ -67,3 +67,34 @@ def test_lab_inventory():
 
 def test_lab_inventory_of_one_host_has_no_db_group():
     assert list(lab_inventory(plan_lab_hosts(1))["all"]["children"]) == ["web"]
+
+
+# --- a jump host before the others ------------------------------------------------------------
+
+def test_a_jump_lab_puts_the_bastion_last_on_the_web_subnets_last_address():
+    hosts = plan_lab_hosts(2, subnet=28, jump=True)
+    assert hosts == [LabHost("web1", "web", "127.0.28.1"), LabHost("db1", "db", "127.0.29.1"),
+                     LabHost("bastion", "bastion", "127.0.28.254")]
+
+
+def test_a_jump_lab_leaves_the_bastions_address_to_it():
+    with pytest.raises(LabError, match="at most 506 hosts with a jump host"):
+        plan_lab_hosts(2 * MAX_HOSTS_PER_GROUP, jump=True)
+    hosts = plan_lab_hosts(2 * (MAX_HOSTS_PER_GROUP - 1), jump=True)
+    assert len({h.address for h in hosts}) == len(hosts)
+
+
+def test_hosts_behind_the_bastion_are_named_so_only_it_resolves_them():
+    hosts = plan_lab_hosts(2, subnet=28, jump=True)
+    assert jump_etc_hosts(hosts) == "127.0.28.1\tweb1.lab\n127.0.29.1\tdb1.lab\n"
+    assert lab_inventory(hosts)["all"]["children"] == {
+        "web": {"hosts": {"web1": {"ansible_host": "web1.lab",
+                                   "ansible_ssh_common_args": "-o ProxyJump=root@127.0.28.254"}}},
+        "db": {"hosts": {"db1": {"ansible_host": "db1.lab",
+                                 "ansible_ssh_common_args": "-o ProxyJump=root@127.0.28.254"}}},
+    }
+
+
+def test_restarting_a_host_of_no_lab_says_how_to_start_one(tmp_path):
+    with pytest.raises(LabError, match="fleet lab up"):
+        restart_host(tmp_path / "lab", "bastion")

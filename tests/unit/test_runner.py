@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import runner
+from fleet import hostkeys, runner
 from fleet.errors import ConfigError, SourceError
 from fleet.fake_runner import FakeRunner, hosts_of, load_events
 from fleet.runner import InventoryHost, JobSpec, clean_ansible_error, hosts_from_listing
@@ -282,3 +282,46 @@ def test_the_fake_and_the_real_runner_offer_the_same_interface():
     for name in ("list_inventory", "syntax_problem", "probe_hosts", "run_job"):
         real, fake = getattr(runner.AnsibleRunner, name), getattr(FakeRunner, name)
         assert inspect.signature(real).parameters.keys() == inspect.signature(fake).parameters.keys(), name
+
+
+# --- hosts behind a bastion: what the probe is told ----------------------------------------------
+
+def test_a_listing_keeps_the_ssh_arguments_that_name_a_jump_host():
+    listing = {"_meta": {"hostvars": {"web1": {
+        "ansible_host": "web1.lab", "ansible_user": "ops", "ansible_ssh_common_args": "-o ProxyJump=root@10.0.0.9",
+        "ansible_ssh_extra_args": "-C"}}}, "web": {"hosts": ["web1"]}}
+    (host,) = hosts_from_listing(listing)
+    assert (host.user, host.ssh_args) == ("ops", ("", "-o ProxyJump=root@10.0.0.9", "-C"))
+    target = runner.probe_target(host)
+    assert (target.address, target.jumps, target.user) == ("web1.lab", (hostkeys.Hop("10.0.0.9", 22, "root"),), "ops")
+
+
+def test_inventory_templates_in_the_ssh_arguments_are_evaluated():
+    hostvars = {"bastion": "ops@10.0.0.9:2222", "jump_spec": "{{ bastion }}",
+                "ansible_ssh_common_args": "-o ProxyJump={{ jump_spec }}"}
+    assert runner.ssh_args_of(hostvars) == ("", "-o ProxyJump=ops@10.0.0.9:2222", "")
+
+
+def test_a_template_the_inventory_cannot_fill_makes_the_host_invalid_not_a_guess():
+    hostvars = {"ansible_ssh_common_args": "-o ProxyJump={{ hostvars['b']['ip'] }}"}
+    host = InventoryHost("web1", "web1.lab", 22, (), ssh_args=runner.ssh_args_of(hostvars))
+    target = runner.probe_target(host)
+    assert "template fleet cannot evaluate" in target.problem and target.jumps == ()
+
+
+def test_an_unreadable_jump_makes_the_host_invalid_with_what_to_fix():
+    target = runner.probe_target(InventoryHost("web1", "w", 22, (), ssh_args=("", "-J b:ssh", "")))
+    assert "invalid port 'ssh'" in target.problem and "ansible_ssh_common_args" in target.problem
+
+
+def test_ansible_ssh_reads_fleets_ssh_config_so_proxyjump_hops_check_fleets_pins():
+    args = runner.ansible_env(Path("/var/lib/fleet/ssh/known_hosts"), Path("/var/lib/fleet/cp"))["ANSIBLE_SSH_ARGS"]
+    assert args.endswith("-F /var/lib/fleet/ssh/ssh_config")
+
+
+def test_a_run_writes_the_ssh_config_its_arguments_name(tmp_path):
+    job = spec(tmp_path, known_hosts=tmp_path / "ssh" / "known_hosts", identity=tmp_path / "ssh" / "id_ed25519")
+    runner._prepare_directories(job)
+    config = (tmp_path / "ssh" / "ssh_config").read_text()
+    assert f"UserKnownHostsFile {tmp_path / 'ssh' / 'known_hosts'}" in config
+    assert f"IdentityFile {tmp_path / 'ssh' / 'id_ed25519'}" in config
