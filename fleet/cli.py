@@ -250,6 +250,7 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
     """Run history, newest first."""
     settings = _settings(ctx)
     with _store(settings):
+        jobs.close_lapsed_runs(settings)  # so a run whose process was killed shows `interrupted`, not `running`
         page = queries.runs_page(kind=kind, status=status_filter, host=host, before=before, size=count)
         if as_json:
             click.echo(json.dumps({"runs": [shapes.run_summary_json(r) for r in page], "next": page.cursor()},
@@ -416,20 +417,48 @@ def request(ctx, kind, limit, as_json):
             click.echo(f"run {run.id} {'already queued; joined it' if joined else 'queued'}")
 
 
+CANCEL_WAIT_SECONDS = 60
+
+
 @main.command()
 @click.argument("run_id", type=int)
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help=f"wait (up to {CANCEL_WAIT_SECONDS}s) until the run has stopped")
 @click.pass_context
 @_guard
-def cancel(ctx, run_id):
-    """Stop a queued or running run; partial results are kept."""
+def cancel(ctx, run_id, wait):
+    """Stop a queued or running run, whoever runs it (the controller or a `fleet check`); partial results are kept."""
     settings = _settings(ctx)
     with _store(settings):
+        jobs.close_lapsed_runs(settings)  # a run whose process died is closed now, not canceled
         run = queries.get_run(run_id)
         if not is_active(run.status):
             raise FleetError(f"run {run_id} is {run.status}; only queued or running runs can be canceled")
         records.request_cancel(run_id, f"canceled by {_who()}")
         _audit("run.cancel", f"run {run_id}", f"{run.kind}, was {run.status}")  # issue 11 point 14
-        click.echo(f"run {run_id}: cancel requested")
+        click.echo(_cancel_outcome(run_id, _wait_for_end(settings, run_id) if wait else None))
+
+
+def _wait_for_end(settings: Settings, run_id: int):
+    """The run once it has stopped (the process running it polls the cancel flag every second); None if it
+    has not within CANCEL_WAIT_SECONDS."""
+    import time
+
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        records.discard_pending()  # end the last read, so this one sees the run as it is now
+        jobs.close_lapsed_runs(settings)  # its process may die meanwhile
+        run = queries.get_run(run_id)
+        if not is_active(run.status):
+            return run
+        time.sleep(0.5)
+    return None
+
+
+def _cancel_outcome(run_id: int, ended) -> str:
+    if ended is None:
+        return f"run {run_id}: cancel requested; `fleet runs` shows when it has stopped"
+    return f"run {run_id}: {ended.status}" + (f" ({ended.error})" if ended.error else "")
 
 
 @main.command()

@@ -17,7 +17,12 @@ anything else.
 Runs are executed one after another, so the controller never holds two
 runs on one host; host locks in the store keep the CLI from colliding
 with it. State that must survive a restart lives in the store, and a
-restart turns runs a dead process left `running` into `interrupted`.
+run whose process died (its lease lapsed) becomes `interrupted`.
+
+Several controllers may share one store: one leads (the leader lock in the
+store, renewed with the heartbeat every tick and during long runs), the
+others wait, serving their web UI, and take over once the leader's lock
+lapses.
 """
 
 from __future__ import annotations
@@ -28,75 +33,116 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
+from typing import Callable
 
 import git
 
-from fleet import jobs, plan, policy, processes, source
+from fleet import jobs, plan, policy, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
-from fleet.store import queries, records, retention
+from fleet.store import leases, queries, records, retention
 from fleet.vocabulary import ApprovalKind, RunKind, RunStatus, Trigger, utcnow
 
 log = logging.getLogger("fleet.controller")
 
-CANCEL_POLL_SECONDS = 1.0
 IDLE_SLEEP_SECONDS = 1.0
 PRUNE_EVERY = timedelta(days=1)
 PRUNE_RETRY = timedelta(hours=1)
+HEARTBEAT_SECONDS = 2.0  # during a long run, the leader lock and heartbeat are renewed this often
 # A tick waits this long for a fetch it started (most end sooner); a slower one is collected by a later tick.
 FETCH_WAIT_SECONDS = 2.0
-INTERRUPTED = ("the fleet process (pid {pid}) stopped while this run was running; "
-               "results recorded so far are kept and nothing was resumed; request the run again if needed")
+
+
+@dataclass
+class ControllerStatus:
+    """What this process's controller is doing, as healthz reports it (read from the web's threads)."""
+
+    standby: bool = False  # another controller leads; this one waits
+    leader: leases.Leader | None = None
 
 
 class Controller:
     """The loop: sync source -> plan -> execute, once per tick, until asked to stop."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None, runner: Runner | None = None):
+    def __init__(self, settings: Settings, stop: threading.Event | None = None, runner: Runner | None = None,
+                 holder: leases.Holder | None = None):
         self.settings = settings
         self.stop = stop or threading.Event()
+        self.holder = holder or leases.this_process()  # who this controller leads as
+        self.status = ControllerStatus()
+        self.leading = False
+        self._next_heartbeat = 0.0
         # One runner for the controller's life: jobs caches inventory listings per runner.
-        self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings))
+        self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings), self.keep_leading,
+                                      self.holder)
         self._fetching: _Fetching | None = None  # a fetch still running in its thread
         self._source_problem = ""  # the source problem logged last, so it is logged once
 
     def recover(self) -> None:
-        """Close what a killed controller left behind; resume nothing."""
-        for run in records.close_orphaned_runs(_pid_alive, INTERRUPTED):
-            _stop_orphaned_ansible(run.ansible_pid)
-            log.warning("run %s was left running by a stopped process; marked interrupted", run.id)
+        """Close what a dead controller left behind (runs whose lease lapsed, converges it queued); resume nothing."""
+        jobs.close_lapsed_runs(self.settings)
         for run in records.interrupt_queued_converges(
                 "the controller restarted before this converge started; request it again if still wanted"):
             log.warning("queued converge %s not started after a restart; marked interrupted", run.id)
         records.write_controller_pid(os.getpid())
 
     def run_forever(self) -> None:
-        self.recover()
         log.info("controller started: source %s, poll every %ss", self.settings.repo, self.settings.poll_interval)
-        while not self.stop.is_set():
-            try:
-                worked = self.tick(utcnow())
-            except Exception:  # one bad step must not stop the controller; the next tick retries
-                log.exception("controller step failed")
-                records.discard_pending()
-                worked = False
-            if not worked:
-                self.stop.wait(IDLE_SLEEP_SECONDS)
+        try:
+            while not self.stop.is_set():
+                try:
+                    worked = self.tick(utcnow())
+                except Exception:  # one bad step must not stop the controller; the next tick retries
+                    log.exception("controller step failed")
+                    records.discard_pending()
+                    worked = False
+                if not worked:
+                    self.stop.wait(IDLE_SLEEP_SECONDS)
+        finally:
+            if self.leading:
+                leases.release_leadership(self.holder)  # the controller waiting takes over at once
         log.info("controller stopped")
 
     def tick(self, now: datetime) -> bool:
         """One pass of the loop at ``now``; True when it did something worth looping again at once for.
 
-        The heartbeat comes first, so it is written on every path; an error in
-        a step propagates and skips the steps after it.
+        Leading comes first: it renews the leader lock and writes the heartbeat,
+        so both are written on every path; a controller that does not lead does
+        nothing else. An error in a step propagates and skips the steps after it.
         """
-        records.write_heartbeat(now)
+        if not self.lead():
+            return False
+        jobs.close_lapsed_runs(self.settings)
         self.sync_source(now)
         self.prune_if_due(now)
         return self.execute(self.plan_next(now), now)
+
+    def lead(self) -> bool:
+        """Take or renew the leader lock (and heartbeat); on taking it, recover what a dead leader left."""
+        leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
+        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        was_leading, was_standby = self.leading, self.status.standby
+        self.leading = leadership.held
+        self.status.standby, self.status.leader = not leadership.held, leadership.leader
+        if leadership.held and not was_leading:
+            log.info("leading the controllers of this store (pid %s on %s)", self.holder.pid, self.holder.host)
+            self.recover()
+        elif not leadership.held and not was_standby:
+            leader = leadership.leader
+            log.info("another controller (pid %s on %s) is leading; waiting",
+                     leader.pid if leader else "?", leader.host if leader else "?")
+        return self.leading
+
+    def keep_leading(self) -> bool:
+        """During a run: renew the leader lock and heartbeat every few seconds; False once it was lost."""
+        if time.monotonic() >= self._next_heartbeat:
+            leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
+            self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+            self.leading = leadership.held
+        return self.leading
 
     # When the store is pruned next (retention: in fleet.yml): at start, then once a day.
     next_prune_at: datetime | None = None
@@ -216,11 +262,13 @@ class ActionExecutor:
     Each method returns the follow-up actions the plan gives for its outcome.
     """
 
-    def __init__(self, settings: Settings, stop: threading.Event, runner: Runner):
+    def __init__(self, settings: Settings, stop: threading.Event, runner: Runner,
+                 keep_leading: Callable[[], bool] = lambda: True, holder: leases.Holder | None = None):
         self.settings = settings
         self.stop = stop
         self.runner = runner  # the Ansible boundary every job goes through
-        self._cancel_checked = 0.0
+        self.keep_leading = keep_leading  # polled during runs: renews the leader lock and the heartbeat
+        self.holder = holder or leases.this_process()  # holds the lease of every run it performs
         self._ancestry: dict[tuple[str, str], bool] = {}  # (older, newer) -> newer descends from older
 
     def perform(self, action: plan.Action, now: datetime) -> list[plan.Action]:
@@ -296,10 +344,11 @@ class ActionExecutor:
         """Run one queued run (its view) to its end; None when it could not start (it is closed as failed)."""
         try:
             desired = jobs.desired_state(self.settings, runner=self.runner)
-            run = records.start_queued_run(run, desired.revision.sha, os.getpid())
+            run = records.start_queued_run(run, desired.revision.sha, os.getpid(), self.settings.lease_seconds)
             targets = jobs.resolve_targets(self.settings, desired, run.limit or None, runner=self.runner)
             report = jobs.perform_run(self.settings, run, desired, targets,
-                                      should_cancel=lambda: self._should_cancel(run.id), runner=self.runner)
+                                      should_cancel=lambda: self._should_cancel(run.id), runner=self.runner,
+                                      holder=self.holder)
         except FleetError as exc:
             records.fail_run(run.id, str(exc))
             log.warning("run %s failed: %s", run.id, exc)
@@ -337,14 +386,15 @@ class ActionExecutor:
         return self.run_queued(run)
 
     def _should_cancel(self, run_id: int) -> bool:
+        """Polled during a run (jobs polls the store's cancel flag itself): stop on SIGTERM or lost leadership."""
         if self.stop.is_set():
             records.note_cancel(run_id, "fleet is stopping (SIGTERM); the run was stopped, partial results kept")
             return True
-        now = time.monotonic()
-        if now - self._cancel_checked < CANCEL_POLL_SECONDS:
-            return False
-        self._cancel_checked = now
-        return records.cancel_requested(run_id)
+        if not self.keep_leading():
+            records.note_cancel(run_id, "another controller took the lead while this one ran the run "
+                                        "(its leader lock lapsed); the run was stopped, partial results kept")
+            return True
+        return False
 
 
 _HANDLERS = {
@@ -442,32 +492,3 @@ def observe_queue() -> list[plan.QueuedRun]:
 def observe_approvals() -> list[plan.ApprovedDrift]:
     return [plan.ApprovedDrift(a.id, a.host, a.drift_signature, a.revision_sha, a.kind)
             for a in queries.approved_waiting()]
-
-
-# --- recovery after a crash ------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    """Is another process with this pid running? (Our own pid at start-up is a dead predecessor's.)"""
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _stop_orphaned_ansible(pid: int | None) -> None:
-    """Kill the process group of an ansible-playbook whose controller died (it would go on changing hosts)."""
-    if not pid:
-        return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
-    if b"ansible" in cmdline:
-        processes.kill_tree(pid)
-        log.warning("stopped orphaned ansible-playbook (pid %s) and its processes", pid)

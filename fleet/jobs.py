@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import shutil
 import time
@@ -24,12 +25,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from fleet import policy, source
+from sqlalchemy.exc import SQLAlchemyError
+
+from fleet import policy, processes, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
-from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError
+from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError, StoreError
 from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
 from fleet.settings import Settings
-from fleet.store import queries, records
+from fleet.store import leases, queries, records
 from fleet.store.views import RunView, view_of
 from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware, utcnow
 
@@ -72,6 +75,7 @@ class Validation:
 
 
 ProgressFn = Callable[[DriftTracker, dict], None]
+log = logging.getLogger("fleet.jobs")
 
 
 def default_runner(settings: Settings) -> Runner:
@@ -252,7 +256,8 @@ def execute_run(
     runner = runner or default_runner(settings)
     desired = sync_source(settings, runner)
     targets = resolve_targets(settings, desired, limit, runner)
-    run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid())
+    run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid(),
+                             lease_seconds=settings.lease_seconds)
     return perform_run(settings, run, desired, targets, progress=progress, should_cancel=should_cancel,
                        runner=runner)
 
@@ -277,31 +282,48 @@ def perform_run(
     progress: ProgressFn | None = None,
     should_cancel: Callable[[], bool] | None = None,
     runner: Runner | None = None,
+    holder: leases.Holder | None = None,
 ) -> RunReport:
     """Execute an existing run (its view) on `targets` and close it, whatever happens.
 
-    Each target host is locked for the run's duration; a host another run
-    holds fails this run with HostBusy before anything starts. On a crash
-    the run is closed `failed` with the reason and the error is raised again.
+    This process (or `holder`, a controller within it) holds the run's lease and renews it while Ansible runs; the
+    store's cancel flag is polled too, so a cancel stops any run, whoever
+    started it. Each target host is locked for the run's duration; a host
+    another run holds fails this run with HostBusy before anything starts. On
+    a crash the run is closed `failed` with the reason and the error is raised
+    again. If the store refuses a write, Ansible is stopped, the run is closed
+    `failed` without verdicts (every host keeps its status) and StoreError is raised.
     """
-    execution = _Execution(settings, run, progress, should_cancel, runner or default_runner(settings))
+    close_lapsed_runs(settings)  # a killed process's locks must not block this run
+    execution = _Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
+                           holder or leases.this_process())
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
         error = "; ".join(f"{host} is busy with run {holder}" for host, holder in busy)
         execution.finish(RunStatus.FAILED, error)
         raise HostBusy(f"{error}; wait for it to finish or narrow --limit")
     try:
-        status = execution.run(desired, targets)
+        status = _execute(execution, desired, targets)
+        summary = execution.finish(status, _stop_reason(settings, run.id, status))
+    finally:
+        execution.release_locks()
+    execution.raise_if_unrecorded()
+    return RunReport(run=summary, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
+
+
+def _execute(execution: _Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
+    """Run Ansible; a crash closes the run (and is raised again), a refused store write fails it."""
+    try:
+        return execution.run(desired, targets)
     except KeyboardInterrupt:
         execution.finish(RunStatus.CANCELED, "canceled from the terminal")  # the runner stopped Ansible already
         raise
+    except SQLAlchemyError as exc:  # a write outside the event stream (strategy, host keys) was refused
+        execution.store_refused(exc)
+        return RunStatus.FAILED
     except BaseException as exc:
         execution.finish(RunStatus.FAILED, f"fleet could not finish the run: {exc}")
         raise
-    finally:
-        records.release_host_locks(run.id)
-    summary = execution.finish(status, _stop_reason(settings, run.id, status))
-    return RunReport(run=summary, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
 
 
 def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
@@ -313,11 +335,16 @@ def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
     return ""
 
 
+# How long to wait before each try at closing a run the store refused to record (then the lease takes over).
+CLOSE_RETRY_DELAYS = (0, 1, 2, 4)
+CANCEL_POLL_SECONDS = 1.0
+
+
 class _Execution:
     """The state of one run while Ansible streams its events."""
 
     def __init__(self, settings: Settings, run: RunView, progress: ProgressFn | None,
-                 should_cancel: Callable[[], bool] | None, runner: Runner):
+                 should_cancel: Callable[[], bool] | None, runner: Runner, holder: leases.Holder):
         self.settings = settings
         self.runner = runner
         self.should_cancel = should_cancel or (lambda: False)
@@ -333,23 +360,68 @@ class _Execution:
         self.strategy: Strategy | None = None
         self.deadline = float("inf")
         self.timed_out = False
+        self.holder = holder
+        self.lease_lost = not leases.claim_run(run.id, self.holder, settings.lease_seconds)
+        self.next_renewal = time.monotonic() + settings.lease_seconds / 3
+        self.next_cancel_poll = 0.0
+        self.store_error = ""  # why the store refused a write; nothing more is recorded once set
 
     def run(self, desired: DesiredState, targets: list[InventoryHost]) -> str:
         self.tracker = DriftTracker(self.kind == RunKind.CHECK, check_context(self.settings, desired, targets))
         self.strategy = choose_strategy(self.settings.strategy)
         records.note_strategy(self.run_id, self.strategy.name)
         usable = self._preflight(targets)
-        if not usable:
+        if not usable or self._halted():
             return RunStatus.FAILED
         self.deadline = time.monotonic() + self.settings.run_timeout
         outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
         status = RunStatus.TIMEOUT if self.timed_out else outcome.status
-        return _run_status(status, self.tracker.verdicts())
+        return RunStatus.FAILED if self._halted() else _run_status(status, self.tracker.verdicts())
 
     def _stop_requested(self) -> bool:
-        """Polled by the runner between events: stop on cancel or once the run timeout has passed."""
+        """Polled by the runner, events or not: renew the lease; stop on cancel, timeout, a refused write."""
         self.timed_out = self.timed_out or time.monotonic() > self.deadline
-        return self.timed_out or self.should_cancel()
+        self._renew_lease()
+        return self.timed_out or self._halted() or self.should_cancel() or self._cancel_flag()
+
+    def _halted(self) -> bool:
+        """The run cannot go on: the store refused a write, or another process closed it (lease lost)."""
+        return bool(self.store_error) or self.lease_lost
+
+    def _renew_lease(self) -> None:
+        if self._halted() or time.monotonic() < self.next_renewal:
+            return
+        self.next_renewal = time.monotonic() + self.settings.lease_seconds / 3
+        try:
+            self.lease_lost = not leases.renew_run(self.run_id, self.holder, self.settings.lease_seconds)
+        except SQLAlchemyError as exc:
+            self.store_refused(exc)
+        if self.lease_lost:
+            log.error("run %s was closed by another process while this one ran it (its lease lapsed); "
+                      "stopping Ansible", self.run_id)
+
+    def _cancel_flag(self) -> bool:
+        """The store's cancel flag (`fleet cancel`, the API, the UI), read at most once a second."""
+        if time.monotonic() < self.next_cancel_poll:
+            return False
+        self.next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        try:
+            return records.cancel_requested(self.run_id)
+        except SQLAlchemyError as exc:
+            self.store_refused(exc)
+            return True
+
+    def store_refused(self, exc: SQLAlchemyError) -> None:
+        """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
+        if not self.store_error:
+            self.store_error = (f"the store refused a write: {_store_message(exc)}; "
+                                "results recorded before it are kept")
+            log.error("run %s: %s; stopping Ansible", self.run_id, self.store_error)
+        self.recorder.discard()
+        try:
+            records.discard_pending()
+        except SQLAlchemyError:
+            pass  # the retries of _close_refused start from a fresh transaction anyway
 
     def _preflight(self, targets: list[InventoryHost]) -> list[str]:
         """Names of the targets worth starting Ansible for; the others get their verdict now."""
@@ -384,27 +456,139 @@ class _Execution:
         )
 
     def _on_event(self, event: dict) -> None:
+        if self._halted():
+            return  # Ansible is being stopped; what it still says is not recorded
         self.events_seen += 1
+        try:
+            self._record(event)
+        except SQLAlchemyError as exc:
+            self.store_refused(exc)
+            return
+        if self.progress:
+            self.progress(self.tracker, event)
+
+    def _record(self, event: dict) -> None:
         if self.ansible_pid is None and event.get("pid"):
-            # Kept so a controller restarted after a crash can stop an orphaned ansible-playbook.
+            # Kept so whoever finds this run's lease lapsed can stop an orphaned ansible-playbook.
             self.ansible_pid = int(event["pid"])
             records.note_ansible_pid(self.run_id, self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
         for result in self.tracker.add_all(event):
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
-        if self.progress:
-            self.progress(self.tracker, event)
 
     def finish(self, status: str, error: str) -> RunView:
-        """Flush what was recorded, write each host's verdict, close the run row."""
+        """Flush what was recorded, write each host's verdict, close the run row.
+
+        If the store refuses any of it, the run is closed `failed` without verdicts instead.
+        """
+        shutil.rmtree(self.private_dir, ignore_errors=True)
+        if self.lease_lost:
+            return queries.get_run(self.run_id)  # closed by whoever found the lease lapsed; not ours to write
+        if not self.store_error:
+            try:
+                return self._record_end(status, error)
+            except SQLAlchemyError as exc:
+                self.store_refused(exc)
+        return self._close_refused()
+
+    def _record_end(self, status: str, error: str) -> RunView:
         self.recorder.flush()
         verdicts = self.tracker.verdicts()
         if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
             verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
-        records.finish_run(self.run_id, status, verdicts, error)
-        shutil.rmtree(self.private_dir, ignore_errors=True)
+        records.finish_run(self.run_id, status, verdicts, error)  # one transaction: all verdicts or none
         return queries.get_run(self.run_id)
+
+    def _close_refused(self) -> RunView:
+        """Close the run `failed` with the store's refusal and no verdicts, trying again while it refuses."""
+        for delay in CLOSE_RETRY_DELAYS:
+            time.sleep(delay)
+            try:
+                records.fail_run(self.run_id, self.store_error)
+                return queries.get_run(self.run_id)
+            except SQLAlchemyError as exc:
+                refusal = _store_message(exc)
+                records.discard_pending()
+        raise StoreError(
+            f"run {self.run_id} could not be closed: {self.store_error}, and closing it was refused too "
+            f"({refusal}); once the store takes writes again, the next `fleet runs` or controller tick marks it "
+            f"interrupted (its lease lapses {self.settings.lease_seconds}s after this)")
+
+    def release_locks(self) -> None:
+        """Free the run's hosts; if the store refuses, the next look at lapsed runs frees them."""
+        for delay in CLOSE_RETRY_DELAYS:
+            time.sleep(delay)
+            try:
+                records.release_host_locks(self.run_id)
+                return
+            except SQLAlchemyError as exc:
+                log.error("run %s: releasing its host locks was refused: %s", self.run_id, _store_message(exc))
+                records.discard_pending()
+
+    def raise_if_unrecorded(self) -> None:
+        """The run ended without its results recorded: say so, rather than report verdicts nobody stored."""
+        if self.store_error:
+            raise StoreError(f"run {self.run_id} failed: {self.store_error}; "
+                             "no host's status was changed; fix the database, then run it again")
+        if self.lease_lost:
+            raise FleetError(f"run {self.run_id} was marked interrupted by another fleet process while this one "
+                             f"ran it (its lease lapsed: this process was unresponsive over "
+                             f"{self.settings.lease_seconds}s); nothing after that was recorded; run it again")
+
+
+def _store_message(exc: SQLAlchemyError) -> str:
+    """The database's own words for a refusal, without the statement and its parameters (task output)."""
+    return str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
+
+
+def close_lapsed_runs(settings: Settings) -> list[RunView]:
+    """Close as `interrupted` the running runs whose process stopped renewing their lease; free their hosts.
+
+    Whoever looks calls this (the controller's tick, `fleet check`, `fleet runs`,
+    `fleet cancel`), so a run whose process was killed with -9 ends within a lease
+    period even when no controller runs. Its ansible-playbook, which runs in a
+    session of its own and outlives it, is stopped when it ran on this machine.
+    """
+    me = leases.this_process()
+    closed = leases.close_lapsed_runs(lambda holder: _holder_gone(holder, me), settings.lease_seconds)
+    for lapsed in closed:
+        if lapsed.holder is None or lapsed.holder.host == me.host:
+            stop_orphaned_ansible(lapsed.run.ansible_pid)
+        log.warning("run %s: %s", lapsed.run.id, lapsed.run.error)
+    return [lapsed.run for lapsed in closed]
+
+
+def _holder_gone(holder: leases.Holder, me: leases.Holder) -> bool:
+    """Is the process holding a lease known dead? Only a process on this machine can be known so."""
+    if holder.host != me.host:
+        return False
+    if holder.pid == me.pid:
+        return holder.token != me.token  # our pid, another token: a dead predecessor's
+    return not _pid_alive(holder.pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def stop_orphaned_ansible(pid: int | None) -> None:
+    """Kill the process tree of an ansible-playbook whose fleet process died (it would go on changing hosts)."""
+    if not pid:
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"ansible" in cmdline:
+        processes.kill_tree(pid)
+        log.warning("stopped orphaned ansible-playbook (pid %s) and its processes", pid)
 
 
 def check_context(settings: Settings, desired: DesiredState, targets: list[InventoryHost]) -> CheckContext:

@@ -32,10 +32,11 @@ class Settings:
     connect_timeout: int = 5
     strategy: str = "auto"  # auto | mitogen | linear
     ssh_persist: int | None = None  # seconds; None: until the next scheduled check
+    lease_seconds: int = 30  # a run or the leading controller unheard of this long is presumed dead
+    login_window_seconds: int = 900  # failed logins/tokens are counted over this window, then forgotten
     git_timeout: int = 60  # seconds any git clone, fetch or ls-remote may take before it is killed
     # Controller-side on purpose: a pushed fleet.yml must not be able to switch it off.
     require_signed_commits: bool = False
-    login_window_seconds: int = 900  # failed logins/tokens are counted over this window, then forgotten
 
     @property
     def control_path_dir(self) -> Path:
@@ -80,9 +81,10 @@ _FIELDS: dict[str, Any] = {
     "connect_timeout": int,
     "strategy": str,
     "ssh_persist": int,
+    "lease_seconds": int,
+    "login_window_seconds": int,
     "git_timeout": int,
     "require_signed_commits": boolean,
-    "login_window_seconds": int,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
 

@@ -1,13 +1,33 @@
-"""Liveness: answers when the process is up and the store can be read."""
+"""Liveness: answers when the process is up and the store can be read, and says how the controller fares.
 
-from flask import Blueprint, jsonify
+It reads one row and never waits on the controller loop (which may be busy
+with a long run), so its answer time measures the process, and
+`controller.heartbeat_age_seconds` measures the leading controller: a
+working one renews its heartbeat every few seconds, even mid-run; a stuck
+one lets it age.
+"""
+
+from flask import Blueprint, current_app, jsonify
 
 from fleet.store import queries
+from fleet.vocabulary import utcnow
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 
 
 @bp.get("/healthz")
 def healthz():
-    queries.ping()
-    return jsonify(status="ok")
+    state = queries.controller_state()  # reading it proves the store answers
+    return jsonify(status="ok", controller=controller_health(state, current_app.extensions.get("fleet.controller")))
+
+
+def controller_health(state, local_status) -> dict:
+    """The leading controller's heartbeat age and identity; `standby`: this process's controller waits."""
+    now = utcnow()
+    age = round((now - state.heartbeat_at).total_seconds(), 1) if state.heartbeat_at else None
+    leads = state.leader_id and state.leader_expires_at and state.leader_expires_at >= now
+    return {
+        "heartbeat_age_seconds": age,
+        "leader": {"pid": state.leader_pid, "host": state.leader_host} if leads else None,
+        "standby": bool(local_status and local_status.standby),
+    }

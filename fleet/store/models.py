@@ -94,6 +94,10 @@ class Run(db.Model):
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
     approval_id: Mapped[int | None] = mapped_column(Integer)
     strategy: Mapped[str] = mapped_column(String(40), default="")  # Ansible strategy the run used
+    # The process working on a running run ("host:pid:token") renews its lease; once it lapses, whoever
+    # looks next closes the run as interrupted (fleet.store.leases).
+    lease_holder: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_runs_kind_id", "kind", "id"),
@@ -226,6 +230,11 @@ class ControllerState(db.Model):
     commit_checked_sha: Mapped[str | None] = mapped_column(String(64))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pid: Mapped[int | None] = mapped_column(Integer)
+    # The leader lock: one controller leads while it renews this; the others wait (fleet.store.leases).
+    leader_id: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    leader_pid: Mapped[int | None] = mapped_column(Integer)
+    leader_host: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    leader_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class User(db.Model):

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
+from fleet.store import leases
 from fleet.store.db import db
 from fleet.store.models import (
     Approval, ControllerState, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput, SourceState,
@@ -89,22 +90,27 @@ def sync_hosts(inventory_hosts: Iterable) -> None:
     db.session.commit()
 
 
-def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None) -> RunView:
-    """A run that starts now, in this process."""
+def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None,
+               lease_seconds: int = leases.DEFAULT_LEASE_SECONDS) -> RunView:
+    """A run that starts now, in process `pid` (this one when None), which holds its lease from now on."""
+    holder = leases.holder_for(pid)
     run = Run(kind=kind, trigger=trigger, status=RunStatus.RUNNING, revision_sha=sha, limit=limit or "",
-              requested_by=requested_by, started_at=utcnow(), pid=pid)
+              requested_by=requested_by, started_at=utcnow(), pid=holder.pid, lease_holder=holder.id,
+              lease_expires_at=leases.until(lease_seconds))
     db.session.add(run)
     db.session.commit()
     return view_of(RunView, run)
 
 
-def start_queued_run(run, sha: str, pid: int) -> RunView:
-    """Mark a queued run (its row, view or id) running at `sha` in process `pid`."""
+def start_queued_run(run, sha: str, pid: int, lease_seconds: int = leases.DEFAULT_LEASE_SECONDS) -> RunView:
+    """Mark a queued run (its row, view or id) running at `sha` in process `pid`, which holds its lease."""
+    holder = leases.holder_for(pid)
     run = _run_row(run)
     run.status = RunStatus.RUNNING
     run.revision_sha = sha
     run.started_at = utcnow()
-    run.pid = pid
+    run.pid = holder.pid
+    run.lease_holder, run.lease_expires_at = holder.id, leases.until(lease_seconds)
     db.session.commit()
     return view_of(RunView, run)
 
@@ -247,15 +253,25 @@ class RunRecorder:
             self.flush()
 
     def flush(self) -> None:
-        # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
-        if self._tasks:
-            db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
-        if self._output:
-            db.session.execute(RunOutput.__table__.insert(), self._output)
+        """Write what is buffered in one transaction; if the store refuses it, none of the batch is kept."""
+        try:
+            # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
+            if self._tasks:
+                db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
+            if self._output:
+                db.session.execute(RunOutput.__table__.insert(), self._output)
+            db.session.commit()
+        except BaseException:
+            db.session.rollback()
+            self.discard()
+            raise
         self.rows_written += len(self._tasks) + len(self._output)
-        db.session.commit()
         self._tasks, self._output = [], []
         self._last_flush = time.monotonic()
+
+    def discard(self) -> None:
+        """Drop what is buffered (after the store refused a batch, nothing more is written)."""
+        self._tasks, self._output = [], []
 
 
 def _run_row(run) -> Run:
@@ -266,8 +282,15 @@ def _run_row(run) -> Run:
 
 
 def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -> RunView:
-    """Write each host's verdict, update the hosts, and close the run (given as a row, a view or an id)."""
+    """Write each host's verdict, update the hosts, and close the run (given as a row, a view or an id).
+
+    All in one transaction: if the store refuses any of it, none is written. A run
+    already closed (interrupted by someone who found its lease lapsed) is left as it is.
+    """
     run = _run_row(run)
+    if run.status not in RUN_ACTIVE_STATUSES:
+        db.session.rollback()
+        return view_of(RunView, run)
     run.status = status
     run.error = error
     run.finished_at = utcnow()
@@ -410,19 +433,6 @@ def fail_run(run_id: int, error: str) -> RunView | None:
     if run is not None and run.status in RUN_ACTIVE_STATUSES:
         return finish_run(run, RunStatus.FAILED, [], error)
     return view_of(RunView, run) if run is not None else None
-
-
-def close_orphaned_runs(is_alive, reason: str) -> list[RunView]:
-    """Runs left `running` by a process that is gone become `interrupted`; their locks are freed."""
-    orphaned = [run for run in db.session.scalars(select(Run).where(Run.status == RunStatus.RUNNING))
-                if not (run.pid and is_alive(run.pid))]
-    for run in orphaned:
-        run.status, run.error, run.finished_at = RunStatus.INTERRUPTED, reason.format(pid=run.pid), utcnow()
-    closed = [view_of(RunView, run) for run in orphaned]  # before the commit expires the rows: no reloads
-    running = select(Run.id).where(Run.status == RunStatus.RUNNING)
-    db.session.execute(delete(HostLock).where(HostLock.run_id.not_in(running)))
-    db.session.commit()
-    return closed
 
 
 def interrupt_queued_converges(reason: str) -> list[RunView]:

@@ -50,6 +50,8 @@ class RunView:
     cancel_reason: str
     approval_id: int | None
     strategy: str
+    lease_holder: str
+    lease_expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class ControllerView:
     commit_checked_sha: str | None = None
     heartbeat_at: datetime | None = None
     pid: int | None = None
+    leader_id: str = ""
+    leader_pid: int | None = None
+    leader_host: str = ""
+    leader_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import update
 
 from fleet import plan, policy
 from fleet.controller import Controller, finished_run
 from fleet.drift import HostVerdict, TaskResult
 from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.runner import InventoryHost
-from fleet.store import queries, records
+from fleet.settings import replace
+from fleet.store import leases, queries, records
 from fleet.store.db import db, open_store
-from fleet.store.models import Approval, Run
+from fleet.store.models import Approval, ControllerState, Run
+from fleet.vocabulary import utcnow
 from tests.conftest import git, settings_for_source
 
 
@@ -203,6 +206,52 @@ def test_a_restart_interrupts_what_a_dead_controller_left_and_resumes_nothing(fl
                       ("check", "manual", "web2", "queued")], "a queued check is harmless and still runs"
     assert "stopped while this run was running" in queries.get_run(dead.id).error
     assert queries.controller_state().pid == os.getpid()
+
+
+# --- two controllers on one store: one leads, the other waits and takes over (issue 11) ---------------------
+
+def test_one_controller_leads_the_other_waits_then_takes_over_when_the_leader_dies(fleet):
+    leader = fleet.controller
+    standby = Controller(leader.settings, runner=fleet.runner, holder=leases.Holder("other-box", 4242, "b"))
+    assert leader.tick(NOW) is True
+    assert standby.tick(NOW) is False, "the standby neither fetches nor plans nor runs"
+    assert (standby.status.standby, standby.status.leader.pid, standby.status.leader.host) == (
+        True, os.getpid(), leader.holder.host)
+    assert leader.tick(NOW) is True, "the leader runs the commit check"
+    assert {r.lease_holder for r in Run.query} == {leader.holder.id}, "every run was started by the leader"
+
+    records.enqueue_run("check", "manual", "web1", "tess")
+    Run.query.session.execute(update(ControllerState).values(leader_expires_at=utcnow() - timedelta(seconds=1)))
+    Run.query.session.commit()  # the leader died: it renews its lock no more
+    assert standby.tick(NOW) is True, "the standby takes over and runs the queued check"
+    assert standby.status.standby is False
+    last = Run.query.order_by(Run.id.desc()).first()
+    assert (last.limit, last.status, last.lease_holder) == ("web1", "successful", standby.holder.id)
+    assert leader.tick(NOW) is False and leader.status.standby, "the old leader, back, waits"
+
+
+def test_a_clean_stop_hands_the_lead_over_at_once(fleet):
+    stop = threading.Event()
+    stop.set()  # run_forever returns at once, as after SIGTERM
+    fleet.controller.lead()
+    standby = Controller(fleet.controller.settings, runner=fleet.runner, holder=leases.Holder("other-box", 1, "b"))
+    assert standby.lead() is False
+    Controller(fleet.controller.settings, stop=stop, runner=fleet.runner, holder=fleet.controller.holder)
+    fleet.controller.stop.set()
+    fleet.controller.run_forever()
+    assert standby.lead() is True
+
+
+def test_the_heartbeat_stays_fresh_while_the_controller_runs_a_long_run(fleet):
+    settings = replace(fleet.controller.settings, run_timeout=5)
+    hanging = FakeRunner(events=scripted_events({"web1": "ok"}), hosts=INVENTORY, hang_after=1)
+    controller = Controller(settings, runner=hanging, holder=fleet.controller.holder)
+    controller.tick(NOW)  # fetch, queue the commit check
+    started = utcnow()
+    controller.tick(NOW)  # the check hangs until the run timeout
+    assert Run.query.one().status == "timeout"
+    # Without renewals during the run, the heartbeat would still say `started`; it was renewed every 2 s.
+    assert queries.controller_state().heartbeat_at - started >= timedelta(seconds=3)
 
 
 # --- automation that must not act on doubt (issue 11): rollbacks, pinned approvals, inventory jumps ------------

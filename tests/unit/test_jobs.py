@@ -1,26 +1,31 @@
 """jobs: exit codes and run status from verdicts, and whole runs through the fake runner (no lab hosts)."""
 
 import dataclasses
+import signal
+import subprocess
+import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from fleet.drift import HostVerdict
-from fleet.errors import FleetError, HostBusy, RevisionRejected
+from fleet import jobs
+from fleet.errors import FleetError, HostBusy, RevisionRejected, StoreError
 from fleet.fake_runner import FakeRunner, hosts_of, load_events, scripted_events
 from fleet.jobs import (
-    RevisionSummary, _run_status, desired_state, execute_run, exit_code, perform_run,
+    RevisionSummary, _run_status, close_lapsed_runs, desired_state, execute_run, exit_code, perform_run,
     resolve_targets, ssh_persist, sync_source, validate_revision,
 )
 from fleet.runner import InventoryHost
 from fleet.settings import Settings, replace
-from fleet.store import db, records
+from fleet.store import db, leases, records
 from fleet.store.db import open_store
 from fleet.store.models import Host, HostLock, Revision, Run, RunHost, TaskResultRow
 from fleet.store.views import RunView
+from fleet.vocabulary import aware, utcnow
 from tests.conftest import settings_for_source
 from tests.truth_cases import CASES
 
@@ -326,3 +331,130 @@ def test_each_run_can_replay_its_own_stream(settings, store):
         ("check", "drifted"), ("converge", "in_sync"), ("check", "in_sync")]
     host = db.session.scalar(select(Host).where(Host.name == "web1"))
     assert (host.status, host.last_converge_sha) == ("in_sync", reports[1].run.revision_sha)
+
+
+# --- faults: the store refuses a write, the lease is lost, a cancel from another process (issue 11) -------
+
+def refuse_inserts(table: str) -> None:
+    """A real SQLite trigger: every insert into `table` is refused from now on, as a broken store would."""
+    db.session.execute(text(f"CREATE TRIGGER refuse_{table} BEFORE INSERT ON {table} "
+                            "BEGIN SELECT RAISE(ABORT, 'injected'); END"))
+    db.session.commit()
+
+
+def host_statuses() -> dict[str, str]:
+    return {h.name: h.status for h in rows(Host)}
+
+
+@pytest.fixture
+def checked_once(settings, store, fake):
+    """A first check recorded normally: the hosts' standing a failed run must not change."""
+    execute_run(settings, "check", runner=fake)
+    before = host_statuses()
+    assert set(before.values()) - {"unknown"}, "the first check gave the hosts a status"
+    return before
+
+
+def test_a_refused_batch_write_stops_ansible_and_fails_the_run_without_verdicts(
+        settings, store, checked_once, monkeypatch):
+    monkeypatch.setattr(records, "BATCH_ROWS", 1)  # every event is its own batch: the refusal comes early
+    refuse_inserts("task_results")
+    fake = FakeRunner(events=RECORDED, hosts=CASE_HOSTS)
+    recorded = []
+    with pytest.raises(StoreError, match="the store refused a write: injected; results recorded before it are kept"):
+        execute_run(settings, "check", runner=fake, progress=lambda tracker, event: recorded.append(event))
+    assert len(recorded) < len(RECORDED) / 2, "Ansible was stopped, not left to run to its end"
+    failed = rows(Run)[-1]
+    assert failed.status == "failed"
+    assert failed.error == "the store refused a write: injected; results recorded before it are kept"
+    assert rows(RunHost, run_id=failed.id) == [], "no verdict from a run whose recording failed"
+    assert host_statuses() == checked_once
+    assert_nothing_left_running()
+
+
+def test_verdicts_the_store_refuses_are_written_not_at_all(settings, store, checked_once, fake):
+    refuse_inserts("run_hosts")
+    with pytest.raises(StoreError, match="no host's status was changed"):
+        execute_run(settings, "check", runner=fake)
+    failed = rows(Run)[-1]
+    assert (failed.status, failed.hosts_total) == ("failed", 0)
+    assert failed.error.startswith("the store refused a write: injected")
+    assert len(rows(TaskResultRow, run_id=failed.id)) >= RECORDED_RESULTS, "the task results are kept"
+    assert host_statuses() == checked_once
+    assert_nothing_left_running()
+
+
+def test_a_store_that_refuses_even_the_close_leaves_the_run_to_its_lease(settings, store, fake, monkeypatch):
+    monkeypatch.setattr(jobs, "CLOSE_RETRY_DELAYS", (0, 0, 0))
+    refuse_inserts("run_hosts")
+    db.session.execute(text("CREATE TRIGGER refuse_close BEFORE UPDATE OF status ON runs "
+                            "BEGIN SELECT RAISE(ABORT, 'still injected'); END"))
+    db.session.commit()
+    with pytest.raises(StoreError, match=r"could not be closed: .*closing it was refused too \(still injected\)"):
+        execute_run(settings, "check", runner=fake)
+    [run] = rows(Run)
+    assert run.status == "running" and rows(HostLock) == [], "the hosts are freed all the same"
+    db.session.execute(text("DROP TRIGGER refuse_close"))
+    db.session.commit()
+    lapsed = leases.close_lapsed_runs(lambda holder: False, now=utcnow() + timedelta(seconds=31))
+    assert [(c.run.id, c.run.status) for c in lapsed] == [(run.id, "interrupted")]
+
+
+def test_a_cancel_in_the_store_stops_a_run_nobody_passed_a_cancel_check(settings, store):
+    """`fleet cancel` and the API only set the store's flag: the process running the run must read it."""
+    hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=30)
+    seen = []
+
+    def cancel_from_elsewhere(tracker, event):
+        seen.append(event)
+        if len(seen) == 20:
+            records.request_cancel(seen_run_id(), "canceled by otto")
+
+    report = execute_run(settings, "check", runner=hanging, progress=cancel_from_elsewhere)
+    assert (report.run.status, report.run.error) == ("canceled", "canceled by otto")
+    assert_nothing_left_running()
+
+
+def seen_run_id() -> int:
+    return rows(Run, status="running")[0].id
+
+
+def test_a_run_closed_by_another_process_stops_and_records_nothing_more(settings, store):
+    settings = replace(settings, lease_seconds=1)  # renewed every third of a second
+    hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=30)
+
+    def lapse_after_twenty(tracker, event, seen=[]):  # noqa: B006  one list per test run is the point
+        seen.append(event)
+        if len(seen) == 20:  # another process found the lease lapsed (this one was frozen, say)
+            leases.close_lapsed_runs(lambda holder: False, now=utcnow() + timedelta(minutes=1))
+
+    with pytest.raises(FleetError, match="was marked interrupted by another fleet process"):
+        execute_run(settings, "check", runner=hanging, progress=lapse_after_twenty)
+    [run] = rows(Run)
+    assert run.status == "interrupted" and rows(RunHost, run_id=run.id) == []
+    assert {h.status for h in rows(Host)} == {"unknown"}
+    assert_nothing_left_running()
+
+
+def test_the_lease_is_renewed_while_ansible_is_silent(settings, store):
+    settings = replace(settings, lease_seconds=1, run_timeout=2)
+    hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=10)
+    report = execute_run(settings, "check", runner=hanging)
+    run = db.session.get(Run, report.run.id)
+    assert report.run.status == "timeout"
+    # Without renewals the lease would end a second after the start; the hang alone lasted two.
+    assert aware(run.lease_expires_at) - aware(run.started_at) > timedelta(seconds=2)
+
+
+def test_a_lapsed_run_on_this_machine_has_its_orphaned_ansible_stopped(settings, store):
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "ansible-playbook"],
+                              start_new_session=True)
+    try:
+        dead_fleet = records.create_run("check", "manual", None, "", "test", pid=2 ** 22 + 1)  # above pid_max
+        records.note_ansible_pid(dead_fleet.id, orphan.pid)
+        closed = close_lapsed_runs(settings)
+        assert [r.id for r in closed] == [dead_fleet.id]
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        orphan.kill()
+        orphan.wait()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
@@ -83,16 +84,31 @@ def test_cancel_requests(store, status, expected_status):
     assert records.cancel_reason(run_id) == "canceled by otto"  # the first reason wins
 
 
-def test_orphaned_runs_are_interrupted_and_their_locks_freed(store):
-    alive, dead = add_runs(store, 2, status="running")
-    store.get(Run, alive).pid, store.get(Run, dead).pid = 111, 222
+def test_a_run_closed_by_someone_else_is_not_finished_over(store):
+    run = records.create_run("check", "manual", "a" * 40, "", "test", None)
+    records.sync_hosts([inventory_entry("web1", "web")])
+    store.execute(update(Run).where(Run.id == run.id).values(status="interrupted", error="its lease lapsed"))
     store.commit()
-    records.acquire_host_locks(dead, ["web1"])
-    closed = records.close_orphaned_runs(lambda pid: pid == 111, "process {pid} is gone")
-    assert [run.id for run in closed] == [dead]
-    assert (queries.get_run(dead).status, queries.get_run(dead).error) == ("interrupted", "process 222 is gone")
-    assert queries.get_run(alive).status == "running"
-    assert store.scalar(select(HostLock)) is None
+    closed = records.finish_run(run.id, "successful", [HostVerdict("web1", "in_sync")])
+    assert (closed.status, closed.error) == ("interrupted", "its lease lapsed")
+    assert store.scalar(select(RunHost)) is None
+    assert queries.get_host("web1").status == "unknown"
+
+
+def test_a_batch_the_store_refuses_is_kept_whole_or_not_at_all(store):
+    run = records.create_run("check", "manual", "a" * 40, "", "test", None)
+    recorder = records.RunRecorder(run.id)
+    recorder.add_output(1, "kept")
+    recorder.flush()
+    store.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON task_results BEGIN SELECT RAISE(ABORT, 'injected'); END"))
+    store.commit()
+    recorder.add_output(2, "written with the refused task, so never")
+    recorder.add_task(TaskResult(seq=3, host="web1", task="t", action="file", status="ok"))
+    with pytest.raises(IntegrityError, match="injected"):
+        recorder.flush()
+    assert store.scalars(select(RunOutput.text)).all() == ["kept"]
+    recorder.flush()  # the refused batch is gone: nothing is written twice or later
+    assert store.scalars(select(RunOutput.text)).all() == ["kept"]
 
 
 def test_converges_queued_before_a_crash_do_not_start_after_it(store):

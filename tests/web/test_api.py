@@ -7,13 +7,14 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, update
 
 from fleet.settings import load_settings
 from fleet.store import accounts, records
 from fleet.store.db import db
 from fleet.store.models import (
-    Approval, AuditEntry, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+    Approval, AuditEntry, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState,
+    TaskResultRow,
 )
 from fleet.web import create_app
 
@@ -173,7 +174,28 @@ def test_a_viewer_cannot_change_anything(app, client, tokens, path, body):
 def test_healthz_needs_no_credentials(client):
     answer = client.get(API + "/healthz")
     assert answer.status_code == 200
-    assert answer.get_json() == {"status": "ok"}
+    assert answer.get_json() == {"status": "ok", "controller": {
+        "heartbeat_age_seconds": None, "leader": None, "standby": False}}, "no controller ever ran on this store"
+
+
+def test_healthz_names_the_leader_its_heartbeat_age_and_whether_this_process_waits(app, client):
+    from fleet.controller import ControllerStatus
+    from fleet.store import leases
+
+    with app.app_context():
+        leases.hold_leadership(leases.Holder("box-a", 4242, "t"), 30)
+        db.session.execute(update(ControllerState).values(heartbeat_at=datetime.now(timezone.utc) - timedelta(seconds=7)))
+        db.session.commit()
+    app.extensions["fleet.controller"] = ControllerStatus(standby=True)
+    health = client.get(API + "/healthz").get_json()
+    assert health["status"] == "ok"
+    assert health["controller"]["leader"] == {"pid": 4242, "host": "box-a"}
+    assert 7 <= health["controller"]["heartbeat_age_seconds"] < 60
+    assert health["controller"]["standby"] is True
+    with app.app_context():
+        db.session.execute(update(ControllerState).values(leader_expires_at=datetime.now(timezone.utc) - timedelta(1)))
+        db.session.commit()
+    assert client.get(API + "/healthz").get_json()["controller"]["leader"] is None, "a lapsed lock leads nobody"
 
 
 # --- sessions and CSRF -------------------------------------------------------------------
