@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import filemodes, hostkeys, jobs, lab, shapes
+from fleet import filemodes, hostkeys, jobs, lab, runner, shapes
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
@@ -637,20 +637,34 @@ def hosts():
 
 @hosts.command("accept-key")
 @click.argument("name")
+@click.option("--jump", default="", metavar="JUMP_HOST",
+              help="accept the key of this jump host on NAME's way (its address, as the probe's message names it)")
 @click.pass_context
 @_guard
-def accept_key(ctx, name):
-    """Trust the SSH host key NAME offers now (after you checked why it changed)."""
+def accept_key(ctx, name, jump):
+    """Trust the SSH host key NAME (or its jump host) offers now (after you checked why it changed)."""
     settings = _settings(ctx.parent)
     with _store(settings):
         host = queries.get_host(name)
-        probe = hostkeys.accept_key(hostkeys.Target(host.name, host.address, host.port),
-                                    settings.known_hosts_path, settings.connect_timeout)
+        probe = hostkeys.accept_key(_probe_target(settings, host), settings.known_hosts_path,
+                                    settings.connect_timeout, settings.identity_path, jump)
         if not probe.usable:
-            raise FleetError(f"cannot accept the key of {name}: {probe.message}")
-        records.mark_key_blocked(name, False)
-        _audit("host.accept_key", name, f"now trusting {probe.fingerprint}")
-        click.echo(f"{name}: now trusting host key {probe.fingerprint}")
+            raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
+        if not jump:
+            records.mark_key_blocked(name, False)
+        _audit("host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else ""))
+        click.echo(f"{jump or name}: now trusting host key {probe.fingerprint}")
+
+
+def _probe_target(settings: Settings, host) -> hostkeys.Target:
+    """Where the probe finds a stored host: by its route in the desired inventory (jump hosts too), else directly."""
+    try:
+        listed = {h.name: h for h in jobs.desired_state(settings).hosts}
+    except FleetError:
+        listed = {}
+    if host.name in listed:
+        return runner.probe_target(listed[host.name])
+    return hostkeys.Target(host.name, host.address, host.port)
 
 
 # --- lab --------------------------------------------------------------------
@@ -664,15 +678,17 @@ def lab_group():
 @click.option("--hosts", "count", type=int, default=4, show_default=True, help="how many hosts")
 @click.option("--subnet", type=int, default=lab.DEFAULT_SUBNET, show_default=True,
               help="web hosts get 127.0.SUBNET.x, db hosts 127.0.SUBNET+1.x")
+@click.option("--jump", is_flag=True,
+              help="put a bastion (127.0.SUBNET.254) before the hosts: they are reached through it only")
 @click.pass_context
 @_guard
-def lab_up(ctx, count, subnet):
+def lab_up(ctx, count, subnet, jump):
     """Start fresh lab hosts and write an inventory for them."""
     settings = _settings(ctx.parent)
     lab.ensure_lab_supported()
     identity = hostkeys.ensure_identity(settings.identity_path)
     started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
-                            identity.with_suffix(".pub"), subnet)
+                            identity.with_suffix(".pub"), subnet, jump)
     with _store(settings):
         _audit("lab.up", "lab", f"{len(started)} host(s) on 127.0.{subnet}.x/127.0.{subnet + 1}.x")
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
