@@ -690,7 +690,7 @@ def lab_up(ctx, count, subnet, jump):
     started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
                             identity.with_suffix(".pub"), subnet, jump)
     with _store(settings):
-        _audit("lab.up", "lab", f"{len(started)} host(s) on 127.0.{subnet}.x/127.0.{subnet + 1}.x")
+        _audit("lab.up", "lab", f"{len(started)} host(s) on subnet {subnet}")
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
     click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
     click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
