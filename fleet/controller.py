@@ -164,7 +164,7 @@ class Controller:
 
     def sync_source(self, now: datetime) -> str:
         """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale",
-        "fetching" (still running) or "not due".
+        "fetching" (still running), "stopped" or "not due".
 
         The network half of a fetch runs in a thread of its own, so a remote
         that hangs holds only that thread (until FLEET_GIT_TIMEOUT kills git)
@@ -179,6 +179,8 @@ class Controller:
         if not fetching.wait(FETCH_WAIT_SECONDS):
             return "fetching"
         self._fetching = None
+        if self.stop.is_set():  # a fetch cut short by SIGTERM says nothing about the source: record nothing
+            return "stopped"
         outcome, problem = self._fetch(fetching)
         schedule = plan.after_fetch(observe_state(), outcome, self.settings.poll_interval, now)
         records.schedule_fetch(schedule.next_at, schedule.failures)

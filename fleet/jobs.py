@@ -136,12 +136,25 @@ def adopt_fetch(settings: Settings, fetch: Callable[[], source.Head], runner: Ru
     revision = _judged_revision(repo, settings, info, runner)
     if revision.status == RevisionStatus.REJECTED:
         records.record_fetch(settings.repo, info.sha, None)
-        raise RevisionRejected(info.sha, f"{revision.error}{_last_good_hint()}")
+        raise RevisionRejected(info.sha, f"{revision.error}{_withdraw_if_desired(info.sha)}")
     tree = source.export_revision(repo, settings, info.sha)
     hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
     records.record_fetch(settings.repo, info.sha, info.sha)
     return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
+
+
+def _withdraw_if_desired(sha: str) -> str:
+    """What stays desired once `sha` is rejected, said as the end of the message.
+
+    Only a signature judged again (trust removed, require_signed_commits
+    switched on) can reject the desired revision itself; then nothing is
+    desired until a commit passes, rather than running one that no longer does.
+    """
+    if queries.desired_sha() != sha:
+        return _last_good_hint()
+    records.withdraw_desired()
+    return "; it was the desired revision, so nothing runs until a commit that passes lands"
 
 
 def _judged_revision(repo, settings: Settings, info: source.CommitInfo, runner: Runner):

@@ -74,6 +74,12 @@ def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error
     return view_of(SourceView, state)
 
 
+def withdraw_desired() -> None:
+    """No revision is desired any more (the desired one lost its trust); nothing runs until one is."""
+    _source_row().desired_sha = None
+    db.session.commit()
+
+
 def sync_hosts(inventory_hosts: Iterable) -> None:
     """Make the hosts table match the desired revision's inventory."""
     wanted = {h.name: h for h in inventory_hosts}
