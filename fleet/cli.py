@@ -104,7 +104,8 @@ def _execute(ctx, kind: str, limit: str | None, as_json: bool, show_diff: bool) 
             report = jobs.execute_run(settings, kind, limit=limit, trigger="manual",
                                       requested_by=_who(), progress=progress)
         except (FleetError, KeyboardInterrupt) as exc:
-            _audit_attempt("run.request", _hosts_target(limit), f"{kind}, did not complete: {exc or 'interrupted'}")
+            _audit_attempt("run.request", _hosts_target(limit),
+                           f"{kind}, did not complete: {str(exc) or 'interrupted'}")
             raise
         finally:
             progress.done()
@@ -410,7 +411,8 @@ def request(ctx, kind, limit, as_json):
     settings = _settings(ctx)
     with _store(settings):
         run, joined = records.enqueue_run(kind, "manual", limit or "", _who())
-        _audit("run.request", _hosts_target(limit), f"{kind}, run {run.id}" + (", joined the queued one" if joined else ""))
+        _audit("run.request", _hosts_target(limit),
+               f"{kind}, run {run.id}" + (", joined the queued one" if joined else ""))
         if as_json:
             click.echo(json.dumps({"run": shapes.run_json(run), "joined": joined}))
         else:

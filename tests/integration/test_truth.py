@@ -90,6 +90,7 @@ def suite(tmp_path_factory):
     source = root / "source"
     vault_password = root / "vault-password"
     shutil.copy(TRUTH / "vault-password", vault_password)
+    vault_password.chmod(0o600)  # fleet refuses a vault password file others can read
     cli = FleetCli(data_dir, source, root)
     env = {"FLEET_VAULT_PASSWORD_FILE": str(vault_password)}
     up = cli("lab", "up", "--hosts", str(len(CASES) + 1), "--subnet", str(SUBNET))

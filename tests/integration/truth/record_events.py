@@ -48,6 +48,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="fleet-truth-"))
     data_dir, source = root / "data", root / "source"
     shutil.copy(TRUTH / "vault-password", root / "vault-password")
+    (root / "vault-password").chmod(0o600)  # fleet refuses a vault password file others can read
     env = {"FLEET_VAULT_PASSWORD_FILE": str(root / "vault-password")}
     cli = FleetCli(data_dir, source, root)
     assert cli("lab", "up", "--hosts", str(len(CASES) + 1), "--subnet", str(SUBNET)).code == 0
