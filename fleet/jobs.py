@@ -127,20 +127,21 @@ def adopt_fetch(settings: Settings, fetch: Callable[[], source.Head], runner: Ru
     controller runs it in a thread and hands its outcome here as `fetch`.
     """
     runner = runner or default_runner(settings)
+    shown = source.display_url(settings.repo)  # a password in the URL is never stored
     try:
         head = fetch()
     except SourceError as exc:
-        records.record_fetch(settings.repo, None, None, error=str(exc))
+        records.record_fetch(shown, None, None, error=str(exc))
         raise
     repo, info = head.repo, head.info
     revision = _judged_revision(repo, settings, info, runner)
     if revision.status == RevisionStatus.REJECTED:
-        records.record_fetch(settings.repo, info.sha, None)
+        records.record_fetch(shown, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_withdraw_if_desired(info.sha)}")
     tree = source.export_revision(repo, settings, info.sha)
     hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
-    records.record_fetch(settings.repo, info.sha, info.sha)
+    records.record_fetch(shown, info.sha, info.sha)
     return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
 
 

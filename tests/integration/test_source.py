@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FleetCli, FleetResult, git, make_source, wait_for
+from tests.conftest import FleetCli, FleetResult, free_port, git, make_source, wait_for
 
 
 def fleet_for(tmp_path, repo, *extra_env) -> FleetCli:
@@ -355,3 +355,14 @@ def test_switching_the_setting_on_withdraws_an_unsigned_desired_revision(tmp_pat
     assert result.code == 1 and f"revision {sha[:12]} was rejected: signature unsigned:" in result.stderr
     assert "it was the desired revision, so nothing runs until a commit that passes lands" in result.stderr
     assert listed(cli) == ({sha: ("rejected", "unsigned")}, None), "nothing is desired, so nothing runs"
+
+
+def test_a_password_in_the_source_url_is_never_stored_nor_shown(tmp_path):
+    cli = FleetCli(tmp_path / "data", f"https://tess:s3cret-token@127.0.0.1:{free_port()}/fleet.git", tmp_path)
+    result = cli("check")
+    assert result.code == 1 and "cannot fetch the git source https://tess:***@127.0.0.1" in result.stderr
+    listing = cli("revisions", "--json")
+    assert listing.code == 0 and "s3cret-token" not in listing.stdout
+    assert "s3cret-token" not in result.stderr
+    stored = b"".join(path.read_bytes() for path in (tmp_path / "data").glob("fleet.db*"))
+    assert stored and b"s3cret-token" not in stored
