@@ -14,7 +14,7 @@ from fleet.output import Progress, colour_diff, duration, indent, paint, table, 
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, queries, records
 from fleet.store.db import db, open_store
-from fleet.vocabulary import RUN_KINDS, Coverage, RunKind, TaskStatus, is_active, iso
+from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskStatus, is_active, iso
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -468,16 +468,17 @@ def _cancel_outcome(run_id: int, ended) -> str:
 @click.pass_context
 @_guard
 def approvals(ctx, as_json):
-    """Drift waiting for approval (hosts in `approve` groups), newest first."""
+    """What waits for an operator, newest first: drift in `approve` groups, auto converges that could roll a
+    host back, rollouts held by an inventory jump (WHY says which)."""
     settings = _settings(ctx)
     with _store(settings):
         listed = queries.approvals_page().items
         if as_json:
             click.echo(json.dumps({"approvals": [shapes.approval_json(a) for a in listed]}, indent=2))
             return
-        rows = [[str(a.id), a.host, a.status, str(a.check_run_id), a.revision_sha[:12], a.summary[:60],
-                 a.note[:60]] for a in listed]
-        click.echo(table(["ID", "HOST", "STATUS", "CHECK RUN", "REVISION", "DRIFT", "NOTE"], rows,
+        rows = [[str(a.id), a.host or "(every auto host)", a.status, str(a.check_run_id), a.revision_sha[:12],
+                 "" if a.kind == ApprovalKind.INVENTORY else a.summary[:60], a.reason, a.note[:60]] for a in listed]
+        click.echo(table(["ID", "HOST", "STATUS", "CHECK RUN", "REVISION", "DRIFT", "WHY", "NOTE"], rows,
                          use_colour(), status_column=2))
 
 
@@ -486,12 +487,13 @@ def approvals(ctx, as_json):
 @click.pass_context
 @_guard
 def approve(ctx, approval_id):
-    """Approve converging exactly the drift an approval shows (re-checked first)."""
+    """Approve converging exactly the drift an approval shows at its revision (re-checked first), or the
+    rollout an inventory jump held."""
     settings = _settings(ctx)
     with _store(settings):
         approval = records.decide_approval(approval_id, _who())
-        _audit("approval.approve", approval.host, f"approval {approval.id}")
-        click.echo(f"approval {approval.id} for {approval.host}: approved; the controller re-checks, then converges")
+        _audit("approval.approve", approval.host or f"revision {approval.revision_sha[:12]}", f"approval {approval.id}")
+        click.echo(shapes.approved_message(approval))
 
 
 # --- accounts -------------------------------------------------------------------

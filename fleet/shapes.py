@@ -14,7 +14,7 @@ which knows the URL map.
 from __future__ import annotations
 
 from fleet.drift import is_drift
-from fleet.vocabulary import Coverage, TaskStatus, iso
+from fleet.vocabulary import ApprovalKind, Coverage, TaskStatus, iso
 
 
 def run_json(run) -> dict:
@@ -129,5 +129,14 @@ def approval_json(approval) -> dict:
         "check_run_id": approval.check_run_id, "revision": approval.revision_sha, "summary": approval.summary,
         "created_at": iso(approval.created_at), "decided_by": approval.decided_by or None,
         "decided_at": iso(approval.decided_at), "converge_run_id": approval.converge_run_id,
-        "note": approval.note or None,
+        "note": approval.note or None, "kind": approval.kind, "reason": approval.reason or None,
     }
+
+
+def approved_message(approval) -> str:
+    """What the controller does next with an approval just approved (the UI and the CLI say the same)."""
+    if approval.kind == ApprovalKind.INVENTORY:
+        return (f"approval {approval.id} approved: the inventory of {approval.revision_sha[:12]} is accepted; the "
+                "controller checks every host again, then auto converge goes on")
+    return (f"approval {approval.id} for {approval.host} approved: the controller re-checks, then converges exactly "
+            f"this drift at {approval.revision_sha[:12]}")

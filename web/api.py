@@ -186,7 +186,8 @@ def list_approvals():
 @bp.post("/approvals/<int:approval_id>")
 @require_role("operator")
 def approve(approval_id: int):
-    """Approve converging exactly the drift the approval shows; the controller re-checks first.
+    """Approve converging exactly the drift the approval shows at its revision (the controller re-checks
+    first), or, for an inventory approval, the auto converge an inventory jump held.
 
     The body may be empty or {"decision": "approve"}; any other decision is refused (422)
     rather than read as an approval.
@@ -203,7 +204,8 @@ def approve(approval_id: int):
         abort(409, description=str(exc))
     body = {"approval": shapes.approval_json(approval)}
     audit("approval.approve", f"approval {approval_id}",
-          f"host={approval.host} check_run={approval.check_run_id} drift={approval.drift_signature[:12]}")
+          f"kind={approval.kind} host={approval.host or '-'} revision={approval.revision_sha[:12]} "
+          f"check_run={approval.check_run_id} drift={approval.drift_signature[:12] or '-'}")
     return jsonify(body)
 
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, func, insert, select, update
 
 from fleet.settings import load_settings
-from fleet.store import accounts, records
+from fleet.store import accounts, queries, records
 from fleet.store.db import db
 from fleet.store.models import (
     Approval, AuditEntry, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState,
@@ -372,8 +372,26 @@ def test_approving_pending_drift(app, client, tokens, approval_id):
     with app.app_context():
         assert db.session.get(Approval, approval_id).status == "approved"
     assert audit_entries(app, "approval.approve") == [
-        ("token:operator", f"approval {approval_id}", f"host=web1 check_run=1 drift={'f' * 12}")]
+        ("token:operator", f"approval {approval_id}",
+         f"kind=drift host=web1 revision={SHA_A[:12]} check_run=1 drift={'f' * 12}")]
     assert get(client, "/approvals?status=pending", tokens["viewer"]).get_json()["approvals"] == []
+
+
+def test_one_approval_releases_a_rollout_an_inventory_jump_held(app, client, tokens):
+    run_id = add_run(app)
+    reason = "inventory went from 4 to 40 hosts (+36), above max_inventory_change 25%"
+    with app.app_context():
+        held = records.open_inventory_approval(SHA_B, [f"web{i}" for i in range(40)], run_id, reason)
+    listed = get(client, "/approvals?status=pending", tokens["viewer"]).get_json()["approvals"]
+    assert [(a["id"], a["kind"], a["host"], a["reason"], a["revision"]) for a in listed] == [
+        (held.id, "inventory", "", reason, SHA_B)]
+    answer = post(client, f"/approvals/{held.id}", tokens["operator"])
+    assert answer.status_code == 200 and answer.get_json()["approval"]["status"] == "approved"
+    with app.app_context():
+        assert queries.revision_inventory(SHA_B).accepted, "the inventory is accepted: the controller goes on"
+    assert audit_entries(app, "approval.approve") == [
+        ("token:operator", f"approval {held.id}", f"kind=inventory host=- revision={SHA_B[:12]} check_run={run_id} "
+                                                 "drift=-")]
 
 
 def test_approving_twice_is_409(client, tokens, approval_id):

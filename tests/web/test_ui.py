@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from fleet.settings import load_settings
-from fleet.store import accounts, db
+from fleet.store import accounts, db, queries, records
 from fleet.store.models import (
     Approval, AuditEntry, Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, User,
 )
@@ -317,6 +317,50 @@ def test_approve_a_pending_approval_once(app, operator):
     again = post(operator, "/approvals/1/approve")
     assert again.status_code == 409 and "not pending" in text(again)
     assert post(operator, "/approvals/99/approve").status_code == 404
+
+
+ROLLED_BACK = (f"desired revision {SHA[:12]} does not descend from {'c' * 12}, which this host was converged to: "
+               "history was rewritten or rolled back")
+JUMP = "inventory went from 4 to 40 hosts (+36), above max_inventory_change 25%"
+
+
+def hold_automation(app) -> tuple[int, int]:
+    """What the controller leaves for an operator after a force-push back and an inventory jump."""
+    with app.app_context():
+        run_id = db.session.scalar(select(Run.id))
+        rollback = records.open_approval("web2", run_id, SHA, "r" * 64, "baseline : message of the day",
+                                         ROLLED_BACK)
+        jump = records.open_inventory_approval(SHA, [f"web{i}" for i in range(40)], run_id, JUMP)
+        db.session.add(TaskResultRow(run_id=run_id, seq=9, host="web2", task="Migrate the schema",
+                                     action="ansible.builtin.command", status="skipped", unverified=True,
+                                     reason="check mode skipped it: Command would have run if not in check mode"))
+        db.session.commit()
+        return rollback.id, jump.id
+
+
+def test_held_automation_says_why_on_the_dashboard_approvals_and_host_pages(app, viewer):
+    rollback, jump = hold_automation(app)
+    dashboard = text(viewer.get("/"))
+    assert f"Auto converge at" in dashboard and f"waits: {JUMP}." in dashboard
+    assert f'href="/approvals#approval-{jump}">Approve the inventory change</a>' in dashboard
+    page = text(viewer.get("/approvals"))
+    assert f"Auto converge waits: {JUMP}" in page and f"Held: {ROLLED_BACK}" in page
+    # The unverified task is part of what the approval covers, shown with its reason.
+    assert "Migrate the schema" in page and "Unverified: check mode skipped it: Command would have run" in page
+    host = text(viewer.get("/hosts/web2"))
+    assert f"Not converged automatically:</strong> {ROLLED_BACK}" in host
+    assert f'href="/approvals#approval-{rollback}"' in host
+
+
+def test_one_action_releases_a_held_rollout(app, operator):
+    _, jump = hold_automation(app)
+    answer = post(operator, f"/approvals/{jump}/approve")
+    assert answer.status_code == 303
+    with app.app_context():
+        assert db.session.get(Approval, jump).status == "approved"
+        assert queries.revision_inventory(SHA).accepted
+    assert ("otto", "approval.approve", f"revision {SHA[:12]}") in audit_actions(app)
+    assert "Auto converge at" not in text(operator.get("/"))
 
 
 # --- admin -------------------------------------------------------------------------------

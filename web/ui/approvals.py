@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
 
+from fleet import shapes
 from fleet.errors import FleetError, NotFound
+from fleet.vocabulary import ApprovalKind
 from fleet.store import queries, records
 from fleet.web.auth import audit, require_role
 from fleet.web.ui.common import int_arg, who
@@ -20,8 +22,9 @@ def index():
     before = int_arg("before")
     page = queries.approvals_page(None, before, APPROVALS_PER_PAGE)
     shown = page.items
-    waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending"]
-    drift = queries.changed_tasks_of_pairs(waiting)  # drift only: it leaves out tasks that ran for real in a check
+    waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending" and a.kind == ApprovalKind.DRIFT]
+    # What an approval covers: drift (not tasks that ran for real in a check) and the tasks check mode could not tell.
+    drift = queries.approval_tasks_of_pairs(waiting)
     return render_template("approvals/index.html", approvals=shown, more=page.more,
                            before=before, drift=drift)
 
@@ -37,7 +40,7 @@ def approve(approval_id: int):
     except FleetError as exc:
         flash(str(exc), "error")
         return index(), 409
-    audit("approval.approve", approval.host, f"approval {approval.id}")
-    flash(f"approval {approval.id} for {approval.host} approved: the controller re-checks, then converges "
-          "exactly this drift", "info")
+    audit("approval.approve", approval.host or f"revision {approval.revision_sha[:12]}", f"approval {approval.id}")
+    flash(shapes.approved_message(approval), "info")
     return redirect(url_for("ui.approvals.index"), 303)
+

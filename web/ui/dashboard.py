@@ -34,6 +34,7 @@ def dashboard():
         controller_seen=queries.controller_heartbeat(),
         chart=present.drift_chart(points), points=points,
         recent=queries.recent_runs(RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
+        inventory_holds=queries.pending_inventory_approvals(),
     )
 
 
