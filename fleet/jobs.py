@@ -138,6 +138,7 @@ def adopt_fetch(settings: Settings, fetch: Callable[[], source.Head], runner: Ru
     if revision.status == RevisionStatus.REJECTED:
         records.record_fetch(shown, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_withdraw_if_desired(info.sha)}")
+    revision = _judge_history_again(repo, revision)
     tree = source.export_revision(repo, settings, info.sha)
     hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
@@ -246,7 +247,17 @@ def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner
 
 def _rewrites_history(repo, sha: str) -> bool:
     converged = queries.last_converged_sha()
-    return bool(converged) and not source.is_ancestor(repo, converged, sha)
+    return bool(converged) and converged != sha and not source.is_ancestor(repo, converged, sha)
+
+
+def _judge_history_again(repo, revision):
+    """The history flag judged again each time a revision becomes desired, not only when first seen: a
+    force-push back to a commit seen long ago makes it desired after later ones were converged.
+    (The flag is what the revisions page shows; the controller decides per host, see plan.remediate.)"""
+    if queries.desired_sha() == revision.sha:
+        return revision
+    rewrites = _rewrites_history(repo, revision.sha)
+    return revision if rewrites == revision.rewrites_history else records.note_rewrites_history(revision.sha, rewrites)
 
 
 def _last_good_hint() -> str:

@@ -51,6 +51,14 @@ def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = Fa
     return view_of(RevisionView, revision)
 
 
+def note_rewrites_history(sha: str, rewrites_history: bool) -> RevisionView:
+    """Judge a stored revision's history flag again (it is about to become desired)."""
+    revision = db.session.scalar(select(Revision).where(Revision.sha == sha))
+    revision.rewrites_history = rewrites_history
+    db.session.commit()
+    return view_of(RevisionView, revision)
+
+
 def _source_row() -> SourceState:
     state = db.session.get(SourceState, 1)
     if state is None:

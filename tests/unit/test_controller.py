@@ -299,6 +299,7 @@ def test_a_force_push_back_to_an_older_commit_rolls_no_auto_host_back(fleet, cap
     fleet.controller.tick(NOW)
 
     assert queries.desired_sha() == older
+    assert queries.get_revision(older).rewrites_history, "judged again when A became desired again"
     assert runs()[-1][:2] == ("check", "commit") and converges_since(before) == [], "nothing rolled back"
     reason = (f"desired revision {older[:12]} does not descend from {newer[:12]}, which this host was converged to: "
               "history was rewritten or rolled back")
