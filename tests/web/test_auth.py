@@ -13,7 +13,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from fleet.settings import load_settings
 from fleet.store import accounts, db
@@ -264,6 +264,16 @@ def test_a_token_of_a_disabled_user_is_401_and_works_again_when_enabled(app):
     with app.app_context():
         accounts.set_user_disabled(user_id, False)
     assert api_get(app, secret).status_code == 200
+
+
+def test_a_token_of_a_deleted_user_is_401(app):
+    with app.app_context():
+        secret = accounts.create_token("otto-ci", "operator", "ada", owner="otto")
+        db.session.execute(delete(User).where(User.name == "otto"))
+        db.session.commit()
+    answer = api_get(app, secret)
+    assert answer.status_code == 401
+    assert "unknown API token" in answer.get_json()["error"]  # the token went with its owner
 
 
 def test_an_expired_token_is_401_with_a_clear_message(app):
