@@ -274,9 +274,10 @@ def _spawn_host(init: Path, host: LabHost, host_dir: Path) -> None:
         f'echo $$ > "{host_dir}/pid"; exec unshare --kill-child --mount --uts --pid --fork '
         f'"{init}" "{host.name}" "{host.address}" "{host_dir}"'
     )
-    subprocess.Popen(
-        ["setsid", "bash", "-c", command],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+    # setsid --fork returns at once, leaving the host to init: no child of ours to reap, whoever calls this.
+    subprocess.run(
+        ["setsid", "--fork", "bash", "-c", command],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True, check=True,
     )
     log.close()
 
