@@ -174,7 +174,9 @@ def ssh_config_text(known_hosts: Path, identity: Path | None) -> str:
     wins in ssh_config), so host aliases defined there keep working.
     """
     lines = ["# Written by fleet on every run; edits are lost.",
-             f"UserKnownHostsFile {known_hosts}", "StrictHostKeyChecking yes", "BatchMode yes"]
+             f"UserKnownHostsFile {known_hosts}", "StrictHostKeyChecking yes", "BatchMode yes",
+             # a hop inherits no -o either: without these a silent jump host would hold a run for minutes
+             "ConnectTimeout 10", "ServerAliveInterval 15"]
     if identity is not None:
         lines.append(f"IdentityFile {identity}")
     lines += ["Include ~/.ssh/config", "Include /etc/ssh/ssh_config"]
@@ -262,11 +264,11 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 def _accept_jump_key(target: Target, known_hosts: Path, timeout: float, identity: Path | None,
                      jump: str) -> Probe:
-    names = [h.address for h in target.jumps] + [str(h) for h in target.jumps]
-    if jump not in names:
+    index = next((i for i, h in enumerate(target.jumps)
+                  if jump in (h.address, str(h), known_hosts_name(h.address, h.port))), None)
+    if index is None:
         via = ", ".join(str(h) for h in target.jumps) or "no jump host"
         return Probe(target.name, "invalid", f"{jump} is not a jump host of {target.name} (it goes via {via})")
-    index = names.index(jump) % len(target.jumps)
     hop = target.jumps[index]
     pins = _Pins(_load(known_hosts))
     pins.forget(known_hosts_name(hop.address, hop.port))

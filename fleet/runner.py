@@ -15,6 +15,7 @@ events are recorded.
 
 from __future__ import annotations
 
+import configparser
 import importlib.metadata
 import importlib.util
 import json
@@ -262,7 +263,7 @@ class AnsibleRunner:
             listing = json.loads(proc.stdout)
         except json.JSONDecodeError as exc:
             raise SourceError(f"ansible-inventory printed something that is not JSON ({exc})") from exc
-        return hosts_from_listing(listing)
+        return hosts_from_listing(listing, ssh_arg_defaults(tree))
 
     def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
         command = [str(ansible_bin_dir() / "ansible-playbook"), "--syntax-check",
@@ -293,8 +294,12 @@ class AnsibleRunner:
         return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
 
 
-def hosts_from_listing(listing: dict) -> list[InventoryHost]:
-    """Turn `ansible-inventory --list` JSON into InventoryHosts; only connection facts are kept."""
+def hosts_from_listing(listing: dict, ssh_defaults: dict[str, str] | None = None) -> list[InventoryHost]:
+    """Turn `ansible-inventory --list` JSON into InventoryHosts; only connection facts are kept.
+
+    `ssh_defaults` are ssh argument variables for hosts whose own vars do not
+    set them (what Ansible takes from its environment or ansible.cfg).
+    """
     hostvars = listing.get("_meta", {}).get("hostvars", {})
     groups: dict[str, set[str]] = {}
     for group in listing:
@@ -309,13 +314,44 @@ def hosts_from_listing(listing: dict) -> list[InventoryHost]:
             port=int(hostvars.get(name, {}).get("ansible_port", 22)),
             groups=tuple(sorted(groups.get(name, set()) - {"all", "ungrouped"})),
             user=str(hostvars.get(name, {}).get("ansible_user", "")),
-            ssh_args=ssh_args_of(hostvars.get(name, {})),
+            ssh_args=ssh_args_of({**(ssh_defaults or {}), **hostvars.get(name, {})}),
         )
         for name in names
     ]
 
 
 SSH_ARG_VARS = ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args")  # Ansible's order
+# Where Ansible finds the same settings for every host: its environment, then ansible.cfg's [ssh_connection].
+# (ssh_args is not here: fleet sets ANSIBLE_SSH_ARGS itself, which beats ansible.cfg.)
+SSH_ARG_SETTINGS = {"ansible_ssh_common_args": ("ANSIBLE_SSH_COMMON_ARGS", "ssh_common_args"),
+                    "ansible_ssh_extra_args": ("ANSIBLE_SSH_EXTRA_ARGS", "ssh_extra_args")}
+
+
+def ssh_arg_defaults(tree: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The ssh argument variables Ansible would use, for the source at `tree`, where a host sets none."""
+    environ = os.environ if environ is None else environ
+    section = _ssh_connection_settings(ansible_cfg(tree, environ))
+    found = {var: environ.get(env) or section.get(key, "") for var, (env, key) in SSH_ARG_SETTINGS.items()}
+    return {var: value for var, value in found.items() if value}
+
+
+def ansible_cfg(tree: Path, environ: dict[str, str]) -> Path | None:
+    """The one ansible.cfg Ansible reads when it runs in `tree` (the first of its search order that exists)."""
+    named = environ.get("ANSIBLE_CONFIG")
+    candidates = [Path(named) / "ansible.cfg" if named and Path(named).is_dir() else named,
+                  tree / "ansible.cfg", Path.home() / ".ansible.cfg", "/etc/ansible/ansible.cfg"]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def _ssh_connection_settings(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    parser = configparser.ConfigParser(interpolation=None, strict=False, inline_comment_prefixes=(";",))
+    try:
+        parser.read(path)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {}  # Ansible reports a broken ansible.cfg itself; the probe just goes without it
+    return dict(parser["ssh_connection"]) if parser.has_section("ssh_connection") else {}
 
 
 def ssh_args_of(hostvars: dict) -> tuple[str, ...]:

@@ -386,3 +386,18 @@ def test_a_host_the_jump_cannot_reach_is_unreachable_naming_both(tmp_path, jump_
 def test_a_route_the_inventory_gets_wrong_is_invalid_and_probes_nothing(tmp_path):
     found = probe(Target("web1", "web1.lab", problem="cannot read the jump host"), tmp_path / "known_hosts")
     assert (found.state, found.message) == ("invalid", "cannot read the jump host")
+
+
+def test_a_changed_key_behind_a_jump_is_accepted_through_the_jump(tmp_path, jump_env):
+    identity, behind, start_jump = jump_env
+    jump = start_jump()
+    known_hosts = tmp_path / "known_hosts"
+    target = Target("web1", "web1.lab", 22, (Hop("127.0.0.1", jump.port),))
+    assert probe_via(target, known_hosts, identity).state == "pinned"
+    behind.key = paramiko.ECDSAKey.generate()
+    changed = probe_via(target, known_hosts, identity)
+    assert changed.state == "key_changed" and "fleet hosts accept-key web1" in changed.message
+    accepted = hostkeys.accept_key(target, known_hosts, TIMEOUT, identity)
+    assert (accepted.state, accepted.fingerprint) == ("pinned", behind.key.fingerprint)
+    assert jump.forwarded == [("web1.lab", 22)] * 3, "every contact went through the jump"
+    assert probe_via(target, known_hosts, identity).state == "ok"

@@ -325,3 +325,24 @@ def test_a_run_writes_the_ssh_config_its_arguments_name(tmp_path):
     config = (tmp_path / "ssh" / "ssh_config").read_text()
     assert f"UserKnownHostsFile {tmp_path / 'ssh' / 'known_hosts'}" in config
     assert f"IdentityFile {tmp_path / 'ssh' / 'id_ed25519'}" in config
+
+
+def test_ssh_arguments_from_ansible_cfg_or_the_environment_apply_where_a_host_sets_none(tmp_path):
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nforks = 5\n[ssh_connection]\n"
+                                          "ssh_common_args = -o ProxyJump=ops@10.0.0.9 ; through the bastion\n")
+    defaults = runner.ssh_arg_defaults(tmp_path, environ={})
+    assert defaults == {"ansible_ssh_common_args": "-o ProxyJump=ops@10.0.0.9"}
+    assert runner.ssh_arg_defaults(tmp_path, environ={"ANSIBLE_SSH_COMMON_ARGS": "-J env"}) == {
+        "ansible_ssh_common_args": "-J env"}
+    listing = {"_meta": {"hostvars": {"own": {"ansible_ssh_common_args": "-J own"}, "plain": {}}},
+               "all": {"hosts": ["own", "plain"]}}
+    jumps = {h.name: runner.probe_target(h).jumps for h in hosts_from_listing(listing, defaults)}
+    assert jumps == {"own": (hostkeys.Hop("own"),), "plain": (hostkeys.Hop("10.0.0.9", 22, "ops"),)}
+
+
+def test_ansible_config_names_the_file_ansible_reads(tmp_path):
+    chosen = tmp_path / "elsewhere.cfg"
+    chosen.write_text("[ssh_connection]\nssh_extra_args = -J x\n")
+    (tmp_path / "ansible.cfg").write_text("[ssh_connection]\nssh_extra_args = -J y\n")
+    assert runner.ssh_arg_defaults(tmp_path, environ={"ANSIBLE_CONFIG": str(chosen)}) == {
+        "ansible_ssh_extra_args": "-J x"}
