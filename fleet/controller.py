@@ -154,7 +154,9 @@ class Controller:
             return
         self.next_prune_at = now + PRUNE_EVERY
         try:
-            report = retention.prune(self.settings, current_policy(self.settings).retention, now)
+            # Between batches the prune renews the heartbeat and leader lock, as a long run does.
+            report = retention.prune(self.settings, current_policy(self.settings).retention, now,
+                                     go_on=self.keep_leading)
         except Exception:
             log.exception("pruning the store failed; trying again in an hour")
             records.discard_pending()

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import delete, func, select
 
@@ -47,6 +49,9 @@ from fleet.store.records import size_text
 from fleet.vocabulary import APPROVAL_OPEN_STATUSES, RUN_ACTIVE_STATUSES
 
 PRUNE_BATCH = 500  # runs (or audit entries) per transaction
+# Between two write transactions the prune steps aside this long: SQLite's busy handler sleeps
+# while it waits, so a writer that came back at once could keep the controller's heartbeat waiting.
+PRUNE_PAUSE_SECONDS = 0.1
 AUDIT_MIN_DAYS = 365
 EXPORT_GRACE = timedelta(hours=1)
 
@@ -69,6 +74,7 @@ class PruneReport:
     export_bytes: int = 0
     run_dirs: int = 0
     export_names: list[str] = field(default_factory=list)
+    stopped_early: bool = False  # `go_on` said stop (the controller lost its lead): the rest goes next time
 
     def as_json(self) -> dict:
         data = asdict(self)
@@ -88,20 +94,26 @@ class PruneReport:
             f"{self.audit_cutoff:%Y-%m-%d} (the audit log keeps at least {AUDIT_MIN_DAYS} days)",
             f"{verb} {self.exports} revision export(s), {size_text(self.export_bytes)}, and {self.run_dirs} "
             "leftover run directorie(s); the desired revision's and active runs' exports are kept",
-        ])
+        ] + (["stopped early; the rest is pruned next time"] if self.stopped_early else []))
 
 
-def prune(settings, retention: Retention, now: datetime, dry_run: bool = False,
-          batch: int = PRUNE_BATCH) -> PruneReport:
-    """Remove (or with `dry_run` count) what `retention` lets go at `now`: runs, audit entries, exports."""
+def prune(settings, retention: Retention, now: datetime, dry_run: bool = False, batch: int = PRUNE_BATCH,
+          go_on: Callable[[], bool] = lambda: True) -> PruneReport:
+    """Remove (or with `dry_run` count) what `retention` lets go at `now`: runs, audit entries, exports.
+
+    `go_on` is called after each write transaction: the controller renews its
+    heartbeat and leader lock there, and a False stops the prune (what is left
+    goes next time).
+    """
     cutoff = now - timedelta(days=retention.days)
     audit_cutoff = now - timedelta(days=max(retention.days, AUDIT_MIN_DAYS))
-    runs = _prune_runs(cutoff, retention.keep_per_host, dry_run, batch)
-    audit_entries = _prune_audit(audit_cutoff, dry_run, batch)
+    between = _Between(go_on)
+    runs = _prune_runs(cutoff, retention.keep_per_host, dry_run, batch, between)
+    audit_entries = _prune_audit(audit_cutoff, dry_run, batch, between)
     exports = _prune_exports(settings, now, dry_run)
     run_dirs = _prune_run_dirs(settings, now, dry_run)
     return PruneReport(dry_run=dry_run, cutoff=cutoff, audit_cutoff=audit_cutoff, audit_entries=audit_entries,
-                       run_dirs=run_dirs, **runs, **exports)
+                       run_dirs=run_dirs, stopped_early=between.stopped, **runs, **exports)
 
 
 # --- runs ------------------------------------------------------------------------------------------
@@ -119,11 +131,24 @@ def protected_runs(keep_per_host: int) -> set[int]:
     return kept
 
 
-def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int) -> dict:
+class _Between:
+    """What happens between two write transactions of a prune: a pause for other writers, and `go_on`."""
+
+    def __init__(self, go_on: Callable[[], bool]):
+        self.go_on = go_on
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        time.sleep(PRUNE_PAUSE_SECONDS)
+        self.stopped = self.stopped or not self.go_on()
+        return not self.stopped
+
+
+def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int, between: _Between) -> dict:
     kept = protected_runs(keep_per_host)
     totals = {"runs": 0, "run_hosts": 0, "task_results": 0, "output_chunks": 0, "run_bytes": 0, "kept_runs": 0}
     after = 0
-    while True:
+    while not between.stopped:
         ids = _old_runs(cutoff, after, batch)
         if not ids:
             break
@@ -135,6 +160,7 @@ def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int)
                 totals[name] += value
             if not dry_run:
                 _delete_runs(doomed)
+                between()
     return totals
 
 
@@ -180,12 +206,12 @@ def _end_reads() -> None:
 
 # --- the audit log -------------------------------------------------------------------------------------
 
-def _prune_audit(cutoff: datetime, dry_run: bool, batch: int) -> int:
+def _prune_audit(cutoff: datetime, dry_run: bool, batch: int, between: _Between) -> int:
     old = AuditEntry.at < cutoff
     if dry_run:
         return db.session.scalar(select(func.count()).select_from(AuditEntry).where(old)) or 0
     removed = 0
-    while True:
+    while not between.stopped:
         ids = list(db.session.scalars(select(AuditEntry.id).where(old).order_by(AuditEntry.id).limit(batch)))
         if not ids:
             return removed
@@ -193,6 +219,8 @@ def _prune_audit(cutoff: datetime, dry_run: bool, batch: int) -> int:
         db.session.execute(delete(AuditEntry).where(AuditEntry.id.in_(ids)))
         db.session.commit()
         removed += len(ids)
+        between()
+    return removed
 
 
 # --- files: revision exports and leftover run directories -----------------------------------------------
