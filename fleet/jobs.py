@@ -246,6 +246,7 @@ def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner
 
 
 def _rewrites_history(repo, sha: str) -> bool:
+    """Does ``sha`` not descend from the revision the fleet was last converged to?"""
     converged = queries.last_converged_sha()
     return bool(converged) and converged != sha and not source.is_ancestor(repo, converged, sha)
 
