@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from fleet import plan, policy
-from fleet.controller import Controller, finished_run
+from fleet.controller import Controller, finished_run, observe_inventory
 from fleet.drift import HostVerdict, TaskResult
 from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.runner import InventoryHost
@@ -355,6 +355,17 @@ def test_an_approval_covers_one_revision_and_its_exact_drift_and_asks_again_for_
     fleet.controller.tick(NOW)
     assert converges_since(before) == [("db1", newer)]
     assert db.session.get(Approval, again.id).status == "applied"
+
+
+def test_a_revision_desired_again_after_another_was_accepted_is_judged_again(fleet):
+    settings = fleet.controller.settings
+    older, newer = "a" * 40, "b" * 40
+    records.accept_inventory(older, ["web1"])
+    assert observe_inventory(settings, older, ["web1"]) == plan.InventoryChange(older, ("web1",), accepted=True)
+    records.accept_inventory(newer, [f"web{i}" for i in range(1, 11)])
+    again = observe_inventory(settings, older, ["web1"])
+    assert again == plan.InventoryChange(older, ("web1",), newer, previous=10, added=0, removed=9, accepted=False,
+                                         baseline_limit="25%"), "rolled back from 10 hosts to 1: judged again"
 
 
 def _web_hosts(count: int) -> list[InventoryHost]:

@@ -148,6 +148,38 @@ def test_an_approval_is_decided_once(store):
         "applied", 7)
 
 
+def test_a_drift_approval_keeps_its_reason_and_leaves_inventory_approvals_alone(store):
+    held = records.open_inventory_approval("b" * 40, ["web1", "web2"], 1, "inventory went from 1 to 2 hosts (+1)")
+    drift = records.open_approval("web1", 1, "b" * 40, "sig", "1 task", "history was rewritten or rolled back")
+    assert (drift.kind, drift.reason) == ("drift", "history was rewritten or rolled back")
+    assert queries.get_approval(held.id).status == "pending", "another host's drift supersedes no inventory hold"
+    assert [a.id for a in queries.open_approvals_of("web1")] == [drift.id]
+
+
+def test_one_inventory_approval_per_revision_superseded_when_the_fleet_moves_on(store):
+    first = records.open_inventory_approval("b" * 40, ["web1", "web2"], 1, "jump")
+    assert records.open_inventory_approval("b" * 40, ["web1", "web2"], 2, "jump").id == first.id
+    second = records.open_inventory_approval("c" * 40, ["web1", "web2", "web3"], 3, "jump")
+    assert (first.kind, first.host, first.reason) == ("inventory", "", "jump")
+    assert queries.get_approval(first.id).status == "superseded"
+    assert [a.id for a in queries.pending_inventory_approvals()] == [second.id]
+    assert not queries.revision_inventory("c" * 40).accepted, "noted, not accepted"
+    records.accept_inventory("d" * 40, ["web1"])  # a later revision within the limit: nothing left to approve
+    assert queries.get_approval(second.id).status == "superseded"
+    assert queries.get_approval(second.id).note.startswith(f"the inventory of {'d' * 12} was accepted since")
+    assert queries.pending_inventory_approvals() == []
+
+
+def test_approving_an_inventory_change_makes_it_the_baseline(store):
+    records.accept_inventory("a" * 40, ["web1"])
+    held = records.open_inventory_approval("b" * 40, ["web1", "web2", "web3"], 1, "jump")
+    assert queries.inventory_baseline("b" * 40).sha == "a" * 40
+    assert queries.inventory_baseline("a" * 40) is None, "a revision is never its own baseline"
+    records.decide_approval(held.id, "otto")
+    assert queries.revision_inventory("b" * 40).accepted
+    assert queries.inventory_baseline("c" * 40).names == ("web1", "web2", "web3")
+
+
 def test_approval_writes_hand_back_views_and_close_takes_a_view_or_an_id(store):
     opened = records.open_approval("web1", 1, "a" * 40, "sig", "1 task")
     decided = records.decide_approval(opened.id, "otto")
