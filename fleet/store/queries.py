@@ -31,6 +31,7 @@ OUTPUT_PAGE_CHUNKS = 2000
 OUTPUT_READ_BATCH = 64  # rows fetched at a time while filling a page, so a full page stops the read
 STDOUT_READ_ROWS = 500
 TASK_PAGE_ROWS = 1000
+TASK_PAGE_BYTES = 1024 * 1024  # diffs and messages of one page of task results (each diff is capped at 64 KiB)
 
 
 def ping() -> None:
@@ -199,19 +200,29 @@ def output_tail(run_id: int, max_bytes: int = OUTPUT_PAGE_BYTES, max_chunks: int
     return Page(list(reversed(taken)), more)
 
 
-def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None,
-               size: int = TASK_PAGE_ROWS) -> Page[TaskView]:
-    """Task results with after_seq < seq (<= upto_seq), in event order, at most `size` of them (one query).
+def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, size: int = TASK_PAGE_ROWS,
+               max_bytes: int = TASK_PAGE_BYTES) -> Page[TaskView]:
+    """Task results with after_seq < seq (<= upto_seq), in event order, at most `size` of them and about
+    `max_bytes` of diffs and messages (one query, streamed like `output_page`'s).
 
     Like `output_page`: `cursor("seq")` is the next page's after_seq, and one event's results stay together.
     """
     query = select(TaskResultRow).where(TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq)
     if upto_seq is not None:
         query = query.where(TaskResultRow.seq <= upto_seq)
-    rows = [view_of(TaskView, row) for row in
-            db.session.scalars(query.order_by(TaskResultRow.seq, TaskResultRow.id).limit(size + 1))]
-    left_out = rows[size].seq if len(rows) > size else None
-    return _whole_events(rows[:size], left_out, lambda seq: _tasks_of_event(run_id, seq))
+    rows = db.session.scalars(query.order_by(TaskResultRow.seq, TaskResultRow.id).limit(size + 1)
+                              .execution_options(yield_per=OUTPUT_READ_BATCH))
+    taken, weight, left_out = [], 0, None
+    try:
+        for row in rows:
+            weight += len(row.diff) + len(row.note) + len(row.task) + 200  # a row costs something even when bare
+            if taken and (len(taken) >= size or weight > max_bytes):
+                left_out = row.seq
+                break
+            taken.append(view_of(TaskView, row))
+    finally:
+        rows.close()
+    return _whole_events(taken, left_out, lambda seq: _tasks_of_event(run_id, seq))
 
 
 def _whole_events(items: list, left_out: int | None, rows_of_event) -> Page:

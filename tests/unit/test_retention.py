@@ -205,3 +205,31 @@ def test_leftover_run_directories_go_but_an_active_runs_stays(settings, store):
     report = retention.prune(settings, policy.Retention(), utcnow() + timedelta(hours=2))
     assert report.run_dirs == 1
     assert [p.name for p in (settings.data_dir / "runs").iterdir()] == [str(active)]
+
+
+# --- the controller's cadence, and a prune told to stop --------------------------------------------
+
+def test_the_controller_prunes_at_start_then_once_a_day(settings, store):
+    from fleet.controller import Controller
+
+    controller = Controller(settings, runner=FakeRunner())
+    assert controller.lead()  # the controller prunes only while it leads (its tick leads first)
+    now = utcnow()
+    first = record("check", ["web1"])
+    age([first, record("check", ["web1"])], 200)  # the older of two old checks of web1 may go
+    controller.prune_if_due(now)
+    assert list(db.session.scalars(select(Run.id))) == [first + 1]
+    record("check", ["web1"])  # a newer check of web1: the kept old one may go now
+    controller.prune_if_due(now + timedelta(hours=23))
+    assert db.session.scalar(select(func.count()).select_from(Run)) == 2  # not again the same day
+    controller.prune_if_due(now + timedelta(days=1))
+    assert db.session.scalar(select(func.count()).select_from(Run)) == 1
+
+
+def test_a_prune_told_to_stop_stops_after_the_batch_at_hand(settings, store):
+    ids = [record("check", ["web1"]) for _ in range(30)]
+    age(ids, 200)
+    report = retention.prune(settings, policy.Retention(), utcnow(), batch=10, go_on=lambda: False)
+    assert (report.runs, report.stopped_early) == (10, True)
+    assert "stopped early; the rest is pruned next time" in report.describe()
+    assert db.session.scalar(select(func.count()).select_from(Run)) == 20

@@ -6,6 +6,7 @@ a real run writes them; every page is read through Flask's test client.
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import contextmanager
 
@@ -222,3 +223,19 @@ def test_the_whole_stdout_streams_in_batches_not_one_query_or_string(app):
         pieces = list(queries.iter_run_stdout(run_id, rows=500))
     assert "".join(pieces) == "\n".join(chunk(seq) for seq in range(1, 1201))
     assert len(pieces) == 1200 and len(statements) == 3  # 500 + 500 + 200 rows
+
+
+def test_a_page_of_tasks_is_bounded_by_the_size_of_their_diffs_too(app, token):
+    with app.app_context():
+        run = records.create_run("check", "manual", "a" * 40, "", "test", None)
+        recorder = records.RunRecorder(run.id)
+        for seq in range(1, 101):  # 100 drifted tasks, each with a diff just under the cap
+            recorder.add_task(TaskResult(seq=seq, host="web1", task=f"big {seq}", action="copy", status="changed",
+                                         diff="+" + "y" * 60_000 + "\n"))
+        recorder.flush()
+        records.finish_run(run.id, "successful", [HostVerdict("web1", "drifted", changed=100)])
+        page = queries.tasks_page(run.id)
+    assert 10 <= len(page) <= 20 and page.more
+    data = api(app.test_client(), f"/runs/{run.id}", token).get_json()
+    assert len(json.dumps(data["tasks"])) < 1.2 * 1024 * 1024 and data["more"] is True
+    assert data["last_seq"] == data["tasks_next"] == data["tasks"][-1]["seq"] < 100
