@@ -18,7 +18,9 @@ from __future__ import annotations
 import base64
 import getpass
 import logging
+import os
 import re
+import select
 import shlex
 import socket
 import subprocess
@@ -91,7 +93,9 @@ def known_hosts_name(address: str, port: int) -> str:
 # --- reading a route out of ssh arguments (pure) ---------------------------------------------
 
 _OPTION = re.compile(r"\s*(?P<key>[A-Za-z]+)\s*(?:=\s*|\s+)(?P<value>.*)", re.DOTALL)
-_HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]\s{}/]+))(?::(?P<port>[^:]*))?$")
+# [ssh://][user@]host[:port], the host maybe an IPv6 address in brackets; no spaces or braces (a template left over)
+_HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?"
+                  r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]\s{}/]+))(?::(?P<port>[^:]*))?$")
 
 
 def route_from_ssh_args(*arg_strings: str) -> tuple[tuple[Hop, ...], str]:
@@ -232,54 +236,50 @@ def probe_hosts(targets: list[Target], known_hosts: Path, timeout: float,
     """
     if not targets:
         return {}
-    pins = _Pins(_load(known_hosts))
-    with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(targets))) as pool:
-        offered = dict(zip([t.name for t in targets],
-                           pool.map(lambda t: _fetch_key(t, timeout, pins, identity), targets)))
+    ways = _Ways(_load(known_hosts), timeout, identity)
+    try:
+        with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(targets))) as pool:
+            offered = dict(zip([t.name for t in targets], pool.map(ways.fetch_key, targets)))
+    finally:
+        ways.close()
     results = {}
     for target in targets:
         key = offered[target.name]
-        results[target.name] = key if isinstance(key, Probe) else _compare(pins.keys, target, key)
-    _save(pins.keys, known_hosts)
+        results[target.name] = key if isinstance(key, Probe) else _compare(ways.keys, target, key)
+    _save(ways.keys, known_hosts)
     return results
 
 
 def accept_key(target: Target, known_hosts: Path, timeout: float, identity: Path | None = None,
                jump: str = "") -> Probe:
     """Replace the pinned key of a host (or of `jump`, one hop on its way) with the one it offers now."""
-    if jump:
-        return _accept_jump_key(target, known_hosts, timeout, identity, jump)
-    pins = _Pins(_load(known_hosts))
-    key = _fetch_key(target, timeout, pins, identity)
+    whose = _hop_as_target(target, jump) if jump else target
+    if isinstance(whose, Probe):
+        return whose
+    ways = _Ways(_load(known_hosts), timeout, identity)
+    try:
+        key = ways.fetch_key(whose)  # through the hops before it, whose keys must still match
+    finally:
+        ways.close()
     if isinstance(key, Probe):
         return key
-    pins.replace(known_hosts_name(target.address, target.port), key)
-    _save(pins.keys, known_hosts)
-    return Probe(target.name, "pinned", "new key accepted", fingerprint(key))
+    ways.replace(known_hosts_name(whose.address, whose.port), key)
+    _save(ways.keys, known_hosts)
+    return Probe(target.name, "pinned", f"new key of jump host {jump} accepted" if jump else "new key accepted",
+                 fingerprint(key))
 
 
 def fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint  # "SHA256:..." as ssh-keygen prints it
 
 
-def _accept_jump_key(target: Target, known_hosts: Path, timeout: float, identity: Path | None,
-                     jump: str) -> Probe:
-    index = next((i for i, h in enumerate(target.jumps)
-                  if jump in (h.address, str(h), known_hosts_name(h.address, h.port))), None)
-    if index is None:
-        via = ", ".join(str(h) for h in target.jumps) or "no jump host"
-        return Probe(target.name, "invalid", f"{jump} is not a jump host of {target.name} (it goes via {via})")
-    hop = target.jumps[index]
-    pins = _Pins(_load(known_hosts))
-    pins.forget(known_hosts_name(hop.address, hop.port))
-    # Up to the hop before it, every key must still match; the hop itself is pinned afresh.
-    way = Target(f"{hop.address}", hop.address, hop.port, target.jumps[:index])
-    key = _fetch_key(way, timeout, pins, identity)
-    if isinstance(key, Probe):
-        return key
-    pins.replace(known_hosts_name(hop.address, hop.port), key)
-    _save(pins.keys, known_hosts)
-    return Probe(target.name, "pinned", f"new key of jump host {hop} accepted", fingerprint(key))
+def _hop_as_target(target: Target, jump: str) -> Target | Probe:
+    """The jump host `jump` (address, user@address:port or known_hosts name) as a target behind the hops before it."""
+    for index, hop in enumerate(target.jumps):
+        if jump in (hop.address, str(hop), known_hosts_name(hop.address, hop.port)):
+            return Target(target.name, hop.address, hop.port, target.jumps[:index])
+    via = ", ".join(str(h) for h in target.jumps) or "no jump host"
+    return Probe(target.name, "invalid", f"{jump} is not a jump host of {target.name} (it goes via {via})")
 
 
 def _compare(keys: paramiko.HostKeys, target: Target, key: paramiko.PKey) -> Probe:
@@ -298,15 +298,94 @@ def _compare(keys: paramiko.HostKeys, target: Target, key: paramiko.PKey) -> Pro
     )
 
 
-class _Pins:
-    """known_hosts shared by the probe threads: hops are checked (and pinned) while the probes run."""
+class _HopFailure(Exception):
+    """A jump host that could not be gone through; every target behind it gets a Probe from it."""
 
-    def __init__(self, keys: paramiko.HostKeys):
-        self.keys = keys
-        self.lock = threading.Lock()
+    def __init__(self, state: str, hop: Hop, text: str = "", hint: str = "", key_fingerprint: str = ""):
+        super().__init__(text)
+        self.state, self.hop, self.text, self.hint, self.fingerprint = state, hop, text, hint, key_fingerprint
+
+    def probe(self, target: Target) -> Probe:
+        if self.state == "jump_key_changed":
+            return Probe(target.name, self.state, (
+                f"SSH host key of jump host {self.hop} changed (now {self.fingerprint}); fleet does not go "
+                f"through it, so {target.name} and every host behind it are blocked until an admin checks it "
+                f"and runs `fleet hosts accept-key {target.name} --jump {self.hop.address}`"), self.fingerprint)
+        return Probe(target.name, self.state,
+                     f"{self.text} on the way to {target.address}:{target.port}; {self.hint}")
+
+
+class _Ways:
+    """How the probes of one call reach their targets, shared by the probe threads.
+
+    The pins (known_hosts in memory: hops are checked and pinned while the
+    probes run), and one authenticated session per chain of jump hosts, used
+    by every target behind it: a bastion sees one login per probe, not one per
+    host, so its MaxStartups never drops probes, and a bastion that is down is
+    tried once.
+    """
+
+    def __init__(self, keys: paramiko.HostKeys, timeout: float, identity: Path | None):
+        self.keys, self.timeout, self.identity = keys, timeout, identity
+        self.lock = threading.Lock()  # guards keys and the two dicts
+        self.sessions: dict[tuple[Hop, ...], paramiko.Transport | _HopFailure] = {}
+        self.chain_locks: dict[tuple[Hop, ...], threading.Lock] = {}
+
+    def fetch_key(self, target: Target) -> paramiko.PKey | Probe:
+        """The host key a target offers, or the Probe saying why it could not be had."""
+        if target.problem:
+            return Probe(target.name, "invalid", target.problem)
+        try:
+            sock = _start_proxy(target) if target.proxy_command else self._connect(target)
+        except _HopFailure as failure:
+            return failure.probe(target)
+        if isinstance(sock, Probe):
+            return sock
+        try:
+            return _server_key(target, sock, self.timeout)
+        finally:
+            if isinstance(sock, _ProxyCommand):
+                sock.finish()
+
+    def _connect(self, target: Target):
+        """A TCP connection to the target's sshd, or a direct-tcpip channel to it from its last jump host."""
+        through = self.session(target.jumps) if target.jumps else None
+        try:
+            return _open(target.address, target.port, through, self.timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if through is None:
+                return Probe(target.name, "unreachable", f"cannot connect to {target.address}:{target.port} "
+                             f"({_reason(exc)}); is the host up and sshd running?")
+            return Probe(target.name, "unreachable",
+                         f"jump host {target.jumps[-1]} could not open a connection to {target.address}:"
+                         f"{target.port} ({_reason(exc)}); is that host up, and does the jump host resolve its name?")
+
+    def session(self, jumps: tuple[Hop, ...]) -> paramiko.Transport:
+        """An authenticated session on the last of `jumps`, reached through the others; raises _HopFailure."""
+        # Each chain is entered once; a longer chain's lock is taken before its prefix's, never the reverse.
+        with self._chain_lock(jumps):
+            known = self.sessions.get(jumps)
+            if known is None:
+                known = self._enter(jumps)
+                with self.lock:
+                    self.sessions[jumps] = known
+        if isinstance(known, _HopFailure):
+            raise known
+        return known
+
+    def _chain_lock(self, jumps: tuple[Hop, ...]) -> threading.Lock:
+        with self.lock:
+            return self.chain_locks.setdefault(jumps, threading.Lock())
+
+    def _enter(self, jumps: tuple[Hop, ...]) -> paramiko.Transport | _HopFailure:
+        try:
+            through = self.session(jumps[:-1]) if len(jumps) > 1 else None
+        except _HopFailure as failure:
+            return failure
+        return _enter_hop(jumps[-1], through, self)
 
     def check_hop(self, hop: Hop, key: paramiko.PKey) -> bool:
-        """True when the hop's key is the pinned one, or the hop is new and now pinned."""
+        """True when the hop's key is the pinned one, or the hop is new and now pinned (trust on first use)."""
         name = known_hosts_name(hop.address, hop.port)
         with self.lock:
             pinned = self.keys.lookup(name)
@@ -318,30 +397,16 @@ class _Pins:
 
     def replace(self, name: str, key: paramiko.PKey) -> None:
         with self.lock:
-            self.forget(name)
+            if name in self.keys:
+                del self.keys[name]
             self.keys.add(name, key.get_name(), key)
 
-    def forget(self, name: str) -> None:
-        if name in self.keys:
-            del self.keys[name]
-
-
-def _fetch_key(target: Target, timeout: float, pins: _Pins, identity: Path | None) -> paramiko.PKey | Probe:
-    """The host key a target offers, or the Probe saying why it could not be had."""
-    if target.problem:
-        return Probe(target.name, "invalid", target.problem)
-    hops: list[paramiko.Transport] = []
-    sock = None
-    try:
-        sock = _open_way(target, timeout, pins, identity, hops)
-        if isinstance(sock, Probe):
-            return sock
-        return _server_key(target, sock, timeout)
-    finally:
-        for transport in reversed(hops):
-            transport.close()
-        if isinstance(sock, _ProxyCommand):
-            sock.finish()
+    def close(self) -> None:
+        """End every jump host session, the innermost first."""
+        for chain in sorted(self.sessions, key=len, reverse=True):
+            session = self.sessions[chain]
+            if isinstance(session, paramiko.Transport):
+                session.close()
 
 
 def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
@@ -362,16 +427,22 @@ def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
         transport.close()
 
 
-def _proxy_exit(sock) -> str:
-    """How a ProxyCommand that already ended ended ('' for anything else)."""
-    if not isinstance(sock, _ProxyCommand) or sock.process.poll() is None:
-        return ""
-    said = sock.process.stderr.read(2000).decode(errors="replace").strip().splitlines()
-    return f"; the command exited with {sock.process.returncode}" + (f": {said[-1]}" if said else "")
+def _via(target: Target) -> str:
+    return " through jump host " + ", ".join(str(h) for h in target.jumps) if target.jumps else ""
 
 
 class _ProxyCommand(paramiko.ProxyCommand):
     """paramiko's ProxyCommand, whose process is also reaped and whose close may come twice."""
+
+    def recv(self, size: int) -> bytes:
+        """What the command wrote, as a socket would give it: b'' once it has ended, not a wait for the timeout."""
+        ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
+        if not ready:
+            raise socket.timeout()
+        try:
+            return os.read(self.process.stdout.fileno(), size)
+        except OSError as exc:
+            raise paramiko.ProxyCommandFailure(" ".join(self.cmd), exc.strerror) from exc
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -388,33 +459,22 @@ class _ProxyCommand(paramiko.ProxyCommand):
             stream.close()
 
 
-def _via(target: Target) -> str:
-    return " through jump host " + ", ".join(str(h) for h in target.jumps) if target.jumps else ""
+def _start_proxy(target: Target) -> _ProxyCommand | Probe:
+    command = expand_proxy_command(target.proxy_command, target)
+    try:  # as OpenSSH does: the user's shell runs it
+        return _ProxyCommand(shlex.join(["/bin/sh", "-c", f"exec {command}"]))
+    except (OSError, paramiko.SSHException) as exc:
+        return Probe(target.name, "unreachable", f"cannot start ProxyCommand `{command}` ({exc})")
 
 
-def _open_way(target: Target, timeout: float, pins: _Pins, identity: Path | None,
-              hops: list[paramiko.Transport]):
-    """A socket-like connection to the target's sshd: direct, through its jump hosts, or its ProxyCommand."""
-    if target.proxy_command:
-        command = expand_proxy_command(target.proxy_command, target)
-        try:  # as OpenSSH does: the user's shell runs it
-            return _ProxyCommand(shlex.join(["/bin/sh", "-c", f"exec {command}"]))
-        except (OSError, paramiko.SSHException) as exc:
-            return Probe(target.name, "unreachable", f"cannot start ProxyCommand `{command}` ({exc})")
-    for hop in target.jumps:
-        transport = _enter_hop(target, hop, hops[-1] if hops else None, timeout, pins, identity)
-        if isinstance(transport, Probe):
-            return transport
-        hops.append(transport)
+def _proxy_exit(proxy: _ProxyCommand) -> str:
+    """How a ProxyCommand that closed its output ended, with the last line it said ('' while it runs on)."""
     try:
-        return _open(target.address, target.port, hops[-1] if hops else None, timeout)
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        if not hops:
-            return Probe(target.name, "unreachable", f"cannot connect to {target.address}:{target.port} "
-                         f"({_reason(exc)}); is the host up and sshd running?")
-        return Probe(target.name, "unreachable",
-                     f"jump host {target.jumps[-1]} could not open a connection to {target.address}:{target.port} "
-                     f"({_reason(exc)}); is that host up, and does the jump host resolve its name?")
+        code = proxy.process.wait(timeout=1)  # its output ends a moment before the process does
+    except subprocess.TimeoutExpired:
+        return ""
+    said = proxy.process.stderr.read(2000).decode(errors="replace").strip().splitlines()
+    return f"; the command exited with {code}" + (f": {said[-1]}" if said else "")
 
 
 def _open(address: str, port: int, through: paramiko.Transport | None, timeout: float):
@@ -430,49 +490,36 @@ def _reason(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
 
 
-def _enter_hop(target: Target, hop: Hop, through: paramiko.Transport | None, timeout: float,
-               pins: _Pins, identity: Path | None) -> paramiko.Transport | Probe:
+def _enter_hop(hop: Hop, through: paramiko.Transport | None, ways: _Ways) -> paramiko.Transport | _HopFailure:
     """An authenticated session on one jump host whose key matches its pin (or is pinned now)."""
     try:
-        sock = _open(hop.address, hop.port, through, timeout)
+        sock = _open(hop.address, hop.port, through, ways.timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        return Probe(target.name, "unreachable", _hop_unreachable(target, hop, through is None, _reason(exc)))
+        if through is None:
+            return _HopFailure("unreachable", hop, f"cannot connect to jump host {hop} ({_reason(exc)})",
+                               "is the jump host up and sshd running?")
+        return _HopFailure("unreachable", hop, f"the jump host before {hop} could not open a connection to it "
+                           f"({_reason(exc)})", f"is {hop.address} up?")
     transport = paramiko.Transport(sock)
-    transport.banner_timeout = timeout
+    transport.banner_timeout = ways.timeout
     try:
-        transport.start_client(timeout=timeout)
+        transport.start_client(timeout=ways.timeout)
         key = transport.get_remote_server_key()
-        if not pins.check_hop(hop, key):
-            transport.close()
-            return _jump_key_changed(target, hop, key)
-        problem = _authenticate(transport, hop, identity)
+        if not ways.check_hop(hop, key):  # checked before fleet offers anything to it
+            failure = _HopFailure("jump_key_changed", hop, key_fingerprint=fingerprint(key))
+        else:
+            failure = _authenticate(transport, hop, ways.identity)
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        problem = f"jump host {hop} gave no SSH session ({_reason(exc)}); check sshd there"
-    if problem:
+        failure = _HopFailure("unreachable", hop, f"jump host {hop} gave no SSH session ({_reason(exc)})",
+                              "check sshd there")
+    if failure is not None:
         transport.close()
-        return Probe(target.name, "unreachable", problem)
+        return failure
     return transport
 
 
-def _hop_unreachable(target: Target, hop: Hop, first: bool, reason: str) -> str:
-    way = f"on the way to {target.address}:{target.port}"
-    if first:
-        return f"cannot connect to jump host {hop} ({reason}) {way}; is the jump host up and sshd running?"
-    return f"the jump host before {hop} could not open a connection to it ({reason}) {way}; is {hop.address} up?"
-
-
-def _jump_key_changed(target: Target, hop: Hop, key: paramiko.PKey) -> Probe:
-    return Probe(
-        target.name, "jump_key_changed",
-        f"SSH host key of jump host {hop} changed (now {fingerprint(key)}); fleet does not go through it, so "
-        f"{target.name} and every host behind it are blocked until an admin checks it and runs "
-        f"`fleet hosts accept-key {target.name} --jump {hop.address}`",
-        fingerprint(key),
-    )
-
-
-def _authenticate(transport: paramiko.Transport, hop: Hop, identity: Path | None) -> str:
-    """'' once a key is accepted; else why none was (fleet's key first, then the agent's, as ssh does)."""
+def _authenticate(transport: paramiko.Transport, hop: Hop, identity: Path | None) -> _HopFailure | None:
+    """None once a key is accepted; else why none was (fleet's key first, then the agent's, as ssh does)."""
     user = hop.user or getpass.getuser()
     keys, unreadable = _client_keys(identity)
     for key in keys:
@@ -481,10 +528,10 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, identity: Path | None
         except paramiko.AuthenticationException:
             continue
         if transport.is_authenticated():
-            return ""
+            return None
     offered = f"fleet's key {identity}.pub" if identity else "no key"
-    return (f"jump host {hop} refused {offered} for user {user}{unreadable}; "
-            f"authorise it there (or name the user: ProxyJump=user@{hop.address})")
+    return _HopFailure("unreachable", hop, f"jump host {hop} refused {offered} for user {user}{unreadable}",
+                       f"authorise it there (or name the user: ProxyJump=user@{hop.address})")
 
 
 def _client_keys(identity: Path | None) -> tuple[list[paramiko.PKey], str]:

@@ -324,6 +324,18 @@ def test_a_host_behind_a_jump_is_reached_by_the_name_the_jump_resolves(tmp_path,
     assert probe_via(target, known_hosts, identity).state == "ok"
 
 
+def test_hosts_behind_one_jump_share_one_login_on_it(tmp_path, jump_env, serve):
+    identity, behind, start_jump = jump_env
+    names = {f"web{i}.lab": serve(paramiko.ECDSAKey.generate()).port for i in range(1, 7)}
+    jump = start_jump(names=names)
+    hop = Hop("127.0.0.1", jump.port, "ops")
+    targets = [Target(name.removesuffix(".lab"), name, 22, (hop,)) for name in names]
+    found = hostkeys.probe_hosts(targets, tmp_path / "known_hosts", TIMEOUT, identity)
+    assert {p.state for p in found.values()} == {"pinned"} and len(found) == 6
+    assert jump.auth_attempts == ["ops"], "one session on the bastion, six channels through it"
+    assert sorted(jump.forwarded) == sorted((name, 22) for name in names)
+
+
 def test_a_chain_of_jumps_goes_through_each_in_order(tmp_path, jump_env):
     identity, behind, start_jump = jump_env
     inner = start_jump()
