@@ -303,7 +303,8 @@ class ActionExecutor:
         return plan.after_recheck(approval, recheck, signature)
 
     def converge_approved(self, action: plan.ConvergeApproved, now: datetime) -> list[plan.Action]:
-        converge = self.run_now(RunKind.CONVERGE, action.approval.host, action.approval.id)
+        # Pinned to the approved revision: a `fleet check` elsewhere may have moved the desired one since.
+        converge = self.run_now(RunKind.CONVERGE, action.approval.host, action.approval.id, action.approval.sha)
         return plan.after_approved_converge(action.approval, converge)
 
     def converge_batch(self, action: plan.ConvergeBatch, now: datetime) -> list[plan.Action]:
@@ -344,10 +345,16 @@ class ActionExecutor:
         log.log(logging.WARNING if action.warn else logging.INFO, "%s", action.reason)
         return []
 
-    def run_queued(self, run) -> plan.FinishedRun | None:
-        """Run one queued run (its view) to its end; None when it could not start (it is closed as failed)."""
+    def run_queued(self, run, pinned_sha: str = "") -> plan.FinishedRun | None:
+        """Run one queued run (its view) to its end; None when it could not start (it is closed as failed).
+
+        With ``pinned_sha``, only at that revision: a run the desired revision moved away from fails unstarted.
+        """
         try:
             desired = jobs.desired_state(self.settings, runner=self.runner)
+            if pinned_sha and desired.revision.sha != pinned_sha:
+                raise FleetError(f"the desired revision moved to {desired.revision.sha[:12]} since {pinned_sha[:12]} "
+                                 "was approved and re-checked; nothing was converged, the next check asks again")
             run = records.start_queued_run(run, desired.revision.sha, os.getpid(), self.settings.lease_seconds)
             targets = jobs.resolve_targets(self.settings, desired, run.limit or None, runner=self.runner)
             report = jobs.perform_run(self.settings, run, desired, targets,
@@ -382,12 +389,13 @@ class ActionExecutor:
                 return False  # no mirror to ask: in doubt, not a descendant (and not cached)
         return self._ancestry[(older, newer)]
 
-    def run_now(self, kind: str, limit: str, approval_id: int | None = None) -> plan.FinishedRun | None:
+    def run_now(self, kind: str, limit: str, approval_id: int | None = None,
+                pinned_sha: str = "") -> plan.FinishedRun | None:
         """Queue a policy run and execute it at once, so policy steps run back to back."""
         run, _ = records.enqueue_run(kind, Trigger.POLICY, limit, "controller", approval_id)
         if run.status != RunStatus.QUEUED:
             return None
-        return self.run_queued(run)
+        return self.run_queued(run, pinned_sha)
 
     def _should_cancel(self, run_id: int) -> bool:
         """Polled during a run (jobs polls the store's cancel flag itself): stop on SIGTERM or lost leadership."""

@@ -368,6 +368,21 @@ def test_a_revision_desired_again_after_another_was_accepted_is_judged_again(fle
                                          baseline_limit="25%"), "rolled back from 10 hosts to 1: judged again"
 
 
+def test_an_approved_converge_runs_only_at_the_approved_revision(fleet):
+    fleet.controller.tick(NOW)
+    fleet.controller.tick(NOW)
+    approval = Approval.query.filter_by(host="db1").one()
+    jobs_before = len(fleet.runner.jobs)
+    # As if a `fleet check` elsewhere had moved the desired revision between the re-check and the converge.
+    elsewhere = plan.ApprovedDrift(approval.id, "db1", approval.drift_signature, "f" * 40)
+    follow_ups = fleet.controller.actions.converge_approved(plan.ConvergeApproved(elsewhere), NOW)
+    assert follow_ups == [plan.CloseApproval(approval.id, "failed", "the converge did not succeed", None)]
+    converge = Run.query.filter_by(kind="converge", limit="db1").one()
+    assert converge.status == "failed" and converge.error.startswith(f"the desired revision moved to ")
+    assert len(fleet.runner.jobs) == jobs_before, "Ansible never started"
+    assert queries.hosts_named(["db1"])[0].status == "drifted"
+
+
 def _web_hosts(count: int) -> list[InventoryHost]:
     return [InventoryHost(f"web{i}", f"127.0.99.{i}", 22, ("web",)) for i in range(1, count + 1)]
 
