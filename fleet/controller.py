@@ -38,6 +38,8 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 import git
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
 
 from fleet import jobs, plan, policy, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
@@ -52,6 +54,7 @@ IDLE_SLEEP_SECONDS = 1.0
 PRUNE_EVERY = timedelta(days=1)
 PRUNE_RETRY = timedelta(hours=1)
 HEARTBEAT_SECONDS = 2.0  # during a long run, the leader lock and heartbeat are renewed this often
+STUCK_SECONDS = 600  # a loop silent this long is stuck: its leader lock is renewed no more, another may lead
 # A tick waits this long for a fetch it started (most end sooner); a slower one is collected by a later tick.
 FETCH_WAIT_SECONDS = 2.0
 
@@ -75,6 +78,9 @@ class Controller:
         self.status = ControllerStatus()
         self.leading = False
         self._next_heartbeat = 0.0
+        self.last_beat = time.monotonic()  # when the loop last wrote the heartbeat
+        # Renewals come well within a lease, whatever its length.
+        self.renew_every = min(HEARTBEAT_SECONDS, settings.lease_seconds / 3) if settings else HEARTBEAT_SECONDS
         # One runner for the controller's life: jobs caches inventory listings per runner.
         self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings), self.keep_leading,
                                       self.holder)
@@ -91,6 +97,7 @@ class Controller:
 
     def run_forever(self) -> None:
         log.info("controller started: source %s, poll every %ss", self.settings.repo, self.settings.poll_interval)
+        keeper = _LockKeeper(self, current_app._get_current_object())
         try:
             while not self.stop.is_set():
                 try:
@@ -102,6 +109,7 @@ class Controller:
                 if not worked:
                     self.stop.wait(IDLE_SLEEP_SECONDS)
         finally:
+            keeper.close()
             if self.leading:
                 leases.release_leadership(self.holder)  # the controller waiting takes over at once
         log.info("controller stopped")
@@ -123,7 +131,8 @@ class Controller:
     def lead(self) -> bool:
         """Take or renew the leader lock (and heartbeat); on taking it, recover what a dead leader left."""
         leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
-        self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        self._next_heartbeat = self.last_beat = time.monotonic()
+        self._next_heartbeat += self.renew_every
         was_leading, was_standby = self.leading, self.status.standby
         self.leading = leadership.held
         self.status.standby, self.status.leader = not leadership.held, leadership.leader
@@ -140,7 +149,8 @@ class Controller:
         """During a run: renew the leader lock and heartbeat every few seconds; False once it was lost."""
         if time.monotonic() >= self._next_heartbeat:
             leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
-            self._next_heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+            self._next_heartbeat = self.last_beat = time.monotonic()
+            self._next_heartbeat += self.renew_every
             self.leading = leadership.held
         return self.leading
 
@@ -258,6 +268,41 @@ class _Fetching:
 
     def result(self) -> source.Head:
         return self._outcome.result(timeout=0)
+
+
+class _LockKeeper:
+    """Renews the leader lock from a thread of its own while the controller leads.
+
+    So a long step of the loop (validating a big revision, a prune) does not
+    hand the lead to a waiting controller halfway through. The heartbeat stays
+    the loop's own, so healthz still shows a slow loop; and a loop silent for
+    STUCK_SECONDS gets no renewal: its lock lapses and another controller
+    takes over. A process killed with -9 takes this thread with it.
+    """
+
+    def __init__(self, controller: Controller, app):
+        self.controller, self.app = controller, app
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="fleet-leader-lock", daemon=True)
+        self._thread.start()
+
+    def _keep(self) -> None:
+        controller = self.controller
+        while not self._closed.wait(controller.renew_every):
+            if not controller.leading or time.monotonic() - controller.last_beat > STUCK_SECONDS:
+                continue
+            try:
+                with self.app.app_context():
+                    held = leases.renew_leadership(controller.holder, controller.settings.lease_seconds)
+            except SQLAlchemyError as exc:  # the loop's next lead() tries again and says what failed
+                log.warning("could not renew the leader lock: %s", exc)
+                continue
+            if not held:
+                controller.leading = False  # taken over after the lock lapsed; the next tick stands by
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=HEARTBEAT_SECONDS * 2)
 
 
 class ActionExecutor:

@@ -180,6 +180,14 @@ def hold_leadership(holder: Holder, seconds: int) -> Leadership:
     return Leadership(held=result.rowcount == 1, leader=current_leader(now))
 
 
+def renew_leadership(holder: Holder, seconds: int) -> bool:
+    """Push the leader lock `seconds` ahead if `holder` still holds it (the heartbeat is not touched)."""
+    result = db.session.execute(update(ControllerState).where(
+        ControllerState.id == 1, ControllerState.leader_id == holder.id).values(leader_expires_at=until(seconds)))
+    db.session.commit()
+    return result.rowcount == 1
+
+
 def release_leadership(holder: Holder) -> None:
     """Give the lock up at a clean stop, so a waiting controller takes over at once."""
     db.session.rollback()

@@ -22,7 +22,7 @@ from fleet.store import leases, queries, records
 from fleet.store.db import db, open_store
 from fleet.store.models import Approval, ControllerState, Run
 from fleet.vocabulary import utcnow
-from tests.conftest import git, settings_for_source
+from tests.conftest import git, settings_for_source, wait_for
 
 
 class RecordingExecutor:
@@ -437,3 +437,23 @@ def test_an_inventory_jump_holds_auto_converge_until_one_approval_releases_it(fl
     fleet.controller.tick(NOW)
     fleet.controller.tick(NOW)
     assert converges_since(after) == [("web42", git(Path(settings.repo), "rev-parse", "HEAD").strip())]
+
+
+def test_a_long_step_keeps_the_lead_but_a_stuck_loop_loses_it(fleet):
+    from flask import current_app
+
+    from fleet.controller import STUCK_SECONDS, _LockKeeper
+
+    settings = replace(fleet.controller.settings, lease_seconds=1)
+    busy = Controller(settings, runner=fleet.runner, holder=leases.Holder("box", 1, "busy"))
+    standby = Controller(settings, runner=fleet.runner, holder=leases.Holder("box", 2, "waiting"))
+    keeper = _LockKeeper(busy, current_app._get_current_object())
+    try:
+        assert busy.lead() is True
+        threading.Event().wait(3)  # the loop is busy in one long step, three leases long
+        assert standby.lead() is False, "the lock was renewed for the busy loop"
+        busy.last_beat -= STUCK_SECONDS + 1  # now its loop has been silent too long
+        wait_for(lambda: standby.lead(), 10, "the lock of a stuck loop to lapse")
+        assert busy.lead() is False and busy.status.standby, "unstuck, its next tick waits"
+    finally:
+        keeper.close()

@@ -118,3 +118,13 @@ def test_leading_writes_the_heartbeat_and_a_clean_stop_hands_over_at_once(store)
     leases.release_leadership(ME)
     assert leases.current_leader() is None
     assert leases.hold_leadership(OTHER, 30).held
+
+
+def test_only_the_leader_renews_the_lock_and_renewing_is_no_heartbeat(store):
+    leases.hold_leadership(ME, 1)
+    beat = queries.controller_state().heartbeat_at
+    assert not leases.renew_leadership(OTHER, 60)
+    assert leases.renew_leadership(ME, 60)
+    state = queries.controller_state()
+    assert state.leader_expires_at > utcnow() + timedelta(seconds=50)
+    assert state.heartbeat_at == beat, "the heartbeat is the loop's own"
