@@ -366,10 +366,7 @@ def prune(ctx, dry_run, days, as_json):
     with _store(settings):
         keep = current_policy(settings).retention
         keep = dataclasses.replace(keep, days=days) if days else keep
-        report = retention.prune(settings, keep, utcnow(), dry_run=dry_run)
-        if not dry_run:
-            accounts.audit(_who(), "prune", f"runs before {report.cutoff:%Y-%m-%d}",
-                           f"{report.runs} runs, {report.audit_entries} audit entries, {report.exports} exports")
+        report = retention.prune(settings, keep, utcnow(), dry_run=dry_run, actor=_who())
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.describe())
 
 

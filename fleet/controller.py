@@ -166,7 +166,7 @@ class Controller:
         try:
             # Between batches the prune renews the heartbeat and leader lock, as a long run does.
             report = retention.prune(self.settings, current_policy(self.settings).retention, now,
-                                     go_on=self.keep_leading)
+                                     go_on=self.keep_leading, actor="controller")
         except Exception:
             log.exception("pruning the store failed; trying again in an hour")
             records.discard_pending()

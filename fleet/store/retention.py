@@ -43,6 +43,7 @@ from sqlalchemy import delete, func, select
 from fleet.policy import Retention
 from fleet.source import export_path
 from fleet.store import queries
+from fleet.store.accounts import audit
 from fleet.store.db import db
 from fleet.store.models import Approval, AuditEntry, Host, Run, RunHost, RunOutput, TaskResultRow
 from fleet.store.records import size_text
@@ -98,12 +99,12 @@ class PruneReport:
 
 
 def prune(settings, retention: Retention, now: datetime, dry_run: bool = False, batch: int = PRUNE_BATCH,
-          go_on: Callable[[], bool] = lambda: True) -> PruneReport:
+          go_on: Callable[[], bool] = lambda: True, actor: str = "") -> PruneReport:
     """Remove (or with `dry_run` count) what `retention` lets go at `now`: runs, audit entries, exports.
 
     `go_on` is called after each write transaction: the controller renews its
     heartbeat and leader lock there, and a False stops the prune (what is left
-    goes next time).
+    goes next time). A prune that removed something is audited as `actor`'s.
     """
     cutoff = now - timedelta(days=retention.days)
     audit_cutoff = now - timedelta(days=max(retention.days, AUDIT_MIN_DAYS))
@@ -112,8 +113,12 @@ def prune(settings, retention: Retention, now: datetime, dry_run: bool = False, 
     audit_entries = _prune_audit(audit_cutoff, dry_run, batch, between)
     exports = _prune_exports(settings, now, dry_run)
     run_dirs = _prune_run_dirs(settings, now, dry_run)
-    return PruneReport(dry_run=dry_run, cutoff=cutoff, audit_cutoff=audit_cutoff, audit_entries=audit_entries,
-                       run_dirs=run_dirs, stopped_early=between.stopped, **runs, **exports)
+    report = PruneReport(dry_run=dry_run, cutoff=cutoff, audit_cutoff=audit_cutoff, audit_entries=audit_entries,
+                         run_dirs=run_dirs, stopped_early=between.stopped, **runs, **exports)
+    if not dry_run and (report.runs or report.audit_entries or report.exports):
+        audit(actor or "fleet", "store.prune", f"runs before {cutoff:%Y-%m-%d}",
+              f"{report.runs} runs, {report.audit_entries} audit entries, {report.exports} exports")
+    return report
 
 
 # --- runs ------------------------------------------------------------------------------------------

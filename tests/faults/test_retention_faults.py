@@ -111,7 +111,7 @@ def test_fleet_prune_forgets_old_runs_and_exports_and_a_pruned_export_comes_back
     assert not (cli.data_dir / "revisions" / old_sha).exists()
     assert (cli.data_dir / "revisions" / new_sha).is_dir()  # the desired revision's export stays
     with open_store(settings_of(cli)):
-        assert db.session.scalar(select(AuditEntry.detail).where(AuditEntry.action == "prune")).startswith(
+        assert db.session.scalar(select(AuditEntry.detail).where(AuditEntry.action == "store.prune")).startswith(
             "1 runs, 0 audit entries, 1 exports")
 
     again = cli("check", "--json", env={"FLEET_BRANCH": old_sha})  # the old revision is wanted again

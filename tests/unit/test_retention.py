@@ -162,9 +162,12 @@ def test_audit_entries_stay_at_least_a_year(settings, store):
         db.session.execute(update(AuditEntry).where(AuditEntry.target == f"{days} days ago")
                            .values(at=utcnow() - timedelta(days=days)))
     db.session.commit()
-    report = retention.prune(settings, policy.Retention(days=30), utcnow())
+    report = retention.prune(settings, policy.Retention(days=30), utcnow(), actor="cli:otto")
     assert report.audit_entries == 1
-    assert sorted(db.session.scalars(select(AuditEntry.target))) == ["1 days ago", "100 days ago"]
+    assert sorted(db.session.scalars(select(AuditEntry.target).where(AuditEntry.action == "run.request"))) == [
+        "1 days ago", "100 days ago"]
+    pruned = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "store.prune"))
+    assert (pruned.actor, pruned.detail) == ("cli:otto", "0 runs, 1 audit entries, 0 exports")  # a prune is audited
     assert "the audit log keeps at least 365 days" in report.describe()
 
 
