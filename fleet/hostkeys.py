@@ -50,7 +50,8 @@ class Hop:
     user: str = ""  # "" means what OpenSSH does: the local user name
 
     def __str__(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.address}:{self.port}"
+        address = f"[{self.address}]" if ":" in self.address else self.address  # IPv6
+        return f"{self.user + '@' if self.user else ''}{address}:{self.port}"
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,10 @@ def test_unreadable_routes_say_what_is_wrong(args, message):
         hostkeys.route_from_ssh_args(args)
 
 
+def test_a_hop_is_named_as_proxyjump_writes_it():
+    assert [str(h) for h in hostkeys.parse_jumps("a,ops@b:2222,[fd00::1]")] == ["a:22", "ops@b:2222", "[fd00::1]:22"]
+
+
 def test_proxy_command_tokens_are_filled_in_for_the_target():
     target = Target("web1", "web1.lab", 2222, user="ops")
     assert hostkeys.expand_proxy_command("ssh -l %r -W %h:%p b # %n 100%% %C", target) == \
