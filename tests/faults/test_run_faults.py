@@ -55,11 +55,11 @@ class Fleet:
     def __call__(self, *args: str, env: dict | None = None, timeout: float = 300):
         return self.cli(*args, env={**self.env, **(env or {})}, timeout=timeout)
 
-    def popen(self, *args: str, env: dict | None = None) -> subprocess.Popen:
+    def popen(self, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
         full = {**os.environ, "FLEET_DATA_DIR": str(self.cli.data_dir), "FLEET_REPO": str(self.cli.repo),
                 **self.env, **(env or {})}
-        return subprocess.Popen([self.cli.fleet, *args], cwd=self.cli.cwd, env=full, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen([*prefix, self.cli.fleet, *args], cwd=self.cli.cwd, env=full,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def serve(self) -> ServeProcess:
         return ServeProcess(self.cli, POLL_SECONDS, self.env)
@@ -205,20 +205,56 @@ def test_a_check_killed_with_minus_9_is_interrupted_its_ansible_stopped_and_its_
         check.kill()
         check.communicate()  # reaps it and closes its pipes
 
-    # Whoever looks next closes it: here a CLI user with no controller running.
-    interrupted = wait_for(lambda: ended(fleet, run_id), 60, "the killed run to be closed")
+    # Whoever looks next closes it: here a CLI user with no controller running checks the same host again.
+    again = fleet("check", "--json")
     closed_after = time.monotonic() - killed_at
+    assert again.code in (0, 2), again.stderr  # web1 checked: in sync or drifted, never busy
+    assert again.json()["run"]["status"] == "successful"
+    interrupted = fleet.run(run_id)
     assert interrupted["status"] == "interrupted"
     assert "stopped while this run was running" in interrupted["error"]
+    assert "results recorded so far are kept" in interrupted["error"]
     assert closed_after < 60
-    print(f"\nkill -9 of a check: interrupted {closed_after:.1f}s later, by the next `fleet runs`")
+    print(f"\nkill -9 of a check: interrupted and the host checked again {closed_after:.1f}s later")
     assert fleet.sql("SELECT * FROM host_locks") == []
     assert not pid_alive(ansible_pid), "the orphaned ansible-playbook was stopped"
     assert ansible_processes(lab.data_dir) == []
 
-    again = fleet("check", "--json")
-    assert again.code in (0, 2), again.stderr  # web1 checked: in sync or drifted, never busy
-    assert again.json()["run"]["status"] == "successful"
+
+# As if from another machine: its own UTS namespace names it other-box, so no pid here says it died.
+ON_OTHER_BOX = ("unshare", "--uts", "sh", "-c", 'hostname other-box && exec "$@"', "on-other-box")
+
+
+def test_a_check_from_another_machine_killed_with_minus_9_is_interrupted_once_its_lease_lapses(lab):
+    fleet = Fleet(lab, "lease-lapses")
+    lease = 20  # long enough that the first look below surely comes before it lapses
+    fleet.env["FLEET_LEASE_SECONDS"] = str(lease)
+    check = fleet.popen("check", env={"FLEET_TEST_SLEEP": "120"}, prefix=ON_OTHER_BOX)
+    try:
+        run_id, _ = wait_for(lambda: running_with_ansible(fleet), 120, "Ansible to start on web1")
+        [(holder,)] = fleet.sql("SELECT lease_holder FROM runs WHERE id = ?", run_id)
+        assert holder.startswith("other-box:")
+        check.send_signal(signal.SIGKILL)
+        check.wait(timeout=10)
+        killed_at = time.monotonic()
+
+        assert fleet.run(run_id)["status"] == "running", "its lease still runs: nothing here can tell it died"
+        interrupted = wait_for(lambda: ended(fleet, run_id), 60, "the lapsed lease to interrupt the run")
+        lapsed_after = time.monotonic() - killed_at
+        assert interrupted["status"] == "interrupted"
+        assert "(pid" in interrupted["error"] and "on other-box) stopped while this run was running" in \
+            interrupted["error"]
+        assert lapsed_after < 60
+        print(f"\nkill -9 of a check on another machine: interrupted {lapsed_after:.1f}s later (lease {lease}s)")
+        assert fleet.sql("SELECT * FROM host_locks") == []
+        again = fleet("check", "--json")
+        assert again.code in (0, 2), again.stderr
+        assert again.json()["run"]["status"] == "successful"
+    finally:
+        check.kill()
+        check.communicate()
+        for pid in ansible_processes(lab.data_dir):  # the other machine's orphan, which only it could stop
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_fleet_cancel_stops_a_running_cli_check_and_its_ansible(lab):

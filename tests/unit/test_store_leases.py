@@ -1,4 +1,5 @@
-"""Leases against a real SQLite file: a run's lease renewed, lost, lapsed; the leader lock taken, refused, handed over."""
+"""Leases against a real SQLite file: a run's lease renewed, lost, lapsed; the leader lock taken, refused,
+handed over."""
 
 from __future__ import annotations
 

@@ -100,7 +100,8 @@ def test_a_batch_the_store_refuses_is_kept_whole_or_not_at_all(store):
     recorder = records.RunRecorder(run.id)
     recorder.add_output(1, "kept")
     recorder.flush()
-    store.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON task_results BEGIN SELECT RAISE(ABORT, 'injected'); END"))
+    store.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON task_results "
+                       "BEGIN SELECT RAISE(ABORT, 'injected'); END"))
     store.commit()
     recorder.add_output(2, "written with the refused task, so never")
     recorder.add_task(TaskResult(seq=3, host="web1", task="t", action="file", status="ok"))

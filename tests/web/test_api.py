@@ -184,7 +184,8 @@ def test_healthz_names_the_leader_its_heartbeat_age_and_whether_this_process_wai
 
     with app.app_context():
         leases.hold_leadership(leases.Holder("box-a", 4242, "t"), 30)
-        db.session.execute(update(ControllerState).values(heartbeat_at=datetime.now(timezone.utc) - timedelta(seconds=7)))
+        seven_seconds_ago = datetime.now(timezone.utc) - timedelta(seconds=7)
+        db.session.execute(update(ControllerState).values(heartbeat_at=seven_seconds_ago))
         db.session.commit()
     app.extensions["fleet.controller"] = ControllerStatus(standby=True)
     health = client.get(API + "/healthz").get_json()
