@@ -694,7 +694,11 @@ def lab_up(ctx, count, subnet, jump):
         _audit("lab.up", "lab", f"{len(started)} host(s) on subnet {subnet}")
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
     click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
-    click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
+    if jump:
+        click.echo(f"the bastion's key is pinned in {settings.known_hosts_path}; the hosts behind it are named "
+                   f"<host>{lab.BEHIND_SUFFIX} and only it resolves them: fleet check pins their keys through it")
+    else:
+        click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
 
 
 @lab_group.command("down")
