@@ -104,6 +104,7 @@ def test_a_run_page_of_20000_output_chunks_is_bounded_in_queries_and_size(app, v
         counts[run_id], sizes[run_id] = len(statements), len(answer.data)
     assert counts[small] == counts[large] <= MAX_PAGE_QUERIES, counts
     assert sizes[large] <= MAX_PAGE_BYTES, sizes
+    print(f"\nrun page: {counts[large]} queries, {sizes[large] // 1024} KiB for {CHUNKS} chunks")
     page = answer.get_data(as_text=True)
     shown = output_of(page).split("\n")
     assert shown[0] == chunk(1) and len(shown) < CHUNKS  # the first page, not everything
@@ -239,3 +240,11 @@ def test_a_page_of_tasks_is_bounded_by_the_size_of_their_diffs_too(app, token):
     data = api(app.test_client(), f"/runs/{run.id}", token).get_json()
     assert len(json.dumps(data["tasks"])) < 1.2 * 1024 * 1024 and data["more"] is True
     assert data["last_seq"] == data["tasks_next"] == data["tasks"][-1]["seq"] < 100
+
+
+def test_the_output_page_of_an_unknown_run_is_404_and_a_bad_cursor_400(app, viewer):
+    run_id = record_run(app, chunks=3)
+    assert viewer.get("/runs/999/output").status_code == 404
+    assert viewer.get(f"/runs/{run_id}/output?after=x").status_code == 400
+    last = viewer.get(f"/runs/{run_id}/output?after=3").get_data(as_text=True)
+    assert "No more output after event 3." in last and 'id="output-more"' not in last
