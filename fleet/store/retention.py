@@ -7,7 +7,8 @@ with their host results, task results and output, in batches of
 PRUNE_BATCH runs per transaction, so a big prune never holds SQLite's write
 lock for long. Whatever its age, a run stays when it is:
 
-- one of each host's newest `keep_per_host` checks or converges,
+- one of each host's newest `keep_per_host` checks or converges, or the
+  converge that last brought it in sync,
 - the run a host's current status points to (`Host.last_check_run_id`),
 - queued or running,
 - the check or converge of an approval still open (pending or approved).
@@ -47,7 +48,7 @@ from fleet.store.accounts import audit
 from fleet.store.db import db
 from fleet.store.models import Approval, AuditEntry, Host, Run, RunHost, RunOutput, TaskResultRow
 from fleet.store.records import size_text
-from fleet.vocabulary import APPROVAL_OPEN_STATUSES, RUN_ACTIVE_STATUSES
+from fleet.vocabulary import APPROVAL_OPEN_STATUSES, RUN_ACTIVE_STATUSES, HostStatus, RunKind
 
 PRUNE_BATCH = 500  # runs (or audit entries) per transaction
 # Between two write transactions the prune steps aside this long: SQLite's busy handler sleeps
@@ -126,9 +127,13 @@ def prune(settings, retention: Retention, now: datetime, dry_run: bool = False, 
 def protected_runs(keep_per_host: int) -> set[int]:
     """Ids of the runs retention keeps whatever their age (active runs are left out by the prune's query)."""
     newest = (select(RunHost.run_id, func.row_number().over(
-        partition_by=(RunHost.host, Run.kind), order_by=RunHost.run_id.desc()).label("rank"))
+        partition_by=(RunHost.host, Run.kind), order_by=RunHost.run_id.desc()).label("newness"))
         .join(Run, Run.id == RunHost.run_id).subquery())
-    kept = set(db.session.scalars(select(newest.c.run_id).where(newest.c.rank <= keep_per_host)))
+    kept = set(db.session.scalars(select(newest.c.run_id).where(newest.c.newness <= keep_per_host)))
+    # The converge that last brought each host in sync explains its last converged revision, even
+    # when converges that failed came after it.
+    kept.update(db.session.scalars(select(func.max(RunHost.run_id)).join(Run, Run.id == RunHost.run_id).where(
+        Run.kind == RunKind.CONVERGE, RunHost.status == HostStatus.IN_SYNC).group_by(RunHost.host)))
     kept.update(db.session.scalars(select(Host.last_check_run_id).where(Host.last_check_run_id.is_not(None))))
     for check, converge in db.session.execute(select(Approval.check_run_id, Approval.converge_run_id).where(
             Approval.status.in_(APPROVAL_OPEN_STATUSES))):

@@ -68,7 +68,7 @@ def store(settings):
         db.session.remove()
 
 
-def record(kind: str, hosts: list[str], status: str = "successful") -> int:
+def record(kind: str, hosts: list[str], status: str = "successful", verdict: str = "in_sync") -> int:
     """One run written as a real one is: output, task results, verdicts, host state."""
     run = records.create_run(kind, "schedule", "a" * 40, "", "test", None)
     recorder = records.RunRecorder(run.id)
@@ -77,7 +77,7 @@ def record(kind: str, hosts: list[str], status: str = "successful") -> int:
         recorder.add_task(TaskResult(seq=seq, host=host, task="motd", action="copy", status="ok", diff="+x\n"))
     recorder.flush()
     if status != "running":
-        records.finish_run(run.id, status, [HostVerdict(host, "in_sync") for host in hosts])
+        records.finish_run(run.id, status, [HostVerdict(host, verdict) for host in hosts])
     return run.id
 
 
@@ -236,3 +236,11 @@ def test_a_prune_told_to_stop_stops_after_the_batch_at_hand(settings, store):
     assert (report.runs, report.stopped_early) == (10, True)
     assert "stopped early; the rest is pruned next time" in report.describe()
     assert db.session.scalar(select(func.count()).select_from(Run)) == 20
+
+
+def test_the_converge_that_last_brought_a_host_in_sync_stays_after_failed_ones(settings, store):
+    converged = record("converge", ["web1"])
+    failed = [record("converge", ["web1"], status="failed", verdict="failed") for _ in range(3)]
+    age([converged, *failed], 200)
+    retention.prune(settings, policy.Retention(), utcnow())
+    assert sorted(db.session.scalars(select(Run.id))) == [converged, failed[-1]]
