@@ -5,6 +5,9 @@ commit A, then to commit B; then someone force-pushes the branch back to A. flee
 host back by itself: the host keeps B's file (read over real SSH), no converge runs at A, and an
 approval names the reason. Approving it (one `fleet approve`) is what rolls the host back.
 
+An approval covers one revision and its exact drift: approved at A, it converges nothing once B (same
+drift plus a `command:` task check mode cannot verify) is desired; a new approval asks again.
+
 Likewise a commit that takes the inventory from 1 host to 5 holds the auto converge of the drifted
 host until one approval of the inventory change releases it; checks still run meanwhile.
 """
@@ -63,8 +66,8 @@ def remote(tmp_path):
         assert down.code == 0, down.stderr
 
 
-def commit(work, content: str) -> str:
-    (work / "playbooks" / "site.yml").write_text(PLAYBOOK.format(marker=MARKER, content=content))
+def commit(work, content: str, extra: str = "") -> str:
+    (work / "playbooks" / "site.yml").write_text(PLAYBOOK.format(marker=MARKER, content=content) + extra)
     git(work, "add", "-A")
     git(work, "commit", "-qm", f"marker {content}")
     return git(work, "rev-parse", "HEAD").strip()
@@ -143,6 +146,56 @@ def test_a_force_push_back_to_an_already_converged_commit_rolls_nothing_back(rem
         assert decided["status"] == "applied" and decided["decided_by"]
     finally:
         serve.stop()
+
+
+COMMAND_TASK = """\
+    - name: Migrate the schema
+      ansible.builtin.command: /bin/true
+"""
+
+
+def test_an_approval_of_drift_at_one_revision_converges_nothing_at_the_next(remote):
+    cli, work = remote, remote.work
+    (work / "fleet.yml").write_text("remediation:\n  - {group: all, mode: approve}\n")
+    a = commit(work, "A")
+    git(work, "push", "-q", "--force", "origin", "main")
+    serve = ServeProcess(cli, POLL_SECONDS)
+    serve.start()
+    try:
+        [asked] = wait_for(lambda: [x for x in cli("approvals", "--json").json()["approvals"]
+                                    if x["status"] == "pending" and x["revision"] == a], 240, "an approval at A")
+    finally:
+        serve.stop()
+    # While the controller is down: the drift at A is approved, and B lands with the same drift plus a
+    # command task. A `fleet check` makes B desired, so the controller finds both when it starts again.
+    assert cli("approve", str(asked["id"])).code == 0
+    b = commit(work, "A", COMMAND_TASK)
+    git(work, "push", "-q", "origin", "main")
+    checked = cli("check", "--json", "--limit", "web1")
+    assert checked.code == 2 and checked.json()["run"]["revision"] == b, checked.stdout + checked.stderr
+    [host] = checked.json()["hosts"]
+    assert [t["task"] for t in host["unverified_tasks"]] == ["Migrate the schema"]
+
+    serve = ServeProcess(cli, POLL_SECONDS)
+    serve.start()
+    try:
+        with HealthWatch(serve, "approval of A's drift when B is desired") as watch:
+            again = wait_for(lambda: [x for x in cli("approvals", "--json").json()["approvals"]
+                                      if x["status"] == "pending" and x["revision"] == b], 240, "an approval at B")
+            seen = time.time()
+            wait_for(lambda: tick_after(serve, seen), 60, "a controller tick after it")
+    finally:
+        serve.stop()
+    assert watch.longest_silence < 5, f"healthz went unanswered for {watch.longest_silence:.1f}s"
+
+    assert [r for r in runs(cli) if r["kind"] == "converge"] == [], "nothing converged"
+    assert lab_ssh(cli, ADDRESS, f"cat {MARKER} 2>/dev/null || echo absent").strip() == "absent"
+    old = next(x for x in cli("approvals", "--json").json()["approvals"] if x["id"] == asked["id"])
+    assert old["status"] == "superseded"
+    assert old["note"] == (f"the desired revision changed since it was approved ({a[:12]} -> {b[:12]}); "
+                           "asking again")
+    [new] = again
+    assert new["host"] == "web1" and new["summary"] == "Write the revision marker; unverified: Migrate the schema"
 
 
 def test_an_inventory_jump_holds_auto_converge_until_one_approval(remote):
