@@ -433,3 +433,19 @@ def test_after_inventory_recheck(run, expected):
 ])
 def test_only_flapping(host, only):
     assert plan.only_flapping(host) is only
+
+
+# --- purity ----------------------------------------------------------------------------------
+
+def test_plan_imports_no_io():
+    """The controller observes (git ancestry, inventories, the store) and hands plain data in."""
+    import ast
+    from pathlib import Path
+
+    source = Path(plan.__file__).read_text()
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"hashlib", "__future__", "collections.abc", "dataclasses", "datetime", "fleet",
+                        "fleet.drift", "fleet.policy", "fleet.vocabulary"}, imported
+    assert "now()" not in source  # the clock is always a parameter
