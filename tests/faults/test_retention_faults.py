@@ -177,7 +177,7 @@ def test_a_big_prune_while_serving_never_stalls_the_controller(tmp_path, tmp_sou
     assert watch.longest_silence < 5, watch.longest_silence
     assert watch.longest_heartbeat_age is not None and watch.longest_heartbeat_age < 30, watch.longest_heartbeat_age
     assert count_runs(cli) < 10
-    print(f"\npruned {BIG_PRUNE} runs in {outcome['seconds']:.1f}s; longest silence {watch.longest_silence:.2f}s, "
+    print(f"\npruned {result.json()['runs']} runs in {outcome['seconds']:.1f}s; longest silence {watch.longest_silence:.2f}s, "
           f"largest heartbeat age {watch.longest_heartbeat_age}s")
 
 
