@@ -125,7 +125,9 @@ class Controller:
             return False
         jobs.close_lapsed_runs(self.settings)
         self.sync_source(now)
+        self.keep_leading()  # a heartbeat between steps that may take a while (validation, prune)
         self.prune_if_due(now)
+        self.keep_leading()
         return self.execute(self.plan_next(now), now)
 
     def lead(self) -> bool:
