@@ -664,7 +664,7 @@ def _probe_target(settings: Settings, host) -> hostkeys.Target:
     except FleetError:
         listed = {}
     if host.name in listed:
-        return runner.probe_target(listed[host.name])
+        return runner.probe_target(listed[host.name], hostkeys.load_ssh_config())
     return hostkeys.Target(host.name, host.address, host.port)
 
 

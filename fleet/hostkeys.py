@@ -147,6 +147,11 @@ def _flag_values(words: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def names_proxy(*arg_strings: str) -> bool:
+    """Whether the ssh arguments set ProxyJump or ProxyCommand at all (`none` included): then ssh_config's do not count."""
+    return bool(_proxy_options(arg_strings))
+
+
 def parse_jumps(spec: str) -> tuple[Hop, ...]:
     """`a,user@b:2222,ssh://c` -> the hops in connection order (the first is reached directly)."""
     hops = []
@@ -160,6 +165,67 @@ def parse_jumps(spec: str) -> tuple[Hop, ...]:
             raise ProxySpecError(f"the jump host {part.strip()!r} has an invalid port {port!r}")
         hops.append(Hop(match["v6"] or match["host"], int(port) if port else 22, match["user"] or ""))
     return tuple(hops)
+
+
+def complete_from_ssh_config(target: Target, config: paramiko.SSHConfig, args_name_proxy: bool) -> Target:
+    """The target as OpenSSH completes it from ssh_config: HostName, Port, its Host block's ProxyJump or
+    ProxyCommand (unless the ssh arguments named one: first value wins), and each hop's HostName, Port, User.
+
+    Raises ProxySpecError for a ProxyJump or Port there that cannot be read.
+    """
+    found = _lookup(config, target.address)
+    jumps, command = (target.jumps, target.proxy_command) if args_name_proxy else _config_proxy(found)
+    return Target(target.name, found.get("hostname", target.address), _config_port(found, target.port),
+                  tuple(_complete_hop(hop, config) for hop in jumps), command, target.user, target.problem)
+
+
+def _lookup(config: paramiko.SSHConfig, name: str) -> dict:
+    try:
+        return dict(config.lookup(name))
+    except (paramiko.SSHException, ValueError, OSError) as exc:  # e.g. a `Match exec` paramiko cannot run
+        raise ProxySpecError(f"cannot read ssh_config for {name} ({exc})") from exc
+
+
+def _config_proxy(found: dict) -> tuple[tuple[Hop, ...], str]:
+    """The ProxyJump or ProxyCommand an ssh_config lookup found; the one it met first wins, as in OpenSSH."""
+    for key in found:
+        if key in ("proxyjump", "proxycommand"):
+            value = str(found[key]).strip()
+            if value.lower() == "none":
+                return (), ""
+            return (parse_jumps(value), "") if key == "proxyjump" else ((), value)
+    return (), ""
+
+
+def _config_port(found: dict, port: int) -> int:
+    if port != 22 or "port" not in found:  # a port the inventory set is on ssh's command line: it wins
+        return port
+    if not str(found["port"]).isdigit():
+        raise ProxySpecError(f"ssh_config gives the invalid port {found['port']!r}")
+    return int(found["port"])
+
+
+def _complete_hop(hop: Hop, config: paramiko.SSHConfig) -> Hop:
+    found = _lookup(config, hop.address)
+    return Hop(found.get("hostname", hop.address), _config_port(found, hop.port), hop.user or found.get("user", ""))
+
+
+def load_ssh_config(paths: tuple[Path, ...] = (Path("~/.ssh/config"), Path("/etc/ssh/ssh_config"))
+                    ) -> paramiko.SSHConfig:
+    """The user's and the system's ssh_config, in the order fleet's own ssh_config includes them.
+
+    Files that are missing or unreadable are left out: ssh would refuse them
+    itself, and the probe says nothing about them that ssh would not.
+    """
+    config = paramiko.SSHConfig()
+    for path in paths:
+        try:
+            with open(path.expanduser()) as lines:
+                config.parse(lines)
+        except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("the probe reads no ssh_config from %s (%s)", path, exc)
+    return config
 
 
 def expand_proxy_command(command: str, target: Target) -> str:

@@ -275,7 +275,8 @@ class AnsibleRunner:
 
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, hostkeys.Probe]:
         """Probe each host the way Ansible's ssh reaches it: directly, through its ProxyJump hops or ProxyCommand."""
-        targets = [probe_target(h) for h in hosts]
+        config = hostkeys.load_ssh_config()
+        targets = [probe_target(h, config) for h in hosts]
         return hostkeys.probe_hosts(targets, self.known_hosts, self.connect_timeout, self.identity)
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
@@ -388,8 +389,12 @@ def _template(value: str, hostvars: dict) -> str:
         return value
 
 
-def probe_target(host: InventoryHost) -> hostkeys.Target:
-    """Where the pre-flight probe finds one host and through what: its ProxyJump hops or ProxyCommand."""
+def probe_target(host: InventoryHost, ssh_config=None) -> hostkeys.Target:
+    """Where the pre-flight probe finds one host and through what: its ProxyJump hops or ProxyCommand.
+
+    From its ssh arguments first, then from `ssh_config` (a paramiko SSHConfig of
+    the files Ansible's ssh also reads), as OpenSSH does.
+    """
     unresolved = next((arg for arg in host.ssh_args if "{{" in arg), None)
     if unresolved is not None:
         return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
@@ -400,7 +405,14 @@ def probe_target(host: InventoryHost) -> hostkeys.Target:
     except hostkeys.ProxySpecError as exc:
         return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
             f"{exc}; fix ansible_ssh_common_args (or _extra_args) of {host.name} in the inventory"))
-    return hostkeys.Target(host.name, host.address, host.port, jumps, command, host.user)
+    target = hostkeys.Target(host.name, host.address, host.port, jumps, command, host.user)
+    if ssh_config is None:
+        return target
+    try:
+        return hostkeys.complete_from_ssh_config(target, ssh_config, hostkeys.names_proxy(*host.ssh_args))
+    except hostkeys.ProxySpecError as exc:
+        return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
+            f"{exc}; fix the Host block for {host.address} in ~/.ssh/config or /etc/ssh/ssh_config"))
 
 
 def _group_hosts(listing: dict, group: str, seen: set[str] | None = None) -> set[str]:

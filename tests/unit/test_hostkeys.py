@@ -417,3 +417,57 @@ def test_a_changed_key_behind_a_jump_is_accepted_through_the_jump(tmp_path, jump
     assert (accepted.state, accepted.fingerprint) == ("pinned", behind.key.fingerprint)
     assert jump.forwarded == [("web1.lab", 22)] * 3, "every contact went through the jump"
     assert probe_via(target, known_hosts, identity).state == "ok"
+
+
+# --- routes completed from ssh_config, as OpenSSH reads it after the arguments -------------------------
+
+SSH_CONFIG = """
+Host *.internal
+    ProxyJump ops@bastion
+    User deploy
+Host bastion
+    HostName 10.0.0.9
+    Port 2200
+Host legacy
+    HostName 10.1.0.5
+    ProxyCommand ssh -W %h:%p gate
+Host db1.internal
+    Port 2222
+"""
+
+
+def completed(address: str, port: int = 22, args: tuple[str, ...] = ()) -> Target:
+    jumps, command = hostkeys.route_from_ssh_args(*args)
+    target = Target("h", address, port, jumps, command)
+    return hostkeys.complete_from_ssh_config(target, paramiko.SSHConfig.from_text(SSH_CONFIG),
+                                             hostkeys.names_proxy(*args))
+
+
+def test_a_proxyjump_in_ssh_config_is_followed_with_each_hops_own_settings():
+    target = completed("web1.internal")
+    assert (target.address, target.port) == ("web1.internal", 22)
+    assert target.jumps == (Hop("10.0.0.9", 2200, "ops"),)
+
+
+def test_ssh_config_gives_the_port_unless_the_inventory_set_one():
+    assert completed("db1.internal").port == 2222
+    assert completed("db1.internal", port=2022).port == 2022
+
+
+def test_a_proxycommand_in_ssh_config_comes_with_its_tokens_filled():
+    target = completed("legacy")
+    assert (target.address, target.jumps, target.proxy_command) == ("10.1.0.5", (), "ssh -W 10.1.0.5:22 gate")
+
+
+def test_the_ssh_arguments_win_over_ssh_config():
+    assert completed("web1.internal", args=("-J other",)).jumps == (Hop("other"),)
+    assert completed("web1.internal", args=("-o ProxyJump=none",)).jumps == ()
+
+
+def test_a_host_ssh_config_says_nothing_of_stays_as_it_is():
+    assert completed("10.2.0.1") == Target("h", "10.2.0.1", 22)
+
+
+def test_missing_ssh_config_files_are_no_error(tmp_path):
+    config = hostkeys.load_ssh_config((tmp_path / "none", tmp_path / "neither"))
+    assert config.lookup("web1") == {"hostname": "web1"}

@@ -6,6 +6,7 @@ import inspect
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from fleet import hostkeys, runner
@@ -346,3 +347,11 @@ def test_ansible_config_names_the_file_ansible_reads(tmp_path):
     (tmp_path / "ansible.cfg").write_text("[ssh_connection]\nssh_extra_args = -J y\n")
     assert runner.ssh_arg_defaults(tmp_path, environ={"ANSIBLE_CONFIG": str(chosen)}) == {
         "ansible_ssh_extra_args": "-J x"}
+
+
+def test_the_probe_follows_ssh_config_where_the_inventory_names_no_jump():
+    config = paramiko.SSHConfig.from_text("Host *.internal\n    ProxyJump ops@10.0.0.9\nHost bad\n    Port ssh\n")
+    behind = runner.probe_target(InventoryHost("web1", "web1.internal", 22, ()), config)
+    assert behind.jumps == (hostkeys.Hop("10.0.0.9", 22, "ops"),) and behind.problem == ""
+    broken = runner.probe_target(InventoryHost("b", "bad", 22, ()), config)
+    assert "invalid port 'ssh'" in broken.problem and "~/.ssh/config" in broken.problem
