@@ -19,6 +19,7 @@ import base64
 import getpass
 import logging
 import os
+import pwd
 import re
 import select
 import shlex
@@ -210,17 +211,18 @@ def _complete_hop(hop: Hop, config: paramiko.SSHConfig) -> Hop:
     return Hop(found.get("hostname", hop.address), _config_port(found, hop.port), hop.user or found.get("user", ""))
 
 
-def load_ssh_config(paths: tuple[Path, ...] = (Path("~/.ssh/config"), Path("/etc/ssh/ssh_config"))
-                    ) -> paramiko.SSHConfig:
+def load_ssh_config(paths: tuple[Path, ...] | None = None) -> paramiko.SSHConfig:
     """The user's and the system's ssh_config, in the order fleet's own ssh_config includes them.
 
     Files that are missing or unreadable are left out: ssh would refuse them
     itself, and the probe says nothing about them that ssh would not.
     """
+    if paths is None:  # OpenSSH's ~ is the account's home directory, whatever $HOME says
+        paths = (Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh" / "config", Path("/etc/ssh/ssh_config"))
     config = paramiko.SSHConfig()
     for path in paths:
         try:
-            with open(path.expanduser()) as lines:
+            with open(path) as lines:
                 config.parse(lines)
         except (OSError, UnicodeDecodeError, paramiko.SSHException) as exc:
             if not isinstance(exc, FileNotFoundError):
