@@ -150,7 +150,12 @@ class Controller:
     def keep_leading(self) -> bool:
         """During a run: renew the leader lock and heartbeat every few seconds; False once it was lost."""
         if time.monotonic() >= self._next_heartbeat:
-            leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
+            try:
+                leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
+            except SQLAlchemyError as exc:  # the run goes on; the lock keeper and the next tick try again
+                records.discard_pending()
+                log.warning("could not write the heartbeat: %s", exc)
+                return self.leading
             self._next_heartbeat = self.last_beat = time.monotonic()
             self._next_heartbeat += self.renew_every
             self.leading = leadership.held

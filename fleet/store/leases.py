@@ -117,10 +117,10 @@ def close_lapsed_runs(is_gone: Callable[[Holder], bool], grace_seconds: int = DE
     if not lapsed and not stray:
         db.session.rollback()  # end the read, so the next look sees fresh rows
         return []
-    closed = [LapsedRun(_interrupt(run, holder, now), holder) for run, holder in lapsed]
-    db.session.execute(delete(HostLock).where(HostLock.run_id.in_([c.run.id for c in closed] + stray)))
+    interrupted = [(run.id, holder) for run, holder in lapsed if _interrupt(run, holder, now)]
+    db.session.execute(delete(HostLock).where(HostLock.run_id.in_([run_id for run_id, _ in interrupted] + stray)))
     db.session.commit()
-    return closed
+    return [LapsedRun(view_of(RunView, db.session.get(Run, run_id)), holder) for run_id, holder in interrupted]
 
 
 def _stray_locks() -> list[int]:
@@ -137,13 +137,17 @@ def _lapsed(run: Run, is_gone: Callable[[Holder], bool], grace_seconds: int, now
     return expires is None or aware(expires) < now
 
 
-def _interrupt(run: Run, holder: Holder | None, now: datetime) -> RunView:
+def _interrupt(run: Run, holder: Holder | None, now: datetime) -> bool:
+    """Close the run as seen, unless its holder renewed or closed it meanwhile (then leave it be)."""
     who = f"pid {holder.pid} on {holder.host}" if holder else f"pid {run.pid}"
     since = aware(run.lease_expires_at).strftime("%H:%M:%S UTC") if run.lease_expires_at else "its start"
-    run.status, run.finished_at = RunStatus.INTERRUPTED, now
-    run.error = (f"the fleet process ({who}) stopped while this run was running (its lease ran out at {since}); "
-                 "results recorded so far are kept and nothing was resumed; request the run again if needed")
-    return view_of(RunView, run)
+    error = (f"the fleet process ({who}) stopped while this run was running (its lease ran out at {since}); "
+             "results recorded so far are kept and nothing was resumed; request the run again if needed")
+    seen = (Run.lease_expires_at == run.lease_expires_at) if run.lease_expires_at else Run.lease_expires_at.is_(None)
+    result = db.session.execute(update(Run).where(
+        Run.id == run.id, Run.status == RunStatus.RUNNING, Run.lease_holder == run.lease_holder, seen,
+    ).values(status=RunStatus.INTERRUPTED, finished_at=now, error=error).execution_options(synchronize_session=False))
+    return result.rowcount == 1
 
 
 # --- the leader lock -----------------------------------------------------------------

@@ -3,6 +3,7 @@ handed over."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -129,3 +130,23 @@ def test_only_the_leader_renews_the_lock_and_renewing_is_no_heartbeat(store):
     state = queries.controller_state()
     assert state.leader_expires_at > utcnow() + timedelta(seconds=50)
     assert state.heartbeat_at == beat, "the heartbeat is the loop's own"
+
+
+def test_a_run_renewed_between_the_look_and_the_close_is_left_running(store, tmp_path, monkeypatch):
+    run_id = running_run(ME)
+    other_process = sqlite3.connect(tmp_path / "fleet.db")
+    looked = leases._lapsed
+
+    def renewed_right_after_the_look(run, is_gone, grace_seconds, now):
+        lapsed = looked(run, is_gone, grace_seconds, now)
+        other_process.execute("UPDATE runs SET lease_expires_at = '2999-01-01 00:00:00.000000' WHERE id = ?",
+                              (run_id,))
+        other_process.commit()  # the holder was slow, not dead, and renewed just now
+        return lapsed
+
+    monkeypatch.setattr(leases, "_lapsed", renewed_right_after_the_look)
+    try:
+        assert leases.close_lapsed_runs(never_gone, now=utcnow() + FAR_AHEAD) == []
+    finally:
+        other_process.close()
+    assert queries.get_run(run_id).status == "running"
