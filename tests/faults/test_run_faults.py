@@ -278,6 +278,35 @@ def test_fleet_cancel_stops_a_running_cli_check_and_its_ansible(lab):
     assert fleet.statuses()["web1"] == "drifted", "the drift seen before the cancel, never `in_sync`"
 
 
+def test_the_api_cancel_stops_a_cli_check_while_fleet_serve_answers(lab):
+    fleet = Fleet(lab, "api-cancel")
+    serve = fleet.serve()
+    serve.start()
+    check = None
+    try:
+        with HealthWatch(serve, "a CLI check canceled through the API") as watch:
+            wait_for(lambda: any(r["trigger"] == "commit" and r["status"] == "successful" for r in fleet.runs()),
+                     180, "the controller's commit check, so the CLI check has web1 to itself")
+            token = fleet("token", "create", "canceler", "--role", "operator").stdout.strip().splitlines()[-1]
+            check = fleet.popen("check", env={"FLEET_TEST_SLEEP": "120"})
+            run_id, ansible_pid = wait_for(lambda: running_with_ansible(fleet), 120, "Ansible to start on web1")
+            status, body = serve.request("POST", f"/api/v1/runs/{run_id}/cancel",
+                                         headers={"Authorization": f"Bearer {token}"})
+            assert (status, body["run"]["cancel_requested"]) == (202, True)
+            check.communicate(timeout=60)
+            assert check.returncode == 2
+            run = fleet.run(run_id)
+            assert (run["status"], run["error"]) == ("canceled", "canceled by token:canceler")
+            assert not pid_alive(ansible_pid) and ansible_processes(lab.data_dir) == []
+            assert fleet.sql("SELECT * FROM host_locks") == []
+        assert watch.longest_silence < 5
+    finally:
+        if check is not None:
+            check.kill()
+            check.communicate()
+        serve.stop()
+
+
 # --- 9: two controllers on one database -------------------------------------------------------------------
 
 def test_two_serves_on_one_database_one_leads_the_other_waits_then_takes_over(lab):
