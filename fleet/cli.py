@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import filemodes, hostkeys, jobs, lab, runner, shapes
+from fleet import filemodes, hostkeys, jobs, lab, runner, shapes, source
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
@@ -331,7 +331,7 @@ def revisions(ctx, as_json):
         listed = queries.revisions_page().items
         if as_json:
             click.echo(json.dumps({
-                "source": shapes.source_json(state, settings.repo),
+                "source": shapes.source_json(state, source.display_url(settings.repo)),
                 "revisions": [shapes.revision_json(r, desired) for r in listed],
             }, indent=2))
             return

@@ -96,7 +96,8 @@ class Controller:
         records.write_controller_pid(os.getpid())
 
     def run_forever(self) -> None:
-        log.info("controller started: source %s, poll every %ss", self.settings.repo, self.settings.poll_interval)
+        log.info("controller started: source %s, poll every %ss", source.display_url(self.settings.repo),
+                 self.settings.poll_interval)
         keeper = _LockKeeper(self, current_app._get_current_object())
         try:
             while not self.stop.is_set():
