@@ -15,35 +15,18 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import delete, select, update
 
-from fleet.settings import load_settings
 from fleet.store import accounts, db
 from fleet.store.models import ApiToken, AuditEntry, AuthFailure, Run, User
 from fleet.vocabulary import utcnow
-from fleet.web import create_app
+from tests.web.conftest import PASSWORD, make_app
 
-PASSWORD = "correct horse battery"
 NEW_PASSWORD = "staple battery horse"
 WINDOW = 900
 
 
-@pytest.fixture(autouse=True)
-def quick_password_hashes(monkeypatch):
-    """scrypt is slow on purpose; these tests hash many passwords, so use a cheap method here."""
-    from werkzeug import security
-
-    monkeypatch.setattr(accounts, "generate_password_hash",
-                        lambda password: security.generate_password_hash(password, "pbkdf2:sha256:1000"))
-
-
 @pytest.fixture
 def app(tmp_path):
-    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
-                             cwd=tmp_path)
-    app = create_app(settings)
-    with app.app_context():
-        for name, role in (("vera", "viewer"), ("otto", "operator"), ("ada", "admin")):
-            accounts.add_user(name, PASSWORD, role)
-    return app
+    return make_app(tmp_path)
 
 
 def csrf_of(client, path: str = "/login") -> str:

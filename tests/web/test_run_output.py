@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import event
 
 from fleet.drift import HostVerdict, TaskResult
-from fleet.settings import load_settings
 from fleet.store import accounts, queries, records
 from fleet.store.db import db
-from fleet.web import create_app
-from tests.web.test_ui import PASSWORD, login
+from tests.web.conftest import make_app
+from tests.web.test_ui import login
 
 CHUNKS = 20_000
 LINE = "ok: [web{host}] => (item=package-{seq:05d}) some chatter that Ansible prints for every item"
@@ -32,12 +31,7 @@ def chunk(seq: int) -> str:
 
 @pytest.fixture
 def app(tmp_path):
-    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
-                             cwd=tmp_path)
-    app = create_app(settings)
-    with app.app_context():
-        accounts.add_user("vera", PASSWORD, "viewer")
-    return app
+    return make_app(tmp_path, (("vera", "viewer"),))
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from fleet.store.models import (
     Approval, AuditEntry, Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, User,
 )
 from fleet.web import create_app
+from tests.web.conftest import PASSWORD, make_app
 
-PASSWORD = "correct horse battery"
 XSS = "<script>alert(1)</script>"
 MOTD_DIFF = (
     "--- before: /etc/motd\n+++ after: /etc/motd\n@@ -1,2 +1,2 @@\n-Welcome\n+Managed by fleet\n"
@@ -34,23 +34,11 @@ BAD_SHA = "b" * 40
 
 # --- fixtures -------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def quick_password_hashes(monkeypatch):
-    """scrypt is slow on purpose; these tests hash dozens of passwords, so use a cheap method here."""
-    from werkzeug import security
-
-    monkeypatch.setattr(accounts, "generate_password_hash",
-                        lambda password: security.generate_password_hash(password, "pbkdf2:sha256:1000"))
-
 
 @pytest.fixture
 def app(tmp_path):
-    settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
-                             cwd=tmp_path)
-    app = create_app(settings)
+    app = make_app(tmp_path)
     with app.app_context():
-        for name, role in (("vera", "viewer"), ("otto", "operator"), ("ada", "admin")):
-            accounts.add_user(name, PASSWORD, role)
         seed_fleet()
     return app
 
@@ -341,7 +329,7 @@ def hold_automation(app) -> tuple[int, int]:
 def test_held_automation_says_why_on_the_dashboard_approvals_and_host_pages(app, viewer):
     rollback, jump = hold_automation(app)
     dashboard = text(viewer.get("/"))
-    assert f"Auto converge at" in dashboard and f"waits: {JUMP}." in dashboard
+    assert "Auto converge at" in dashboard and f"waits: {JUMP}." in dashboard
     assert f'href="/approvals#approval-{jump}">Approve the inventory change</a>' in dashboard
     page = text(viewer.get("/approvals"))
     assert f"Auto converge waits: {JUMP}" in page and f"Held: {ROLLED_BACK}" in page
