@@ -173,14 +173,18 @@ class Controller:
         self.next_prune_at = now + PRUNE_EVERY
         try:
             # Between batches the prune renews the heartbeat and leader lock, as a long run does.
-            report = retention.prune(self.settings, current_policy(self.settings).retention, now,
+            rules = current_policy(self.settings).retention
+            report = retention.prune(self.settings, rules, now,
                                      go_on=self.keep_leading, actor="controller")
         except Exception:
             log.exception("pruning the store failed; trying again in an hour")
             records.discard_pending()
             self.next_prune_at = now + PRUNE_RETRY
             return
-        log.info("retention: %s", report.describe().replace("\n", "; "))
+        if report.runs or report.audit_entries or report.exports or report.run_dirs:
+            log.info("retention: %s", report.describe().replace("\n", "; "))
+        else:
+            log.info("retention: nothing older than %s days to prune", rules.days)
 
     def sync_source(self, now: datetime) -> str:
         """Fetch when the plan says so (interval, backoff or webhook): "fetched", "rejected", "stale",
