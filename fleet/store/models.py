@@ -301,3 +301,35 @@ class AuditEntry(db.Model):
     target: Mapped[str] = mapped_column(String(255), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
     remote_addr: Mapped[str] = mapped_column(String(64), default="")
+
+
+class NotifyTarget(db.Model):
+    """One notification target (fleet.yml `notify:`): its rate-limit window and last outcome.
+
+    Keyed by a hash of the URL, so the URL itself, which may carry a token, is never stored; ``display``
+    is the URL with its secrets masked.
+    """
+
+    __tablename__ = "notify_targets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    display: Mapped[str] = mapped_column(Text, default="", server_default="")
+    window_start: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_in_window: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    folded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # held back for a summary
+    sent_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NotifiedHost(db.Model):
+    """What was last notified about a host (drifted with these tasks, unreachable, failed), so a check
+    that finds the same again sends nothing; cleared once the host is in_sync."""
+
+    __tablename__ = "notified_hosts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), unique=True)
+    condition: Mapped[str] = mapped_column(String(20), default="", server_default="")
+    tasks: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list of task names
+    noted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
