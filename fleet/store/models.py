@@ -63,6 +63,9 @@ class Host(db.Model):
     os: Mapped[str] = mapped_column(String(255), default="")
     virtualization: Mapped[str] = mapped_column(String(40), default="")
     key_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When a check first found this host drifted; cleared once it is proven in_sync (metrics: drift age,
+    # time to fix). Statuses between (unreachable, unverified, ...) do not end the drift.
+    drift_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def group_list(self) -> list[str]:
@@ -159,6 +162,19 @@ class TaskResultRow(db.Model):
         Index("ix_task_results_run_host", "run_id", "host", "seq"),
         Index("ix_task_results_host_run", "host", "run_id"),
     )
+
+
+class DriftResolution(db.Model):
+    """One drift of one host that ended in_sync: how long it took. Kept so the metrics' time-to-fix
+    histogram survives restarts (a row per fixed drift, never per check)."""
+
+    __tablename__ = "drift_resolutions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    run_id: Mapped[int | None] = mapped_column(Integer)  # the run that found the host in_sync
+    drifted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    seconds: Mapped[float] = mapped_column(Float)
 
 
 class RunOutput(db.Model):

@@ -20,13 +20,13 @@ from fleet.errors import FleetError, NotFound
 from fleet.store import leases
 from fleet.store.db import db
 from fleet.store.models import (
-    Approval, ControllerState, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput, SourceState,
-    TaskResultRow,
+    Approval, ControllerState, DriftResolution, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput,
+    SourceState, TaskResultRow,
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalKind, ApprovalStatus, HostStatus,
-    RevisionStatus, RunKind, RunStatus, Trigger, utcnow,
+    RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
 )
 
 BATCH_ROWS = 500
@@ -344,6 +344,7 @@ def _update_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
 
 
 def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
+    _track_drift(host, run, verdict.status)
     host.status = verdict.status
     host.message = verdict.message
     if verdict.facts:
@@ -361,6 +362,18 @@ def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
         host.last_converge_at = run.finished_at
         host.last_converge_sha = run.revision_sha
         host.drifted_tasks = 0
+
+
+def _track_drift(host: Host, run: Run, status: str) -> None:
+    """Start a drift episode when a host is first found drifted; end it, recording how long it took,
+    only when the host is proven in_sync (unreachable or unverified in between prove nothing)."""
+    if status == HostStatus.DRIFTED and host.drift_since is None:
+        host.drift_since = run.finished_at
+    elif status == HostStatus.IN_SYNC and host.drift_since is not None:
+        seconds = max(0.0, (aware(run.finished_at) - aware(host.drift_since)).total_seconds())
+        db.session.add(DriftResolution(host=host.name, run_id=run.id, drifted_at=host.drift_since,
+                                       resolved_at=run.finished_at, seconds=seconds))
+        host.drift_since = None
 
 
 def mark_key_blocked(name: str, blocked: bool) -> None:

@@ -76,6 +76,7 @@ class HostView:
     os: str
     virtualization: str
     key_blocked: bool
+    drift_since: datetime | None = None  # when a check first found it drifted; None once in_sync
 
     @property
     def group_list(self) -> list[str]:

@@ -1,0 +1,48 @@
+"""The store's side of the metrics against a real SQLite file: drift episodes and time to fix."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from fleet.drift import HostVerdict
+from fleet.store import queries, records
+from fleet.store.models import DriftResolution, Run
+from fleet.vocabulary import aware
+from tests.unit.store_fixtures import inventory_entry, temporary_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    yield from temporary_store(tmp_path)
+
+
+def finish(store, kind: str, status: str, host: str = "web1") -> Run:
+    run = records.create_run(kind, "manual", "a" * 40, "", "test", 123)
+    records.finish_run(run.id, "successful", [HostVerdict(host, status)])
+    return store.get(Run, run.id)
+
+
+def test_a_drift_episode_starts_at_the_first_drifted_check_and_ends_only_in_sync(store):
+    records.sync_hosts([inventory_entry("web1")])
+    first = finish(store, "check", "drifted")
+    assert queries.get_host("web1").drift_since == aware(first.finished_at)
+    finish(store, "check", "drifted")  # still the same episode: its start does not move
+    finish(store, "check", "unreachable")  # proves nothing: the drift is not over
+    finish(store, "check", "unverified")
+    assert store.scalars(select(DriftResolution)).all() == []
+    assert queries.get_host("web1").drift_since == aware(first.finished_at)
+    fixed = finish(store, "converge", "in_sync")
+    assert queries.get_host("web1").drift_since is None
+    [resolution] = store.scalars(select(DriftResolution)).all()
+    assert (resolution.host, resolution.run_id) == ("web1", fixed.id)
+    assert resolution.seconds == pytest.approx((fixed.finished_at - first.finished_at).total_seconds())
+    finish(store, "check", "in_sync")  # the verifying check after the converge: no second observation
+    assert len(store.scalars(select(DriftResolution)).all()) == 1
+
+
+def test_a_host_in_sync_from_the_start_has_no_drift_episode(store):
+    records.sync_hosts([inventory_entry("web1")])
+    finish(store, "check", "in_sync")
+    assert queries.get_host("web1").drift_since is None
+    assert store.scalars(select(DriftResolution)).all() == []
