@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
@@ -29,7 +29,10 @@ MODES = ("auto", "approve", "report")
 MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
 
 _TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows", "max_inventory_change",
-             "retention")
+             "retention", "notify")
+# What a notify target can be told about (fleet.notify sends them); a target without `on:` hears all.
+NOTIFY_EVENTS = ("drift", "unreachable", "failed", "approval", "rejected", "stale")
+_NOTIFY_KEYS = ("url", "on")
 _RETENTION_KEYS = ("days", "keep_per_host")
 _RULE_KEYS = ("group", "mode")
 _ROLLOUT_KEYS = ("canary", "batch", "max_fail_percentage")
@@ -84,6 +87,14 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class NotifyRule:
+    """One `notify:` target: an apprise URL and the events it is told about."""
+
+    url: str = field(repr=False)  # may carry a token: never in a repr, a log line or the store
+    on: frozenset[str] = frozenset(NOTIFY_EVENTS)
+
+
+@dataclass(frozen=True)
 class Policy:
     """Everything fleet.yml can say; the defaults are what an absent fleet.yml means."""
 
@@ -97,6 +108,7 @@ class Policy:
     # waits for an approval; None ("off") disables the guard.
     max_inventory_change: str | None = "25%"
     retention: Retention = Retention()
+    notify: tuple[NotifyRule, ...] = ()
 
 
 DEFAULT_POLICY = Policy()
@@ -141,6 +153,7 @@ def parse_policy(text: str | None, origin: str = "fleet.yml") -> Policy:
         windows=_windows(doc, top.get("windows")),
         max_inventory_change=_inventory_change(doc, top),
         retention=_retention(doc, top.get("retention")),
+        notify=_notify(doc, top.get("notify")),
     )
 
 
@@ -376,6 +389,33 @@ def _retention(doc: _Document, value: Any) -> Retention:
         keep_per_host=_optional_integer(doc, "retention.keep_per_host", entry.get("keep_per_host"),
                                         default.keep_per_host, 1, 1000),
     )
+
+
+def _notify(doc: _Document, value: Any) -> tuple[NotifyRule, ...]:
+    if value is None:
+        return ()
+    entries = _list(doc, "notify", value, '{url: "slack://T000/B000/XXXX", on: [drift]}')
+    return tuple(_notify_rule(doc, f"notify[{i}]", entry) for i, entry in enumerate(entries))
+
+
+def _notify_rule(doc: _Document, path: str, value: Any) -> NotifyRule:
+    if isinstance(value, Mapping):  # YAML 1.1 reads a bare `on:` key as the boolean true
+        value = {("on" if key is True else key): item for key, item in value.items()}
+    entry = _mapping(doc, path, value, _NOTIFY_KEYS)
+    url = _text(doc, f"{path}.url", entry.get("url"), 'url: "json://example.org/hook"')
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://\S", url):
+        # The URL itself is not repeated: it may hold a token.
+        doc.fail(f"{path}.url", "must be an apprise URL like \"slack://T000/B000/XXXX\" or \"json://host/path\"")
+    on = entry.get("on")
+    if on is None:
+        return NotifyRule(url)
+    names = _list(doc, f"{path}.on", on, "[drift, failed]")
+    for i, name in enumerate(names):
+        if name not in NOTIFY_EVENTS:
+            doc.fail(f"{path}.on[{i}]", f"must be one of {', '.join(NOTIFY_EVENTS)}, got {_shown(name)}")
+    if not names:
+        doc.fail(f"{path}.on", f"lists no event; leave it out for all of {', '.join(NOTIFY_EVENTS)}")
+    return NotifyRule(url, frozenset(names))
 
 
 def _windows(doc: _Document, value: Any) -> tuple[Window, ...]:

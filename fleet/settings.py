@@ -37,6 +37,12 @@ class Settings:
     git_timeout: int = 60  # seconds any git clone, fetch or ls-remote may take before it is killed
     # Controller-side on purpose: a pushed fleet.yml must not be able to switch it off.
     require_signed_commits: bool = False
+    public_url: str = ""  # base of links in notifications; empty: http://<bind>
+
+    @property
+    def link_base(self) -> str:
+        """Where notifications' links point: FLEET_PUBLIC_URL, else the address fleet serve listens on."""
+        return (self.public_url or f"http://{self.bind}").rstrip("/")
 
     @property
     def control_path_dir(self) -> Path:
@@ -85,6 +91,7 @@ _FIELDS: dict[str, Any] = {
     "login_window_seconds": int,
     "git_timeout": int,
     "require_signed_commits": boolean,
+    "public_url": str,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
 
