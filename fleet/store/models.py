@@ -66,6 +66,9 @@ class Host(db.Model):
     # When a check first found this host drifted; cleared once it is proven in_sync (metrics: drift age,
     # time to fix). Statuses between (unreachable, unverified, ...) do not end the drift.
     drift_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The last check that reached the host and judged it (in_sync, drifted or unverified): last_check_at
+    # also moves when a check finds it unreachable or failed, which would hide a host gone silent.
+    last_ok_check_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def group_list(self) -> list[str]:

@@ -30,6 +30,8 @@ from fleet.vocabulary import (
 )
 
 BATCH_ROWS = 500
+# A check that ends in one of these reached the host and judged it: a successful check (metrics' check age).
+JUDGED_VERDICTS = (HostStatus.IN_SYNC, HostStatus.DRIFTED, HostStatus.UNVERIFIED)
 BATCH_SECONDS = 0.5
 
 
@@ -354,6 +356,8 @@ def _apply_verdict(host: Host, run: Run, verdict: HostVerdict) -> None:
         host.last_check_at = run.finished_at
         host.last_check_sha = run.revision_sha
         host.last_check_run_id = run.id
+        if verdict.status in JUDGED_VERDICTS:
+            host.last_ok_check_at = run.finished_at
         host.drifted_tasks = verdict.changed
         host.verified_tasks = verdict.verified
         host.total_tasks = verdict.coverage_total

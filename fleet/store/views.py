@@ -77,6 +77,7 @@ class HostView:
     virtualization: str
     key_blocked: bool
     drift_since: datetime | None = None  # when a check first found it drifted; None once in_sync
+    last_ok_check_at: datetime | None = None  # the last check that judged it (not unreachable or failed)
 
     @property
     def group_list(self) -> list[str]:

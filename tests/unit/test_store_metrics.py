@@ -46,3 +46,16 @@ def test_a_host_in_sync_from_the_start_has_no_drift_episode(store):
     finish(store, "check", "in_sync")
     assert queries.get_host("web1").drift_since is None
     assert store.scalars(select(DriftResolution)).all() == []
+
+
+def test_only_a_check_that_judged_the_host_counts_as_its_last_successful_check(store):
+    records.sync_hosts([inventory_entry("web1")])
+    judged = finish(store, "check", "drifted")
+    finish(store, "check", "unreachable")
+    finish(store, "check", "failed")
+    finish(store, "converge", "in_sync")  # a converge is not a check
+    host = queries.get_host("web1")
+    assert host.last_ok_check_at == aware(judged.finished_at)
+    assert host.last_check_at > host.last_ok_check_at  # the unreachable check moved last_check_at only
+    later = finish(store, "check", "unverified")
+    assert queries.get_host("web1").last_ok_check_at == aware(later.finished_at)
