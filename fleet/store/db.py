@@ -1,20 +1,35 @@
-"""The database handle, how a process opens it, and SQLite tuned for a controller that writes while pages read."""
+"""The database handle, how a process opens it (upgrading its schema first), and SQLite tuned for a
+controller that writes while pages read. PostgreSQL works too, through psycopg 3 (`fleet[postgres]`)."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy import String, create_engine, event, inspect
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase
 
 from fleet import filemodes
+from fleet.errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Schemas fleet wrote before it had migrations (no alembic_version table), newest first: the revision
+# that matches such a database, told apart by a column its release added ((table, column) or None).
+UNVERSIONED_SCHEMAS = (
+    ("0003", ("controller_state", "leader_id")),  # issue 11's tree, never released without migrations
+    ("0002", ("runs", "hosts_unverified")),  # release ff8a351
+    ("0001", None),  # release c403ef5
+)
+
+log = logging.getLogger("fleet.store")
 
 
 class Base(DeclarativeBase):
@@ -24,14 +39,147 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 
 
-def init_store(app: Flask) -> None:
-    """Bind the store to an app and create any missing tables."""
+@dataclass(frozen=True)
+class SchemaChange:
+    """What opening a database did to its schema: `before` None means it was empty and was created."""
+
+    before: str | None
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def init_store(app: Flask) -> SchemaChange:
+    """Bind the store to an app and bring its schema to this fleet's head (logged when it upgrades).
+
+    An empty database gets every table at once; an older one is migrated; one written by a newer
+    fleet is refused with StoreError, untouched.
+    """
+    app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _tune_sqlite)
             db.engine.dispose()  # connections opened before the listener get the pragmas too
-        db.create_all()
+        change = upgrade_schema(db.engine)
+    app.extensions["fleet.schema"] = change
+    return change
+
+
+def engine_url(database_url: str) -> str:
+    """The SQLAlchemy URL for a database URL: postgres:// and postgresql:// go through psycopg 3."""
+    for scheme in ("postgres://", "postgresql://"):
+        if database_url.startswith(scheme):
+            return "postgresql+psycopg://" + database_url[len(scheme):]
+    return database_url
+
+
+def upgrade_schema(engine: Engine) -> SchemaChange:
+    """Create the schema of an empty database, or migrate an older one to head, in one transaction."""
+    head = schema_head()
+    with engine.begin() as connection:
+        before = current_schema(connection)
+        if before is None:
+            target_metadata().create_all(connection)
+            run_alembic(connection, "stamp", head)
+            return SchemaChange(None, head)
+        if before not in known_schemas():
+            raise StoreError(f"the database is at schema revision {before}, newer than this fleet knows "
+                             f"(its newest is {head}): run the fleet version that upgraded it, or a newer one")
+        if before != head:
+            run_alembic(connection, "upgrade", head)
+            log.info("database upgraded from %s to %s", before, head)
+    return SchemaChange(before, head)
+
+
+def current_schema(connection: Connection) -> str | None:
+    """The database's schema revision: alembic's record, or recognised from the tables of a fleet that
+    predates migrations (then recorded); None for an empty database."""
+    tables = set(inspect(connection).get_table_names())
+    if "alembic_version" in tables:
+        from alembic.migration import MigrationContext
+
+        recorded = MigrationContext.configure(connection).get_current_revision()
+        if recorded is not None:
+            return recorded
+    if not tables - {"alembic_version"}:
+        return None
+    revision = recognise_unversioned(connection)
+    run_alembic(connection, "stamp", revision)
+    log.info("database without a schema revision recognised as %s", revision)
+    return revision
+
+
+def recognise_unversioned(connection: Connection) -> str:
+    """The revision a database fleet wrote before migrations matches, by the columns it has."""
+    inspector = inspect(connection)
+    tables = set(inspector.get_table_names())
+    for revision, marker in UNVERSIONED_SCHEMAS:
+        if marker is None:
+            return revision
+        table, column = marker
+        if table in tables and column in {c["name"] for c in inspector.get_columns(table)}:
+            return revision
+    raise AssertionError("UNVERSIONED_SCHEMAS ends with a catch-all")
+
+
+def read_schema(database_url: str) -> tuple[str | None, str]:
+    """(the database's recorded revision or None, this fleet's head), changing nothing."""
+    engine = create_engine(engine_url(database_url))
+    try:
+        with engine.connect() as connection:
+            if "alembic_version" not in inspect(connection).get_table_names():
+                return None, schema_head()
+            from alembic.migration import MigrationContext
+
+            return MigrationContext.configure(connection).get_current_revision(), schema_head()
+    finally:
+        engine.dispose()
+
+
+def target_metadata():
+    """Every table of the models (importing them registers them on `db.metadata`)."""
+    import fleet.store.models  # noqa: F401
+
+    return db.metadata
+
+
+def compare_column_type(context, _inspected_column, _metadata_column, inspected_type, metadata_type):
+    """Alembic's type comparison, except that on SQLite VARCHAR(n) and TEXT are one type (SQLite
+    enforces no length), so a widened column there is no change and no table is rewritten for it."""
+    if context.dialect.name == "sqlite" and isinstance(inspected_type, String) \
+            and isinstance(metadata_type, String):
+        return False
+    return None  # alembic's own comparison
+
+
+@lru_cache(maxsize=1)
+def _scripts():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR))
+
+
+def schema_head() -> str:
+    """The newest schema revision this fleet knows."""
+    return _scripts().get_current_head()
+
+
+def known_schemas() -> set[str]:
+    return {script.revision for script in _scripts().walk_revisions()}
+
+
+def run_alembic(connection: Connection, verb: str, revision: str) -> None:
+    """Alembic's `upgrade`, `downgrade` or `stamp` to a revision, on this connection (no alembic.ini)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    getattr(command, verb)(config, revision)
 
 
 def store_app(database_url: str) -> Flask:
