@@ -713,5 +713,54 @@ def lab_down(ctx):
     click.echo(f"stopped {stopped} lab host(s)")
 
 
+# --- db ---------------------------------------------------------------------
+
+@main.group("db")
+def db_group():
+    """The database's schema: where it stands, and upgrading it (fleet serve upgrades at start too)."""
+
+
+@db_group.command("upgrade")
+@click.pass_context
+@_guard
+def db_upgrade(ctx):
+    """Bring the database to this fleet's schema (an empty one is created); exit 1 if it is newer."""
+    settings = _settings(ctx.parent)
+    with open_store(settings) as app:
+        change = app.extensions["fleet.schema"]
+        if change.before is None:
+            click.echo(f"database created at schema {change.after}")
+        elif change.changed:
+            _audit("db.upgrade", "database", f"from {change.before} to {change.after}")
+            click.echo(f"database upgraded from {change.before} to {change.after}")
+        else:
+            click.echo(f"database already at schema {change.after} (newest)")
+
+
+@db_group.command("current")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def db_current(ctx, as_json):
+    """The database's schema revision and this fleet's newest; changes nothing. Exit 1 if they differ."""
+    from fleet.store.db import read_schema, sqlite_path
+
+    settings = _settings(ctx.parent)
+    database = sqlite_path(settings.database_url)
+    if database is not None and not database.exists():
+        _fail(f"no database at {database} yet: fleet db upgrade (or any fleet command) creates it")
+    current, head = read_schema(settings.database_url)
+    if as_json:
+        click.echo(json.dumps({"current": current, "head": head, "up_to_date": current == head}))
+    elif current is None:
+        click.echo(f"no schema revision recorded (a database from before migrations, or empty); newest {head}: "
+                   "fleet db upgrade")
+    else:
+        note = "up to date" if current == head else "fleet db upgrade brings it there"
+        click.echo(f"schema {current}; newest {head}: {note}")
+    if current != head:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
