@@ -74,6 +74,8 @@ class FakeRunner:
     unreachable: frozenset[str] = frozenset()  # hosts whose pre-flight probe fails
     syntax_error: str = ""  # what the syntax check reports ('' passes)
     inventory_error: str = ""  # when set, the inventory does not parse
+    requirements_error: str = ""  # when set, installing the revision's requirements fails with it
+    installs: list[Path] = field(default_factory=list)  # every tree whose requirements were installed
     status: str = "successful"  # how a run that reaches its end finishes
     hang_after: int | None = None  # after this many events (fewer than the stream has), wait to be stopped
     crash_after: int | None = None  # after this many events (fewer than the stream has), raise `crash`
@@ -91,6 +93,10 @@ class FakeRunner:
 
     def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
         return f"playbook syntax check failed: {self.syntax_error}" if self.syntax_error else ""
+
+    def install_requirements(self, tree: Path) -> str:
+        self.installs.append(tree)
+        return self.requirements_error
 
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, Probe]:
         return {h.name: Probe(h.name, "unreachable", f"cannot connect to {h.address}:{h.port} (fake)")

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleet import policy, processes, source
@@ -139,7 +140,7 @@ def adopt_fetch(settings: Settings, fetch: Callable[[], source.Head], runner: Ru
         records.record_fetch(shown, info.sha, None)
         raise RevisionRejected(info.sha, f"{revision.error}{_withdraw_if_desired(info.sha)}")
     revision = _judge_history_again(repo, revision)
-    tree = source.export_revision(repo, settings, info.sha)
+    tree = prepare_export(repo, settings, info.sha, runner)
     hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
     records.record_fetch(shown, info.sha, info.sha)
@@ -185,10 +186,15 @@ def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredSt
     revision = queries.get_revision(sha) if sha else None
     if revision is None:
         raise FleetError("no revision of the source has validated yet; fix the source, then the controller fetches it")
+    runner = runner or default_runner(settings)
     tree = source.export_path(settings, sha)
     if not tree.exists():
         tree = source.export_revision(source.fetch_source(settings), settings, sha)
+    install_requirements(tree, runner)  # at once when installed already (an export pruned is exported again)
+    reread_dynamic_inventories()  # a run of the controller lists a dynamic inventory afresh
     hosts = inventory_hosts(tree, settings, runner)
+    if is_dynamic_inventory(tree / settings.inventory):
+        records.sync_hosts(hosts)  # hosts the source added or dropped since the last run show in status now
     return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
 
 
@@ -196,15 +202,77 @@ def inventory_hosts(tree: Path, settings: Settings, runner: Runner | None = None
                     limit: str | None = None) -> list[InventoryHost]:
     """Hosts of an exported revision matching `limit` (all without one).
 
-    An export never changes, so each (revision, limit) is listed by Ansible
-    once per process and reused: by validation, sync, target resolution.
+    An export never changes, so a static inventory is listed by Ansible once
+    per (revision, limit) and process, and reused: by validation, sync, target
+    resolution. A dynamic one (a script or plugin) answers from outside the
+    revision, so its listing is reused only until the next run starts
+    (`reread_dynamic_inventories`): within one run, never across runs.
     """
-    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit))
+    dynamic = is_dynamic_inventory(tree / settings.inventory)
+    generation = _inventory_generation if dynamic else 0
+    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation))
+
+
+# Bumped when a run starts: the key under which dynamic inventories' listings are cached.
+_inventory_generation = 0
+
+
+def reread_dynamic_inventories() -> None:
+    """Make the next listing of any dynamic inventory ask its script or plugin again (static ones stay cached)."""
+    global _inventory_generation
+    _inventory_generation += 1
 
 
 @functools.lru_cache(maxsize=64)
-def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None) -> tuple[InventoryHost, ...]:
+def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None,
+             generation: int) -> tuple[InventoryHost, ...]:
     return tuple(runner.list_inventory(tree, inventory, limit))
+
+
+@functools.lru_cache(maxsize=64)
+def is_dynamic_inventory(path: Path) -> bool:
+    """Does the inventory at `path` (a file or a directory of them) take hosts from outside the revision?
+
+    Dynamic: an executable file (Ansible's script plugin runs it) or a YAML
+    file with a top-level `plugin:` key (an inventory plugin). group_vars/ and
+    host_vars/ hold variables, never sources. Cached: an export never changes.
+    """
+    if path.is_file():
+        return _is_dynamic_source(path)
+    if not path.is_dir():
+        return False
+    sources = (p for p in path.rglob("*") if p.is_file() and not {"group_vars", "host_vars"} & set(p.parts))
+    return any(_is_dynamic_source(p) for p in sources)
+
+
+def _is_dynamic_source(path: Path) -> bool:
+    if os.access(path, os.X_OK):
+        return True
+    if path.suffix not in (".yml", ".yaml"):
+        return False
+    try:
+        data = yaml.safe_load(path.read_text(errors="replace"))
+    except (yaml.YAMLError, OSError):  # Ansible reports it when it lists the inventory
+        return False
+    return isinstance(data, dict) and "plugin" in data
+
+
+def prepare_export(repo, settings: Settings, sha: str, runner: Runner) -> Path:
+    """Export `sha` and install the collections and roles its requirements name into the export (once).
+
+    SourceError when they cannot be installed, naming them: nothing may run from a revision
+    whose playbooks would not find their modules.
+    """
+    tree = source.export_revision(repo, settings, sha)
+    install_requirements(tree, runner)
+    return tree
+
+
+def install_requirements(tree: Path, runner: Runner) -> None:
+    """The requirements of the export at `tree` installed into it; SourceError naming what could not be."""
+    problem = runner.install_requirements(tree)
+    if problem:
+        raise SourceError(problem)
 
 
 def validate_revision(tree: Path, settings: Settings, runner: Runner | None = None) -> Validation:
@@ -236,7 +304,7 @@ def policy_problem(tree: Path) -> str:
 def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner: Runner):
     """Validate a commit seen for the first time and store the verdict with it (each commit once)."""
     try:
-        tree = source.export_revision(repo, settings, info.sha)
+        tree = prepare_export(repo, settings, info.sha, runner)
     except SourceError as exc:
         error = str(exc)
     else:
@@ -280,6 +348,7 @@ def execute_run(
 ) -> RunReport:
     """Fetch the source, then check or converge the hosts matching `limit` now (the CLI's path)."""
     runner = runner or default_runner(settings)
+    reread_dynamic_inventories()  # each run lists a dynamic inventory afresh, once
     desired = sync_source(settings, runner)
     targets = resolve_targets(settings, desired, limit, runner)
     run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid(),

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol
 
 import ansible_runner
+import yaml
 
 from fleet import filemodes, hostkeys, processes
 from fleet.errors import SourceError
@@ -45,6 +47,14 @@ log = logging.getLogger("fleet.runner")
 
 DEFAULT_SSH_PERSIST = 120  # seconds
 TOOL_TIMEOUT = 300  # seconds ansible-inventory or a syntax check may take
+GALAXY_TIMEOUT = 600  # seconds ansible-galaxy may take to install one revision's requirements
+# Where a revision's requirements are installed, inside its export; ansible-playbook looks there first.
+COLLECTIONS_DIR = ".fleet-collections"
+ROLES_DIR = ".fleet-roles"
+REQUIREMENTS_DONE = ".fleet-requirements-installed"
+REQUIREMENTS_FILES = ("requirements.yml", "collections/requirements.yml", "roles/requirements.yml")
+DEFAULT_COLLECTIONS_PATH = "~/.ansible/collections:/usr/share/ansible/collections"
+DEFAULT_ROLES_PATH = "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles"
 ORIGIN = re.compile(r"Origin: (?P<file>\S+?):(?P<line>\d+):(?P<column>\d+)")
 EventFn = Callable[[dict], None]
 CancelFn = Callable[[], bool]
@@ -143,6 +153,10 @@ class Runner(Protocol):
 
     def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
         """Why the playbook fails Ansible's syntax check ('' when it passes)."""
+
+    def install_requirements(self, tree: Path) -> str:
+        """Install the collections and roles the revision at `tree` requires into it; why it failed ('' when
+        done, or nothing is required)."""
 
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, hostkeys.Probe]:
         """Reachability and host-key state of each host, by name, before anything runs on them."""
@@ -244,6 +258,7 @@ class AnsibleRunner:
     vault_password_file: str | None = None
     connect_timeout: float = 5
     identity: Path | None = None  # fleet's key, offered to jump hosts by the probe
+    galaxy_timeout: float = GALAXY_TIMEOUT
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AnsibleRunner:
@@ -273,6 +288,37 @@ class AnsibleRunner:
             return f"playbook syntax check failed: {clean_ansible_error(proc.stderr or proc.stdout, tree)}"
         return ""
 
+    def install_requirements(self, tree: Path) -> str:
+        """ansible-galaxy installs requirements.yml (and collections/, roles/requirements.yml) into the export,
+        once per export; a failure names what could not be installed and leaves nothing half installed."""
+        if (tree / REQUIREMENTS_DONE).exists():
+            return ""
+        for relative in REQUIREMENTS_FILES:
+            problem = self._install_file(tree, relative)
+            if problem:
+                shutil.rmtree(tree / COLLECTIONS_DIR, ignore_errors=True)
+                shutil.rmtree(tree / ROLES_DIR, ignore_errors=True)
+                return problem
+        (tree / REQUIREMENTS_DONE).touch()
+        return ""
+
+    def _install_file(self, tree: Path, relative: str) -> str:
+        path = tree / relative
+        if not path.is_file():
+            return ""
+        try:
+            wanted = requirements_of(path.read_text(errors="replace"))
+        except ValueError as exc:
+            return f"{relative}: {exc}"
+        for kind, names in wanted.items():
+            target = COLLECTIONS_DIR if kind == "collection" else ROLES_DIR
+            command = [str(ansible_bin_dir() / "ansible-galaxy"), kind, "install", "-r", relative,
+                       "-p", str(tree / target)]
+            proc = self._run_tool(command, tree, self.galaxy_timeout)
+            if proc.returncode != 0:
+                return galaxy_problem(relative, kind, names, proc.stderr or proc.stdout, tree)
+        return ""
+
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, hostkeys.Probe]:
         """Probe each host the way Ansible's ssh reaches it: directly, through its ProxyJump hops or ProxyCommand."""
         config = hostkeys.load_ssh_config()
@@ -282,17 +328,62 @@ class AnsibleRunner:
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
 
-    def _run_tool(self, command: list[str], tree: Path) -> subprocess.CompletedProcess:
-        env = {**os.environ, **ansible_env(self.known_hosts, self.control_path_dir)}
+    def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT) -> subprocess.CompletedProcess:
+        env = {**os.environ, **ansible_env(self.known_hosts, self.control_path_dir), **requirements_env(tree)}
         try:
             return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
-                                  timeout=TOOL_TIMEOUT, stdin=subprocess.DEVNULL)
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
-            raise SourceError(f"{Path(command[0]).name} took over {TOOL_TIMEOUT}s; "
-                              "check the inventory's dynamic sources and the playbook's imports") from exc
+            raise SourceError(f"{Path(command[0]).name} took over {timeout:g}s; check the inventory's dynamic "
+                              "sources, the playbook's imports and the requirements' sources") from exc
 
     def _vault_args(self) -> list[str]:
         return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
+
+
+def requirements_of(text: str) -> dict[str, list[str]]:
+    """What a requirements file asks ansible-galaxy for, by kind ("collection", "role"), each as named.
+
+    The old format (a plain list) holds roles only; the new one a mapping with `collections:` and `roles:`.
+    ValueError when it is neither.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"is not YAML ({exc})") from exc
+    if data is None:
+        return {}
+    if isinstance(data, list):
+        data = {"roles": data}
+    if not isinstance(data, dict):
+        raise ValueError("must be a list of roles or a mapping with collections: and roles:")
+    wanted = {kind: [_requirement_name(entry) for entry in data.get(key) or []]
+              for kind, key in (("collection", "collections"), ("role", "roles"))}
+    return {kind: names for kind, names in wanted.items() if names}
+
+
+def _requirement_name(entry) -> str:
+    if isinstance(entry, dict):
+        return str(entry.get("name") or entry.get("src") or entry)
+    return str(entry)
+
+
+def galaxy_problem(relative: str, kind: str, names: list[str], output: str, tree: Path) -> str:
+    """Why ansible-galaxy failed, naming the requirements it could not install (those its output names, else all)."""
+    named = [name for name in names if name in output] or names
+    return (f"{relative}: ansible-galaxy could not install the {kind}s {', '.join(named)}; make them reachable "
+            f"from this machine (a local tarball or git URL works offline) or remove them, then commit again:\n"
+            f"{clean_ansible_error(output, tree)}")
+
+
+def requirements_env(tree: Path) -> dict[str, str]:
+    """ANSIBLE_COLLECTIONS_PATH / ANSIBLE_ROLES_PATH with the revision's installed requirements first."""
+    env = {}
+    if (tree / COLLECTIONS_DIR).is_dir():
+        env["ANSIBLE_COLLECTIONS_PATH"] = f"{tree / COLLECTIONS_DIR}{os.pathsep}{DEFAULT_COLLECTIONS_PATH}"
+    if (tree / ROLES_DIR).is_dir():
+        env["ANSIBLE_ROLES_PATH"] = f"{tree / ROLES_DIR}{os.pathsep}{DEFAULT_ROLES_PATH}"
+    return env
 
 
 def hosts_from_listing(listing: dict, ssh_defaults: dict[str, str] | None = None) -> list[InventoryHost]:
@@ -522,4 +613,5 @@ def job_env(spec: JobSpec) -> dict[str, str]:
     # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
     envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
     envvars.update(strategy_env(spec.strategy))
+    envvars.update(requirements_env(spec.project_dir))
     return envvars

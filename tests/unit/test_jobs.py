@@ -458,3 +458,108 @@ def test_a_lapsed_run_on_this_machine_has_its_orphaned_ansible_stopped(settings,
     finally:
         orphan.kill()
         orphan.wait()
+
+
+# --- dynamic inventories and requirements (issue 12) ------------------------------------------------------
+
+DYNAMIC_CASES = {
+    "static YAML and INI": ({"hosts.yml": "all:\n  hosts: {a: {}}\n", "more.ini": "[web]\nb\n"}, False),
+    "a YAML file naming a plugin": ({"aws_ec2.yml": "plugin: amazon.aws.aws_ec2\nregions: [x]\n"}, True),
+    "an executable script": ({"hosts.py": "#!/bin/sh\necho {}\n", "+x": "hosts.py"}, True),
+    "a script in a subdirectory": ({"cloud/list": "#!/bin/sh\n", "+x": "cloud/list"}, True),
+    "executable variables are still variables": ({"group_vars/all.sh": "#!/bin/sh\n", "+x": "group_vars/all.sh"},
+                                                 False),
+    "YAML that does not parse is left to Ansible": ({"hosts.yml": "all: [unclosed\n"}, False),
+    "a plugin key below the top level": ({"hosts.yml": "all:\n  vars: {plugin: x}\n"}, False),
+}
+
+
+@pytest.mark.parametrize(("files", "dynamic"), DYNAMIC_CASES.values(), ids=DYNAMIC_CASES.keys())
+def test_is_dynamic_inventory(tmp_path, files, dynamic):
+    files = dict(files)
+    executable = files.pop("+x", None)
+    for name, content in files.items():
+        (tmp_path / "inv" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "inv" / name).write_text(content)
+    if executable:
+        (tmp_path / "inv" / executable).chmod(0o700)
+    assert jobs.is_dynamic_inventory(tmp_path / "inv") is dynamic
+
+
+def test_an_inventory_script_named_as_the_inventory_path_is_dynamic(tmp_path):
+    script = tmp_path / "hosts.sh"
+    script.write_text("#!/bin/sh\necho {}\n")
+    script.chmod(0o700)
+    assert jobs.is_dynamic_inventory(script) and not jobs.is_dynamic_inventory(tmp_path / "missing")
+
+
+@pytest.fixture
+def dynamic_settings(settings):
+    """The source's inventory directory also holds an executable script: a dynamic inventory."""
+    repo = Path(settings.repo)
+    script = repo / "inventory" / "cloud.sh"
+    script.write_text("#!/bin/sh\necho '{}'\n")
+    script.chmod(0o755)
+    subprocess.run(["git", "-C", str(repo), "add", "inventory/cloud.sh"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
+                    "dynamic"], check=True)
+    return settings
+
+
+def host_rows_in_inventory() -> set[str]:
+    db.session.expire_all()
+    return {h.name for h in rows(Host) if h.in_inventory}
+
+
+def test_a_dynamic_inventory_is_listed_again_by_every_run_and_once_within_it(dynamic_settings, store):
+    streams = iter([scripted_events({"web1": "ok"}), scripted_events({"web1": "ok", "web2": "changed"})])
+    fake = FakeRunner(events=lambda spec: next(streams), hosts=[WEB[0]])
+    execute_run(dynamic_settings, "check", runner=fake)
+    fake.hosts = WEB  # the script now answers with a second host, no commit in between
+    report = execute_run(dynamic_settings, "check", limit="web*", runner=fake)
+    # One listing per run (validation, sync and targets share it), and a limit its own.
+    assert fake.listings == [None, None, "web*"]
+    assert fake.job_hosts[-1] == {"web1", "web2"}
+    assert host_rows_in_inventory() == {"web1", "web2"}
+    assert {v.name: v.status for v in report.verdicts} == {"web1": "in_sync", "web2": "drifted"}
+
+
+def test_the_controllers_runs_list_a_dynamic_inventory_afresh_and_sync_its_hosts(dynamic_settings, store):
+    fake = FakeRunner(hosts=[WEB[0]])
+    sync_source(dynamic_settings, runner=fake)
+    assert host_rows_in_inventory() == {"web1"}
+    fake.hosts = [WEB[1]]
+    assert [h.name for h in desired_state(dynamic_settings, runner=fake).hosts] == ["web2"]
+    assert host_rows_in_inventory() == {"web2"}  # web1 left the inventory; its history stays
+    assert {h.name for h in rows(Host)} == {"web1", "web2"}
+
+
+def test_a_static_inventory_stays_cached_across_the_controllers_runs(settings, store):
+    fake = FakeRunner(hosts=[WEB[0]])
+    sync_source(settings, runner=fake)
+    fake.hosts = WEB
+    assert [h.name for h in desired_state(settings, runner=fake).hosts] == ["web1"]
+    assert fake.listings == [None]
+
+
+def test_requirements_are_installed_into_the_export_before_it_is_validated(settings, store):
+    fake = FakeRunner(hosts=WEB)
+    desired = sync_source(settings, runner=fake)
+    assert set(fake.installs) == {desired.tree}  # the real runner installs once per export (a marker file)
+
+
+def test_requirements_that_cannot_be_installed_reject_the_revision_and_the_last_good_stays(settings, store):
+    good = sync_source(settings, runner=FakeRunner(hosts=WEB)).revision.sha
+    repo = Path(settings.repo)
+    (repo / "requirements.yml").write_text("collections:\n  - name: community.nonexistent\n")
+    subprocess.run(["git", "-C", str(repo), "add", "requirements.yml"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm",
+                    "requires"], check=True)
+    failing = FakeRunner(hosts=WEB, requirements_error="requirements.yml: ansible-galaxy could not install "
+                                                       "the collections community.nonexistent")
+    with pytest.raises(RevisionRejected, match=f"community.nonexistent.*stays {good[:12]}"):
+        execute_run(settings, "check", runner=failing)
+    assert {r.sha: r.status for r in rows(Revision)}[good] == "valid"
+    assert [r.error for r in rows(Revision, status="rejected")][0].startswith("requirements.yml: ")
+    assert desired_state(settings, runner=FakeRunner(hosts=WEB)).revision.sha == good
+    assert failing.jobs == [] and rows(Run) == []
