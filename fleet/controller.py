@@ -41,7 +41,7 @@ import git
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet import jobs, plan, policy, source
+from fleet import jobs, notify, plan, policy, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
@@ -82,8 +82,10 @@ class Controller:
         # Renewals come well within a lease, whatever its length.
         self.renew_every = min(HEARTBEAT_SECONDS, settings.lease_seconds / 3) if settings else HEARTBEAT_SECONDS
         # One runner for the controller's life: jobs caches inventory listings per runner.
+        # One notifier: it groups, rate-limits and sends from a thread of its own, so no step waits on it.
+        self.notifier = notify.Notifier(settings.link_base if settings else "")
         self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings), self.keep_leading,
-                                      self.holder)
+                                      self.holder, self.notifier)
         self._fetching: _Fetching | None = None  # a fetch still running in its thread
         self._source_problem = ""  # the source problem logged last, so it is logged once
 
@@ -111,6 +113,7 @@ class Controller:
                     self.stop.wait(IDLE_SLEEP_SECONDS)
         finally:
             keeper.close()
+            self.notifier.close()
             if self.leading:
                 leases.release_leadership(self.holder)  # the controller waiting takes over at once
         log.info("controller stopped")
@@ -210,7 +213,7 @@ class Controller:
         records.schedule_fetch(schedule.next_at, schedule.failures)
         if schedule.failures:
             problem += f"; retrying in {int((schedule.next_at - now).total_seconds())}s, backing off while it fails"
-        self._report_source(problem)
+        self._report_source(problem, outcome)
         return outcome
 
     def _start_fetch(self, now: datetime) -> _Fetching | None:
@@ -229,14 +232,15 @@ class Controller:
             return "stale", f"cannot fetch the source: {exc}"
         return "fetched", ""
 
-    def _report_source(self, problem: str) -> None:
-        """Log a source problem when it appears or changes, not on every retry; and when it is gone."""
+    def _report_source(self, problem: str, outcome: str = "") -> None:
+        """Log (and notify) a source problem when it appears or changes, not on every retry; and when it is gone."""
         # Compared without the retry delay, which grows with every failure.
         key = problem.split("; retrying in ")[0]
         if key == self._source_problem:
             return
         if problem:
             log.warning("%s", problem)
+            self.notifier.notify(current_policy(self.settings).notify, notify.source_event(outcome, key))
         else:
             log.info("the source is fetched and valid again")
         self._source_problem = key
@@ -324,8 +328,10 @@ class ActionExecutor:
     """
 
     def __init__(self, settings: Settings, stop: threading.Event, runner: Runner,
-                 keep_leading: Callable[[], bool] = lambda: True, holder: leases.Holder | None = None):
+                 keep_leading: Callable[[], bool] = lambda: True, holder: leases.Holder | None = None,
+                 notifier: notify.Notifier | None = None):
         self.settings = settings
+        self.notifier = notifier or notify.Notifier(settings.link_base if settings else "")
         self.stop = stop
         self.runner = runner  # the Ansible boundary every job goes through
         self.keep_leading = keep_leading  # polled during runs: renews the leader lock and the heartbeat
@@ -366,7 +372,11 @@ class ActionExecutor:
 
     def converge_batch(self, action: plan.ConvergeBatch, now: datetime) -> list[plan.Action]:
         converge = self.run_now(RunKind.CONVERGE, ",".join(action.progress.batch))
-        return plan.after_batch(action.progress, converge, self.stop.is_set())
+        follow_ups = plan.after_batch(action.progress, converge, self.stop.is_set())
+        for stop in (a for a in follow_ups if isinstance(a, plan.Hold) and a.warn):
+            self.notifier.notify(self.notify_rules(), notify.rollout_event(converge.id if converge else None,
+                                                                           stop.reason))
+        return follow_ups
 
     def verify_check(self, action: plan.VerifyCheck, now: datetime) -> list[plan.Action]:
         self.run_now(RunKind.CHECK, action.limit)
@@ -383,12 +393,23 @@ class ActionExecutor:
                                          action.reason)
         log.info("drift on %s waits for approval %s%s", action.host, approval.id,
                  f": {action.reason}" if action.reason else "")
+        self.notify_approval(approval, action.check_run_id)
         return []
 
     def open_inventory_approval(self, action: plan.OpenInventoryApproval, now: datetime) -> list[plan.Action]:
         approval = records.open_inventory_approval(action.sha, action.hosts, action.check_run_id, action.reason)
         log.warning("auto converge at %s waits for approval %s: %s", action.sha[:12], approval.id, action.reason)
+        self.notify_approval(approval, action.check_run_id)
         return []
+
+    def notify_approval(self, approval, check_run_id: int) -> None:
+        """An approval this check opened (not one already waiting for the same drift) is news."""
+        if approval.check_run_id == check_run_id and approval.status == "pending":
+            self.notifier.notify(self.notify_rules(), notify.approval_event(approval.id, approval.host,
+                                                                            approval.summary))
+
+    def notify_rules(self) -> tuple[policy.NotifyRule, ...]:
+        return current_policy(self.settings).notify
 
     def accept_inventory(self, action: plan.AcceptInventory, now: datetime) -> list[plan.Action]:
         records.accept_inventory(action.sha, action.hosts)
@@ -420,8 +441,11 @@ class ActionExecutor:
         except FleetError as exc:
             records.fail_run(run.id, str(exc))
             log.warning("run %s failed: %s", run.id, exc)
+            if run.kind == RunKind.CONVERGE:
+                self.notifier.notify_run(self.notify_rules(), notify.RunEnded(run.id, run.kind, "failed", note=str(exc)))
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
+        self.notifier.notify_run(self.notify_rules(), run_ended(report))
         if report.run.kind != RunKind.CHECK:
             return finished_run(report, desired)
         # What remediation must weigh besides the verdicts: rollbacks per host, and the inventory's change.
@@ -487,6 +511,14 @@ def finished_run(report: jobs.RunReport, desired: jobs.DesiredState, diverged: d
                   for v in report.verdicts)
     return plan.FinishedRun(id=run.id, kind=run.kind, trigger=run.trigger, status=run.status,
                             limit=run.limit or "", sha=desired.revision.sha, hosts=hosts, inventory=inventory)
+
+
+def run_ended(report: jobs.RunReport) -> notify.RunEnded:
+    """A run's report as notifications need it: each host's status and drifted tasks."""
+    hosts = tuple(notify.HostReport(v.name, v.status, tuple(t.task for t in report.tasks_by_host.get(v.name, [])
+                                                             if t.drift))
+                  for v in report.verdicts)
+    return notify.RunEnded(report.run.id, report.run.kind, report.run.status, hosts)
 
 
 def host_outcome(verdict, groups: tuple[str, ...], tasks, diverged_from: str = "") -> plan.HostOutcome:
