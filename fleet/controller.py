@@ -442,7 +442,8 @@ class ActionExecutor:
             records.fail_run(run.id, str(exc))
             log.warning("run %s failed: %s", run.id, exc)
             if run.kind == RunKind.CONVERGE:
-                self.notifier.notify_run(self.notify_rules(), notify.RunEnded(run.id, run.kind, "failed", note=str(exc)))
+                self.notifier.notify_run(self.notify_rules(),
+                                         notify.RunEnded(run.id, run.kind, "failed", note=str(exc)))
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
         self.notifier.notify_run(self.notify_rules(), run_ended(report))
