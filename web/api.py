@@ -228,43 +228,19 @@ def metrics():
     """Prometheus text format 0.0.4. Needs the viewer role: give Prometheus a viewer token
     (`fleet token create prometheus --role viewer`; scrape config `authorization: {credentials_file: ...}`).
 
+    Five queries whatever the history's length: the inventory's hosts (once), runs per kind and status
+    (the queue among them), run durations and times to fix (aggregated in SQL), the source.
     fleet_runs_total counts finished runs only, so it never goes down; fleet_queue_depth shows the queue.
     """
-    body = "".join([
-        _hosts_metric(), _runs_metric(),
-        serializers.prometheus_metric("fleet_source_stale", "gauge", "1 when the last fetch of the git source failed.",
-                                      [({}, 1 if _source_stale() else 0)]),
-        serializers.prometheus_metric("fleet_queue_depth", "gauge", "Runs queued for the controller.",
-                                      [({}, queries.queue_depth())]),
-        serializers.prometheus_metric(
-            "fleet_last_check_timestamp_seconds", "gauge",
-            "When a host was last checked, seconds since the epoch (0: never).",
-            [({}, vocabulary.epoch_seconds(queries.newest_check_at()))]),
-    ])
-    return Response(body, mimetype="text/plain", content_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-def _hosts_metric() -> str:
-    counts = queries.count_hosts_by_status()
-    statuses = list(vocabulary.HOST_STATUSES) + sorted(set(counts) - set(vocabulary.HOST_STATUSES))
-    return serializers.prometheus_metric("fleet_hosts", "gauge", "Inventory hosts by status.",
-                                         [({"status": s}, counts.get(s, 0)) for s in statuses])
-
-
-def _runs_metric() -> str:
-    # Only finished runs: a counter must never go down, and queued/running counts would
-    # (fleet_queue_depth shows the queue). Every known series is present, at 0 if need be,
-    # so rate() and alerts never see one vanish.
-    counts = queries.finished_run_counts()
-    keys = [(k, s) for k in vocabulary.RUN_KINDS for s in vocabulary.RUN_FINAL_STATUSES]
-    keys += sorted(set(counts) - set(keys))
-    return serializers.prometheus_metric("fleet_runs_total", "counter", "Runs finished, by kind and final status.",
-                                         [({"kind": k, "status": s}, counts.get((k, s), 0)) for k, s in keys])
-
-
-def _source_stale() -> bool:
-    state = queries.source_state()
-    return bool(state and state.stale)
+    counts = queries.run_counts()
+    snapshot = serializers.MetricsSnapshot(
+        now=vocabulary.utcnow(), hosts=queries.inventory_hosts(),
+        run_counts={key: n for key, n in counts.items() if key[1] in vocabulary.RUN_FINAL_STATUSES},
+        queue_depth=sum(n for (_, status), n in counts.items() if status == vocabulary.RunStatus.QUEUED),
+        source=queries.source_state(),
+        drift_fix=queries.drift_fix_histogram(serializers.DRIFT_FIX_BUCKETS),
+        run_durations=queries.run_duration_histograms(serializers.RUN_DURATION_BUCKETS))
+    return Response(serializers.metrics_text(snapshot), content_type=serializers.CONTENT_TYPE)
 
 
 # --- request parsing ---------------------------------------------------------------------------

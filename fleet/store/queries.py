@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from sqlalchemy import func, literal, select, text
+from sqlalchemy import case, func, literal, select, text
 
 from fleet.errors import NotFound
 from fleet.vocabulary import (
@@ -15,12 +15,12 @@ from fleet.vocabulary import (
 from fleet.store.db import db
 from fleet.store.pages import Page, keyset_page, newer_page
 from fleet.store.views import (
-    ApprovalView, ControllerView, HostView, InventoryView, OutputView, RevisionView, RunHostView, RunView,
-    SourceView, TaskView, view_of,
+    ApprovalView, ControllerView, HistogramView, HostView, InventoryView, OutputView, RevisionView, RunHostView,
+    RunView, SourceView, TaskView, view_of,
 )
 from fleet.store.models import (
-    Approval, ControllerState, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput, SourceState,
-    TaskResultRow,
+    Approval, ControllerState, DriftResolution, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput,
+    SourceState, TaskResultRow,
 )
 
 PAGE_SIZE = 50
@@ -566,18 +566,45 @@ def approvals_page(status: str | None = None, before: int | None = None,
     return keyset_page(query, Approval.id, size, cursor=before).map(_approval_view)
 
 
-def finished_run_counts() -> dict[tuple[str, str], int]:
-    """How many runs ended per (kind, final status); a final status never changes, so these only grow."""
-    rows = db.session.execute(select(Run.kind, Run.status, func.count())
-                              .where(Run.status.in_(RUN_FINAL_STATUSES)).group_by(Run.kind, Run.status))
+def run_counts() -> dict[tuple[str, str], int]:
+    """How many runs there are per (kind, status), queued and running included, in one GROUP BY."""
+    rows = db.session.execute(select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status))
     return {(kind, status): count for kind, status, count in rows}
 
 
-def queue_depth() -> int:
-    """How many runs wait in the queue."""
-    return db.session.scalar(select(func.count()).select_from(Run).where(Run.status == RunStatus.QUEUED)) or 0
+
+# --- metrics: each read is one aggregate query, however many runs and drifts the history holds ----------
+
+def drift_fix_histogram(bounds: tuple[float, ...]) -> HistogramView:
+    """How long each drift fixed so far took to reach in_sync (drift_resolutions), in buckets."""
+    seconds = DriftResolution.seconds
+    row = db.session.execute(select(func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))).one()
+    return _histogram(bounds, row)
 
 
-def newest_check_at():
-    """When any inventory host was last checked (None if never)."""
-    return db.session.scalar(select(func.max(Host.last_check_at)).where(Host.in_inventory.is_(True)))
+def run_duration_histograms(bounds: tuple[float, ...]) -> dict[str, HistogramView]:
+    """How long finished runs took, in buckets, per kind (runs that never started are left out)."""
+    seconds = _seconds_between(Run.started_at, Run.finished_at)
+    rows = db.session.execute(
+        select(Run.kind, func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))
+        .where(Run.status.in_(RUN_FINAL_STATUSES), Run.started_at.is_not(None), Run.finished_at.is_not(None))
+        .group_by(Run.kind))
+    return {row[0]: _histogram(bounds, row[1:]) for row in rows}
+
+
+def _bucket_counts(seconds, bounds: tuple[float, ...]) -> list:
+    return [func.sum(case((seconds <= bound, 1), else_=0)) for bound in bounds]
+
+
+def _histogram(bounds: tuple[float, ...], row) -> HistogramView:
+    # SUM over no rows is NULL, and PostgreSQL's epoch arithmetic gives Decimals: plain numbers out.
+    count, total, *counts = row
+    return HistogramView(bounds=tuple(bounds), counts=tuple(int(c or 0) for c in counts), count=int(count or 0),
+                         total=float(total or 0))
+
+
+def _seconds_between(start, end):
+    """SQL for the seconds from start to end: SQLite has no interval type, PostgreSQL does."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)

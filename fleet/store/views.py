@@ -218,6 +218,17 @@ class SourceView:
 
 
 @dataclass(frozen=True)
+class HistogramView:
+    """Observations counted into buckets: counts[i] is how many were <= bounds[i] (cumulative, as
+    Prometheus wants them); count and total cover every observation, the +Inf bucket included."""
+
+    bounds: tuple[float, ...]
+    counts: tuple[int, ...]
+    count: int
+    total: float
+
+
+@dataclass(frozen=True)
 class OutputView:
     """One chunk of a run's Ansible output; `seq` orders it against the run's task results."""
 

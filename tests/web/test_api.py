@@ -641,7 +641,7 @@ def test_revisions_before_the_first_fetch_write_nothing(app, client, tokens, tmp
 
 # --- metrics --------------------------------------------------------------------------------------------
 
-SAMPLE = re.compile(r'^([a-z_]+)(\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+)$')
+SAMPLE = re.compile(r'^([a-z_]+)(\{[a-z_]+="[^"]*"(?:,[a-z_]+="[^"]*")*\})? (-?[0-9.e+]+|\+Inf)$')
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -669,10 +669,10 @@ def test_metrics_in_prometheus_text_format(app, client, tokens):
     assert answer.status_code == 200
     assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = answer.get_data(as_text=True)
-    assert 'fleet_hosts{status="drifted"} 2\n' in text
+    assert 'fleet_hosts{group="all",status="drifted"} 2.0\n' in text
     samples = parse_metrics(text)
-    assert samples['fleet_hosts{status="in_sync"}'] == 1
-    assert samples['fleet_hosts{status="unknown"}'] == 0
+    assert samples['fleet_hosts{group="all",status="in_sync"}'] == 1
+    assert samples['fleet_hosts{group="all",status="unknown"}'] == 0
     assert samples['fleet_runs_total{kind="check",status="successful"}'] == 3
     assert samples['fleet_runs_total{kind="converge",status="failed"}'] == 1
     assert 'fleet_runs_total{kind="check",status="queued"}' not in samples  # not a counter: it would go down
@@ -686,7 +686,7 @@ def test_metrics_of_an_empty_store(client, tokens):
     samples = parse_metrics(get(client, "/metrics", tokens["viewer"]).get_data(as_text=True))
     assert samples["fleet_last_check_timestamp_seconds"] == 0
     assert samples["fleet_source_stale"] == 0
-    assert samples['fleet_hosts{status="drifted"}'] == 0
+    assert samples['fleet_hosts{group="all",status="drifted"}'] == 0
 
 
 # --- JSON stays JSON -------------------------------------------------------------------------------------
