@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -169,6 +170,60 @@ def pytest_collection_modifyitems(items):
         folder = Path(str(item.fspath)).parent.name
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+
+
+# The store-touching suites run a second time on PostgreSQL when this names a database (`make test` in CI);
+# unset, every test keeps its own SQLite file under tmp_path.
+TEST_DATABASE_URL = os.environ.get("FLEET_TEST_DATABASE_URL", "")
+
+
+def reset_test_database(url: str) -> None:
+    """Empty the test database: its other sessions (left by earlier tests) ended, the public schema remade."""
+    from sqlalchemy import create_engine, text
+
+    from fleet.store.db import engine_url
+
+    engine = create_engine(engine_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def database_under_test(request, monkeypatch):
+    """With FLEET_TEST_DATABASE_URL set, every store a test opens, in process or in a `fleet` it starts,
+    is that database, emptied first (tests marked sqlite_only keep SQLite: they read its file)."""
+    if not TEST_DATABASE_URL or request.node.get_closest_marker("sqlite_only"):
+        yield None
+        return
+    store_db = importlib.import_module("fleet.store.db")  # the module; fleet.store.db is also the handle's name
+    reset_test_database(TEST_DATABASE_URL)
+    monkeypatch.setenv("FLEET_DATABASE_URL", TEST_DATABASE_URL)
+    real_engine_url = store_db.engine_url
+    monkeypatch.setattr(store_db, "engine_url",
+                        lambda url: real_engine_url(TEST_DATABASE_URL if url.startswith("sqlite") else url))
+    engines = _record_engines(monkeypatch)
+    yield TEST_DATABASE_URL
+    for engine in engines:  # psycopg warns of connections left to the garbage collector; close them here
+        engine.dispose()
+
+
+def _record_engines(monkeypatch) -> list:
+    from flask_sqlalchemy import SQLAlchemy
+
+    engines, make_engine = [], SQLAlchemy._make_engine
+
+    def recording(self, *args, **kwargs):
+        engines.append(make_engine(self, *args, **kwargs))
+        return engines[-1]
+
+    monkeypatch.setattr(SQLAlchemy, "_make_engine", recording)
+    return engines
 
 
 @pytest.fixture

@@ -132,6 +132,8 @@ def test_only_the_leader_renews_the_lock_and_renewing_is_no_heartbeat(store):
     assert state.heartbeat_at == beat, "the heartbeat is the loop's own"
 
 
+# The other process is sqlite3 on the database file.
+@pytest.mark.sqlite_only
 def test_a_run_renewed_between_the_look_and_the_close_is_left_running(store, tmp_path, monkeypatch):
     run_id = running_run(ME)
     other_process = sqlite3.connect(tmp_path / "fleet.db")

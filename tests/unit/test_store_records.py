@@ -95,6 +95,8 @@ def test_a_run_closed_by_someone_else_is_not_finished_over(store):
     assert queries.get_host("web1").status == "unknown"
 
 
+# The refusal is an SQLite trigger (RAISE(ABORT)).
+@pytest.mark.sqlite_only
 def test_a_batch_the_store_refuses_is_kept_whole_or_not_at_all(store):
     run = records.create_run("check", "manual", "a" * 40, "", "test", None)
     recorder = records.RunRecorder(run.id)
