@@ -27,7 +27,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, request, 
 from fleet.errors import FleetError, NotFound
 from fleet.store import queries, records
 from fleet import shapes, vocabulary
-from fleet.web import serializers
+from fleet.web import openapi, serializers
 from fleet.web.auth import audit, require_role
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -35,6 +35,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 DEFAULT_PAGE = 50
 MAX_PAGE = 200
 MAX_LIMIT_CHARS = 1024  # the runs.limit column's size
+MAX_ID = openapi.MAX_ID  # ids and seqs past an SQL INTEGER are 404 or 400 here, not an overflow in the database
 TASKS_PER_ANSWER = 1000  # task results in one answer of GET /runs/<id>; the rest page by after_seq
 
 
@@ -44,6 +45,20 @@ def bearer_challenge(response):
     if response.status_code == 401:
         response.headers.setdefault("WWW-Authenticate", 'Bearer realm="fleet"')
     return response
+
+
+@bp.url_value_preprocessor
+def refuse_ids_past_the_column(endpoint, values):
+    """An id no INTEGER column can hold names nothing: 404, before the database would overflow (a 500)."""
+    for value in (values or {}).values():
+        if isinstance(value, int) and value > MAX_ID:
+            abort(404, description=f"no such id {value}; ids are at most {MAX_ID}")
+
+
+@bp.get("/openapi.json")
+def openapi_document():
+    """The OpenAPI 3.1 description of this API (web/openapi.py); readable without a token."""
+    return jsonify(openapi.openapi_document())
 
 
 # --- hosts --------------------------------------------------------------------------
@@ -260,8 +275,8 @@ def _run_request(body: dict) -> tuple[str, str]:
         abort(422, description='"limit" must be a string: an Ansible host pattern such as "web1,web2"')
     if len(limit) > MAX_LIMIT_CHARS:
         abort(422, description=f'"limit" is longer than {MAX_LIMIT_CHARS} characters')
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in limit):
-        abort(422, description='"limit" must be one line, without newlines or control characters')
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in limit):
+        abort(422, description='"limit" must be one line, without newlines, control characters or lone surrogates')
     return kind, limit.strip()
 
 
@@ -291,9 +306,9 @@ def _int_arg(name: str, minimum: int, maximum: int | None = None) -> int | None:
         value = int(raw)
     except ValueError:
         value = None
-    if value is None or value < minimum or (maximum is not None and value > maximum):
-        bounds = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        abort(400, description=f"{name} must be a whole number {bounds}")
+    maximum = MAX_ID if maximum is None else maximum  # past it the database would overflow: a 500
+    if value is None or value < minimum or value > maximum:
+        abort(400, description=f"{name} must be a whole number between {minimum} and {maximum}")
     return value
 
 
