@@ -493,6 +493,28 @@ def approve(ctx, approval_id):
         click.echo(shapes.approved_message(approval))
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_guard
+def notifications(ctx, as_json):
+    """Each notify: target (its URL masked): messages sent, held back by the rate limit, the last error."""
+    from fleet.store import notices
+
+    settings = _settings(ctx)
+    with _store(settings):
+        listed = notices.targets()
+    if as_json:
+        click.echo(json.dumps({"targets": [{
+            "target": t.display, "sent": t.sent_total, "held": t.folded, "last_sent_at": iso(t.last_sent_at),
+            "last_error": t.last_error or None, "last_error_at": iso(t.last_error_at)} for t in listed]}, indent=2))
+        return
+    rows = [[t.display, str(t.sent_total), str(t.folded), iso(t.last_sent_at) or "never",
+             f"{iso(t.last_error_at)}: {t.last_error}" if t.last_error else ""] for t in listed]
+    click.echo(table(["TARGET", "SENT", "HELD", "LAST SENT", "LAST ERROR"], rows, use_colour())
+               if rows else "no notification sent yet (notify: in fleet.yml names the targets)")
+
+
 # --- accounts -------------------------------------------------------------------
 
 @main.group()

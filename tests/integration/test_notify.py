@@ -106,3 +106,8 @@ def test_an_unreachable_host_is_posted_once_and_a_stale_source_once(tmp_path, re
     assert receiver.posts[1]["message"].endswith("https://fleet.example.org/revisions")
     assert len(receiver.posts) == 2, f"the same unreachable host and the same stale source are no news: " \
                                      f"{receiver.titles()}"
+    [target] = cli("notifications", "--json").json()["targets"]
+    assert target["target"] == f"json://127.0.0.1:{receiver.port}/hook"
+    assert (target["sent"], target["held"], target["last_error"]) == (2, 0, None)
+    listed = cli("notifications")
+    assert listed.code == 0 and f"json://127.0.0.1:{receiver.port}/hook" in listed.stdout
