@@ -241,12 +241,12 @@ class AppriseSender:
         notifier = apprise.Apprise()
         if not notifier.add(_with_timeouts(url)):
             return f"apprise does not understand {mask_url(url)}; check the URL's scheme and form"
-        with apprise.LogCapture(level=logging.WARNING) as captured:
+        with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
             delivered = notifier.notify(title=message.title, body=message.body)
         if delivered:
             return ""
         said = " ".join(line.strip() for line in captured.getvalue().splitlines() if line.strip())
-        return f"could not deliver to {mask_url(url)}: {said or 'apprise reported a failure'}"
+        return f"could not deliver to {mask_url(url)}: {mask_text(said, url) or 'apprise reported a failure'}"
 
 
 def _with_timeouts(url: str) -> str:

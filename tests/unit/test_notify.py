@@ -7,6 +7,7 @@ import http.server
 import json
 import logging
 import threading
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -206,7 +207,8 @@ def test_a_receiver_that_is_down_is_logged_and_kept_and_the_run_goes_on(tmp_path
         assert [r.status for r in Run.query] == ["successful"], "the check ended whatever the receiver did"
         assert controller.notifier.wait_idle()
         [target] = notices.targets()
-        assert target.sent_total == 0 and "could not deliver to json://127.0.0.1" in target.last_error
+        assert target.sent_total == 0 and target.last_error.startswith(
+            f"could not deliver to json://127.0.0.1:{receiver.port}/hook: A Connection error occurred")
         assert any("not sent" in r.getMessage() for r in caplog.records)
         controller.notifier.close()
 
@@ -243,3 +245,50 @@ def test_a_run_never_waits_for_a_slow_target_and_the_rate_limit_folds_the_rest(t
         assert "event 4" in sender.sent[2].body
         wait_for(lambda: notices.targets()[0].folded == 0, 10, "the held count cleared")
         notifier.close()
+
+
+APPROVE_AND_AUTO = """\
+remediation:
+  - {group: web, mode: auto}
+  - {group: db, mode: approve}
+rollout: {canary: 1, batch: 50%}
+notify:
+  - url: "json://127.0.0.1:PORT/hook"
+    on: [approval, failed, stale]
+"""
+
+
+def test_approvals_a_stopped_rollout_and_a_stale_source_are_each_posted_once(tmp_path, receiver):
+    hosts = INVENTORY + [InventoryHost("db1", "127.0.99.3", 22, ("db",))]
+
+    def events(spec):
+        names = spec.limit_file.read_text().split()
+        if spec.kind == "check":
+            return scripted_events({h: "changed" for h in names})
+        return scripted_events({h: "failed" for h in names})  # every converge fails: the canary stops it
+
+    settings = settings_for_source(tmp_path, APPROVE_AND_AUTO.replace("PORT", str(receiver.port)))
+    controller = Controller(settings, runner=FakeRunner(events=events, hosts=hosts))
+    controller.notifier.limit = 10  # above the 7 messages this sends (the rate limit has its own test)
+    with open_store(settings):
+        controller.tick(NOW)
+        controller.tick(NOW)
+        controller.tick(NOW + timedelta(minutes=30))  # the scheduled check: the same drift, the same approval
+        controller.tick(NOW + timedelta(minutes=30))
+        repo = Path(settings.repo)
+        repo.rename(repo.with_name("away"))
+        for seconds in (60, 120, 240):  # fetches failing again and again: stale once
+            assert controller.sync_source(NOW + timedelta(minutes=30, seconds=seconds)) in ("stale", "not due")
+        assert controller.notifier.wait_idle()
+        titles = [p["title"] for p in receiver.posts]
+        # The approval is not asked again by the second check (the same drift); each failed converge is news.
+        assert titles == ["fleet: drift on db1 waits for approval 1",
+                          "fleet: 1 host failed in converge run 2", "fleet: rollout stopped",
+                          "fleet: 1 host failed in converge run 4", "fleet: rollout stopped",
+                          "fleet: the source is stale"], titles
+        assert receiver.posts[1]["message"] == "web1\nhttp://127.0.0.1:8080/runs/2"
+        rollout = receiver.posts[2]["message"]
+        assert "canary failed" in rollout and rollout.endswith("/runs/2"), rollout
+        approval = receiver.posts[0]["message"]
+        assert "Write the motd" in approval and approval.endswith("http://127.0.0.1:8080/approvals")
+        controller.notifier.close()
