@@ -13,6 +13,7 @@ from fleet.store import accounts, records
 from fleet.store.db import db
 from fleet.store.models import Host, Run, SourceState
 from fleet.vocabulary import utcnow
+from tests.alert_rules import load_alert_rules
 from tests.web.conftest import make_app
 
 API = "/api/v1"
@@ -203,3 +204,20 @@ def test_a_scrape_costs_the_same_queries_for_a_small_or_a_long_history(tmp_path)
         counts.append(count_scrape_queries(app, token))
     assert counts[0] == counts[1]
     assert counts[1] <= 8, counts  # token lookup and its last-used write, then five reads
+
+
+def test_every_example_alert_rule_reads_a_metric_the_endpoint_serves_and_fires_when_it_should(app, token):
+    now = utcnow()
+    add(app, Host(name="silent", status="unreachable", last_ok_check_at=now - timedelta(hours=3)),
+        Host(name="fresh", status="drifted", last_ok_check_at=now, drift_since=now - timedelta(hours=7)),
+        Host(name="new", status="drifted", last_ok_check_at=now, drift_since=now - timedelta(hours=1)),
+        SourceState(id=1, stale=True, last_fetch_at=now))
+    answer = app.test_client().get(API + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    text = answer.get_data(as_text=True)
+    rules = load_alert_rules()
+    assert set(rules) == {"FleetHostNotChecked", "FleetDriftNotFixed", "FleetSourceStale"}
+    for rule in rules.values():
+        assert f"# TYPE {rule.metric} " in text, f"{rule.name} reads {rule.metric}, which /metrics does not serve"
+    assert [labels["host"] for labels in rules["FleetHostNotChecked"].firing(text)] == ["silent"]
+    assert [labels["host"] for labels in rules["FleetDriftNotFixed"].firing(text)] == ["fresh"]
+    assert rules["FleetSourceStale"].firing(text) == [{}]
