@@ -186,12 +186,40 @@ def reset_test_database(url: str) -> None:
     engine = create_engine(engine_url(url), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
-            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+            connection.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                                    "current_database() AND usename = current_user AND pid <> pg_backend_pid()"))
+            for schema in connection.scalars(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'store_%'")):
+                connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
             connection.execute(text("DROP SCHEMA public CASCADE"))
             connection.execute(text("CREATE SCHEMA public"))
     finally:
         engine.dispose()
+
+
+def postgres_stores(url: str):
+    """A stand-in for engine_url that gives each SQLite file a test opens a schema of its own in the test
+    database: the first one `public` (where the `fleet` processes it starts work too), the next ones
+    store_2, store_3, ... (a test comparing two stores keeps them apart, as two files would be)."""
+    from sqlalchemy import create_engine, text
+
+    from fleet.store.db import engine_url
+
+    schemas: dict[str, str] = {}
+
+    def schema_url(database_url: str) -> str:
+        if not database_url.startswith("sqlite"):
+            return engine_url(database_url)
+        if database_url not in schemas:
+            schemas[database_url] = "public" if not schemas else f"store_{len(schemas) + 1}"
+            if schemas[database_url] != "public":
+                engine = create_engine(engine_url(url), isolation_level="AUTOCOMMIT")
+                with engine.connect() as connection:
+                    connection.execute(text(f"CREATE SCHEMA {schemas[database_url]}"))
+                engine.dispose()
+        separator = "&" if "?" in url else "?"
+        return engine_url(f"{url}{separator}options=-csearch_path%3D{schemas[database_url]}")
+
+    return schema_url
 
 
 @pytest.fixture(autouse=True)
@@ -204,9 +232,7 @@ def database_under_test(request, monkeypatch):
     store_db = importlib.import_module("fleet.store.db")  # the module; fleet.store.db is also the handle's name
     reset_test_database(TEST_DATABASE_URL)
     monkeypatch.setenv("FLEET_DATABASE_URL", TEST_DATABASE_URL)
-    real_engine_url = store_db.engine_url
-    monkeypatch.setattr(store_db, "engine_url",
-                        lambda url: real_engine_url(TEST_DATABASE_URL if url.startswith("sqlite") else url))
+    monkeypatch.setattr(store_db, "engine_url", postgres_stores(TEST_DATABASE_URL))
     engines = _record_engines(monkeypatch)
     yield TEST_DATABASE_URL
     for engine in engines:  # psycopg warns of connections left to the garbage collector; close them here

@@ -355,6 +355,7 @@ def checked_once(settings, store, fake):
     return before
 
 
+@pytest.mark.sqlite_only
 def test_a_refused_batch_write_stops_ansible_and_fails_the_run_without_verdicts(
         settings, store, checked_once, monkeypatch):
     monkeypatch.setattr(records, "BATCH_ROWS", 1)  # every event is its own batch: the refusal comes early
@@ -372,6 +373,7 @@ def test_a_refused_batch_write_stops_ansible_and_fails_the_run_without_verdicts(
     assert_nothing_left_running()
 
 
+@pytest.mark.sqlite_only
 def test_verdicts_the_store_refuses_are_written_not_at_all(settings, store, checked_once, fake):
     refuse_inserts("run_hosts")
     with pytest.raises(StoreError, match="no host's status was changed"):
@@ -384,6 +386,7 @@ def test_verdicts_the_store_refuses_are_written_not_at_all(settings, store, chec
     assert_nothing_left_running()
 
 
+@pytest.mark.sqlite_only
 def test_a_store_that_refuses_even_the_close_leaves_the_run_to_its_lease(settings, store, fake, monkeypatch):
     monkeypatch.setattr(jobs, "CLOSE_RETRY_DELAYS", (0, 0, 0))
     refuse_inserts("run_hosts")

@@ -8,11 +8,14 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from fleet.settings import load_settings
 from fleet.store import queries
 from fleet.store.db import db, open_store, sqlite_path
 
 
+@pytest.mark.sqlite_only
 def test_the_store_opens_alone_creating_its_tables_but_no_secret_key(tmp_path):
     settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
                              cwd=tmp_path)
@@ -24,6 +27,7 @@ def test_the_store_opens_alone_creating_its_tables_but_no_secret_key(tmp_path):
     assert (tmp_path / "data" / "fleet.db").exists()
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
                              cwd=tmp_path)
@@ -42,6 +46,7 @@ def _mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.sqlite_only
 def test_the_store_keeps_its_directory_and_database_private_whatever_the_umask(tmp_path):
     settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
                              cwd=tmp_path)
@@ -57,6 +62,7 @@ def test_the_store_keeps_its_directory_and_database_private_whatever_the_umask(t
     assert modes == {"fleet.db": 0o600, "fleet.db-wal": 0o600, "fleet.db-shm": 0o600}
 
 
+@pytest.mark.sqlite_only
 def test_an_open_data_dir_of_an_older_fleet_is_made_private_with_a_log_line(tmp_path, caplog):
     data = tmp_path / "data"
     settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(data)}, environ={}, cwd=tmp_path)

@@ -27,11 +27,11 @@ def upgrade() -> None:
 
     with op.batch_alter_table('task_results', schema=None) as batch_op:
         batch_op.add_column(sa.Column('reason', sa.Text(), server_default='', nullable=False))
-        batch_op.add_column(sa.Column('accepted', sa.Boolean(), server_default=sa.text('0'), nullable=False))
-        batch_op.add_column(sa.Column('executed', sa.Boolean(), server_default=sa.text('0'), nullable=False))
-        batch_op.add_column(sa.Column('rescued', sa.Boolean(), server_default=sa.text('0'), nullable=False))
+        batch_op.add_column(sa.Column('accepted', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('executed', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('rescued', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('cause', sa.String(length=10), server_default='', nullable=False))
-        batch_op.add_column(sa.Column('flapping', sa.Boolean(), server_default=sa.text('0'), nullable=False))
+        batch_op.add_column(sa.Column('flapping', sa.Boolean(), server_default=sa.false(), nullable=False))
 
 
 def downgrade() -> None:

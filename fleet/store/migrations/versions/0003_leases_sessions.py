@@ -29,7 +29,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('sha', sa.String(length=64), nullable=False),
     sa.Column('hosts', sa.Text(), nullable=False),
-    sa.Column('accepted', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('accepted', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('judged_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('sha')
