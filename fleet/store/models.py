@@ -180,6 +180,17 @@ class DriftResolution(db.Model):
     seconds: Mapped[float] = mapped_column(Float)
 
 
+class PrunedRunDurations(db.Model):
+    """How long the runs retention deleted took, per kind, folded into cumulative bucket counts before they
+    go, so the metrics' run-duration histogram never goes down (Prometheus would read a reset)."""
+
+    __tablename__ = "pruned_run_durations"
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    total_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    buckets: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON: bound -> runs <= it
+
+
 class RunOutput(db.Model):
     """Ansible's stdout, in the order events arrived, a chunk per event."""
 
