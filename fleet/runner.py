@@ -371,6 +371,8 @@ def _requirement_name(entry) -> str:
 def galaxy_problem(relative: str, kind: str, names: list[str], output: str, tree: Path) -> str:
     """Why ansible-galaxy failed, naming the requirements it could not install (those its output names, else all)."""
     named = [name for name in names if name in output] or names
+    # Galaxy warns that -p is outside the configured paths: true, and why fleet sets them for ansible-playbook.
+    output = "\n".join(line for line in output.splitlines() if "not part of the configured Ansible" not in line)
     return (f"{relative}: ansible-galaxy could not install the {kind}s {', '.join(named)}; make them reachable "
             f"from this machine (a local tarball or git URL works offline) or remove them, then commit again:\n"
             f"{clean_ansible_error(output, tree)}")

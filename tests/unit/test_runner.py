@@ -355,3 +355,45 @@ def test_the_probe_follows_ssh_config_where_the_inventory_names_no_jump():
     assert behind.jumps == (hostkeys.Hop("10.0.0.9", 22, "ops"),) and behind.problem == ""
     broken = runner.probe_target(InventoryHost("b", "bad", 22, ()), config)
     assert "invalid port 'ssh'" in broken.problem and "~/.ssh/config" in broken.problem
+
+
+# --- requirements.yml (issue 12) --------------------------------------------------------------------------
+
+REQUIREMENTS_CASES = {
+    "both kinds": ("collections:\n  - name: ./ns-c-1.0.0.tar.gz\n    type: file\n  - community.general\n"
+                   "roles:\n  - name: web\n    src: git+file:///srv/web\n",
+                   {"collection": ["./ns-c-1.0.0.tar.gz", "community.general"], "role": ["web"]}),
+    "the old format lists roles": ("- src: git+file:///srv/web\n", {"role": ["git+file:///srv/web"]}),
+    "empty": ("", {}),
+    "an empty section": ("collections: []\nroles:\n", {}),
+}
+
+
+@pytest.mark.parametrize(("text", "wanted"), REQUIREMENTS_CASES.values(), ids=REQUIREMENTS_CASES.keys())
+def test_requirements_of(text, wanted):
+    assert runner.requirements_of(text) == wanted
+
+
+def test_a_requirements_file_that_is_no_list_or_mapping_is_refused():
+    with pytest.raises(ValueError, match="list of roles or a mapping"):
+        runner.requirements_of("just words\n")
+
+
+def test_a_galaxy_failure_names_the_requirements_its_output_names(tmp_path):
+    output = ("[WARNING]: The specified collections path 'x' is not part of the configured Ansible collections "
+              "paths\n[WARNING]: Skipping Galaxy server. Got an unexpected error when getting available versions "
+              "of collection community.nonexistent\n[ERROR]: Unknown error when attempting to call Galaxy\n")
+    problem = runner.galaxy_problem("requirements.yml", "collection", ["./a.tar.gz", "community.nonexistent"],
+                                    output, tmp_path)
+    assert problem.startswith("requirements.yml: ansible-galaxy could not install the collections "
+                              "community.nonexistent; ")
+    assert "Unknown error" in problem and "not part of the configured" not in problem
+
+
+def test_playbooks_find_the_revisions_requirements_first(tmp_path):
+    assert runner.requirements_env(tmp_path) == {}
+    (tmp_path / runner.COLLECTIONS_DIR).mkdir()
+    (tmp_path / runner.ROLES_DIR).mkdir()
+    env = runner.requirements_env(tmp_path)
+    assert env["ANSIBLE_COLLECTIONS_PATH"].split(":")[0] == str(tmp_path / ".fleet-collections")
+    assert env["ANSIBLE_ROLES_PATH"].split(":")[0] == str(tmp_path / ".fleet-roles")
