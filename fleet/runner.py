@@ -294,7 +294,10 @@ class AnsibleRunner:
         if (tree / REQUIREMENTS_DONE).exists():
             return ""
         for relative in REQUIREMENTS_FILES:
-            problem = self._install_file(tree, relative)
+            try:
+                problem = self._install_file(tree, relative)
+            except SourceError as exc:  # ansible-galaxy took longer than galaxy_timeout
+                problem = f"{relative}: {exc}"
             if problem:
                 shutil.rmtree(tree / COLLECTIONS_DIR, ignore_errors=True)
                 shutil.rmtree(tree / ROLES_DIR, ignore_errors=True)

@@ -397,3 +397,20 @@ def test_playbooks_find_the_revisions_requirements_first(tmp_path):
     env = runner.requirements_env(tmp_path)
     assert env["ANSIBLE_COLLECTIONS_PATH"].split(":")[0] == str(tmp_path / ".fleet-collections")
     assert env["ANSIBLE_ROLES_PATH"].split(":")[0] == str(tmp_path / ".fleet-roles")
+
+
+def test_an_install_past_its_timeout_is_stopped_and_named(tmp_path):
+    """The real ansible-galaxy, given no time at all: the install is killed and nothing is left half done."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "requirements.yml").write_text("collections:\n  - name: community.general\n")
+    real = runner.AnsibleRunner(tmp_path / "known_hosts", tmp_path / "cp", galaxy_timeout=0.01)
+    problem = real.install_requirements(tree)
+    assert problem.startswith("requirements.yml: ansible-galaxy took over 0.01s")
+    assert not (tree / runner.COLLECTIONS_DIR).exists() and not (tree / runner.REQUIREMENTS_DONE).exists()
+
+
+def test_a_source_without_requirements_installs_nothing_and_says_so_once(tmp_path):
+    real = runner.AnsibleRunner(tmp_path / "known_hosts", tmp_path / "cp")
+    assert real.install_requirements(tmp_path) == ""
+    assert (tmp_path / runner.REQUIREMENTS_DONE).exists() and not (tmp_path / runner.COLLECTIONS_DIR).exists()
