@@ -62,8 +62,9 @@ def test_a_run_without_output_is_an_empty_file(app, viewer):
     assert answer.status_code == 200 and answer.get_data(as_text=True) == ""
 
 
-def test_an_unknown_run_is_404(viewer):
-    answer = viewer.get("/runs/999999/output.txt")
+@pytest.mark.parametrize("run_id", [999999, 2**31, 10**30], ids=["unknown", "past INTEGER", "past 64 bits"])
+def test_an_unknown_run_is_404(viewer, run_id):
+    answer = viewer.get(f"/runs/{run_id}/output.txt")
     assert answer.status_code == 404
     assert "Content-Disposition" not in answer.headers
 

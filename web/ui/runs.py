@@ -9,6 +9,7 @@ from flask import (
 from fleet import vocabulary
 from fleet.store import queries, records
 from fleet.web.auth import audit, require_role
+from fleet.web.openapi import MAX_ID
 from fleet.web.ui import present
 from fleet.web.ui.common import choice_arg, int_arg, or_404, who
 
@@ -19,6 +20,13 @@ LIVE_ROWS = 500  # per poll; a client that is behind catches up over a few polls
 LIVE_OUTPUT_BYTES = 256 * 1024  # output per poll, whatever the size of each event's chunk
 TASKS_PER_PAGE = 1000  # task results on one run page; ?tasks_after= shows the next ones
 DOWNLOAD_BLOCK_CHARS = 64 * 1024  # output.txt is written in blocks of about this size
+
+
+@bp.url_value_preprocessor
+def refuse_ids_past_the_column(endpoint, values):
+    """A run id no INTEGER column can hold names no run: 404, before the database would overflow (a 500)."""
+    if (values or {}).get("run_id", 0) > MAX_ID:
+        abort(404, description=f"no run with id {values['run_id']}")
 
 
 @bp.get("")
