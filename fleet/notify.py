@@ -279,6 +279,9 @@ class Notifier:
     ``notify_run`` and ``notify`` never wait: they queue. The thread starts
     with the first event (inside the controller's app context, whose app it
     keeps for the store). ``close`` gives queued messages a moment to go out.
+    The store's half (`fleet.store.notices`) is imported where it is used: it
+    builds on this module's pure half, and this module stays importable
+    without a store.
     """
 
     def __init__(self, base_url: str, sender: Sender | None = None, limit: int = RATE_LIMIT,
@@ -346,8 +349,6 @@ class Notifier:
         if item[0] == "mark":
             item[1].set()
             return
-        from fleet.store import notices
-
         _, rules, what = item
         events = run_events(what, self._news(what)) if item[0] == "run" else [what]
         for event in events:
