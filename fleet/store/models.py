@@ -15,8 +15,9 @@ class Revision(db.Model):
     __tablename__ = "revisions"
     id: Mapped[int] = mapped_column(primary_key=True)
     sha: Mapped[str] = mapped_column(String(64), unique=True)
-    ref: Mapped[str] = mapped_column(String(255), default="")
-    author: Mapped[str] = mapped_column(String(255), default="")
+    # Outside input (a ref or author of any length) is Text: PostgreSQL refuses what a VARCHAR(n) cannot hold.
+    ref: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(Text, default="")
     authored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     message: Mapped[str] = mapped_column(Text, default="")
     signature: Mapped[str] = mapped_column(String(20), default="unsigned")
@@ -43,8 +44,8 @@ class SourceState(db.Model):
 class Host(db.Model):
     __tablename__ = "hosts"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    address: Mapped[str] = mapped_column(String(255), default="")
+    name: Mapped[str] = mapped_column(Text, unique=True)  # inventory names have no length limit
+    address: Mapped[str] = mapped_column(Text, default="")
     port: Mapped[int] = mapped_column(Integer, default=22)
     groups: Mapped[str] = mapped_column(Text, default="")  # space-separated
     in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -60,7 +61,7 @@ class Host(db.Model):
     total_tasks: Mapped[int] = mapped_column(Integer, default=0)
     # Task keys (file|name) that reported drift right after a converge of the same revision, until stable.
     flapping: Mapped[str] = mapped_column(Text, default="", server_default="")  # JSON list
-    os: Mapped[str] = mapped_column(String(255), default="")
+    os: Mapped[str] = mapped_column(Text, default="")
     virtualization: Mapped[str] = mapped_column(String(40), default="")
     key_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     # When a check first found this host drifted; cleared once it is proven in_sync (metrics: drift age,
@@ -82,8 +83,8 @@ class Run(db.Model):
     trigger: Mapped[str] = mapped_column(String(20))  # schedule | commit | manual | webhook | policy
     status: Mapped[str] = mapped_column(String(20), index=True)
     revision_sha: Mapped[str | None] = mapped_column(String(64))
-    limit: Mapped[str] = mapped_column(String(1024), default="")
-    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    limit: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -119,7 +120,7 @@ class RunHost(db.Model):
     __tablename__ = "run_hosts"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    host: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
     message: Mapped[str] = mapped_column(Text, default="")
     ok: Mapped[int] = mapped_column(Integer, default=0)
@@ -144,9 +145,9 @@ class TaskResultRow(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
-    host: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(Text)
     task: Mapped[str] = mapped_column(Text)
-    action: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20))
     unverified: Mapped[bool] = mapped_column(Boolean, default=False)
     handler: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -173,7 +174,7 @@ class DriftResolution(db.Model):
 
     __tablename__ = "drift_resolutions"
     id: Mapped[int] = mapped_column(primary_key=True)
-    host: Mapped[str] = mapped_column(String(255))
+    host: Mapped[str] = mapped_column(Text)
     run_id: Mapped[int | None] = mapped_column(Integer)  # the run that found the host in_sync
     drifted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -207,7 +208,7 @@ class HostLock(db.Model):
     """A host held by one running run; the primary key makes a second holder impossible."""
 
     __tablename__ = "host_locks"
-    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(Text, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer, index=True)
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -219,14 +220,14 @@ class Approval(db.Model):
 
     __tablename__ = "approvals"
     id: Mapped[int] = mapped_column(primary_key=True)
-    host: Mapped[str] = mapped_column(String(255), index=True)
+    host: Mapped[str] = mapped_column(Text, index=True)
     check_run_id: Mapped[int] = mapped_column(Integer)
     revision_sha: Mapped[str] = mapped_column(String(64))
     drift_signature: Mapped[str] = mapped_column(String(64))
     summary: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(20), index=True)  # pending | approved | applied | superseded | failed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    decided_by: Mapped[str] = mapped_column(String(255), default="")
+    decided_by: Mapped[str] = mapped_column(Text, default="")
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     converge_run_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -270,7 +271,7 @@ class ControllerState(db.Model):
 class User(db.Model):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(20))  # viewer | operator | admin
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -282,10 +283,10 @@ class ApiToken(db.Model):
 
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(20))
-    created_by: Mapped[str] = mapped_column(String(255), default="")  # who made it (a user or cli:<login>)
+    created_by: Mapped[str] = mapped_column(Text, default="")  # who made it (a user or cli:<login>)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -314,7 +315,7 @@ class AuthFailure(db.Model):
     __tablename__ = "auth_failures"
     id: Mapped[int] = mapped_column(primary_key=True)
     scope: Mapped[str] = mapped_column(String(20))  # account | address | token
-    key: Mapped[str] = mapped_column(String(255))  # the account name or the remote address
+    key: Mapped[str] = mapped_column(Text)  # the account name (as typed at the login) or the remote address
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
     __table_args__ = (Index("ix_auth_failures_scope_key_at", "scope", "key", "at"),)
@@ -326,9 +327,9 @@ class AuditEntry(db.Model):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(String(80))
-    target: Mapped[str] = mapped_column(String(255), default="")
+    target: Mapped[str] = mapped_column(Text, default="")  # a host limit, a user name, ...
     detail: Mapped[str] = mapped_column(Text, default="")
     remote_addr: Mapped[str] = mapped_column(String(64), default="")
 
@@ -359,7 +360,7 @@ class NotifiedHost(db.Model):
 
     __tablename__ = "notified_hosts"
     id: Mapped[int] = mapped_column(primary_key=True)
-    host: Mapped[str] = mapped_column(String(255), unique=True)
+    host: Mapped[str] = mapped_column(Text, unique=True)
     condition: Mapped[str] = mapped_column(String(20), default="", server_default="")
     tasks: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list of task names
     noted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
