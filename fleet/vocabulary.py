@@ -92,6 +92,10 @@ RUN_KINDS = tuple(RunKind)
 TRIGGERS = tuple(Trigger)
 APPROVAL_STATUSES = tuple(ApprovalStatus)
 APPROVAL_OPEN_STATUSES = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+# Histogram buckets of the metrics (upper bounds, seconds). Drifts get fixed in minutes (auto) to days
+# (approve, report); runs take seconds to an hour or two. Counts folded into the store are keyed by these.
+DRIFT_FIX_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 259200.0, 604800.0)
+RUN_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 
 
 def is_active(run_status: str) -> bool:

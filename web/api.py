@@ -243,8 +243,9 @@ def metrics():
     """Prometheus text format 0.0.4. Needs the viewer role: give Prometheus a viewer token
     (`fleet token create prometheus --role viewer`; scrape config `authorization: {credentials_file: ...}`).
 
-    Five queries whatever the history's length: the inventory's hosts (once), runs per kind and status
-    (the queue among them), run durations and times to fix (aggregated in SQL), the source.
+    Six queries whatever the history's length: the inventory's hosts (once), runs per kind and status
+    (the queue among them), run durations (aggregated in SQL, plus those folded in from pruned runs),
+    times to fix (aggregated in SQL), the source.
     fleet_runs_total counts finished runs only, so it never goes down; fleet_queue_depth shows the queue.
     """
     counts = queries.run_counts()
@@ -253,8 +254,7 @@ def metrics():
         run_counts={key: n for key, n in counts.items() if key[1] in vocabulary.RUN_FINAL_STATUSES},
         queue_depth=sum(n for (_, status), n in counts.items() if status == vocabulary.RunStatus.QUEUED),
         source=queries.source_state(),
-        drift_fix=queries.drift_fix_histogram(serializers.DRIFT_FIX_BUCKETS),
-        run_durations=queries.run_duration_histograms(serializers.RUN_DURATION_BUCKETS))
+        drift_fix=queries.drift_fix_histogram(), run_durations=queries.run_duration_histograms())
     return Response(serializers.metrics_text(snapshot), content_type=serializers.CONTENT_TYPE)
 
 

@@ -28,9 +28,6 @@ from fleet.vocabulary import HostStatus, aware, epoch_seconds
 
 # Prometheus' text format 0.0.4, which generate_latest writes (names stay plain ASCII).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Drifts get fixed in minutes (auto) to days (approve, report): buckets from a minute to a week.
-DRIFT_FIX_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 259200.0, 604800.0)
-RUN_DURATION_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 ALL_HOSTS = "all"  # Ansible's names: every host is in "all", a host of no other group in "ungrouped"
 UNGROUPED = "ungrouped"
 
@@ -129,7 +126,8 @@ def runs_family(counts: dict[tuple[str, str], int]) -> Metric:
 
 def run_duration_family(durations: dict[str, HistogramView]) -> Metric:
     kinds = list(vocabulary.RUN_KINDS) + sorted(set(durations) - set(vocabulary.RUN_KINDS))
-    empty = HistogramView(RUN_DURATION_BUCKETS, (0,) * len(RUN_DURATION_BUCKETS), 0, 0.0)
+    bounds = vocabulary.RUN_DURATION_BUCKETS
+    empty = HistogramView(bounds, (0,) * len(bounds), 0, 0.0)
     return histogram_family("fleet_run_duration_seconds", "How long finished runs took, by kind.",
                             [([kind], durations.get(kind, empty)) for kind in kinds], ["kind"])
 

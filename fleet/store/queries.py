@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from typing import Iterator
 
 from sqlalchemy import case, func, literal, select, text
 
 from fleet.errors import NotFound
 from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, RUN_ACTIVE_STATUSES, RUN_FINAL_STATUSES, ApprovalKind,
-    ApprovalStatus,
+    APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, DRIFT_FIX_BUCKETS, RUN_ACTIVE_STATUSES, RUN_DURATION_BUCKETS,
+    RUN_FINAL_STATUSES, ApprovalKind, ApprovalStatus,
     RevisionStatus, RunKind, RunStatus, TaskStatus, hosts_named_by, limits_overlap,
 )
 from fleet.store.db import db
@@ -19,8 +20,8 @@ from fleet.store.views import (
     RunView, SourceView, TaskView, view_of,
 )
 from fleet.store.models import (
-    Approval, ControllerState, DriftResolution, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput,
-    SourceState, TaskResultRow,
+    Approval, ControllerState, DriftResolution, Host, HostLock, PrunedRunDurations, Revision, RevisionInventory, Run,
+    RunHost, RunOutput, SourceState, TaskResultRow,
 )
 
 PAGE_SIZE = 50
@@ -575,21 +576,47 @@ def run_counts() -> dict[tuple[str, str], int]:
 
 # --- metrics: each read is one aggregate query, however many runs and drifts the history holds ----------
 
-def drift_fix_histogram(bounds: tuple[float, ...]) -> HistogramView:
+def drift_fix_histogram(bounds: tuple[float, ...] = DRIFT_FIX_BUCKETS) -> HistogramView:
     """How long each drift fixed so far took to reach in_sync (drift_resolutions), in buckets."""
     seconds = DriftResolution.seconds
     row = db.session.execute(select(func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))).one()
     return _histogram(bounds, row)
 
 
-def run_duration_histograms(bounds: tuple[float, ...]) -> dict[str, HistogramView]:
-    """How long finished runs took, in buckets, per kind (runs that never started are left out)."""
+def run_duration_histograms(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS) -> dict[str, HistogramView]:
+    """How long ended runs took, in buckets, per kind: the stored runs (two queries whatever their number),
+    plus those retention deleted, folded into pruned_run_durations first, so no count ever goes down."""
+    live = stored_run_durations(bounds)
+    pruned = {row.kind: _pruned_histogram(bounds, row) for row in db.session.scalars(select(PrunedRunDurations))}
+    return {kind: _add_histograms(live.get(kind), pruned.get(kind)) for kind in sorted(set(live) | set(pruned))}
+
+
+def stored_run_durations(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS,
+                         run_ids: list[int] | None = None) -> dict[str, HistogramView]:
+    """How long the stored ended runs (or these of them) took, in buckets, per kind, in one query
+    (runs that never started are left out)."""
     seconds = _seconds_between(Run.started_at, Run.finished_at)
-    rows = db.session.execute(
-        select(Run.kind, func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))
-        .where(Run.status.in_(RUN_FINAL_STATUSES), Run.started_at.is_not(None), Run.finished_at.is_not(None))
-        .group_by(Run.kind))
-    return {row[0]: _histogram(bounds, row[1:]) for row in rows}
+    query = (select(Run.kind, func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))
+             .where(Run.status.in_(RUN_FINAL_STATUSES), Run.started_at.is_not(None), Run.finished_at.is_not(None))
+             .group_by(Run.kind))
+    if run_ids is not None:
+        query = query.where(Run.id.in_(run_ids))
+    return {row[0]: _histogram(bounds, row[1:]) for row in db.session.execute(query)}
+
+
+def _pruned_histogram(bounds: tuple[float, ...], row: PrunedRunDurations) -> HistogramView:
+    # Counts are stored per bound; a bound added since gets the count of the nearest stored one below it,
+    # which keeps the buckets cumulative (never more than the next one up).
+    stored = sorted((float(bound), count) for bound, count in json.loads(row.buckets or "{}").items())
+    counts = tuple(max((count for bound, count in stored if bound <= wanted), default=0) for wanted in bounds)
+    return HistogramView(bounds=tuple(bounds), counts=counts, count=row.count or 0, total=row.total_seconds or 0.0)
+
+
+def _add_histograms(first: HistogramView | None, second: HistogramView | None) -> HistogramView:
+    if first is None or second is None:
+        return first or second
+    return HistogramView(bounds=first.bounds, counts=tuple(a + b for a, b in zip(first.counts, second.counts)),
+                         count=first.count + second.count, total=first.total + second.total)
 
 
 def _bucket_counts(seconds, bounds: tuple[float, ...]) -> list:

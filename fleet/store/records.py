@@ -17,16 +17,16 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
-from fleet.store import leases
+from fleet.store import leases, queries
 from fleet.store.db import db
 from fleet.store.models import (
-    Approval, ControllerState, DriftResolution, Host, HostLock, Revision, RevisionInventory, Run, RunHost, RunOutput,
-    SourceState, TaskResultRow,
+    Approval, ControllerState, DriftResolution, Host, HostLock, PrunedRunDurations, Revision, RevisionInventory, Run,
+    RunHost, RunOutput, SourceState, TaskResultRow,
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalKind, ApprovalStatus, HostStatus,
-    RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
+    RUN_DURATION_BUCKETS, RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
 )
 
 BATCH_ROWS = 500
@@ -378,6 +378,25 @@ def _track_drift(host: Host, run: Run, status: str) -> None:
         db.session.add(DriftResolution(host=host.name, run_id=run.id, drifted_at=host.drift_since,
                                        resolved_at=run.finished_at, seconds=seconds))
         host.drift_since = None
+
+
+def fold_run_durations(run_ids: list[int]) -> None:
+    """Add how long these ended runs took to pruned_run_durations, just before retention deletes them.
+
+    No commit: the deletion's transaction carries both, so each run is counted either stored or
+    folded, never both and never neither (the metrics' run-duration histogram never goes down).
+    """
+    for kind, histogram in queries.stored_run_durations(RUN_DURATION_BUCKETS, run_ids).items():
+        row = db.session.get(PrunedRunDurations, kind)
+        if row is None:
+            row = PrunedRunDurations(kind=kind, count=0, total_seconds=0.0, buckets="{}")
+            db.session.add(row)
+        buckets = json.loads(row.buckets or "{}")
+        for bound, count in zip(histogram.bounds, histogram.counts):
+            buckets[repr(bound)] = buckets.get(repr(bound), 0) + count
+        row.buckets = json.dumps(buckets, sort_keys=True)
+        row.count = (row.count or 0) + histogram.count
+        row.total_seconds = (row.total_seconds or 0.0) + histogram.total
 
 
 def mark_key_blocked(name: str, blocked: bool) -> None:

@@ -1,14 +1,19 @@
-"""The store's side of the metrics against a real SQLite file: drift episodes and time to fix."""
+"""The store's side of the metrics against a real SQLite file: drift episodes, time to fix, run durations."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import select
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import func, select
+
+from fleet import policy
 from fleet.drift import HostVerdict
-from fleet.store import queries, records
+from fleet.store import queries, records, retention
+from fleet.store.db import db, open_store
 from fleet.store.models import DriftResolution, Run
-from fleet.vocabulary import aware
+from fleet.vocabulary import aware, utcnow
+from tests.conftest import settings_for_source
 from tests.unit.store_fixtures import inventory_entry, temporary_store
 
 
@@ -59,3 +64,32 @@ def test_only_a_check_that_judged_the_host_counts_as_its_last_successful_check(s
     assert host.last_check_at > host.last_ok_check_at  # the unreachable check moved last_check_at only
     later = finish(store, "check", "unverified")
     assert queries.get_host("web1").last_ok_check_at == aware(later.finished_at)
+
+
+def ended_run(kind: str, ended_days_ago: float, seconds: float) -> Run:
+    start = utcnow() - timedelta(days=ended_days_ago, seconds=seconds)
+    return Run(kind=kind, trigger="schedule", status="successful", started_at=start,
+               finished_at=start + timedelta(seconds=seconds))
+
+
+def test_runs_retention_deletes_stay_counted_in_the_run_duration_histogram(tmp_path):
+    settings = settings_for_source(tmp_path, "retention:\n  days: 90\n")
+    with open_store(settings):
+        db.session.add_all([ended_run("check", 200, 3), ended_run("check", 150, 40), ended_run("converge", 120, 400),
+                            ended_run("check", 1, 2)])
+        db.session.commit()
+        before = queries.run_duration_histograms()
+        assert (before["check"].count, before["check"].counts[:3], before["converge"].count) == (3, (0, 2, 2), 1)
+
+        for _ in range(2):  # a second prune finds nothing more to fold
+            retention.prune(settings, policy.Retention(days=90), utcnow())
+            assert db.session.scalar(select(func.count()).select_from(Run)) == 1  # the recent check
+            after = queries.run_duration_histograms()
+            for kind in ("check", "converge"):
+                assert (after[kind].counts, after[kind].count) == (before[kind].counts, before[kind].count)
+                assert after[kind].total == pytest.approx(before[kind].total, abs=0.01)
+
+        db.session.add(ended_run("check", 0, 1000))  # new runs add to what was folded
+        db.session.commit()
+        check = queries.run_duration_histograms()["check"]
+        assert (check.counts[-4:], check.count) == ((3, 4, 4, 4), 4)  # <= 600 s: 2, 3 and 40 s; then 1000 s
