@@ -12,7 +12,7 @@ from typing import Iterator
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String, create_engine, event, inspect
+from sqlalchemy import String, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase
 
@@ -21,6 +21,7 @@ from fleet.errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SCHEMA_LOCK_KEY = 0x666C656574  # "fleet": the PostgreSQL advisory lock held while the schema changes
 # Schemas fleet wrote before it had migrations (no alembic_version table), newest first: the revision
 # that matches such a database, told apart by a column its release added ((table, column) or None).
 UNVERSIONED_SCHEMAS = (
@@ -79,7 +80,11 @@ def engine_url(database_url: str) -> str:
 def upgrade_schema(engine: Engine) -> SchemaChange:
     """Create the schema of an empty database, or migrate an older one to head, in one transaction."""
     head = schema_head()
+    with engine.connect() as connection:
+        if recorded_schema(connection) == head:
+            return SchemaChange(head, head)  # the usual open: no lock, no write
     with engine.begin() as connection:
+        _lock_schema(connection)
         before = current_schema(connection)
         if before is None:
             target_metadata().create_all(connection)
@@ -94,17 +99,31 @@ def upgrade_schema(engine: Engine) -> SchemaChange:
     return SchemaChange(before, head)
 
 
+def _lock_schema(connection: Connection) -> None:
+    """Hold the schema for this transaction: of two processes opening an old or empty database at once,
+    one creates or upgrades it and the other, waiting here, then finds it done."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+    elif connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+
+
+def recorded_schema(connection: Connection) -> str | None:
+    """The revision alembic recorded in the database, None if it recorded none."""
+    if "alembic_version" not in inspect(connection).get_table_names():
+        return None
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
 def current_schema(connection: Connection) -> str | None:
     """The database's schema revision: alembic's record, or recognised from the tables of a fleet that
     predates migrations (then recorded); None for an empty database."""
-    tables = set(inspect(connection).get_table_names())
-    if "alembic_version" in tables:
-        from alembic.migration import MigrationContext
-
-        recorded = MigrationContext.configure(connection).get_current_revision()
-        if recorded is not None:
-            return recorded
-    if not tables - {"alembic_version"}:
+    recorded = recorded_schema(connection)
+    if recorded is not None:
+        return recorded
+    if not set(inspect(connection).get_table_names()) - {"alembic_version"}:
         return None
     revision = recognise_unversioned(connection)
     run_alembic(connection, "stamp", revision)
@@ -130,11 +149,7 @@ def read_schema(database_url: str) -> tuple[str | None, str]:
     engine = create_engine(engine_url(database_url))
     try:
         with engine.connect() as connection:
-            if "alembic_version" not in inspect(connection).get_table_names():
-                return None, schema_head()
-            from alembic.migration import MigrationContext
-
-            return MigrationContext.configure(connection).get_current_revision(), schema_head()
+            return recorded_schema(connection), schema_head()
     finally:
         engine.dispose()
 

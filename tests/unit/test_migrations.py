@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -172,6 +174,22 @@ def test_a_database_at_head_is_left_as_it_is(database_url, caplog):
 
     assert not app.extensions["fleet.schema"].changed
     assert "upgraded" not in caplog.text
+
+
+@pytest.mark.parametrize("database_url", DATABASES, indirect=True)
+def test_processes_opening_an_old_database_at_once_upgrade_it_once(database_url):
+    migrate(database_url, "0001")
+    execute(database_url, *C403EF5_RUNS, "DROP TABLE alembic_version")
+    opener = ("import sys; from fleet.store.db import store_app; "
+              "print(store_app(sys.argv[1]).extensions['fleet.schema'].before)")
+    processes = [subprocess.Popen([sys.executable, "-c", opener, database_url], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [(process.wait(timeout=60), *process.communicate()) for process in processes]
+
+    assert [code for code, _out, _err in results] == [0, 0, 0], [err for _code, _out, err in results]
+    assert sorted(out.strip() for _code, out, _err in results) == ["0001", schema_head(), schema_head()]
+    assert recorded_revision(database_url) == schema_head()
+    assert schema_differences(database_url) == []
 
 
 @pytest.mark.parametrize("database_url", DATABASES, indirect=True)
