@@ -182,14 +182,16 @@ class DriftResolution(db.Model):
 
 
 class PrunedRunDurations(db.Model):
-    """How long the runs retention deleted took, per kind, folded into cumulative bucket counts before they
-    go, so the metrics' run-duration histogram never goes down (Prometheus would read a reset)."""
+    """The runs retention deleted, per kind, folded in before they go: how many ended in each status and
+    how long they took (cumulative bucket counts), so fleet_runs_total and the run-duration histogram
+    never go down (Prometheus would read a reset)."""
 
     __tablename__ = "pruned_run_durations"
     kind: Mapped[str] = mapped_column(String(20), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     buckets: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON: bound -> runs <= it
+    statuses: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON: final status -> runs
 
 
 class RunOutput(db.Model):
