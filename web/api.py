@@ -48,11 +48,16 @@ def bearer_challenge(response):
 
 
 @bp.url_value_preprocessor
-def refuse_ids_past_the_column(endpoint, values):
-    """An id no INTEGER column can hold names nothing: 404, before the database would overflow (a 500)."""
+def refuse_unstorable_values(endpoint, values):
+    """What no column can hold names nothing: an id past an SQL INTEGER, a NUL character (PostgreSQL
+    refuses it in text). 404 in the path, 400 in the query, where the database would fail with a 500."""
     for value in (values or {}).values():
         if isinstance(value, int) and value > MAX_ID:
             abort(404, description=f"no such id {value}; ids are at most {MAX_ID}")
+        if isinstance(value, str) and "\x00" in value:
+            abort(404, description="no such name: names never contain a NUL character")
+    if any("\x00" in value for values_of_one in request.args.listvalues() for value in values_of_one):
+        abort(400, description="query parameters cannot contain NUL characters")
 
 
 @bp.get("/openapi.json")
