@@ -82,3 +82,8 @@ def test_the_run_page_links_to_the_download(app, viewer, status):
     links = re.findall(r'href="([^"]*output\.txt)"', page)
     assert links == [f"/runs/{run_id}/output.txt"]
     assert viewer.get(links[0]).get_data(as_text=True) == "\n".join(chunk(s) for s in range(1, 4)) + "\n"
+
+
+def test_a_nul_character_in_a_run_filter_is_400_not_a_database_error(viewer):
+    """PostgreSQL refuses NUL in text; the filter never reaches it."""
+    assert viewer.get("/runs", query_string={"host": "web\x001"}).status_code == 400

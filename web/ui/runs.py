@@ -23,10 +23,13 @@ DOWNLOAD_BLOCK_CHARS = 64 * 1024  # output.txt is written in blocks of about thi
 
 
 @bp.url_value_preprocessor
-def refuse_ids_past_the_column(endpoint, values):
-    """A run id no INTEGER column can hold names no run: 404, before the database would overflow (a 500)."""
+def refuse_unstorable_values(endpoint, values):
+    """What no column can hold finds nothing: a run id past an SQL INTEGER is a 404, a NUL character in a
+    filter (PostgreSQL refuses it in text) a 400, where the database would fail with a 500."""
     if (values or {}).get("run_id", 0) > MAX_ID:
         abort(404, description=f"no run with id {values['run_id']}")
+    if any("\x00" in value for values_of_one in request.args.listvalues() for value in values_of_one):
+        abort(400, description="filters cannot contain NUL characters")
 
 
 @bp.get("")
