@@ -61,9 +61,10 @@ def init_store(app: Flask) -> SchemaChange:
     app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     with app.app_context():
-        if db.engine.dialect.name == "sqlite":
-            event.listen(db.engine, "connect", _tune_sqlite)
-            db.engine.dispose()  # connections opened before the listener get the pragmas too
+        tune = {"sqlite": _tune_sqlite, "postgresql": _tune_postgresql}.get(db.engine.dialect.name)
+        if tune is not None:
+            event.listen(db.engine, "connect", tune)
+            db.engine.dispose()  # connections opened before the listener get the settings too
         change = upgrade_schema(db.engine)
     app.extensions["fleet.schema"] = change
     return change
@@ -252,3 +253,9 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _tune_postgresql(dbapi_connection, _record) -> None:
+    # Times come back in UTC whatever the server's TimeZone, as they are stored and as SQLite gives them.
+    dbapi_connection.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()  # a SET inside a transaction the pool rolls back would be undone

@@ -12,6 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 
 from fleet.errors import StoreError
 from fleet.store import queries
@@ -220,6 +221,25 @@ def test_outside_input_of_any_length_is_stored(database_url):
 
     assert stored.name == long_name
     assert (run.limit, run.requested_by) == (long_limit, long_author)
+
+
+@pytest.mark.skipif(not POSTGRES, reason="PostgreSQL's own session time zone; FLEET_TEST_DATABASE_URL is unset")
+def test_postgresql_sessions_read_times_in_utc_whatever_the_server_time_zone(database_under_test):
+    name = make_url(POSTGRES).database
+    execute(POSTGRES, f"ALTER DATABASE {name} SET timezone TO 'Asia/Tokyo'")
+    try:
+        app = store_app(database_under_test)
+        with app.app_context():
+            db.session.add(Run(kind="check", trigger="manual", status="queued"))
+            db.session.commit()
+            zone = db.session.scalar(text("SHOW TimeZone"))
+            created = db.session.scalar(text("SELECT created_at FROM runs"))
+            db.session.remove()
+    finally:
+        execute(POSTGRES, f"ALTER DATABASE {name} RESET timezone")
+
+    assert zone == "UTC"
+    assert created.utcoffset().total_seconds() == 0
 
 
 @pytest.mark.parametrize(("given", "used"), [
