@@ -249,17 +249,18 @@ def metrics():
     (`fleet token create prometheus --role viewer`; scrape config `authorization: {credentials_file: ...}`).
 
     Six queries whatever the history's length: the inventory's hosts (once), runs per kind and status
-    (the queue among them), run durations (aggregated in SQL, plus those folded in from pruned runs),
+    (the queue among them) and run durations (aggregated in SQL), the runs retention folded away,
     times to fix (aggregated in SQL), the source.
-    fleet_runs_total counts finished runs only, so it never goes down; fleet_queue_depth shows the queue.
+    fleet_runs_total counts finished runs only (pruned ones included), so it never goes down;
+    fleet_queue_depth shows the queue.
     """
-    counts = queries.run_counts()
+    counts, durations = queries.run_totals()
     snapshot = serializers.MetricsSnapshot(
         now=vocabulary.utcnow(), hosts=queries.inventory_hosts(),
         run_counts={key: n for key, n in counts.items() if key[1] in vocabulary.RUN_FINAL_STATUSES},
         queue_depth=sum(n for (_, status), n in counts.items() if status == vocabulary.RunStatus.QUEUED),
         source=queries.source_state(),
-        drift_fix=queries.drift_fix_histogram(), run_durations=queries.run_duration_histograms())
+        drift_fix=queries.drift_fix_histogram(), run_durations=durations)
     return Response(serializers.metrics_text(snapshot), content_type=serializers.CONTENT_TYPE)
 
 

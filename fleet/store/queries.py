@@ -567,10 +567,13 @@ def approvals_page(status: str | None = None, before: int | None = None,
     return keyset_page(query, Approval.id, size, cursor=before).map(_approval_view)
 
 
-def run_counts() -> dict[tuple[str, str], int]:
-    """How many runs there are per (kind, status), queued and running included, in one GROUP BY."""
-    rows = db.session.execute(select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status))
-    return {(kind, status): count for kind, status, count in rows}
+def run_counts(run_ids: list[int] | None = None) -> dict[tuple[str, str], int]:
+    """How many stored runs (or of these) there are per (kind, status), queued and running included, in one
+    GROUP BY."""
+    query = select(Run.kind, Run.status, func.count()).group_by(Run.kind, Run.status)
+    if run_ids is not None:
+        query = query.where(Run.id.in_(run_ids))
+    return {(kind, status): count for kind, status, count in db.session.execute(query)}
 
 
 
@@ -583,12 +586,20 @@ def drift_fix_histogram(bounds: tuple[float, ...] = DRIFT_FIX_BUCKETS) -> Histog
     return _histogram(bounds, row)
 
 
-def run_duration_histograms(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS) -> dict[str, HistogramView]:
-    """How long ended runs took, in buckets, per kind: the stored runs (two queries whatever their number),
-    plus those retention deleted, folded into pruned_run_durations first, so no count ever goes down."""
+def run_totals(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS
+               ) -> tuple[dict[tuple[str, str], int], dict[str, HistogramView]]:
+    """Runs per (kind, status), queued and running included, and how long ended runs took per kind, in
+    buckets. Both count the runs retention deleted too (folded into pruned_run_durations just before), so
+    neither ever goes down. Three queries, whatever the history's length."""
+    counts = run_counts()
     live = stored_run_durations(bounds)
-    pruned = {row.kind: _pruned_histogram(bounds, row) for row in db.session.scalars(select(PrunedRunDurations))}
-    return {kind: _add_histograms(live.get(kind), pruned.get(kind)) for kind in sorted(set(live) | set(pruned))}
+    pruned_rows = list(db.session.scalars(select(PrunedRunDurations)))
+    for row in pruned_rows:
+        for status, count in json.loads(row.statuses or "{}").items():
+            counts[(row.kind, status)] = counts.get((row.kind, status), 0) + count
+    pruned = {row.kind: _pruned_histogram(bounds, row) for row in pruned_rows}
+    durations = {kind: _add_histograms(live.get(kind), pruned.get(kind)) for kind in sorted(set(live) | set(pruned))}
+    return counts, durations
 
 
 def stored_run_durations(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS,

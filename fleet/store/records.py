@@ -25,8 +25,8 @@ from fleet.store.models import (
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
 from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, ApprovalKind, ApprovalStatus, HostStatus,
-    RUN_DURATION_BUCKETS, RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
+    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_DURATION_BUCKETS, RUN_FINAL_STATUSES,
+    ApprovalKind, ApprovalStatus, HostStatus, RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
 )
 
 BATCH_ROWS = 500
@@ -380,23 +380,39 @@ def _track_drift(host: Host, run: Run, status: str) -> None:
         host.drift_since = None
 
 
-def fold_run_durations(run_ids: list[int]) -> None:
-    """Add how long these ended runs took to pruned_run_durations, just before retention deletes them.
+def fold_pruned_runs(run_ids: list[int]) -> None:
+    """Add these ended runs to pruned_run_durations (how many per status, how long they took), just before
+    retention deletes them.
 
     No commit: the deletion's transaction carries both, so each run is counted either stored or
-    folded, never both and never neither (the metrics' run-duration histogram never goes down).
+    folded, never both and never neither (fleet_runs_total and the duration histogram never go down).
     """
-    for kind, histogram in queries.stored_run_durations(RUN_DURATION_BUCKETS, run_ids).items():
-        row = db.session.get(PrunedRunDurations, kind)
-        if row is None:
-            row = PrunedRunDurations(kind=kind, count=0, total_seconds=0.0, buckets="{}")
-            db.session.add(row)
-        buckets = json.loads(row.buckets or "{}")
-        for bound, count in zip(histogram.bounds, histogram.counts):
-            buckets[repr(bound)] = buckets.get(repr(bound), 0) + count
-        row.buckets = json.dumps(buckets, sort_keys=True)
-        row.count = (row.count or 0) + histogram.count
-        row.total_seconds = (row.total_seconds or 0.0) + histogram.total
+    statuses = {key: n for key, n in queries.run_counts(run_ids).items() if key[1] in RUN_FINAL_STATUSES}
+    durations = queries.stored_run_durations(RUN_DURATION_BUCKETS, run_ids)
+    for kind in sorted({kind for kind, _ in statuses} | set(durations)):
+        row = _pruned_runs_row(kind)
+        row.statuses = _add_counts(row.statuses, {status: n for (k, status), n in statuses.items() if k == kind})
+        histogram = durations.get(kind)
+        if histogram is not None:
+            row.buckets = _add_counts(row.buckets, {repr(b): n for b, n in zip(histogram.bounds, histogram.counts)})
+            row.count = (row.count or 0) + histogram.count
+            row.total_seconds = (row.total_seconds or 0.0) + histogram.total
+
+
+def _pruned_runs_row(kind: str) -> PrunedRunDurations:
+    row = db.session.get(PrunedRunDurations, kind)
+    if row is None:
+        row = PrunedRunDurations(kind=kind, count=0, total_seconds=0.0, buckets="{}", statuses="{}")
+        db.session.add(row)
+    return row
+
+
+def _add_counts(stored: str | None, more: dict[str, int]) -> str:
+    """A JSON object of counts with `more` added."""
+    counts = json.loads(stored or "{}")
+    for key, n in more.items():
+        counts[key] = counts.get(key, 0) + n
+    return json.dumps(counts, sort_keys=True)
 
 
 def mark_key_blocked(name: str, blocked: bool) -> None:

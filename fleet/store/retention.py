@@ -47,7 +47,7 @@ from fleet.store import queries
 from fleet.store.accounts import audit
 from fleet.store.db import db
 from fleet.store.models import Approval, AuditEntry, Host, Run, RunHost, RunOutput, TaskResultRow
-from fleet.store.records import fold_run_durations, size_text
+from fleet.store.records import fold_pruned_runs, size_text
 from fleet.vocabulary import APPROVAL_OPEN_STATUSES, RUN_ACTIVE_STATUSES, HostStatus, RunKind
 
 PRUNE_BATCH = 500  # runs (or audit entries) per transaction
@@ -198,7 +198,7 @@ def _delete_runs(run_ids: list[int]) -> None:
     """One transaction: the runs and their rows (deleted explicitly, whether or not the database cascades)."""
     _end_reads()
     try:
-        fold_run_durations(run_ids)  # the metrics' run-duration histogram keeps counting them
+        fold_pruned_runs(run_ids)  # the metrics keep counting them (counters never go down)
         for model in (RunOutput, TaskResultRow, RunHost):
             db.session.execute(delete(model).where(model.run_id.in_(run_ids)))
         # A run that became active since it was read (it cannot, once ended) is never deleted.

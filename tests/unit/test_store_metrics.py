@@ -66,30 +66,35 @@ def test_only_a_check_that_judged_the_host_counts_as_its_last_successful_check(s
     assert queries.get_host("web1").last_ok_check_at == aware(later.finished_at)
 
 
-def ended_run(kind: str, ended_days_ago: float, seconds: float) -> Run:
-    start = utcnow() - timedelta(days=ended_days_ago, seconds=seconds)
-    return Run(kind=kind, trigger="schedule", status="successful", started_at=start,
-               finished_at=start + timedelta(seconds=seconds))
+def ended_run(kind: str, ended_days_ago: float, seconds: float | None, status: str = "successful") -> Run:
+    end = utcnow() - timedelta(days=ended_days_ago)
+    start = end - timedelta(seconds=seconds) if seconds is not None else None  # None: canceled while queued
+    return Run(kind=kind, trigger="schedule", status=status, started_at=start, finished_at=end)
 
 
-def test_runs_retention_deletes_stay_counted_in_the_run_duration_histogram(tmp_path):
+def test_runs_retention_deletes_stay_counted_in_run_totals_and_durations(tmp_path):
     settings = settings_for_source(tmp_path, "retention:\n  days: 90\n")
     with open_store(settings):
-        db.session.add_all([ended_run("check", 200, 3), ended_run("check", 150, 40), ended_run("converge", 120, 400),
+        db.session.add_all([ended_run("check", 200, 3), ended_run("check", 150, 40, "failed"),
+                            ended_run("converge", 120, 400), ended_run("converge", 130, None, "canceled"),
                             ended_run("check", 1, 2)])
         db.session.commit()
-        before = queries.run_duration_histograms()
+        counts_before, before = queries.run_totals()
         assert (before["check"].count, before["check"].counts[:3], before["converge"].count) == (3, (0, 2, 2), 1)
+        assert counts_before[("converge", "canceled")] == 1
 
         for _ in range(2):  # a second prune finds nothing more to fold
             retention.prune(settings, policy.Retention(days=90), utcnow())
             assert db.session.scalar(select(func.count()).select_from(Run)) == 1  # the recent check
-            after = queries.run_duration_histograms()
+            counts, after = queries.run_totals()
+            assert counts == counts_before
             for kind in ("check", "converge"):
                 assert (after[kind].counts, after[kind].count) == (before[kind].counts, before[kind].count)
                 assert after[kind].total == pytest.approx(before[kind].total, abs=0.01)
 
         db.session.add(ended_run("check", 0, 1000))  # new runs add to what was folded
         db.session.commit()
-        check = queries.run_duration_histograms()["check"]
+        counts, durations = queries.run_totals()
+        assert counts[("check", "successful")] == 3
+        check = durations["check"]
         assert (check.counts[-4:], check.count) == ((3, 4, 4, 4), 4)  # <= 600 s: 2, 3 and 40 s; then 1000 s
