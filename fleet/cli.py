@@ -41,7 +41,10 @@ def _settings(ctx: click.Context) -> Settings:
 @contextmanager
 def _store(settings: Settings):
     """The store alone: the CLI never builds the web app (no blueprints, no secret key file)."""
-    with open_store(settings):
+    with open_store(settings) as app:
+        change = app.extensions["fleet.schema"]
+        if change.before is not None and change.changed:  # said on stderr: --json output stays JSON
+            click.echo(f"fleet: database upgraded from {change.before} to {change.after}", err=True)
         yield
 
 

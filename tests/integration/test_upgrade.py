@@ -41,6 +41,16 @@ def test_the_cli_finds_every_run_of_a_c403ef5_database_after_the_upgrade(old_rel
     assert recorded_revision(url) == schema_head()
 
 
+def test_any_command_upgrades_an_old_database_and_says_so_on_stderr(old_release):
+    cli, _url = old_release
+
+    listed = cli("runs", "--json")
+
+    assert listed.code == 0, listed.stderr
+    assert f"database upgraded from 0001 to {schema_head()}" in listed.stderr
+    assert sorted(run["id"] for run in listed.json()["runs"]) == [1, 2, 3]
+
+
 def test_fleet_serve_upgrades_an_old_database_at_start_and_logs_it(old_release):
     cli, url = old_release
     serve = ServeProcess(cli, poll_seconds=60)

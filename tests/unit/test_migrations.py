@@ -184,11 +184,11 @@ def test_processes_opening_an_old_database_at_once_upgrade_it_once(database_url)
     opener = ("import sys; from fleet.store.db import store_app; "
               "print(store_app(sys.argv[1]).extensions['fleet.schema'].before)")
     processes = [subprocess.Popen([sys.executable, "-c", opener, database_url], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(3)]
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(process.wait(timeout=60), *process.communicate()) for process in processes]
 
-    assert [code for code, _out, _err in results] == [0, 0, 0], [err for _code, _out, err in results]
-    assert sorted(out.strip() for _code, out, _err in results) == ["0001", schema_head(), schema_head()]
+    assert [code for code, _out, _err in results] == [0, 0], [err for _code, _out, err in results]
+    assert sorted(out.strip() for _code, out, _err in results) == ["0001", schema_head()]
     assert recorded_revision(database_url) == schema_head()
     assert schema_differences(database_url) == []
 
