@@ -3,6 +3,7 @@ controller that writes while pages read. PostgreSQL works too, through psycopg 3
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ def init_store(app: Flask) -> SchemaChange:
     fleet is refused with StoreError, untouched.
     """
     app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    require_driver(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     with app.app_context():
         tune = {"sqlite": _tune_sqlite, "postgresql": _tune_postgresql}.get(db.engine.dialect.name)
@@ -76,6 +78,13 @@ def engine_url(database_url: str) -> str:
         if database_url.startswith(scheme):
             return "postgresql+psycopg://" + database_url[len(scheme):]
     return database_url
+
+
+def require_driver(url: str) -> None:
+    """PostgreSQL needs psycopg 3, an extra: say how to get it rather than fail on an import."""
+    if url.startswith("postgresql+psycopg://") and importlib.util.find_spec("psycopg") is None:
+        raise StoreError("FLEET_DATABASE_URL names PostgreSQL but its driver is not installed: "
+                         "pip install 'fleet[postgres]' (psycopg 3)")
 
 
 def upgrade_schema(engine: Engine) -> SchemaChange:
@@ -136,6 +145,9 @@ def recognise_unversioned(connection: Connection) -> str:
     """The revision a database fleet wrote before migrations matches, by the columns it has."""
     inspector = inspect(connection)
     tables = set(inspector.get_table_names())
+    if not {"runs", "hosts", "revisions"} <= tables:
+        raise StoreError(f"the database holds tables that are not fleet's ({', '.join(sorted(tables)[:5])}): "
+                         "point FLEET_DATABASE_URL at an empty database or at fleet's own")
     for revision, marker in UNVERSIONED_SCHEMAS:
         if marker is None:
             return revision

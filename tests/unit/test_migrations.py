@@ -3,6 +3,7 @@ included) to head, and a database newer than this fleet is refused untouched."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -240,6 +241,24 @@ def test_postgresql_sessions_read_times_in_utc_whatever_the_server_time_zone(dat
 
     assert zone == "UTC"
     assert created.utcoffset().total_seconds() == 0
+
+
+@pytest.mark.parametrize("database_url", DATABASES, indirect=True)
+def test_a_database_with_other_tables_than_fleets_is_refused_untouched(database_url):
+    execute(database_url, "CREATE TABLE hosts (id INTEGER PRIMARY KEY, fqdn TEXT)")
+
+    with pytest.raises(StoreError, match="tables that are not fleet's"):
+        store_app(database_url)
+
+    assert column_names(database_url, "hosts") == {"id", "fqdn"}
+
+
+def test_postgresql_without_its_driver_says_which_extra_to_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "psycopg" else real_find_spec(name))
+
+    with pytest.raises(StoreError, match=r"pip install 'fleet\[postgres\]'"):
+        store_app("postgresql://fleet@127.0.0.1/fleet")
 
 
 @pytest.mark.parametrize(("given", "used"), [
