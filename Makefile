@@ -8,9 +8,9 @@ DEMO_HOSTS ?= 4
 
 # Debian packages the lab and the tests need (sshd for lab hosts; the rest is usually there).
 system:
-	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && command -v gpg >/dev/null && test -x /usr/bin/chromium || { \
+	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && command -v gpg >/dev/null && command -v systemd-analyze >/dev/null && test -x /usr/bin/chromium || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    openssh-server openssh-client util-linux git gnupg sqlite3 python3 python3-venv chromium; }
+	    openssh-server openssh-client util-linux git gnupg sqlite3 python3 python3-venv chromium systemd; }
 
 venv: $(VENV)/.installed
 
