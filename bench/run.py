@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, results with machine, date and commands in bench/RESULTS.md.
 
-    python -m bench.run [--only check,scaling,ingest,history,footprint] [--rounds N]
+    python -m bench.run [--only check,scaling,ingest,history,footprint] [--rounds N] [--out PATH]
 
 This machine is shared and noisy, so contenders run interleaved in the same
 session and the headline numbers are ratios.
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the results (a part run "
+                        "written elsewhere keeps the full RESULTS.md)")
     args = parser.parse_args(argv)
     chosen = [s for s in args.only.split(",") if s]
     lines = header(" ".join(["python -m bench.run", *(argv or sys.argv[1:])]))
@@ -32,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         for section in chosen:
             print(f"== {section}", flush=True)
             lines += SECTION_RUNNERS[section](work, args.rounds)
-            RESULTS.write_text("\n".join(lines) + "\n")  # keep what is measured even if a later section fails
-    print(RESULTS.read_text())
+            args.out.write_text("\n".join(lines) + "\n")  # keep what is measured even if a later section fails
+    print(args.out.read_text())
     return 0
 
 
