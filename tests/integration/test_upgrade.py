@@ -62,7 +62,9 @@ def test_fleet_serve_upgrades_an_old_database_at_start_and_logs_it(old_release):
     log = serve.log.read_text()
     assert f"database upgraded from 0001 to {schema_head()}" in log
     assert recorded_revision(url) == schema_head()
-    assert sorted(run["id"] for run in cli("runs", "--json").json()["runs"]) == [1, 2, 3]
+    # The old release's runs are all there; the started controller may have added its own commit check.
+    ids = sorted(run["id"] for run in cli("runs", "--json").json()["runs"])
+    assert ids[:3] == [1, 2, 3] and len(ids) <= 4, ids
 
 
 def test_a_database_of_a_newer_fleet_is_refused_by_every_command(old_release):
