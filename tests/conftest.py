@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import http.server
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +160,35 @@ class ServeProcess:
             return exc.code, json.loads(exc.read() or b"{}")
         except OSError:
             return 0, {}
+
+
+class JsonReceiver:
+    """A loopback HTTP server keeping every POST's JSON body (a notification target); `close()` stops it."""
+
+    def __init__(self):
+        self.posts: list[dict] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append({"path": self.path, **json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def titles(self) -> list[str]:
+        return [p["title"] for p in self.posts]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # Folders whose tests are marked by where they live, so `-m "not browser"` and the like select them.

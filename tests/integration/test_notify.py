@@ -4,48 +4,17 @@ going stale is posted once, not on every retry."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import shutil
-import threading
 
 import pytest
 
-from tests.conftest import FleetCli, ServeProcess, free_port, git, make_source, wait_for
-
-
-class Receiver:
-    """A loopback HTTP server keeping every POST's JSON body."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.posts.append({"path": self.path, **json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def titles(self) -> list[str]:
-        return [p["title"] for p in self.posts]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+from tests.conftest import FleetCli, JsonReceiver, ServeProcess, free_port, git, make_source, wait_for
 
 
 @pytest.fixture
 def receiver():
-    server = Receiver()
+    server = JsonReceiver()
     yield server
     server.close()
 

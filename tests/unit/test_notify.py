@@ -3,8 +3,6 @@ and whole controller ticks (real store, real git source, the fake runner) postin
 
 from __future__ import annotations
 
-import http.server
-import json
 import logging
 import threading
 from pathlib import Path
@@ -19,7 +17,7 @@ from fleet.notify import Event, HostReport, Noted, RunEnded, Window, admit, buil
 from fleet.runner import InventoryHost
 from fleet.store import notices
 from fleet.store.db import open_store
-from tests.conftest import settings_for_source, wait_for
+from tests.conftest import JsonReceiver, settings_for_source, wait_for
 
 NOW = datetime(2026, 3, 2, 10, 7, tzinfo=timezone.utc)
 
@@ -131,38 +129,11 @@ def test_bad_notify_targets_are_refused_without_repeating_the_url(text, error):
 
 # --- whole ticks against a loopback receiver ------------------------------------------------------
 
-class Receiver:
-    """A loopback HTTP server that keeps every POST's JSON body; `down()` closes it."""
-
-    def __init__(self):
-        self.posts: list[dict] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.posts.append({"path": self.path, **json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_port
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def down(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    server = Receiver()
+    server = JsonReceiver()
     yield server
-    server.down()
+    server.close()
 
 
 INVENTORY = [InventoryHost("web1", "127.0.99.1", 22, ("web",)), InventoryHost("web2", "127.0.99.2", 22, ("web",))]
@@ -198,7 +169,7 @@ def test_drift_found_by_the_controller_is_posted_once(tmp_path, receiver):
 
 
 def test_a_receiver_that_is_down_is_logged_and_kept_and_the_run_goes_on(tmp_path, receiver, caplog):
-    receiver.down()
+    receiver.close()
     settings, controller = controller_for(tmp_path, receiver.port, drifted={"web1"})
     with open_store(settings), caplog.at_level(logging.WARNING, logger="fleet.notify"):
         controller.tick(NOW)
