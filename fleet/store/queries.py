@@ -144,8 +144,8 @@ def iter_run_stdout(run_id: int, rows: int = STDOUT_READ_ROWS) -> Iterator[str]:
         batch = db.session.execute(select(RunOutput.seq, RunOutput.id, RunOutput.text).where(
             RunOutput.run_id == run_id, (RunOutput.seq > seq) | ((RunOutput.seq == seq) & (RunOutput.id > row_id)),
         ).order_by(RunOutput.seq, RunOutput.id).limit(rows)).all()
-        for seq, row_id, text in batch:
-            yield text if first else f"\n{text}"
+        for seq, row_id, chunk in batch:
+            yield chunk if first else f"\n{chunk}"
             first = False
         if len(batch) < rows:
             return
@@ -164,18 +164,8 @@ def output_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, ma
         query = query.where(RunOutput.seq <= upto_seq)
     rows = db.session.scalars(query.order_by(RunOutput.seq, RunOutput.id).limit(max_chunks + 1)
                               .execution_options(yield_per=OUTPUT_READ_BATCH))
-    taken, size, left_out = [], 0, None
-    try:
-        for row in rows:
-            weight = len(row.text.encode("utf-8", errors="replace")) + 1
-            if taken and (len(taken) >= max_chunks or size + weight > max_bytes):
-                left_out = row.seq
-                break
-            taken.append(view_of(OutputView, row))
-            size += weight
-    finally:
-        rows.close()
-    return _whole_events(taken, left_out, lambda seq: _output_of_event(run_id, seq))
+    taken, left_out = _take_within(rows, OutputView, _output_weight, max_chunks, max_bytes)
+    return _whole_events(taken, left_out and left_out.seq, lambda seq: _output_of_event(run_id, seq))
 
 
 def output_tail(run_id: int, max_bytes: int = OUTPUT_PAGE_BYTES, max_chunks: int = OUTPUT_PAGE_CHUNKS
@@ -187,18 +177,8 @@ def output_tail(run_id: int, max_bytes: int = OUTPUT_PAGE_BYTES, max_chunks: int
     rows = db.session.scalars(select(RunOutput).where(RunOutput.run_id == run_id)
                               .order_by(RunOutput.seq.desc(), RunOutput.id.desc()).limit(max_chunks + 1)
                               .execution_options(yield_per=OUTPUT_READ_BATCH))
-    taken, size, more = [], 0, False
-    try:
-        for row in rows:
-            weight = len(row.text.encode("utf-8", errors="replace")) + 1
-            if taken and (len(taken) >= max_chunks or size + weight > max_bytes):
-                more = True
-                break
-            taken.append(view_of(OutputView, row))
-            size += weight
-    finally:
-        rows.close()
-    return Page(list(reversed(taken)), more)
+    taken, left_out = _take_within(rows, OutputView, _output_weight, max_chunks, max_bytes)
+    return Page(list(reversed(taken)), left_out is not None)
 
 
 def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, size: int = TASK_PAGE_ROWS,
@@ -213,17 +193,31 @@ def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, siz
         query = query.where(TaskResultRow.seq <= upto_seq)
     rows = db.session.scalars(query.order_by(TaskResultRow.seq, TaskResultRow.id).limit(size + 1)
                               .execution_options(yield_per=OUTPUT_READ_BATCH))
-    taken, weight, left_out = [], 0, None
+    taken, left_out = _take_within(rows, TaskView, _task_weight, size, max_bytes)
+    return _whole_events(taken, left_out and left_out.seq, lambda seq: _tasks_of_event(run_id, seq))
+
+
+def _take_within(rows, view, weigh, max_rows: int, max_bytes: int) -> tuple[list, object]:
+    """Views of streamed `rows` while they fit in `max_rows` and `max_bytes` (at least one), and the first row
+    left out (None when all fit); the rest of the stream is not read."""
+    taken, size = [], 0
     try:
         for row in rows:
-            weight += len(row.diff) + len(row.note) + len(row.task) + 200  # a row costs something even when bare
-            if taken and (len(taken) >= size or weight > max_bytes):
-                left_out = row.seq
-                break
-            taken.append(view_of(TaskView, row))
+            size += weigh(row)
+            if taken and (len(taken) >= max_rows or size > max_bytes):
+                return taken, row
+            taken.append(view_of(view, row))
     finally:
         rows.close()
-    return _whole_events(taken, left_out, lambda seq: _tasks_of_event(run_id, seq))
+    return taken, None
+
+
+def _output_weight(row: RunOutput) -> int:
+    return len(row.text.encode("utf-8", errors="replace")) + 1
+
+
+def _task_weight(row: TaskResultRow) -> int:
+    return len(row.diff) + len(row.note) + len(row.task) + 200  # a row costs something even when bare
 
 
 def _whole_events(items: list, left_out: int | None, rows_of_event) -> Page:
