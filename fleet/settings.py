@@ -38,6 +38,9 @@ class Settings:
     # Controller-side on purpose: a pushed fleet.yml must not be able to switch it off.
     require_signed_commits: bool = False
     public_url: str = ""  # base of links in notifications; empty: http://<bind>
+    executor: str = "local"  # local: Ansible runs in this process | celery: shards run on `fleet worker`s
+    broker_url: str = ""  # the Celery broker (redis://... or amqp://...) for FLEET_EXECUTOR=celery
+    shard_hosts: int = 50  # at most this many hosts in one shard (a run has at least one shard per free worker slot)
 
     @property
     def link_base(self) -> str:
@@ -92,8 +95,12 @@ _FIELDS: dict[str, Any] = {
     "git_timeout": int,
     "require_signed_commits": boolean,
     "public_url": str,
+    "executor": str,
+    "broker_url": str,
+    "shard_hosts": int,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
+EXECUTORS = ("local", "celery")
 
 
 def load_settings(
@@ -160,6 +167,12 @@ def _build(values: dict[str, Any], cwd: Path) -> Settings:
     values.setdefault("database_url", f"sqlite:///{data_dir / 'fleet.db'}")
     if values.get("strategy", "auto") not in STRATEGIES:
         raise ConfigError(f"strategy must be one of {', '.join(STRATEGIES)}, got {values['strategy']!r}")
+    if values.get("executor", "local") not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {', '.join(EXECUTORS)}, got {values['executor']!r}")
+    if values.get("executor") == "celery" and not values.get("broker_url"):
+        raise ConfigError("FLEET_EXECUTOR=celery needs FLEET_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    if values.get("shard_hosts", 50) < 1:
+        raise ConfigError("shard_hosts must be at least 1")
     for field in ("playbook", "inventory"):
         if field in values and not values[field]:
             raise ConfigError(f"{field} must not be empty")

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String, create_engine, event, inspect, text
+from sqlalchemy import Integer, String, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase
 
@@ -176,10 +176,14 @@ def target_metadata():
 
 def compare_column_type(context, _inspected_column, _metadata_column, inspected_type, metadata_type):
     """Alembic's type comparison, except that on SQLite VARCHAR(n) and TEXT are one type (SQLite
-    enforces no length), so a widened column there is no change and no table is rewritten for it."""
+    enforces no length) and so are INTEGER and BIGINT, so a widened column there is no change and no
+    table is rewritten for it."""
     if context.dialect.name == "sqlite" and isinstance(inspected_type, String) \
             and isinstance(metadata_type, String):
         return False
+    if context.dialect.name == "sqlite" and isinstance(inspected_type, Integer) \
+            and isinstance(metadata_type, Integer):
+        return False  # INTEGER and BIGINTEGER: both 64 bits in SQLite
     return None  # alembic's own comparison
 
 

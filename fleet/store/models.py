@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fleet.store.db import db
@@ -105,6 +105,8 @@ class Run(db.Model):
     # looks next closes the run as interrupted (fleet.store.leases).
     lease_holder: Mapped[str] = mapped_column(String(255), default="", server_default="")
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Why a queued run (or a running run's shards) waits: the broker is down, no worker is online (scale-out).
+    waiting_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     __table_args__ = (
         Index("ix_runs_kind_id", "kind", "id"),
@@ -144,7 +146,7 @@ class TaskResultRow(db.Model):
     __tablename__ = "task_results"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)  # a shard numbers its events from its own offset
     host: Mapped[str] = mapped_column(Text)
     task: Mapped[str] = mapped_column(Text)
     action: Mapped[str] = mapped_column(Text)
@@ -200,7 +202,7 @@ class RunOutput(db.Model):
     __tablename__ = "run_output"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)  # a shard numbers its events from its own offset
     text: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_run_output_run_seq", "run_id", "seq"),)
@@ -366,3 +368,69 @@ class NotifiedHost(db.Model):
     condition: Mapped[str] = mapped_column(String(20), default="", server_default="")
     tasks: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")  # JSON list of task names
     noted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class HostKey(db.Model):
+    """One pinned SSH host key, shared by the controller and every worker: the store is the truth,
+    each process's known_hosts file a copy of it (fleet.store.pins)."""
+
+    __tablename__ = "host_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Text)  # as known_hosts names it: "address" or "[address]:port"
+    key_type: Mapped[str] = mapped_column(String(64))  # ssh-ed25519, ecdsa-sha2-nistp256, ssh-rsa, ...
+    key_b64: Mapped[str] = mapped_column(Text)
+    pinned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    pinned_by: Mapped[str] = mapped_column(Text, default="", server_default="")  # process (host:pid) or cli:<user>
+
+    __table_args__ = (UniqueConstraint("name", "key_type", name="uq_host_keys_name_type"),)
+
+
+class Worker(db.Model):
+    """A `fleet worker` process as it last reported itself (its heartbeat), for `fleet workers` and the UI."""
+
+    __tablename__ = "workers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)  # Celery's node name, e.g. fleet@host
+    host: Mapped[str] = mapped_column(Text, default="")
+    pid: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(40), default="")
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    queues: Mapped[str] = mapped_column(Text, default="")  # comma-separated
+    running: Mapped[int] = mapped_column(Integer, default=0)  # shards it runs now
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # a clean stop
+    refusing: Mapped[str] = mapped_column(Text, default="", server_default="")  # why it refuses shards ('' none)
+
+
+class Shard(db.Model):
+    """Part of a run's hosts, executed by one worker (FLEET_EXECUTOR=celery).
+
+    The controller creates and dispatches shards and decides what a lost one means; the worker that
+    claims one holds its lease (`token`, `lease_expires_at`) and writes its events, then its verdicts,
+    fenced by that token, so a worker presumed lost can never write after its shard was given away.
+    """
+
+    __tablename__ = "shards"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)  # 0.. within the run
+    hosts: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of host names
+    # pending (not sent) | sent (in the broker) | running | done | failed | lost | interrupted | refused | canceled
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    worker: Mapped[str] = mapped_column(Text, default="", server_default="")
+    token: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text, default="", server_default="")  # why it waits, failed, was lost
+    outcome: Mapped[str] = mapped_column(String(20), default="", server_default="")  # the runner's status
+    strategy: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    verdicts: Mapped[str] = mapped_column(Text, default="", server_default="")  # JSON, written with `done`
+    ansible_pid: Mapped[int | None] = mapped_column(Integer)
+    history: Mapped[str] = mapped_column(Text, default="", server_default="")  # earlier attempts, one per line
+
+    __table_args__ = (UniqueConstraint("run_id", "index", name="uq_shards_run_index"),)
