@@ -8,13 +8,14 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import filemodes, hostkeys, jobs, lab, runner, shapes, source
+from fleet import __version__, filemodes, hostkeys, jobs, lab, runner, shapes, source
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
-from fleet.store import accounts, queries, records
+from fleet.store import accounts, pins, queries, records
+from fleet.store import workers as worker_store
 from fleet.store.db import db, open_store
-from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskStatus, is_active, iso
+from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskStatus, is_active, iso, utcnow
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -401,6 +402,25 @@ def controller(ctx, poll_interval):
 
 
 @main.command()
+@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="shards run at once (one per core is a good start: Ansible's controller side is CPU-bound)")
+@click.option("--queues", default="fleet", show_default=True, help="comma-separated Celery queues to consume")
+@click.option("--name", default="", help="this worker's name (default fleet@HOSTNAME; give each worker on one "
+                                          "machine its own)")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.pass_context
+@_guard
+def worker(ctx, concurrency, queues, name, loglevel):
+    """Execute shards of runs for a controller with FLEET_EXECUTOR=celery (FLEET_BROKER_URL, shared store)."""
+    from fleet.executor.worker import start_worker
+    from fleet.serve import configure_logging
+
+    configure_logging()
+    start_worker(_settings(ctx), name=name, concurrency=concurrency,
+                 queues=tuple(q.strip() for q in queues.split(",") if q.strip()), loglevel=loglevel)
+
+
+@main.command()
 @click.argument("kind", type=click.Choice([kind.value for kind in RUN_KINDS]))
 @click.option("--limit", help="Ansible host pattern")
 @click.option("--json", "as_json", is_flag=True)
@@ -672,14 +692,24 @@ def accept_key(ctx, name, jump):
     settings = _settings(ctx.parent)
     with _store(settings):
         host = queries.get_host(name)
-        probe = hostkeys.accept_key(_probe_target(settings, host), settings.known_hosts_path,
-                                    settings.connect_timeout, settings.identity_path, jump)
+        target = _probe_target(settings, host)
+        written = pins.write_known_hosts(settings.known_hosts_path)  # hops on the way must match the store's pins
+        probe = hostkeys.accept_key(target, settings.known_hosts_path, settings.connect_timeout,
+                                    settings.identity_path, jump)
         if not probe.usable:
             raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
+        _store_accepted_key(settings, hostkeys.accepted_name(target, jump), written)
         if not jump:
             records.mark_key_blocked(name, False)
         _audit("host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else ""))
         click.echo(f"{jump or name}: now trusting host key {probe.fingerprint}")
+
+
+def _store_accepted_key(settings: Settings, known_hosts_name: str, written: list) -> None:
+    """Put the key accept_key just pinned in the file into the store, for every fleet process; a jump host met
+    for the first time on the way is pinned there too. The file is rewritten from the store."""
+    pins.replace_pins_from_file(settings.known_hosts_path, known_hosts_name, _who())
+    pins.record_new_pins(settings.known_hosts_path, _who(), written)
 
 
 def _probe_target(settings: Settings, host) -> hostkeys.Target:
@@ -716,6 +746,7 @@ def lab_up(ctx, count, subnet, jump):
     started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
                             identity.with_suffix(".pub"), subnet, jump)
     with _store(settings):
+        _store_lab_pins(settings, lab.pinned_addresses(started))
         _audit("lab.up", "lab", f"{len(started)} host(s) on subnet {subnet}")
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
     click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
@@ -724,6 +755,15 @@ def lab_up(ctx, count, subnet, jump):
                    f"<host>{lab.BEHIND_SUFFIX} and only it resolves them: fleet check pins their keys through it")
     else:
         click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
+
+
+def _store_lab_pins(settings: Settings, addresses: list[str]) -> None:
+    """The lab hosts' keys, which start_lab pinned in the file, go to the store too (every fleet process sharing
+    it trusts them); an upgraded fleet's other pins in the file are adopted first, as before any probe."""
+    pins.adopt_file_pins(settings.known_hosts_path)
+    for address in addresses:
+        pins.replace_pins_from_file(settings.known_hosts_path, address, _who())
+    pins.write_known_hosts(settings.known_hosts_path)
 
 
 @lab_group.command("down")
@@ -736,6 +776,63 @@ def lab_down(ctx):
     with _store(settings):
         _audit("lab.down", "lab", f"stopped {stopped} host(s)")
     click.echo(f"stopped {stopped} lab host(s)")
+
+
+# --- workers ----------------------------------------------------------------
+
+@main.command("workers")
+@click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@click.pass_context
+@_guard
+def workers_list(ctx, as_json):
+    """The `fleet worker` processes seen: state, version, capacity, running shards, last heartbeat."""
+    with _store(_settings(ctx)):
+        now = utcnow()
+        seen = worker_store.list_workers(now, __version__)
+    if as_json:
+        click.echo(json.dumps({"version": __version__, "workers": [shapes.worker_json(w, now) for w in seen]},
+                              indent=2))
+        return
+    if not seen:
+        click.echo("no worker has reported yet: start one with `fleet worker` on a machine that shares this "
+                   "database (FLEET_EXECUTOR=celery and FLEET_BROKER_URL set on the controller and the workers)")
+        return
+    click.echo(table(["NAME", "STATE", "VERSION", "CAPACITY", "RUNNING", "HEARTBEAT", "QUEUES", "REFUSING"],
+                     [_worker_row(w, now) for w in seen], use_colour(), status_column=1))
+    click.echo("")
+    click.echo(_workers_summary(seen, __version__))
+
+
+def _worker_row(worker, now) -> list[str]:
+    version = worker.version if worker.version_ok else f"{worker.version or '?'} (differs)"
+    return [worker.name, worker.state, version, str(worker.concurrency), str(worker.running),
+            _age(worker.heartbeat_age(now)), ",".join(worker.queues) or "-", worker.refusing or "-"]
+
+
+def _age(seconds: float | None) -> str:
+    """A heartbeat's age in the largest whole unit: '4s ago', '3m ago', '2h ago', 'never'."""
+    if seconds is None:
+        return "never"
+    seconds = max(int(seconds), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def _workers_summary(seen, version: str) -> str:
+    """One line of totals, and what to do about workers that cannot take shards."""
+    online = [w for w in seen if w.state == "online"]
+    capacity = sum(w.concurrency for w in online if w.version_ok and not w.refusing)
+    lines = [f"{len(online)} online, capacity {capacity} shard(s) at once (this fleet is {version})"]
+    for worker in (w for w in online if not w.version_ok):
+        lines.append(f"{worker.name} runs fleet {worker.version or '?'}, not {version}: it refuses shards; "
+                     f"install fleet {version} there and restart it")
+    lost = [w.name for w in seen if w.state == "lost"]
+    if lost:
+        lines.append(f"lost (no heartbeat for over {worker_store.WORKER_STALE_SECONDS} s): {', '.join(lost)}; "
+                     "their shards go to other workers: restart them, or ignore them")
+    return "\n".join(lines)
 
 
 # --- db ---------------------------------------------------------------------

@@ -140,3 +140,25 @@ def approved_message(approval) -> str:
                 "controller checks every host again, then auto converge goes on")
     return (f"approval {approval.id} for {approval.host} approved: the controller re-checks, then converges exactly "
             f"this drift at {approval.revision_sha[:12]}")
+
+
+def worker_json(worker, now) -> dict:
+    """One `fleet worker` as `fleet workers --json` and GET /api/v1/workers show it (a store WorkerView)."""
+    age = worker.heartbeat_age(now)
+    return {
+        "name": worker.name, "host": worker.host, "pid": worker.pid, "state": worker.state,
+        "version": worker.version, "version_ok": worker.version_ok, "concurrency": worker.concurrency,
+        "running": worker.running, "queues": list(worker.queues), "refusing": worker.refusing or None,
+        "started_at": iso(worker.started_at), "heartbeat_at": iso(worker.heartbeat_at),
+        "heartbeat_age_seconds": None if age is None else round(max(age, 0.0), 1),
+        "stopped_at": iso(worker.stopped_at),
+    }
+
+
+def shard_json(shard) -> dict:
+    """One shard of a run (a store ShardView): which worker ran which hosts, its attempts and why it ended so."""
+    return {
+        "index": shard.index, "hosts": list(shard.hosts), "status": shard.status, "attempt": shard.attempt,
+        "worker": shard.worker or None, "reason": shard.reason or None, "started_at": iso(shard.started_at),
+        "finished_at": iso(shard.finished_at), "history": list(shard.history),
+    }
