@@ -823,7 +823,7 @@ def _age(seconds: float | None) -> str:
 def _workers_summary(seen, version: str) -> str:
     """One line of totals, and what to do about workers that cannot take shards."""
     online = [w for w in seen if w.state == "online"]
-    capacity = sum(w.concurrency for w in online if w.version_ok and not w.refusing)
+    capacity = worker_store.capacity_of(seen)
     lines = [f"{len(online)} online, capacity {capacity} shard(s) at once (this fleet is {version})"]
     for worker in (w for w in online if not w.version_ok):
         lines.append(f"{worker.name} runs fleet {worker.version or '?'}, not {version}: it refuses shards; "

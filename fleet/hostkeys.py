@@ -342,6 +342,18 @@ def fingerprint(key: paramiko.PKey) -> str:
     return key.fingerprint  # "SHA256:..." as ssh-keygen prints it
 
 
+def pinned_entries(known_hosts: Path) -> list[tuple[str, str, str]]:
+    """Every pin in a known_hosts file as (known_hosts name, key type, base64 key), sorted; [] when it is missing."""
+    keys = _load(known_hosts)
+    return sorted((name, key_type, key.get_base64()) for name in keys for key_type, key in keys[name].items())
+
+
+def accepted_name(target: Target, jump: str = "") -> str:
+    """The known_hosts name whose pin `accept_key(target, ..., jump)` replaces ('' when `jump` is not on the way)."""
+    whose = _hop_as_target(target, jump) if jump else target
+    return "" if isinstance(whose, Probe) else known_hosts_name(whose.address, whose.port)
+
+
 def _hop_as_target(target: Target, jump: str) -> Target | Probe:
     """The jump host `jump` (address, user@address:port or known_hosts name) as a target behind the hops before it."""
     for index, hop in enumerate(target.jumps):

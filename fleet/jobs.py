@@ -14,13 +14,16 @@ RunReport) are plain frozen dataclasses, never rows of the store.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -31,9 +34,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from fleet import policy, processes, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError, StoreError
-from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
+from fleet.hostkeys import Probe
+from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg, choose_strategy
 from fleet.settings import Settings
-from fleet.store import leases, queries, records
+from fleet.store import leases, pins, queries, records
 from fleet.store.views import RunView, view_of
 from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware, utcnow
 
@@ -226,7 +230,58 @@ def reread_dynamic_inventories() -> None:
 @functools.lru_cache(maxsize=64)
 def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None,
              generation: int) -> tuple[InventoryHost, ...]:
+    if generation == 0 and isinstance(runner, AnsibleRunner):  # static: kept in the export, for every process
+        return kept_listing(runner, tree, inventory, limit)
     return tuple(runner.list_inventory(tree, inventory, limit))
+
+
+# Inside an export: what Ansible said about it once (listings), so that each later process need not ask again.
+KEPT_DIR = ".fleet-kept"
+
+
+def kept_listing(runner: AnsibleRunner, tree: Path, inventory: str, limit: str | None) -> tuple[InventoryHost, ...]:
+    """The listing of a static inventory, from the export when a process listed it before under the same
+    conditions (ANSIBLE_* environment, ansible.cfg, vault password), else from Ansible and then kept.
+
+    An export never changes, so neither does what Ansible lists from it under those conditions;
+    `fleet check` is a new process each time, and this spares each one an ansible-inventory run.
+    """
+    path = tree / KEPT_DIR / f"inventory-{_conditions_key(runner, tree, inventory, limit or '')}.json"
+    try:
+        return tuple(InventoryHost(**{**host, "groups": tuple(host["groups"]), "ssh_args": tuple(host["ssh_args"])})
+                     for host in json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        pass  # not listed yet (or unreadable): ask Ansible
+    hosts = tuple(runner.list_inventory(tree, inventory, limit))
+    _keep(path, json.dumps([dataclasses.asdict(host) for host in hosts]))
+    return hosts
+
+
+def _conditions_key(runner: AnsibleRunner, tree: Path, *names: str) -> str:
+    """A digest of everything besides the export that can change what Ansible lists or parses from it."""
+    cfg = ansible_cfg(tree, dict(os.environ))
+    vault = runner.vault_password_file
+    parts = [*names, sorted((k, v) for k, v in os.environ.items() if k.startswith("ANSIBLE_")),
+             _file_digest(cfg), vault or "", _file_digest(Path(vault) if vault else None)]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+def _file_digest(path: Path | None) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
+    except OSError:
+        return ""
+
+
+def _keep(path: Path, text: str) -> None:
+    """Write `text` at `path` whole or not at all (processes may read it at once)."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(text)
+        staging.replace(path)
+    except OSError as exc:  # a read-only export still runs; the next process lists again
+        log.warning("could not keep %s: %s", path, exc)
 
 
 @functools.lru_cache(maxsize=64)
@@ -282,11 +337,14 @@ def validate_revision(tree: Path, settings: Settings, runner: Runner | None = No
         problem = source.unsafe_path_problem(tree, relative)
         if problem:
             return Validation(False, f"{label} path {relative!r} {problem}")
-    try:
-        hosts = inventory_hosts(tree, settings, runner)
-    except SourceError as exc:
-        return Validation(False, str(exc))
-    problem = runner.syntax_problem(tree, settings.playbook, settings.inventory) or policy_problem(tree)
+    # Two Ansible processes that do not depend on each other: on a machine with two cores, at once.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        syntax = pool.submit(runner.syntax_problem, tree, settings.playbook, settings.inventory)
+        try:
+            hosts = inventory_hosts(tree, settings, runner)
+        except SourceError as exc:
+            return Validation(False, str(exc))  # the inventory's problem first, as Ansible would stop there
+        problem = syntax.result() or policy_problem(tree)
     if problem:
         return Validation(False, problem)
     return Validation(True, hosts=tuple(hosts))
@@ -348,6 +406,7 @@ def execute_run(
 ) -> RunReport:
     """Fetch the source, then check or converge the hosts matching `limit` now (the CLI's path)."""
     runner = runner or default_runner(settings)
+    refuse_without_broker(settings)
     reread_dynamic_inventories()  # each run lists a dynamic inventory afresh, once
     desired = sync_source(settings, runner)
     targets = resolve_targets(settings, desired, limit, runner)
@@ -355,6 +414,19 @@ def execute_run(
                              lease_seconds=settings.lease_seconds)
     return perform_run(settings, run, desired, targets, progress=progress, should_cancel=should_cancel,
                        runner=runner)
+
+
+def refuse_without_broker(settings: Settings) -> None:
+    """With the celery executor, a run started from the command line needs the broker now (the
+    controller's queued runs wait for it instead)."""
+    if settings.executor != "celery":
+        return
+    from fleet.executor.celery_app import broker_problem
+
+    problem = broker_problem(settings.broker_url)
+    if problem:
+        raise FleetError(f"{problem}; start the broker, or `fleet request` queues the run for the controller, "
+                         "or FLEET_EXECUTOR=local runs it here")
 
 
 def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None,
@@ -390,7 +462,7 @@ def perform_run(
     `failed` without verdicts (every host keeps its status) and StoreError is raised.
     """
     close_lapsed_runs(settings)  # a killed process's locks must not block this run
-    execution = _Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
+    execution = Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
                            holder or leases.this_process())
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
@@ -399,14 +471,14 @@ def perform_run(
         raise HostBusy(f"{error}; wait for it to finish or narrow --limit")
     try:
         status = _execute(execution, desired, targets)
-        summary = execution.finish(status, _stop_reason(settings, run.id, status))
+        summary = execution.finish(status, _stop_reason(settings, run.id, status) or execution.note)
     finally:
         execution.release_locks()
     execution.raise_if_unrecorded()
-    return RunReport(run=summary, verdicts=execution.tracker.verdicts(), tasks_by_host=execution.tasks_by_host)
+    return RunReport(run=summary, verdicts=execution.verdicts(), tasks_by_host=execution.tasks_by_host)
 
 
-def _execute(execution: _Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
+def _execute(execution: Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
     """Run Ansible; a crash closes the run (and is raised again), a refused store write fails it."""
     try:
         return execution.run(desired, targets)
@@ -435,8 +507,8 @@ CLOSE_RETRY_DELAYS = (0, 1, 2, 4)
 CANCEL_POLL_SECONDS = 1.0
 
 
-class _Execution:
-    """The state of one run while Ansible streams its events."""
+class Execution:
+    """The state of one run while Ansible streams its events (here, or on workers: fleet.executor)."""
 
     def __init__(self, settings: Settings, run: RunView, progress: ProgressFn | None,
                  should_cancel: Callable[[], bool] | None, runner: Runner, holder: leases.Holder):
@@ -456,22 +528,43 @@ class _Execution:
         self.deadline = float("inf")
         self.timed_out = False
         self.holder = holder
-        self.lease_lost = not leases.claim_run(run.id, self.holder, settings.lease_seconds)
+        self.lease_lost = not self._claim()
         self.next_renewal = time.monotonic() + settings.lease_seconds / 3
         self.next_cancel_poll = 0.0
         self.store_error = ""  # why the store refused a write; nothing more is recorded once set
+        # Verdicts gathered from shards (FLEET_EXECUTOR=celery), each settled by its worker; None: the tracker's.
+        self.gathered: list[HostVerdict] | None = None
+        self.note = ""  # what the run's error says when it ended without a stop reason (an interrupted shard)
+
+    def _claim(self) -> bool:
+        """Take the run's lease for this process (False: another process closed or holds the run)."""
+        return leases.claim_run(self.run_id, self.holder, self.settings.lease_seconds)
+
+    def verdicts(self) -> list[HostVerdict]:
+        return self.tracker.verdicts() if self.gathered is None else self.gathered
 
     def run(self, desired: DesiredState, targets: list[InventoryHost]) -> str:
+        if self.settings.executor == "celery":
+            from fleet.executor import dispatch  # Celery is imported only where it is used
+
+            return dispatch.run_sharded(self, desired, targets)
         self.tracker = DriftTracker(self.kind == RunKind.CHECK, check_context(self.settings, desired, targets))
         self.strategy = choose_strategy(self.settings.strategy)
-        records.note_strategy(self.run_id, self.strategy.name)
+        self._note_strategy(self.strategy.name)
         usable = self._preflight(targets)
         if not usable or self._halted():
             return RunStatus.FAILED
-        self.deadline = time.monotonic() + self.settings.run_timeout
+        self.deadline = self._deadline()
         outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
         status = RunStatus.TIMEOUT if self.timed_out else outcome.status
         return RunStatus.FAILED if self._halted() else _run_status(status, self.tracker.verdicts())
+
+    def _deadline(self) -> float:
+        """When (time.monotonic) Ansible must have finished: the run timeout from now."""
+        return time.monotonic() + self.settings.run_timeout
+
+    def _note_strategy(self, name: str) -> None:
+        records.note_strategy(self.run_id, name)
 
     def _stop_requested(self) -> bool:
         """Polled by the runner, events or not: renew the lease; stop on cancel, timeout, a refused write."""
@@ -521,7 +614,7 @@ class _Execution:
     def _preflight(self, targets: list[InventoryHost]) -> list[str]:
         """Names of the targets worth starting Ansible for; the others get their verdict now."""
         usable = []
-        for name, probe in self.runner.probe_hosts(targets).items():
+        for name, probe in self._probe_against_store_pins(targets).items():
             records.mark_key_blocked(name, probe.state == "key_changed")
             if probe.usable:
                 usable.append(name)
@@ -529,6 +622,26 @@ class _Execution:
                 status = HostStatus.UNREACHABLE if probe.state == "unreachable" else HostStatus.FAILED
                 self.tracker.note_host(name, status, probe.message)
         return sorted(usable)
+
+    def _probe_against_store_pins(self, targets: list[InventoryHost]) -> dict[str, Probe]:
+        """Probe the targets against the store's pins, shared by every fleet process: the known_hosts file the
+        probe and Ansible's ssh read is written from the store first, and the keys pinned on first contact go
+        to the store after.
+
+        A key pinned here that lost to a different one another process pinned at the same moment is not
+        trusted: the hosts that were usable are probed again against the store's pin (the file now holds it),
+        which reports them as a changed key (a jump host's too), named as what happened.
+        """
+        known_hosts = self.settings.known_hosts_path
+        written = pins.write_known_hosts(known_hosts)
+        probes = self.runner.probe_hosts(targets)
+        lost = pins.record_new_pins(known_hosts, pins.process_name(), written)
+        if not lost:
+            return probes
+        written = pins.stored_pins()  # what record_new_pins left in the file
+        again = self.runner.probe_hosts([t for t in targets if probes[t.name].usable])
+        lost_again = pins.record_new_pins(known_hosts, pins.process_name(), written)
+        return {**probes, **{name: _lost_race(probe, lost, lost_again) for name, probe in again.items()}}
 
     def _spec(self, desired: DesiredState, hosts: list[str]) -> JobSpec:
         self.private_dir.mkdir(parents=True, exist_ok=True)
@@ -566,11 +679,14 @@ class _Execution:
         if self.ansible_pid is None and event.get("pid"):
             # Kept so whoever finds this run's lease lapsed can stop an orphaned ansible-playbook.
             self.ansible_pid = int(event["pid"])
-            records.note_ansible_pid(self.run_id, self.ansible_pid)
+            self._note_ansible_pid(self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
         for result in self.tracker.add_all(event):
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
+
+    def _note_ansible_pid(self, pid: int) -> None:
+        records.note_ansible_pid(self.run_id, pid)
 
     def finish(self, status: str, error: str) -> RunView:
         """Flush what was recorded, write each host's verdict, close the run row.
@@ -589,11 +705,16 @@ class _Execution:
 
     def _record_end(self, status: str, error: str) -> RunView:
         self.recorder.flush()
-        verdicts = self.tracker.verdicts()
-        if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
-            verdicts = settle_incomplete(verdicts)  # without Ansible's recap, "in sync" is not proven
+        verdicts = self.verdicts() if self.gathered is not None else self.settled_verdicts(status)
         records.finish_run(self.run_id, status, verdicts, error)  # one transaction: all verdicts or none
         return queries.get_run(self.run_id)
+
+    def settled_verdicts(self, status: str) -> list[HostVerdict]:
+        """The tracker's verdicts; without Ansible's recap (a stop, a lost stream), "in sync" is not proven."""
+        verdicts = self.tracker.verdicts()
+        if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
+            verdicts = settle_incomplete(verdicts)
+        return verdicts
 
     def _close_refused(self) -> RunView:
         """Close the run `failed` with the store's refusal and no verdicts, trying again while it refuses."""
@@ -630,6 +751,18 @@ class _Execution:
             raise FleetError(f"run {self.run_id} was marked interrupted by another fleet process while this one "
                              f"ran it (its lease lapsed: this process was unresponsive over "
                              f"{self.settings.lease_seconds}s); nothing after that was recorded; run it again")
+
+
+def _lost_race(probe: Probe, lost: list[str], lost_again: list[str]) -> Probe:
+    """A probe made again after this process's first-contact pins of `lost` lost to another process's."""
+    if lost_again and probe.usable:  # the pins changed under this run twice: trust nothing it pinned
+        return Probe(probe.name, "pin_race", f"other fleet processes pinned different SSH host keys for "
+                     f"{', '.join(lost + lost_again)} while this run probed them; run the check again")
+    if probe.state not in ("key_changed", "jump_key_changed"):
+        return probe
+    return replace(probe, message=(
+        f"another fleet process pinned a different SSH host key for {', '.join(lost)} at the same moment as "
+        f"this run, and the store keeps the first pin: {probe.message}"))
 
 
 def _store_message(exc: SQLAlchemyError) -> str:

@@ -118,6 +118,13 @@ def jump_host_of(hosts: list[LabHost]) -> LabHost | None:
     return next((h for h in hosts if h.group == JUMP_HOST), None)
 
 
+def pinned_addresses(hosts: list[LabHost]) -> list[str]:
+    """The addresses whose keys `start_lab` pins: every host's, or with a bastion its alone (fleet pins the
+    hosts behind it on first contact, through it)."""
+    bastion = jump_host_of(hosts)
+    return [h.address for h in hosts if bastion is None or h is bastion]
+
+
 def behind_name(host: LabHost) -> str:
     """The name a host behind the bastion has: only the bastion resolves it."""
     return f"{host.name}{BEHIND_SUFFIX}"
@@ -175,7 +182,7 @@ def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: P
         _prepare_host_dir(lab_dir / "hosts" / host.name, client_public_key)
         if host is bastion:
             (lab_dir / "hosts" / host.name / "etc_hosts").write_text(jump_etc_hosts(hosts))
-        if bastion is None or host is bastion:  # fleet pins the hosts behind it, through it
+        if host.address in pinned_addresses(hosts):
             _pin_host_key(known_hosts, host, lab_dir / "hosts" / host.name)
         _spawn_host(init, host, lab_dir / "hosts" / host.name)
     _wait_until_listening(hosts, lab_dir)
