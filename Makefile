@@ -6,11 +6,12 @@ DEMO_HOSTS ?= 4
 
 .PHONY: demo demo-stop test test-fast system venv clean bench
 
-# Debian packages the lab and the tests need (sshd for lab hosts; the rest is usually there).
+# Debian packages the lab and the tests need (sshd for lab hosts; redis-server and PostgreSQL for the
+# scale-out tests, which start their own broker; the rest is usually there).
 system:
-	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && command -v gpg >/dev/null && command -v systemd-analyze >/dev/null && test -x /usr/bin/chromium || { \
+	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && command -v gpg >/dev/null && command -v systemd-analyze >/dev/null && command -v redis-server >/dev/null && command -v pg_ctlcluster >/dev/null && test -x /usr/bin/chromium || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-	    openssh-server openssh-client util-linux git gnupg sqlite3 python3 python3-venv chromium systemd; }
+	    openssh-server openssh-client util-linux git gnupg sqlite3 python3 python3-venv chromium systemd redis-server postgresql; }
 
 venv: $(VENV)/.installed
 
