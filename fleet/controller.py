@@ -321,6 +321,9 @@ class _LockKeeper:
         self._thread.join(timeout=HEARTBEAT_SECONDS * 2)
 
 
+BROKER_RETRY_SECONDS = 2.0
+
+
 class ActionExecutor:
     """Carries out the plan's actions: runs through jobs, approvals and the queue through the store.
 
@@ -351,8 +354,25 @@ class ActionExecutor:
         run = queries.next_queued_run()
         if run is None or run.id != action.run_id:  # canceled since the plan saw it: plan again
             return []
+        if self.waits_for_broker(run):
+            return []
         finished = self.run_queued(run)
         return plan.after_run(finished, current_policy(self.settings), now, self.stop.is_set())
+
+    def waits_for_broker(self, run) -> bool:
+        """With the celery executor and the broker down, a queued run stays queued, saying why."""
+        if self.settings.executor != "celery":
+            return False
+        from fleet.executor.celery_app import broker_problem
+
+        problem = broker_problem(self.settings.broker_url)
+        if problem != run.waiting_reason:
+            records.note_run_waiting(run.id, f"{problem}; the run starts once it answers" if problem else "")
+            if problem:
+                log.warning("run %s waits: %s", run.id, problem)
+        if problem:
+            self.stop.wait(BROKER_RETRY_SECONDS)  # the next tick asks again, not at once
+        return bool(problem)
 
     def apply_approval(self, action: plan.ApplyApproval, now: datetime) -> list[plan.Action]:
         """Check again before acting: the approved host (drift), or every host (an inventory change)."""

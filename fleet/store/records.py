@@ -177,6 +177,12 @@ def request_cancel(run_id: int, reason: str) -> RunView:
     return view_of(RunView, run)
 
 
+def note_run_waiting(run_id: int, reason: str) -> None:
+    """Why a run waits ('' once it no longer does): the broker is down, a worker refuses its shards."""
+    db.session.execute(update(Run).where(Run.id == run_id).values(waiting_reason=reason))
+    db.session.commit()
+
+
 def note_cancel(run_id: int, reason: str) -> None:
     """Record why a run is being stopped (the first reason given wins)."""
     run = db.session.get(Run, run_id)

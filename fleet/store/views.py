@@ -52,6 +52,7 @@ class RunView:
     strategy: str
     lease_holder: str
     lease_expires_at: datetime | None
+    waiting_reason: str = ""  # why a queued run waits (scale-out: the broker is down)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""`fleet worker`: a Celery worker that executes shards, and says it is alive.
+
+It consumes the broker's queue (`fleet` unless told otherwise) with a pool of
+threads, one shard per thread: Ansible does the work in processes of its own.
+Its settings are its own (data dir with its SSH key, vault password file and
+exports; the shared store; the same source as the controller). A heartbeat row
+in the store (`fleet workers`, the UI) tells its version, capacity and running
+shards; a worker of another fleet version than the controller refuses shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import fleet
+from fleet.errors import ConfigError
+from fleet.executor.celery_app import QUEUE, SHARD_TASK, celery_app, display_broker
+from fleet.executor.shard import execute_shard, version_refusal
+from fleet.settings import Settings, replace
+from fleet.store import shards, workers
+from fleet.store.db import open_store
+from fleet.vocabulary import utcnow
+
+HEARTBEAT_SECONDS = 5.0
+log = logging.getLogger("fleet.worker")
+
+
+class WorkerState:
+    """What the heartbeat reports: shards running now, and why this worker refuses shards, if it does."""
+
+    def __init__(self, name: str, concurrency: int, queues: list[str]):
+        self.name, self.concurrency, self.queues = name, concurrency, queues
+        self.running = 0
+        self.refusing = ""
+        self.lock = threading.Lock()
+
+    def started(self) -> None:
+        with self.lock:
+            self.running += 1
+
+    def ended(self) -> None:
+        with self.lock:
+            self.running -= 1
+
+
+def default_name() -> str:
+    return f"fleet@{socket.gethostname()}"
+
+
+def start_worker(settings: Settings, name: str = "", concurrency: int = 1, queues: tuple[str, ...] = (QUEUE,),
+                 loglevel: str = "INFO") -> None:
+    """Run the worker in the foreground until SIGTERM (Celery's warm shutdown lets running shards end)."""
+    if not settings.broker_url:
+        raise ConfigError("fleet worker needs FLEET_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
+    settings = replace(settings, executor="local")  # a shard runs here; it is never sharded again
+    state = WorkerState(name or default_name(), concurrency, list(queues))
+    app = celery_app(settings.broker_url)
+    with open_store(settings) as flask_app:
+        _refuse_duplicate_name(state.name)
+        _register_task(app, flask_app, settings, state)
+        beat = _Heartbeat(flask_app, state)
+        beat.start()
+        log.info("worker %s (fleet %s): broker %s, queues %s, %d at once", state.name, fleet.__version__,
+                 display_broker(settings.broker_url), ",".join(queues), concurrency)
+        try:
+            app.worker_main(["worker", "--pool=threads", f"--concurrency={concurrency}", f"--queues={','.join(queues)}",
+                             f"--hostname={state.name}", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                             f"--loglevel={loglevel}"])
+        finally:
+            beat.stop()
+            workers.record_stopped(state.name)
+
+
+def _refuse_duplicate_name(name: str) -> None:
+    """Two live workers under one name would report as one: the second one is refused at start."""
+    now = utcnow()
+    for seen in workers.list_workers(now, fleet.__version__):
+        if seen.name == name and seen.state == workers.ONLINE and seen.pid != os.getpid():
+            raise ConfigError(f"a worker named {name} is running already (pid {seen.pid} on {seen.host}, heartbeat "
+                              f"{seen.heartbeat_age(now):.0f}s ago); give this one another --name")
+
+
+def _register_task(app, flask_app, settings: Settings, state: WorkerState) -> None:
+    @app.task(name=SHARD_TASK, ignore_result=True)
+    def run_shard(shard_id: int, attempt: int, controller_version: str) -> str:
+        with flask_app.app_context():
+            refusal = version_refusal(state.name, controller_version)
+            if refusal:
+                state.refusing = refusal
+                shards.refuse(shard_id, attempt, refusal)
+                log.error("%s", refusal)
+                return "refused"
+            state.started()
+            try:
+                return execute_shard(settings, shard_id, attempt, state.name)
+            finally:
+                state.ended()
+
+
+class _Heartbeat:
+    """Writes the worker's row every few seconds from a thread of its own (shards never delay it)."""
+
+    def __init__(self, flask_app, state: WorkerState):
+        self.flask_app, self.state = flask_app, state
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="fleet-worker-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._beat()
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=HEARTBEAT_SECONDS * 2)
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(HEARTBEAT_SECONDS):
+            try:
+                self._beat()
+            except Exception:  # a store blip: the next beat tries again; the row's age tells the controller
+                log.exception("worker heartbeat failed")
+
+    def _beat(self) -> None:
+        with self.flask_app.app_context():
+            state = self.state
+            workers.record_heartbeat(state.name, socket.gethostname(), os.getpid(), fleet.__version__,
+                                     state.concurrency, state.queues, state.running, state.refusing)
