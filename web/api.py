@@ -1,4 +1,4 @@
-"""The JSON API under /api/v1: hosts, runs, run requests, cancel, approvals, revisions, metrics.
+"""The JSON API under /api/v1: hosts, runs, run requests, cancel, workers, approvals, revisions, metrics.
 
 Authentication: `Authorization: Bearer <token>` (`fleet token create`), or a
 logged-in session, which must then send its CSRF token in `X-CSRF-Token` on
@@ -25,8 +25,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
 
 from fleet.errors import FleetError, NotFound
-from fleet.store import queries, records
-from fleet import shapes, vocabulary
+from fleet.store import queries, records, workers
+from fleet import __version__, shapes, vocabulary
 from fleet.web import openapi, serializers
 from fleet.web.auth import audit, require_role
 
@@ -135,6 +135,7 @@ def show_run(run_id: int):
     more = reached < upto
     return jsonify(
         **shapes.run_report_json(run, queries.run_verdicts(run_id)),
+        shards=[shapes.shard_json(shard) for shard in workers.shards_of_run(run_id)],
         tasks=[shapes.task_json(t) for t in tasks if t.seq <= reached],
         stdout="\n".join(chunk.text for chunk in output if chunk.seq <= reached),
         last_seq=reached, more=more,
@@ -189,6 +190,18 @@ def cancel_run(run_id: int):
     body = {"run": shapes.run_json(run)}
     audit("run.cancel", f"run {run_id}", f"was {previous}")
     return jsonify(body), 202
+
+
+# --- workers ------------------------------------------------------------------------------
+
+@bp.get("/workers")
+@require_role("viewer")
+def list_workers():
+    """Every `fleet worker` seen, online first (one query): state, version against this fleet's, capacity,
+    running shards, last heartbeat. Empty when runs execute in the controller (FLEET_EXECUTOR=local)."""
+    now = vocabulary.utcnow()
+    return jsonify(version=__version__,
+                   workers=[shapes.worker_json(w, now) for w in workers.list_workers(now, __version__)])
 
 
 # --- approvals ----------------------------------------------------------------------------

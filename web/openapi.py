@@ -64,6 +64,7 @@ def _paths() -> dict:
         "/api/v1/runs/{run_id}": {"get": _show_run()},
         "/api/v1/runs/{run_id}/output": {"get": _run_output()},
         "/api/v1/runs/{run_id}/cancel": {"post": _cancel_run()},
+        "/api/v1/workers": {"get": _list_workers()},
         "/api/v1/approvals": {"get": _list_approvals()},
         "/api/v1/approvals/{approval_id}": {"post": _approve()},
         "/api/v1/revisions": {"get": _list_revisions()},
@@ -236,6 +237,14 @@ def _cancel_run() -> dict:
                        **_errors("404", *OPERATOR)}, role="operator", parameters=[_path_id("run_id", "run")])
 
 
+def _list_workers() -> dict:
+    listing = _object({"version": {"type": "string", "description": "this fleet's version, which workers must run"},
+                       "workers": {"type": "array", "items": _ref("Worker")}})
+    return _operation("listWorkers", "The `fleet worker` processes seen, online first", "workers",
+                      {"200": _json(listing, "Every worker ever seen; empty when runs execute in the controller."),
+                       **_errors(*VIEWER)}, role="viewer")
+
+
 def _list_approvals() -> dict:
     parameters = [_query("status", _enum(vocabulary.APPROVAL_STATUSES), "only approvals with this status"),
                   *_page_parameters()]
@@ -309,6 +318,8 @@ def _schemas() -> dict:
         "Revision": _revision_schema(),
         "Source": _source_schema(),
         "Approval": _approval_schema(),
+        "Worker": _worker_schema(),
+        "Shard": _shard_schema(),
     }
 
 
@@ -363,6 +374,8 @@ def _run_report_schema() -> dict:
     next_seq = _int_or_null()
     return _object({
         "run": _ref("Run"), "hosts": {"type": "array", "items": _ref("RunHost")},
+        "shards": {"type": "array", "items": _ref("Shard"),
+                   "description": "which worker ran which hosts (FLEET_EXECUTOR=celery); empty for a local run"},
         "tasks": {"type": "array", "items": _ref("Task")}, "stdout": {"type": "string"},
         "last_seq": _count(), "more": {"type": "boolean"}, "output_next": next_seq, "tasks_next": next_seq,
         "links": _object({"output": _string_or_null()}),
@@ -419,4 +432,28 @@ def _approval_schema() -> dict:
         "created_at": _string_or_null(), "decided_by": _string_or_null(), "decided_at": _string_or_null(),
         "converge_run_id": _int_or_null(), "note": _string_or_null(), "kind": {"type": "string"},
         "reason": _string_or_null(),
+    })
+
+
+def _worker_schema() -> dict:
+    return _object({
+        "name": {"type": "string"}, "host": {"type": "string"}, "pid": _int_or_null(),
+        "state": {"type": "string", "enum": ["online", "lost", "stopped"],
+                  "description": "online: a heartbeat within 30 s; lost: silent for longer; stopped: a clean stop"},
+        "version": {"type": "string"}, "version_ok": {"type": "boolean", "description": "the same as this fleet's"},
+        "concurrency": _count(), "running": _count(), "queues": {"type": "array", "items": {"type": "string"}},
+        "refusing": _string_or_null(), "started_at": _string_or_null(), "heartbeat_at": _string_or_null(),
+        "heartbeat_age_seconds": {"type": ["number", "null"]}, "stopped_at": _string_or_null(),
+    })
+
+
+def _shard_schema() -> dict:
+    # The statuses of fleet.store.models.Shard (the store's, not fleet.vocabulary's: only workers have them).
+    return _object({
+        "index": _count(), "hosts": {"type": "array", "items": {"type": "string"}},
+        "status": _enum(("pending", "sent", "running", "done", "failed", "lost", "interrupted", "refused",
+                         "canceled")),
+        "attempt": _count(1), "worker": _string_or_null(), "reason": _string_or_null(),
+        "started_at": _string_or_null(), "finished_at": _string_or_null(),
+        "history": {"type": "array", "items": {"type": "string"}, "description": "earlier attempts, one line each"},
     })

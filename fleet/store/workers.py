@@ -158,6 +158,11 @@ def _worker_view(row: Worker, running: int, now: datetime, controller_version: s
     )
 
 
+def capacity_of(listed: list[WorkerView]) -> int:
+    """What `online_capacity` counts, from workers already listed: online, this version, refusing nothing."""
+    return sum(w.concurrency for w in listed if w.state == ONLINE and w.version_ok and not w.refusing)
+
+
 def online_capacity(now: datetime, version: str) -> int:
     """How many shards the workers can run at once: the concurrency of every online worker of this fleet
     `version` that refuses nothing (a worker that refuses shards is no capacity). 0 when there is none."""

@@ -150,6 +150,7 @@ def test_capacity_counts_online_workers_of_this_version_that_refuse_nothing(stor
     beat("fleet@stopped", concurrency=64)
     workers.record_stopped("fleet@stopped")
     assert workers.online_capacity(utcnow(), VERSION) == 6
+    assert workers.capacity_of(workers.list_workers(utcnow(), VERSION)) == 6, "the same rule, from listed workers"
     assert workers.online_capacity(utcnow(), "0.9") == 8
     assert workers.online_capacity(utcnow() + timedelta(minutes=5), VERSION) == 0, "every heartbeat went stale"
 

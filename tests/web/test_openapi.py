@@ -27,7 +27,7 @@ from fleet.settings import load_settings
 from fleet.store import accounts, queries
 from fleet.store.db import db
 from fleet.store.models import (
-    Approval, Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+    Approval, Host, Revision, Run, RunHost, RunOutput, Shard, SourceState, TaskResultRow, Worker,
 )
 from fleet.web import api, create_app, openapi
 
@@ -89,6 +89,10 @@ def seed_store() -> None:
                  summary="motd (copy)", status="applied", decided_by="ada", decided_at=AT),
         Revision(sha=SHA, ref="main", author="ada", authored_at=AT, message="motd", status="valid"),
         SourceState(repo="/srv/fleet-config", desired_sha=SHA, head_sha=SHA, last_fetch_at=AT),
+        Worker(name="fleet@w1", host="w1", pid=10, version="0.0.1", concurrency=2, queues="fleet", started_at=AT,
+               heartbeat_at=AT, refusing="fleet 0.0.1 here"),
+        Shard(run_id=converge.id, index=0, hosts='["web1"]', status="running", attempt=2, worker="fleet@w1",
+              started_at=AT, history="attempt 1 on fleet@w0: lost\n"),
     ])
     db.session.commit()
 
@@ -179,6 +183,8 @@ PROVOKED = [
     ("POST", "/api/v1/approvals/{approval_id}", 422, "operator", {"approval_id": 1, "json": {"decision": "reject"}}),
     ("GET", "/api/v1/revisions", 200, "viewer", {}),
     ("GET", "/api/v1/revisions", 401, "bad", {}),
+    ("GET", "/api/v1/workers", 200, "viewer", {}),
+    ("GET", "/api/v1/workers", 401, "bad", {}),
     ("GET", "/api/v1/metrics", 200, "viewer", {}),
     ("GET", "/api/v1/metrics", 401, "none", {}),
     ("POST", "/api/v1/hooks/git", 202, "none", {"data": b"{}", "headers": signed(b"{}")}),

@@ -593,7 +593,8 @@ def test_every_page_costs_the_same_number_of_queries_however_long_the_history(tm
                  "runs page 1": "/runs", "runs of a host": "/runs?host=web1", "deep runs page": "/runs?before=4",
                  "filtered deep runs page": f"/runs?kind=check&trigger=schedule&before={newest - 2}",
                  "first run": "/runs/1", "newest run": f"/runs/{newest}", "live json": "/runs/1/live?after_task=0",
-                 "revisions": "/revisions", "approvals": "/approvals", "audit log": "/admin/audit"}
+                 "revisions": "/revisions", "approvals": "/approvals", "audit log": "/admin/audit",
+                 "workers": "/workers"}
         counts.append(queries_per_page(app, client, paths))
     assert counts[0] == counts[1]
     assert max(counts[1].values()) <= 12, counts[1]

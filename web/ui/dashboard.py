@@ -6,13 +6,15 @@ from datetime import timedelta
 
 from flask import Blueprint, current_app, render_template
 
-from fleet.store import queries
+from fleet import __version__
+from fleet.store import queries, workers
 from fleet.vocabulary import HOST_STATUSES, aware, utcnow
 from fleet.web.auth import require_role
 from fleet.web.ui import admin, approvals, hosts, present, revisions, runs
+from fleet.web.ui import workers as workers_area
 
 bp = Blueprint("ui", __name__)
-for _area in (hosts.bp, runs.bp, revisions.bp, approvals.bp, admin.bp):
+for _area in (hosts.bp, runs.bp, revisions.bp, approvals.bp, admin.bp, workers_area.bp):
     bp.register_blueprint(_area)
 
 RECENT_RUNS = 10
@@ -34,8 +36,19 @@ def dashboard():
         controller_seen=queries.controller_heartbeat(),
         chart=present.drift_chart(points), points=points,
         recent=queries.recent_runs(RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
-        inventory_holds=queries.pending_inventory_approvals(),
+        inventory_holds=queries.pending_inventory_approvals(), workers=workers_card(),
     )
+
+
+def workers_card() -> dict | None:
+    """The dashboard's workers card: how many are online and what they can run at once (None: no worker was
+    ever seen, this fleet runs everything in the controller)."""
+    listed = workers.list_workers(utcnow(), __version__)
+    if not listed:
+        return None
+    return {"online": sum(1 for w in listed if w.state == workers.ONLINE), "capacity": workers.capacity_of(listed),
+            "lost": sum(1 for w in listed if w.state == workers.LOST),
+            "mismatched": sum(1 for w in listed if w.state == workers.ONLINE and not w.version_ok)}
 
 
 def source_staleness(source) -> str:

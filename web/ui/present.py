@@ -44,6 +44,13 @@ STATUS_LOOK: dict[str, tuple[str, str]] = {
     "approved": ("✓", "info"),
     "applied": ("✓", "good"),
     "superseded": ("↷", "muted"),
+    # workers (online, lost, stopped) and the shards they run (pending, running, interrupted, canceled above)
+    "online": ("●", "good"),
+    "lost": ("↯", "alert"),
+    "stopped": ("■", "muted"),
+    "sent": ("→", "info"),
+    "done": ("✓", "good"),
+    "refused": ("⊘", "bad"),
 }
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ERROR_LOCATION = re.compile(r"in (?P<file>\S+?), line (?P<line>\d+)(?:, column (?P<column>\d+))?")

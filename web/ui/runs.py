@@ -7,7 +7,7 @@ from flask import (
 )
 
 from fleet import vocabulary
-from fleet.store import queries, records
+from fleet.store import queries, records, workers
 from fleet.web.auth import audit, require_role
 from fleet.web.openapi import MAX_ID
 from fleet.web.ui import present
@@ -71,6 +71,7 @@ def show(run_id: int):
     output = queries.output_tail(run_id) if live else queries.output_page(run_id)
     return render_template(
         "runs/show.html", run=run, hosts=hosts, tasks=tasks.items, by_host=by_host, live=live,
+        placement=workers.run_placement(run_id),
         meanings=present.HOST_STATUS_MEANING, tasks_after=tasks_after, tasks_next=tasks.cursor("seq"),
         stdout=present.plain_output("\n".join(chunk.text for chunk in output)), output_more=output.more,
         output_next=output.cursor("seq"), last_output_seq=output.items[-1].seq if output.items else 0,
