@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, results with machine, date and commands in bench/RESULTS.md.
 
-    python -m bench.run [--only check,scaling,ingest,history,footprint] [--rounds N] [--out PATH]
+    python -m bench.run [--only check,scaling,ingest,history,footprint,mitogen] [--rounds N] [--out PATH]
 
 This machine is shared and noisy, so contenders run interleaved in the same
 session and the headline numbers are ratios.
@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import common
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-SECTIONS = ("check", "scaling", "ingest", "history", "footprint")
+SECTIONS = ("check", "scaling", "ingest", "history", "footprint", "mitogen")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +129,15 @@ def run_footprint(work: Path, rounds: int) -> list[str]:
             "- goal: under 300 MB for `fleet serve`", ""]
 
 
+def run_mitogen(work: Path, rounds: int) -> list[str]:
+    from bench import mitogen_race
+
+    runners = mitogen_race.measure(work, hosts=20, subnet=71, rounds=rounds)
+    return mitogen_race.report(runners, rounds, hosts=20)
+
+
 SECTION_RUNNERS = {"check": run_check, "scaling": run_scaling, "ingest": run_ingest, "history": run_history,
-                   "footprint": run_footprint}
+                   "footprint": run_footprint, "mitogen": run_mitogen}
 
 if __name__ == "__main__":
     sys.exit(main())

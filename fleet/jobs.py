@@ -214,7 +214,7 @@ def inventory_hosts(tree: Path, settings: Settings, runner: Runner | None = None
     """
     dynamic = is_dynamic_inventory(tree / settings.inventory)
     generation = _inventory_generation if dynamic else 0
-    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation))
+    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation, not dynamic))
 
 
 # Bumped when a run starts: the key under which dynamic inventories' listings are cached.
@@ -229,8 +229,8 @@ def reread_dynamic_inventories() -> None:
 
 @functools.lru_cache(maxsize=64)
 def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None,
-             generation: int) -> tuple[InventoryHost, ...]:
-    if generation == 0 and isinstance(runner, AnsibleRunner):  # static: kept in the export, for every process
+             generation: int, static: bool) -> tuple[InventoryHost, ...]:
+    if static and isinstance(runner, AnsibleRunner):  # kept in the export, for every process (fakes need not)
         return kept_listing(runner, tree, inventory, limit)
     return tuple(runner.list_inventory(tree, inventory, limit))
 

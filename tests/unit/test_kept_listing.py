@@ -1,0 +1,157 @@
+"""jobs: a static inventory's listing is kept in the export for later processes; validation's two Ansible runs
+at once. Ansible's own ansible-inventory and ansible-playbook run here (no hosts needed)."""
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet import jobs
+from fleet.runner import AnsibleRunner, InventoryHost
+from fleet.settings import Settings
+
+INVENTORY = """all:
+  vars:
+    ansible_user: root
+  children:
+    web:
+      hosts:
+        web1: {ansible_host: 127.0.0.1, ansible_port: 2201}
+        web2: {ansible_host: 127.0.0.2, ansible_ssh_common_args: "-o ProxyJump=root@127.0.0.9"}
+"""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CountingRunner(AnsibleRunner):
+    """The real runner, counting the inventory listings it asks Ansible for."""
+
+    listed: list = dataclasses.field(default_factory=list)
+
+    def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
+        self.listed.append(limit)
+        return super().list_inventory(tree, inventory, limit)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "export"
+    (root / "inventory").mkdir(parents=True)
+    (root / "inventory" / "hosts.yml").write_text(INVENTORY)
+    (root / "playbooks").mkdir()
+    (root / "playbooks" / "site.yml").write_text("- hosts: all\n  gather_facts: false\n  tasks: []\n")
+    return root
+
+
+@pytest.fixture
+def runner(tmp_path):
+    return CountingRunner(tmp_path / "known_hosts", tmp_path / "cp")
+
+
+def a_new_process():
+    """What a new `fleet check` process starts with: nothing listed in memory."""
+    jobs._listing.cache_clear()
+
+
+def test_a_static_listing_is_asked_of_ansible_once_and_read_back_the_same_by_later_processes(tree, runner):
+    settings = Settings(repo="r")
+    first = jobs.inventory_hosts(tree, settings, runner)
+    a_new_process()
+    again = jobs.inventory_hosts(tree, settings, runner)
+    assert runner.listed == [None]
+    assert again == first
+    assert [(h.name, h.address, h.port, h.groups, h.user) for h in again] == [
+        ("web1", "127.0.0.1", 2201, ("web",), "root"), ("web2", "127.0.0.2", 22, ("web",), "root")]
+    assert again[1].ssh_args == ("", "-o ProxyJump=root@127.0.0.9", "")
+
+
+def test_each_limit_is_kept_apart(tree, runner):
+    settings = Settings(repo="r")
+    assert [h.name for h in jobs.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
+    a_new_process()
+    assert [h.name for h in jobs.inventory_hosts(tree, settings, runner)] == ["web1", "web2"]
+    assert [h.name for h in jobs.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
+    assert runner.listed == ["web2", None]
+
+
+def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner, monkeypatch, tmp_path):
+    settings = Settings(repo="r")
+    jobs.inventory_hosts(tree, settings, runner)
+    a_new_process()
+    monkeypatch.setenv("ANSIBLE_INVENTORY_ENABLED", "yaml,ini")
+    jobs.inventory_hosts(tree, settings, runner)
+    assert runner.listed == [None, None]
+    vault = tmp_path / "vault-password"
+    vault.write_text("one\n")
+    vault.chmod(0o600)
+    with_vault = CountingRunner(tmp_path / "known_hosts", tmp_path / "cp", vault_password_file=str(vault),
+                                listed=runner.listed)
+    a_new_process()
+    jobs.inventory_hosts(tree, settings, with_vault)
+    vault.write_text("two\n")
+    a_new_process()
+    jobs.inventory_hosts(tree, settings, with_vault)
+    assert runner.listed == [None] * 4
+
+
+def test_a_dynamic_inventory_is_never_kept(tree, runner):
+    script = tree / "inventory" / "script.sh"
+    script.write_text('#!/bin/sh\necho \'{"_meta": {"hostvars": {}}, "all": {"hosts": ["dyn1"]}}\'\n')
+    script.chmod(0o755)
+    settings = Settings(repo="r")
+    names = [h.name for h in jobs.inventory_hosts(tree, settings, runner)]
+    a_new_process()
+    jobs.reread_dynamic_inventories()
+    jobs.inventory_hosts(tree, settings, runner)
+    assert "dyn1" in names and runner.listed == [None, None]
+    assert not (tree / jobs.KEPT_DIR).exists()
+
+
+def test_an_unreadable_kept_listing_is_listed_again(tree, runner):
+    settings = Settings(repo="r")
+    first = jobs.inventory_hosts(tree, settings, runner)
+    (kept,) = (tree / jobs.KEPT_DIR).iterdir()
+    kept.write_text("{not json")
+    a_new_process()
+    assert jobs.inventory_hosts(tree, settings, runner) == first
+    assert runner.listed == [None, None]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SlowRunner(AnsibleRunner):
+    """Listing and syntax check each take a while; records when each ran."""
+
+    spans: dict = dataclasses.field(default_factory=dict)
+
+    def list_inventory(self, tree, inventory, limit=None):
+        return self._timed("list", lambda: [InventoryHost("h1", "127.0.0.1", 22, ())])
+
+    def syntax_problem(self, tree, playbook, inventory):
+        return self._timed("syntax", lambda: "")
+
+    def _timed(self, name, fn):
+        started = time.monotonic()
+        time.sleep(0.5)
+        self.spans[name] = (started, time.monotonic(), threading.get_ident())
+        return fn()
+
+
+def test_validation_lists_the_inventory_and_checks_the_syntax_at_once(tree, tmp_path):
+    slow = SlowRunner(tmp_path / "known_hosts", tmp_path / "cp")
+    validation = jobs.validate_revision(tree, Settings(repo="r"), slow)
+    assert validation.ok and [h.name for h in validation.hosts] == ["h1"]
+    (list_start, list_end, _), (syntax_start, syntax_end, _) = slow.spans["list"], slow.spans["syntax"]
+    assert list_start < syntax_end and syntax_start < list_end, "the two ran one after the other"
+
+
+def test_a_real_syntax_error_is_still_reported(tree, runner):
+    (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule_xyz: {}\n")
+    assert "syntax check failed" in jobs.validate_revision(tree, Settings(repo="r"), runner).error
+
+
+def test_a_real_inventory_error_is_reported_before_the_syntax_check_and_not_kept(tree, runner):
+    (tree / "inventory" / "hosts.yml").write_text("all: [unbalanced\n")
+    (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule_xyz: {}\n")
+    assert jobs.validate_revision(tree, Settings(repo="r"), runner).error.startswith("inventory does not parse")
+    assert not (tree / jobs.KEPT_DIR).exists()
