@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -164,12 +165,22 @@ def test_stopped_host_is_reported_unreachable_within_seconds(lab_env):
     assert result.json()["run"]["status"] == "failed"
 
 
+def forge_stored_pin(cli, name: str, key_b64: str) -> None:
+    """Pin a key the host does not have, in the store the `fleet` command uses (the truth its known_hosts copies)."""
+    from fleet.settings import load_settings
+    from fleet.store import pins
+    from fleet.store.db import open_store
+
+    settings = load_settings(flags={"data_dir": str(cli.data_dir), "repo": str(cli.repo)}, environ=dict(os.environ),
+                             cwd=cli.cwd)
+    with open_store(settings):
+        pins.write_known_hosts(settings.known_hosts_path)  # a store emptied for this test adopts the lab's pins
+        pins.replace_pin(name, "ssh-ed25519", key_b64, "test")
+
+
 def test_changed_host_key_blocks_the_host_until_accepted(lab_env):
     cli = lab_env
-    known_hosts = cli.data_dir / "ssh" / "known_hosts"
-    pinned = known_hosts.read_text()
-    forged = "127.0.20.2 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
-    known_hosts.write_text("".join(line + "\n" for line in pinned.splitlines() if not line.startswith("127.0.20.2 ")) + forged)
+    forge_stored_pin(cli, "127.0.20.2", "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
 
     blocked = cli("check", "--json", "--limit", "web2")
     assert blocked.code == 3
