@@ -1,0 +1,108 @@
+"""The executor's pure decisions (how many shards, which hosts each, what a shard's end proves) and its
+broker boundary against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import redis
+
+import fleet
+from fleet.drift import HostVerdict
+from fleet.executor import celery_app
+from fleet.executor.dispatch import shard_count, shard_verdicts, split_hosts, verdicts_from_json, verdicts_to_json
+from fleet.executor.shard import version_refusal
+from fleet.store.shards import ShardStatus, ShardView
+from fleet.vocabulary import HostStatus
+from tests.conftest import free_port, wait_for
+
+
+@pytest.mark.parametrize("hosts,max_hosts,capacity,expected", [
+    pytest.param(20, 50, 2, 2, id="one shard per free worker slot"),
+    pytest.param(20, 50, 0, 1, id="no worker online yet: one shard, sent when one comes"),
+    pytest.param(200, 50, 2, 4, id="no shard above the host cap"),
+    pytest.param(3, 50, 8, 3, id="never more shards than hosts"),
+    pytest.param(1, 1, 0, 1, id="one host"),
+])
+def test_shard_count(hosts, max_hosts, capacity, expected):
+    assert shard_count(hosts, max_hosts, capacity) == expected
+
+
+def test_split_deals_every_host_once_in_near_equal_groups():
+    names = [f"h{i:02}" for i in range(11)]
+    groups = split_hosts(list(reversed(names)), 3)
+    assert sorted(n for g in groups for n in g) == names
+    assert sorted(len(g) for g in groups) == [3, 4, 4]
+
+
+def test_verdicts_survive_the_store_as_json():
+    verdict = HostVerdict(name="web1", status=HostStatus.DRIFTED, message="m", ok=3, changed=1, verified=4,
+                          facts={"os": "Debian 12"}, flapping={"b", "a"})
+    again = verdicts_from_json(verdicts_to_json([verdict]))
+    assert again == [verdict]
+    assert json.loads(verdicts_to_json([verdict]))[0]["flapping"] == ["a", "b"]
+
+
+def shard(status: str, verdicts: list[HostVerdict] = (), reason: str = "") -> ShardView:
+    return ShardView(id=1, run_id=1, index=0, hosts=json.dumps(["a", "b"]), status=status, attempt=1, worker="w1",
+                     reason=reason, outcome="successful", strategy="", verdicts=verdicts_to_json(list(verdicts)),
+                     history="", token="", lease_expires_at=None, sent_at=None, started_at=None, finished_at=None)
+
+
+def test_a_done_shard_gives_its_workers_verdicts_and_a_host_it_lacks_is_not_proven():
+    found = shard_verdicts(shard(ShardStatus.DONE, [HostVerdict(name="a", status=HostStatus.IN_SYNC)]))
+    assert [(v.name, v.status) for v in found] == [("a", HostStatus.IN_SYNC), ("b", HostStatus.INCOMPLETE)]
+
+
+@pytest.mark.parametrize("status,reason,expected,message", [
+    pytest.param(ShardStatus.INTERRUPTED, "worker w1 lost mid-converge", HostStatus.INCOMPLETE,
+                 "interrupted: worker w1 lost mid-converge", id="interrupted converge: incomplete, said so"),
+    pytest.param(ShardStatus.FAILED, "revision does not validate", HostStatus.FAILED, "revision does not validate",
+                 id="failed on the worker: failed with the reason"),
+    pytest.param(ShardStatus.CANCELED, "", HostStatus.INCOMPLETE, "the run stopped before", id="never started"),
+])
+def test_a_shard_that_did_not_finish_proves_nothing_in_sync(status, reason, expected, message):
+    found = shard_verdicts(shard(status, [HostVerdict(name="a", status=HostStatus.IN_SYNC)], reason))
+    assert {v.status for v in found} == {expected}
+    assert all(v.message.startswith(message) for v in found)
+
+
+def test_a_worker_refuses_a_controller_of_another_version_and_names_both():
+    assert version_refusal("w1", fleet.__version__) == ""
+    refusal = version_refusal("w1", "9.9.9")
+    assert "w1" in refusal and fleet.__version__ in refusal and "9.9.9" in refusal
+
+
+def test_the_broker_password_is_never_shown():
+    shown = celery_app.display_broker("redis://:s3cret@127.0.0.1:6379/0")
+    assert "s3cret" not in shown and "127.0.0.1:6379" in shown
+    assert "pw" not in celery_app.display_broker("amqp://fleet:pw@mq:5672//")
+
+
+@pytest.fixture
+def redis_port():
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: `make system` (or apt-get install redis-server) installs it")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: not celery_app.broker_problem(f"redis://127.0.0.1:{port}/0"), 10, "redis-server")
+        yield port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_broker_that_answers_takes_a_shard_and_a_stopped_one_is_named(redis_port):
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    celery_app.send_shard(url, 7, 1, queue="fleet-test")
+    message = json.loads(redis.Redis(port=redis_port).lpop("fleet-test"))
+    assert message["headers"]["task"] == celery_app.SHARD_TASK
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    assert "does not answer" in celery_app.broker_problem(down) and "127.0.0.1" in celery_app.broker_problem(down)
+    with pytest.raises(celery_app.BrokerUnavailable, match="did not take the shard"):
+        celery_app.send_shard(down, 7, 1)
