@@ -48,7 +48,9 @@ def write_known_hosts(path: Path) -> list[Pin]:
     this file: when the store holds no pin at all and the file holds some,
     they are adopted first (`adopt_file_pins`), so the upgraded controller
     keeps trusting what it trusted instead of re-pinning on first contact.
-    That happens at most once per store: from then on the table is not empty.
+    In practice that happens once per store, as the table is never emptied
+    by fleet afterwards (only by hand, with SQL: then the next file adopted
+    is that of whichever process probes first).
     """
     pins = stored_pins()
     if not pins and path.exists():

@@ -10,6 +10,7 @@ ssh_config), with Mitogen's strategy and with linear.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -53,6 +54,25 @@ def pinned(cli: FleetCli, name: str) -> str | None:
     return None
 
 
+def forget_pin(cli: FleetCli, name: str) -> None:
+    """Unpin `name` in the store the `fleet` command uses, and so in its known_hosts (a copy of the store's pins)."""
+    from sqlalchemy import delete
+
+    from fleet.settings import load_settings
+    from fleet.store import pins
+    from fleet.store.db import db, open_store
+    from fleet.store.models import HostKey
+
+    settings = load_settings(flags={"data_dir": str(cli.data_dir), "repo": str(cli.repo)}, environ=dict(os.environ),
+                             cwd=cli.cwd)
+    with open_store(settings):
+        pins.write_known_hosts(settings.known_hosts_path)  # a store emptied for this test adopts the lab's pins
+        db.session.execute(delete(HostKey).where(HostKey.name == name))
+        db.session.commit()
+    kept = [line for line in known_hosts(cli).read_text().splitlines() if not line.startswith(name + " ")]
+    known_hosts(cli).write_text("".join(f"{line}\n" for line in kept))  # what the store holds now
+
+
 def host_key(cli: FleetCli, lab_host: str) -> str:
     """The public host key a lab host really has."""
     return (cli.data_dir / "lab" / "hosts" / lab_host / "ssh_host_ed25519_key.pub").read_text().split()[1]
@@ -82,8 +102,7 @@ def test_only_the_bastion_can_name_the_hosts_behind_it(jump_lab):
 def test_a_check_goes_through_the_jump_and_pins_both_keys_on_first_contact(jump_lab):
     cli = jump_lab
     # The lab pinned the bastion; forget it, so the jump host too is trusted on first use, like any host.
-    kept = [line for line in known_hosts(cli).read_text().splitlines() if not line.startswith(BASTION + " ")]
-    known_hosts(cli).write_text("".join(f"{line}\n" for line in kept))
+    forget_pin(cli, BASTION)
     assert pinned(cli, BASTION) is None and pinned(cli, "web1.lab") is None
 
     first = cli("check", "--json")
