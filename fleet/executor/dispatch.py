@@ -109,12 +109,15 @@ class ShardedRun:
         if not pending or time.monotonic() < self.watch.next_send:
             return
         for shard in pending:
+            # Marked sent first: a worker may take the message before this process says another word.
+            if not shards.mark_sent(shard):
+                continue
             try:
                 send_shard(self.settings.broker_url, shard.id, shard.attempt)
             except BrokerUnavailable as exc:
+                shards.unsend(shard)
                 self._broker_down(pending, str(exc))
                 return
-            shards.mark_sent(shard)
         self._note_waiting("")
 
     def _broker_down(self, pending: list[ShardView], problem: str) -> None:
@@ -137,11 +140,12 @@ class ShardedRun:
                  and (utcnow() - s.sent_at).total_seconds() > RESEND_UNCLAIMED_SECONDS]
         if stale and self._idle_slots() > 0:
             for shard in stale:
+                if not shards.mark_sent(shard):
+                    continue
                 try:
                     send_shard(self.settings.broker_url, shard.id, shard.attempt)
                 except BrokerUnavailable:
-                    return
-                shards.mark_sent(shard)
+                    return  # the next poll tries again: the shard's sent_at is fresh, the wait starts anew
                 log.info("run %s: shard %d unclaimed for %.0fs while a worker is idle; sent again",
                          self.run_id, shard.index, RESEND_UNCLAIMED_SECONDS)
 

@@ -75,12 +75,28 @@ def start_worker(settings: Settings, name: str = "", concurrency: int = 1, queue
 
 
 def _refuse_duplicate_name(name: str) -> None:
-    """Two live workers under one name would report as one: the second one is refused at start."""
+    """Two live workers under one name would report as one: the second one is refused at start. A row left
+    by a killed worker of this machine (its pid gone) is taken over at once, so a restart needs no wait."""
     now = utcnow()
     for seen in workers.list_workers(now, fleet.__version__):
-        if seen.name == name and seen.state == workers.ONLINE and seen.pid != os.getpid():
-            raise ConfigError(f"a worker named {name} is running already (pid {seen.pid} on {seen.host}, heartbeat "
-                              f"{seen.heartbeat_age(now):.0f}s ago); give this one another --name")
+        if seen.name != name or seen.state != workers.ONLINE or seen.pid == os.getpid():
+            continue
+        if seen.host == socket.gethostname() and not _alive(seen.pid):
+            continue
+        raise ConfigError(f"a worker named {name} is running already (pid {seen.pid} on {seen.host}, heartbeat "
+                          f"{seen.heartbeat_age(now):.0f}s ago); give this one another --name")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _register_task(app, flask_app, settings: Settings, state: WorkerState) -> None:

@@ -113,6 +113,11 @@ def mark_sent(shard: ShardView) -> bool:
                  reason="")
 
 
+def unsend(shard: ShardView) -> bool:
+    """A shard marked sent whose message the broker did not take: pending again (if no worker took it)."""
+    return _move(shard, (ShardStatus.SENT,), status=ShardStatus.PENDING, sent_at=None)
+
+
 def note_waiting(shard: ShardView, reason: str) -> None:
     """Why a pending shard is not sent yet (the broker is down)."""
     _move(shard, (ShardStatus.PENDING,), reason=reason)
