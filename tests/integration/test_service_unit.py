@@ -1,4 +1,5 @@
-"""contrib/fleet.service: systemd accepts it, it is hardened, and the README shows exactly this file.
+"""contrib/fleet.service and contrib/fleet-worker.service: systemd accepts them, they are hardened, and the
+README shows exactly these files.
 
 `systemd-analyze verify` checks a unit without a running systemd, but it
 wants the ExecStart binary to exist: the test points a copy at this venv's
@@ -15,8 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "contrib" / "fleet.service"
+WORKER_UNIT = ROOT / "contrib" / "fleet-worker.service"
 INSTALLED_FLEET = "/opt/fleet/bin/fleet"
 
 HARDENING = {
@@ -25,6 +29,13 @@ HARDENING = {
     "UMask": "0077", "KillSignal": "SIGTERM", "TimeoutStopSec": "60", "Restart": "on-failure",
     "EnvironmentFile": "-/etc/fleet/fleet.env", "ExecStart": f"{INSTALLED_FLEET} serve",
 }
+WORKER_HARDENING = {
+    **HARDENING, "ReadWritePaths": "/var/lib/fleet-worker", "StateDirectory": "fleet-worker",
+    "TimeoutStopSec": "900", "EnvironmentFile": "-/etc/fleet/worker.env",
+    "ExecStart": f"{INSTALLED_FLEET} worker --name fleet@%H --concurrency 2",
+}
+UNITS = [pytest.param(UNIT, "Running fleet as a service", id="fleet.service"),
+         pytest.param(WORKER_UNIT, "Scale-out: workers", id="fleet-worker.service")]
 
 
 def service_settings(text: str) -> dict[str, list[str]]:
@@ -44,19 +55,20 @@ def service_settings(text: str) -> dict[str, list[str]]:
     return settings
 
 
-def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(tmp_path):
+@pytest.mark.parametrize("unit,_", UNITS)
+def test_systemd_analyze_verify_accepts_the_unit_without_a_warning(tmp_path, unit, _):
     fleet = Path(sys.executable).parent / "fleet"
     assert fleet.is_file(), f"this venv has no fleet command at {fleet}; run pip install -e ."
-    text = UNIT.read_text()
-    assert f"ExecStart={INSTALLED_FLEET} serve\n" in text
-    copy = tmp_path / "fleet.service"
+    text = unit.read_text()
+    assert f"ExecStart={INSTALLED_FLEET} " in text
+    copy = tmp_path / unit.name
     copy.write_text(text.replace(f"ExecStart={INSTALLED_FLEET} ", f"ExecStart={fleet} "))
     analyze = shutil.which("systemd-analyze")
     assert analyze, "systemd-analyze is missing: apt-get install systemd"
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
     said = result.stdout + result.stderr
     assert result.returncode == 0, said
-    assert "fleet.service" not in said, said
+    assert unit.name not in said, said
 
 
 def test_verify_would_catch_a_unit_systemd_cannot_read(tmp_path):
@@ -70,24 +82,30 @@ def test_verify_would_catch_a_unit_systemd_cannot_read(tmp_path):
     assert "protect system value" in result.stdout + result.stderr
 
 
-def test_the_unit_is_hardened_and_runs_the_wheel_installed_in_opt_fleet():
-    settings = service_settings(UNIT.read_text())
-    for key, value in HARDENING.items():
+@pytest.mark.parametrize("unit,hardening,data_dir", [
+    pytest.param(UNIT, HARDENING, "/var/lib/fleet", id="fleet.service"),
+    pytest.param(WORKER_UNIT, WORKER_HARDENING, "/var/lib/fleet-worker", id="fleet-worker.service"),
+])
+def test_the_unit_is_hardened_and_runs_the_wheel_installed_in_opt_fleet(unit, hardening, data_dir):
+    settings = service_settings(unit.read_text())
+    for key, value in hardening.items():
         assert settings.get(key) == [value], f"{key}: {settings.get(key)}"
-    assert "FLEET_DATA_DIR=/var/lib/fleet" in settings["Environment"]
+    assert f"FLEET_DATA_DIR={data_dir}" in settings["Environment"]
 
 
-def test_no_value_carries_a_trailing_comment():
+@pytest.mark.parametrize("unit,_", UNITS)
+def test_no_value_carries_a_trailing_comment(unit, _):
     """systemd takes `Key=value  # note` as the value `value  # note`; comments go on their own lines."""
-    for number, line in enumerate(UNIT.read_text().splitlines(), 1):
+    for number, line in enumerate(unit.read_text().splitlines(), 1):
         if "=" in line and not line.lstrip().startswith(("#", ";")):
             value = line.partition("=")[2]
-            assert not re.search(r"\s[#;]", value), f"contrib/fleet.service:{number}: comment after a value: {line}"
+            assert not re.search(r"\s[#;]", value), f"contrib/{unit.name}:{number}: comment after a value: {line}"
 
 
-def test_the_readme_shows_exactly_the_shipped_unit():
+@pytest.mark.parametrize("unit,heading", UNITS)
+def test_the_readme_shows_exactly_the_shipped_unit(unit, heading):
     readme = (ROOT / "README.md").read_text()
-    section = readme.partition("### Running fleet as a service")[2]
+    section = readme.partition(f"### {heading}")[2]
     match = re.search(r"```ini\n(.*?)```", section, re.S)
-    assert match, "README: no ```ini block under 'Running fleet as a service'"
-    assert match.group(1) == UNIT.read_text(), "README's unit differs from contrib/fleet.service: paste the file"
+    assert match, f"README: no ```ini block under '{heading}'"
+    assert match.group(1) == unit.read_text(), f"README's unit differs from contrib/{unit.name}: paste the file"
