@@ -79,6 +79,15 @@ class ShardedRun:
                  len(groups), capacity)
 
     def run(self) -> str:
+        """Supervise the shards to their end; a crash or Ctrl-C here stops them on the workers too."""
+        try:
+            return self._supervise()
+        except BaseException:
+            records.discard_pending()
+            records.note_cancel(self.run_id, "the controller supervising this run stopped (crash or Ctrl-C)")
+            raise
+
+    def _supervise(self) -> str:
         self.execution.deadline = time.monotonic() + self.settings.run_timeout
         while True:
             current = shards.shards_of(self.run_id)

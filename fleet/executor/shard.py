@@ -62,6 +62,8 @@ def execute_shard(settings: Settings, shard_id: int, attempt: int, worker: str,
 
 
 def _run_claimed(settings: Settings, shard: ShardView, worker: str, lease: ShardLease, runner: Runner) -> str:
+    if shards.run_stopped(shard.run_id):  # canceled, or closed with its controller, while the shard waited
+        return _end_unstarted(settings, shard, ShardStatus.CANCELED, "the run was stopped before this shard started")
     run = queries.get_run(shard.run_id)
     try:
         desired = exact_revision(settings, run.revision_sha or "", runner)
@@ -149,12 +151,17 @@ def _targets(desired: DesiredState, names: list[str]) -> tuple[list[InventoryHos
 
 def _fail(settings: Settings, shard: ShardView, reason: str) -> str:
     log.error("shard %s of run %s: %s", shard.index, shard.run_id, reason)
-    if shards.fence(shard.id, shard.token, settings.lease_seconds, status=ShardStatus.FAILED, reason=reason,
+    return _end_unstarted(settings, shard, ShardStatus.FAILED, reason)
+
+
+def _end_unstarted(settings: Settings, shard: ShardView, status: str, reason: str) -> str:
+    """End a claimed shard before Ansible ran for it (fenced: not if it was given away meanwhile)."""
+    if shards.fence(shard.id, shard.token, settings.lease_seconds, status=status, reason=reason,
                     finished_at=utcnow()):
         shards.commit()
     else:
         records.discard_pending()
-    return ShardStatus.FAILED
+    return status
 
 
 class ShardRecorder(records.RunRecorder):
