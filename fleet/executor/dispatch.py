@@ -108,15 +108,19 @@ class ShardedRun:
         if self.watch.stopping:
             shards.cancel_unstarted(self.run_id, "the run was stopped before a worker started this shard")
             return
-        self._retry_refused(current)
+        refusal = self._retry_refused(current)
         self._resend_unclaimed(current)
-        self._send_pending([s for s in current if s.status == ShardStatus.PENDING])
+        broker = self._send_pending([s for s in current if s.status == ShardStatus.PENDING])
+        self._note_waiting(broker or refusal)
 
     # --- sending -------------------------------------------------------------------------
 
-    def _send_pending(self, pending: list[ShardView]) -> None:
-        if not pending or time.monotonic() < self.watch.next_send:
-            return
+    def _send_pending(self, pending: list[ShardView]) -> str:
+        """Send the pending shards; why they wait when the broker does not take them ('' when it does)."""
+        if not pending:
+            return ""
+        if time.monotonic() < self.watch.next_send:
+            return self.watch.waiting
         for shard in pending:
             # Marked sent first: a worker may take the message before this process says another word.
             if not shards.mark_sent(shard):
@@ -125,24 +129,26 @@ class ShardedRun:
                 send_shard(self.settings.broker_url, shard.id, shard.attempt)
             except BrokerUnavailable as exc:
                 shards.unsend(shard)
-                self._broker_down(pending, str(exc))
-                return
-        self._note_waiting("")
+                return self._broker_down(pending, str(exc))
+        return ""
 
-    def _broker_down(self, pending: list[ShardView], problem: str) -> None:
+    def _broker_down(self, pending: list[ShardView], problem: str) -> str:
         reason = f"{problem}; the shards wait and are sent once the broker answers"
         for shard in pending:
             shards.note_waiting(shard, reason)
-        self._note_waiting(reason)
         self.watch.next_send = time.monotonic() + BROKER_RETRY_SECONDS
+        return reason
 
-    def _retry_refused(self, current: list[ShardView]) -> None:
+    def _retry_refused(self, current: list[ShardView]) -> str:
+        """Send refused shards again after a pause (another worker may take them); the last refusal."""
+        refusal = ""
         for shard in (s for s in current if s.status == ShardStatus.REFUSED):
+            refusal = shard.reason
             seen = self.watch.refused_seen.setdefault(shard.id, time.monotonic())
-            self._note_waiting(shard.reason)
             if time.monotonic() - seen >= REFUSED_RETRY_SECONDS:
                 self.watch.refused_seen.pop(shard.id)
                 shards.back_to_pending(shard, shard.reason)
+        return refusal
 
     def _resend_unclaimed(self, current: list[ShardView]) -> None:
         stale = [s for s in current if s.status == ShardStatus.SENT and s.sent_at is not None
