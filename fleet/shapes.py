@@ -25,6 +25,8 @@ def run_json(run) -> dict:
         "strategy": run.strategy or None, "created_at": iso(run.created_at),
         "started_at": iso(run.started_at), "finished_at": iso(run.finished_at), "error": run.error or None,
         "cancel_requested": bool(run.cancel_requested), "approval_id": run.approval_id,
+        # Why a queued run waits (the broker is down, scale-out); rows of older pages may not carry it.
+        "waiting_reason": getattr(run, "waiting_reason", "") or None,
     }
 
 

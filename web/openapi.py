@@ -338,6 +338,7 @@ def _run_schema() -> dict:
         "requested_by": {"type": "string"}, "strategy": _string_or_null(), "created_at": timestamp,
         "started_at": timestamp, "finished_at": timestamp, "error": _string_or_null(),
         "cancel_requested": {"type": "boolean"}, "approval_id": _int_or_null(),
+        "waiting_reason": {**_string_or_null(), "description": "why a queued run waits (the broker is down)"},
     })
 
 

@@ -165,9 +165,10 @@ class ShardedRun:
                          self.run_id, shard.index, RESEND_UNCLAIMED_SECONDS)
 
     def _idle_slots(self) -> int:
-        now = utcnow()
-        busy = sum(w.running for w in workers.list_workers(now, fleet.__version__) if w.state == workers.ONLINE)
-        return workers.online_capacity(now, fleet.__version__) - busy
+        """Free slots of the workers that take shards (online, this version, refusing nothing)."""
+        listed = [w for w in workers.list_workers(utcnow(), fleet.__version__)
+                  if w.state == workers.ONLINE and w.version_ok and not w.refusing]
+        return workers.capacity_of(listed) - sum(w.running for w in listed)
 
     def _note_waiting(self, reason: str) -> None:
         if reason != self.watch.waiting:
