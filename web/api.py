@@ -261,9 +261,9 @@ def metrics():
     """Prometheus text format 0.0.4. Needs the viewer role: give Prometheus a viewer token
     (`fleet token create prometheus --role viewer`; scrape config `authorization: {credentials_file: ...}`).
 
-    Six queries whatever the history's length: the inventory's hosts (once), runs per kind and status
+    Seven queries whatever the history's length: the inventory's hosts (once), runs per kind and status
     (the queue among them) and run durations (aggregated in SQL), the runs retention folded away,
-    times to fix (aggregated in SQL), the source.
+    times to fix (aggregated in SQL), the source, the workers (with their running shards).
     fleet_runs_total counts finished runs only (pruned ones included), so it never goes down;
     fleet_queue_depth shows the queue.
     """
@@ -273,7 +273,9 @@ def metrics():
         run_counts={key: n for key, n in counts.items() if key[1] in vocabulary.RUN_FINAL_STATUSES},
         queue_depth=sum(n for (_, status), n in counts.items() if status == vocabulary.RunStatus.QUEUED),
         source=queries.source_state(),
-        drift_fix=queries.drift_fix_histogram(), run_durations=durations)
+        drift_fix=queries.drift_fix_histogram(), run_durations=durations,
+        workers=workers.list_workers(vocabulary.utcnow(), __version__),
+        executor=current_app.config["FLEET_SETTINGS"].executor)
     return Response(serializers.metrics_text(snapshot), content_type=serializers.CONTENT_TYPE)
 
 

@@ -14,7 +14,7 @@ The JSON shapes of runs, hosts, revisions and approvals live in the core
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
@@ -23,7 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from fleet import vocabulary
+from fleet.store import workers
 from fleet.store.views import HistogramView, HostView, SourceView
+from fleet.store.workers import WorkerView
 from fleet.vocabulary import HostStatus, aware, epoch_seconds
 
 # Prometheus' text format 0.0.4, which generate_latest writes (names stay plain ASCII).
@@ -43,6 +45,8 @@ class MetricsSnapshot:
     source: SourceView | None
     drift_fix: HistogramView
     run_durations: dict[str, HistogramView]  # per run kind; a kind without finished runs may be missing
+    workers: list[WorkerView] = field(default_factory=list)  # every worker seen (scale-out)
+    executor: str = "local"  # FLEET_EXECUTOR of this process
 
 
 def metrics_text(snapshot: MetricsSnapshot) -> bytes:
@@ -69,10 +73,25 @@ class _SnapshotCollector:
                                [([], snap.drift_fix)], [])
         yield from source_families(snap.source)
         yield _gauge("fleet_queue_depth", "Runs queued for the controller.", snap.queue_depth)
+        yield from worker_families(snap.workers, snap.executor)
         newest = max((h.last_check_at for h in snap.hosts if h.last_check_at), default=None)
         yield _gauge("fleet_last_check_timestamp_seconds",
                      "When any host was last checked, seconds since the epoch (0: never); "
                      "per host: fleet_host_last_check_timestamp_seconds.", epoch_seconds(newest))
+
+
+def worker_families(listed: list[WorkerView], executor: str) -> Iterator[Metric]:
+    """Scale-out: workers per state, the shard slots that take work, and whether runs can execute at all."""
+    family = GaugeMetricFamily("fleet_workers", "fleet workers seen, by state (online, lost, stopped).",
+                               labels=["state"])
+    for state in workers.WORKER_STATES:
+        family.add_metric([state], sum(1 for w in listed if w.state == state))
+    yield family
+    slots = workers.capacity_of(listed)
+    yield _gauge("fleet_worker_slots", "Shards the online workers of this fleet version can run at once.", slots)
+    yield _gauge("fleet_executor_workers_missing",
+                 "1 when FLEET_EXECUTOR=celery and no online worker of this version takes shards: runs wait.",
+                 1 if executor == "celery" and slots == 0 else 0)
 
 
 def host_families(hosts: list[HostView], now: datetime) -> Iterator[Metric]:

@@ -11,7 +11,7 @@ from sqlalchemy import event, insert, update
 from fleet.drift import HostVerdict
 from fleet.store import accounts, records
 from fleet.store.db import db
-from fleet.store.models import Host, Run, SourceState
+from fleet.store.models import Host, Run, SourceState, Worker
 from fleet.vocabulary import utcnow
 from tests.alert_rules import load_alert_rules
 from tests.web.conftest import make_app
@@ -203,7 +203,7 @@ def test_a_scrape_costs_the_same_queries_for_a_small_or_a_long_history(tmp_path)
         seed(app, hosts=size * 5, runs=size * 20, drifts=size)
         counts.append(count_scrape_queries(app, token))
     assert counts[0] == counts[1]
-    assert counts[1] <= 9, counts  # token lookup and its last-used write, then six reads
+    assert counts[1] <= 10, counts  # token lookup and its last-used write, then the reads the view lists
 
 
 def test_every_example_alert_rule_reads_a_metric_the_endpoint_serves_and_fires_when_it_should(app, token):
@@ -215,9 +215,37 @@ def test_every_example_alert_rule_reads_a_metric_the_endpoint_serves_and_fires_w
     answer = app.test_client().get(API + "/metrics", headers={"Authorization": f"Bearer {token}"})
     text = answer.get_data(as_text=True)
     rules = load_alert_rules()
-    assert set(rules) == {"FleetHostNotChecked", "FleetDriftNotFixed", "FleetSourceStale"}
+    assert set(rules) == {"FleetHostNotChecked", "FleetDriftNotFixed", "FleetSourceStale", "FleetNoWorkers"}
     for rule in rules.values():
         assert f"# TYPE {rule.metric} " in text, f"{rule.name} reads {rule.metric}, which /metrics does not serve"
     assert [labels["host"] for labels in rules["FleetHostNotChecked"].firing(text)] == ["silent"]
     assert [labels["host"] for labels in rules["FleetDriftNotFixed"].firing(text)] == ["fresh"]
     assert rules["FleetSourceStale"].firing(text) == [{}]
+
+
+def test_workers_are_counted_by_state_and_a_celery_controller_without_one_says_runs_wait(tmp_path):
+    import fleet
+    from fleet.settings import replace
+
+    app = make_app(tmp_path, users=())
+    app.config["FLEET_SETTINGS"] = replace(app.config["FLEET_SETTINGS"], executor="celery", broker_url="redis://x")
+    with app.app_context():
+        token = accounts.create_token("prometheus", "viewer", "test")
+    now = utcnow()
+    add(app, Worker(name="old@a", version="0.0.1", concurrency=4, heartbeat_at=now),
+        Worker(name="gone@b", version=fleet.__version__, concurrency=2, heartbeat_at=now - timedelta(minutes=5)))
+    samples = scrape(app, token)
+    assert samples[("fleet_workers", (("state", "online"),))] == 1
+    assert samples[("fleet_workers", (("state", "lost"),))] == 1
+    assert samples[("fleet_worker_slots", ())] == 0  # the online one runs another version: it takes no shard
+    answer = app.test_client().get(API + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert load_alert_rules()["FleetNoWorkers"].firing(answer.get_data(as_text=True)) == [{}]
+    add(app, Worker(name="new@c", version=fleet.__version__, concurrency=2, heartbeat_at=utcnow()))
+    samples = scrape(app, token)
+    assert samples[("fleet_worker_slots", ())] == 2 and samples[("fleet_executor_workers_missing", ())] == 0
+
+
+def test_a_local_executor_never_misses_workers(app, token):
+    samples = scrape(app, token)
+    assert samples[("fleet_executor_workers_missing", ())] == 0
+    assert samples[("fleet_worker_slots", ())] == 0
