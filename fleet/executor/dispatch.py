@@ -228,7 +228,8 @@ class ShardedRun:
 
 def shard_verdicts(shard: ShardView) -> list[HostVerdict]:
     """Each host of a shard with exactly one verdict: its worker's, or what the shard's end proves."""
-    found = {v.name: v for v in (verdicts_from_json(shard.verdicts) if shard.status == ShardStatus.DONE else [])}
+    kept = shard.status in shards.SHARD_WITH_VERDICTS and shard.verdicts
+    found = {v.name: v for v in (verdicts_from_json(shard.verdicts) if kept else [])}
     for name in shard.names:
         if name not in found:
             found[name] = HostVerdict(name=name, **_unproven(shard))

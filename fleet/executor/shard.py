@@ -268,5 +268,6 @@ class ShardExecution(Execution):
         verdicts = self.settled_verdicts(status) + [
             HostVerdict(name=n, status=HostStatus.FAILED, message="not in the inventory as this worker lists it")
             for n in self.missing]
-        return {"status": ShardStatus.DONE, "outcome": status, "verdicts": verdicts_to_json(verdicts),
-                "finished_at": utcnow()}
+        stopped = status in (RunStatus.CANCELED, RunStatus.TIMEOUT)  # Ansible was stopped, not finished
+        return {"status": ShardStatus.CANCELED if stopped else ShardStatus.DONE, "outcome": status,
+                "verdicts": verdicts_to_json(verdicts), "finished_at": utcnow()}

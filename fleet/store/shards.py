@@ -45,6 +45,8 @@ class ShardStatus:
 
 
 SHARD_FINAL = (ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.INTERRUPTED, ShardStatus.CANCELED)
+# A shard its worker finished (to the end, or stopped: canceled, timed out) carries the worker's verdicts.
+SHARD_WITH_VERDICTS = (ShardStatus.DONE, ShardStatus.CANCELED)
 # Event numbers of a shard start at its own offset, so output and task rows of all shards keep one order:
 # shard by shard, attempt by attempt within a shard.
 SHARD_SEQ_SPAN = 10**9
@@ -124,8 +126,9 @@ def note_waiting(shard: ShardView, reason: str) -> None:
 
 
 def back_to_pending(shard: ShardView, reason: str) -> bool:
-    """A refused shard goes back to be sent again (another worker may take it)."""
-    return _move(shard, (ShardStatus.REFUSED,), status=ShardStatus.PENDING, reason=reason)
+    """A refused shard goes back to be sent again (another worker may take it); the refusal stays in its history."""
+    return _move(shard, (ShardStatus.REFUSED,), status=ShardStatus.PENDING, reason=reason,
+                 history=_history(shard, f"refused: {reason}"))
 
 
 def rearm_lost(shard: ShardView, note: str) -> bool:
@@ -185,7 +188,8 @@ def task_results_of(run_id: int) -> dict[str, list[TaskResult]]:
 
 def _history(shard: ShardView, note: str) -> str:
     stamp = utcnow().strftime("%H:%M:%S")
-    line = f"{stamp} attempt {shard.attempt} on {shard.worker or 'no worker'}: {note}"
+    where = f" on {shard.worker}" if shard.worker else ""
+    line = f"{stamp} attempt {shard.attempt}{where}: {note}"
     return f"{shard.history}\n{line}".strip()
 
 

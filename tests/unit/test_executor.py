@@ -52,6 +52,12 @@ def shard(status: str, verdicts: list[HostVerdict] = (), reason: str = "") -> Sh
                      history="", token="", lease_expires_at=None, sent_at=None, started_at=None, finished_at=None)
 
 
+def test_a_shard_its_worker_stopped_keeps_the_verdicts_it_settled():
+    found = shard_verdicts(shard(ShardStatus.CANCELED, [HostVerdict(name="a", status=HostStatus.DRIFTED),
+                                                        HostVerdict(name="b", status=HostStatus.INCOMPLETE)]))
+    assert [(v.name, v.status) for v in found] == [("a", HostStatus.DRIFTED), ("b", HostStatus.INCOMPLETE)]
+
+
 def test_a_done_shard_gives_its_workers_verdicts_and_a_host_it_lacks_is_not_proven():
     found = shard_verdicts(shard(ShardStatus.DONE, [HostVerdict(name="a", status=HostStatus.IN_SYNC)]))
     assert [(v.name, v.status) for v in found] == [("a", HostStatus.IN_SYNC), ("b", HostStatus.INCOMPLETE)]
@@ -65,9 +71,15 @@ def test_a_done_shard_gives_its_workers_verdicts_and_a_host_it_lacks_is_not_prov
     pytest.param(ShardStatus.CANCELED, "", HostStatus.INCOMPLETE, "the run stopped before", id="never started"),
 ])
 def test_a_shard_that_did_not_finish_proves_nothing_in_sync(status, reason, expected, message):
-    found = shard_verdicts(shard(status, [HostVerdict(name="a", status=HostStatus.IN_SYNC)], reason))
+    found = shard_verdicts(shard(status, [], reason))
     assert {v.status for v in found} == {expected}
     assert all(v.message.startswith(message) for v in found)
+
+
+@pytest.mark.parametrize("status", [ShardStatus.INTERRUPTED, ShardStatus.FAILED])
+def test_verdicts_of_a_shard_that_did_not_finish_are_never_used(status):
+    found = shard_verdicts(shard(status, [HostVerdict(name="a", status=HostStatus.IN_SYNC)], "lost"))
+    assert HostStatus.IN_SYNC not in {v.status for v in found}
 
 
 def test_a_worker_refuses_a_controller_of_another_version_and_names_both():

@@ -135,7 +135,8 @@ def test_a_refused_shard_goes_back_to_pending_to_be_sent_again(store):
     refused = shards.get_shard(first.id)
     assert (refused.status, refused.reason) == (ShardStatus.REFUSED, "worker odd runs fleet 0.0.0")
     assert shards.back_to_pending(refused, refused.reason)
-    assert shards.get_shard(first.id).status == ShardStatus.PENDING
+    again = shards.get_shard(first.id)
+    assert again.status == ShardStatus.PENDING and "refused: worker odd runs fleet 0.0.0" in again.history
 
 
 def test_task_results_of_a_run_come_back_per_host_in_order(store):
