@@ -268,7 +268,25 @@ def _path(task) -> str:
         return ""
 
 
-for _hook in (_hook_vault, _hook_display, _hook_events, _hook_results, _hook_meta):
+# --- how often the main process looks for results ---------------------------------
+
+# Ansible's default is 0.001 s. Each look also asks every worker process whether it exited (a waitpid per
+# fork), so at 1 ms ansible-playbook's main process spends a few percent of a core just looking, the whole run
+# long, on a controller that is CPU-bound; at 10 ms a task's end is noticed at most 10 ms later.
+RESULTS_POLL_INTERVAL = 0.01
+
+
+def _hook_results_poll() -> None:
+    """Look for results every RESULTS_POLL_INTERVAL unless ansible.cfg sets internal_poll_interval (it has no
+    environment variable, and fleet must not replace the source's ansible.cfg to set it)."""
+    from ansible import constants
+
+    _value, origin = constants.config.get_config_value_and_origin("DEFAULT_INTERNAL_POLL_INTERVAL")
+    if origin == "default":
+        constants.DEFAULT_INTERNAL_POLL_INTERVAL = RESULTS_POLL_INTERVAL  # read by the strategy at each wait
+
+
+for _hook in (_hook_vault, _hook_display, _hook_events, _hook_results, _hook_meta, _hook_results_poll):
     try:
         _hook()
     except (AttributeError, TypeError):  # an ansible-core whose internals moved: plain behaviour
