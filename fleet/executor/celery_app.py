@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import functools
 
-from celery import Celery
-
 import fleet
-from fleet.errors import FleetError
+from fleet.errors import ConfigError, FleetError
+
+try:
+    from celery import Celery
+except ImportError:  # the `celery` extra is not installed: said when the executor is first used
+    Celery = None
 
 QUEUE = "fleet"
 SHARD_TASK = "fleet.run_shard"
@@ -28,6 +31,8 @@ class BrokerUnavailable(FleetError):
 @functools.lru_cache(maxsize=4)
 def celery_app(broker_url: str) -> Celery:
     """One Celery app per broker URL and process."""
+    if Celery is None:
+        raise ConfigError("FLEET_EXECUTOR=celery and `fleet worker` need Celery: pip install 'fleet[celery]'")
     app = Celery("fleet", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json", accept_content=["json"], task_ignore_result=True,
@@ -43,8 +48,9 @@ def celery_app(broker_url: str) -> Celery:
 
 def send_shard(broker_url: str, shard_id: int, attempt: int, queue: str = QUEUE) -> None:
     """Put one shard's message on the queue; BrokerUnavailable (with the broker's words) if it cannot."""
+    app = celery_app(broker_url)
     try:
-        celery_app(broker_url).send_task(SHARD_TASK, args=[shard_id, attempt, fleet.__version__], queue=queue,
+        app.send_task(SHARD_TASK, args=[shard_id, attempt, fleet.__version__], queue=queue,
                                          retry=False)
     except Exception as exc:  # kombu, redis and amqp each raise their own; all mean the same here
         raise BrokerUnavailable(f"the broker at {display_broker(broker_url)} did not take the shard: "
@@ -67,8 +73,9 @@ def _words(exc: BaseException) -> str:
 
 def broker_problem(broker_url: str) -> str:
     """Why the broker cannot take messages now ('' when it answers), asked with a short timeout."""
+    app = celery_app(broker_url)
     try:
-        with celery_app(broker_url).connection_for_write() as connection:
+        with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT)
     except Exception as exc:  # each transport raises its own; all mean the broker is not there
         return f"the broker at {display_broker(broker_url)} does not answer: {_words(exc)}"
