@@ -50,8 +50,7 @@ def send_shard(broker_url: str, shard_id: int, attempt: int, queue: str = QUEUE)
     """Put one shard's message on the queue; BrokerUnavailable (with the broker's words) if it cannot."""
     app = celery_app(broker_url)
     try:
-        app.send_task(SHARD_TASK, args=[shard_id, attempt, fleet.__version__], queue=queue,
-                                         retry=False)
+        app.send_task(SHARD_TASK, args=[shard_id, attempt, fleet.__version__], queue=queue, retry=False)
     except Exception as exc:  # kombu, redis and amqp each raise their own; all mean the same here
         raise BrokerUnavailable(f"the broker at {display_broker(broker_url)} did not take the shard: "
                                 f"{_words(exc)}") from exc
