@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run, results with machine, date and commands in bench/RESULTS.md.
 
-    python -m bench.run [--only check,scaling,ingest,history,footprint,mitogen] [--rounds N] [--out PATH]
+    python -m bench.run [--only check,scaling,ingest,history,footprint,mitogen,scaleout] [--rounds N] [--out PATH]
 
 This machine is shared and noisy, so contenders run interleaved in the same
 session and the headline numbers are ratios.
@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import common
 
 RESULTS = Path(__file__).parent / "RESULTS.md"
-SECTIONS = ("check", "scaling", "ingest", "history", "footprint", "mitogen")
+SECTIONS = ("check", "scaling", "ingest", "history", "footprint", "mitogen", "scaleout")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +136,14 @@ def run_mitogen(work: Path, rounds: int) -> list[str]:
     return mitogen_race.report(runners, rounds, hosts=20)
 
 
+def run_scaleout(work: Path, rounds: int) -> list[str]:
+    from bench import scaleout
+
+    return scaleout.report(scaleout.measure(work, rounds=rounds), rounds)
+
+
 SECTION_RUNNERS = {"check": run_check, "scaling": run_scaling, "ingest": run_ingest, "history": run_history,
-                   "footprint": run_footprint, "mitogen": run_mitogen}
+                   "footprint": run_footprint, "mitogen": run_mitogen, "scaleout": run_scaleout}
 
 if __name__ == "__main__":
     sys.exit(main())
