@@ -39,7 +39,7 @@ CYCLE_MINUTES = 30
 FLEET_SIZE = 10_000
 RUN_TIMEOUT_SECONDS = 600
 LOGS = Path("/tmp/fleet-bench-scaleout-logs")  # the processes' logs, kept after the bench's temporary dir is gone
-IDLE_SECONDS = 5.0  # no run queued or running this long: the controller's start-up work is over
+IDLE_SECONDS = 5.0  # no run queued or running this long after its start: the controller's start-up work is over
 # A yearly schedule: the controller starts no check of its own during the measurements.
 FLEET_YML = 'schedule: "0 0 1 1 *"\n'
 # Other helpers share these 2 cores: a loaded machine must not turn a slow handshake into an unreachable host.
@@ -247,7 +247,7 @@ class Controller:
                                          stderr=subprocess.STDOUT)
         wait_for(lambda: self._alive() and self.lab.db.leader_pid() == self.proc.pid, 120,
                  f"the {self.executor} controller to lead")
-        wait_until_idle(self.lab.db)
+        wait_until_idle(self.lab.db, IDLE_SECONDS)
 
     def _alive(self) -> bool:
         if self.proc.poll() is not None:
@@ -262,11 +262,11 @@ class Controller:
         stop(self.proc)
 
 
-def wait_until_idle(db: BenchDb) -> None:
-    """No run queued or running for IDLE_SECONDS in a row (a start-up check of a new commit included)."""
+def wait_until_idle(db: BenchDb, seconds: float = 1.0) -> None:
+    """No run queued or running for `seconds` in a row."""
     quiet_since = time.monotonic()
     deadline = quiet_since + RUN_TIMEOUT_SECONDS
-    while time.monotonic() - quiet_since < IDLE_SECONDS:
+    while time.monotonic() - quiet_since < seconds:
         if time.monotonic() > deadline:
             raise SystemExit("scaleout bench: runs still queued or running after 10 minutes")
         if db.busy():
@@ -324,11 +324,10 @@ def measure_celery(lab: Lab, rounds: int) -> tuple[Series, Series]:
         first.start()
         controller.start()
         checked(lab, controller, [first])  # warm-up of w1 on all hosts
-        for index in range(rounds):
+        for _ in range(rounds):
             one.checks.append(checked(lab, controller, [first]))
             second.start()
-            if index == 0:
-                checked(lab, controller, [first, second])  # warm-up of w2
+            checked(lab, controller, [first, second])  # warm-up of the new w2 process (its SSH masters stay up)
             two.checks.append(checked(lab, controller, [first, second]))
             second.stop()
     finally:
@@ -392,9 +391,11 @@ def bench_source(repo: Path, inventory: Path) -> Path:
 def report(series: list[Series], rounds: int) -> list[str]:
     local, one, two = series
     lines = [f"## Scale-out on Celery workers: {HOSTS} lab hosts, the example playbook", "",
-             f"One session, one PostgreSQL store, a redis-server broker; medians of {rounds} rounds, each after a "
-             "warm-up check, every check at the commit checked before. Checks are queued with `fleet request "
-             "check` (its own process, not counted) for a long-lived `fleet controller`.", ""]
+             f"One session, one PostgreSQL store, a redis-server broker; medians of {rounds} rounds, every check "
+             "at the commit checked before, queued with `fleet request check` (its own process, not counted) for a "
+             "long-lived `fleet controller`. The local controller gets one warm-up check, then its rounds; the "
+             "celery one runs one-worker and two-worker checks interleaved: w1 runs throughout, w2 is started "
+             "before each two-worker check (an unmeasured check warms it) and stopped after it.", ""]
     lines += _cpu_lines(local, two)
     lines += _throughput_lines(one, two)
     lines += _sizing_lines(one, two)
