@@ -693,12 +693,13 @@ def accept_key(ctx, name, jump):
     with _store(settings):
         host = queries.get_host(name)
         target = _probe_target(settings, host)
-        written = pins.write_known_hosts(settings.known_hosts_path)  # hops on the way must match the store's pins
-        probe = hostkeys.accept_key(target, settings.known_hosts_path, settings.connect_timeout,
-                                    settings.identity_path, jump)
-        if not probe.usable:
-            raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
-        _store_accepted_key(settings, hostkeys.accepted_name(target, jump), written)
+        with pins.probing(settings.known_hosts_path):
+            written = pins.write_known_hosts(settings.known_hosts_path)  # hops on the way must match the store's
+            probe = hostkeys.accept_key(target, settings.known_hosts_path, settings.connect_timeout,
+                                        settings.identity_path, jump)
+            if not probe.usable:
+                raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
+            _store_accepted_key(settings, hostkeys.accepted_name(target, jump), written)
         if not jump:
             records.mark_key_blocked(name, False)
         _audit("host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else ""))

@@ -35,7 +35,9 @@ from fleet import policy, processes, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError, StoreError
 from fleet.hostkeys import Probe
-from fleet.runner import AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg, choose_strategy
+from fleet.runner import (
+    COLLECTIONS_DIR, ROLES_DIR, AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg, choose_strategy,
+)
 from fleet.settings import Settings
 from fleet.store import leases, pins, queries, records
 from fleet.store.views import RunView, view_of
@@ -214,7 +216,8 @@ def inventory_hosts(tree: Path, settings: Settings, runner: Runner | None = None
     """
     dynamic = is_dynamic_inventory(tree / settings.inventory)
     generation = _inventory_generation if dynamic else 0
-    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation, not dynamic))
+    kept_in = None if dynamic else settings.data_dir / KEPT_DIR
+    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation, kept_in))
 
 
 # Bumped when a run starts: the key under which dynamic inventories' listings are cached.
@@ -229,24 +232,31 @@ def reread_dynamic_inventories() -> None:
 
 @functools.lru_cache(maxsize=64)
 def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None,
-             generation: int, static: bool) -> tuple[InventoryHost, ...]:
-    if static and isinstance(runner, AnsibleRunner):  # kept in the export, for every process (fakes need not)
-        return kept_listing(runner, tree, inventory, limit)
+             generation: int, kept_in: Path | None) -> tuple[InventoryHost, ...]:
+    if kept_in is not None and isinstance(runner, AnsibleRunner):  # static: kept for every process (fakes need not)
+        return kept_listing(runner, tree, inventory, limit, kept_in)
     return tuple(runner.list_inventory(tree, inventory, limit))
 
 
-# Inside an export: what Ansible said about it once (listings), so that each later process need not ask again.
+# What Ansible said once about a static inventory (its listings), so that later processes need not ask again:
+# in the export, or in the data directory for every export whose inventory files are the same.
 KEPT_DIR = ".fleet-kept"
 
 
-def kept_listing(runner: AnsibleRunner, tree: Path, inventory: str, limit: str | None) -> tuple[InventoryHost, ...]:
-    """The listing of a static inventory, from the export when a process listed it before under the same
-    conditions (ANSIBLE_* environment, ansible.cfg, vault password), else from Ansible and then kept.
+def kept_listing(runner: AnsibleRunner, tree: Path, inventory: str, limit: str | None,
+                 shared_dir: Path) -> tuple[InventoryHost, ...]:
+    """The listing of a static inventory as a process listed it before under the same conditions (ANSIBLE_*
+    environment, ansible.cfg, vault password), else from Ansible and then kept.
 
-    An export never changes, so neither does what Ansible lists from it under those conditions;
-    `fleet check` is a new process each time, and this spares each one an ansible-inventory run.
+    An export never changes, so neither does what Ansible lists from it under those conditions; `fleet check`
+    is a new process each time, and this spares each one an ansible-inventory run. A new commit that leaves the
+    inventory's files as they were (and brings no ansible.cfg or requirements of its own) finds the listing of
+    an earlier export in `shared_dir`, so its first check does not list again either.
     """
-    path = tree / KEPT_DIR / f"inventory-{_conditions_key(runner, tree, inventory, limit or '')}.json"
+    conditions = _conditions_key(runner, tree, inventory, limit or "")
+    content = inventory_content_key(tree, inventory)
+    path = (shared_dir / f"inventory-{content}-{conditions}.json" if content
+            else tree / KEPT_DIR / f"inventory-{conditions}.json")
     try:
         return tuple(InventoryHost(**{**host, "groups": tuple(host["groups"]), "ssh_args": tuple(host["ssh_args"])})
                      for host in json.loads(path.read_text()))
@@ -266,6 +276,29 @@ def _conditions_key(runner: AnsibleRunner, tree: Path, *names: str) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
+def inventory_content_key(tree: Path, inventory: str) -> str:
+    """A digest of every file a static inventory's listing is read from: the inventory (a file or a directory),
+    the group_vars/ and host_vars/ beside it and at the top of the tree. '' when the listing may depend on more
+    of the tree: an ansible.cfg or requirements installed in it can bring plugins that read other files.
+    """
+    if any((tree / name).exists() for name in ("ansible.cfg", COLLECTIONS_DIR, ROLES_DIR)):
+        return ""
+    source = tree / inventory
+    base = source if source.is_dir() else source.parent
+    roots = {source, base / "group_vars", base / "host_vars", tree / "group_vars", tree / "host_vars"}
+    files = sorted({file for root in roots for file in _files_under(root)})
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(tree)}\0{_file_digest(file)}\0".encode())
+    return digest.hexdigest()[:32]
+
+
+def _files_under(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return [path for path in root.rglob("*") if path.is_file()] if root.is_dir() else []
+
+
 def _file_digest(path: Path | None) -> str:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest() if path else ""
@@ -276,7 +309,7 @@ def _file_digest(path: Path | None) -> str:
 def _keep(path: Path, text: str) -> None:
     """Write `text` at `path` whole or not at all (processes may read it at once)."""
     try:
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.{os.getpid()}")
         staging.write_text(text)
         staging.replace(path)
@@ -633,14 +666,15 @@ class Execution:
         which reports them as a changed key (a jump host's too), named as what happened.
         """
         known_hosts = self.settings.known_hosts_path
-        written = pins.write_known_hosts(known_hosts)
-        probes = self.runner.probe_hosts(targets)
-        lost = pins.record_new_pins(known_hosts, pins.process_name(), written)
-        if not lost:
-            return probes
-        written = pins.stored_pins()  # what record_new_pins left in the file
-        again = self.runner.probe_hosts([t for t in targets if probes[t.name].usable])
-        lost_again = pins.record_new_pins(known_hosts, pins.process_name(), written)
+        with pins.probing(known_hosts):  # another run of this data directory rewrites the file after, not during
+            written = pins.write_known_hosts(known_hosts)
+            probes = self.runner.probe_hosts(targets)
+            lost = pins.record_new_pins(known_hosts, pins.process_name(), written)
+            if not lost:
+                return probes
+            written = pins.stored_pins()  # what record_new_pins left in the file
+            again = self.runner.probe_hosts([t for t in targets if probes[t.name].usable])
+            lost_again = pins.record_new_pins(known_hosts, pins.process_name(), written)
         return {**probes, **{name: _lost_race(probe, lost, lost_again) for name, probe in again.items()}}
 
     def _spec(self, desired: DesiredState, hosts: list[str]) -> JobSpec:

@@ -17,10 +17,13 @@ changed key, never a second pin.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -38,6 +41,21 @@ def stored_pins() -> list[Pin]:
     rows = db.session.execute(select(HostKey.name, HostKey.key_type, HostKey.key_b64)
                               .order_by(HostKey.name, HostKey.key_type)).all()
     return [tuple(row) for row in rows]
+
+
+@contextmanager
+def probing(path: Path) -> Iterator[None]:
+    """Hold the known_hosts file at `path` for one probe: written from the store, probed, recorded.
+
+    Why: two runs using one data directory at once (a worker's concurrent
+    shards; the controller and a `fleet check`) would otherwise rewrite the
+    file from the store between the other's probe and its recording, and lose
+    the keys that probe pinned on first contact. Ansible's runs are not held.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def write_known_hosts(path: Path) -> list[Pin]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,26 @@ def test_the_file_holds_exactly_the_stores_pins_private(store, tmp_path, keys):
 def test_an_empty_store_writes_an_empty_file(store, tmp_path):
     path = tmp_path / "ssh" / "known_hosts"
     assert pins.write_known_hosts(path) == [] and path.read_text() == ""
+
+
+def test_one_probe_at_a_time_holds_a_data_directorys_file(tmp_path):
+    path = tmp_path / "ssh" / "known_hosts"
+    entered = threading.Event()
+    order = []
+
+    def second_run():
+        with pins.probing(path):
+            order.append("second")
+        entered.set()
+
+    with pins.probing(path):
+        other = threading.Thread(target=second_run)
+        other.start()
+        assert not entered.wait(0.5), "a second run waits while the first probes and records"
+        order.append("first")
+    other.join(5)
+    assert order == ["first", "second"]
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 # --- the upgrade: an old file adopted once ----------------------------------------------------
