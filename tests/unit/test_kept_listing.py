@@ -2,6 +2,7 @@
 at once. Ansible's own ansible-inventory and ansible-playbook run here (no hosts needed)."""
 
 import dataclasses
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -45,6 +46,11 @@ def tree(tmp_path):
 
 
 @pytest.fixture
+def settings(tmp_path):
+    return Settings(repo="r", data_dir=tmp_path / "data")
+
+
+@pytest.fixture
 def runner(tmp_path):
     return CountingRunner(tmp_path / "known_hosts", tmp_path / "cp")
 
@@ -54,8 +60,7 @@ def a_new_process():
     jobs._listing.cache_clear()
 
 
-def test_a_static_listing_is_asked_of_ansible_once_and_read_back_the_same_by_later_processes(tree, runner):
-    settings = Settings(repo="r")
+def test_a_static_listing_is_asked_of_ansible_once_and_read_back_the_same_by_later_processes(tree, runner, settings):
     first = jobs.inventory_hosts(tree, settings, runner)
     a_new_process()
     again = jobs.inventory_hosts(tree, settings, runner)
@@ -66,8 +71,7 @@ def test_a_static_listing_is_asked_of_ansible_once_and_read_back_the_same_by_lat
     assert again[1].ssh_args == ("", "-o ProxyJump=root@127.0.0.9", "")
 
 
-def test_each_limit_is_kept_apart(tree, runner):
-    settings = Settings(repo="r")
+def test_each_limit_is_kept_apart(tree, runner, settings):
     assert [h.name for h in jobs.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
     a_new_process()
     assert [h.name for h in jobs.inventory_hosts(tree, settings, runner)] == ["web1", "web2"]
@@ -75,8 +79,7 @@ def test_each_limit_is_kept_apart(tree, runner):
     assert runner.listed == ["web2", None]
 
 
-def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner, monkeypatch, tmp_path):
-    settings = Settings(repo="r")
+def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner, monkeypatch, tmp_path, settings):
     jobs.inventory_hosts(tree, settings, runner)
     a_new_process()
     monkeypatch.setenv("ANSIBLE_INVENTORY_ENABLED", "yaml,ini")
@@ -95,23 +98,21 @@ def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner
     assert runner.listed == [None] * 4
 
 
-def test_a_dynamic_inventory_is_never_kept(tree, runner):
+def test_a_dynamic_inventory_is_never_kept(tree, runner, settings):
     script = tree / "inventory" / "script.sh"
     script.write_text('#!/bin/sh\necho \'{"_meta": {"hostvars": {}}, "all": {"hosts": ["dyn1"]}}\'\n')
     script.chmod(0o755)
-    settings = Settings(repo="r")
     names = [h.name for h in jobs.inventory_hosts(tree, settings, runner)]
     a_new_process()
     jobs.reread_dynamic_inventories()
     jobs.inventory_hosts(tree, settings, runner)
     assert "dyn1" in names and runner.listed == [None, None]
-    assert not (tree / jobs.KEPT_DIR).exists()
+    assert not (tree / jobs.KEPT_DIR).exists() and not (settings.data_dir / jobs.KEPT_DIR).exists()
 
 
-def test_an_unreadable_kept_listing_is_listed_again(tree, runner):
-    settings = Settings(repo="r")
+def test_an_unreadable_kept_listing_is_listed_again(tree, runner, settings):
     first = jobs.inventory_hosts(tree, settings, runner)
-    (kept,) = (tree / jobs.KEPT_DIR).iterdir()
+    (kept,) = (settings.data_dir / jobs.KEPT_DIR).iterdir()
     kept.write_text("{not json")
     a_new_process()
     assert jobs.inventory_hosts(tree, settings, runner) == first
@@ -137,21 +138,59 @@ class SlowRunner(AnsibleRunner):
         return fn()
 
 
-def test_validation_lists_the_inventory_and_checks_the_syntax_at_once(tree, tmp_path):
+def test_validation_lists_the_inventory_and_checks_the_syntax_at_once(tree, tmp_path, settings):
     slow = SlowRunner(tmp_path / "known_hosts", tmp_path / "cp")
-    validation = jobs.validate_revision(tree, Settings(repo="r"), slow)
+    validation = jobs.validate_revision(tree, settings, slow)
     assert validation.ok and [h.name for h in validation.hosts] == ["h1"]
     (list_start, list_end, _), (syntax_start, syntax_end, _) = slow.spans["list"], slow.spans["syntax"]
     assert list_start < syntax_end and syntax_start < list_end, "the two ran one after the other"
 
 
-def test_a_real_syntax_error_is_still_reported(tree, runner):
+def test_a_real_syntax_error_is_still_reported(tree, runner, settings):
     (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule_xyz: {}\n")
-    assert "syntax check failed" in jobs.validate_revision(tree, Settings(repo="r"), runner).error
+    assert "syntax check failed" in jobs.validate_revision(tree, settings, runner).error
 
 
-def test_a_real_inventory_error_is_reported_before_the_syntax_check_and_not_kept(tree, runner):
+def test_a_real_inventory_error_is_reported_before_the_syntax_check_and_not_kept(tree, runner, settings):
     (tree / "inventory" / "hosts.yml").write_text("all: [unbalanced\n")
     (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule_xyz: {}\n")
-    assert jobs.validate_revision(tree, Settings(repo="r"), runner).error.startswith("inventory does not parse")
-    assert not (tree / jobs.KEPT_DIR).exists()
+    assert jobs.validate_revision(tree, settings, runner).error.startswith("inventory does not parse")
+    assert not (tree / jobs.KEPT_DIR).exists() and not (settings.data_dir / jobs.KEPT_DIR).exists()
+
+
+def another_export(tree: Path, name: str) -> Path:
+    """The export of a later commit: the same files (until the test changes some)."""
+    other = tree.parent / name
+    shutil.copytree(tree, other, ignore=shutil.ignore_patterns(jobs.KEPT_DIR))
+    return other
+
+
+def test_a_later_export_with_the_same_inventory_files_reuses_the_listing(tree, runner, settings):
+    first = jobs.inventory_hosts(tree, settings, runner)
+    (tree / "playbooks" / "site.yml").write_text("- hosts: web\n  tasks: []\n")  # the commit changed a playbook
+    later = another_export(tree, "later")
+    a_new_process()
+    assert jobs.inventory_hosts(later, settings, runner) == first
+    assert runner.listed == [None]
+
+
+def test_a_later_export_whose_group_vars_changed_lists_again(tree, runner, settings):
+    jobs.inventory_hosts(tree, settings, runner)
+    later = another_export(tree, "later")
+    (later / "inventory" / "group_vars").mkdir()
+    (later / "inventory" / "group_vars" / "web.yml").write_text("ansible_port: 2222\n")
+    a_new_process()
+    assert {h.name: h.port for h in jobs.inventory_hosts(later, settings, runner)} == {"web1": 2201, "web2": 2222}
+    assert runner.listed == [None, None]
+
+
+def test_an_export_with_its_own_ansible_cfg_keeps_its_listing_to_itself(tree, runner, settings):
+    (tree / "ansible.cfg").write_text("[defaults]\nforks = 3\n")
+    first = jobs.inventory_hosts(tree, settings, runner)
+    a_new_process()
+    assert jobs.inventory_hosts(tree, settings, runner) == first  # kept in the export
+    later = another_export(tree, "later")
+    a_new_process()
+    jobs.inventory_hosts(later, settings, runner)
+    assert runner.listed == [None, None]
+    assert not (settings.data_dir / jobs.KEPT_DIR).exists()
