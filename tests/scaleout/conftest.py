@@ -8,6 +8,7 @@ one redis-server on a free loopback port. Tests read the shared store with plain
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.conftest import FLEET, FleetCli, ServeProcess, free_port, git, reset_test_database, wait_for
+from tests.conftest import (FLEET, FleetCli, ServeProcess, free_port, git, lab_ssh, reset_test_database,
+                            wait_for)
 
 SUBNET = 44  # web hosts 127.0.44.x, db hosts 127.0.45.x
 LAB_HOSTS = 20
@@ -240,12 +242,19 @@ class Scaleout:
     cli: ScaleoutCli
     db: ScaleoutDb
     redis: RedisServer
-    hosts: list[str] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)  # lab host name -> its loopback address
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(self.addresses)
 
     def applied_lines(self, host: str) -> int:
-        """Lines the converge's apply task left on a host: read from the host's overlay (its own writes)."""
-        path = self.cli.data_dir / "lab" / "hosts" / host / "fs" / "upper" / APPLIED_FILE
-        return len(path.read_text().splitlines()) if path.exists() else 0
+        """Lines the converge's apply task left on a host, read over SSH (the host's overlay lives in its
+        own mount namespace)."""
+        return int(lab_ssh(self.cli, self.addresses[host], f"cat /{APPLIED_FILE} 2>/dev/null | wc -l").strip())
+
+    def idle(self) -> bool:
+        return not self.db.rows("SELECT id FROM runs WHERE status IN ('queued', 'running')")
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +262,8 @@ def scaleout(scaleout_db, redis_server):
     """20 fresh lab hosts on subnets 44/45, a source for them, and the controller's `fleet` (celery executor).
 
     A short root under /tmp: SSH control sockets are named inside the data dirs, and pytest's tmp paths
-    are too long for them (fleet would warn and Mitogen reconnect every run)."""
+    are too long for them (fleet would warn and Mitogen reconnect every run). Kept afterwards: the
+    workers' and the controller's logs are there."""
     root = Path(tempfile.mkdtemp(prefix="fso-", dir="/tmp"))
     env = {"FLEET_DATABASE_URL": DATABASE_URL, "FLEET_EXECUTOR": "celery", "FLEET_BROKER_URL": redis_server.url,
            "FLEET_LEASE_SECONDS": str(LEASE_SECONDS), **SLOW_MACHINE_ENV}
@@ -262,13 +272,12 @@ def scaleout(scaleout_db, redis_server):
     assert up.code == 0, up.stderr
     try:
         make_scaleout_source(cli.repo, (cli.data_dir / "lab" / "hosts.yml").read_text())
-        hosts = sorted(p.name for p in (cli.data_dir / "lab" / "hosts").iterdir())
-        assert len(hosts) == LAB_HOSTS, hosts
-        yield Scaleout(root, cli, scaleout_db, redis_server, hosts)
+        lab = json.loads((cli.data_dir / "lab" / "lab.json").read_text())
+        assert len(lab) == LAB_HOSTS, lab
+        yield Scaleout(root, cli, scaleout_db, redis_server, {h["name"]: h["address"] for h in lab})
     finally:
         down = cli("lab", "down")
         assert down.code == 0, down.stderr
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- workers -----------------------------------------------------------------------------------------
@@ -425,12 +434,13 @@ def workers(scaleout):
 
 @pytest.fixture(scope="module")
 def serve(scaleout, workers):
-    """`fleet serve` as the celery controller (short poll), its start-up runs over before the tests use it."""
+    """`fleet serve` as the celery controller (short poll), its start-up check over before the tests use it."""
+    before = scaleout.db.latest_run_id()
     process = ServeProcess(scaleout.cli, poll_seconds=2, env=scaleout.cli.env)
     process.start()
     try:
-        wait_for(lambda: not scaleout.db.rows("SELECT id FROM runs WHERE status IN ('queued', 'running')"), 240,
-                 "fleet serve's start-up runs to end")
+        wait_for(lambda: scaleout.db.latest_run_id() > before, 120, "fleet serve's start-up check")
+        wait_for(scaleout.idle, 240, "fleet serve's start-up runs to end")
         yield process
     finally:
         process.stop()

@@ -96,8 +96,8 @@ def wait_run_end(db, run_id: int, timeout: float) -> dict:
 
 def test_celery_gives_the_local_executors_verdicts_diffs_and_coverage_on_20_hosts(scaleout, workers):
     workers.ensure_running()
-    local = scaleout.cli("check", "--json", env={"FLEET_EXECUTOR": "local"})
-    celery = scaleout.cli("check", "--json")
+    local = scaleout.cli("check", "--json", env={"FLEET_EXECUTOR": "local"}, timeout=300)
+    celery = scaleout.cli("check", "--json", timeout=300)
     local_report, celery_report = report(local), report(celery)
 
     assert celery.code == local.code == 2, (local.stderr[-2000:], celery.stderr[-2000:])  # drift found
@@ -192,27 +192,34 @@ def test_a_worker_killed_mid_converge_leaves_its_hosts_interrupted_and_nothing_a
 
 # --- a worker of another version ---------------------------------------------------------------------
 
-def test_a_worker_of_another_version_refuses_shards_naming_both_and_they_complete_elsewhere(scaleout, workers):
+def test_a_worker_of_another_version_refuses_shards_naming_both_and_they_complete_elsewhere(
+        scaleout, workers, tmp_path):
     db = scaleout.db
     workers.ensure_running()
     odd = workers.start_extra("odd@scaleout", ODD_WORKER)
     try:
         assert odd.wait_ready()["version"] == ODD_VERSION
-        # Many small shards: the odd worker, idle and quick to refuse, takes some of them.
-        checked = scaleout.cli("check", "--json", env={"FLEET_SHARD_HOSTS": "2"})
+        before = db.latest_run_id()
+        out = tmp_path / "check.json"
+        # Many small shards: the odd worker, idle and quick to refuse, receives some of them.
+        proc = scaleout.cli.start("check", "--json", out=out, env={"FLEET_SHARD_HOSTS": "2"})
+        run_id = new_run(db, before)
+        refused = wait_for(lambda: db.rows("SELECT id, reason FROM shards WHERE run_id = %s AND status = 'refused'",
+                                           run_id), 120, f"a shard of run {run_id} refused", interval=0.1)
+        code, final = wait_exit(proc, out)
         row = db.one("SELECT * FROM workers WHERE name = %s", odd.name)
     finally:
         odd.stop()
-    run_id = report(checked)["run"]["id"]
 
     assert ODD_VERSION in row["refusing"] and fleet.__version__ in row["refusing"], row
+    for shard in refused:
+        assert odd.name in shard["reason"] and ODD_VERSION in shard["reason"], shard
+        assert fleet.__version__ in shard["reason"], shard
     shards = db.shards(run_id)
-    refused = [s for s in shards if ODD_VERSION in s["history"] + s["reason"]]
-    assert refused, [(s["index"], s["worker"], s["status"], s["history"], s["reason"]) for s in shards]
-    assert all(fleet.__version__ in s["history"] + s["reason"] for s in refused), refused
     assert {s["status"] for s in shards} == {"done"} and {s["worker"] for s in shards} <= WORKERS, shards
     assert db.run(run_id)["status"] == "successful"
     assert [r["host"] for r in db.run_hosts(run_id)] == scaleout.hosts
+    assert sorted(h["name"] for h in final["hosts"]) == scaleout.hosts and code in (0, 2)
 
 
 # --- the broker down ---------------------------------------------------------------------------------
@@ -221,6 +228,7 @@ def test_with_the_broker_down_a_run_waits_queued_with_the_reason_and_goes_on_whe
         scaleout, workers, serve, bearer, capsys):
     db = scaleout.db
     workers.ensure_running()
+    wait_for(scaleout.idle, 240, "no run queued or running")
     earlier = db.rows("SELECT id, status FROM runs ORDER BY id")
     scaleout.redis.kill()
     try:
@@ -278,4 +286,6 @@ def test_canceling_a_run_spread_over_both_workers_stops_every_ansible_process(
                 f"{time.monotonic() - asked_at:.1f}s")
 
     assert left and run["status"] == "canceled", run
-    assert {s["status"] for s in db.shards(run_id)} == {"canceled"}, db.shards(run_id)
+    # Every shard stopped by the cancel: `canceled`, or `done` with the runner's outcome `canceled`.
+    assert {(s["status"], s["outcome"]) for s in db.shards(run_id)} <= {("canceled", ""), ("canceled", "canceled"),
+                                                                      ("done", "canceled")}, db.shards(run_id)
