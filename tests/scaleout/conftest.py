@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ LEASE_SECONDS = 6
 # Other test sessions share these 2 cores (load 15 seen): with Ansible's default 10 s connection timeout,
 # and fleet's 5 s probe, some of 20 hosts came out unreachable. Given to the controller and every worker.
 SLOW_MACHINE_ENV = {"FLEET_CONNECT_TIMEOUT": "30", "ANSIBLE_TIMEOUT": "60"}
-SLOW_SECONDS = 3  # the slow task: a kill lands while a shard's Ansible is still at work
+SLOW_SECONDS = 4  # the slow task, after the apply: a kill lands while a shard's Ansible is still at work
 APPLIED_FILE = "var/tmp/fleet-applied"  # one line per real apply, counted per host
 DATABASE = "fleet_scaleout"
 DATABASE_URL = f"postgresql://fleet:fleet@127.0.0.1/{DATABASE}"
@@ -58,15 +59,15 @@ PLAYBOOK = f"""---
         path: /var/lib/fleet-scaleout
         state: directory
         mode: "0755"
+    # The shell module does not run in check mode (Ansible skips it), so only a converge appends.
+    - name: Record an apply
+      ansible.builtin.shell: echo applied >> /{APPLIED_FILE}
     # Runs in check mode too (wait_for has no check mode of its own) and changes nothing: every shard
-    # spends a few seconds in Ansible, so a kill lands mid-shard.
+    # spends a few seconds in Ansible after its applies, so a kill lands mid-shard with them done.
     - name: Take a moment
       ansible.builtin.wait_for:
         timeout: {SLOW_SECONDS}
       check_mode: false
-    # The shell module does not run in check mode (Ansible skips it), so only a converge appends.
-    - name: Record an apply
-      ansible.builtin.shell: echo applied >> /{APPLIED_FILE}
 """
 
 TEMPLATE = "role={{ group_names | join(',') }}\nhost={{ inventory_hostname }}\n"
@@ -248,10 +249,13 @@ class Scaleout:
     def hosts(self) -> list[str]:
         return sorted(self.addresses)
 
-    def applied_lines(self, host: str) -> int:
-        """Lines the converge's apply task left on a host, read over SSH (the host's overlay lives in its
-        own mount namespace)."""
-        return int(lab_ssh(self.cli, self.addresses[host], f"cat /{APPLIED_FILE} 2>/dev/null | wc -l").strip())
+    def applied_lines(self, hosts: list[str]) -> dict[str, int]:
+        """Per host, the lines the converge's apply task left there, read over SSH, all hosts at once (a
+        host's overlay lives in its own mount namespace)."""
+        def count(host: str) -> int:
+            return int(lab_ssh(self.cli, self.addresses[host], f"cat /{APPLIED_FILE} 2>/dev/null | wc -l"))
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            return dict(zip(hosts, pool.map(count, hosts)))
 
     def idle(self) -> bool:
         return not self.db.rows("SELECT id FROM runs WHERE status IN ('queued', 'running')")
