@@ -74,6 +74,20 @@ class Suite:
         assert result.code in codes, f"fleet check exited {result.code}: {summary} {result.stderr}"
         return result.json()
 
+    def fleet_all(self, *commands: tuple[str, ...]) -> list:
+        """Several read-only fleet commands at once (each must exit 0): they only read the store."""
+        with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+            results = list(pool.map(lambda args: self.cli(*args), commands))
+        for args, result in zip(commands, results):
+            self.outputs += [result.stdout, result.stderr]
+            assert result.code == 0, f"fleet {' '.join(args)} exited {result.code}: {result.stdout}{result.stderr}"
+        return results
+
+    def run_on_hosts(self, commands: dict[str, str]) -> None:
+        """Run a shell command on each named host over SSH, the hosts at once (each host gets its own)."""
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda host: ssh(self.cli, self.addresses[host], commands[host]), commands))
+
     def files(self) -> dict[str, str]:
         """Every host's files under /srv/case: name, mode, owner and content hash, one text per host."""
         listing = ("cd /srv/case 2>/dev/null && find . -type f | sort | "
@@ -134,9 +148,7 @@ def journey(suite: Suite) -> dict:
     found = {"fresh": suite.check(codes=(2,))}
     found["converge"] = suite.fleet("converge", "--yes", "--json").json()
     found["after_converge"] = suite.check(codes=(2,))
-    for case in CASES:
-        if case.hand_change:
-            ssh(suite.cli, suite.addresses[case.host], case.hand_change)
+    suite.run_on_hosts({case.host: case.hand_change for case in CASES if case.hand_change})
     found["before_check"] = suite.files()
     found["check"] = suite.check(codes=(2,))
     found["after_check"] = suite.files()
@@ -268,9 +280,7 @@ def test_vault_secrets_appear_nowhere(suite, journey):
     diff = vault["changed_tasks"][0]["diff"]
     assert "password=********" in diff and "-user=intruder" in diff
     run_id = str(journey["check"]["run"]["id"])
-    suite.fleet("show", run_id, "--json")
-    suite.fleet("show", run_id, "--stdout")
-    suite.fleet("status", "--json", "--diff")
+    suite.fleet_all(("show", run_id, "--json"), ("show", run_id, "--stdout"), ("status", "--json", "--diff"))
     for text in suite.outputs + _web_pages(suite, run_id):
         for secret in SECRETS:
             assert secret not in text
