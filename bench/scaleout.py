@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import BIN, FLEET, lab_down, lab_up, make_source, median
-from bench.mitogen_race import GIT_ENV, process_cpu, ssh_master_cpu
+from bench.mitogen_race import GIT_ENV, lab_cpu, process_cpu, ssh_master_cpu
 from fleet.executor.dispatch import POLL_SECONDS
 
 HOSTS = 20
@@ -55,6 +55,7 @@ class Check:
     wall: float  # the run's started_at to finished_at
     controller_cpu: float
     worker_cpu: float  # every worker with its reaped Ansible children and kept SSH masters (0 with local)
+    host_cpu: float  # every process of every lab host (sshd, the remote Python), on the same cores
     verdicts: int  # hosts in sync or drifted: a real verdict each
     status: str
 
@@ -70,6 +71,17 @@ class Series:
     @property
     def hosts_per_minute(self) -> float:
         return HOSTS * 60 / self.median_of("wall")
+
+
+@dataclass
+class Session:
+    """The three series, and the machine's load average (1 minute) when the section began and ended."""
+
+    local: Series
+    one: Series
+    two: Series
+    load_before: float
+    load_after: float
 
 
 # --- the store -----------------------------------------------------------------------------------------
@@ -289,12 +301,13 @@ def checked(lab: Lab, controller: Controller, workers: list[Worker]) -> Check:
     """One check at the commit checked before, the controller idle around it."""
     wait_until_idle(lab.db)
     controller_before, workers_before = controller.cpu(), sum(w.cpu() for w in workers)
+    hosts_before = lab_cpu(lab.data_dir)
     run_id = request_check(lab)
     status = wait_for(lambda: _ended(lab.db, run_id), RUN_TIMEOUT_SECONDS, f"run {run_id} to end")
     time.sleep(1.5)  # the controller reaps the run's last children and writes its end
     status, wall, verdicts = lab.db.run(run_id)
-    return Check(float(wall), controller.cpu() - controller_before,
-                 sum(w.cpu() for w in workers) - workers_before, verdicts, status)
+    return Check(float(wall), controller.cpu() - controller_before, sum(w.cpu() for w in workers) - workers_before,
+                 lab_cpu(lab.data_dir) - hosts_before, verdicts, status)
 
 
 def _ended(db: BenchDb, run_id: int) -> str:
@@ -337,10 +350,11 @@ def measure_celery(lab: Lab, rounds: int) -> tuple[Series, Series]:
     return one, two
 
 
-def measure(work: Path, rounds: int = 3, hosts: int = HOSTS, subnet: int = SUBNET) -> list[Series]:
+def measure(work: Path, rounds: int = 3, hosts: int = HOSTS, subnet: int = SUBNET) -> Session:
     """Start the lab, the store, the broker; measure the local controller, then the celery one with workers."""
     assert hosts == HOSTS, "the report speaks of 20 hosts"
     ensure_postgres()
+    load_before = os.getloadavg()[0]
     db = BenchDb(DATABASE_URL)
     db.reset()
     root = Path(work) / "so"  # short: SSH control sockets are named inside the data dirs
@@ -357,7 +371,7 @@ def measure(work: Path, rounds: int = 3, hosts: int = HOSTS, subnet: int = SUBNE
         upgrade_schema(lab)
         local = measure_local(lab, rounds)
         one, two = measure_celery(lab, rounds)
-        return [local, one, two]
+        return Session(local, one, two, load_before, os.getloadavg()[0])
     finally:
         stop(redis.proc, timeout=20)
         lab_down(data_dir)
@@ -388,18 +402,20 @@ def bench_source(repo: Path, inventory: Path) -> Path:
 
 # --- the report ----------------------------------------------------------------------------------------
 
-def report(series: list[Series], rounds: int) -> list[str]:
-    local, one, two = series
+def report(session: Session, rounds: int) -> list[str]:
+    local, one, two = session.local, session.one, session.two
     lines = [f"## Scale-out on Celery workers: {HOSTS} lab hosts, the example playbook", "",
-             f"One session, one PostgreSQL store, a redis-server broker; medians of {rounds} rounds, every check "
+             f"One session, one PostgreSQL store, a redis-server broker; medians of {rounds} round(s), every check "
              "at the commit checked before, queued with `fleet request check` (its own process, not counted) for a "
              "long-lived `fleet controller`. The local controller gets one warm-up check, then its rounds; the "
              "celery one runs one-worker and two-worker checks interleaved: w1 runs throughout, w2 is started "
-             "before each two-worker check (an unmeasured check warms it) and stopped after it.", ""]
+             "before each two-worker check (an unmeasured check warms it) and stopped after it. Load average "
+             f"(1 min) of the machine, shared with other work: {session.load_before:.1f} at the start, "
+             f"{session.load_after:.1f} at the end.", ""]
     lines += _cpu_lines(local, two)
     lines += _throughput_lines(one, two)
     lines += _sizing_lines(one, two)
-    lines += _raw_lines(series)
+    lines += _raw_lines([local, one, two])
     return lines + [""]
 
 
@@ -430,9 +446,11 @@ def _throughput_lines(one: Series, two: Series) -> list[str]:
              "wall is its run's started_at to finished_at in the store. The lab hosts (sshd, the remote Python) "
              "run on the same two cores, unpinned: with one worker they take the idle core, with two they compete "
              "with the workers, so the speed-up measured here is lower than with the hosts elsewhere.", "",
-             "| workers | wall s per check | hosts per minute |", "| --- | ---: | ---: |"]
+             "| workers | wall s per check | hosts per minute | lab hosts' CPU s per check |",
+             "| --- | ---: | ---: | ---: |"]
     for found in (one, two):
-        lines.append(f"| {found.name} | {found.median_of('wall'):.1f} | {found.hosts_per_minute:.1f} |")
+        lines.append(f"| {found.name} | {found.median_of('wall'):.1f} | {found.hosts_per_minute:.1f} | "
+                     f"{found.median_of('host_cpu'):.1f} |")
     return lines + ["", f"Goal: two workers at least 1.7x one (measured **{speedup:.2f}x**).", ""]
 
 
@@ -456,10 +474,11 @@ def _sizing_lines(one: Series, two: Series) -> list[str]:
 
 
 def _raw_lines(series: list[Series]) -> list[str]:
-    lines = ["Per check (wall s / controller CPU s / worker CPU s / hosts with a verdict / status):", ""]
+    lines = ["Per check (wall s / controller CPU s / worker CPU s / lab hosts' CPU s / hosts with a verdict / "
+             "status):", ""]
     for found in series:
-        shown = "; ".join(f"{c.wall:.1f} / {c.controller_cpu:.2f} / {c.worker_cpu:.2f} / {c.verdicts} / {c.status}"
-                          for c in found.checks)
+        shown = "; ".join(f"{c.wall:.1f} / {c.controller_cpu:.2f} / {c.worker_cpu:.2f} / {c.host_cpu:.1f} / "
+                          f"{c.verdicts} / {c.status}" for c in found.checks)
         lines.append(f"- {found.name}: {shown}")
     return lines + ["", "Commands: `fleet controller` with FLEET_EXECUTOR=local, then =celery "
                     "(FLEET_BROKER_URL=redis://127.0.0.1:PORT/0, FLEET_DATABASE_URL=" + DATABASE_URL + ", "
