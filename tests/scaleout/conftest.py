@@ -222,6 +222,7 @@ class ScaleoutCli(FleetCli):
     def __init__(self, data_dir: Path, repo: Path, cwd: Path, env: dict):
         super().__init__(data_dir, repo, cwd)
         self.env = env
+        self.started: list[subprocess.Popen] = []  # background runs, stopped after each test if still going
 
     def __call__(self, *args: str, env: dict | None = None, **kwargs):
         return super().__call__(*args, env={**self.env, **(env or {})}, **kwargs)
@@ -233,8 +234,21 @@ class ScaleoutCli(FleetCli):
     def start(self, *args: str, out: Path, env: dict | None = None) -> subprocess.Popen:
         """`fleet ARGS` in the background (a run to kill a worker under): stdout in `out`, stderr beside it."""
         with open(out, "wb") as stdout, open(out.with_suffix(".err"), "wb") as stderr:
-            return subprocess.Popen([self.fleet, *args], cwd=self.cwd, env=self.full_env(env), stdout=stdout,
-                                    stderr=stderr)
+            self.started.append(subprocess.Popen([self.fleet, *args], cwd=self.cwd, env=self.full_env(env),
+                                                 stdout=stdout, stderr=stderr))
+        return self.started[-1]
+
+    def stop_started(self) -> None:
+        """SIGTERM (then SIGKILL) what a failed test left running, so the next test starts with no run of it."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+        self.started.clear()
 
 
 @dataclass
@@ -282,6 +296,13 @@ def scaleout(scaleout_db, redis_server):
     finally:
         down = cli("lab", "down")
         assert down.code == 0, down.stderr
+
+
+@pytest.fixture(autouse=True)
+def stop_background_runs(request):
+    yield
+    if "scaleout" in request.fixturenames:
+        request.getfixturevalue("scaleout").cli.stop_started()
 
 
 # --- workers -----------------------------------------------------------------------------------------
