@@ -9,9 +9,14 @@ all; once a parent dies its children move to init and can no longer be found.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 from pathlib import Path
+
+# Set by `fleet worker` for the ansible-playbook it starts: Ansible dies with the worker that started it.
+DIE_WITH_PARENT_ENV = "FLEET_DIE_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1
 
 
 def parent_map() -> dict[int, int]:
@@ -58,3 +63,19 @@ def kill_tree(pid: int | None) -> list[int]:
         except OSError:
             pass
     return victims
+
+
+def die_with_parent_if_asked() -> None:
+    """In ansible-playbook (fleet's callback calls this): with FLEET_DIE_WITH_PARENT=1, ask Linux to kill
+    this process when the fleet worker that started it dies, even by SIGKILL; a converge must not go on
+    applying once its shard was given up. ansible-runner starts Ansible ignoring SIGHUP, so nothing else
+    would stop it. A parent already gone by now is noticed at once."""
+    if os.environ.get(DIE_WITH_PARENT_ENV) != "1":
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the worker's service manager stops its processes instead
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -16,6 +16,7 @@ import socket
 import threading
 
 import fleet
+from fleet import processes
 from fleet.errors import ConfigError
 from fleet.executor.celery_app import QUEUE, SHARD_TASK, celery_app, display_broker
 from fleet.executor.shard import execute_shard, version_refusal
@@ -56,6 +57,7 @@ def start_worker(settings: Settings, name: str = "", concurrency: int = 1, queue
     if not settings.broker_url:
         raise ConfigError("fleet worker needs FLEET_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
     settings = replace(settings, executor="local")  # a shard runs here; it is never sharded again
+    os.environ[processes.DIE_WITH_PARENT_ENV] = "1"  # Ansible started here dies with this worker, even by -9
     state = WorkerState(name or default_name(), concurrency, list(queues))
     app = celery_app(settings.broker_url)
     with open_store(settings) as flask_app:

@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 import time
 
 from fleet.processes import descendants, kill_tree, parent_map
@@ -49,3 +50,41 @@ def test_kill_tree_reaches_a_child_in_a_session_of_its_own():
     while not all(gone(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert all(gone(pid) for pid in children)
+
+
+def start_grandchild(tmp_path, die_with_parent: bool) -> tuple[subprocess.Popen, int]:
+    """A parent process whose child (in a session of its own, as ansible-runner starts Ansible) asks, or not,
+    to die with it; returns the parent and the child's pid."""
+    pidfile = tmp_path / f"child-{die_with_parent}.pid"
+    child = ("import os, time; from fleet.processes import die_with_parent_if_asked; die_with_parent_if_asked(); "
+             f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)")
+    parent = ("import os, subprocess, sys, time; "
+              f"env = dict(os.environ, FLEET_DIE_WITH_PARENT={'1' if die_with_parent else '0'!r}); "
+              f"subprocess.Popen([sys.executable, '-c', {child!r}], env=env, start_new_session=True); time.sleep(60)")
+    started = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return started, int(pidfile.read_text())
+
+
+def test_ansible_asked_to_die_with_its_worker_dies_when_the_worker_is_killed(tmp_path):
+    parent, child = start_grandchild(tmp_path, die_with_parent=True)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(child)
+
+
+def test_without_being_asked_it_outlives_its_parent(tmp_path):
+    """What the test above guards against: a session of its own and SIGHUP ignored keep it running."""
+    parent, child = start_grandchild(tmp_path, die_with_parent=False)
+    parent.kill()
+    parent.wait()
+    time.sleep(1)
+    try:
+        assert not gone(child)
+    finally:
+        os.kill(child, 9)

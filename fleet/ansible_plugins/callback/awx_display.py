@@ -31,6 +31,9 @@ from ansible.utils.display import Display
 from ansible_runner.display_callback.callback import awx_display as runner_display
 
 from fleet.evidence import classify_result
+from fleet.processes import die_with_parent_if_asked
+
+die_with_parent_if_asked()  # under `fleet worker`: this ansible-playbook dies with the worker
 
 DOCUMENTATION = runner_display.DOCUMENTATION
 
