@@ -429,6 +429,12 @@ class WorkerPool:
             worker.wait_ready()
         return list(self.workers.values())
 
+    def assert_alive(self) -> None:
+        """Both workers still running: one stopped from outside (not by the test) fails with its log."""
+        for worker in self.workers.values():
+            assert worker.alive(), (f"worker {worker.name} exited ({worker.proc.returncode}) without the test "
+                                    f"stopping it; its log ends:\n{worker.tail()}")
+
     def by_name(self, name: str) -> WorkerProcess:
         return self.workers[name]
 

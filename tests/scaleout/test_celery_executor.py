@@ -56,9 +56,10 @@ def new_run(db, after: int, timeout: float = 60) -> int:
     return row["id"]
 
 
-def all_shards_running(db, run_id: int, timeout: float = 120, with_ansible: bool = False) -> list[dict]:
+def all_shards_running(db, workers, run_id: int, timeout: float = 120, with_ansible: bool = False) -> list[dict]:
     """The run's shards once there are at least two and every one is `running` (with its Ansible started)."""
     def running():
+        workers.assert_alive()
         shards = db.shards(run_id)
         ready = len(shards) >= 2 and all(s["status"] == "running" for s in shards)
         return shards if ready and (not with_ansible or all(s["ansible_pid"] for s in shards)) else None
@@ -121,7 +122,7 @@ def test_a_worker_killed_mid_check_has_its_shard_run_again_on_the_other_within_a
     out = tmp_path / "check.json"
     proc = scaleout.cli.start("check", "--json", out=out)
     run_id = new_run(db, before)
-    lost = all_shards_running(db, run_id)[0]
+    lost = all_shards_running(db, workers, run_id)[0]
     victim = workers.by_name(lost["worker"])
     killed_at, orphans = victim.kill()
 
@@ -158,7 +159,7 @@ def test_a_worker_killed_mid_converge_leaves_its_hosts_interrupted_and_nothing_a
     out = tmp_path / "converge.json"
     proc = scaleout.cli.start("converge", "--yes", "--json", out=out)
     run_id = new_run(db, before)
-    shards = all_shards_running(db, run_id)
+    shards = all_shards_running(db, workers, run_id)
     # Mid-shard, after applies: the first host to record its apply names the shard to lose, whose
     # Ansible then still waits SLOW_SECONDS; a repeat of that shard would append a second line.
     first = wait_for(lambda: db.one("SELECT host FROM task_results WHERE run_id = %s AND task = 'Record an apply'",
@@ -274,7 +275,7 @@ def test_canceling_a_run_spread_over_both_workers_stops_every_ansible_process(
     code, body = serve.request("POST", "/api/v1/runs", json.dumps({"kind": "check"}).encode(), headers)
     assert code == 202, body
     run_id = body["run"]["id"]
-    shards = all_shards_running(db, run_id, with_ansible=True)
+    shards = all_shards_running(db, workers, run_id, with_ansible=True)
     assert {s["worker"] for s in shards} == WORKERS
     # The same look that must find none afterwards finds each worker's Ansible now.
     wait_for(lambda: all(processes_under(w.data_dir, "ansible-playbook") for w in running_workers), 30,
