@@ -9,6 +9,8 @@ user: it never outranks them and dies with their account.
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -84,12 +86,16 @@ def generate_password() -> str:
 def authenticate(name: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.name == name))
     if user is None or user.disabled:
-        check_password_hash(_DUMMY_HASH, password)  # same work either way: no user-name oracle by timing
+        check_password_hash(_dummy_hash(), password)  # same work either way: no user-name oracle by timing
         return None
     return user if check_password_hash(user.password_hash, password) else None
 
 
-_DUMMY_HASH = generate_password_hash("fleet-no-such-user")
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A hash to check unknown users' passwords against; made on first use: hashing costs half a second,
+    which every `fleet` command would pay at import otherwise."""
+    return generate_password_hash("fleet-no-such-user")
 
 
 def get_user(user_id: int) -> User | None:
