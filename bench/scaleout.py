@@ -479,7 +479,8 @@ def _sizing_lines(one: Series, two: Series) -> list[str]:
             f"{CYCLE_MINUTES} min = **{per_core:,.0f}** (one worker alone); {two.hosts_per_minute / 2:.1f} x "
             f"{CYCLE_MINUTES} = {per_core_two:,.0f} per core with two",
             f"- a {FLEET_SIZE:,}-host fleet: {FLEET_SIZE:,} / {per_core:,.0f} = **{math.ceil(FLEET_SIZE / per_core)} "
-            f"worker cores** ({math.ceil(FLEET_SIZE / per_core_two)} at the two-worker rate)",
+            f"worker cores** ({math.ceil(FLEET_SIZE / per_core_two)} at the two-worker rate here, where the lab hosts "
+            "take CPU from the workers)",
             f"- by CPU instead of wall: {two.median_of('worker_cpu') / HOSTS:.3f} worker CPU-seconds per host, so "
             f"one core checks {by_cpu:,.0f} hosts in {CYCLE_MINUTES} minutes if kept busy: "
             f"{math.ceil(FLEET_SIZE / by_cpu)} cores",
