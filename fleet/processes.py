@@ -66,16 +66,29 @@ def kill_tree(pid: int | None) -> list[int]:
 
 
 def die_with_parent_if_asked() -> None:
-    """In ansible-playbook (fleet's callback calls this): with FLEET_DIE_WITH_PARENT=1, ask Linux to kill
-    this process when the fleet worker that started it dies, even by SIGKILL; a converge must not go on
-    applying once its shard was given up. ansible-runner starts Ansible ignoring SIGHUP, so nothing else
-    would stop it. A parent already gone by now is noticed at once."""
+    """In ansible-playbook (fleet's callback calls this): with FLEET_DIE_WITH_PARENT=1, stop this process and
+    every process it started when the fleet worker that started it dies, even by SIGKILL: a converge must
+    not go on applying once its shard was given up. Linux sends SIGTERM at the parent's death
+    (PR_SET_PDEATHSIG); the handler kills the whole tree (Ansible's forks and Mitogen's multiplexers would
+    outlive their parent otherwise; ansible-runner starts Ansible ignoring SIGHUP). A parent already gone
+    by now is noticed at once."""
     if os.environ.get(DIE_WITH_PARENT_ENV) != "1":
         return
     parent = os.getppid()
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the worker's service manager stops its processes instead
+        signal.signal(signal.SIGTERM, _stop_this_tree)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError, ValueError):  # not Linux, or not the main thread: the service manager stops it
         return
     if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
+        _stop_this_tree()
+
+
+def _stop_this_tree(*_signal_args) -> None:
+    """SIGKILL every process below this one, then this one."""
+    for victim in descendants(os.getpid()):
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except OSError:
+            pass
+    os.kill(os.getpid(), signal.SIGKILL)

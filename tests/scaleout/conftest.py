@@ -356,14 +356,18 @@ class WorkerProcess:
                 self.name, self.pid, LEASE_SECONDS)
         return wait_for(fresh, timeout, f"a fresh heartbeat of worker {self.name}")
 
-    def kill(self) -> tuple[float, int]:
-        """kill -9, as a machine lost: the worker, then what it leaves running under its data dir (its
-        Ansible, in a process group of its own; a lost machine loses it too, as does a systemd unit whose
-        main process died). The monotonic time of the kill, and how many such orphans there were."""
+    def kill(self) -> tuple[float, float]:
+        """kill -9, as a machine lost. The Ansible it started must die with it (fleet asks Linux for that:
+        PR_SET_PDEATHSIG), so nothing goes on changing hosts whose shard the controller gives up: asserted
+        here. Returns the monotonic time of the kill and how long its Ansible took to be gone."""
         self.proc.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         self.proc.wait(timeout=10)
-        return killed_at, kill_leftovers(self.data_dir)
+        wait_for(lambda: not processes_under(self.data_dir, "ansible-playbook"), ORPHAN_GOAL_SECONDS,
+                 f"the ansible-playbook of killed worker {self.name} to die with it")
+        gone_after = time.monotonic() - killed_at
+        kill_leftovers(self.data_dir)  # its idle SSH masters (ControlPersist) outlive it by design
+        return killed_at, gone_after
 
     def stop(self) -> None:
         if not self.alive():
@@ -411,6 +415,9 @@ def kill_leftovers(path: Path) -> int:
             except ProcessLookupError:
                 pass
     return killed
+
+
+ORPHAN_GOAL_SECONDS = 15  # a killed worker's Ansible is gone within this
 
 
 class WorkerPool:

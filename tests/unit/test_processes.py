@@ -52,12 +52,15 @@ def test_kill_tree_reaches_a_child_in_a_session_of_its_own():
     assert all(gone(pid) for pid in children)
 
 
-def start_grandchild(tmp_path, die_with_parent: bool) -> tuple[subprocess.Popen, int]:
+def start_grandchild(tmp_path, die_with_parent: bool) -> tuple[subprocess.Popen, int, int]:
     """A parent process whose child (in a session of its own, as ansible-runner starts Ansible) asks, or not,
-    to die with it; returns the parent and the child's pid."""
+    to die with it, and has a child of its own (as Ansible forks workers); returns the parent and the pids of
+    the child and of its own child."""
     pidfile = tmp_path / f"child-{die_with_parent}.pid"
-    child = ("import os, time; from fleet.processes import die_with_parent_if_asked; die_with_parent_if_asked(); "
-             f"open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)")
+    child = ("import os, subprocess, sys, time; from fleet.processes import die_with_parent_if_asked; "
+             "die_with_parent_if_asked(); "
+             "fork = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+             f"open({str(pidfile)!r}, 'w').write(f'{{os.getpid()}} {{fork.pid}}'); time.sleep(60)")
     parent = ("import os, subprocess, sys, time; "
               f"env = dict(os.environ, FLEET_DIE_WITH_PARENT={'1' if die_with_parent else '0'!r}); "
               f"subprocess.Popen([sys.executable, '-c', {child!r}], env=env, start_new_session=True); time.sleep(60)")
@@ -65,26 +68,28 @@ def start_grandchild(tmp_path, die_with_parent: bool) -> tuple[subprocess.Popen,
     deadline = time.monotonic() + 20
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return started, int(pidfile.read_text())
+    child_pid, fork_pid = map(int, pidfile.read_text().split())
+    return started, child_pid, fork_pid
 
 
-def test_ansible_asked_to_die_with_its_worker_dies_when_the_worker_is_killed(tmp_path):
-    parent, child = start_grandchild(tmp_path, die_with_parent=True)
+def test_ansible_asked_to_die_with_its_worker_dies_with_its_own_children_when_the_worker_is_killed(tmp_path):
+    parent, child, fork = start_grandchild(tmp_path, die_with_parent=True)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10
-    while not gone(child) and time.monotonic() < deadline:
+    while not (gone(child) and gone(fork)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert gone(child)
+    assert gone(child) and gone(fork)
 
 
 def test_without_being_asked_it_outlives_its_parent(tmp_path):
     """What the test above guards against: a session of its own and SIGHUP ignored keep it running."""
-    parent, child = start_grandchild(tmp_path, die_with_parent=False)
+    parent, child, fork = start_grandchild(tmp_path, die_with_parent=False)
     parent.kill()
     parent.wait()
     time.sleep(1)
     try:
-        assert not gone(child)
+        assert not gone(child) and not gone(fork)
     finally:
+        os.kill(fork, 9)
         os.kill(child, 9)
