@@ -88,7 +88,8 @@ clean:
 	rm -rf .fleet
 
 # Benchmarks (not part of the tests): fleet vs plain ansible-playbook and ARA, ingestion,
-# history pages, memory. Writes bench/RESULTS.md. Takes about 70 minutes; run it on a quiet machine.
+# history pages, memory, fleet vs raw Mitogen, scale-out on workers. Writes bench/RESULTS.md. Takes about 90 minutes;
+# run it on a quiet machine.
 bench: system venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench.run
