@@ -496,7 +496,7 @@ def perform_run(
     """
     close_lapsed_runs(settings)  # a killed process's locks must not block this run
     execution = Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
-                           holder or leases.this_process())
+                          holder or leases.this_process())
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
         error = "; ".join(f"{host} is busy with run {holder}" for host, holder in busy)
