@@ -97,8 +97,13 @@ class ShardLease:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No more renewals (the shard's end is written next, fenced and renewing it once more)."""
         self.stopping.set()
-        self.thread.join(timeout=self.lease_seconds)
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=self.lease_seconds)
 
     def _keep(self) -> None:
         while not self.stopping.wait(self.lease_seconds / 3):
@@ -248,6 +253,7 @@ class ShardExecution(Execution):
 
     def finish(self, status: str, error: str) -> ShardView:
         """Write the shard's verdicts and end, fenced; nothing at all once the shard was given away."""
+        self.lease.stop()
         shutil.rmtree(self.private_dir, ignore_errors=True)
         if self._halted():
             records.discard_pending()
