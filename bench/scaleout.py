@@ -101,7 +101,7 @@ class BenchDb:
         self.one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
                  "AND usename = current_user AND pid <> pg_backend_pid()")
         with psycopg.connect(self.url, autocommit=True) as connection:
-            connection.execute("DROP SCHEMA public CASCADE")
+            connection.execute("DROP SCHEMA IF EXISTS public CASCADE")
             connection.execute("CREATE SCHEMA public")
 
     def busy(self) -> bool:

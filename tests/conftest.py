@@ -221,7 +221,7 @@ def reset_test_database(url: str) -> None:
                                     "current_database() AND usename = current_user AND pid <> pg_backend_pid()"))
             for schema in connection.scalars(text("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'store_%'")):
                 connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))  # gone if a reset was cut short
             connection.execute(text("CREATE SCHEMA public"))
     finally:
         engine.dispose()
