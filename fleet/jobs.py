@@ -622,15 +622,19 @@ class Execution:
                       "stopping Ansible", self.run_id)
 
     def _cancel_flag(self) -> bool:
-        """The store's cancel flag (`fleet cancel`, the API, the UI), read at most once a second."""
+        """`_stop_asked` of the store, read at most once a second; a store that refuses stops the run too."""
         if time.monotonic() < self.next_cancel_poll:
             return False
         self.next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
         try:
-            return records.cancel_requested(self.run_id)
+            return self._stop_asked()
         except SQLAlchemyError as exc:
             self.store_refused(exc)
             return True
+
+    def _stop_asked(self) -> bool:
+        """The run's cancel flag (`fleet cancel`, the API, the UI)."""
+        return records.cancel_requested(self.run_id)
 
     def store_refused(self, exc: SQLAlchemyError) -> None:
         """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
@@ -827,17 +831,7 @@ def _holder_gone(holder: leases.Holder, me: leases.Holder) -> bool:
         return False
     if holder.pid == me.pid:
         return holder.token != me.token  # our pid, another token: a dead predecessor's
-    return not _pid_alive(holder.pid)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
+    return not processes.pid_alive(holder.pid)
 
 
 def stop_orphaned_ansible(pid: int | None) -> None:

@@ -65,6 +65,17 @@ def kill_tree(pid: int | None) -> list[int]:
     return victims
 
 
+def pid_alive(pid: int) -> bool:
+    """Does a process of this pid run on this machine (someone else's too)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def die_with_parent_if_asked() -> None:
     """In ansible-playbook (fleet's callback calls this): with FLEET_DIE_WITH_PARENT=1, stop this process and
     every process it started when the fleet worker that started it dies, even by SIGKILL: a converge must

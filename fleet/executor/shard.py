@@ -27,7 +27,7 @@ from fleet import jobs, source
 from fleet.drift import HostVerdict
 from fleet.errors import FleetError, SourceError
 from fleet.executor.dispatch import verdicts_to_json
-from fleet.jobs import CANCEL_POLL_SECONDS, DesiredState, Execution, RevisionSummary
+from fleet.jobs import DesiredState, Execution, RevisionSummary
 from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, shards
@@ -225,16 +225,9 @@ class ShardExecution(Execution):
     def _renew_lease(self) -> None:
         """The shard's lease is kept by its ShardLease thread; the run's is the controller's."""
 
-    def _cancel_flag(self) -> bool:
+    def _stop_asked(self) -> bool:
         """The run's cancel flag, or the run closed under the shard (its controller was lost)."""
-        if time.monotonic() < self.next_cancel_poll:
-            return False
-        self.next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
-        try:
-            return shards.run_stopped(self.run_id)
-        except SQLAlchemyError as exc:
-            self.store_refused(exc)
-            return True
+        return shards.run_stopped(self.run_id)
 
     def _note_strategy(self, name: str) -> None:
         self._fenced(strategy=name)

@@ -83,22 +83,10 @@ def _refuse_duplicate_name(name: str) -> None:
     for seen in workers.list_workers(now, fleet.__version__):
         if seen.name != name or seen.state != workers.ONLINE or seen.pid == os.getpid():
             continue
-        if seen.host == socket.gethostname() and not _alive(seen.pid):
+        if seen.host == socket.gethostname() and not (seen.pid and processes.pid_alive(seen.pid)):
             continue
         raise ConfigError(f"a worker named {name} is running already (pid {seen.pid} on {seen.host}, heartbeat "
                           f"{seen.heartbeat_age(now):.0f}s ago); give this one another --name")
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _register_task(app, flask_app, settings: Settings, state: WorkerState) -> None:

@@ -29,12 +29,12 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet.store.db import db
 from fleet.store.models import Run, Shard, Worker
+from fleet.store.shards import ShardStatus
 from fleet.vocabulary import aware, utcnow
 
 WORKER_STALE_SECONDS = 30
 ONLINE, STOPPED, LOST = "online", "stopped", "lost"
 WORKER_STATES = (ONLINE, LOST, STOPPED)  # also the order workers are listed in
-SHARD_RUNNING = "running"
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def worker_state(heartbeat_at: datetime | None, stopped_at: datetime | None, now
 def list_workers(now: datetime, controller_version: str) -> list[WorkerView]:
     """Every worker ever seen, online first, then lost, then stopped, by name; one query, whatever their number
     (the running shards of all workers are counted in the same statement)."""
-    running = (select(Shard.worker, func.count().label("shards")).where(Shard.status == SHARD_RUNNING)
+    running = (select(Shard.worker, func.count().label("shards")).where(Shard.status == ShardStatus.RUNNING)
                .group_by(Shard.worker).subquery())
     rows = db.session.execute(select(Worker, func.coalesce(running.c.shards, 0))
                               .outerjoin(running, running.c.worker == Worker.name)).all()
