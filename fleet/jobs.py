@@ -93,6 +93,9 @@ def default_runner(settings: Settings) -> Runner:
 # Connections stay up at least this long, and this much past the next scheduled check.
 _MIN_SSH_PERSIST = 120
 _SSH_PERSIST_MARGIN = 300
+# Rounded up to this step: the SSH arguments, which name it, then stay the same from run to run, and so
+# do the kept Ansible process (fleet.warm) and the Mitogen connections it holds, which they key.
+_SSH_PERSIST_STEP = 600
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,7 +117,8 @@ def ssh_persist(settings: Settings, tree: Path, now: datetime) -> int:
         current = load_policy(tree)
     except (policy.PolicyError, OSError):
         current = policy.DEFAULT_POLICY
-    return max(_MIN_SSH_PERSIST, policy.seconds_until_next_check(current, now) + _SSH_PERSIST_MARGIN)
+    wanted = max(_MIN_SSH_PERSIST, policy.seconds_until_next_check(current, now) + _SSH_PERSIST_MARGIN)
+    return -(-wanted // _SSH_PERSIST_STEP) * _SSH_PERSIST_STEP
 
 
 def sync_source(settings: Settings, runner: Runner | None = None) -> DesiredState:
@@ -699,6 +703,7 @@ class Execution:
             vault_password_file=self.settings.vault_password_file,
             forks=self.settings.forks,
             strategy=self.strategy,
+            warm_anchor=self.settings.data_dir.resolve() if self.settings.warm_ansible else None,
         )
 
     def _on_event(self, event: dict) -> None:

@@ -65,6 +65,26 @@ def kill_tree(pid: int | None) -> list[int]:
     return victims
 
 
+def kill_leader_tree(pid: int) -> list[int]:
+    """SIGKILL pid and every descendant, and its process group only if pid leads it.
+
+    For a process forked by another that is not to be touched (fleet.warm's kept process): until the
+    child has made its own session, its group is its parent's.
+    """
+    victims = [pid, *descendants(pid)]
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for victim in victims:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except OSError:
+            pass
+    return victims
+
+
 def pid_alive(pid: int) -> bool:
     """Does a process of this pid run on this machine (someone else's too)?"""
     try:

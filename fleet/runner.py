@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 import ansible_runner
 import yaml
 
-from fleet import filemodes, hostkeys, processes
+from fleet import filemodes, hostkeys, processes, warm
 from fleet.errors import SourceError
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class JobSpec:
     vault_password_file: str | None = None
     forks: int = 20
     strategy: Strategy = Strategy("linear", None, "default")
+    warm_anchor: Path | None = None  # the data directory whose kept Ansible process may run this (fleet.warm)
 
 
 @dataclass(frozen=True)
@@ -578,6 +580,7 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
         on_event(event)
         return False  # fleet records events itself; ansible-runner need not write them to disk
 
+    binary = warm_client(spec)
     try:
         result = ansible_runner.run(
             private_data_dir=str(spec.private_data_dir),
@@ -586,8 +589,10 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
             inventory=str(spec.inventory),
             limit=f"@{spec.limit_file}" if spec.limit_file else None,
             forks=spec.forks,
-            cmdline=command_line(spec),
-            envvars=job_env(spec),
+            # ansible-runner names the playbook only to ansible-playbook itself, not to another binary
+            binary=binary,
+            cmdline=command_line(spec) + (f" {shlex.quote(spec.playbook)}" if binary else ""),
+            envvars=job_env(spec) | (warm_env(spec) if binary else {}),
             event_handler=handle,
             cancel_callback=process.stop_requested,
             suppress_env_files=True,
@@ -599,6 +604,19 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
         raise
     status = result.status if result.status in RUNNER_STATUSES else "failed"
     return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1)
+
+
+def warm_client(spec: JobSpec) -> str | None:
+    """fleet-ansible-playbook, when a kept Ansible process may run this spec (fleet.warm); else None."""
+    if spec.warm_anchor is None:
+        return None
+    client = ansible_bin_dir() / warm.CLIENT_SCRIPT
+    return str(client) if client.exists() else None
+
+
+def warm_env(spec: JobSpec) -> dict[str, str]:
+    # The kept process lives as long as the SSH masters would: until the next scheduled check.
+    return {warm.ANCHOR_ENV: str(spec.warm_anchor), warm.IDLE_ENV: str(spec.ssh_persist)}
 
 
 def _prepare_directories(spec: JobSpec) -> None:

@@ -18,7 +18,7 @@ import waitress
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
-from fleet import runner
+from fleet import runner, warm
 from fleet.controller import Controller
 from fleet.errors import ConfigError
 from fleet.settings import Settings
@@ -60,6 +60,8 @@ def run_service(settings: Settings, with_web: bool) -> None:
             server.close()
         closed = runner.close_connections(settings.control_path_dir)
         log.info("closed %d SSH connections", closed)
+        stopped = warm.stop_servers(str(settings.data_dir.resolve()))
+        log.info("stopped %d kept Ansible processes", stopped)
     log.info("stopped")
 
 

@@ -41,6 +41,7 @@ class Settings:
     executor: str = "local"  # local: Ansible runs in this process | celery: shards run on `fleet worker`s
     broker_url: str = ""  # the Celery broker (redis://... or amqp://...) for FLEET_EXECUTOR=celery
     shard_hosts: int = 50  # at most this many hosts in one shard (a run has at least one shard per free worker slot)
+    warm_ansible: bool = True  # runs fork from a kept Ansible process that keeps Mitogen's host interpreters
 
     @property
     def link_base(self) -> str:
@@ -98,6 +99,7 @@ _FIELDS: dict[str, Any] = {
     "executor": str,
     "broker_url": str,
     "shard_hosts": int,
+    "warm_ansible": boolean,
 }
 STRATEGIES = ("auto", "mitogen", "linear")
 EXECUTORS = ("local", "celery")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.ansible_processes import ansible_processes
 from tests.conftest import FleetCli, ServeProcess, git, make_source, wait_for
 from tests.faults.conftest import HealthWatch
 
@@ -118,21 +119,6 @@ def lab(tmp_path_factory):
 def ended(fleet: Fleet, run_id: int) -> dict | None:
     run = fleet.run(run_id)
     return run if run["status"] not in ("queued", "running") else None
-
-
-def ansible_processes(data_dir: Path) -> list[int]:
-    """Pids of ansible-playbook processes working from this data directory (SSH masters are not counted)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"ansible-playbook" in cmdline and str(data_dir).encode() in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def pid_alive(pid: int) -> bool:

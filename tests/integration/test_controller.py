@@ -6,12 +6,12 @@ import hashlib
 import hmac
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 import yaml
 
+from tests.ansible_processes import ansible_processes
 from tests.conftest import FleetCli, ServeProcess, git, make_source, ssh_masters, wait_for
 
 pytestmark = pytest.mark.lab
@@ -228,7 +228,7 @@ def test_sigterm_cancels_the_running_run_and_stops(controller_env):
     assert service.stop(signal.SIGTERM) == 0
     run = next(r for r in runs(cli) if r["id"] == queued["id"])
     assert run["status"] == "canceled" and "SIGTERM" in run["error"]
-    leftovers = subprocess.run(["pgrep", "-f", f"ansible-playbook.*{cli.data_dir}"], capture_output=True)
-    assert leftovers.returncode == 1, f"Ansible processes outlived the run: {leftovers.stdout}"
+    leftovers = ansible_processes(cli.data_dir)
+    assert leftovers == [], f"Ansible processes outlived the run: {leftovers}"
     wait_for(lambda: ssh_masters(cli.data_dir) == {}, 10, "the stopped controller's SSH connections to close")
     service.start()

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from tests.ansible_processes import ansible_processes
 from tests.conftest import (FLEET, FleetCli, ServeProcess, free_port, git, lab_ssh, reset_test_database,
                             wait_for)
 
@@ -363,7 +364,7 @@ class WorkerProcess:
         self.proc.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         self.proc.wait(timeout=10)
-        wait_for(lambda: not processes_under(self.data_dir, "ansible-playbook"), ORPHAN_GOAL_SECONDS,
+        wait_for(lambda: not ansible_processes(self.data_dir), ORPHAN_GOAL_SECONDS,
                  f"the ansible-playbook of killed worker {self.name} to die with it")
         gone_after = time.monotonic() - killed_at
         kill_leftovers(self.data_dir)  # its idle SSH masters (ControlPersist) outlive it by design

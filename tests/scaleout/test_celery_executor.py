@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 import fleet
+from tests.ansible_processes import ansible_processes
 from tests.conftest import wait_for
-from tests.scaleout.conftest import LAB_HOSTS, LEASE_SECONDS, ODD_VERSION, ODD_WORKER, processes_under
+from tests.scaleout.conftest import LAB_HOSTS, LEASE_SECONDS, ODD_VERSION, ODD_WORKER
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
@@ -278,14 +279,14 @@ def test_canceling_a_run_spread_over_both_workers_stops_every_ansible_process(
     shards = all_shards_running(db, workers, run_id, with_ansible=True)
     assert {s["worker"] for s in shards} == WORKERS
     # The same look that must find none afterwards finds each worker's Ansible now.
-    wait_for(lambda: all(processes_under(w.data_dir, "ansible-playbook") for w in running_workers), 30,
+    wait_for(lambda: all(ansible_processes(w.data_dir) for w in running_workers), 30,
              "ansible-playbook under both workers' data dirs")
 
     code, body = serve.request("POST", f"/api/v1/runs/{run_id}/cancel", b"", headers)
     asked_at = time.monotonic()
     assert code in (200, 202), body
     run = wait_run_end(db, run_id, CANCEL_GOAL_SECONDS)
-    left = wait_for(lambda: not any(processes_under(w.data_dir, "ansible-playbook") for w in running_workers),
+    left = wait_for(lambda: not any(ansible_processes(w.data_dir) for w in running_workers),
                     max(0.1, asked_at + CANCEL_GOAL_SECONDS - time.monotonic()),
                     "every ansible-playbook of both workers to end")
     say(capsys, f"cancel -> run {run['status']} and no Ansible left on either worker: "

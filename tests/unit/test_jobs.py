@@ -82,18 +82,26 @@ def tree_with(tmp_path: Path, fleet_yml: str | None) -> Path:
     return tmp_path
 
 
-def test_connections_last_until_five_minutes_past_the_next_scheduled_check(tmp_path):
+def test_connections_last_until_five_minutes_past_the_next_scheduled_check_rounded_up_to_ten(tmp_path):
     tree = tree_with(tmp_path, "schedule: '0 * * * *'\n")
-    assert ssh_persist(Settings(repo="r"), tree, NOW) == 50 * 60 + 300
+    assert ssh_persist(Settings(repo="r"), tree, NOW) == 60 * 60  # 50 min + 5, rounded up
+
+
+def test_the_persist_time_stays_the_same_within_a_schedule_step(tmp_path):
+    """The SSH arguments name it, and they key the kept Ansible process: checks a little late keep it."""
+    tree = tree_with(tmp_path, "schedule: '*/30 * * * *'\n")
+    on_time = ssh_persist(Settings(repo="r"), tree, NOW.replace(minute=0, second=5))
+    late = ssh_persist(Settings(repo="r"), tree, NOW.replace(minute=3, second=40))
+    assert on_time == late == 40 * 60
 
 
 def test_default_schedule_when_the_source_has_no_fleet_yml(tmp_path):
-    assert ssh_persist(Settings(repo="r"), tree_with(tmp_path, None), NOW) == 20 * 60 + 300
+    assert ssh_persist(Settings(repo="r"), tree_with(tmp_path, None), NOW) == 30 * 60  # 20 + 5, rounded up
 
 
 def test_a_broken_fleet_yml_falls_back_to_the_default_schedule(tmp_path):
     tree = tree_with(tmp_path, "schedule: [not, cron\n")
-    assert ssh_persist(Settings(repo="r"), tree, NOW) == 20 * 60 + 300
+    assert ssh_persist(Settings(repo="r"), tree, NOW) == 30 * 60
 
 
 def test_the_setting_overrides_the_schedule(tmp_path):

@@ -1,0 +1,29 @@
+"""Which Ansible processes are running for a data directory: tests that stop runs prove they are gone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The kernel keeps 15 characters of a process's name: ansible-playbook, its forks, and a run forked from
+# the kept Ansible process (fleet.warm), which names itself so; the kept process and its Mitogen
+# multiplexers are not runs and keep other names.
+ANSIBLE_NAME = b"ansible-playboo"
+
+
+def ansible_processes(data_dir: Path) -> list[int]:
+    """Pids of ansible-playbook processes (and their forks) of this data directory, cold or forked from the
+    kept process; SSH masters, the kept process and Mitogen's multiplexers are not counted."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_bytes().strip()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if name != ANSIBLE_NAME and b"ansible-playbook" not in cmdline:
+            continue
+        if str(data_dir).encode() in cmdline or str(Path(data_dir).resolve()).encode() in cmdline:
+            found.append(int(entry.name))
+    return found
