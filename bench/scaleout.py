@@ -29,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import BIN, FLEET, lab_down, lab_up, make_source, median
-from bench.mitogen_race import GIT_ENV, lab_cpu, process_cpu, ssh_master_cpu
+from bench.mitogen_race import GIT_ENV, kept_cpu, lab_cpu, process_cpu
 from fleet.executor.dispatch import POLL_SECONDS
 
 HOSTS = 20
@@ -236,10 +236,10 @@ class Worker:
             shutil.copy2(self.lab.data_dir / "ssh" / name, ssh / name)
 
     def cpu(self) -> float:
-        """CPU so far: the worker (taskset execs it), its reaped Ansible children, its kept SSH masters."""
+        """CPU so far: the worker (taskset execs it), its reaped children, what it keeps (SSH masters, kept Ansible)."""
         if self.proc is None or self.proc.poll() is not None:
             return 0.0
-        return process_cpu(self.proc.pid, with_children=True) + sum(ssh_master_cpu(self.data_dir).values())
+        return process_cpu(self.proc.pid, with_children=True) + sum(kept_cpu(self.data_dir).values())
 
     def stop(self) -> None:
         stop(self.proc)
@@ -267,8 +267,8 @@ class Controller:
         return True
 
     def cpu(self) -> float:
-        """CPU so far: the controller, its reaped children (Ansible with the local executor), its SSH masters."""
-        return process_cpu(self.proc.pid, with_children=True) + sum(ssh_master_cpu(self.lab.data_dir).values())
+        """CPU so far: the controller, its reaped children, what it keeps (SSH masters, the kept Ansible process)."""
+        return process_cpu(self.proc.pid, with_children=True) + sum(kept_cpu(self.lab.data_dir).values())
 
     def stop(self) -> None:
         stop(self.proc)

@@ -261,6 +261,7 @@ class AnsibleRunner:
     connect_timeout: float = 5
     identity: Path | None = None  # fleet's key, offered to jump hosts by the probe
     galaxy_timeout: float = GALAXY_TIMEOUT
+    warm_anchor: Path | None = None  # the data directory whose kept Ansible process checks syntax (fleet.warm)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AnsibleRunner:
@@ -268,7 +269,8 @@ class AnsibleRunner:
         if settings.vault_password_file:
             filemodes.check_vault_password_file(settings.vault_password_file)
         return cls(settings.known_hosts_path, settings.control_path_dir, settings.vault_password_file,
-                   settings.connect_timeout, settings.identity_path)
+                   settings.connect_timeout, settings.identity_path,
+                   warm_anchor=settings.data_dir.resolve() if settings.warm_ansible else None)
 
     def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
         command = [str(ansible_bin_dir() / "ansible-inventory"), "-i", str(tree / inventory), "--list"]
@@ -283,9 +285,14 @@ class AnsibleRunner:
         return hosts_from_listing(listing, ssh_arg_defaults(tree))
 
     def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
-        command = [str(ansible_bin_dir() / "ansible-playbook"), "--syntax-check",
-                   "-i", str(tree / inventory), playbook, *self._vault_args()]
-        proc = self._run_tool(command, tree)
+        """What ansible-playbook --syntax-check says of the playbook, or ""; from the kept Ansible process when
+        there is one (a check of each new revision then does not import Ansible again)."""
+        client = ansible_bin_dir() / warm.CLIENT_SCRIPT
+        kept = self.warm_anchor is not None and client.exists()
+        program = client if kept else ansible_bin_dir() / "ansible-playbook"
+        command = [str(program), "--syntax-check", "-i", str(tree / inventory), playbook, *self._vault_args()]
+        extra = {warm.ANCHOR_ENV: str(self.warm_anchor), warm.IDLE_ENV: str(DEFAULT_SSH_PERSIST)} if kept else {}
+        proc = self._run_tool(command, tree, extra_env=extra)
         if proc.returncode != 0:
             return f"playbook syntax check failed: {clean_ansible_error(proc.stderr or proc.stdout, tree)}"
         return ""
@@ -333,8 +340,10 @@ class AnsibleRunner:
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
 
-    def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT) -> subprocess.CompletedProcess:
-        env = {**os.environ, **ansible_env(self.known_hosts, self.control_path_dir), **requirements_env(tree)}
+    def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT,
+                  extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, **ansible_env(self.known_hosts, self.control_path_dir), **requirements_env(tree),
+               **(extra_env or {})}
         try:
             return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fleet import processes
+
 # The kernel keeps 15 characters of a process's name: ansible-playbook, its forks, and a run forked from
 # the kept Ansible process (fleet.warm), which names itself so; the kept process and its Mitogen
 # multiplexers are not runs and keep other names.
@@ -26,4 +28,19 @@ def ansible_processes(data_dir: Path) -> list[int]:
             continue
         if str(data_dir).encode() in cmdline or str(Path(data_dir).resolve()).encode() in cmdline:
             found.append(int(entry.name))
+    return found
+
+
+def host_interpreters(data_dir: Path) -> dict[str, dict[int, int]]:
+    """Per lab host: Mitogen's interpreters on it, pid -> the controller-side multiplexer pid it names."""
+    found = {}
+    for pid_file in (data_dir / "lab" / "hosts").glob("*/pid"):
+        found[pid_file.parent.name] = {}
+        for pid in processes.descendants(int(pid_file.read_text())):
+            try:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if "(mitogen:" in command:
+                found[pid_file.parent.name][pid] = int(command.rsplit(":", 1)[1].split(")")[0])
     return found

@@ -40,6 +40,11 @@ PER_RUN_ENV = frozenset({
     "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS", "PWD", "OLDPWD", "_", "SHLVL",
     ANCHOR_ENV, IDLE_ENV,
 })
+# What Ansible, Mitogen and Python read of the environment at import (Ansible's settings are all ANSIBLE_*);
+# other variables (fleet's own, a test's) reach the run's child all the same but need no kept process of
+# their own. The child proves the settings equal whatever the key.
+KEYED_PREFIXES = ("ANSIBLE_", "MITOGEN_", "PYTHON", "LC_")
+KEYED_NAMES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "USER", "LOGNAME"})
 _SOCKET_PATH_MAX = 107
 _HEADER = struct.Struct("!I")
 
@@ -94,7 +99,8 @@ def _config_marks(environ, cwd: str) -> list[str]:
 
 def server_key(environ, cwd: str) -> str:
     """Which kept process may run this: everything Ansible reads at import, and fleet's own code."""
-    settled = sorted((k, v) for k, v in environ.items() if k not in PER_RUN_ENV)
+    settled = sorted((k, v) for k, v in environ.items()
+                     if k not in PER_RUN_ENV and (k in KEYED_NAMES or k.startswith(KEYED_PREFIXES)))
     blob = json.dumps([PROTOCOL, settled, _config_marks(environ, cwd), _code_marks()])
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -140,10 +146,10 @@ def stop_servers(anchor: str) -> int:
 def send_message(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
     body = json.dumps(message).encode()
     data = _HEADER.pack(len(body)) + body
+    sent = 0
     if fds:
-        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
-    else:
-        sock.sendall(data)
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+    sock.sendall(data[sent:])
 
 
 def receive_request(sock: socket.socket) -> tuple[dict, list[int]]:

@@ -125,8 +125,8 @@ class Conversation:
         while b"\n" not in self.lines:
             try:
                 data = self.sock.recv(4096)
-            except InterruptedError:
-                continue
+            except OSError:  # reset: the kept process is gone
+                data = b""
             if not data:
                 return None
             self.lines += data

@@ -81,8 +81,9 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 class Server:
-    def __init__(self, path: Path, anchor: str, imported: dict, muxes: set[int]):
+    def __init__(self, path: Path, anchor: str, imported: dict, muxes: set[int], lock):
         self.path = path
+        self.lock = lock
         self.anchor = anchor
         self.imported = imported
         self.muxes = muxes
@@ -176,6 +177,7 @@ class Server:
         pid = os.fork()
         if pid == 0:
             self.listener.close()
+            self.lock.close()  # a run that outlives this process must not keep the next one from starting
             os.close(self.wake_r)
             for run in self.runs.values():
                 run.conn.close()
@@ -243,7 +245,7 @@ def main() -> None:
     lock = take_lock(path)
     imported, muxes = prepare_ansible()
     os.chdir("/")  # hold no revision's directory open
-    Server(path, anchor, imported, muxes).serve()
+    Server(path, anchor, imported, muxes, lock).serve()
     lock.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import signal
 import socket
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from tests.ansible_processes import ansible_processes
+from tests.ansible_processes import ansible_processes, host_interpreters
 from tests.conftest import FleetCli, ServeProcess, git, make_source, ssh_masters, wait_for
 
 pytestmark = pytest.mark.lab
@@ -182,22 +183,44 @@ def test_disappearing_remote_marks_the_source_stale_and_the_controller_keeps_ser
     wait_for(lambda: not cli("revisions", "--json").json()["source"]["stale"], 120, "the source to recover")
 
 
-def start_a_check(cli) -> dict:
-    """Queue a check once the controller is idle; return it a moment after Ansible started."""
-    wait_for(lambda: idle(cli), 300, "the controller to be idle")
-    queued = cli("request", "check", "--json").json()["run"]
-    wait_for(lambda: run_by_id(cli, queued["id"])["status"] == "running", 60, "the requested check to start")
-    time.sleep(2)
-    return queued
+@pytest.fixture
+def start_a_check(controller_env):
+    """start(): queue a check once the controller is idle and return it while Ansible runs it, held up on a
+    hung host: Mitogen's interpreters on db1 (kept from earlier checks) are stopped, so the check lasts
+    until the test ends it (a healthy 4-host check ends within seconds). They go on after the test."""
+    cli, _service = controller_env
+    stopped = []
+
+    def start() -> dict:
+        wait_for(lambda: idle(cli), 300, "the controller to be idle")
+        if not host_interpreters(cli.data_dir).get("db1"):  # none kept yet: a check starts them
+            cli("request", "check")
+            wait_for(lambda: idle(cli), 300, "a check that starts Mitogen's interpreters")
+        stopped.extend(wait_for(lambda: list(host_interpreters(cli.data_dir).get("db1", {})), 30,
+                                "Mitogen's interpreters on db1"))
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        queued = cli("request", "check", "--json").json()["run"]
+        wait_for(lambda: run_by_id(cli, queued["id"])["status"] == "running", 60, "the requested check to start")
+        wait_for(lambda: ansible_processes(cli.data_dir), 60, "Ansible to run the check")
+        time.sleep(2)
+        return queued
+
+    yield start
+    for pid in stopped:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def run_by_id(cli, run_id: int) -> dict:
     return next(r for r in runs(cli) if r["id"] == run_id)
 
 
-def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env):
+def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env, start_a_check):
     cli, service = controller_env
-    queued = start_a_check(cli)
+    queued = start_a_check()
     assert cli("cancel", str(queued["id"])).code == 0
     run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
                    60, "the run to stop")
@@ -209,9 +232,9 @@ def test_cancel_stops_a_running_run_and_keeps_its_partial_results(controller_env
     assert service.get("/api/v1/healthz")[0] == 200
 
 
-def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env):
+def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env, start_a_check):
     cli, service = controller_env
-    queued = start_a_check(cli)
+    queued = start_a_check()
     service.stop(signal.SIGKILL)
     service.start()
     run = wait_for(lambda: (r := next(r for r in runs(cli) if r["id"] == queued["id"]))["status"] != "running" and r,
@@ -222,9 +245,9 @@ def test_kill_9_during_a_run_leaves_it_interrupted_after_restart(controller_env)
     assert shown["stdout"], "output recorded before the crash is kept"
 
 
-def test_sigterm_cancels_the_running_run_and_stops(controller_env):
+def test_sigterm_cancels_the_running_run_and_stops(controller_env, start_a_check):
     cli, service = controller_env
-    queued = start_a_check(cli)
+    queued = start_a_check()
     assert service.stop(signal.SIGTERM) == 0
     run = next(r for r in runs(cli) if r["id"] == queued["id"])
     assert run["status"] == "canceled" and "SIGTERM" in run["error"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fleet import processes, warm
-from tests.ansible_processes import ansible_processes
+from tests.ansible_processes import ansible_processes, host_interpreters
 from tests.conftest import FleetCli, make_source, wait_for
 
 SUBNET = 48  # this file's own lab: 127.0.48.x
@@ -42,21 +42,6 @@ def verdicts(result) -> list:
         return value
 
     return settled(result.json()["hosts"])
-
-
-def host_interpreters(data_dir: Path) -> dict[str, dict[int, int]]:
-    """Per lab host: Mitogen's interpreters on it, pid -> the controller-side multiplexer pid it names."""
-    found = {}
-    for pid_file in (data_dir / "lab" / "hosts").glob("*/pid"):
-        found[pid_file.parent.name] = {}
-        for pid in processes.descendants(int(pid_file.read_text())):
-            try:
-                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if "(mitogen:" in command:
-                found[pid_file.parent.name][pid] = int(command.rsplit(":", 1)[1].split(")")[0])
-    return found
 
 
 def parent_of(pid: int) -> int:
@@ -244,6 +229,7 @@ def test_the_key_follows_ansible_settings_not_the_run_s_own_paths(tmp_path):
     key = warm.server_key(base, str(tmp_path))
     assert warm.server_key({**base, "AWX_ISOLATED_DATA_DIR": "/a/2",
                             "ANSIBLE_CACHE_PLUGIN_CONNECTION": "/a/2/f"}, str(tmp_path)) == key
+    assert warm.server_key({**base, "FLEET_RUN_TIMEOUT": "9"}, str(tmp_path)) == key, "fleet's own: not Ansible's"
     assert warm.server_key({**base, "ANSIBLE_TIMEOUT": "11"}, str(tmp_path)) != key
     (tmp_path / "ansible.cfg").write_text("[defaults]\n")
     assert warm.server_key(base, str(tmp_path)) != key, "a project's own ansible.cfg is part of the key"

@@ -18,7 +18,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.conftest import PROJECT, FleetCli, ServeProcess, make_source
+from fleet import warm
+from tests.conftest import PROJECT, FleetCli, ServeProcess, make_source, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -105,6 +106,15 @@ def test_the_installed_fleet_checks_lab_hosts_and_serves_its_pages(lab):
     # it this read-only probe would not be listed as run for real in the check.
     for host in hosts.values():
         assert [t["task"] for t in host["executed_in_check"]] == ["Test the full sshd configuration"], host
+
+    # The first check started the kept Ansible process from this venv; the next one is forked from it.
+    [kept] = wait_for(lambda: warm.server_pids(str(lab.data_dir)), 30, "the installed kept Ansible process")
+    interpreter = Path(f"/proc/{kept}/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert Path(interpreter).parent == Path(lab.fleet).parent, interpreter
+    again = lab("check", "--json")
+    assert again.code == 2, again.stderr
+    assert {h["name"]: [t["task"] for t in h["changed_tasks"]] for h in again.json()["hosts"]} == \
+        {name: [t["task"] for t in h["changed_tasks"]] for name, h in hosts.items()}
 
     added = lab("user", "add", "tess", "--role", "viewer", "--password-stdin", input=PASSWORD + "\n")
     assert added.code == 0, added.stderr
