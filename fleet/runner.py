@@ -47,6 +47,8 @@ MITOGEN_ANSIBLE_RANGE = ((2, 10), (2, 20))
 log = logging.getLogger("fleet.runner")
 
 DEFAULT_SSH_PERSIST = 120  # seconds
+# How long the kept process of syntax checks waits for a new revision: revisions come at no schedule.
+SYNTAX_KEPT_SECONDS = 3600
 TOOL_TIMEOUT = 300  # seconds ansible-inventory or a syntax check may take
 GALAXY_TIMEOUT = 600  # seconds ansible-galaxy may take to install one revision's requirements
 # Where a revision's requirements are installed, inside its export; ansible-playbook looks there first.
@@ -262,6 +264,7 @@ class AnsibleRunner:
     identity: Path | None = None  # fleet's key, offered to jump hosts by the probe
     galaxy_timeout: float = GALAXY_TIMEOUT
     warm_anchor: Path | None = None  # the data directory whose kept Ansible process checks syntax (fleet.warm)
+    warm_idle: int = DEFAULT_SSH_PERSIST  # seconds that kept process waits for the next revision
 
     @classmethod
     def for_settings(cls, settings: Settings) -> AnsibleRunner:
@@ -270,7 +273,8 @@ class AnsibleRunner:
             filemodes.check_vault_password_file(settings.vault_password_file)
         return cls(settings.known_hosts_path, settings.control_path_dir, settings.vault_password_file,
                    settings.connect_timeout, settings.identity_path,
-                   warm_anchor=settings.data_dir.resolve() if settings.warm_ansible else None)
+                   warm_anchor=settings.data_dir.resolve() if settings.warm_ansible else None,
+                   warm_idle=settings.ssh_persist or SYNTAX_KEPT_SECONDS)
 
     def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
         command = [str(ansible_bin_dir() / "ansible-inventory"), "-i", str(tree / inventory), "--list"]
@@ -291,7 +295,7 @@ class AnsibleRunner:
         kept = self.warm_anchor is not None and client.exists()
         program = client if kept else ansible_bin_dir() / "ansible-playbook"
         command = [str(program), "--syntax-check", "-i", str(tree / inventory), playbook, *self._vault_args()]
-        extra = {warm.ANCHOR_ENV: str(self.warm_anchor), warm.IDLE_ENV: str(DEFAULT_SSH_PERSIST)} if kept else {}
+        extra = {warm.ANCHOR_ENV: str(self.warm_anchor), warm.IDLE_ENV: str(self.warm_idle)} if kept else {}
         proc = self._run_tool(command, tree, extra_env=extra)
         if proc.returncode != 0:
             return f"playbook syntax check failed: {clean_ansible_error(proc.stderr or proc.stdout, tree)}"

@@ -91,10 +91,14 @@ def _code_marks() -> list[str]:
 
 
 def _config_marks(environ, cwd: str) -> list[str]:
-    """Every ansible.cfg Ansible might read from here, by path and change time."""
+    """Every ansible.cfg Ansible might read from here that exists, by path and change time.
+
+    Only those that exist: the directory of each revision differs, and a revision without an ansible.cfg
+    must find the kept process of the one before.
+    """
     candidates = [environ.get("ANSIBLE_CONFIG", ""), os.path.join(cwd, "ansible.cfg"),
                   os.path.expanduser("~/.ansible.cfg"), "/etc/ansible/ansible.cfg"]
-    return [_stat_mark(Path(c)) for c in candidates if c]
+    return [_stat_mark(Path(c)) for c in candidates if c and os.path.exists(c)]
 
 
 def server_key(environ, cwd: str) -> str:
@@ -153,12 +157,21 @@ def send_message(sock: socket.socket, message: dict, fds: list[int] | None = Non
 
 
 def receive_request(sock: socket.socket) -> tuple[dict, list[int]]:
-    """One framed message and the descriptors that came with it."""
+    """One framed message and the descriptors that came with it (closed again if the message is not whole)."""
     fds: list[int] = []
     data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(8 * 4))
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += list(struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4]))
+    try:
+        return _whole_message(sock, data), fds
+    except (OSError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def _whole_message(sock: socket.socket, data: bytes) -> dict:
     if len(data) < _HEADER.size:
         raise ConnectionError("no request")
     (length,) = _HEADER.unpack(data[: _HEADER.size])
@@ -168,4 +181,4 @@ def receive_request(sock: socket.socket) -> tuple[dict, list[int]]:
         if not more:
             raise ConnectionError("the request was cut short")
         body += more
-    return json.loads(body[:length]), fds
+    return json.loads(body[:length])

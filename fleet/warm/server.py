@@ -162,6 +162,8 @@ class Server:
             request, fds = warm.receive_request(conn)
             conn.settimeout(None)
             if request.get("protocol") != warm.PROTOCOL or len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
                 raise ConnectionError("a request fleet-ansible-playbook did not send")
         except (OSError, ValueError, ConnectionError) as problem:
             log.warning("a request refused: %s", problem)
