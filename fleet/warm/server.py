@@ -68,8 +68,13 @@ def prepare_ansible() -> tuple[dict, set[int]]:
 
     muxes: set[int] = set()
     if os.environ.get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
+        import ansible_mitogen.affinity
         import ansible_mitogen.process
 
+        # Mitogen pins its processes to CPUs of its own choosing: on two cores every Ansible fork on the
+        # second, whatever CPUs this process was given (taskset, systemd's CPUAffinity, a second worker).
+        # Runs keep the CPUs they were given and the kernel spreads them.
+        ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
         model = ansible_mitogen.process.get_classic_worker_model()
         muxes = {mux.pid for mux in model._muxes}
     return child.imported_settings(), muxes
