@@ -52,17 +52,7 @@ def kill_tree(pid: int | None) -> list[int]:
     """SIGKILL pid, its process group and every descendant; return the pids signalled."""
     if not pid:
         return []
-    victims = [pid, *descendants(pid)]
-    try:
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except OSError:
-        pass
-    for victim in victims:
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except OSError:
-            pass
-    return victims
+    return _kill_tree(pid, group=_group_of(pid))
 
 
 def kill_leader_tree(pid: int) -> list[int]:
@@ -71,18 +61,33 @@ def kill_leader_tree(pid: int) -> list[int]:
     For a process forked by another that is not to be touched (fleet.warm's kept process): until the
     child has made its own session, its group is its parent's.
     """
-    victims = [pid, *descendants(pid)]
+    return _kill_tree(pid, group=pid if _group_of(pid) == pid else None)
+
+
+def _group_of(pid: int) -> int | None:
     try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, signal.SIGKILL)
+        return os.getpgid(pid)
     except OSError:
-        pass
-    for victim in victims:
+        return None
+
+
+def _kill_tree(pid: int, group: int | None) -> list[int]:
+    victims = [pid, *descendants(pid)]
+    if group is not None:
         try:
-            os.kill(victim, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         except OSError:
             pass
+    _sigkill_each(victims)
     return victims
+
+
+def _sigkill_each(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def pid_alive(pid: int) -> bool:
@@ -108,18 +113,24 @@ def die_with_parent_if_asked() -> None:
     parent = os.getppid()
     try:
         signal.signal(signal.SIGTERM, _stop_this_tree)
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError, ValueError):  # not Linux, or not the main thread: the service manager stops it
+    except ValueError:  # not the main thread: the service manager stops it
+        return
+    if not ask_for_signal_at_parent_death(signal.SIGTERM):
         return
     if os.getppid() != parent:
         _stop_this_tree()
 
 
+def ask_for_signal_at_parent_death(number: int) -> bool:
+    """PR_SET_PDEATHSIG: Linux sends this process `number` when its parent dies; False where it cannot."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, number, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return False
+    return True
+
+
 def _stop_this_tree(*_signal_args) -> None:
     """SIGKILL every process below this one, then this one."""
-    for victim in descendants(os.getpid()):
-        try:
-            os.kill(victim, signal.SIGKILL)
-        except OSError:
-            pass
+    _sigkill_each(descendants(os.getpid()))
     os.kill(os.getpid(), signal.SIGKILL)

@@ -8,7 +8,6 @@ as it does whenever the kept process says it cannot run this one. Either way the
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -19,7 +18,6 @@ from pathlib import Path
 from fleet import processes, warm
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_PR_SET_PDEATHSIG = 1
 
 
 def real_ansible_playbook() -> str:
@@ -50,12 +48,8 @@ def start_server(path: Path, environ: dict[str, str]) -> None:
 
 def die_with_parent() -> None:
     """A killed fleet worker must not leave its runs going: ask for SIGKILL when the parent dies."""
-    if os.environ.get("FLEET_DIE_WITH_PARENT") != "1":
-        return
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    if os.environ.get(processes.DIE_WITH_PARENT_ENV) == "1":
+        processes.ask_for_signal_at_parent_death(signal.SIGKILL)
 
 
 def connect(path: Path) -> socket.socket | None:
