@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import sqlite3
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +23,7 @@ from fleet import filemodes
 from fleet.errors import StoreError
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WAL_SWITCH_RETRY_SECONDS = 0.02  # between tries of the switch to WAL while another process writes
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SCHEMA_LOCK_KEY = 0x666C656574  # "fleet": the PostgreSQL advisory lock held while the schema changes
 # Schemas fleet wrote before it had migrations (no alembic_version table), newest first: the revision
@@ -264,11 +267,29 @@ def sqlite_path(database_url: str) -> Path | None:
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _enter_wal(cursor) -> None:
+    """Switch to WAL, waiting for other processes as long as any SQLite lock would.
+
+    SQLite answers "database is locked" at once, without its busy handler, when this switch meets a
+    process that holds the write lock (two processes opening an old database at once: one upgrades its
+    schema, the other connects): so wait here, as the busy timeout would for a write.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_SWITCH_RETRY_SECONDS)
 
 
 def _tune_postgresql(dbapi_connection, _record) -> None:

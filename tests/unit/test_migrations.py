@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -192,6 +195,29 @@ def test_processes_opening_an_old_database_at_once_upgrade_it_once(database_url)
     assert sorted(out.strip() for _code, out, _err in results) == ["0001", schema_head()]
     assert recorded_revision(database_url) == schema_head()
     assert schema_differences(database_url) == []
+
+
+@pytest.mark.sqlite_only
+def test_opening_waits_for_a_process_that_holds_the_write_lock_of_a_rollback_journal_database(tmp_path):
+    """SQLite refuses the switch to WAL at once, without its busy timeout, while another process holds
+    the write lock: the race of two processes opening an old database (one upgrading it) at once."""
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    migrate(url, "0001")
+    holder = sqlite3.connect(tmp_path / "fleet.db", isolation_level=None, check_same_thread=False)
+    assert holder.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.5, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        started = time.monotonic()
+        change = store_app(url).extensions["fleet.schema"]
+        waited = time.monotonic() - started
+    finally:
+        release.join()
+        holder.close()
+
+    assert (change.before, change.after) == ("0001", schema_head())
+    assert waited >= 0.4  # it waited for the holder rather than failing or skipping the switch
 
 
 @pytest.mark.parametrize("database_url", DATABASES, indirect=True)
