@@ -193,7 +193,7 @@ class JsonReceiver:
 
 # Folders whose tests are marked by where they live, so `-m "not browser"` and the like select them.
 FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "faults": "integration",
-                  "browser": "browser"}
+                  "compat": "integration", "browser": "browser"}
 
 
 def pytest_collection_modifyitems(items):
