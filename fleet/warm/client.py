@@ -8,11 +8,13 @@ as it does whenever the kept process says it cannot run this one. Either way the
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 from fleet import processes, warm
@@ -28,8 +30,10 @@ def real_ansible_playbook() -> str:
     return "ansible-playbook"
 
 
-def run_cold(args: list[str]) -> None:
-    """Become the real ansible-playbook (never returns)."""
+def run_cold(args: list[str], reason: str) -> None:
+    """Become the real ansible-playbook (never returns), saying why to the runner and the log."""
+    warm.write_report(os.environ, False, reason)
+    take_back_terminal()
     program = real_ansible_playbook()
     os.execvp(program, [program, *args])
 
@@ -46,10 +50,41 @@ def start_server(path: Path, environ: dict[str, str]) -> None:
         pass  # this run goes cold either way; the next one tries again
 
 
+def give_up_terminal() -> None:
+    """Let the run's child make our terminal its controlling terminal, as a fresh ansible-playbook has it
+    (pause asks it for its foreground group). We lead its session (ansible-runner started us on a pty);
+    giving it up sends our group a SIGHUP, which is ignored meanwhile."""
+    if not os.isatty(0) or os.getsid(0) != os.getpid():
+        return
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        if os.tcgetsid(0) == os.getpid():
+            fcntl.ioctl(0, termios.TIOCNOTTY)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def take_back_terminal() -> None:
+    """The run goes cold after all: the real ansible-playbook gets the terminal as its controlling one."""
+    if os.isatty(0) and os.getsid(0) == os.getpid():
+        try:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        except OSError:
+            pass
+
+
 def die_with_parent() -> None:
     """A killed fleet worker must not leave its runs going: ask for SIGKILL when the parent dies."""
     if os.environ.get(processes.DIE_WITH_PARENT_ENV) == "1":
         processes.ask_for_signal_at_parent_death(signal.SIGKILL)
+
+
+def unusable_socket_reason() -> str:
+    if warm.runtime_dir() is None:
+        return "socket directory unsafe (fleet-warm-<uid> not a directory of this user alone)"
+    return "socket path too long (set XDG_RUNTIME_DIR or TMPDIR to a shorter directory)"
 
 
 def connect(path: Path) -> socket.socket | None:
@@ -67,14 +102,14 @@ def main() -> None:
     die_with_parent()
     environ = dict(os.environ)
     if not warm.enabled_by(environ):
-        run_cold(args)
+        run_cold(args, f"no data directory named ({warm.ANCHOR_ENV} unset)")
     path = warm.socket_path(environ[warm.ANCHOR_ENV], warm.server_key(environ, os.getcwd()))
     if path is None:
-        run_cold(args)
+        run_cold(args, unusable_socket_reason())
     sock = connect(path)
     if sock is None:
         start_server(path, environ)
-        run_cold(args)
+        run_cold(args, "no kept process yet (starting one)")
     Conversation(sock, args, environ).follow()
 
 
@@ -91,27 +126,29 @@ class Conversation:
     def follow(self) -> None:
         for number in FORWARDED:
             signal.signal(number, self._forward)
+        give_up_terminal()
         try:
             warm.send_message(self.sock, {"protocol": warm.PROTOCOL, "argv": self.args, "env": self.environ,
                                           "cwd": os.getcwd(), "client_pid": os.getpid()}, fds=[0, 1, 2])
-        except OSError:
+        except OSError as error:
             self.sock.close()
-            run_cold(self.args)
+            run_cold(self.args, f"the kept process did not take the run ({error})")
         while True:
             line = self._next_line()
             if line is None and self.child_pid is None:  # it ended before starting this run: run it here
                 self.sock.close()
                 self._restore_signals()
-                run_cold(self.args)
+                run_cold(self.args, "the kept process ended before starting this run")
             if line is None:
                 self._server_lost()
             kind, _, value = line.partition(" ")
             if kind == "P":
                 self.child_pid = int(value)
+                warm.write_report(self.environ, True)
             elif kind == "F":  # this run's settings differ from the kept process's: run it as before
                 self.sock.close()
                 self._restore_signals()
-                run_cold(self.args)
+                run_cold(self.args, value or "the kept process cannot run it")
             elif kind == "X":
                 self._end_as(int(value))
 

@@ -66,6 +66,7 @@ def prepare_ansible() -> tuple[dict, set[int]]:
 
     from fleet.warm import child
 
+    child.install_collection_loader()  # before the multiplexers fork: they serve collection code to hosts
     muxes: set[int] = set()
     if os.environ.get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
         import ansible_mitogen.affinity
@@ -75,6 +76,7 @@ def prepare_ansible() -> tuple[dict, set[int]]:
         # second, whatever CPUs this process was given (taskset, systemd's CPUAffinity, a second worker).
         # Runs keep the CPUs they were given and the kernel spreads them.
         ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
+        child.serve_become_per_run()
         model = ansible_mitogen.process.get_classic_worker_model()
         muxes = {mux.pid for mux in model._muxes}
     return child.imported_settings(), muxes
@@ -98,6 +100,7 @@ class Server:
         self.retiring = ""
         self.program = str(Path(sys.executable).parent / "ansible-playbook")
         self.listener = self._listen()
+        self.state = warm.KeptState(path, anchor, muxes)  # what fleet status and healthz list
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -191,6 +194,7 @@ class Server:
             child.run(request, fds, conn, self.imported, self.program)
         for fd in fds:
             os.close(fd)
+        self.state.served(request)
         idle = int(request["env"].get(warm.IDLE_ENV) or DEFAULT_IDLE)
         self.runs[pid] = Run(pid, conn, idle)
         self._send(conn, f"P {pid}")
@@ -243,12 +247,13 @@ class Server:
 
     def _close(self) -> None:
         self.listener.close()
+        self.state.remove()
         self._unlink_socket()
 
 
 def main() -> None:
     path, anchor = Path(sys.argv[1]), sys.argv[2]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, handlers=[warm.LogHandler(anchor)])  # size-bounded, rotated
     lock = take_lock(path)
     imported, muxes = prepare_ansible()
     os.chdir("/")  # hold no revision's directory open

@@ -1,0 +1,117 @@
+"""fleet.warm's bookkeeping: the rotated warm-ansible.log, the client's report of a run's path, the hosts
+a run names, the state file of a kept process and the listing read from /proc."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet import warm
+
+
+def test_the_log_is_rotated_past_its_size_and_keeps_a_bounded_number_of_old_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(warm, "LOG_MAX_BYTES", 1000)
+    for number in range(400):
+        warm.log_line(str(tmp_path), f"line {number} " + "x" * 40)
+    logs = sorted(p.name for p in tmp_path.iterdir())
+    assert logs == ["warm-ansible.log", "warm-ansible.log.1", "warm-ansible.log.2", "warm-ansible.log.3"]
+    assert all((tmp_path / name).stat().st_size < 1000 + 100 for name in logs)
+    assert (tmp_path / "warm-ansible.log").read_text().splitlines()[-1].endswith("line 399 " + "x" * 40)
+    newest_old = (tmp_path / "warm-ansible.log.1").read_text().splitlines()[-1]
+    first_now = (tmp_path / "warm-ansible.log").read_text().splitlines()[0]
+    assert int(newest_old.split()[3]) + 1 == int(first_now.split()[3])  # nothing lost between them
+
+
+def test_a_writer_holding_the_log_open_keeps_writing_to_it_after_a_rotation(tmp_path, monkeypatch):
+    """The kept process's stderr is the log opened once: rotation empties it in place, it is not renamed."""
+    monkeypatch.setattr(warm, "LOG_MAX_BYTES", 200)
+    with open(tmp_path / "warm-ansible.log", "ab") as stderr:
+        stderr.write(b"y" * 300 + b"\n")
+        stderr.flush()
+        warm.log_line(str(tmp_path), "after the rotation")
+        stderr.write(b"a traceback\n")
+    lines = (tmp_path / "warm-ansible.log").read_text().splitlines()
+    assert lines[0].endswith("after the rotation") and lines[1] == "a traceback"
+    assert (tmp_path / "warm-ansible.log.1").read_text().startswith("y" * 300)
+
+
+def test_the_report_says_warm_or_cold_with_its_reason_and_a_cold_one_is_logged(tmp_path):
+    report = tmp_path / "path.json"
+    environ = {warm.REPORT_ENV: str(report), warm.ANCHOR_ENV: str(tmp_path)}
+    assert warm.read_report(report) is None
+    warm.write_report(environ, False, "no kept process yet (starting one)")
+    assert warm.read_report(report) == (False, "no kept process yet (starting one)")
+    assert "goes cold" in (tmp_path / warm.LOG_NAME).read_text()
+    warm.write_report(environ, True)
+    assert warm.read_report(report) == (True, "")
+    assert len((tmp_path / warm.LOG_NAME).read_text().splitlines()) == 1  # a warm run is not logged
+    report.write_text("{broken")
+    assert warm.read_report(report) is None
+
+
+def test_path_text_is_what_the_store_keeps():
+    assert warm.path_text(True) == "warm"
+    assert warm.path_text(False, "FLEET_WARM_ANSIBLE=false") == "cold: FLEET_WARM_ANSIBLE=false"
+
+
+@pytest.mark.parametrize("argv, hosts", [
+    (["--check", "site.yml"], ["all"]),
+    (["-l", "web1,web2", "site.yml"], ["web1", "web2"]),
+    (["--limit=web1:db1"], ["web1", "db1"]),
+    (["--syntax-check", "-i", "inv", "site.yml"], []),
+])
+def test_hosts_of_argv(argv, hosts):
+    assert warm.hosts_of_argv(argv, "/") == hosts
+
+
+def test_hosts_of_a_limit_file(tmp_path):
+    (tmp_path / "limit").write_text("web1\nweb2\n\n")
+    assert warm.hosts_of_argv(["--limit", f"@{tmp_path / 'limit'}", "site.yml"], "/") == ["web1", "web2"]
+    assert warm.hosts_of_argv(["--limit", "@limit"], str(tmp_path)) == ["web1", "web2"]
+
+
+def test_the_state_file_names_the_newest_runs_hosts_first_and_goes_with_the_process(tmp_path):
+    sock = tmp_path / "abc-key.sock"
+    state = warm.KeptState(sock, str(tmp_path), {123})
+    written = json.loads((tmp_path / "abc-key.json").read_text())
+    assert written["pid"] == os.getpid() and written["multiplexers"] == [123] and written["hosts"] == []
+    state.served({"argv": ["-l", "b,a"], "cwd": "/"})
+    state.served({"argv": ["-l", "c,a"], "cwd": "/"})
+    written = json.loads((tmp_path / "abc-key.json").read_text())
+    assert written["hosts"] == ["a", "c", "b"] and written["runs"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["abc-key.json"]  # written atomically: no temporary left
+    state.remove()
+    assert not (tmp_path / "abc-key.json").exists()
+
+
+def test_memory_is_read_from_proc():
+    memory = warm.process_memory(os.getpid())
+    assert memory["Rss"] > 1000 and 0 < memory["Pss"] <= memory["Rss"]
+    assert warm.process_memory(2 ** 22 + 7) == {}
+
+
+def test_a_listed_process_has_its_age_memory_and_hosts():
+    started = time.time() - 30
+    listed = warm.kept_process_json(os.getpid(), {"started_at": started, "hosts": ["web1"], "runs": 1,
+                                                  "multiplexers": [], "strategy": "mitogen_linear"}, time.time())
+    assert 29 <= listed["age_seconds"] <= 40
+    assert listed["hosts"] == ["web1"] and listed["rss_kib"] > 1000 and listed["pss_kib"] > 0
+    assert warm.kept_process_json(os.getpid(), {}, time.time())["age_seconds"] is None
+
+
+def test_the_kept_process_logs_to_the_rotated_log_when_its_stderr_is_that_log(tmp_path):
+    code = ("import logging, sys; from fleet import warm; warm.LOG_MAX_BYTES = 300; "
+            "logging.basicConfig(level=logging.INFO, handlers=[warm.LogHandler(sys.argv[1])]); "
+            "[logging.getLogger('fleet.warm').info('record %d ' + 'z' * 50, n) for n in range(40)]")
+    env = {**os.environ, "PYTHONPATH": str(Path(warm.__file__).parents[2])}
+    with open(tmp_path / warm.LOG_NAME, "ab") as log:
+        subprocess.run([sys.executable, "-c", code, str(tmp_path)], stdout=log, stderr=log, env=env, check=True)
+    assert (tmp_path / f"{warm.LOG_NAME}.1").exists()
+    assert (tmp_path / warm.LOG_NAME).stat().st_size < 300 + 100
+    other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "elsewhere")], capture_output=True,
+                           text=True, env=env, check=True)
+    assert other.stderr.count("fleet.warm record") == 40  # started by hand: stderr, as before
