@@ -70,6 +70,7 @@ class TaskResult:
     counted: bool = True  # part of the coverage (a task that could change the host)
     cause: str = ""  # drift only: commit | local | new
     flapping: bool = False  # drift right after a converge of the same revision: not idempotent
+    reads: tuple[str, ...] = ()  # source files and role directories (ending in /) the task depends on
 
     @property
     def drift(self) -> bool:
@@ -140,7 +141,9 @@ class CheckContext:
 
 @dataclass
 class _HostState:
-    unverified_registers: dict[str, str] = field(default_factory=dict)  # name -> task that registered it
+    # Variables whose value check mode could not give, each with the chain that says why: a result an
+    # unverified task registered, and what set_fact, include_vars or a register derived from it.
+    tainted: dict[str, str] = field(default_factory=dict)
 
 
 class DriftTracker:
@@ -175,6 +178,7 @@ class DriftTracker:
         handler = data.get("task_uuid") in self._handler_tasks or bool((data.get("fleet") or {}).get("handler"))
         result = task_result_from_event(event, self.check_mode, handler=handler)
         result.path = self.context.relative(result.path)
+        result.reads = self._reads(data.get("fleet") or {})
         self._credit_delegation(result, data)
         self._play_hosts.add(result.host)
         results = [result] + self._never_reached(result, data)
@@ -204,7 +208,7 @@ class DriftTracker:
         findings = data.get("fleet") or {}
         if not (self.check_mode and findings.get("meta")):
             return []
-        cause = self._unverified_dependency(result.host, findings.get("when") or [])
+        cause = self._condition_taint(result.host, findings)
         if not cause:
             return []
         hosts = sorted(self._play_hosts) if findings["meta"] == "end_play" else [result.host]
@@ -218,32 +222,97 @@ class DriftTracker:
         """Apply the rules that need the host's earlier results, then count the result."""
         state = self._states.setdefault(result.host, _HostState())
         findings = data.get("fleet") or {}
-        if self.check_mode and result.status == "skipped" and not result.unverified and not result.handler:
-            cause = self._unverified_dependency(result.host, findings.get("when") or [],
-                                                str((data.get("res") or {}).get("false_condition") or ""))
-            if cause:
-                result.unverified, result.reason = True, f"skipped because {cause}"
-        register = findings.get("register") or ""
-        if register and result.unverified:
-            state.unverified_registers[register] = result.task
-        elif register:
-            state.unverified_registers.pop(register, None)
+        if self.check_mode and not result.unverified and not result.handler:
+            reason = self._taint_reason(result, findings, str((data.get("res") or {}).get("false_condition") or ""))
+            if reason:
+                result.unverified, result.reason = True, reason
+        if self.check_mode:
+            self._propagate(state, result, findings)
         if result.unverified and self.context.accepts(result.task):
             result.accepted = True
         if self.check_mode and result.drift:
             self._attribute(result)
         self._tally(result, data)
 
-    def _unverified_dependency(self, host: str, conditions: list[str], false_condition: str = "") -> str:
-        """'its condition reads `x`, registered by unverified task T' when a condition reads such a result."""
+    def _reads(self, findings: dict) -> tuple[str, ...]:
+        """The source files and role directories a task depends on, relative to the revision's tree."""
+        files = [self.context.relative(str(f)) for f in findings.get("files") or []]
+        roles = [self.context.relative(str(r)).rstrip("/") + "/" for r in findings.get("roles") or []]
+        return tuple(files + roles)
+
+    def _taint_reason(self, result: TaskResult, findings: dict, false_condition: str) -> str:
+        """Why a task that read a value check mode could not give proves nothing ('' when it read none).
+
+        A skip decided by such a value may be a run in a converge; an ok task that could change the host
+        was evaluated with arguments or loop items the converge may not have. A change stays drift.
+        """
+        if result.status == "skipped":
+            cause = self._condition_taint(result.host, findings, false_condition)
+            if cause:
+                return f"skipped because {cause}"
+            loop = self._taint_of(result.host, findings.get("loop_reads") or [], findings)
+            return f"skipped because its loop reads {loop}" if loop and result.counted else ""
+        if result.status != "ok" or not result.counted or result.executed:
+            return ""
+        loop = self._taint_of(result.host, findings.get("loop_reads") or [], findings)
+        if loop:
+            return f"check mode evaluated it over loop items the converge may not have: its loop reads {loop}"
+        args = self._taint_of(result.host, findings.get("arg_reads") or [], findings)
+        if args:
+            return f"check mode evaluated it with arguments the converge may not have: they read {args}"
+        return ""
+
+    def _condition_taint(self, host: str, findings: dict, false_condition: str = "") -> str:
+        """'its condition reads `x`, registered by T, which check mode could not evaluate' ('' when not)."""
+        conditions = [str(c) for c in findings.get("when") or []]
         text = " ".join(conditions + [false_condition])
         if "ansible_check_mode" in text:
             return "its condition reads ansible_check_mode"
-        registers = self._states.get(host, _HostState()).unverified_registers
-        for name, task in registers.items():
-            if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
-                return f"its condition reads `{name}`, registered by '{task}', which check mode could not evaluate"
+        reads = findings.get("when_reads")
+        if not isinstance(reads, dict):  # an event without the callback's names: look for the names themselves
+            state = self._states.get(host, _HostState())
+            names = [n for n in state.tainted if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", text)]
+        elif false_condition in reads:  # Ansible stops at the first false condition: only it decided the skip
+            names = reads[false_condition]
+        else:
+            names = [name for condition in reads.values() for name in condition]
+        taint = self._taint_of(host, names, findings)
+        return f"its condition reads {taint}" if taint else ""
+
+    def _taint_of(self, host: str, names, findings: dict, seen: frozenset = frozenset()) -> str:
+        """The chain by which one of `names` holds a value check mode could not give ('' when none does);
+        names that play, role, block or task vars define from others are followed (`derived`)."""
+        tainted = self._states.get(host, _HostState()).tainted
+        derived = findings.get("derived") or {}
+        for name in sorted(names):
+            if name in tainted:
+                return tainted[name]
+        for name in sorted(names):
+            if name in derived and name not in seen:
+                inner = self._taint_of(host, derived[name], findings, seen | {name})
+                if inner:
+                    return f"`{name}` (from vars), which reads {inner}"
         return ""
+
+    def _propagate(self, state: _HostState, result: TaskResult, findings: dict) -> None:
+        """Carry taint to what this task gives a value: its register, set_fact's facts, include_vars' vars."""
+        read = [*(findings.get("arg_reads") or []), *(findings.get("loop_reads") or []),
+                *[n for c in (findings.get("when_reads") or {}).values() for n in c]]
+        condition = self._taint_of(result.host, read, findings)
+        register = findings.get("register") or ""
+        if register and result.unverified:
+            state.tainted[register] = (f"`{register}`, registered by '{result.task}', "
+                                       "which check mode could not evaluate")
+        elif register and condition:
+            state.tainted[register] = f"`{register}`, registered by '{result.task}', which read {condition}"
+        elif register:
+            state.tainted.pop(register, None)
+        for name, reads in (findings.get("sets") or {}).items():
+            inner = condition or self._taint_of(result.host, reads, findings)
+            if inner:
+                state.tainted[name] = f"`{name}`, set from {inner}"
+            elif result.status == "ok":
+                state.tainted.pop(name, None)  # set again from values check mode did give
 
     def _attribute(self, result: TaskResult) -> None:
         """Cause and flapping of one drifted task, from the host's history."""
@@ -342,19 +411,25 @@ def drift_cause(result: TaskResult, history: HostHistory, context: CheckContext)
     changed = context.changed_paths.get(history.last_converge_sha)
     if changed is None:
         return "commit"  # the history between the two revisions is unknown: do not claim the host changed
-    return "commit" if any(reads_path(result.path, path) for path in changed) else "local"
+    return "commit" if any(reads_path(result.path, path, result.reads) for path in changed) else "local"
 
 
-def reads_path(task_path: str, changed_path: str) -> bool:
+def reads_path(task_path: str, changed_path: str, reads: tuple[str, ...] = ()) -> bool:
     """Could a change to `changed_path` change what the task at `task_path` does?
 
     Its own file; its role's templates, files, defaults, vars and handlers; any
-    inventory or variables file (they feed every task's arguments).
+    inventory or variables file (they feed every task's arguments); and every
+    file and directory the callback saw it read (`reads`: the template or copy
+    source its action found, files its lookups found, include_vars files, its
+    play's file and vars_files, the directories of its role and of the roles
+    whose defaults and vars it sees).
     """
     task_file = task_path.rsplit(":", 1)[0]
     if changed_path == task_file:
         return True
     if "/tasks/" in task_file and changed_path.startswith(task_file.split("/tasks/")[0] + "/"):
+        return True
+    if any(changed_path == read or changed_path.startswith(read.rstrip("/") + "/") for read in reads if read):
         return True
     parts = changed_path.split("/")
     return any(part in ("inventory", "group_vars", "host_vars", "vars") for part in parts[:-1])

@@ -16,6 +16,8 @@ looked at, or when a failure was suppressed (`failed_when: false`): then
 
 from __future__ import annotations
 
+import functools
+
 WOULD_HAVE_RUN = "would have run"  # what Ansible says of a command check mode did not run
 # A skip that says there was nothing to do: an empty loop evaluates nothing and changes nothing.
 NOTHING_TO_DO = ("no items in the list",)
@@ -103,3 +105,69 @@ def failure_evidence(res: dict, action: str = "") -> str:
 def short_action(action: str) -> str:
     """`ansible.builtin.copy` and `ansible.legacy.copy` -> `copy`."""
     return action.rsplit(".", 1)[-1]
+
+
+# --- which variables a templated value reads (for taint through set_fact, vars, loops) ---------
+
+# Names every template may read that never carry a result from the host: left out of what a task reads.
+TEMPLATE_BUILTINS = frozenset({
+    "lookup", "query", "q", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "omit", "now",
+    "undef", "true", "false", "none", "True", "False", "None", "loop", "varname", "vars", "hostvars",
+})
+
+
+def names_read(value, expression: bool = False) -> set[str]:
+    """The variables a templated value reads: a string, or the strings inside lists and dicts.
+
+    `expression`: the string is a bare Jinja expression (`when`, `changed_when`, `until`), not a template.
+    A string that Jinja cannot parse reads nothing known (Ansible then fails the task itself).
+    """
+    if isinstance(value, dict):
+        return set().union(*(names_read(v, expression) for v in value.values())) if value else set()
+    if isinstance(value, (list, tuple)):
+        return set().union(*(names_read(v, expression) for v in value)) if value else set()
+    if isinstance(value, bool) or not isinstance(value, str):
+        return set()
+    if expression and "{{" not in value and "{%" not in value:
+        return set(_template_names("{{ (" + value + "\n) }}"))
+    if "{{" not in value and "{%" not in value:
+        return set()
+    return set(_template_names(value))
+
+
+@functools.lru_cache(maxsize=4096)
+def _template_names(text: str) -> frozenset[str]:
+    """Names a template loads and does not assign itself (cached: a play repeats its expressions per host)."""
+    ast = _parse(text)
+    return _names_in(ast) if ast is not None else frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def _parser():
+    import jinja2  # Ansible's own templating is Jinja2; only the parser is needed, never its filters
+
+    return jinja2.Environment(extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"])
+
+
+def _parse(text: str):
+    import jinja2
+
+    try:
+        return _parser().parse(text)
+    except jinja2.TemplateSyntaxError:
+        return None
+
+
+def _names_in(ast) -> frozenset[str]:
+    from jinja2 import nodes
+
+    stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    loaded = {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"} - stored
+    for item in ast.find_all(nodes.Getitem):  # vars['x'], hostvars[inventory_hostname]['x']
+        if isinstance(item.node, nodes.Name) and item.node.name == "vars" and isinstance(item.arg, nodes.Const):
+            loaded.add(str(item.arg.value))
+    for call in ast.find_all(nodes.Call):  # lookup('vars', 'x', 'y')
+        if (isinstance(call.node, nodes.Name) and call.node.name in ("lookup", "query", "q") and call.args
+                and isinstance(call.args[0], nodes.Const) and call.args[0].value == "vars"):
+            loaded |= {str(a.value) for a in call.args[1:] if isinstance(a, nodes.Const)}
+    return frozenset(loaded - TEMPLATE_BUILTINS)

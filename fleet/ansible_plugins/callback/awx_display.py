@@ -30,7 +30,7 @@ from ansible.plugins import strategy as ansible_strategy
 from ansible.utils.display import Display
 from ansible_runner.display_callback.callback import awx_display as runner_display
 
-from fleet.evidence import classify_result
+from fleet.evidence import classify_result, names_read
 from fleet.processes import die_with_parent_if_asked
 
 die_with_parent_if_asked()  # under `fleet worker`: this ansible-playbook dies with the worker
@@ -180,6 +180,7 @@ def _hook_results() -> None:
         copy._fleet_raw = {
             "data": self._return_data,
             "delegated_host": (self._return_data.get("_ansible_delegated_vars") or {}).get("ansible_delegated_host"),
+            "task": getattr(self, "_fleet_task", None),
         }
         return copy
 
@@ -187,10 +188,29 @@ def _hook_results() -> None:
     raw_class.as_callback_task_result = as_callback_task_result
 
 
+def _hook_task_as_written() -> None:
+    """Keep, on each result, the task as the play wrote it: the result's own task carries the arguments the
+    worker templated (set_fact's value, not the expression), and what a task reads is in the expressions."""
+    base = ansible_strategy.StrategyBase
+    original = getattr(base, "_convert_wire_task_result_to_raw", None)
+    if original is None or getattr(original, "_fleet_hook", False):
+        return
+
+    def _convert_wire_task_result_to_raw(self, wire_task_result):
+        raw = original(self, wire_task_result)
+        entry = self._queued_task_cache.get((raw.host.name, wire_task_result.task_uuid)) or {}
+        raw._fleet_task = entry.get("task")
+        return raw
+
+    _convert_wire_task_result_to_raw._fleet_hook = True
+    base._convert_wire_task_result_to_raw = _convert_wire_task_result_to_raw
+
+
 def task_findings(result, skipped: bool) -> dict:
     """The `fleet` object of one task event."""
     task = result._task
     raw = getattr(result, "_fleet_raw", None) or {"data": result._result, "delegated_host": None}
+    written = raw.get("task") or task  # the task before the worker templated it (see _hook_task_as_written)
     action = getattr(task, "resolved_action", None) or task.action
     data = raw["data"] if isinstance(raw["data"], dict) else {}
     findings = classify_result(data, skipped, action or "")
@@ -206,7 +226,163 @@ def task_findings(result, skipped: bool) -> dict:
         in_rescued_block=in_rescued_block(task),
         handler=isinstance(task, Handler),
     )
+    findings.update(task_reads(written, data, action or ""))
+    findings.update(files=files_read(task, data), roles=role_paths(task))
     return findings
+
+
+# --- what a task reads: variables (taint through set_fact, vars, loops) and files (drift causes) -----
+
+SET_FACT_ACTIONS = {"set_fact"}
+INCLUDE_VARS_ACTIONS = {"include_vars"}
+MAX_DERIVED_NAMES = 200  # names followed through vars definitions per task: enough for any real play
+
+
+def task_reads(task, data: dict, action: str) -> dict:
+    """The variable names the task's templates read, and how variables it reads are defined from others.
+
+    `when_reads` maps each condition to the names it reads; `loop_reads` and `arg_reads` are the loop's
+    and the arguments' names (task and block `vars` are followed through `derived`, as are play and role
+    vars); `sets` names the variables a set_fact or include_vars gives a value, each with what it reads.
+    Names only, never values: fleet.drift follows a result check mode could not give through them.
+    """
+    short = action.rsplit(".", 1)[-1]
+    args = task.args if isinstance(task.args, dict) else {}
+    when = {str(c): sorted(names_read(c, expression=True)) for c in (task.when or [])}
+    loop = sorted(names_read(task.loop))
+    sets: dict[str, list[str]] = {}
+    if short in SET_FACT_ACTIONS:
+        sets = {str(k): sorted(names_read(v)) for k, v in args.items() if k != "cacheable"}
+        arg_names: set[str] = set()
+    else:
+        arg_names = names_read(args)
+    if short in INCLUDE_VARS_ACTIONS:
+        loaded = (data.get("ansible_facts") or {}) if isinstance(data.get("ansible_facts"), dict) else {}
+        sets = {str(k): sorted(arg_names) for k in loaded}
+    direct = arg_names.union(loop, *when.values(), *sets.values())
+    return {"when_reads": when, "loop_reads": loop, "arg_reads": sorted(arg_names), "sets": sets,
+            "derived": derived_names(task, direct)}
+
+
+def derived_names(task, names: set[str]) -> dict[str, list[str]]:
+    """For each variable reached from `names` that task, block, play or role vars define by a template,
+    the names its template reads (followed until no new name turns up)."""
+    definitions = visible_definitions(task)
+    derived: dict[str, list[str]] = {}
+    pending = [n for n in names if n in definitions]
+    while pending and len(derived) < MAX_DERIVED_NAMES:
+        name = pending.pop()
+        if name in derived:
+            continue
+        reads = names_read(definitions[name]) - {name}
+        derived[name] = sorted(reads)
+        pending += [n for n in reads if n in definitions and n not in derived]
+    return {name: reads for name, reads in derived.items() if reads}
+
+
+def visible_definitions(task) -> dict:
+    """Variable definitions a task sees besides inventory and facts: role defaults and vars, play vars,
+    then block and task vars (later ones win, as in Ansible's precedence)."""
+    found: dict = {}
+    role = getattr(task, "_role", None)
+    play = _play_of(task)
+    for getter in (lambda: role.get_default_vars(), lambda: play.vars, lambda: role.get_vars(include_params=True),
+                   lambda: task.get_vars()):
+        try:
+            values = getter()
+        except Exception:  # noqa: BLE001 - a part this task does not have (no role, no play)
+            continue
+        if isinstance(values, dict):
+            found.update(values)
+    return found
+
+
+def _play_of(task):
+    parent = getattr(task, "_parent", None)
+    while parent is not None:
+        play = getattr(parent, "_play", None)
+        if play is not None:
+            return play
+        parent = getattr(parent, "_parent", None)
+    return None
+
+
+def files_read(task, data: dict) -> list[str]:
+    """Files of the source this task's result depends on: the ones its action and lookups found on the
+    controller (templates, copy sources, vars files), its play's file and the play's vars_files."""
+    found = set(data.get(FILES_KEY) or [])
+    play = _play_of(task)
+    origin = getattr(getattr(play, "_origin", None), "path", None)
+    if origin:
+        found.add(str(origin))
+        base = os.path.dirname(str(origin))
+        for name in (play.get_vars_files() if hasattr(play, "get_vars_files") else []):
+            if isinstance(name, str) and "{{" not in name:
+                found.add(os.path.normpath(os.path.join(base, name)))
+    return sorted(str(f) for f in found)
+
+
+def role_paths(task) -> list[str]:
+    """The task's role and every role whose defaults and vars it sees (its dependencies and parents)."""
+    role = getattr(task, "_role", None)
+    if role is None:
+        return []
+    roles = [role]
+    for getter in (role.get_all_dependencies, lambda: role._parents):
+        try:
+            roles += list(getter() or [])
+        except Exception:  # noqa: BLE001 - an ansible-core without this part: the task's own role still counts
+            pass
+    return sorted({str(r._role_path) for r in roles if getattr(r, "_role_path", None)})
+
+
+# Files each task's action found on the controller: recorded inside the worker process that ran it and
+# carried back in its result under a key Ansible strips before callbacks and `register` see it.
+FILES_KEY = "_ansible_fleet_files"
+_files_found: list | None = None  # set while a worker runs a task
+
+
+def _hook_file_reads() -> None:
+    """Record the files Ansible's search paths resolve while a worker runs a task (template and copy `src`,
+    `lookup('file')`, `lookup('template')`, include_vars), and hand them back with the task's result."""
+    from ansible.executor.task_executor import TaskExecutor
+    from ansible.parsing.dataloader import DataLoader
+
+    for name in ("path_dwim_relative_stack", "path_dwim_relative"):
+        original = getattr(DataLoader, name)
+        if getattr(original, "_fleet_hook", False):
+            continue
+        setattr(DataLoader, name, _recording(original))
+    run = TaskExecutor.run
+    if getattr(run, "_fleet_hook", False):
+        return
+
+    def run_recording(self):
+        global _files_found
+        _files_found = []
+        try:
+            result = run(self)
+            if isinstance(result, dict) and _files_found:
+                result[FILES_KEY] = sorted(set(_files_found))
+            return result
+        finally:
+            _files_found = None
+
+    run_recording._fleet_hook = True
+    TaskExecutor.run = run_recording
+
+
+def _recording(original):
+    def lookup(self, *args, **kwargs):
+        path = original(self, *args, **kwargs)
+        if _files_found is not None and isinstance(path, (str, bytes)):
+            text = path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path
+            if os.path.exists(text):
+                _files_found.append(text)
+        return path
+
+    lookup._fleet_hook = True
+    return lookup
 
 
 def in_rescued_block(task) -> bool:
@@ -289,7 +465,8 @@ def _hook_results_poll() -> None:
         constants.DEFAULT_INTERNAL_POLL_INTERVAL = RESULTS_POLL_INTERVAL  # read by the strategy at each wait
 
 
-for _hook in (_hook_vault, _hook_display, _hook_events, _hook_results, _hook_meta, _hook_results_poll):
+for _hook in (_hook_vault, _hook_display, _hook_events, _hook_results, _hook_task_as_written, _hook_meta,
+              _hook_results_poll, _hook_file_reads):
     try:
         _hook()
     except (AttributeError, TypeError):  # an ansible-core whose internals moved: plain behaviour
@@ -343,7 +520,8 @@ class CallbackModule(runner_display.CallbackModule):
         """One event for a host a meta task stopped, shaped like a task result."""
         findings = {"changed": False, "not_evaluated": "", "meta": action, "never_reached": never_reached,
                     "when": [str(c) for c in (task.when or [])], "register": "", "check_mode": None,
-                    "delegated_host": "", "in_rescued_block": False, "no_log": False, "handler": False}
+                    "delegated_host": "", "in_rescued_block": False, "no_log": False, "handler": False,
+                    **task_reads(task, {}, "meta")}
         event_data = {"host": host.get_name(), "remote_addr": host.address, "task": task,
                       "res": {"changed": False, "msg": action}, "fleet": findings}
         with self.capture_event_data("runner_on_ok", **event_data):
