@@ -49,6 +49,7 @@ log = logging.getLogger("fleet.runner")
 DEFAULT_SSH_PERSIST = 120  # seconds
 # How long the kept process of syntax checks waits for a new revision: revisions come at no schedule.
 SYNTAX_KEPT_SECONDS = 3600
+WARM_SSH_PERSIST = 600  # seconds: the ControlPersist of every run when a kept Ansible process may run it
 TOOL_TIMEOUT = 300  # seconds ansible-inventory or a syntax check may take
 GALAXY_TIMEOUT = 600  # seconds ansible-galaxy may take to install one revision's requirements
 # Where a revision's requirements are installed, inside its export; ansible-playbook looks there first.
@@ -645,7 +646,11 @@ def _prepare_directories(spec: JobSpec) -> None:
 
 def job_env(spec: JobSpec) -> dict[str, str]:
     """The environment of one playbook run: fleet's SSH settings, its callback, the chosen strategy."""
-    envvars = ansible_env(spec.known_hosts, spec.control_path_dir, spec.ssh_persist)
+    # With the kept process, one ControlPersist for every run: it is part of the ssh command Mitogen keys its
+    # host interpreters by, and of the kept process's key; the run's own persist time is how long the kept
+    # process waits for the next run (warm_env), which keeps the interpreters and their SSH connections.
+    persist = WARM_SSH_PERSIST if warm_client(spec) else spec.ssh_persist
+    envvars = ansible_env(spec.known_hosts, spec.control_path_dir, persist)
     # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
     envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
     envvars.update(strategy_env(spec.strategy))

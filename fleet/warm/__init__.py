@@ -183,7 +183,8 @@ def _live_locks(anchor: str) -> list[tuple[Path, int]]:
 
 
 def stop_servers(anchor: str) -> int:
-    """Ask every kept process of a data directory to end (a clean stop of the controller); return how many."""
+    """Ask every kept process of a data directory to retire (a clean stop of the controller): take no more runs,
+    end when the running ones have (they may be other callers'); return how many were asked."""
     pids = server_pids(anchor)
     for pid in pids:
         try:

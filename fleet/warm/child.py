@@ -8,6 +8,7 @@ ansible-playbook entry point and ends with its exit code.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import io
 import logging
 import os
@@ -15,13 +16,97 @@ import shutil
 import signal
 import socket
 import sys
+import termios
+import time
 
 # Ansible reads these while a run goes on, not at import: the child sets the run's value.
-LIVE_SETTINGS = frozenset({"CACHE_PLUGIN_CONNECTION", "DEFAULT_ROLES_PATH", "COLLECTIONS_PATHS"})
+# Not COLLECTIONS_PATHS: the multiplexers serve the collections of the kept process (fleet.warm.PER_RUN_ENV).
+LIVE_SETTINGS = frozenset({"CACHE_PLUGIN_CONNECTION", "DEFAULT_ROLES_PATH"})
 FRESH_SETTINGS = frozenset({"DEFAULT_LOCAL_TMP"})  # a new directory per process, as a new ansible-playbook makes
 _PR_SET_NAME = 15
 log = logging.getLogger("fleet.warm")
 _MISSING = object()
+
+
+RUN_MARK = "fleet_run"  # in a become hop of Mitogen's connection stack: that privilege is this run's own
+_kept_playbook_collections: list[str] = []  # the playbook directory's collections the multiplexers see
+
+
+def install_collection_loader() -> None:
+    """Ansible's collection loader, as ansible-playbook installs it before it starts Mitogen: the multiplexers,
+    forked from the kept process, import `ansible_collections.*` code to send it to the hosts. The playbook
+    directory is the kept process's start directory (a run's project directory)."""
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    init_plugin_loader([])
+    AnsibleCollectionConfig.playbook_paths = [os.getcwd()]
+    _kept_playbook_collections[:] = _adjacent_collections([os.getcwd()])
+
+
+def _adjacent_collections(directories: list[str]) -> list[str]:
+    return sorted({os.path.join(d, "collections") for d in directories if os.path.isdir(os.path.join(d, "collections"))})
+
+
+def collections_problem(argv: list[str]) -> str | None:
+    """Why the multiplexers cannot serve this run's playbook-adjacent collections, or None."""
+    playbooks = [os.path.dirname(os.path.abspath(a)) for a in argv if a.endswith((".yml", ".yaml")) and os.path.isfile(a)]
+    wanted = _adjacent_collections(playbooks)
+    if wanted and wanted != _kept_playbook_collections:
+        return f"playbook-adjacent collections {', '.join(wanted)} are not those of the kept process"
+    return None
+
+
+def serve_become_per_run() -> None:
+    """Mitogen keeps a become context (sudo as root on a host) across runs; a privilege revoked on the host
+    between runs must end at the next run, as it does cold. Each run's become hops carry the run's mark, so
+    the multiplexer starts them anew per run (sudo asked again); a new run's become context ends the idle
+    ones of earlier runs for the same host and user, so they do not pile up."""
+    import ansible_mitogen.services as services
+
+    if getattr(services.ContextService, "_fleet_per_run", False):
+        return
+    original = services.ContextService._connect
+
+    def _connect(self, key, spec, via=None):
+        base = None
+        if spec.get(RUN_MARK):
+            base = services.key_from_dict(via=via, **{k: v for k, v in spec.items() if k != RUN_MARK})
+            with self._lock:
+                for context in list(self._key_by_context):
+                    if getattr(context, "fleet_base", None) == base and not self._refs_by_context.get(context):
+                        self._shutdown_unlocked(context)
+        response = original(self, key, spec, via)
+        if base is not None and response.get("context") is not None:
+            response["context"].fleet_base = base
+        return response
+
+    services.ContextService._connect = _connect
+    services.ContextService._fleet_per_run = True
+
+
+def mark_become_hops(mark: str) -> None:
+    """In this run (and the workers it forks): every become hop carries the run's mark."""
+    import ansible_mitogen.connection as connection
+
+    original = connection.Connection._build_stack
+
+    def _build_stack(self):
+        name, stack = original(self)
+        marked = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop for hop in stack]
+        return name, marked
+
+    connection.Connection._build_stack = _build_stack
+
+
+def take_controlling_terminal() -> None:
+    """Make the client's terminal ours, as a fresh ansible-playbook started by ansible-runner (pexpect) has it:
+    tasks such as pause ask it for its foreground group. The client gave it up for this run."""
+    if os.isatty(0):
+        try:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        except OSError as error:
+            log.info("the run's terminal could not become its controlling terminal: %s", error)
 
 
 def imported_settings() -> dict[str, object]:
@@ -82,7 +167,7 @@ def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, 
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         try:  # before taking the terminal: what it says goes to the log
-            problem = settings_problem(imported)
+            problem = settings_problem(imported) or collections_problem(request["argv"])
         except Exception as error:  # noqa: BLE001  a cold ansible-playbook will say it to the run
             problem = f"Ansible's settings could not be read: {error}"
         if problem:
@@ -91,7 +176,10 @@ def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, 
             os._exit(0)
         conn.close()
         take_terminal(fds)
+        take_controlling_terminal()
         look_like_ansible_playbook()
+        if os.environ.get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
+            mark_become_hops(f"{os.getpid()}-{time.time_ns()}")
         code = run_ansible_playbook([program, *request["argv"]])
     finally:
         os._exit(code)
@@ -103,6 +191,11 @@ def run_ansible_playbook(argv: list[str]) -> int:
     from ansible.utils.display import Display
 
     sys.argv = argv
+    import ansible.plugins.loader
+
+    # The kept process installed the collection loader (with the same paths: proven by the key and the
+    # settings); the run's CLI would otherwise warn that it is configured already.
+    ansible.plugins.loader._configure_collection_loader = lambda *_args, **_kwargs: None
     Display()._set_column_width()  # the run's terminal, not the kept process's
     try:
         main(argv)

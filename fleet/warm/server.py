@@ -117,9 +117,9 @@ class Server:
         return listener
 
     def _on_term(self, *_args) -> None:
+        # Retire, not kill: the runs going on may be other callers' (a `fleet check` in a shell while `fleet
+        # serve` stops cleanly); each ends with its caller, who can stop it, and the kept process after them.
         self.retire("asked to stop")
-        for run in list(self.runs.values()):
-            processes.kill_leader_tree(run.pid)
 
     def serve(self) -> None:
         log.info("kept Ansible process %s started for %s", os.getpid(), self.anchor)
