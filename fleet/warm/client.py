@@ -12,6 +12,7 @@ import fcntl
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import termios
@@ -58,12 +59,18 @@ def give_up_terminal() -> None:
         return
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        if os.tcgetsid(0) == os.getpid():
+        if terminal_session(0) == os.getpid():
             fcntl.ioctl(0, termios.TIOCNOTTY)
     except OSError:
         pass
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def terminal_session(fd: int) -> int:
+    """The session whose controlling terminal fd is (tcgetsid(3); Python's os has no tcgetsid)."""
+    found = fcntl.ioctl(fd, getattr(termios, "TIOCGSID", 0x5429), bytes(4))  # 0x5429: Linux's TIOCGSID
+    return struct.unpack("i", found)[0]
 
 
 def take_back_terminal() -> None:
