@@ -55,6 +55,13 @@ CASES = [
          changed=("Write the database credentials",)),
     Case("accepted", "", "in_sync", unverified=("Flush the app cache",), reason="without a reason"),
     Case("handler", "echo listen=9090 > /srv/case/web.conf", "drifted", changed=("Write the web settings",)),
+    Case("set_fact_taint", "rm /srv/case/feature.conf", "unverified",
+         unverified=("Read the feature flag", "Write the feature settings"), reason="would have run",
+         after_converge="unverified"),
+    Case("vars_taint", "echo 9090 > /srv/case/port", "unverified",
+         unverified=("Read the configured port", "Write the listen settings"), reason="would have run",
+         after_converge="unverified"),
+    Case("template_src", "echo tampered > /srv/case/banner.conf", "drifted", changed=("Write the banner",)),
     Case("control", "", "in_sync"),
 ]
 BY_HOST = {case.host: case for case in CASES}

@@ -260,17 +260,41 @@ def test_a_dependent_skip_names_the_probe(journey):
     assert "agent_probe" in reasons["Install the agent"] and "Is the agent installed" in reasons["Install the agent"]
 
 
+def test_a_condition_fed_through_set_fact_names_the_chain(journey):
+    """The probe is accepted, the copy whose condition reads a fact derived from it is not: unverified."""
+    host = by_name(journey["check"])["set_fact_taint"]
+    reasons = {short(t["task"]): (t["reason"], t["accepted"]) for t in host["unverified_tasks"]}
+    reason, accepted = reasons["Write the feature settings"]
+    assert reason.startswith("skipped because its condition reads `feature_on`"), reason
+    assert "`flag`" in reason and "Read the feature flag" in reason, reason
+    assert (accepted, reasons["Read the feature flag"][1]) == (False, True)
+
+
+def test_arguments_fed_through_role_vars_name_the_chain(journey):
+    """The copy is ok in check mode, but with a port derived from a probe check mode skipped."""
+    host = by_name(journey["check"])["vars_taint"]
+    reasons = {short(t["task"]): t["reason"] for t in host["unverified_tasks"]}
+    reason = reasons["Write the listen settings"]
+    assert "`listen_port`" in reason and "`port_probe`" in reason and "Read the configured port" in reason, reason
+    assert journey["after_check"]["vars_taint"] != journey["after_reconverge"]["vars_taint"], \
+        "the converge rewrites the listen settings the check could not vouch for"
+
+
 def test_drift_causes_new_local_and_commit(suite, journey):
     fresh = by_name(journey["fresh"])
     assert {t["cause"] for h in fresh.values() for t in h["changed_tasks"]} == {"new"}
     assert {t["cause"] for t in by_name(journey["check"])["vault"]["changed_tasks"]} == {"local"}
     template = suite.source / "playbooks" / "roles" / "control" / "templates" / "control.conf.j2"
     template.write_text(template.read_text() + "audit=on\n")
-    git(suite.source, "commit", "-qam", "control: audit on")
+    banner = suite.source / "playbooks" / "templates" / "banner.j2"  # beside the playbook, in no role
+    banner.write_text(banner.read_text() + "contact ops\n")
+    git(suite.source, "commit", "-qam", "control: audit on; the banner names a contact")
     ssh(suite.cli, suite.addresses["handler"], "echo listen=1 > /srv/case/web.conf")
     later = by_name(suite.check(codes=(2,)))
     assert [(short(t["task"]), t["cause"]) for t in later["control"]["changed_tasks"]] == [
         ("Write the control settings", "commit")]
+    assert [(short(t["task"]), t["cause"]) for t in later["template_src"]["changed_tasks"]] == [
+        ("Write the banner", "commit")]
     assert [(short(t["task"]), t["cause"]) for t in later["handler"]["changed_tasks"]] == [
         ("Write the web settings", "local")]
 
@@ -328,3 +352,72 @@ def _viewer_pages(app, paths) -> list[str]:
     assert all(page.status_code == 200 for page in pages)
     assert "********" in pages[1].get_data(as_text=True), "the run page shows the masked diff"
     return [page.get_data(as_text=True) for page in pages]
+
+
+# --- drift causes across commits: every file a task reads ------------------------------------
+
+CAUSES_SUBNET = 88  # and 89
+
+
+@pytest.fixture(scope="module")
+def causes(tmp_path_factory):
+    """Two lab hosts and the causes source (tests/integration/truth/causes), converged once."""
+    root = tmp_path_factory.mktemp("causes")
+    data_dir, source = root / "data", root / "source"
+    cli = FleetCli(data_dir, source, root)
+    up = cli("lab", "up", "--hosts", "2", "--subnet", str(CAUSES_SUBNET))
+    assert up.code == 0, up.stderr
+    try:
+        shutil.copytree(TRUTH / "causes", source)
+        lab = yaml.safe_load((data_dir / "lab" / "hosts.yml").read_text())
+        (source / "inventory" / "hosts.yml").write_text(yaml.safe_dump(lab))
+        git(source, "init", "-q", "-b", "main")
+        git(source, "add", "-A")
+        git(source, "commit", "-q", "-m", "causes")
+        suite = Suite(cli, source, {name: host["ansible_host"] for group in lab["all"]["children"].values()
+                                    for name, host in group["hosts"].items()}, [])
+        suite.fleet("converge", "--yes", "--json")
+        yield suite
+    finally:
+        down = cli("lab", "down")
+        assert down.code == 0, down.stderr
+
+
+def causes_of(report: dict) -> dict[str, list[tuple[str, str]]]:
+    return {h["name"]: sorted((short(t["task"]), t["cause"]) for t in h["changed_tasks"]) for h in report["hosts"]}
+
+
+def commit(source: Path, message: str, edits: dict[str, str]) -> None:
+    """Replace each file's text (paths relative to the source) and commit only those changes."""
+    for name, text in edits.items():
+        (source / name).write_text(text)
+    git(source, "commit", "-qam", message)
+
+
+def test_a_commit_to_what_a_task_reads_is_its_cause_warm_and_cold(causes):
+    commit(causes.source, "templates, files, lookups and a dependency's defaults", {
+        "playbooks/templates/banner.j2": "banner for {{ inventory_hostname }}, ask ops\n",
+        "playbooks/files/motd.txt": "welcome back\n",
+        "playbooks/files/limits.txt": "nofile=4096\n",
+        "playbooks/roles/common/defaults/main.yml": "---\ncommon_port: 8081\n"})
+    expected = sorted([("Install the motd", "commit"), ("Write the app settings", "commit"),
+                       ("Write the banner", "commit"), ("Write the limits", "commit")])
+    warm = causes_of(causes.check(codes=(2,)))
+    cold = causes_of(causes.check(codes=(2,), env={"FLEET_WARM_ANSIBLE": "false"}))
+    assert warm == cold == {name: expected for name in causes.addresses}
+
+
+def test_a_group_vars_commit_is_the_cause_of_the_template_reading_it(causes):
+    causes.fleet("converge", "--yes", "--json")
+    commit(causes.source, "the app belongs to the platform team",
+           {"inventory/group_vars/all.yml": "---\napp_owner: platform\n"})
+    found = causes_of(causes.check(codes=(2,)))
+    assert found == {name: [("Write the app settings", "commit")] for name in causes.addresses}
+
+
+def test_a_hand_change_under_the_converged_revision_is_local(causes):
+    causes.fleet("converge", "--yes", "--json")
+    first, second = sorted(causes.addresses)
+    ssh(causes.cli, causes.addresses[first], "echo tampered > /srv/causes/banner.conf")
+    found = causes_of(causes.check(codes=(2,)))
+    assert found == {first: [("Write the banner", "local")], second: []}

@@ -13,11 +13,13 @@ from fleet.drift import (
     HostVerdict,
     extract_facts,
     host_status,
+    reads_path,
     render_diff,
     settle_incomplete,
     task_result_from_event,
     virtualization_kind,
 )
+from fleet.evidence import classify_result
 from tests.truth_cases import CASES
 
 
@@ -556,3 +558,173 @@ def test_a_stopped_run_does_not_prove_hosts_in_sync():
     settled = settle_incomplete(verdicts)
     assert [v.status for v in settled] == ["incomplete", "drifted", "unreachable", "incomplete"]
     assert "stopped" in settled[0].message
+
+
+# --- taint: a value derived from a result check mode could not give -------------------------------
+
+def task_event(kind="runner_on_ok", res=None, task="t", action="ansible.builtin.copy", host="web1",
+               when=None, false_condition="", register="", **reads):
+    """A task event with the findings fleet's callback adds: what the task's templates read, what it sets."""
+    res = dict(res if res is not None else {"changed": False})
+    if false_condition:
+        res.update(false_condition=false_condition, skip_reason="Conditional result was False")
+    skipped = kind == "runner_on_skipped"
+    findings = {**classify_result(res, skipped, action), "when": list(when or {}), "register": register,
+                "when_reads": dict(when or {}), "loop_reads": [], "arg_reads": [], "sets": {}, "derived": {},
+                "check_mode": None, **reads}
+    return event(kind, res, host=host, task=task, action=action, uuid=task, fleet=findings)
+
+
+def probe(register="flag", task="Read the feature flag", host="web1"):
+    return task_event("runner_on_skipped", CHECK_MODE_COMMAND, task=task, action="ansible.builtin.command",
+                      register=register, host=host)
+
+
+def set_fact(sets, task="Decide", **reads):
+    return task_event(res={"changed": False, "ansible_facts": {}}, task=task, action="ansible.builtin.set_fact",
+                      sets=sets, **reads)
+
+
+FEATURE_WHEN = {"feature_on | bool": ["feature_on"]}
+SKIPPED_COPY = task_event("runner_on_skipped", task="Write the feature settings", when=FEATURE_WHEN,
+                          false_condition="feature_on | bool")
+
+# (events, accepted tasks, {task: words its reason holds, or None for verified}, host status)
+TAINT_CASES = {
+    "set_fact from an unverified probe": (
+        [probe(), set_fact({"feature_on": ["flag"]}), SKIPPED_COPY], (),
+        {"Write the feature settings": "skipped because its condition reads `feature_on`, set from `flag`, "
+                                       "registered by 'Read the feature flag'"}, "unverified"),
+    "set_fact from an accepted probe still taints": (
+        [probe(), set_fact({"feature_on": ["flag"]}), SKIPPED_COPY], ("Read the feature flag",),
+        {"Write the feature settings": "`feature_on`, set from `flag`"}, "unverified"),
+    "set_fact from a checked probe is clean": (
+        [task_event(task="Read the feature flag", action="ansible.builtin.command", register="flag"),
+         set_fact({"feature_on": ["flag"]}), SKIPPED_COPY], (),
+        {"Write the feature settings": None}, "in_sync"),
+    "a fact set again from checked values is clean again": (
+        [probe(), set_fact({"feature_on": ["flag"]}), set_fact({"feature_on": []}, task="Reset"), SKIPPED_COPY],
+        (), {"Write the feature settings": None}, "unverified"),
+    "a set_fact whose condition reads a tainted value taints its facts": (
+        [probe(), set_fact({"feature_on": []}, when_reads={"flag.rc == 0": ["flag"]}), SKIPPED_COPY], (),
+        {"Write the feature settings": "`feature_on`, set from `flag`"}, "unverified"),
+    "a register several steps on": (
+        [probe(), set_fact({"a": ["flag"]}), set_fact({"feature_on": ["a"]}, task="Again"), SKIPPED_COPY], (),
+        {"Write the feature settings": "`feature_on`, set from `a`, set from `flag`"}, "unverified"),
+    "play or role vars derived from a probe": (
+        [probe(register="port_probe", task="Read the port"),
+         task_event(task="Write the listen settings", arg_reads=["listen_port"],
+                    derived={"listen_port": ["port_probe"]})], ("Read the port",),
+        {"Write the listen settings": "they read `listen_port` (from vars), which reads `port_probe`"},
+        "unverified"),
+    "include_vars from a tainted path taints what it loads": (
+        [probe(), task_event(res={"changed": False}, task="Load", action="ansible.builtin.include_vars",
+                             arg_reads=["flag"], sets={"feature_on": ["flag"]}), SKIPPED_COPY], (),
+        {"Write the feature settings": "`feature_on`, set from `flag`"}, "unverified"),
+    "a loop over a tainted fact": (
+        [probe(), set_fact({"wanted": ["flag"]}),
+         task_event("runner_on_skipped", {"skip_reason": "No items in the list", "skipped": True},
+                    task="Create the wanted files", loop_reads=["wanted"])], (),
+        {"Create the wanted files": "skipped because its loop reads `wanted`"}, "unverified"),
+    "ok with tainted loop items": (
+        [probe(), set_fact({"wanted": ["flag"]}), task_event(task="Create the wanted files", loop_reads=["wanted"])],
+        (), {"Create the wanted files": "its loop reads `wanted`"}, "unverified"),
+    "a change that read a tainted value stays drift": (
+        [probe(), set_fact({"port": ["flag"]}), task_event(res=FILE_DIFF, task="Write", arg_reads=["port"])], (),
+        {"Write": None}, "drifted"),
+    "a task that changes nothing is not unverified by its arguments": (
+        [probe(), task_event(task="Say", action="ansible.builtin.debug", arg_reads=["flag"])], (),
+        {"Say": None}, "unverified"),
+    "an ok task whose condition alone read a tainted value was evaluated": (
+        [probe(), set_fact({"feature_on": ["flag"]}), task_event(task="Write the feature settings",
+                                                                  when=FEATURE_WHEN)], ("Read the feature flag",),
+        {"Write the feature settings": None}, "in_sync"),
+    "the register of a task that read a tainted value is tainted": (
+        [probe(), task_event(task="Say", action="ansible.builtin.debug", arg_reads=["flag"], register="said"),
+         task_event("runner_on_skipped", task="Write", when={"said.msg == 'on'": ["said"]},
+                    false_condition="said.msg == 'on'")], ("Read the feature flag",),
+        {"Write": "`said`, registered by 'Say', which read `flag`"}, "unverified"),
+    "only the condition that was false decides a skip": (
+        [probe(), set_fact({"feature_on": ["flag"]}),
+         task_event("runner_on_skipped", task="Write the feature settings",
+                    when={"os == 'x'": ["os"], "feature_on | bool": ["feature_on"]}, false_condition="os == 'x'")],
+        ("Read the feature flag",), {"Write the feature settings": None}, "in_sync"),
+    "taint stays with its host": (
+        [probe(host="web2"), set_fact({"feature_on": ["flag"]}), SKIPPED_COPY], (),
+        {"Write the feature settings": None}, "in_sync"),
+}
+
+
+@pytest.mark.parametrize(("events", "accepted", "expected", "status"), TAINT_CASES.values(), ids=TAINT_CASES.keys())
+def test_taint_follows_values_derived_from_unverified_results(events, accepted, expected, status):
+    tracker = DriftTracker(check_mode=True, context=CheckContext(accept_unverified=frozenset(accepted)))
+    results = {}
+    for evt in events:
+        for result in tracker.add_all(evt):
+            results[(result.host, result.task)] = result
+    for task, words in expected.items():
+        result = results[("web1", task)]
+        if words is None:
+            assert not result.unverified, result.reason
+        else:
+            assert result.unverified and not result.accepted, result
+            assert words in result.reason, result.reason
+    assert {v.name: v.status for v in tracker.verdicts()}["web1"] == status
+
+
+def test_taint_is_not_applied_when_converging():
+    tracker = DriftTracker(check_mode=False)
+    for evt in (probe(), set_fact({"feature_on": ["flag"]}), SKIPPED_COPY):
+        tracker.add(evt)
+    [verdict] = tracker.verdicts()
+    assert (verdict.status, verdict.unverified) == ("in_sync", 0)
+
+
+# --- drift causes: every file a task reads ------------------------------------------------------------
+
+# (task path, files and role directories it read, a path a commit changed, counts as the task's cause)
+READS_PATH_CASES = {
+    "its own task file": ("playbooks/site.yml:12", (), "playbooks/site.yml", True),
+    "its role's template": ("playbooks/roles/app/tasks/main.yml:3", (), "playbooks/roles/app/templates/a.j2", True),
+    "a template beside the playbook": ("playbooks/site.yml:12", ("playbooks/templates/banner.j2",),
+                                       "playbooks/templates/banner.j2", True),
+    "a copy source directory": ("playbooks/site.yml:12", ("playbooks/files/conf.d",),
+                                "playbooks/files/conf.d/a.conf", True),
+    "a file a lookup read": ("playbooks/roles/app/tasks/main.yml:3", ("playbooks/files/limits.txt",),
+                             "playbooks/files/limits.txt", True),
+    "a dependency role's defaults": ("playbooks/roles/app/tasks/main.yml:3", ("playbooks/roles/common/",),
+                                     "playbooks/roles/common/defaults/main.yml", True),
+    "group_vars": ("playbooks/site.yml:12", (), "inventory/group_vars/all.yml", True),
+    "a template the task did not read": ("playbooks/site.yml:12", ("playbooks/templates/banner.j2",),
+                                         "playbooks/templates/motd.j2", False),
+    "a name that only starts like a file read": ("playbooks/site.yml:12", ("playbooks/templates/banner.j2",),
+                                                 "playbooks/templates/banner.j2.orig", False),
+    "another role": ("playbooks/roles/app/tasks/main.yml:3", ("playbooks/roles/app/",),
+                     "playbooks/roles/db/templates/db.j2", False),
+}
+
+
+@pytest.mark.parametrize(("task_path", "reads", "changed", "counts"), READS_PATH_CASES.values(),
+                         ids=READS_PATH_CASES.keys())
+def test_reads_path(task_path, reads, changed, counts):
+    assert reads_path(task_path, changed, reads) is counts
+
+
+def test_a_changed_template_beside_the_playbook_is_the_cause_of_its_drift():
+    tree = "/data/revisions/abc/"
+    context = CheckContext(revision="new", project_dir=tree,
+                           history={"web1": HostHistory(last_converge_sha="old")},
+                           changed_paths={"old": frozenset({"playbooks/templates/banner.j2"})})
+    tracker = DriftTracker(check_mode=True, context=context)
+    drift = tracker.add(task_event(res=FILE_DIFF, task="Write the banner", action="ansible.builtin.template",
+                                   task_path=f"{tree}playbooks/site.yml:20",
+                                   files=[f"{tree}playbooks/templates/banner.j2", f"{tree}playbooks/site.yml"],
+                                   roles=[]))
+    assert drift.reads == ("playbooks/templates/banner.j2", "playbooks/site.yml")
+    assert drift.cause == "commit"
+    untouched = tracker.add(task_event(res=FILE_DIFF, task="Write the motd", action="ansible.builtin.template",
+                                       task_path=f"{tree}playbooks/roles/motd/tasks/main.yml:2",
+                                       files=[f"{tree}playbooks/roles/motd/templates/motd.j2"],
+                                       roles=[f"{tree}playbooks/roles/motd"]))
+    assert untouched.reads[-1] == "playbooks/roles/motd/"
+    assert untouched.cause == "local"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fleet.evidence import classify_result, failure_evidence, short_action
+from fleet.evidence import classify_result, failure_evidence, names_read, short_action
 
 WOULD_RUN = {"changed": False, "msg": "Command would have run if not in check mode", "rc": 0}
 EXISTS = {"changed": False, "msg": "Would not run command since '/etc/hostname' exists", "rc": 0}
@@ -53,3 +53,28 @@ def test_failure_evidence_needs_a_sign_of_failure():
                                                ("raw", "raw")])
 def test_short_action(action, short):
     assert short_action(action) == short
+
+
+# (value, read as a bare expression (`when`), the variables it reads)
+NAMES_READ_CASES = {
+    "a plain string reads nothing": ("/etc/feature.conf", False, set()),
+    "a template reads its variables": ("{{ (flag.stdout | default('off')) == 'on' }}", False, {"flag"}),
+    "a condition is an expression without braces": ("feature_on | bool", True, {"feature_on"}),
+    "a condition with braces is a template": ("{{ feature_on }}", True, {"feature_on"}),
+    "filters and tests are not variables": ("x is defined and y | length > 0", True, {"x", "y"}),
+    "a loop variable is the template's own": ("{% for line in probe.stdout_lines %}{{ line }}{% endfor %}", False,
+                                             {"probe"}),
+    "a set variable is the template's own": ("{% set port = base + 1 %}{{ port }}", False, {"base"}),
+    "vars['x'] reads x": ("{{ vars['listen_port'] }}", False, {"listen_port"}),
+    "lookup('vars', ...) reads its names": ("{{ lookup('vars', 'a', 'b') }}", False, {"a", "b"}),
+    "a lookup of a file reads no variable": ("{{ lookup('file', 'motd.txt') }}", False, set()),
+    "module arguments: strings inside dicts and lists": ({"dest": "/x/{{ name }}", "opts": ["{{ a }}", 3, True]},
+                                                         False, {"name", "a"}),
+    "a template Jinja cannot parse reads nothing known": ("{{ unclosed", False, set()),
+    "non-strings read nothing": (42, False, set()),
+}
+
+
+@pytest.mark.parametrize(("value", "expression", "names"), NAMES_READ_CASES.values(), ids=NAMES_READ_CASES.keys())
+def test_names_read(value, expression, names):
+    assert names_read(value, expression=expression) == names
