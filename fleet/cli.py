@@ -8,9 +8,9 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import __version__, filemodes, hostkeys, jobs, lab, runner, shapes, source
+from fleet import __version__, filemodes, hostkeys, jobs, lab, runner, shapes, source, warm
 from fleet.errors import FleetError
-from fleet.output import Progress, colour_diff, duration, indent, paint, table, use_colour, when
+from fleet.output import Progress, colour_diff, duration, indent, kept_process_line, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, pins, queries, records
 from fleet.store import workers as worker_store
@@ -224,11 +224,14 @@ def status(ctx, as_json, show_diff):
     with _store(settings):
         hosts = queries.inventory_hosts()
         drift = queries.verdict_tasks(hosts)
+        kept = warm.kept_processes(str(settings.data_dir))
         if as_json:
-            click.echo(json.dumps({"hosts": [shapes.host_json(h, drift.get(h.name, [])) for h in hosts]}, indent=2))
+            click.echo(json.dumps({"hosts": [shapes.host_json(h, drift.get(h.name, [])) for h in hosts],
+                                   "kept_processes": kept}, indent=2))
             return
         if not hosts:
             click.echo("no hosts yet: run `fleet check` to read the inventory and check them")
+            _echo_kept(kept, settings)
             return
         colour = use_colour()
         rows = [[h.name, h.status, " ".join(h.group_list), when(h.last_check_at), str(h.drifted_tasks),
@@ -240,6 +243,19 @@ def status(ctx, as_json, show_diff):
                 click.echo(f"{host.name}: {task_line(task)}")
                 if show_diff and task.diff:
                     click.echo(indent(colour_diff(task.diff, colour)))
+        _echo_kept(kept, settings)
+
+
+def _echo_kept(kept: list[dict], settings: Settings) -> None:
+    if not settings.warm_ansible:
+        click.echo("\nkept Ansible processes: off (FLEET_WARM_ANSIBLE=false): each run starts ansible-playbook")
+        return
+    if not kept:
+        click.echo("\nkept Ansible processes: none (the next run starts one and goes cold)")
+        return
+    click.echo(f"\nkept Ansible processes ({len(kept)}):")
+    for entry in kept:
+        click.echo(f"  {kept_process_line(entry)}")
 
 
 @main.command()
@@ -290,6 +306,10 @@ def show(ctx, run_id, as_json, with_stdout):
         click.echo(_run_header(run, colour))
         click.echo(f"trigger {run.trigger}, by {run.requested_by or '-'}, limit {run.limit or 'all'}, "
                    f"started {when(run.started_at)}")
+        click.echo(f"ansible: {run.strategy or '-'}, {shapes.ansible_path_line(run.ansible_path)}")
+        for shard in worker_store.shards_of_run(run_id):
+            if shard.ansible_path:
+                click.echo(f"  shard {shard.index} on {shard.worker or '-'}: {shapes.ansible_path_line(shard.ansible_path)}")
         click.echo("")
         rows = [[h.host, h.status, str(h.ok), str(h.changed), str(h.failed), str(h.skipped), str(h.unverified),
                  h.message[:80]] for h in hosts]

@@ -633,6 +633,8 @@ class Execution:
         try:
             return self._stop_asked()
         except SQLAlchemyError as exc:
+        if outcome.ansible_path:
+            self._note_ansible_path(outcome.ansible_path)
             self.store_refused(exc)
             return True
 
@@ -643,6 +645,10 @@ class Execution:
     def store_refused(self, exc: SQLAlchemyError) -> None:
         """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
         if not self.store_error:
+    def _note_ansible_path(self, path: str) -> None:
+        """Warm (forked from a kept Ansible process) or cold and why, as fleet-ansible-playbook reported it."""
+        records.note_ansible_path(self.run_id, path)
+
             self.store_error = (f"the store refused a write: {_store_message(exc)}; "
                                 "results recorded before it are kept")
             log.error("run %s: %s; stopping Ansible", self.run_id, self.store_error)

@@ -105,3 +105,26 @@ class Progress:
         if self.enabled:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+def kept_process_line(kept: dict, most_hosts: int = 8) -> str:
+    """One kept Ansible process (fleet.warm.kept_processes) for `fleet status`: pid, age, memory, its hosts."""
+    age = kept.get("age_seconds")
+    parts = [f"pid {kept['pid']}", f"up {_span(age)}" if age is not None else "age unknown"]
+    if kept.get("pss_kib") is not None:
+        muxes = len(kept.get("multiplexers") or [])
+        parts.append(f"{kept['pss_kib'] / 1024:.0f} MiB PSS" + (f" with {muxes} multiplexer(s)" if muxes else ""))
+    elif kept.get("rss_kib") is not None:
+        parts.append(f"{kept['rss_kib'] / 1024:.0f} MiB RSS")
+    parts.append(f"{kept.get('runs', 0)} run(s)")
+    hosts = list(kept.get("hosts") or [])
+    if hosts:
+        more = f" and {len(hosts) - most_hosts} more" if len(hosts) > most_hosts else ""
+        parts.append("hosts " + " ".join(hosts[:most_hosts]) + more)
+    return ", ".join(parts)
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"

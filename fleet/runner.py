@@ -47,6 +47,7 @@ MITOGEN_ANSIBLE_RANGE = ((2, 10), (2, 20))
 log = logging.getLogger("fleet.runner")
 
 DEFAULT_SSH_PERSIST = 120  # seconds
+REPORT_FILE = "ansible-path.json"  # in the run's private directory: fleet-ansible-playbook says warm or cold
 # How long the kept process of syntax checks waits for a new revision: revisions come at no schedule.
 SYNTAX_KEPT_SECONDS = 3600
 WARM_SSH_PERSIST = 600  # seconds: the ControlPersist of every run when a kept Ansible process may run it
@@ -129,6 +130,8 @@ class JobSpec:
 class RunnerOutcome:
     status: str  # successful | failed | timeout | canceled
     rc: int
+    # 'warm' (forked from a kept Ansible process) or 'cold: <why>' (fleet.warm.path_text); '' not known
+    ansible_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -595,6 +598,8 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
         return False  # fleet records events itself; ansible-runner need not write them to disk
 
     binary = warm_client(spec)
+    report = spec.private_data_dir / REPORT_FILE
+    report.unlink(missing_ok=True)  # a report of an earlier run in this directory says nothing of this one
     try:
         result = ansible_runner.run(
             private_data_dir=str(spec.private_data_dir),
@@ -606,7 +611,7 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
             # ansible-runner names the playbook only to ansible-playbook itself, not to another binary
             binary=binary,
             cmdline=command_line(spec) + (f" {shlex.quote(spec.playbook)}" if binary else ""),
-            envvars=job_env(spec) | (warm_env(spec) if binary else {}),
+            envvars=job_env(spec) | (warm_env(spec) | {warm.REPORT_ENV: str(report)} if binary else {}),
             event_handler=handle,
             cancel_callback=process.stop_requested,
             suppress_env_files=True,
@@ -617,7 +622,22 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
         process.kill()
         raise
     status = result.status if result.status in RUNNER_STATUSES else "failed"
-    return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1)
+    return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1,
+                         ansible_path=ansible_path(spec, binary, report))
+
+
+def ansible_path(spec: JobSpec, binary: str | None, report: Path) -> str:
+    """Which path the run took, as fleet-ansible-playbook reported it, or why it never could go warm.
+
+    '' when the client said nothing: it never started (ansible-runner failed first), or it was killed early.
+    """
+    if spec.warm_anchor is None:
+        return warm.path_text(False, warm.DISABLED_REASON)
+    if binary is None:
+        return warm.path_text(False, f"{warm.CLIENT_SCRIPT} is not installed beside ansible-playbook "
+                                     f"({ansible_bin_dir()})")
+    said = warm.read_report(report)
+    return warm.path_text(*said) if said else ""
 
 
 def warm_client(spec: JobSpec) -> str | None:

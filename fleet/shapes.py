@@ -27,7 +27,28 @@ def run_json(run) -> dict:
         "cancel_requested": bool(run.cancel_requested), "approval_id": run.approval_id,
         # Why a queued run waits (the broker is down, scale-out); rows of older pages may not carry it.
         "waiting_reason": getattr(run, "waiting_reason", "") or None,
+        "ansible_path": ansible_path_json(getattr(run, "ansible_path", "")),
     }
+
+
+def ansible_path_json(text: str) -> dict | None:
+    """How Ansible ran, from the stored text: {"warm": true, "reason": null} forked from a kept Ansible process;
+    {"warm": false, "reason": why} cold (a new ansible-playbook); {"warm": null, "reason": each shard's} for a
+    run whose shards took different paths; None when not known (no Ansible ran, or recorded before fleet kept it).
+    """
+    if not text:
+        return None
+    if text == "warm":
+        return {"warm": True, "reason": None}
+    kind, _, reason = text.partition(": ")
+    return {"warm": False if kind == "cold" else None, "reason": reason or None}
+
+
+def ansible_path_line(text: str) -> str:
+    """The same for people: 'warm (forked from the kept Ansible process)', 'cold: why', 'mixed: ...'."""
+    if text == "warm":
+        return "warm (forked from the kept Ansible process)"
+    return text or "not recorded"
 
 
 def run_summary_json(run) -> dict:
@@ -163,4 +184,5 @@ def shard_json(shard) -> dict:
         "index": shard.index, "hosts": list(shard.hosts), "status": shard.status, "attempt": shard.attempt,
         "worker": shard.worker or None, "reason": shard.reason or None, "started_at": iso(shard.started_at),
         "finished_at": iso(shard.finished_at), "history": list(shard.history),
+        "ansible_path": ansible_path_json(getattr(shard, "ansible_path", "")),
     }

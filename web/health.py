@@ -4,11 +4,13 @@ It reads one row and never waits on the controller loop (which may be busy
 with a long run), so its answer time measures the process, and
 `controller.heartbeat_age_seconds` measures the leading controller: a
 working one renews its heartbeat every few seconds, even mid-run; a stuck
-one lets it age.
+one lets it age. `kept_processes` lists this data directory's kept Ansible processes (fleet.warm): pid,
+age, memory and the hosts of the runs they served, read from /proc and their state files.
 """
 
 from flask import Blueprint, current_app, jsonify
 
+from fleet import warm
 from fleet.store import queries
 from fleet.vocabulary import utcnow
 
@@ -18,7 +20,8 @@ bp = Blueprint("health", __name__, url_prefix="/api/v1")
 @bp.get("/healthz")
 def healthz():
     state = queries.controller_state()  # reading it proves the store answers
-    return jsonify(status="ok", controller=controller_health(state, current_app.extensions.get("fleet.controller")))
+    return jsonify(status="ok", controller=controller_health(state, current_app.extensions.get("fleet.controller")),
+                   kept_processes=warm.kept_processes(str(current_app.config["FLEET_SETTINGS"].data_dir)))
 
 
 def controller_health(state, local_status) -> dict:

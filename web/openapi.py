@@ -327,7 +327,17 @@ def _health_schema() -> dict:
     leader = _maybe(_object({"pid": _int_or_null(), "host": _string_or_null()}))
     controller = _object({"heartbeat_age_seconds": {"type": ["number", "null"]}, "leader": leader,
                           "standby": {"type": "boolean"}})
-    return _object({"status": {"type": "string", "const": "ok"}, "controller": controller})
+    kept = _object({
+        "pid": _count(1), "age_seconds": {"type": ["number", "null"]},
+        "rss_kib": _int_or_null(), "pss_kib": {**_int_or_null(), "description": "with its Mitogen multiplexers"},
+        "strategy": _string_or_null(), "multiplexers": {"type": "array", "items": _count(1)},
+        "runs": _count(), "last_run_at": {"type": ["number", "null"], "description": "seconds since the epoch"},
+        "hosts": {"type": "array", "items": {"type": "string"},
+                  "description": "hosts of the runs it served (with Mitogen: where it keeps interpreters)"},
+    })
+    return _object({"status": {"type": "string", "const": "ok"}, "controller": controller,
+                    "kept_processes": {"type": "array", "items": kept,
+                                       "description": "this data directory's kept Ansible processes"}})
 
 
 def _run_schema() -> dict:
@@ -351,6 +361,16 @@ def _run_summary_schema() -> dict:
 def _verdict_lists_schema() -> dict:
     named = _object({"task": {"type": "string"}, "action": {"type": "string"}})
     return _object({
+        "ansible_path": _ansible_path_schema(),
+    })
+
+
+def _ansible_path_schema() -> dict:
+    path = _object({
+        "warm": {"type": ["boolean", "null"],
+                 "description": "true: forked from a kept Ansible process; false: a new ansible-playbook (cold); "
+                                "null: a run whose shards took different paths"},
+        "reason": {**_string_or_null(), "description": "why it went cold (each shard's when mixed)"},
         "changed_tasks": {"type": "array", "items": _object({
             "task": {"type": "string"}, "action": {"type": "string"}, "diff": _string_or_null(),
             "cause": _string_or_null(), "flapping": {"type": "boolean"}})},
@@ -458,3 +478,4 @@ def _shard_schema() -> dict:
         "started_at": _string_or_null(), "finished_at": _string_or_null(),
         "history": {"type": "array", "items": {"type": "string"}, "description": "earlier attempts, one line each"},
     })
+        "ansible_path": _ansible_path_schema(),

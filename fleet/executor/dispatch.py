@@ -33,6 +33,7 @@ REFUSED_RETRY_SECONDS = 5.0  # before a refused shard is sent again (another wor
 # A sent shard no worker claimed this long, while a worker sits idle, is sent again (a broker restarted
 # without persistence loses its queue); a duplicate message finds nothing to claim.
 RESEND_UNCLAIMED_SECONDS = 30.0
+COLD = "cold: "  # how a shard's ansible_path starts when it went cold (fleet.warm.path_text)
 
 
 def run_sharded(execution, desired, targets: list[InventoryHost]) -> str:
@@ -208,6 +209,9 @@ class ShardedRun:
         strategies = sorted({s.strategy for s in current if s.strategy})
         if strategies:
             records.note_strategy(self.run_id, ("/".join(strategies) + " (workers)")[:40])
+        path = gathered_ansible_path(current)
+        if path:
+            records.note_ansible_path(self.run_id, path)
         self.execution.note = _interrupted_note(current)
         return self._status(current, verdicts)
 
@@ -224,6 +228,18 @@ class ShardedRun:
         if any(v.status in (HostStatus.FAILED, HostStatus.UNREACHABLE) for v in verdicts):
             return RunStatus.FAILED
         return RunStatus.SUCCESSFUL
+
+
+def gathered_ansible_path(current: list[ShardView]) -> str:
+    """The run's path from its shards': theirs when all took the same; cold with each shard's reason when all
+    went cold for different ones; else 'mixed: ' and each shard's (the shards keep their own too)."""
+    known = sorted((s.index, s.ansible_path) for s in current if s.ansible_path)
+    paths = {path for _, path in known}
+    if len(paths) <= 1:
+        return paths.pop() if paths else ""
+    if all(path.startswith(COLD) for path in paths):
+        return COLD + "; ".join(f"shard {index}: {path[len(COLD):]}" for index, path in known)
+    return "mixed: " + "; ".join(f"shard {index} {path}" for index, path in known)
 
 
 def shard_verdicts(shard: ShardView) -> list[HostVerdict]:

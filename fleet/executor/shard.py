@@ -198,6 +198,15 @@ class ShardRecorder(records.RunRecorder):
             return
         super().flush()  # commits the fence with the batch
 
+    def _reopen_batch(self) -> bool:
+        """A refused batch is written again row by row in a transaction of its own: fenced again first."""
+        if shards.fence(self.shard.id, self.shard.token, self.lease_seconds):
+            return True
+        self.lost = True
+        log.error("run %s shard %s: given away by the controller; nothing more is recorded",
+                  self.shard.run_id, self.shard.index)
+        return False
+
 
 class ShardExecution(Execution):
     """jobs.Execution for one shard: the shard's lease instead of the run's, its verdicts kept with it."""
@@ -231,6 +240,9 @@ class ShardExecution(Execution):
 
     def _note_strategy(self, name: str) -> None:
         self._fenced(strategy=name)
+
+    def _note_ansible_path(self, path: str) -> None:
+        self._fenced(ansible_path=path)  # the run's own is gathered from its shards' (dispatch)
 
     def _note_ansible_pid(self, pid: int) -> None:
         self._fenced(ansible_pid=pid)

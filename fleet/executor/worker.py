@@ -16,7 +16,7 @@ import socket
 import threading
 
 import fleet
-from fleet import processes
+from fleet import processes, warm
 from fleet.errors import ConfigError
 from fleet.executor.celery_app import QUEUE, SHARD_TASK, celery_app, display_broker
 from fleet.executor.shard import execute_shard, version_refusal
@@ -74,6 +74,16 @@ def start_worker(settings: Settings, name: str = "", concurrency: int = 1, queue
         finally:
             beat.stop()
             workers.record_stopped(state.name)
+            stop_kept_processes(settings)
+
+
+def stop_kept_processes(settings: Settings) -> int:
+    """A worker that stops ends the kept Ansible processes of its data directory, as `fleet serve` does: nothing
+    of it stays behind holding Mitogen's interpreters on the hosts (its shards have ended: Celery's warm
+    shutdown waited for them)."""
+    stopped = warm.stop_servers(str(settings.data_dir.resolve()))
+    log.info("stopped %d kept Ansible processes", stopped)
+    return stopped
 
 
 def _refuse_duplicate_name(name: str) -> None:

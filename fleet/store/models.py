@@ -101,6 +101,9 @@ class Run(db.Model):
     cancel_reason: Mapped[str] = mapped_column(Text, default="")
     approval_id: Mapped[int | None] = mapped_column(Integer)
     strategy: Mapped[str] = mapped_column(String(40), default="")  # Ansible strategy the run used
+    # How Ansible ran: 'warm' (forked from a kept process, fleet.warm), 'cold: <why>', for a run of shards
+    # 'mixed: ...' when they differ; '' before it is known (fleet.shapes.ansible_path_json reads it).
+    ansible_path: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The process working on a running run ("host:pid:token") renews its lease; once it lapses, whoever
     # looks next closes the run as interrupted (fleet.store.leases).
     lease_holder: Mapped[str] = mapped_column(String(255), default="", server_default="")
@@ -432,5 +435,6 @@ class Shard(db.Model):
     verdicts: Mapped[str] = mapped_column(Text, default="", server_default="")  # JSON, written with `done`
     ansible_pid: Mapped[int | None] = mapped_column(Integer)
     history: Mapped[str] = mapped_column(Text, default="", server_default="")  # earlier attempts, one per line
+    ansible_path: Mapped[str] = mapped_column(Text, default="", server_default="")  # as Run.ansible_path
 
     __table_args__ = (UniqueConstraint("run_id", "index", name="uq_shards_run_index"),)

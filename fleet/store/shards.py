@@ -72,6 +72,7 @@ class ShardView:
     sent_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    ansible_path: str = ""  # 'warm' | 'cold: <why>' (Run.ansible_path)
 
     @property
     def names(self) -> list[str]:

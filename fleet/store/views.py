@@ -53,6 +53,7 @@ class RunView:
     lease_holder: str
     lease_expires_at: datetime | None
     waiting_reason: str = ""  # why a queued run waits (scale-out: the broker is down)
+    ansible_path: str = ""  # 'warm' | 'cold: <why>' | 'mixed: ...' (shards) | '' not known (fleet.shapes)
 
 
 @dataclass(frozen=True)

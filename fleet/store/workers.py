@@ -77,6 +77,7 @@ class ShardView:
     started_at: datetime | None
     finished_at: datetime | None
     history: tuple[str, ...]
+    ansible_path: str = ""  # 'warm' | 'cold: <why>' (fleet.shapes.ansible_path_json)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ def _shard_view(row: Shard) -> ShardView:
         worker=row.worker or "", reason=row.reason or "", outcome=row.outcome or "", strategy=row.strategy or "",
         started_at=aware(row.started_at), finished_at=aware(row.finished_at),
         history=tuple(line for line in (row.history or "").splitlines() if line.strip()),
+        ansible_path=row.ansible_path or "",
     )
 
 

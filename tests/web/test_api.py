@@ -175,7 +175,8 @@ def test_healthz_needs_no_credentials(client):
     answer = client.get(API + "/healthz")
     assert answer.status_code == 200
     assert answer.get_json() == {"status": "ok", "controller": {
-        "heartbeat_age_seconds": None, "leader": None, "standby": False}}, "no controller ever ran on this store"
+        "heartbeat_age_seconds": None, "leader": None, "standby": False},
+        "kept_processes": []}, "no controller ever ran on this store, no kept Ansible process"
 
 
 def test_healthz_names_the_leader_its_heartbeat_age_and_whether_this_process_waits(app, client):

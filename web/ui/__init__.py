@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from fleet.shapes import ansible_path_line
 from fleet.vocabulary import RUN_ACTIVE_STATUSES
 from fleet.web.ui import present
 
@@ -25,7 +26,7 @@ def init_app(app: Flask) -> None:
         sha=present.short_sha, plain_output=present.plain_output, first_line=present.first_line,
         error_locations=present.error_locations, source_path=present.source_path,
         status_title=present.host_status_title, marks=present.task_marks, cause_explanation=present.cause_explanation,
-        cause_tone=present.cause_tone, coverage=present.coverage,
+        cause_tone=present.cause_tone, coverage=present.coverage, ansible_path=ansible_path_line,
     )
     app.jinja_env.globals.update(took=present.took, ACTIVE=RUN_ACTIVE_STATUSES)
     app.jinja_env.tests.update(drift=present.is_drift)
