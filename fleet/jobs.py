@@ -593,6 +593,8 @@ class Execution:
             return RunStatus.FAILED
         self.deadline = self._deadline()
         outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
+        if outcome.ansible_path:
+            self._note_ansible_path(outcome.ansible_path)
         status = RunStatus.TIMEOUT if self.timed_out else outcome.status
         return RunStatus.FAILED if self._halted() else _run_status(status, self.tracker.verdicts())
 
@@ -602,6 +604,10 @@ class Execution:
 
     def _note_strategy(self, name: str) -> None:
         records.note_strategy(self.run_id, name)
+
+    def _note_ansible_path(self, path: str) -> None:
+        """Warm (forked from a kept Ansible process) or cold and why, as fleet-ansible-playbook reported it."""
+        records.note_ansible_path(self.run_id, path)
 
     def _stop_requested(self) -> bool:
         """Polled by the runner, events or not: renew the lease; stop on cancel, timeout, a refused write."""
@@ -633,8 +639,6 @@ class Execution:
         try:
             return self._stop_asked()
         except SQLAlchemyError as exc:
-        if outcome.ansible_path:
-            self._note_ansible_path(outcome.ansible_path)
             self.store_refused(exc)
             return True
 
@@ -645,10 +649,6 @@ class Execution:
     def store_refused(self, exc: SQLAlchemyError) -> None:
         """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
         if not self.store_error:
-    def _note_ansible_path(self, path: str) -> None:
-        """Warm (forked from a kept Ansible process) or cold and why, as fleet-ansible-playbook reported it."""
-        records.note_ansible_path(self.run_id, path)
-
             self.store_error = (f"the store refused a write: {_store_message(exc)}; "
                                 "results recorded before it are kept")
             log.error("run %s: %s; stopping Ansible", self.run_id, self.store_error)

@@ -349,7 +349,18 @@ def _run_schema() -> dict:
         "started_at": timestamp, "finished_at": timestamp, "error": _string_or_null(),
         "cancel_requested": {"type": "boolean"}, "approval_id": _int_or_null(),
         "waiting_reason": {**_string_or_null(), "description": "why a queued run waits (the broker is down)"},
+        "ansible_path": _ansible_path_schema(),
     })
+
+
+def _ansible_path_schema() -> dict:
+    path = _object({
+        "warm": {"type": ["boolean", "null"],
+                 "description": "true: forked from a kept Ansible process; false: a new ansible-playbook (cold); "
+                                "null: a run whose shards took different paths"},
+        "reason": {**_string_or_null(), "description": "why it went cold (each shard's when mixed)"},
+    })
+    return {**_maybe(path), "description": "how Ansible ran; null: not known (no Ansible ran, or an older run)"}
 
 
 def _run_summary_schema() -> dict:
@@ -361,16 +372,6 @@ def _run_summary_schema() -> dict:
 def _verdict_lists_schema() -> dict:
     named = _object({"task": {"type": "string"}, "action": {"type": "string"}})
     return _object({
-        "ansible_path": _ansible_path_schema(),
-    })
-
-
-def _ansible_path_schema() -> dict:
-    path = _object({
-        "warm": {"type": ["boolean", "null"],
-                 "description": "true: forked from a kept Ansible process; false: a new ansible-playbook (cold); "
-                                "null: a run whose shards took different paths"},
-        "reason": {**_string_or_null(), "description": "why it went cold (each shard's when mixed)"},
         "changed_tasks": {"type": "array", "items": _object({
             "task": {"type": "string"}, "action": {"type": "string"}, "diff": _string_or_null(),
             "cause": _string_or_null(), "flapping": {"type": "boolean"}})},
@@ -477,5 +478,5 @@ def _shard_schema() -> dict:
         "attempt": _count(1), "worker": _string_or_null(), "reason": _string_or_null(),
         "started_at": _string_or_null(), "finished_at": _string_or_null(),
         "history": {"type": "array", "items": {"type": "string"}, "description": "earlier attempts, one line each"},
-    })
         "ansible_path": _ansible_path_schema(),
+    })

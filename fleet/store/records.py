@@ -158,6 +158,11 @@ def release_host_locks(run_id: int) -> None:
 
 def note_strategy(run_id: int, strategy: str) -> None:
     db.session.execute(update(Run).where(Run.id == run_id).values(strategy=strategy))
+
+
+def note_ansible_path(run_id: int, path: str) -> None:
+    """How Ansible ran: 'warm' or 'cold: <why>' (fleet.warm.path_text), 'mixed: ...' for shards that differ."""
+    db.session.execute(update(Run).where(Run.id == run_id).values(ansible_path=path))
     db.session.commit()
 
 
@@ -202,11 +207,6 @@ def cancel_reason(run_id: int) -> str:
 # --- bounded text: what one event may put in the store ------------------------------
 
 # One event's stdout, diff or message is kept up to this size; the rest is cut and the cut marked.
-
-
-def note_ansible_path(run_id: int, path: str) -> None:
-    """How Ansible ran: 'warm' or 'cold: <why>' (fleet.warm.path_text), 'mixed: ...' for shards that differ."""
-    db.session.execute(update(Run).where(Run.id == run_id).values(ansible_path=path))
 # A task that prints a 50 MB file must not land whole in the database, nor in every page that reads it.
 OUTPUT_CAP_BYTES = 64 * 1024
 DIFF_CAP_BYTES = 64 * 1024
