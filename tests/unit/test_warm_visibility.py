@@ -115,3 +115,59 @@ def test_the_kept_process_logs_to_the_rotated_log_when_its_stderr_is_that_log(tm
     other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "elsewhere")], capture_output=True,
                            text=True, env=env, check=True)
     assert other.stderr.count("fleet.warm record") == 40  # started by hand: stderr, as before
+
+
+# --- what the store keeps, and how it is shown ---------------------------------------------------------
+
+def test_the_stored_path_reads_as_the_stable_json_shape():
+    from fleet.shapes import ansible_path_json, ansible_path_line
+
+    assert ansible_path_json("") is None
+    assert ansible_path_json("warm") == {"warm": True, "reason": None}
+    assert ansible_path_json("cold: FLEET_WARM_ANSIBLE=false") == {"warm": False, "reason": "FLEET_WARM_ANSIBLE=false"}
+    assert ansible_path_json("mixed: shard 0 warm; shard 1 cold: x") == {
+        "warm": None, "reason": "shard 0 warm; shard 1 cold: x"}
+    assert ansible_path_line("warm") == "warm (forked from the kept Ansible process)"
+    assert ansible_path_line("") == "not recorded"
+
+
+def test_a_run_of_shards_says_their_common_path_or_each_one_s():
+    from types import SimpleNamespace
+
+    from fleet.executor.dispatch import gathered_ansible_path
+
+    def shards(*paths):
+        return [SimpleNamespace(index=i, ansible_path=p) for i, p in enumerate(paths)]
+
+    assert gathered_ansible_path(shards("warm", "warm")) == "warm"
+    assert gathered_ansible_path(shards("", "")) == ""
+    assert gathered_ansible_path(shards("warm", "")) == "warm"  # a shard that never ran Ansible says nothing
+    assert gathered_ansible_path(shards("cold: a", "cold: b")) == "cold: shard 0: a; shard 1: b"
+    assert gathered_ansible_path(shards("cold: a", "warm")) == "mixed: shard 0 cold: a; shard 1 warm"
+
+
+def test_a_kept_process_line_for_fleet_status():
+    from fleet.output import kept_process_line
+
+    line = kept_process_line({"pid": 42, "age_seconds": 300.0, "rss_kib": 90_000, "pss_kib": 150_000,
+                              "multiplexers": [43, 44], "runs": 3, "hosts": [f"h{n}" for n in range(10)]})
+    assert line == ("pid 42, up 5m, 146 MiB PSS with 2 multiplexer(s), 3 run(s), "
+                    "hosts h0 h1 h2 h3 h4 h5 h6 h7 and 2 more")
+    assert kept_process_line({"pid": 7, "age_seconds": None, "rss_kib": None, "pss_kib": None}) == (
+        "pid 7, age unknown, 0 run(s)")
+
+
+def test_the_runner_says_why_a_run_could_not_go_warm_and_what_the_client_reported(tmp_path):
+    from fleet import runner
+    from fleet.runner import JobSpec
+
+    spec = JobSpec(kind="check", project_dir=tmp_path, playbook="site.yml", inventory=tmp_path / "inventory",
+                   private_data_dir=tmp_path, known_hosts=tmp_path / "kh", control_path_dir=tmp_path / "cp",
+                   warm_anchor=tmp_path)
+    report = tmp_path / runner.REPORT_FILE
+    off = runner.ansible_path(JobSpec(**{**spec.__dict__, "warm_anchor": None}), None, report)
+    assert off == "cold: FLEET_WARM_ANSIBLE=false"
+    assert runner.ansible_path(spec, None, report).startswith("cold: fleet-ansible-playbook is not installed")
+    assert runner.ansible_path(spec, "/bin/client", report) == ""  # the client said nothing: not known
+    warm.write_report({warm.REPORT_ENV: str(report)}, True)
+    assert runner.ansible_path(spec, "/bin/client", report) == "warm"
