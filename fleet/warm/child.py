@@ -18,6 +18,7 @@ import socket
 import sys
 import termios
 import time
+import warnings
 
 # Ansible reads these while a run goes on, not at import: the child sets the run's value.
 # Not COLLECTIONS_PATHS: the multiplexers serve the collections of the kept process (fleet.warm.PER_RUN_ENV).
@@ -30,6 +31,7 @@ _MISSING = object()
 
 RUN_MARK = "fleet_run"  # in a become hop of Mitogen's connection stack: that privilege is this run's own
 _kept_playbook_collections: list[str] = []  # the playbook directory's collections the multiplexers see
+import_warnings: list = []  # warnings.WarningMessage the kept process's imports gave (server.prepare_ansible)
 
 
 def install_collection_loader() -> None:
@@ -191,6 +193,8 @@ def run_ansible_playbook(argv: list[str]) -> int:
     from ansible.utils.display import Display
 
     sys.argv = argv
+    for said in import_warnings:  # as a fresh ansible-playbook warns at import, before anything else
+        warnings.showwarning(said.message, said.category, said.filename, said.lineno, sys.stderr, said.line)
     import ansible.plugins.loader
 
     # The kept process installed the collection loader (with the same paths: proven by the key and the

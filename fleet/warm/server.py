@@ -19,6 +19,7 @@ import socket
 import struct
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,14 @@ def take_lock(path: Path):
 
 def prepare_ansible() -> tuple[dict, set[int]]:
     """Import what every run needs; start Mitogen's multiplexers when runs use Mitogen."""
-    import ansible.cli.playbook  # noqa: F401  the import every run would pay
-    import ansible.executor.playbook_executor  # noqa: F401
-
     from fleet.warm import child
+
+    # What the imports warn of (a deprecated dependency), a fresh ansible-playbook prints first on every run:
+    # each run's child prints it again on the run's stderr.
+    with warnings.catch_warnings(record=True) as said:
+        import ansible.cli.playbook  # noqa: F401  the import every run would pay
+        import ansible.executor.playbook_executor  # noqa: F401
+    child.import_warnings[:] = said
 
     child.install_collection_loader()  # before the multiplexers fork: they serve collection code to hosts
     muxes: set[int] = set()

@@ -261,3 +261,88 @@ print(child.settings_problem(imported))
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Ansible setting DEFAULT_FORKS differs from the kept process's"
+
+
+# --- what a warm run must share with a cold one, beyond its settings ---
+
+PAUSE_PLAYBOOK = """\
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: pause
+      ansible.builtin.pause:
+        seconds: 1
+    - name: after the pause
+      ansible.builtin.debug:
+        msg: paused
+"""
+
+
+def on_a_terminal(command: list[str], env: dict, cwd: Path) -> tuple[int, str]:
+    """Run a command as ansible-runner runs ansible-playbook: on a pty of its own, in a session it leads."""
+    import pexpect
+
+    child = pexpect.spawn(command[0], command[1:], env=env, cwd=str(cwd), encoding="utf-8", timeout=120)
+    child.expect(pexpect.EOF)
+    child.close()
+    return child.exitstatus, child.before.replace("\r\n", "\n")
+
+
+def test_pause_runs_warm_on_the_run_s_terminal_as_it_runs_cold(kept):
+    play = kept.anchor / "pause.yml"
+    play.write_text(PAUSE_PLAYBOOK)
+    cold_code, cold = on_a_terminal([str(BIN / "ansible-playbook"), "-i", "localhost,", str(play)], kept.env,
+                                    kept.anchor)
+    warm_code, warm_out = on_a_terminal([sys.executable, "-c", CONVERSATION, str(kept.socket), "-i", "localhost,",
+                                         str(play)], kept.env, kept.anchor)
+    assert "goes cold" not in kept.log.read_text(), "the run was forked from the kept process"
+    assert cold_code == 0 and "Pausing for 1 seconds" in cold and "ok=2" in cold, cold
+    assert (warm_code, warm_out) == (cold_code, cold), "the same output and exit code, warm and cold"
+
+
+def test_a_stop_retires_the_kept_process_and_lets_the_running_run_end(kept):
+    play = playbook(kept.anchor, 3)
+    client = kept.client("-i", "localhost,", str(play))
+    wait_for(lambda: sleeps(3), 60, "the run's task to start")
+    kept.process.send_signal(signal.SIGTERM)  # as warm.stop_servers asks it, at a clean stop of fleet serve
+    wait_for(lambda: not kept.socket.exists(), 15, "the kept process to take no more runs")
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0 and "ok=1" in out, out + err
+    assert kept.process.wait(30) == 0, "it ended once its runs had"
+    assert "ended: asked to stop" in kept.log.read_text()
+
+
+@pytest.mark.parametrize("name", ["SSH_AUTH_SOCK", "KRB5CCNAME", "https_proxy", "no_proxy", "HTTP_PROXY"])
+def test_what_the_multiplexers_ssh_keeps_of_the_environment_keys_the_kept_process(tmp_path, name):
+    base = {"ANSIBLE_TIMEOUT": "10", name: "/first"}
+    assert warm.server_key({**base, name: "/second"}, str(tmp_path)) != warm.server_key(base, str(tmp_path))
+
+
+def test_an_upgraded_jinja2_or_collection_is_not_served_by_an_old_kept_process(tmp_path, monkeypatch):
+    """An upgrade rewrites a package's __init__.py, and a collection's MANIFEST.json (ansible-galaxy)."""
+    site = tmp_path / "site"
+    (site / "jinja2").mkdir(parents=True)
+    (site / "jinja2" / "__init__.py").write_text("__version__ = '3.1.6'\n")
+    manifest = site / "ansible_collections" / "fleetlab" / "probe" / "MANIFEST.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text('{"collection_info": {"version": "1.0.0"}}')
+    monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    environ = {"ANSIBLE_TIMEOUT": "10"}
+    key = warm.server_key(environ, str(tmp_path))
+    assert warm.server_key(environ, str(tmp_path)) == key
+    (site / "jinja2" / "__init__.py").write_text("__version__ = '3.1.7'\n")
+    upgraded_jinja = warm.server_key(environ, str(tmp_path))
+    assert upgraded_jinja != key
+    manifest.write_text('{"collection_info": {"version": "1.1.0"}}')
+    assert warm.server_key(environ, str(tmp_path)) != upgraded_jinja
+
+
+def test_a_revision_s_collections_path_keys_the_kept_process(tmp_path):
+    """Mitogen's multiplexers, forked once, serve collection code from the loader they were forked with."""
+    for revision in ("a", "b"):
+        installed = tmp_path / revision / "ansible_collections" / "fleetlab" / "probe"
+        installed.mkdir(parents=True)
+        (installed / "MANIFEST.json").write_text("{}")
+    first = warm.server_key({"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "a")}, str(tmp_path))
+    assert warm.server_key({"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "b")}, str(tmp_path)) != first
