@@ -450,12 +450,13 @@ def test_tracker_knows_when_ansible_reached_its_recap():
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "truth_check.json").read_text())
 REVISION = "a" * 40
 FLAPPING_KEY = "playbooks/roles/flapping/tasks/main.yml|Stamp the build time"
+ACCEPTED = frozenset({"Flush the app cache", "Read the feature flag", "Read the configured port"})  # as fleet.yml
 
 
 def replay(events, **context) -> DriftTracker:
     """The recorded events through a tracker, as the runner would feed them."""
     hosts = frozenset(e["event_data"]["host"] for e in events if e["event_data"].get("host"))
-    defaults = {"revision": REVISION, "hosts": hosts, "accept_unverified": frozenset({"Flush the app cache"}),
+    defaults = {"revision": REVISION, "hosts": hosts, "accept_unverified": ACCEPTED,
                 "history": {h: HostHistory(last_converge_sha=REVISION, flapping=frozenset({FLAPPING_KEY}))
                             for h in hosts}}
     tracker = DriftTracker(check_mode=True, context=CheckContext(**{**defaults, **context}))
@@ -521,6 +522,33 @@ def test_recorded_flapping_task_stays_named_until_stable():
 def test_recorded_drift_cause(history, changed_paths, cause):
     tracker = replay(RECORDED, history=history, changed_paths=changed_paths)
     assert [t.cause for t in tasks_of(tracker, RECORDED)["vault"] if t.drift] == [cause]
+
+
+@pytest.mark.parametrize(("changed_paths", "cause"), [
+    pytest.param(frozenset({"playbooks/templates/banner.j2"}), "commit", id="only the template beside the playbook"),
+    pytest.param(frozenset({"playbooks/roles/control/templates/control.conf.j2"}), "local",
+                 id="only another task's template"),
+])
+def test_recorded_template_beside_the_playbook_is_its_cause(changed_paths, cause):
+    history = {"template_src": HostHistory(last_converge_sha="b" * 40)}
+    tracker = replay(RECORDED, history=history, changed_paths={"b" * 40: changed_paths})
+    assert [t.cause for t in tasks_of(tracker, RECORDED)["template_src"] if t.drift] == [cause]
+
+
+@pytest.mark.parametrize(("host", "task", "words"), [
+    pytest.param("set_fact_taint", "Write the feature settings",
+                 ("skipped because its condition reads `feature_on`", "set from `flag`", "'Read the feature flag'"),
+                 id="set_fact from an accepted probe"),
+    pytest.param("vars_taint", "Write the listen settings",
+                 ("arguments", "`listen_port` (from vars)", "`port_probe`", "'Read the configured port'"),
+                 id="role vars from an accepted probe"),
+])
+def test_recorded_taint_names_the_chain(host, task, words):
+    tracker = replay(RECORDED, accept_unverified=frozenset({"Read the feature flag", "Read the configured port"}))
+    [result] = [t for t in tasks_of(tracker, RECORDED)[host] if t.task == task]
+    assert result.unverified and not result.accepted
+    assert all(word in result.reason for word in words), result.reason
+    assert {v.name: v.status for v in tracker.verdicts()}[host] == "unverified"
 
 
 def test_recorded_delegation_outside_the_run_stays_with_the_host_it_ran_for():

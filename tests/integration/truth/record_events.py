@@ -41,6 +41,9 @@ def trimmed(event: dict, tree: str) -> dict:
         data["res"] = {k: v for k, v in data["res"].items() if k != "invocation"}
     if "task_path" in data:
         data["task_path"] = data["task_path"].removeprefix(tree)
+    if isinstance(data.get("fleet"), dict):  # the files and roles a task read, relative like its path
+        data["fleet"] = {**data["fleet"], **{key: [str(p).removeprefix(tree) for p in data["fleet"][key]]
+                                             for key in ("files", "roles") if key in data["fleet"]}}
     return {"event": event["event"], "counter": event.get("counter"), "event_data": data}
 
 
