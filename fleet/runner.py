@@ -664,6 +664,12 @@ def _prepare_directories(spec: JobSpec) -> None:
                     "Mitogen will open new connections each run (use a data directory of at most 46 characters)")
 
 
+# ansible-runner's callback empties a task result whose text is over this many characters (its own default:
+# 700 000), and a diff over 1 MiB went with it, unseen. fleet cuts what it keeps itself (drift.MAX_DIFF_CHARS,
+# records.DIFF_CAP_BYTES), saying so; a result over this is still emptied, and jobs says that instead.
+MAX_EVENT_RES = 32 * 1024 * 1024
+
+
 def job_env(spec: JobSpec) -> dict[str, str]:
     """The environment of one playbook run: fleet's SSH settings, its callback, the chosen strategy."""
     # With the kept process, one ControlPersist for every run: it is part of the ssh command Mitogen keys its
@@ -673,6 +679,7 @@ def job_env(spec: JobSpec) -> dict[str, str]:
     envvars = ansible_env(spec.known_hosts, spec.control_path_dir, persist)
     # Our callback directory first, so fleet's awx_display (which explains skips) shadows runner's.
     envvars["ANSIBLE_CALLBACK_PLUGINS"] = str(CALLBACK_DIR)
+    envvars["MAX_EVENT_RES"] = str(MAX_EVENT_RES)
     envvars.update(strategy_env(spec.strategy))
     envvars.update(requirements_env(spec.project_dir))
     return envvars
