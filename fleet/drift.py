@@ -11,8 +11,12 @@ would. A task check mode could not evaluate is *unverified*, with the reason
 a skip no real `when` explains, a command that "would have run", loop items
 not looked at, a suppressed failure, a skip whose condition read
 a result an unverified task registered, the tasks a host never reached after
-`meta: end_host` on such a result. A host with no drift but an unverified
-task is `unverified`, unless `accept_unverified` lists every such task.
+`meta: end_host` on such a result. Such a result taints what is derived from
+it (set_fact, include_vars, vars, registers of tasks that read it): a task
+skipped by a tainted condition or loop, or ok with tainted arguments or loop
+items, is unverified too, its reason naming the chain. A host with no drift
+but an unverified task is `unverified`, unless `accept_unverified` lists
+every such task (accepting a probe does not accept what reads it).
 
 Results are credited to the host they ran on (`delegate_to`); handlers are
 part of the change that notified them; tasks that run for real in a check
