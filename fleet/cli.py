@@ -726,6 +726,23 @@ def accept_key(ctx, name, jump):
         click.echo(f"{jump or name}: now trusting host key {probe.fingerprint}")
 
 
+@hosts.command("release")
+@click.argument("name")
+@click.pass_context
+@_guard
+def release_host(ctx, name):
+    """Free NAME's lock kept by a stopped run whose work there could not be confirmed ended (check the host
+    first: what that run started may still run there); the next run may then take it."""
+    settings = _settings(ctx.parent)
+    with _store(settings):
+        kept = records.release_kept_lock(name, f"lock released by {_who()}; nothing about the host is proven since")
+        if kept is None:
+            raise FleetError(f"{name} has no kept lock (only a stopped run whose work on a host could not be "
+                             "confirmed ended keeps one); `fleet status` shows the hosts' locks and runs")
+        _audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
+        click.echo(f"{name}: released the lock kept by run {kept.run_id} ({kept.reason})")
+
+
 def _store_accepted_key(settings: Settings, known_hosts_name: str, written: list) -> None:
     """Put the key accept_key just pinned in the file into the store, for every fleet process; a jump host met
     for the first time on the way is pinned there too. The file is rewritten from the store."""

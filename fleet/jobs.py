@@ -31,18 +31,16 @@ from typing import Callable
 import yaml
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet import policy, processes, source
+from fleet import policy, processes, remote_stop, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError, StoreError
 from fleet.hostkeys import Probe
 from fleet.runner import (
-    COLLECTIONS_DIR, MAX_EVENT_RES, ROLES_DIR, AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg,
-    choose_strategy,
+    COLLECTIONS_DIR, ROLES_DIR, AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg, choose_strategy,
 )
 from fleet.settings import Settings
 from fleet.store import leases, pins, queries, records
 from fleet.store.views import RunView, view_of
-from fleet.text import clean_event, mark_escaped
 from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware, utcnow
 
 
@@ -504,8 +502,10 @@ def perform_run(
     execution = Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
                           holder or leases.this_process())
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
+    if busy and _confirm_kept_locks(settings, targets, busy):
+        busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
-        error = "; ".join(f"{host} is busy with run {holder}" for host, holder in busy)
+        error = _busy_message(busy)
         execution.finish(RunStatus.FAILED, error)
         raise HostBusy(f"{error}; wait for it to finish or narrow --limit")
     try:
@@ -515,6 +515,37 @@ def perform_run(
         execution.release_locks()
     execution.raise_if_unrecorded()
     return RunReport(run=summary, verdicts=execution.verdicts(), tasks_by_host=execution.tasks_by_host)
+
+
+def _confirm_kept_locks(settings: Settings, targets: list[InventoryHost], busy: list[tuple[str, int]]) -> bool:
+    """Try again to confirm the end of a stopped run's work on hosts whose locks it kept; free those confirmed.
+
+    True when any was freed. Confirmation needs the stopped run's SSH master to that host, still up."""
+    kept = {lock.host: lock for lock in records.kept_locks([host for host, _ in busy])}
+    wanted = [t for t in targets if t.name in kept]
+    if not wanted:
+        return False
+    stops = remote_stop.stop_remote_work(wanted, {t.name for t in wanted}, _connection(settings))
+    freed = [name for name, stop in stops.items() if stop.confirmed and records.release_kept_lock(
+        name, f"run {kept[name].run_id}'s work confirmed stopped later: {stop.detail}")]
+    for name in freed:
+        log.warning("%s: the work of stopped run %s there is confirmed ended now; its lock is freed",
+                    name, kept[name].run_id)
+    return bool(freed)
+
+
+def _busy_message(busy: list[tuple[str, int]]) -> str:
+    kept = {lock.host: lock for lock in records.kept_locks([host for host, _ in busy])}
+    return "; ".join(
+        f"{host} is held by stopped run {holder}: {kept[host].reason}; once nothing of it runs there, "
+        f"`fleet hosts release {host}` frees it" if host in kept else f"{host} is busy with run {holder}"
+        for host, holder in busy)
+
+
+def _connection(settings: Settings) -> remote_stop.Connection:
+    """How this data directory's Ansible reaches hosts (the ControlPath is all that names a master)."""
+    return remote_stop.Connection(settings.known_hosts_path, settings.control_path_dir, _MIN_SSH_PERSIST,
+                                  settings.identity_path)
 
 
 def _execute(execution: Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
@@ -574,6 +605,10 @@ class Execution:
         # Verdicts gathered from shards (FLEET_EXECUTOR=celery), each settled by its worker; None: the tracker's.
         self.gathered: list[HostVerdict] | None = None
         self.note = ""  # what the run's error says when it ended without a stop reason (an interrupted shard)
+        # The hosts Ansible was started for, and those it started a task on: where a stop must end its work.
+        self.targets: list[InventoryHost] = []
+        self.touched: set[str] = set()
+        self.remote_stops: dict[str, remote_stop.HostStop] | None = None  # set once the run was stopped
 
     def _claim(self) -> bool:
         """Take the run's lease for this process (False: another process closed or holds the run)."""
@@ -593,6 +628,7 @@ class Execution:
         usable = self._preflight(targets)
         if not usable or self._halted():
             return RunStatus.FAILED
+        self.targets = [t for t in targets if t.name in usable]
         self.deadline = self._deadline()
         outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
         if outcome.ansible_path:
@@ -615,7 +651,34 @@ class Execution:
         """Polled by the runner, events or not: renew the lease; stop on cancel, timeout, a refused write."""
         self.timed_out = self.timed_out or time.monotonic() > self.deadline
         self._renew_lease()
-        return self.timed_out or self._halted() or self.should_cancel() or self._cancel_flag()
+        stop = self.timed_out or self._halted() or self.should_cancel() or self._cancel_flag()
+        if stop and self.remote_stops is None:
+            self.stop_remote_work()
+        return stop
+
+    def stop_remote_work(self) -> None:
+        """End the run's processes on the hosts it touched, before the runner kills Ansible here.
+
+        Ansible is frozen first: its SSH sessions stay open (the remote processes keep the ancestry and the
+        connection that identify them, see fleet.remote_stop) and it starts nothing more. A host whose end
+        cannot be confirmed keeps its lock past the run (release_locks) and reads `incomplete`.
+        """
+        processes.freeze_tree(self.ansible_pid)
+        self.remote_stops = remote_stop.stop_remote_work(self.targets, self.touched, _connection(self.settings))
+        for stop in self.remote_stops.values():
+            if stop.confirmed:
+                log.info("run %s: %s: %s", self.run_id, stop.host, stop.detail)
+            else:
+                log.error("run %s: %s: %s: %s", self.run_id, stop.host, remote_stop.REMOTE_MAY_RUN, stop.detail)
+
+    def unconfirmed(self) -> dict[str, str]:
+        """Hosts where the stopped run's work may still go on, with the message they read (none if not stopped)."""
+        found = {name: f"{remote_stop.REMOTE_MAY_RUN}: {stop.detail}"
+                 for name, stop in (self.remote_stops or {}).items() if not stop.confirmed}
+        for verdict in self.gathered or []:  # shards: each worker stopped its own hosts and said so in the verdict
+            if verdict.status == HostStatus.INCOMPLETE and verdict.message.startswith(remote_stop.REMOTE_MAY_RUN):
+                found[verdict.name] = verdict.message
+        return found
 
     def _halted(self) -> bool:
         """The run cannot go on: the store refused a write, or another process closed it (lease lost)."""
@@ -718,25 +781,24 @@ class Execution:
         if self._halted():
             return  # Ansible is being stopped; what it still says is not recorded
         self.events_seen += 1
-        # The one place Ansible's text enters fleet: from here on every string is storable (fleet.text).
-        cleaned = clean_event(event)
         try:
-            self._record(cleaned.value, cleaned.diff_escaped)
+            self._record(event)
         except SQLAlchemyError as exc:
             self.store_refused(exc)
             return
         if self.progress:
-            self.progress(self.tracker, cleaned.value)
+            self.progress(self.tracker, event)
 
-    def _record(self, event: dict, diff_escaped: bool = False) -> None:
+    def _record(self, event: dict) -> None:
+        host = (event.get("event_data") or {}).get("host")
+        if host and event.get("event") == "runner_on_start":
+            self.touched.add(host)  # a connection to it is up, or being made: a stop must look there
         if self.ansible_pid is None and event.get("pid"):
             # Kept so whoever finds this run's lease lapsed can stop an orphaned ansible-playbook.
             self.ansible_pid = int(event["pid"])
             self._note_ansible_pid(self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
-        for index, result in enumerate(self.tracker.add_all(event)):
-            if index == 0:  # the event's own result (the others are tasks it says were never reached)
-                _explain_text(result, event, diff_escaped)
+        for result in self.tracker.add_all(event):
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
 
@@ -760,7 +822,6 @@ class Execution:
 
     def _record_end(self, status: str, error: str) -> RunView:
         self.recorder.flush()
-        error = _with_refused_values(error, self.recorder.problems)
         verdicts = self.verdicts() if self.gathered is not None else self.settled_verdicts(status)
         records.finish_run(self.run_id, status, verdicts, error)  # one transaction: all verdicts or none
         return queries.get_run(self.run_id)
@@ -770,7 +831,7 @@ class Execution:
         verdicts = self.tracker.verdicts()
         if status not in _REACHED_THE_END or (self.events_seen and not self.tracker.finished):
             verdicts = settle_incomplete(verdicts)
-        return verdicts
+        return _mark_unconfirmed(verdicts, self.unconfirmed())
 
     def _close_refused(self) -> RunView:
         """Close the run `failed` with the store's refusal and no verdicts, trying again while it refuses."""
@@ -788,11 +849,13 @@ class Execution:
             f"interrupted (its lease lapses {self.settings.lease_seconds}s after this)")
 
     def release_locks(self) -> None:
-        """Free the run's hosts; if the store refuses, the next look at lapsed runs frees them."""
+        """Free the run's hosts, but those where its stopped work may go on (their locks are kept, with why);
+        if the store refuses, the next look at lapsed runs frees them."""
+        keep = self.unconfirmed()
         for delay in CLOSE_RETRY_DELAYS:
             time.sleep(delay)
             try:
-                records.release_host_locks(self.run_id)
+                records.release_host_locks(self.run_id, keep)
                 return
             except SQLAlchemyError as exc:
                 log.error("run %s: releasing its host locks was refused: %s", self.run_id, _store_message(exc))
@@ -809,6 +872,15 @@ class Execution:
                              f"{self.settings.lease_seconds}s); nothing after that was recorded; run it again")
 
 
+def _mark_unconfirmed(verdicts: list[HostVerdict], unconfirmed: dict[str, str]) -> list[HostVerdict]:
+    """`incomplete` with the message for each host whose stopped work may still run (whatever was seen)."""
+    marked = [replace(v, status=HostStatus.INCOMPLETE, message=unconfirmed[v.name]) if v.name in unconfirmed else v
+              for v in verdicts]
+    seen = {v.name for v in verdicts}
+    return marked + [HostVerdict(name=name, status=HostStatus.INCOMPLETE, message=message)
+                     for name, message in unconfirmed.items() if name not in seen]
+
+
 def _lost_race(probe: Probe, lost: list[str], lost_again: list[str]) -> Probe:
     """A probe made again after this process's first-contact pins of `lost` lost to another process's."""
     if lost_again and probe.usable:  # the pins changed under this run twice: trust nothing it pinned
@@ -819,38 +891,6 @@ def _lost_race(probe: Probe, lost: list[str], lost_again: list[str]) -> Probe:
     return replace(probe, message=(
         f"another fleet process pinned a different SSH host key for {', '.join(lost)} at the same moment as "
         f"this run, and the store keeps the first pin: {probe.message}"))
-
-
-DROPPED_RESULT = (f"[fleet: Ansible's result was over {MAX_EVENT_RES:,} characters and ansible-runner left it "
-                  "out of the event: its diff and message are not shown]")
-
-
-def _explain_text(result: TaskResult, event: dict, diff_escaped: bool) -> None:
-    """Say on a task's result what the reader would otherwise not know: its diff shows escaped bytes
-    (fleet.text), or its result never reached fleet at all (ansible-runner emptied it for its size)."""
-    if diff_escaped:
-        result.diff = mark_escaped(result.diff)
-    if (event.get("event_data") or {}).get("res") == {} and event.get("event") in _RESULT_EVENTS:
-        if result.status == "changed" and not result.diff:
-            result.diff = DROPPED_RESULT
-        elif not result.note:
-            result.note = DROPPED_RESULT
-
-
-_RESULT_EVENTS = ("runner_on_ok", "runner_on_failed")
-
-# The refused values a run's note names one by one; past these it counts the rest.
-NAMED_REFUSALS = 3
-
-
-def _with_refused_values(error: str, problems: list[str]) -> str:
-    """The run's note, and what the store refused of its results (each value replaced by a placeholder)."""
-    if not problems:
-        return error
-    named = "; ".join(problems[:NAMED_REFUSALS])
-    more = f"; and {len(problems) - NAMED_REFUSALS} more" if len(problems) > NAMED_REFUSALS else ""
-    note = f"every result was recorded, but {named}{more}"
-    return f"{error}; {note}" if error else note
 
 
 def _store_message(exc: SQLAlchemyError) -> str:

@@ -64,6 +64,25 @@ def kill_leader_tree(pid: int) -> list[int]:
     return _kill_tree(pid, group=pid if _group_of(pid) == pid else None)
 
 
+def freeze_tree(pid: int | None) -> list[int]:
+    """SIGSTOP pid and every descendant (parents first), so none starts anything or closes a connection.
+
+    For a run being stopped: its remote processes are found by their ancestry on the hosts
+    (fleet.remote_stop), which holds only while the local ends of their SSH sessions stay open.
+    SIGKILL (kill_tree) ends frozen processes as it ends running ones.
+    """
+    if not pid:
+        return []
+    frozen = []
+    for victim in [pid, *descendants(pid)]:
+        try:
+            os.kill(victim, signal.SIGSTOP)
+            frozen.append(victim)
+        except OSError:
+            pass
+    return frozen
+
+
 def _group_of(pid: int) -> int | None:
     try:
         return os.getpgid(pid)

@@ -87,6 +87,20 @@ def show_host(name: str):
     return jsonify(host=_host_with_links(host, queries.verdict_tasks([host]).get(host.name, [])))
 
 
+@bp.post("/hosts/<name>/release")
+@require_role("operator")
+def release_host(name: str):
+    """Free the lock a stopped run kept on the host (its work there could not be confirmed ended)."""
+    _found(queries.get_host, name, f"no host named {name!r}; GET /api/v1/hosts lists them")
+    kept = records.release_kept_lock(name, f"lock released by {g.identity.name}; nothing about the host is "
+                                           "proven since")
+    if kept is None:
+        abort(409, description=f"{name} has no kept lock; only a stopped run whose work on a host could not be "
+                               "confirmed ended keeps one")
+    audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
+    return jsonify(host=name, run_id=kept.run_id, reason=kept.reason)
+
+
 def _host_with_links(host, drift) -> dict:
     data = shapes.host_json(host, drift)
     data["links"] = {

@@ -60,6 +60,7 @@ def _paths() -> dict:
         "/api/v1/healthz": {"get": _healthz_operation()},
         "/api/v1/hosts": {"get": _list_hosts()},
         "/api/v1/hosts/{name}": {"get": _show_host()},
+        "/api/v1/hosts/{name}/release": {"post": _release_host()},
         "/api/v1/runs": {"get": _list_runs(), "post": _request_run()},
         "/api/v1/runs/{run_id}": {"get": _show_run()},
         "/api/v1/runs/{run_id}/output": {"get": _run_output()},
@@ -179,6 +180,17 @@ def _show_host() -> dict:
     return _operation("showHost", "One host: status, drift with diffs, unverified tasks, links", "hosts",
                       {"200": _json(_object({"host": _ref("Host")}), "The host."), **_errors("404", *VIEWER)},
                       role="viewer", parameters=[name])
+
+
+def _release_host() -> dict:
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
+            "description": "the inventory host name", "example": "web1"}
+    released = _object({"host": {"type": "string"}, "run_id": {"type": "integer"}, "reason": {"type": "string"}})
+    return _operation("releaseHost", "Free a host's lock kept by a stopped run whose work there could not be "
+                      "confirmed ended (`fleet hosts release`)", "hosts",
+                      {"200": _json(released, "Released; the next run may take the host."),
+                       "409": _error_response("The host has no kept lock."),
+                       **_errors("404", *OPERATOR)}, role="operator", parameters=[name])
 
 
 def _list_runs() -> dict:

@@ -33,6 +33,9 @@ from fleet.store.views import RunView, view_of
 from fleet.vocabulary import RunStatus, aware, utcnow
 
 DEFAULT_LEASE_SECONDS = 30
+# What a host reads (status `incomplete`) while a stopped run could not confirm its work there ended, before
+# the reason; its lock is kept meanwhile (HostLock.kept_reason), and no lapsed-run sweep frees it.
+KEPT_LOCK_MESSAGE = "remote work may still run"
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ def close_lapsed_runs(is_gone: Callable[[Holder], bool], grace_seconds: int = DE
         db.session.rollback()  # end the read, so the next look sees fresh rows
         return []
     interrupted = [(run.id, holder) for run, holder in lapsed if _interrupt(run, holder, now)]
-    db.session.execute(delete(HostLock).where(HostLock.run_id.in_([run_id for run_id, _ in interrupted] + stray)))
+    db.session.execute(delete(HostLock).where(HostLock.run_id.in_([run_id for run_id, _ in interrupted] + stray),
+                                              HostLock.kept_reason == ""))
     db.session.commit()
     return [LapsedRun(view_of(RunView, db.session.get(Run, run_id)), holder) for run_id, holder in interrupted]
 
@@ -126,7 +130,8 @@ def close_lapsed_runs(is_gone: Callable[[Holder], bool], grace_seconds: int = DE
 def _stray_locks() -> list[int]:
     """Runs that hold host locks though they are no longer running (their release was refused)."""
     running = select(Run.id).where(Run.status == RunStatus.RUNNING)
-    return list(db.session.scalars(select(HostLock.run_id).where(HostLock.run_id.not_in(running)).distinct()))
+    stray = select(HostLock.run_id).where(HostLock.run_id.not_in(running), HostLock.kept_reason == "")
+    return list(db.session.scalars(stray.distinct()))
 
 
 def _lapsed(run: Run, is_gone: Callable[[Holder], bool], grace_seconds: int, now: datetime) -> bool:

@@ -218,6 +218,9 @@ class HostLock(db.Model):
     host: Mapped[str] = mapped_column(Text, primary_key=True)
     run_id: Mapped[int] = mapped_column(Integer, index=True)
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when the run ended but could not confirm its work on the host stopped (fleet.remote_stop): the lock
+    # outlives the run, with this reason, until confirmed or released (`fleet hosts release`).
+    kept_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Approval(db.Model):

@@ -9,22 +9,23 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store import leases, queries
 from fleet.store.db import db
+from fleet.store.leases import KEPT_LOCK_MESSAGE
 from fleet.store.models import (
     Approval, ControllerState, DriftResolution, Host, HostLock, PrunedRunDurations, Revision, RevisionInventory, Run,
     RunHost, RunOutput, SourceState, TaskResultRow,
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
-from fleet.text import clean_text
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_DURATION_BUCKETS, RUN_FINAL_STATUSES,
     ApprovalKind, ApprovalStatus, HostStatus, RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
@@ -151,10 +152,52 @@ def acquire_host_locks(run_id: int, hosts: list[str]) -> list[tuple[str, int]]:
     return []
 
 
-def release_host_locks(run_id: int) -> None:
+def release_host_locks(run_id: int, keep: dict[str, str] | None = None) -> None:
+    """Free the run's hosts, but those in `keep` (host -> why): their locks outlive the run with the reason."""
     db.session.rollback()  # whatever failed mid-transaction must not keep the locks
-    db.session.execute(delete(HostLock).where(HostLock.run_id == run_id))
+    for host, reason in (keep or {}).items():
+        db.session.execute(update(HostLock).where(HostLock.run_id == run_id, HostLock.host == host)
+                           .values(kept_reason=reason or KEPT_LOCK_MESSAGE))
+    db.session.execute(delete(HostLock).where(HostLock.run_id == run_id, HostLock.host.not_in(list(keep or {}))))
     db.session.commit()
+
+
+@dataclass(frozen=True)
+class KeptLock:
+    """A host lock kept after its run ended: the run could not confirm its work there stopped."""
+
+    host: str
+    run_id: int
+    reason: str
+    acquired_at: datetime
+
+
+def kept_locks(hosts: list[str] | None = None) -> list[KeptLock]:
+    """The kept host locks (of `hosts`, or all), by host name."""
+    query = select(HostLock).where(HostLock.kept_reason != "").order_by(HostLock.host)
+    if hosts is not None:
+        query = query.where(HostLock.host.in_(hosts))
+    rows = db.session.scalars(query).all()
+    db.session.rollback()  # end the read
+    return [KeptLock(r.host, r.run_id, r.kept_reason, r.acquired_at) for r in rows]
+
+
+def release_kept_lock(host: str, why: str) -> KeptLock | None:
+    """Drop the kept lock of `host` (confirmed stopped, or an operator's release); None when it has none.
+
+    The host keeps reading `incomplete` (nothing about it was proven since), with `why` as its message.
+    """
+    row = db.session.scalar(select(HostLock).where(HostLock.host == host, HostLock.kept_reason != ""))
+    if row is None:
+        db.session.rollback()
+        return None
+    kept = KeptLock(row.host, row.run_id, row.kept_reason, row.acquired_at)
+    db.session.delete(row)
+    db.session.execute(update(Host).where(Host.name == host, Host.message.startswith(KEPT_LOCK_MESSAGE))
+                       .values(message=why))
+    db.session.commit()
+    return kept
+
 
 
 def note_strategy(run_id: int, strategy: str) -> None:
@@ -247,11 +290,7 @@ class RunRecorder:
     """Buffers task results and stdout of one run; flushes them in batches.
 
     Every text an event brings is capped first (`cap_text`), so a batch holds
-    at most BATCH_ROWS capped rows, whatever Ansible printed. A batch the store
-    refuses is written again row by row (`_write_each`): a value the store will
-    not take costs that value only, replaced by a marked placeholder and named
-    in `problems`; a store that refuses even the placeholders is down, and the
-    batch is kept whole or not at all.
+    at most BATCH_ROWS capped rows, whatever Ansible printed.
     """
 
     def __init__(self, run_id: int):
@@ -260,7 +299,6 @@ class RunRecorder:
         self._output: list[dict] = []
         self._last_flush = time.monotonic()
         self.rows_written = 0
-        self.problems: list[str] = []  # each value the store refused and a placeholder took the place of
 
     def add_task(self, result: TaskResult) -> None:
         self._tasks.append({
@@ -286,20 +324,14 @@ class RunRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered in one transaction; a refused batch is written again row by row, values the
-        store refuses replaced; if even that is refused (the store is down), none of the batch is kept."""
+        """Write what is buffered in one transaction; if the store refuses it, none of the batch is kept."""
         try:
-            try:
-                # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
-                if self._tasks:
-                    db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
-                if self._output:
-                    db.session.execute(RunOutput.__table__.insert(), self._output)
-                db.session.commit()
-            except VALUE_REFUSALS as exc:
-                db.session.rollback()
-                if not self._write_each(exc):
-                    return
+            # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
+            if self._tasks:
+                db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
+            if self._output:
+                db.session.execute(RunOutput.__table__.insert(), self._output)
+            db.session.commit()
         except BaseException:
             db.session.rollback()
             self.discard()
@@ -308,82 +340,9 @@ class RunRecorder:
         self._tasks, self._output = [], []
         self._last_flush = time.monotonic()
 
-    def _write_each(self, refusal: BaseException) -> bool:
-        """The refused batch again in one transaction, each row in a savepoint of its own; False when the
-        retry may not be written (see `_reopen_batch`). Raises `refusal` when a row is refused even with
-        every text replaced: then the store itself refuses, and nothing of the batch is kept."""
-        if not self._reopen_batch():
-            db.session.rollback()
-            self.discard()
-            return False
-        problems = []
-        for table, what, rows, columns in ((TaskResultRow, "task result", self._tasks, TASK_TEXT_COLUMNS),
-                                           (RunOutput, "output", self._output, ("text",))):
-            for row in rows:
-                replaced = _insert_replacing(table, row, columns)
-                if replaced is None:
-                    raise refusal
-                problems += [_problem(what, row, column, message) for column, message in replaced]
-        db.session.commit()
-        self.problems += problems
-        return True
-
-    def _reopen_batch(self) -> bool:
-        """Statements the retry's transaction must begin with (a shard's fence); False: write nothing."""
-        return True
-
     def discard(self) -> None:
         """Drop what is buffered (after the store refused a batch, nothing more is written)."""
         self._tasks, self._output = [], []
-
-
-# What a write of a value the store will not take raises: the database's refusal, or the driver's (a lone
-# surrogate is refused by the UTF-8 encoder before the database sees it; psycopg refuses NUL as a ValueError).
-VALUE_REFUSALS = (SQLAlchemyError, UnicodeError, ValueError)
-# The texts of a task result a placeholder may stand in for (never host, seq, status: what a verdict reads).
-TASK_TEXT_COLUMNS = ("diff", "note", "reason", "path", "task", "action")
-PLACEHOLDER = "[fleet: the store refused this {column} ({message}); this note stands in its place]"
-
-
-def _insert_replacing(table, row: dict, columns: tuple[str, ...]) -> list[tuple[str, str]] | None:
-    """Insert `row`; if refused, with one text column replaced by a placeholder, then with all of them.
-
-    Returns the (column, refusal) pairs replaced ([] when the row went in as it was), None when the
-    store refused the row even then.
-    """
-    refusal = _try_insert(table, row)
-    if refusal is None:
-        return []
-    filled = [column for column in columns if row.get(column)]
-    for column in filled:
-        if _try_insert(table, {**row, column: PLACEHOLDER.format(column=column, message=refusal)}) is None:
-            return [(column, refusal)]
-    placeholders = {column: PLACEHOLDER.format(column=column, message=refusal) for column in filled}
-    if filled and _try_insert(table, {**row, **placeholders}) is None:
-        return [(column, refusal) for column in filled]
-    return None
-
-
-def _try_insert(table, row: dict) -> str | None:
-    """Insert one row in a savepoint: None when it went in, else the store's words for the refusal."""
-    try:
-        with db.session.begin_nested():
-            db.session.execute(table.__table__.insert(), [row])
-    except VALUE_REFUSALS as exc:
-        return refusal_text(exc)
-    return None
-
-
-def refusal_text(exc: BaseException) -> str:
-    """The database's (or driver's) own words, without the statement and its parameters, storable and short."""
-    words = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
-    return clean_text(words.splitlines()[0])[:200]
-
-
-def _problem(what: str, row: dict, column: str, message: str) -> str:
-    where = f"{row['host']}, '{row['task']}'" if "host" in row else f"event {row['seq']}"
-    return clean_text(f"the {column} of a {what} ({where[:200]}) was refused by the store ({message}) "
-                      "and replaced by a note")
 
 
 def _run_row(run) -> Run:
@@ -434,8 +393,13 @@ def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
 def _update_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
     hosts = {h.name: h for h in db.session.scalars(select(Host).where(Host.name.in_([v.name for v in verdicts])))}
     for verdict in verdicts:
-        if verdict.status == HostStatus.INCOMPLETE:
+        if verdict.status == HostStatus.INCOMPLETE and not verdict.message.startswith(KEPT_LOCK_MESSAGE):
             continue  # a stopped run proves nothing about this host; keep what we knew
+        if verdict.status == HostStatus.INCOMPLETE:  # its work there may go on: say so until confirmed
+            host = hosts.get(verdict.name) or Host(name=verdict.name)
+            db.session.add(host)
+            host.status, host.message = HostStatus.INCOMPLETE, verdict.message
+            continue
         host = hosts.get(verdict.name) or Host(name=verdict.name)
         db.session.add(host)
         _apply_verdict(host, run, verdict)

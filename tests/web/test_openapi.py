@@ -27,7 +27,7 @@ from fleet.settings import load_settings
 from fleet.store import accounts, queries
 from fleet.store.db import db
 from fleet.store.models import (
-    Approval, Host, Revision, Run, RunHost, RunOutput, Shard, SourceState, TaskResultRow, Worker,
+    Approval, Host, HostLock, Revision, Run, RunHost, RunOutput, Shard, SourceState, TaskResultRow, Worker,
 )
 from fleet.web import api, create_app, openapi
 
@@ -93,6 +93,8 @@ def seed_store() -> None:
                heartbeat_at=AT, refusing="fleet 0.0.1 here"),
         Shard(run_id=converge.id, index=0, hosts='["web1"]', status="running", attempt=2, worker="fleet@w1",
               started_at=AT, history="attempt 1 on fleet@w0: lost\n"),
+        # A stopped run could not confirm its work on db1 ended (fleet.remote_stop): the lock outlives it.
+        HostLock(host="db1", run_id=check.id, acquired_at=AT, kept_reason="remote work may still run: test"),
     ])
     db.session.commit()
 
@@ -165,6 +167,11 @@ PROVOKED = [
     ("GET", "/api/v1/runs/{run_id}/output", 400, "viewer", {"run_id": 1, "query_string": {"limit": "2001"}}),
     ("GET", "/api/v1/runs/{run_id}/output", 404, "viewer", {"run_id": 999}),
     ("GET", "/api/v1/runs/{run_id}/output", 401, "bad", {"run_id": 1}),
+    ("POST", "/api/v1/hosts/{name}/release", 200, "operator", {"name": "db1"}),
+    ("POST", "/api/v1/hosts/{name}/release", 409, "operator", {"name": "db1"}),  # released by the line above
+    ("POST", "/api/v1/hosts/{name}/release", 404, "operator", {"name": "nowhere"}),
+    ("POST", "/api/v1/hosts/{name}/release", 401, "none", {"name": "db1"}),
+    ("POST", "/api/v1/hosts/{name}/release", 403, "viewer", {"name": "db1"}),
     ("POST", "/api/v1/runs/{run_id}/cancel", 202, "operator", {"run_id": "queued"}),
     ("POST", "/api/v1/runs/{run_id}/cancel", 401, "none", {"run_id": 1}),
     ("POST", "/api/v1/runs/{run_id}/cancel", 403, "viewer", {"run_id": 1}),

@@ -1,0 +1,205 @@
+"""Stopping a run's work on its hosts: what a cancel or a timeout must do before the host locks go.
+
+Killing Ansible on this machine does not stop what it started on a host: a
+module's `sleep 45; touch /root/x` runs on once its SSH channel closes (sshd
+sends no signal to a session without a terminal), under Mitogen (whose host
+interpreters may be the kept process's, fleet.warm) and under plain SSH alike.
+
+How the run's remote processes are told apart from everything else:
+Ansible's ssh and Mitogen reach a host through one SSH master per (host, port,
+user), named by fleet's ControlPath (runner.control_path). Every process a
+session of that connection starts carries the connection in its environment
+(`SSH_CONNECTION=client-ip client-port server-ip server-port`), and a reaper
+sent through the same master sees the very same value. An operator's own
+login, even as the same user from this machine, is another TCP connection, so
+another value; another project's work is another connection too (and host
+locks keep two fleet runs off one host). sudo's env_reset drops the variable,
+so the reaper follows descendants by parent pid from the processes that carry
+it; to keep that ancestry whole, the run's local Ansible is frozen (SIGSTOP)
+while the reaper works, and killed after (the masters live outside its tree).
+
+A host the run touched whose master is gone (the host or the network went
+away) cannot be told about: nothing else identifies the old connection's
+processes, so the answer is "not confirmed" and the host keeps its lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shlex
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet import runner
+from fleet.store.leases import KEPT_LOCK_MESSAGE
+
+log = logging.getLogger("fleet.remote_stop")
+
+REMOTE_MAY_RUN = KEPT_LOCK_MESSAGE  # what a host whose end could not be confirmed reads, before the reason
+REAP_TIMEOUT = 20.0  # seconds one host's reaper may take; past it the host is not confirmed
+MAX_PARALLEL = 16
+
+# Runs on the host (python3, 3.5 or later), as the login user or as root through sudo. argv[2] is the
+# SSH_CONNECTION of the reaper's own session (expanded by the login shell, before sudo drops it).
+# Prints one last line: "fleet-stopped N" (every matching process gone) or "fleet-left N: why".
+REAPER = r'''
+import os, signal, sys, time
+conn = sys.argv[2].encode()
+if not conn.strip():
+    print("fleet-left 0: the reaper's session has no SSH_CONNECTION"); sys.exit(3)
+needle = b"SSH_CONNECTION=" + conn
+me = os.getpid()
+
+def table():
+    procs = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except (OSError, IOError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        procs[int(name)] = (int(fields[1]), fields[0])
+    return procs
+
+def carries(pid):
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            return needle in f.read().split(b"\0")
+    except (OSError, IOError):
+        return False
+
+def victims():
+    procs = table()
+    mine, pid = set(), me
+    while pid > 1 and pid not in mine:
+        mine.add(pid)
+        pid = procs.get(pid, (0, ""))[0]
+    children = {}
+    for child, (parent, _) in procs.items():
+        children.setdefault(parent, []).append(child)
+    found = set()
+    frontier = [p for p in procs if p not in mine and p > 1 and carries(p)]
+    while frontier:
+        found.update(frontier)
+        frontier = [c for p in frontier for c in children.get(p, []) if c not in found and c not in mine]
+    return sorted(p for p in found if procs.get(p, (0, "Z"))[1] != "Z")
+
+stopped, denied = set(), set()
+for _ in range(40):
+    left = victims()
+    if not left:
+        print("fleet-stopped %d" % len(stopped)); sys.exit(0)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+                stopped.add(pid)
+            except OSError as exc:
+                if exc.errno == 1:
+                    denied.add(pid)
+    if denied and set(left) <= denied:
+        break
+    time.sleep(0.1)
+left = victims()
+why = "not allowed to signal them (no root)" if denied else "they outlived SIGKILL"
+print("fleet-left %d: %s" % (len(left), why)); sys.exit(3)
+'''
+
+
+@dataclass(frozen=True)
+class HostStop:
+    """How stopping one host's remote work ended: confirmed (nothing of the run runs there) or not, and why."""
+
+    host: str
+    confirmed: bool
+    detail: str  # what was done ("stopped 3 processes"), or why the end is not confirmed
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How Ansible reaches hosts for this run: fleet's SSH settings (runner.ansible_env) and its key."""
+
+    known_hosts: Path
+    control_path_dir: Path
+    ssh_persist: int
+    identity: Path | None = None
+
+
+def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], connection: Connection,
+                     timeout: float = REAP_TIMEOUT) -> dict[str, HostStop]:
+    """Stop the run's processes on each host, in parallel; one HostStop per host, by name.
+
+    A host the run never started a task on holds nothing of it: confirmed without a connection.
+    """
+    untouched = {h.name: HostStop(h.name, True, "no task of the run started there") for h in hosts
+                 if h.name not in touched}
+    reached = [h for h in hosts if h.name in touched]
+    if not reached:
+        return untouched
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(reached))) as pool:
+        stops = list(pool.map(lambda h: stop_host(h, connection, timeout), reached))
+    return {**untouched, **{s.host: s for s in stops}}
+
+
+def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float = REAP_TIMEOUT) -> HostStop:
+    """Kill, through the run's own SSH master to `host`, every process its connection started there."""
+    base = ssh_command(host, connection)
+    try:
+        master = subprocess.run([*base[:-1], "-O", "check", base[-1]], stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return HostStop(host.name, False, f"its SSH master did not answer within {timeout:g}s")
+    if master.returncode != 0:
+        return HostStop(host.name, False, "the run's SSH connection to it is gone (host or network down?), "
+                        "so its processes there cannot be found")
+    try:
+        proc = subprocess.run([*base, reaper_command(host)], stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return HostStop(host.name, False, f"stopping its processes took over {timeout:g}s")
+    return judge_reaper(host.name, proc.returncode, proc.stdout, proc.stderr)
+
+
+def judge_reaper(name: str, returncode: int, stdout: str, stderr: str) -> HostStop:
+    """What the reaper's exit and last line say about one host."""
+    lines = [line for line in stdout.splitlines() if line.startswith("fleet-")]
+    last = lines[-1] if lines else ""
+    if returncode == 0 and last.startswith("fleet-stopped "):
+        count = int(last.split()[1])
+        return HostStop(name, True, f"stopped {count} process{'es' if count != 1 else ''}")
+    if last.startswith("fleet-left "):
+        return HostStop(name, False, f"processes of the run are left: {last[len('fleet-left '):]}")
+    said = (stderr.strip().splitlines() or ["no output"])[-1]
+    return HostStop(name, False, f"the reaper could not run (exit {returncode}: {said})")
+
+
+def ssh_command(host: runner.InventoryHost, connection: Connection) -> list[str]:
+    """ssh as Ansible's ssh and Mitogen run it for `host` (so %C names the same master), ending in the address.
+
+    Strict host-key checking against fleet's known_hosts (and the pins of jump hosts through -F) come from
+    runner.ansible_env; the host's own ssh arguments (ProxyJump, ...) follow, as Ansible places them.
+    """
+    env = runner.ansible_env(connection.known_hosts, connection.control_path_dir, connection.ssh_persist)
+    own, common, extra = (tuple(host.ssh_args) + ("", "", ""))[:3]
+    command = ["ssh", *shlex.split(own or env["ANSIBLE_SSH_ARGS"]), "-o", "BatchMode=yes"]
+    if connection.identity:
+        command += ["-i", str(connection.identity)]
+    command += ["-p", str(host.port)] + (["-l", host.user] if host.user else [])
+    command += [*shlex.split(common), *shlex.split(extra)]
+    return [*command, host.address]
+
+
+def reaper_command(host: runner.InventoryHost) -> str:
+    """The remote shell command: the reaper as root (sudo without a password when not root), else as the user."""
+    encoded = base64.b64encode(REAPER.encode()).decode()
+    python = 'python3 -c "$P" "$B" "$SSH_CONNECTION"'
+    setup = f"P='import base64,sys; exec(base64.b64decode(sys.argv[1]))' B={encoded}; "
+    # Processes under become run as root: only root may signal them. Without passwordless sudo the reaper
+    # still stops what the user may, and says what is left (the host then keeps its lock).
+    return setup + f'if [ "$(id -u)" = 0 ]; then {python}; else sudo -n {python} 2>/dev/null || {python}; fi'
