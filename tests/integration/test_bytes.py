@@ -79,9 +79,10 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def journey(lab) -> dict:
-    """A check of the fresh hosts, the converge, the verifying check; each command's result."""
+    """A check of the fresh hosts, the converge, the verifying check (warm, then cold); each command's result."""
     found = {"check": lab("check", "--json"), "converge": lab("converge", "--yes", "--json")}
     found["verify"] = lab("check", "--json")
+    found["verify_cold"] = lab("check", "--json", env={"FLEET_WARM_ANSIBLE": "false"})  # a fresh ansible-playbook
     return found
 
 
@@ -111,6 +112,8 @@ def test_the_latin1_converge_exits_0_and_the_verifying_check_finds_the_hosts_in_
     verify = journey["verify"]
     assert verify.code == 0, summary(verify)
     assert [h["status"] for h in verify.json()["hosts"]] == ["in_sync"] * HOSTS
+    cold = journey["verify_cold"]
+    assert cold.code == 0, summary(cold)
     status = lab("status", "--json")
     assert {h["status"] for h in status.json()["hosts"]} == {"in_sync"}, status.stdout
     address = re.search(r"ansible_host: (127\.0\.86\.\d+)", lab.repo.joinpath("inventory/hosts.yml").read_text())
