@@ -171,3 +171,40 @@ def test_the_runner_says_why_a_run_could_not_go_warm_and_what_the_client_reporte
     assert runner.ansible_path(spec, "/bin/client", report) == ""  # the client said nothing: not known
     warm.write_report({warm.REPORT_ENV: str(report)}, True)
     assert runner.ansible_path(spec, "/bin/client", report) == "warm"
+
+
+# --- a shard keeps its own path, and a local run its own (a real store, the fake runner) ----------------
+
+def test_a_shard_and_a_local_run_keep_the_path_their_runner_reported(tmp_path):
+    import dataclasses
+
+    from fleet.executor.shard import execute_shard
+    from fleet.fake_runner import FakeRunner, hosts_of, load_events
+    from fleet.jobs import perform_run, sync_source
+    from fleet.settings import replace
+    from fleet.store import queries, records, shards
+    from fleet.store.db import open_store
+    from tests.conftest import settings_for_source
+
+    events = load_events(Path(__file__).parent / "fixtures" / "truth_check.json")
+    hosts = hosts_of(events, groups=("cases",))
+
+    class Reporting(FakeRunner):
+        def run_job(self, spec, on_event, should_cancel=lambda: False):
+            return dataclasses.replace(super().run_job(spec, on_event, should_cancel), ansible_path=self.path)
+
+    settings = replace(settings_for_source(tmp_path, "accept_unverified: []\n"), lease_seconds=3)
+    with open_store(settings):
+        fake = Reporting(events=events, hosts=hosts)
+        fake.path = "cold: no kept process yet (starting one)"
+        desired = sync_source(settings, runner=fake)
+        run = records.create_run("check", "manual", desired.revision.sha, "", "test", None)
+        [shard] = shards.create_shards(run.id, [[h.name for h in hosts]])
+        assert shards.mark_sent(shard)
+        execute_shard(settings, shard.id, 1, "w1", runner=fake)
+        assert shards.get_shard(shard.id).ansible_path == "cold: no kept process yet (starting one)"
+
+        fake.path = "warm"
+        local = records.create_run("check", "manual", desired.revision.sha, "", "test", None)
+        perform_run(settings, local, desired, list(desired.hosts), runner=fake)
+        assert queries.get_run(local.id).ansible_path == "warm"
