@@ -152,3 +152,27 @@ def test_a_run_renewed_between_the_look_and_the_close_is_left_running(store, tmp
     finally:
         other_process.close()
     assert queries.get_run(run_id).status == "running"
+
+
+def test_a_lock_kept_because_a_stop_was_not_confirmed_outlives_the_run_and_every_look_until_released(store):
+    from fleet.drift import HostVerdict
+
+    run_id = running_run(ME)
+    records.acquire_host_locks(run_id, ["web1", "web2"])
+    reason = "remote work may still run: the run's SSH connection to it is gone"
+    records.finish_run(run_id, "canceled", [HostVerdict("web1", "incomplete", "stopped"),
+                                            HostVerdict("web2", "incomplete", reason)])
+    records.release_host_locks(run_id, {"web2": reason})
+    assert leases.close_lapsed_runs(never_gone, now=utcnow() + FAR_AHEAD) == []
+    assert [(lock.host, lock.run_id, lock.reason) for lock in records.kept_locks()] == [("web2", run_id, reason)]
+    assert queries.get_host("web2").status == "incomplete" and queries.get_host("web2").message == reason
+    other = running_run(OTHER)
+    assert records.acquire_host_locks(other, ["web1", "web2"]) == [("web2", run_id)]
+    assert records.acquire_host_locks(other, ["web1"]) == []
+
+    assert records.release_kept_lock("web1", "released") is None, "web1's lock is a running run's, not kept"
+    released = records.release_kept_lock("web2", "lock released by ada")
+    assert (released.host, released.run_id) == ("web2", run_id)
+    assert records.kept_locks() == [] and records.release_kept_lock("web2", "again") is None
+    assert queries.get_host("web2").message == "lock released by ada"
+    assert records.acquire_host_locks(other, ["web2"]) == []

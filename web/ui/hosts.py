@@ -53,6 +53,7 @@ def show(name: str):
         history=history.items, more_history=history.more,
         active=[r for r in queries.active_runs() if covers(r.limit, host.name, host.group_list)],
         approvals=queries.open_approvals_of(host.name),
+        kept=records.kept_locks([host.name]),
     )
 
 
@@ -81,3 +82,17 @@ def converge(name: str):
     audit("run.request", host.name, f"converge, run {run.id}")
     flash(f"run {run.id} queued: converge of {host.name}", "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)
+
+
+@bp.post("/<name>/release")
+@require_role("operator")
+def release(name: str):
+    """Free the lock a stopped run kept on the host (its work there was not confirmed ended): `fleet hosts release`."""
+    host = or_404(queries.get_host, name)
+    kept = records.release_kept_lock(host.name, f"lock released by {who()}; nothing about the host is proven since")
+    if kept is None:
+        flash(f"{host.name} has no kept lock", "error")
+        return redirect(url_for("ui.hosts.show", name=host.name), 303)
+    audit("host.release", host.name, f"lock kept by run {kept.run_id}: {kept.reason}")
+    flash(f"released the lock run {kept.run_id} kept on {host.name}", "info")
+    return redirect(url_for("ui.hosts.show", name=host.name), 303)
