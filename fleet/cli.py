@@ -219,7 +219,7 @@ def _run_header(run, colour: bool) -> str:
 @click.pass_context
 @_guard
 def status(ctx, as_json, show_diff):
-    """Every host with its status, last check and drifted tasks."""
+    """Every host with its status, last check and drifted tasks; the data directory's kept Ansible processes."""
     settings = _settings(ctx)
     with _store(settings):
         hosts = queries.inventory_hosts()
@@ -338,6 +338,7 @@ def _show_json(run_id: int) -> dict:
     data = shapes.run_report_json(run, queries.run_verdicts(run_id))
     for host in data["hosts"]:
         host["tasks"] = [shapes.task_json(t) for t in tasks if t.host == host["name"]]
+    data["shards"] = [shapes.shard_json(shard) for shard in worker_store.shards_of_run(run_id)]  # each one's path
     data["stdout"] = queries.run_stdout(run_id)
     return data
 
