@@ -435,9 +435,9 @@ class Shard(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="", server_default="")  # why it waits, failed, was lost
     outcome: Mapped[str] = mapped_column(String(20), default="", server_default="")  # the runner's status
     strategy: Mapped[str] = mapped_column(String(40), default="", server_default="")
+    ansible_path: Mapped[str] = mapped_column(Text, default="", server_default="")  # as Run.ansible_path
     verdicts: Mapped[str] = mapped_column(Text, default="", server_default="")  # JSON, written with `done`
     ansible_pid: Mapped[int | None] = mapped_column(Integer)
     history: Mapped[str] = mapped_column(Text, default="", server_default="")  # earlier attempts, one per line
-    ansible_path: Mapped[str] = mapped_column(Text, default="", server_default="")  # as Run.ansible_path
 
     __table_args__ = (UniqueConstraint("run_id", "index", name="uq_shards_run_index"),)
