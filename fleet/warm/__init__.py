@@ -102,21 +102,20 @@ def _code_marks() -> list[str]:
     return marks
 
 
-def collection_roots(environ, cwd: str) -> list[str]:
-    """Where Ansible looks for collections (each holds ansible_collections/): its collections path, the
-    playbook's directory (a run's playbook is named relative to the project directory, its cwd), and
-    Python's path (collections_scan_sys_path, on by default, finds the `ansible` package's collections)."""
+def collection_roots(environ) -> list[str]:
+    """Where the kept process's collection loader looks for collections (each holds ansible_collections/): its
+    collections path and Python's path (collections_scan_sys_path, on by default, finds the `ansible`
+    package's collections). Not a playbook's directory: a run with collections there goes cold (fleet.warm.child)."""
     configured = environ.get("ANSIBLE_COLLECTIONS_PATH") or environ.get("ANSIBLE_COLLECTIONS_PATHS")
     paths = configured.split(os.pathsep) if configured else list(DEFAULT_COLLECTIONS_PATHS)
-    roots = [os.path.expanduser(p) for p in paths if p] + [os.path.join(cwd, "collections")]
-    return roots + [entry for entry in sys.path if entry]
+    return [os.path.expanduser(p) for p in paths if p] + [entry for entry in sys.path if entry]
 
 
-def _collection_marks(environ, cwd: str) -> list[str]:
+def _collection_marks(environ) -> list[str]:
     """Every installed collection by path and its MANIFEST's change time: one installed, removed or upgraded
     (ansible-galaxy writes each collection's files anew) needs a kept process whose multiplexers see it."""
     marks = []
-    for root in collection_roots(environ, cwd):
+    for root in collection_roots(environ):
         base = Path(root) / "ansible_collections"
         try:
             namespaces = sorted(base.iterdir())
@@ -147,7 +146,7 @@ def server_key(environ, cwd: str) -> str:
     settled = sorted((k, v) for k, v in environ.items()
                      if k not in PER_RUN_ENV and (k in KEYED_NAMES or k.startswith(KEYED_PREFIXES)))
     blob = json.dumps([PROTOCOL, settled, _config_marks(environ, cwd), _code_marks(),
-                       _collection_marks(environ, cwd)])
+                       _collection_marks(environ)])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -30,32 +30,26 @@ _MISSING = object()
 
 
 RUN_MARK = "fleet_run"  # in a become hop of Mitogen's connection stack: that privilege is this run's own
-_kept_playbook_collections: list[str] = []  # the playbook directory's collections the multiplexers see
 import_warnings: list = []  # warnings.WarningMessage the kept process's imports gave (server.prepare_ansible)
 
 
 def install_collection_loader() -> None:
     """Ansible's collection loader, as ansible-playbook installs it before it starts Mitogen: the multiplexers,
-    forked from the kept process, import `ansible_collections.*` code to send it to the hosts. The playbook
-    directory is the kept process's start directory (a run's project directory)."""
+    forked from the kept process, import `ansible_collections.*` code to send it to the hosts. With the
+    collections path and Python's path only, no playbook's directory (collections_problem)."""
     from ansible.plugins.loader import init_plugin_loader
-    from ansible.utils.collection_loader import AnsibleCollectionConfig
 
     init_plugin_loader([])
-    AnsibleCollectionConfig.playbook_paths = [os.getcwd()]
-    _kept_playbook_collections[:] = _adjacent_collections([os.getcwd()])
-
-
-def _adjacent_collections(directories: list[str]) -> list[str]:
-    return sorted({os.path.join(d, "collections") for d in directories if os.path.isdir(os.path.join(d, "collections"))})
 
 
 def collections_problem(argv: list[str]) -> str | None:
-    """Why the multiplexers cannot serve this run's playbook-adjacent collections, or None."""
-    playbooks = [os.path.dirname(os.path.abspath(a)) for a in argv if a.endswith((".yml", ".yaml")) and os.path.isfile(a)]
-    wanted = _adjacent_collections(playbooks)
-    if wanted and wanted != _kept_playbook_collections:
-        return f"playbook-adjacent collections {', '.join(wanted)} are not those of the kept process"
+    """Why the multiplexers cannot serve this run's collections, or None: collections beside a playbook
+    (<playbook dir>/collections) are the run's own, which the multiplexers forked before it do not see.
+    Any YAML file the arguments name counts as a playbook here (an inventory too): it may only go cold."""
+    named = {os.path.dirname(os.path.abspath(a)) for a in argv if a.endswith((".yml", ".yaml")) and os.path.isfile(a)}
+    beside = sorted(os.path.join(d, "collections") for d in named if os.path.isdir(os.path.join(d, "collections")))
+    if beside:
+        return f"collections beside the playbook ({', '.join(beside)}) are not served by the kept process"
     return None
 
 

@@ -346,3 +346,14 @@ def test_a_revision_s_collections_path_keys_the_kept_process(tmp_path):
         (installed / "MANIFEST.json").write_text("{}")
     first = warm.server_key({"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "a")}, str(tmp_path))
     assert warm.server_key({"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "b")}, str(tmp_path)) != first
+
+
+def test_a_playbook_with_collections_beside_it_runs_cold_and_the_log_says_why(kept):
+    """The multiplexers were forked before the run: they could not serve collections only the run sees."""
+    project = kept.anchor / "project"
+    (project / "collections" / "ansible_collections" / "fleetlab" / "beside").mkdir(parents=True)
+    play = playbook(project, 0)
+    run = kept.client("-i", "localhost,", str(play), cwd=project)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 0 and "ok=1" in out, out + err
+    assert f"goes cold: collections beside the playbook ({project / 'collections'})" in kept.log.read_text()
