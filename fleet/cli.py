@@ -309,7 +309,8 @@ def show(ctx, run_id, as_json, with_stdout):
         click.echo(f"ansible: {run.strategy or '-'}, {shapes.ansible_path_line(run.ansible_path)}")
         for shard in worker_store.shards_of_run(run_id):
             if shard.ansible_path:
-                click.echo(f"  shard {shard.index} on {shard.worker or '-'}: {shapes.ansible_path_line(shard.ansible_path)}")
+                click.echo(f"  shard {shard.index} on {shard.worker or '-'}: "
+                           f"{shapes.ansible_path_line(shard.ansible_path)}")
         click.echo("")
         rows = [[h.host, h.status, str(h.ok), str(h.changed), str(h.failed), str(h.skipped), str(h.unverified),
                  h.message[:80]] for h in hosts]

@@ -41,7 +41,8 @@ def local(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     (project / "site.yml").write_text(PLAYBOOK)
-    (project / "inventory").write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    (project / "inventory").write_text(
+        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
     data.mkdir(mode=0o700)
     yield data, project
     for pid in warm.server_pids(str(data.resolve())):
