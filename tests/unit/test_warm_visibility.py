@@ -208,3 +208,35 @@ def test_a_shard_and_a_local_run_keep_the_path_their_runner_reported(tmp_path):
         local = records.create_run("check", "manual", desired.revision.sha, "", "test", None)
         perform_run(settings, local, desired, list(desired.hosts), runner=fake)
         assert queries.get_run(local.id).ansible_path == "warm"
+
+
+def test_fleet_show_says_how_ansible_ran_the_run_and_each_shard(tmp_path, tmp_source):
+    """`fleet show` run as a user would, on a run of two shards that took different paths."""
+    from fleet.settings import load_settings
+    from fleet.store import db
+    from fleet.store.db import open_store
+    from fleet.store.models import Run, Shard
+    from tests.conftest import FleetCli
+
+    cli = FleetCli(tmp_path / "data", tmp_source, tmp_path)
+    with open_store(load_settings(flags={"repo": str(tmp_source), "data_dir": str(cli.data_dir)}, environ={},
+                                  cwd=tmp_path)):
+        run = Run(kind="check", trigger="manual", status="successful", strategy="mitogen_linear (workers)",
+                  ansible_path="mixed: shard 0 warm; shard 1 cold: no kept process yet (starting one)")
+        db.session.add(run)
+        db.session.flush()
+        db.session.add_all([
+            Shard(run_id=run.id, index=0, hosts='["web1"]', status="done", worker="fleet@a", ansible_path="warm"),
+            Shard(run_id=run.id, index=1, hosts='["web2"]', status="done", worker="fleet@b",
+                  ansible_path="cold: no kept process yet (starting one)"),
+        ])
+        db.session.commit()
+        run_id = run.id
+    shown = cli("show", str(run_id))
+    assert shown.code == 0, shown.stderr
+    assert ("ansible: mitogen_linear (workers), mixed: shard 0 warm; shard 1 cold: no kept process yet "
+            "(starting one)\n  shard 0 on fleet@a: warm (forked from the kept Ansible process)\n"
+            "  shard 1 on fleet@b: cold: no kept process yet (starting one)\n") in shown.stdout
+    data = json.loads(cli("show", str(run_id), "--json").stdout)
+    assert data["run"]["ansible_path"]["warm"] is None
+    assert [s["ansible_path"]["warm"] for s in data["shards"]] == [True, False]
