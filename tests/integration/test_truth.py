@@ -396,7 +396,7 @@ def commit(source: Path, message: str, edits: dict[str, str]) -> None:
 
 def test_a_commit_to_what_a_task_reads_is_its_cause_warm_and_cold(causes):
     commit(causes.source, "templates, files, lookups and a dependency's defaults", {
-        "playbooks/templates/banner.j2": "banner for {{ inventory_hostname }}, ask ops\n",
+        "playbooks/templates/banner.j2": "banner for {{ inventory_hostname }}, ask ops\n{% include 'footer.j2' %}\n",
         "playbooks/files/motd.txt": "welcome back\n",
         "playbooks/files/limits.txt": "nofile=4096\n",
         "playbooks/roles/common/defaults/main.yml": "---\ncommon_port: 8081\n"})
@@ -413,6 +413,13 @@ def test_a_group_vars_commit_is_the_cause_of_the_template_reading_it(causes):
            {"inventory/group_vars/all.yml": "---\napp_owner: platform\n"})
     found = causes_of(causes.check(codes=(2,)))
     assert found == {name: [("Write the app settings", "commit")] for name in causes.addresses}
+
+
+def test_a_template_a_template_includes_is_the_cause_of_its_drift(causes):
+    causes.fleet("converge", "--yes", "--json")
+    commit(causes.source, "the footer names the team", {"playbooks/templates/footer.j2": "managed by ops\n"})
+    found = causes_of(causes.check(codes=(2,)))
+    assert found == {name: [("Write the banner", "commit")] for name in causes.addresses}
 
 
 def test_a_hand_change_under_the_converged_revision_is_local(causes):

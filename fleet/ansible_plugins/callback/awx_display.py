@@ -344,7 +344,8 @@ _files_found: list | None = None  # set while a worker runs a task
 
 def _hook_file_reads() -> None:
     """Record the files Ansible's search paths resolve while a worker runs a task (template and copy `src`,
-    `lookup('file')`, `lookup('template')`, include_vars), and hand them back with the task's result."""
+    `lookup('file')`, `lookup('template')`, include_vars, templates a template includes), and hand them
+    back with the task's result."""
     from ansible.executor.task_executor import TaskExecutor
     from ansible.parsing.dataloader import DataLoader
 
@@ -353,6 +354,7 @@ def _hook_file_reads() -> None:
         if getattr(original, "_fleet_hook", False):
             continue
         setattr(DataLoader, name, _recording(original))
+    _hook_template_includes()
     run = TaskExecutor.run
     if getattr(run, "_fleet_hook", False):
         return
@@ -372,13 +374,41 @@ def _hook_file_reads() -> None:
     TaskExecutor.run = run_recording
 
 
+def _hook_template_includes() -> None:
+    """Templates a template pulls in (`{% include %}`, `{% import %}`, `{% extends %}`) are read through
+    Jinja's own loader, not Ansible's search path: record them too."""
+    import jinja2
+
+    original = jinja2.FileSystemLoader.get_source
+    if getattr(original, "_fleet_hook", False):
+        return
+
+    def get_source(self, environment, template):
+        source = original(self, environment, template)
+        if _files_found is not None and isinstance(source, tuple) and len(source) > 1 and source[1]:
+            _note_found(str(source[1]))
+        return source
+
+    get_source._fleet_hook = True
+    jinja2.FileSystemLoader.get_source = get_source
+
+
+def _note_found(path: str) -> None:
+    """Keep a file the task read, unless it is Ansible's own scratch copy (the template action renders
+    into the controller's local temp directory, which is no part of the source)."""
+    from ansible import constants
+
+    scratch = os.path.dirname(str(getattr(constants, "DEFAULT_LOCAL_TMP", "") or "").rstrip("/"))
+    if (scratch and path.startswith(scratch + "/")) or not os.path.exists(path):
+        return
+    _files_found.append(path)
+
+
 def _recording(original):
     def lookup(self, *args, **kwargs):
         path = original(self, *args, **kwargs)
         if _files_found is not None and isinstance(path, (str, bytes)):
-            text = path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path
-            if os.path.exists(text):
-                _files_found.append(text)
+            _note_found(path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path)
         return path
 
     lookup._fleet_hook = True
