@@ -244,11 +244,13 @@ def log_path(anchor: str) -> Path:
 def log_line(anchor: str, text: str) -> None:
     """Append one line to the data directory's warm-ansible.log, rotating it first when it is full.
 
+    Under a lock on the file, so no line lands between another writer's copy and its emptying of the log.
     Never raises: a log that cannot be written must not stop a run.
     """
     path = log_path(anchor)
     try:
         with open(path, "ab") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes
             _rotate_if_full(path, handle.fileno())
             handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n".encode(errors="replace"))
     except OSError:
@@ -259,22 +261,16 @@ def _rotate_if_full(path: Path, fd: int) -> None:
     """Copy a full log to LOG_NAME.1 (older ones shift up, the oldest goes) and empty it in place.
 
     In place (copy, then truncate), not renamed: the kept processes' stderr is this same file, opened once
-    in append mode, and must go on landing in it. A lock on the file keeps two writers from rotating at once.
+    in append mode, and must go on landing in it. The caller holds the file's lock.
     """
     if os.fstat(fd).st_size < LOG_MAX_BYTES:
         return
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    try:
-        if os.fstat(fd).st_size < LOG_MAX_BYTES:  # another writer rotated it while this one waited
-            return
-        for number in range(LOG_KEEP - 1, 0, -1):
-            older = path.with_name(f"{LOG_NAME}.{number}")
-            if older.exists():
-                os.replace(older, path.with_name(f"{LOG_NAME}.{number + 1}"))
-        shutil.copyfile(path, path.with_name(f"{LOG_NAME}.1"))
-        os.truncate(fd, 0)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+    for number in range(LOG_KEEP - 1, 0, -1):
+        older = path.with_name(f"{LOG_NAME}.{number}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{LOG_NAME}.{number + 1}"))
+    shutil.copyfile(path, path.with_name(f"{LOG_NAME}.1"))
+    os.truncate(fd, 0)
 
 
 class LogHandler(logging.Handler):

@@ -240,3 +240,20 @@ def test_fleet_show_says_how_ansible_ran_the_run_and_each_shard(tmp_path, tmp_so
     data = json.loads(cli("show", str(run_id), "--json").stdout)
     assert data["run"]["ansible_path"]["warm"] is None
     assert [s["ansible_path"]["warm"] for s in data["shards"]] == [True, False]
+
+
+def test_writers_at_once_lose_no_line_across_rotations(tmp_path):
+    """Four processes log 300 lines of 1 KiB each into a log rotated every 200 KB: every line is in one of the
+    files still kept, in order per writer."""
+    code = ("import sys; from fleet import warm; warm.LOG_MAX_BYTES = 200_000; warm.LOG_KEEP = 50; "
+            "[warm.log_line(sys.argv[1], f'writer {sys.argv[2]} line {n:04d} ' + 'x' * 1000) for n in range(300)]")
+    env = {**os.environ, "PYTHONPATH": str(Path(warm.__file__).parents[2])}
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(w)], env=env) for w in range(4)]
+    assert [w.wait(60) for w in writers] == [0] * 4
+    files = sorted(tmp_path.glob(f"{warm.LOG_NAME}*"),  # oldest first: .12 .. .1, then the log itself
+                   key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    assert len(files) > 3, "it was rotated"
+    lines = [line.split(" ", 2)[2].rstrip("x ") for f in files for line in f.read_text().splitlines()]
+    for w in range(4):
+        assert [line for line in lines if line.startswith(f"writer {w} ")] == [
+            f"writer {w} line {n:04d}" for n in range(300)]
