@@ -153,6 +153,7 @@ def journey(suite: Suite) -> dict:
     found["check"] = suite.check(codes=(2,))
     found["after_check"] = suite.files()
     found["check_linear"] = suite.check(codes=(2,), env={"FLEET_STRATEGY": "linear"})
+    found["check_cold"] = suite.check(codes=(2,), env={"FLEET_WARM_ANSIBLE": "false"})
     found["reconverge"] = suite.fleet("converge", "--yes", "--json").json()
     found["after_reconverge"] = suite.files()
     return found
@@ -198,16 +199,25 @@ def test_every_verdict_is_true_to_the_hosts_files(journey, case):
         assert changed_by_converge, f"{case.host} said drifted, but a converge changed none of its files"
 
 
-def test_mitogen_and_linear_strategies_give_the_same_verdicts(journey):
-    def digest(report):
-        return {h["name"]: (h["status"], h["coverage"], names(h["changed_tasks"]),
-                            [(short(t["task"]), t["reason"], t["accepted"]) for t in h["unverified_tasks"]],
-                            names(h["executed_in_check"]), names(h["flapping_tasks"]))
-                for h in report["hosts"]}
+def digest(report):
+    return {h["name"]: (h["status"], h["coverage"], names(h["changed_tasks"]),
+                        [(short(t["task"]), t["reason"], t["accepted"]) for t in h["unverified_tasks"]],
+                        names(h["executed_in_check"]), names(h["flapping_tasks"]))
+            for h in report["hosts"]}
 
+
+def test_mitogen_and_linear_strategies_give_the_same_verdicts(journey):
     assert journey["check"]["run"]["strategy"] == "mitogen_linear"
     assert journey["check_linear"]["run"]["strategy"] == "linear"
     assert digest(journey["check"]) == digest(journey["check_linear"])
+
+
+def test_warm_and_cold_checks_give_the_same_verdicts(journey):
+    """Taint and the files a task read come from the callback inside Ansible: the kept process's forked
+    runs and a new ansible-playbook must give the same chains and verdicts."""
+    assert journey["check"]["run"]["ansible_path"] == {"warm": True, "reason": None}
+    assert journey["check_cold"]["run"]["ansible_path"]["warm"] is False
+    assert digest(journey["check"]) == digest(journey["check_cold"])
 
 
 def test_a_check_changes_no_file_except_where_a_task_runs_for_real(journey):
