@@ -238,6 +238,10 @@ INCLUDE_VARS_ACTIONS = {"include_vars"}
 MAX_DERIVED_NAMES = 200  # names followed through vars definitions per task: enough for any real play
 
 
+_reads_of_task: dict = {}  # task uuid -> its task_reads: the same for every host (include_vars aside)
+MAX_REMEMBERED_TASKS = 10_000
+
+
 def task_reads(task, data: dict, action: str) -> dict:
     """The variable names the task's templates read, and how variables it reads are defined from others.
 
@@ -247,6 +251,16 @@ def task_reads(task, data: dict, action: str) -> dict:
     Names only, never values: fleet.drift follows a result check mode could not give through them.
     """
     short = action.rsplit(".", 1)[-1]
+    key = (getattr(task, "_uuid", None), short)
+    if key[0] and short not in INCLUDE_VARS_ACTIONS and key in _reads_of_task:
+        return _reads_of_task[key]
+    found = _task_reads(task, data, short)
+    if key[0] and short not in INCLUDE_VARS_ACTIONS and len(_reads_of_task) < MAX_REMEMBERED_TASKS:
+        _reads_of_task[key] = found
+    return found
+
+
+def _task_reads(task, data: dict, short: str) -> dict:
     args = task.args if isinstance(task.args, dict) else {}
     when = {str(c): sorted(names_read(c, expression=True)) for c in (task.when or [])}
     loop = sorted(names_read(task.loop))
