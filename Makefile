@@ -72,7 +72,7 @@ PG_TESTS ?= tests/unit/test_store_*.py tests/unit/test_retention.py tests/unit/t
 	tests/unit/test_jobs.py tests/unit/test_migrations.py tests/unit/test_pins.py tests/unit/test_shard_execution.py \
 	tests/web \
 	tests/integration/test_check_converge.py::test_fresh_hosts_drift_converge_then_in_sync_then_hand_edit_drifts \
-	tests/integration/test_upgrade.py
+	tests/integration/test_upgrade.py tests/unit/test_jobs_bytes.py tests/integration/test_bytes.py
 
 test: system venv
 	env -u FLEET_TEST_DATABASE_URL $(BIN)/python -m pytest

@@ -63,9 +63,9 @@ def build_source(repo, hosts_yml: str) -> None:
     git(repo, "commit", "-q", "-m", "legacy files")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bytes")
+@pytest.fixture
+def lab(tmp_path):
+    root = tmp_path
     cli = FleetCli(root / "data", root / "source", root)
     up = cli("lab", "up", "--hosts", str(HOSTS), "--subnet", str(SUBNET))
     assert up.code == 0, up.stderr
@@ -77,7 +77,6 @@ def lab(tmp_path_factory):
         assert down.code == 0, down.stderr
 
 
-@pytest.fixture(scope="module")
 def journey(lab) -> dict:
     """A check of the fresh hosts, the converge, the verifying check (warm, then cold); each command's result."""
     found = {"check": lab("check", "--json"), "converge": lab("converge", "--yes", "--json")}
@@ -102,7 +101,7 @@ def tasks_of(cli: FleetCli, run_id: int) -> dict[str, dict]:
     return {(h["name"], t["task"]): t for h in shown.json()["hosts"] for t in h["tasks"]}
 
 
-def test_the_latin1_converge_exits_0_and_the_verifying_check_finds_the_hosts_in_sync(lab, journey):
+def converge_exits_0_and_the_verifying_checks_find_the_hosts_in_sync(lab, journey):
     converge = journey["converge"]
     assert converge.code == 0, summary(converge)
     assert "Traceback" not in converge.stderr
@@ -121,7 +120,7 @@ def test_the_latin1_converge_exits_0_and_the_verifying_check_finds_the_hosts_in_
         "c", "a", "f", "351", "="], "the host holds the Latin-1 byte itself"
 
 
-def test_the_converge_records_every_result_with_the_diff_shown_escaped(lab, journey):
+def the_converge_records_every_result_with_the_diffs_shown_escaped(lab, journey):
     run_id = journey["converge"].json()["run"]["id"]
     tasks = tasks_of(lab, run_id)
     hosts = sorted({host for host, _ in tasks})
@@ -142,7 +141,7 @@ def test_the_converge_records_every_result_with_the_diff_shown_escaped(lab, jour
         assert tasks[(host, "show bytes")]["note"] == "caf\\xe9 \\x00 end"
 
 
-def test_a_check_shows_the_template_diff_escaped_and_the_big_diff_cut_and_bounded(lab, journey):
+def the_check_shows_the_template_diff_escaped_and_the_big_diff_cut_and_bounded(lab, journey):
     check = journey["check"]
     assert check.code == 2, summary(check)
     assert "Traceback" not in check.stderr
@@ -157,7 +156,7 @@ def test_a_check_shows_the_template_diff_escaped_and_the_big_diff_cut_and_bounde
     assert "cut" in big["diff"] and len(big["diff"].encode()) < 200 * 1024, "bounded, and it says it was cut"
 
 
-def test_the_run_page_shows_the_escaped_bytes_and_the_mark(lab, journey):
+def the_run_page_shows_the_escaped_bytes_and_the_mark(lab, journey):
     from fleet.settings import load_settings
     from fleet.store import accounts
     from web import create_app
@@ -178,3 +177,13 @@ def test_the_run_page_shows_the_escaped_bytes_and_the_mark(lab, journey):
     html = page.get_data(as_text=True)
     assert "+caf\\xe9=1" in html
     assert 'class="dl d-note"' in html and "not UTF-8" in html
+
+
+# One test, so that the whole journey shares one store (FLEET_TEST_DATABASE_URL empties it before each test).
+@pytest.mark.lab
+def test_latin1_files_a_latin1_template_and_a_huge_diff_are_recorded_checked_converged_and_shown(lab):
+    found = journey(lab)
+    converge_exits_0_and_the_verifying_checks_find_the_hosts_in_sync(lab, found)
+    the_converge_records_every_result_with_the_diffs_shown_escaped(lab, found)
+    the_check_shows_the_template_diff_escaped_and_the_big_diff_cut_and_bounded(lab, found)
+    the_run_page_shows_the_escaped_bytes_and_the_mark(lab, found)
