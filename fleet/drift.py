@@ -288,6 +288,8 @@ class DriftTracker:
         names that play, role, block or task vars define from others are followed (`derived`)."""
         tainted = self._states.get(host, _HostState()).tainted
         derived = findings.get("derived") or {}
+        if "ansible_check_mode" in names:  # true in a check, false in a converge: never the converge's value
+            return "`ansible_check_mode`"
         for name in sorted(names):
             if name in tainted:
                 return tainted[name]

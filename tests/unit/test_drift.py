@@ -677,6 +677,12 @@ TAINT_CASES = {
          task_event("runner_on_skipped", task="Write the feature settings",
                     when={"os == 'x'": ["os"], "feature_on | bool": ["feature_on"]}, false_condition="os == 'x'")],
         ("Read the feature flag",), {"Write the feature settings": None}, "in_sync"),
+    "arguments that read ansible_check_mode": (
+        [task_event(task="Write", arg_reads=["ansible_check_mode"])], (),
+        {"Write": "they read `ansible_check_mode`"}, "unverified"),
+    "arguments through vars that read ansible_check_mode": (
+        [task_event(task="Write", arg_reads=["mode"], derived={"mode": ["ansible_check_mode"]})], (),
+        {"Write": "`mode` (from vars), which reads `ansible_check_mode`"}, "unverified"),
     "taint stays with its host": (
         [probe(host="web2"), set_fact({"feature_on": ["flag"]}), SKIPPED_COPY], (),
         {"Write the feature settings": None}, "in_sync"),
