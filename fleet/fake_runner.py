@@ -83,6 +83,8 @@ class FakeRunner:
     jobs: list[JobSpec] = field(default_factory=list)  # every spec run_job was given
     job_hosts: list[frozenset[str] | None] = field(default_factory=list)  # the hosts each job was limited to
     listings: list[str | None] = field(default_factory=list)  # the limit of every inventory listing asked for
+    unconfirmed: Mapping[str, str] = field(default_factory=dict)  # host -> why a stop cannot confirm its end there
+    remote_stops: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list)  # (hosts, touched)
 
     def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
         self.listings.append(limit)
@@ -101,6 +103,13 @@ class FakeRunner:
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, Probe]:
         return {h.name: Probe(h.name, "unreachable", f"cannot connect to {h.address}:{h.port} (fake)")
                 if h.name in self.unreachable else Probe(h.name, "ok") for h in hosts}
+
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str]) -> dict:
+        from fleet.remote_stop import HostStop
+
+        self.remote_stops.append((frozenset(h.name for h in hosts), frozenset(touched)))
+        return {h.name: HostStop(h.name, False, self.unconfirmed[h.name]) if h.name in self.unconfirmed
+                else HostStop(h.name, True, "stopped (fake)") for h in hosts}
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         limited = frozenset(spec.limit_file.read_text().split()) if spec.limit_file else None

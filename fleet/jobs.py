@@ -502,7 +502,7 @@ def perform_run(
     execution = Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
                           holder or leases.this_process())
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
-    if busy and _confirm_kept_locks(settings, targets, busy):
+    if busy and _confirm_kept_locks(execution.runner, targets, busy):
         busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy:
         error = _busy_message(busy)
@@ -517,7 +517,7 @@ def perform_run(
     return RunReport(run=summary, verdicts=execution.verdicts(), tasks_by_host=execution.tasks_by_host)
 
 
-def _confirm_kept_locks(settings: Settings, targets: list[InventoryHost], busy: list[tuple[str, int]]) -> bool:
+def _confirm_kept_locks(runner: Runner, targets: list[InventoryHost], busy: list[tuple[str, int]]) -> bool:
     """Try again to confirm the end of a stopped run's work on hosts whose locks it kept; free those confirmed.
 
     True when any was freed. Confirmation needs the stopped run's SSH master to that host, still up."""
@@ -525,7 +525,7 @@ def _confirm_kept_locks(settings: Settings, targets: list[InventoryHost], busy: 
     wanted = [t for t in targets if t.name in kept]
     if not wanted:
         return False
-    stops = remote_stop.stop_remote_work(wanted, {t.name for t in wanted}, _connection(settings))
+    stops = runner.stop_remote_work(wanted, {t.name for t in wanted})
     freed = [name for name, stop in stops.items() if stop.confirmed and records.release_kept_lock(
         name, f"run {kept[name].run_id}'s work confirmed stopped later: {stop.detail}")]
     for name in freed:
@@ -540,12 +540,6 @@ def _busy_message(busy: list[tuple[str, int]]) -> str:
         f"{host} is held by stopped run {holder}: {kept[host].reason}; once nothing of it runs there, "
         f"`fleet hosts release {host}` frees it" if host in kept else f"{host} is busy with run {holder}"
         for host, holder in busy)
-
-
-def _connection(settings: Settings) -> remote_stop.Connection:
-    """How this data directory's Ansible reaches hosts (the ControlPath is all that names a master)."""
-    return remote_stop.Connection(settings.known_hosts_path, settings.control_path_dir, _MIN_SSH_PERSIST,
-                                  settings.identity_path)
 
 
 def _execute(execution: Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
@@ -572,6 +566,8 @@ def _stop_reason(settings: Settings, run_id: int, status: str) -> str:
     return ""
 
 
+# Events that show a task started on (or came back from) a host: Ansible reached it, so a stop must look there.
+_TOUCHING_EVENTS = ("runner_on_start", "runner_on_ok", "runner_on_failed")
 # How long to wait before each try at closing a run the store refused to record (then the lease takes over).
 CLOSE_RETRY_DELAYS = (0, 1, 2, 4)
 CANCEL_POLL_SECONDS = 1.0
@@ -664,7 +660,7 @@ class Execution:
         cannot be confirmed keeps its lock past the run (release_locks) and reads `incomplete`.
         """
         processes.freeze_tree(self.ansible_pid)
-        self.remote_stops = remote_stop.stop_remote_work(self.targets, self.touched, _connection(self.settings))
+        self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched)
         for stop in self.remote_stops.values():
             if stop.confirmed:
                 log.info("run %s: %s: %s", self.run_id, stop.host, stop.detail)
@@ -791,7 +787,7 @@ class Execution:
 
     def _record(self, event: dict) -> None:
         host = (event.get("event_data") or {}).get("host")
-        if host and event.get("event") == "runner_on_start":
+        if host and event.get("event") in _TOUCHING_EVENTS:
             self.touched.add(host)  # a connection to it is up, or being made: a stop must look there
         if self.ansible_pid is None and event.get("pid"):
             # Kept so whoever finds this run's lease lapsed can stop an orphaned ansible-playbook.

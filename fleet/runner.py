@@ -37,6 +37,7 @@ from fleet import filemodes, hostkeys, processes, warm
 from fleet.errors import SourceError
 
 if TYPE_CHECKING:
+    from fleet.remote_stop import HostStop
     from fleet.settings import Settings
 
 CALLBACK_DIR = Path(__file__).parent / "ansible_plugins" / "callback"
@@ -171,6 +172,10 @@ class Runner(Protocol):
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         """Run the spec, calling on_event per event; once should_cancel says True, stop with `canceled`."""
+
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str]) -> dict[str, HostStop]:
+        """End what a stopped run started on `hosts` (those in `touched` ran a task of it); per host, by name,
+        whether that is confirmed (fleet.remote_stop)."""
 
 
 def ansible_bin_dir() -> Path:
@@ -347,6 +352,14 @@ class AnsibleRunner:
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
+
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str]) -> dict[str, HostStop]:
+        """Through the run's own SSH masters (the ControlPath is all that names one), as Ansible reaches hosts."""
+        from fleet import remote_stop
+
+        connection = remote_stop.Connection(self.known_hosts, self.control_path_dir, DEFAULT_SSH_PERSIST,
+                                            self.identity)
+        return remote_stop.stop_remote_work(hosts, touched, connection)
 
     def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT,
                   extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -223,6 +223,32 @@ def test_a_run_that_hangs_is_stopped_at_the_run_timeout(settings, store):
     assert_nothing_left_running()
 
 
+def test_a_stop_keeps_the_locks_of_hosts_whose_remote_work_it_could_not_confirm_ended(settings, store):
+    settings = replace(settings, run_timeout=1)
+    touched = sorted({e["event_data"]["host"] for e in RECORDED[:10] if e.get("event") == "runner_on_ok"})
+    unsure, sure = touched[0], touched[1]
+    hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=10, unconfirmed={unsure: "gone (fake)"})
+    report = execute_run(settings, "check", runner=hanging)
+    assert report.run.status == "timeout"
+    assert hanging.remote_stops == [(frozenset(h.name for h in CASE_HOSTS), frozenset(touched))]
+    assert [(lock.host, lock.run_id, lock.kept_reason) for lock in rows(HostLock)] == [
+        (unsure, report.run.id, "remote work may still run: gone (fake)")]
+    host = db.session.get(Host, rows(Host, name=unsure)[0].id)
+    assert (host.status, host.message) == ("incomplete", "remote work may still run: gone (fake)")
+    assert rows(Host, name=sure)[0].status != "incomplete" or "remote work" not in rows(Host, name=sure)[0].message
+
+    still = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, unconfirmed={unsure: "gone (fake)"})
+    with pytest.raises(HostBusy, match=f"{unsure} is held by stopped run {report.run.id}: remote work may still "
+                                       f"run: gone \\(fake\\); .*`fleet hosts release {unsure}`"):
+        execute_run(settings, "check", limit=unsure, runner=still)
+    assert still.jobs == [] and still.remote_stops == [(frozenset({unsure}), frozenset({unsure}))]
+
+    confirmed = FakeRunner(events=RECORDED, hosts=CASE_HOSTS)  # the next attempt confirms the end: the lock goes
+    later = execute_run(settings, "check", limit=unsure, runner=confirmed)
+    assert later.run.status in ("successful", "failed") and confirmed.jobs
+    assert rows(HostLock) == []
+
+
 def test_a_crash_inside_the_runner_fails_the_run_with_the_reason(settings, store):
     crashing = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, crash_after=15)
     with pytest.raises(RuntimeError, match="the fake runner crashed"):

@@ -126,3 +126,34 @@ def start_worker_thread(app, settings, shard, runner) -> threading.Thread:
     worker.start()
     wait_for(lambda: runner.jobs, 20, "the shard's Ansible to start")
     return worker
+
+
+def test_a_canceled_shard_says_which_hosts_may_still_run_its_work_and_the_controller_keeps_their_locks(settings,
+                                                                                                    store):
+    from fleet.executor.dispatch import shard_verdicts
+    from fleet.jobs import Execution
+    from fleet.store import leases, queries
+
+    touched = {e["event_data"]["host"] for e in RECORDED[:40] if e.get("event") in ("runner_on_ok", "runner_on_failed")}
+    assert touched, "the replayed events started tasks on some hosts before the hang"
+    unsure = set(sorted(touched)[:2])
+    hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=40,
+                         unconfirmed={name: "the run's SSH connection to it is gone (fake)" for name in unsure})
+    shard = sent_shard(settings, hanging)
+    worker = start_worker_thread(store, settings, shard, hanging)
+    with store.app_context():
+        records.note_cancel(shard.run_id, "canceled by the test")
+    worker.join(timeout=60)
+    ended = shards.get_shard(shard.id)
+    # The worker stopped its hosts' remote work before its shard ended: on every host the shard ran a task on.
+    assert [touched_then for _, touched_then in hanging.remote_stops] == [frozenset(touched)]
+    found = {v.name: v for v in verdicts_from_json(ended.verdicts)}
+    said = {name for name, v in found.items() if v.message.startswith("remote work may still run")}
+    assert said == unsure and all(found[name].status == "incomplete" for name in unsure)
+
+    controller = Execution(settings, queries.get_run(shard.run_id), None, None, hanging, leases.this_process())
+    controller.gathered = shard_verdicts(ended)
+    assert set(controller.unconfirmed()) == unsure
+    records.acquire_host_locks(shard.run_id, sorted(found))
+    controller.release_locks()
+    assert {lock.host for lock in records.kept_locks()} == unsure
