@@ -36,11 +36,13 @@ from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, Ta
 from fleet.errors import FleetError, HostBusy, RevisionRejected, SourceError, StoreError
 from fleet.hostkeys import Probe
 from fleet.runner import (
-    COLLECTIONS_DIR, ROLES_DIR, AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg, choose_strategy,
+    COLLECTIONS_DIR, MAX_EVENT_RES, ROLES_DIR, AnsibleRunner, InventoryHost, JobSpec, Runner, Strategy, ansible_cfg,
+    choose_strategy,
 )
 from fleet.settings import Settings
 from fleet.store import leases, pins, queries, records
 from fleet.store.views import RunView, view_of
+from fleet.text import clean_event, mark_escaped
 from fleet.vocabulary import HostStatus, RevisionStatus, RunKind, RunStatus, aware, utcnow
 
 
@@ -777,15 +779,17 @@ class Execution:
         if self._halted():
             return  # Ansible is being stopped; what it still says is not recorded
         self.events_seen += 1
+        # The one place Ansible's text enters fleet: from here on every string is storable (fleet.text).
+        cleaned = clean_event(event)
         try:
-            self._record(event)
+            self._record(cleaned.value, cleaned.diff_escaped)
         except SQLAlchemyError as exc:
             self.store_refused(exc)
             return
         if self.progress:
-            self.progress(self.tracker, event)
+            self.progress(self.tracker, cleaned.value)
 
-    def _record(self, event: dict) -> None:
+    def _record(self, event: dict, diff_escaped: bool = False) -> None:
         host = (event.get("event_data") or {}).get("host")
         if host and event.get("event") in _TOUCHING_EVENTS:
             self.touched.add(host)  # a connection to it is up, or being made: a stop must look there
@@ -794,7 +798,9 @@ class Execution:
             self.ansible_pid = int(event["pid"])
             self._note_ansible_pid(self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
-        for result in self.tracker.add_all(event):
+        for index, result in enumerate(self.tracker.add_all(event)):
+            if index == 0:  # the event's own result (the others are tasks it says were never reached)
+                _explain_text(result, event, diff_escaped)
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
 
@@ -818,6 +824,7 @@ class Execution:
 
     def _record_end(self, status: str, error: str) -> RunView:
         self.recorder.flush()
+        error = _with_refused_values(error, self.recorder.problems)
         verdicts = self.verdicts() if self.gathered is not None else self.settled_verdicts(status)
         records.finish_run(self.run_id, status, verdicts, error)  # one transaction: all verdicts or none
         return queries.get_run(self.run_id)
@@ -887,6 +894,55 @@ def _lost_race(probe: Probe, lost: list[str], lost_again: list[str]) -> Probe:
     return replace(probe, message=(
         f"another fleet process pinned a different SSH host key for {', '.join(lost)} at the same moment as "
         f"this run, and the store keeps the first pin: {probe.message}"))
+
+
+DROPPED_RESULT = (f"[fleet: Ansible's result was over {MAX_EVENT_RES:,} characters and ansible-runner left it "
+                  "out of the event: its diff and message are not shown]")
+
+
+def _explain_text(result: TaskResult, event: dict, diff_escaped: bool) -> None:
+    """Say on a task's result what the reader would otherwise not know: its diff shows escaped bytes
+    (fleet.text), or its result never reached fleet at all (ansible-runner emptied it for its size)."""
+    if diff_escaped:
+        result.diff = mark_escaped(result.diff)
+    res = (event.get("event_data") or {}).get("res")
+    if res == {} and event.get("event") in _RESULT_EVENTS:
+        if result.status == "changed" and not result.diff:
+            result.diff = DROPPED_RESULT
+        elif not result.note:
+            result.note = DROPPED_RESULT
+    elif result.status == "changed" and not result.diff and isinstance(res, dict):
+        result.diff = skipped_diff(res)
+
+
+_RESULT_EVENTS = ("runner_on_ok", "runner_on_failed")
+# Why Ansible sent no diff of a file it changes (the keys its action plugins set), said as its console says it.
+_SKIPPED_DIFF = {"src_binary": "the source file appears to be binary",
+                 "dst_binary": "the destination file appears to be binary",
+                 "src_larger": "the source file is larger than {} bytes (Ansible's max_diff_size)",
+                 "dst_larger": "the destination file is larger than {} bytes (Ansible's max_diff_size)"}
+
+
+def skipped_diff(res: dict) -> str:
+    """'[fleet: Ansible sent no diff: <why>]' for a file diff Ansible skipped (binary, too big); '' otherwise."""
+    diff = res.get("diff")
+    diffs = [diff] if isinstance(diff, dict) else [d for d in diff or [] if isinstance(d, dict)]
+    reasons = [why.format(d[key]) for d in diffs for key, why in _SKIPPED_DIFF.items() if key in d]
+    return f"[fleet: Ansible sent no diff: {'; '.join(reasons)}]" if reasons else ""
+
+
+# The refused values a run's note names one by one; past these it counts the rest.
+NAMED_REFUSALS = 3
+
+
+def _with_refused_values(error: str, problems: list[str]) -> str:
+    """The run's note, and what the store refused of its results (each value replaced by a placeholder)."""
+    if not problems:
+        return error
+    named = "; ".join(problems[:NAMED_REFUSALS])
+    more = f"; and {len(problems) - NAMED_REFUSALS} more" if len(problems) > NAMED_REFUSALS else ""
+    note = f"every result was recorded, but {named}{more}"
+    return f"{error}; {note}" if error else note
 
 
 def _store_message(exc: SQLAlchemyError) -> str:

@@ -208,16 +208,6 @@ class ShardRecorder(records.RunRecorder):
         return False
 
 
-    def _reopen_batch(self) -> bool:
-        """A refused batch is written again row by row in a transaction of its own: fenced again first."""
-        if shards.fence(self.shard.id, self.shard.token, self.lease_seconds):
-            return True
-        self.lost = True
-        log.error("run %s shard %s: given away by the controller; nothing more is recorded",
-                  self.shard.run_id, self.shard.index)
-        return False
-
-
 class ShardExecution(Execution):
     """jobs.Execution for one shard: the shard's lease instead of the run's, its verdicts kept with it."""
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
@@ -26,6 +26,7 @@ from fleet.store.models import (
     RunHost, RunOutput, SourceState, TaskResultRow,
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
+from fleet.text import clean_text
 from fleet.vocabulary import (
     APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_DURATION_BUCKETS, RUN_FINAL_STATUSES,
     ApprovalKind, ApprovalStatus, HostStatus, RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
@@ -199,7 +200,6 @@ def release_kept_lock(host: str, why: str) -> KeptLock | None:
     return kept
 
 
-
 def note_strategy(run_id: int, strategy: str) -> None:
     db.session.execute(update(Run).where(Run.id == run_id).values(strategy=strategy))
 
@@ -290,7 +290,11 @@ class RunRecorder:
     """Buffers task results and stdout of one run; flushes them in batches.
 
     Every text an event brings is capped first (`cap_text`), so a batch holds
-    at most BATCH_ROWS capped rows, whatever Ansible printed.
+    at most BATCH_ROWS capped rows, whatever Ansible printed. A batch the store
+    refuses is written again row by row (`_write_each`): a value the store will
+    not take costs that value only, replaced by a marked placeholder and named
+    in `problems`; a store that refuses even the placeholders is down, and the
+    batch is kept whole or not at all.
     """
 
     def __init__(self, run_id: int):
@@ -299,6 +303,7 @@ class RunRecorder:
         self._output: list[dict] = []
         self._last_flush = time.monotonic()
         self.rows_written = 0
+        self.problems: list[str] = []  # each value the store refused and a placeholder took the place of
 
     def add_task(self, result: TaskResult) -> None:
         self._tasks.append({
@@ -324,14 +329,20 @@ class RunRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Write what is buffered in one transaction; if the store refuses it, none of the batch is kept."""
+        """Write what is buffered in one transaction; a refused batch is written again row by row, values the
+        store refuses replaced; if even that is refused (the store is down), none of the batch is kept."""
         try:
-            # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
-            if self._tasks:
-                db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
-            if self._output:
-                db.session.execute(RunOutput.__table__.insert(), self._output)
-            db.session.commit()
+            try:
+                # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
+                if self._tasks:
+                    db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
+                if self._output:
+                    db.session.execute(RunOutput.__table__.insert(), self._output)
+                db.session.commit()
+            except VALUE_REFUSALS as exc:
+                db.session.rollback()
+                if not self._write_each(exc):
+                    return
         except BaseException:
             db.session.rollback()
             self.discard()
@@ -340,9 +351,82 @@ class RunRecorder:
         self._tasks, self._output = [], []
         self._last_flush = time.monotonic()
 
+    def _write_each(self, refusal: BaseException) -> bool:
+        """The refused batch again in one transaction, each row in a savepoint of its own; False when the
+        retry may not be written (see `_reopen_batch`). Raises `refusal` when a row is refused even with
+        every text replaced: then the store itself refuses, and nothing of the batch is kept."""
+        if not self._reopen_batch():
+            db.session.rollback()
+            self.discard()
+            return False
+        problems = []
+        for table, what, rows, columns in ((TaskResultRow, "task result", self._tasks, TASK_TEXT_COLUMNS),
+                                           (RunOutput, "output", self._output, ("text",))):
+            for row in rows:
+                replaced = _insert_replacing(table, row, columns)
+                if replaced is None:
+                    raise refusal
+                problems += [_problem(what, row, column, message) for column, message in replaced]
+        db.session.commit()
+        self.problems += problems
+        return True
+
+    def _reopen_batch(self) -> bool:
+        """Statements the retry's transaction must begin with (a shard's fence); False: write nothing."""
+        return True
+
     def discard(self) -> None:
         """Drop what is buffered (after the store refused a batch, nothing more is written)."""
         self._tasks, self._output = [], []
+
+
+# What a write of a value the store will not take raises: the database's refusal, or the driver's (a lone
+# surrogate is refused by the UTF-8 encoder before the database sees it; psycopg refuses NUL as a ValueError).
+VALUE_REFUSALS = (SQLAlchemyError, UnicodeError, ValueError)
+# The texts of a task result a placeholder may stand in for (never host, seq, status: what a verdict reads).
+TASK_TEXT_COLUMNS = ("diff", "note", "reason", "path", "task", "action")
+PLACEHOLDER = "[fleet: the store refused this {column} ({message}); this note stands in its place]"
+
+
+def _insert_replacing(table, row: dict, columns: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    """Insert `row`; if refused, with one text column replaced by a placeholder, then with all of them.
+
+    Returns the (column, refusal) pairs replaced ([] when the row went in as it was), None when the
+    store refused the row even then.
+    """
+    refusal = _try_insert(table, row)
+    if refusal is None:
+        return []
+    filled = [column for column in columns if row.get(column)]
+    for column in filled:
+        if _try_insert(table, {**row, column: PLACEHOLDER.format(column=column, message=refusal)}) is None:
+            return [(column, refusal)]
+    placeholders = {column: PLACEHOLDER.format(column=column, message=refusal) for column in filled}
+    if filled and _try_insert(table, {**row, **placeholders}) is None:
+        return [(column, refusal) for column in filled]
+    return None
+
+
+def _try_insert(table, row: dict) -> str | None:
+    """Insert one row in a savepoint: None when it went in, else the store's words for the refusal."""
+    try:
+        with db.session.begin_nested():
+            db.session.execute(table.__table__.insert(), [row])
+    except VALUE_REFUSALS as exc:
+        return refusal_text(exc)
+    return None
+
+
+def refusal_text(exc: BaseException) -> str:
+    """The database's (or driver's) own words, without the statement and its parameters, storable and short."""
+    words = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
+    return clean_text(words.splitlines()[0])[:200]
+
+
+def _problem(what: str, row: dict, column: str, message: str) -> str:
+    where = f"{row['host']}, '{row['task']}'" if "host" in row else f"event {row['seq']}"
+    return clean_text(f"the {column} of a {what} ({where[:200]}) was refused by the store ({message}) "
+                      "and replaced by a note")
 
 
 def _run_row(run) -> Run:

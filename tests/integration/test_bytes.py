@@ -2,10 +2,11 @@
 
 One lab, one playbook, every case in it: a `copy` of a Latin-1 file (the user's report: the converge died
 with a traceback from the store and the hosts read `unknown`), a `template` whose result is Latin-1, a
-file whose diff is over 1 MiB, and a command printing undecodable bytes and a NUL. A check finds them
-(diffs shown escaped and marked), the converge applies them and exits 0 with every result recorded, the
-verifying check proves the hosts in sync; `fleet show` (text and --json) and the run page show the
-escaped bytes with the mark.
+file whose diff is over 1 MiB (kept cut, saying so), a binary file (Ansible sends no diff: the task says
+why), and a command printing undecodable bytes and a NUL. A check finds them (diffs shown escaped and
+marked), the converge applies them and exits 0 with every result recorded, the verifying checks (warm,
+then cold) prove the hosts in sync; `fleet show` (text and --json) and the run page show the escaped
+bytes with the mark.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ PLAYBOOK = """\
       template: {src: templates/legacy.conf.j2, dest: /etc/legacy-template.conf, mode: "0644"}
     - name: big file
       copy: {src: files/big.txt, dest: /etc/big.txt, mode: "0644"}
+    - name: binary file
+      copy: {src: files/blob.bin, dest: /etc/blob.bin, mode: "0644"}
     - name: print bytes
       shell: printf 'caf\\351 \\000 end'
       register: printed
@@ -57,6 +60,7 @@ def build_source(repo, hosts_yml: str) -> None:
     (repo / "playbooks" / "files" / "legacy.conf").write_bytes(b"caf\xe9=1\n")
     (repo / "playbooks" / "templates" / "legacy.conf.j2").write_bytes(b"na\xefve={{ 40 + 2 }}\n")
     (repo / "playbooks" / "files" / "big.txt").write_text(big_text())
+    (repo / "playbooks" / "files" / "blob.bin").write_bytes(b"\x7fELF\x02\x01\x00\x00caf\xe9\xff")
     (repo / "ansible.cfg").write_text(ANSIBLE_CFG)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
@@ -127,7 +131,7 @@ def the_converge_records_every_result_with_the_diffs_shown_escaped(lab, journey)
     assert len(hosts) == HOSTS
     for host in hosts:
         assert {name for h, name in tasks if h == host} >= {
-            "legacy config", "legacy template", "big file", "print bytes", "show bytes"}
+            "legacy config", "legacy template", "big file", "binary file", "print bytes", "show bytes"}
         copied = tasks[(host, "legacy config")]
         assert copied["status"] == "changed"
         assert NOT_UTF8_MARK in copied["diff"]
@@ -154,6 +158,9 @@ def the_check_shows_the_template_diff_escaped_and_the_big_diff_cut_and_bounded(l
     assert big["status"] == "changed"
     assert "+line 000000 of a file" in big["diff"]
     assert "cut" in big["diff"] and len(big["diff"].encode()) < 200 * 1024, "bounded, and it says it was cut"
+    binary = tasks[(host, "binary file")]
+    assert binary["status"] == "changed"
+    assert binary["diff"] == "[fleet: Ansible sent no diff: the source file appears to be binary]"
 
 
 def the_run_page_shows_the_escaped_bytes_and_the_mark(lab, journey):

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import select, text
 
 from fleet.fake_runner import FakeRunner, scripted_events
-from fleet.jobs import DROPPED_RESULT, execute_run
+from fleet.jobs import DROPPED_RESULT, execute_run, skipped_diff
 from fleet.runner import InventoryHost
 from fleet.store import db, queries
 from fleet.store.db import open_store
@@ -70,6 +70,19 @@ def test_a_result_ansible_runner_emptied_for_its_size_says_so(settings, store):
     assert report.run.status == "successful"
     assert stored("web1").diff == DROPPED_RESULT
     assert stored("db1").note == DROPPED_RESULT and stored("db1").diff == ""
+
+
+def test_a_file_diff_ansible_skipped_says_why_instead_of_nothing(settings, store):
+    events = scripted_events({"web1": "changed", "db1": "changed"})
+    events[1]["event_data"]["res"]["diff"] = [{"dst_larger": 104448, "src_binary": 1}]
+    events[2]["event_data"]["res"]["diff"] = [{"before": "", "after": "x\n"}]
+    execute_run(settings, "converge", runner=FakeRunner(events=events, hosts=HOSTS))
+    assert stored("db1").diff == ("[fleet: Ansible sent no diff: the source file appears to be binary; the "
+                                  "destination file is larger than 104448 bytes (Ansible's max_diff_size)]")
+    assert stored("web1").diff.startswith("--- before")
+    assert skipped_diff({"diff": {"dst_binary": 1}}) == (
+        "[fleet: Ansible sent no diff: the destination file appears to be binary]")
+    assert skipped_diff({"diff": [{"before": "a", "after": "b"}]}) == skipped_diff({}) == ""
 
 
 # A trigger refusing one value: what a store may refuse that the cleaning at the boundary did not foresee.
