@@ -108,7 +108,8 @@ class FakeRunner:
         from fleet.remote_stop import HostStop
 
         self.remote_stops.append((frozenset(h.name for h in hosts), frozenset(touched)))
-        return {h.name: HostStop(h.name, False, self.unconfirmed[h.name]) if h.name in self.unconfirmed
+        # As the real one: a host the run never started a task on holds nothing of it.
+        return {h.name: HostStop(h.name, False, self.unconfirmed[h.name]) if h.name in self.unconfirmed.keys() & touched
                 else HostStop(h.name, True, "stopped (fake)") for h in hosts}
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:

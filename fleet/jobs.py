@@ -549,7 +549,11 @@ def _execute(execution: Execution, desired: DesiredState, targets: list[Inventor
     try:
         return execution.run(desired, targets)
     except KeyboardInterrupt:
-        execution.finish(RunStatus.CANCELED, "canceled from the terminal")  # the runner stopped Ansible already
+        # The runner killed Ansible already; what it started on the hosts is found through the masters, which
+        # outlive it (work under sudo whose interpreter ended with the connection may escape: a cancel freezes first)
+        if execution.remote_stops is None:
+            execution.stop_remote_work(freeze=False)
+        execution.finish(RunStatus.CANCELED, "canceled from the terminal")
         raise
     except SQLAlchemyError as exc:  # a write outside the event stream (strategy, host keys) was refused
         execution.store_refused(exc)
@@ -654,14 +658,15 @@ class Execution:
             self.stop_remote_work()
         return stop
 
-    def stop_remote_work(self) -> None:
+    def stop_remote_work(self, freeze: bool = True) -> None:
         """End the run's processes on the hosts it touched, before the runner kills Ansible here.
 
         Ansible is frozen first: its SSH sessions stay open (the remote processes keep the ancestry and the
         connection that identify them, see fleet.remote_stop) and it starts nothing more. A host whose end
         cannot be confirmed keeps its lock past the run (release_locks) and reads `incomplete`.
         """
-        processes.freeze_tree(self.ansible_pid)
+        if freeze:
+            processes.freeze_tree(self.ansible_pid)
         self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched)
         for stop in self.remote_stops.values():
             if stop.confirmed:

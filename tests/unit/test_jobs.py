@@ -249,6 +249,20 @@ def test_a_stop_keeps_the_locks_of_hosts_whose_remote_work_it_could_not_confirm_
     assert rows(HostLock) == []
 
 
+def test_ctrl_c_stops_the_runs_remote_work_too(settings, store):
+    touched = {e["event_data"]["host"] for e in RECORDED[:10] if e.get("event") == "runner_on_ok"}
+    unsure = sorted(touched)[0]
+    interrupted = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, crash_after=10, crash=KeyboardInterrupt(),
+                             unconfirmed={unsure: "gone (fake)", "never-touched": "not asked"})
+    with pytest.raises(KeyboardInterrupt):
+        execute_run(settings, "check", runner=interrupted)
+    [run] = rows(Run)
+    assert (run.status, run.error) == ("canceled", "canceled from the terminal")
+    assert [stop[1] for stop in interrupted.remote_stops] == [frozenset(touched)]
+    assert [(lock.host, lock.kept_reason) for lock in rows(HostLock)] == [(unsure, "remote work may still run: gone "
+                                                                                   "(fake)")]
+
+
 def test_a_crash_inside_the_runner_fails_the_run_with_the_reason(settings, store):
     crashing = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, crash_after=15)
     with pytest.raises(RuntimeError, match="the fake runner crashed"):
