@@ -668,6 +668,8 @@ class Execution:
         if freeze:
             processes.freeze_tree(self.ansible_pid)
         self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched)
+        self.next_renewal = 0.0  # the reaper may have taken a while: renew now, not a lease period after the last
+        self._renew_lease()
         for stop in self.remote_stops.values():
             if stop.confirmed:
                 log.info("run %s: %s: %s", self.run_id, stop.host, stop.detail)

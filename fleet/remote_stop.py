@@ -39,7 +39,8 @@ from fleet.store.leases import KEPT_LOCK_MESSAGE
 log = logging.getLogger("fleet.remote_stop")
 
 REMOTE_MAY_RUN = KEPT_LOCK_MESSAGE  # what a host whose end could not be confirmed reads, before the reason
-REAP_TIMEOUT = 20.0  # seconds one host's reaper may take; past it the host is not confirmed
+REAP_TIMEOUT = 15.0  # seconds one host's reaper may take (the run's lease must outlast it); past it, not confirmed
+MASTER_TIMEOUT = 5.0  # seconds the local SSH master may take to say whether it is up
 MAX_PARALLEL = 16
 
 # Runs on the host (python3, 3.5 or later), as the login user or as root through sudo. argv[2] is the
@@ -152,9 +153,9 @@ def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float
     base = ssh_command(host, connection)
     try:
         master = subprocess.run([*base[:-1], "-O", "check", base[-1]], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=MASTER_TIMEOUT)
     except subprocess.TimeoutExpired:
-        return HostStop(host.name, False, f"its SSH master did not answer within {timeout:g}s")
+        return HostStop(host.name, False, f"its SSH master did not answer within {MASTER_TIMEOUT:g}s")
     if master.returncode != 0:
         return HostStop(host.name, False, "the run's SSH connection to it is gone (host or network down?), "
                         "so its processes there cannot be found")
