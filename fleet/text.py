@@ -79,6 +79,7 @@ def clean_event(event: object) -> Cleaned:
 
 
 def _clean(value: object, path: tuple, escaped: list[tuple]) -> object:
+    """`value` at `path` made storable; the path of each string changed goes to `escaped`."""
     if isinstance(value, str):
         if not needs_cleaning(value):
             return value
@@ -90,22 +91,41 @@ def _clean(value: object, path: tuple, escaped: list[tuple]) -> object:
     if isinstance(value, dict):
         return _clean_dict(value, path, escaped)
     if isinstance(value, (list, tuple)):
-        items = [_clean(item, (*path, index), escaped) for index, item in enumerate(value)]
-        if all(new is old for new, old in zip(items, value)):
-            return value
-        return type(value)(items) if isinstance(value, tuple) else items
+        return _clean_list(value, path, escaped)
     return value
 
 
+def _clean_list(value: list | tuple, path: tuple, escaped: list[tuple]) -> list | tuple:
+    items = None
+    for index, item in enumerate(value):
+        # Strings and numbers are looked at here, without a path of their own unless they need one.
+        new = item if _plain(item) else _clean(item, (*path, index), escaped)
+        if new is not item and items is None:
+            items = list(value[:index])
+        if items is not None:
+            items.append(new)
+    if items is None:
+        return value
+    return type(value)(items) if isinstance(value, tuple) else items
+
+
 def _clean_dict(value: dict, path: tuple, escaped: list[tuple]) -> dict:
-    changed = False
-    cleaned = {}
-    for key, item in value.items():
-        new_key = _clean(key, path, escaped) if isinstance(key, (str, bytes)) else key
-        new_item = _clean(item, (*path, new_key), escaped)
-        changed = changed or new_key is not key or new_item is not item
-        cleaned[new_key] = new_item
-    return cleaned if changed else value
+    cleaned = None
+    for index, (key, item) in enumerate(value.items()):
+        new_key = key if _plain(key) else _clean(key, path, escaped)
+        new_item = item if _plain(item) else _clean(item, (*path, new_key), escaped)
+        if (new_key is not key or new_item is not item) and cleaned is None:
+            cleaned = dict(list(value.items())[:index])
+        if cleaned is not None:
+            cleaned[new_key] = new_item
+    return value if cleaned is None else cleaned
+
+
+def _plain(value: object) -> bool:
+    """Nothing to clean, known without a look inside: a number, None, or a string every store takes."""
+    if isinstance(value, str):
+        return not needs_cleaning(value)
+    return value is None or isinstance(value, (bool, int, float))
 
 
 def mark_escaped(diff: str) -> str:
