@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Iterable
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
@@ -294,7 +294,8 @@ class RunRecorder:
     refuses is written again row by row (`_write_each`): a value the store will
     not take costs that value only, replaced by a marked placeholder and named
     in `problems`; a store that refuses even the placeholders is down, and the
-    batch is kept whole or not at all.
+    batch is kept whole or not at all. So is a store that says itself it is
+    locked, full or gone (`store_down`): then no row is tried again.
     """
 
     def __init__(self, run_id: int):
@@ -340,6 +341,8 @@ class RunRecorder:
                     db.session.execute(RunOutput.__table__.insert(), self._output)
                 db.session.commit()
             except VALUE_REFUSALS as exc:
+                if store_down(exc):
+                    raise
                 db.session.rollback()
                 if not self._write_each(exc):
                     return
@@ -388,6 +391,11 @@ TASK_TEXT_COLUMNS = ("diff", "note", "reason", "path", "task", "action")
 PLACEHOLDER = "[fleet: the store refused this {column} ({message}); this note stands in its place]"
 
 
+def store_down(exc: BaseException) -> bool:
+    """A refusal of the store itself (locked, full, gone), not of a value: retrying row by row would only wait."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
+
+
 def _insert_replacing(table, row: dict, columns: tuple[str, ...]) -> list[tuple[str, str]] | None:
     """Insert `row`; if refused, with one text column replaced by a placeholder, then with all of them.
 
@@ -413,6 +421,8 @@ def _try_insert(table, row: dict) -> str | None:
         with db.session.begin_nested():
             db.session.execute(table.__table__.insert(), [row])
     except VALUE_REFUSALS as exc:
+        if store_down(exc):
+            raise
         return refusal_text(exc)
     return None
 

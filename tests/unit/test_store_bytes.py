@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fleet.drift import DriftTracker, TaskResult
 from fleet.store import records
@@ -122,3 +122,22 @@ def test_a_refusal_of_one_column_replaces_that_column_only(store):
                         "this note stands in its place]")
     assert recorder.problems == ["the note of a task result (web1, 't') was refused by the store "
                                  "(notes may not say that) and replaced by a note"]
+
+
+def test_a_store_that_says_it_is_locked_or_gone_is_not_tried_row_by_row(store, monkeypatch):
+    run = records.create_run("check", "manual", "a" * 40, "", "test", None)
+    recorder = records.RunRecorder(run.id)
+    recorder.add_output(1, "one")
+    recorder.add_task(TaskResult(seq=2, host="web1", task="t", action="file", status="ok", diff="d", note="n"))
+    tries = []
+
+    def locked(*args, **kwargs):
+        tries.append(args)
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(store, "execute", locked)
+    with pytest.raises(OperationalError, match="database is locked"):
+        recorder.flush()
+    assert len(tries) == 1, "one refusal of the store itself ends the batch: no savepoint per row, no waiting"
+    monkeypatch.undo()
+    assert stored_output(store) == [] and recorder.problems == []
