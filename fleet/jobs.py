@@ -831,7 +831,7 @@ class Execution:
 
     def _record_end(self, status: str, error: str) -> RunView:
         self.recorder.flush()
-        error = _with_refused_values(error, self.recorder.problems)
+        error = with_refused_values(error, self.recorder.problems)
         verdicts = self.verdicts() if self.gathered is not None else self.settled_verdicts(status)
         records.finish_run(self.run_id, status, verdicts, error)  # one transaction: all verdicts or none
         return queries.get_run(self.run_id)
@@ -942,7 +942,7 @@ def skipped_diff(res: dict) -> str:
 NAMED_REFUSALS = 3
 
 
-def _with_refused_values(error: str, problems: list[str]) -> str:
+def with_refused_values(error: str, problems: list[str]) -> str:
     """The run's note, and what the store refused of its results (each value replaced by a placeholder)."""
     if not problems:
         return error

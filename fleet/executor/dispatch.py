@@ -212,7 +212,7 @@ class ShardedRun:
         path = gathered_ansible_path(current)
         if path:
             records.note_ansible_path(self.run_id, path)
-        self.execution.note = _interrupted_note(current)
+        self.execution.note = "; ".join(filter(None, [_interrupted_note(current), *_refused_notes(current)]))
         return self._status(current, verdicts)
 
     def _status(self, current: list[ShardView], verdicts: list[HostVerdict]) -> str:
@@ -268,6 +268,11 @@ def _interrupted_note(current: list[ShardView]) -> str:
     hosts = ", ".join(name for s in lost for name in s.names)
     return (f"interrupted: {lost[0].reason}; hosts {hosts} may be partly converged; check them, then converge "
             "again if they drift")
+
+
+def _refused_notes(current: list[ShardView]) -> list[str]:
+    """What the store refused of each finished shard's results (a done shard has a reason only for that)."""
+    return [f"shard {s.index}: {s.reason}" for s in current if s.status == ShardStatus.DONE and s.reason]
 
 
 def verdicts_to_json(verdicts: list[HostVerdict]) -> str:

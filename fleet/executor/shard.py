@@ -27,7 +27,7 @@ from fleet import jobs, source
 from fleet.drift import HostVerdict
 from fleet.errors import FleetError, SourceError
 from fleet.executor.dispatch import verdicts_to_json
-from fleet.jobs import DesiredState, Execution, RevisionSummary
+from fleet.jobs import DesiredState, Execution, RevisionSummary, with_refused_values
 from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, shards
@@ -280,5 +280,7 @@ class ShardExecution(Execution):
             HostVerdict(name=n, status=HostStatus.FAILED, message="not in the inventory as this worker lists it")
             for n in self.missing]
         stopped = status in (RunStatus.CANCELED, RunStatus.TIMEOUT)  # Ansible was stopped, not finished
+        # Values the store refused (each replaced by a note) are named with the shard, and by the run's note.
+        refused = {"reason": with_refused_values("", self.recorder.problems)} if self.recorder.problems else {}
         return {"status": ShardStatus.CANCELED if stopped else ShardStatus.DONE, "outcome": status,
-                "verdicts": verdicts_to_json(verdicts), "finished_at": utcnow()}
+                "verdicts": verdicts_to_json(verdicts), "finished_at": utcnow(), **refused}

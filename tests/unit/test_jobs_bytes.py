@@ -101,3 +101,33 @@ def test_a_value_the_store_refuses_costs_that_value_not_the_run(settings, store)
     assert report.run.error == ("every result was recorded, but the diff of a task result (db1, 'Write the motd') "
                                 "was refused by the store (not this one) and replaced by a note")
     assert {h.name: h.status for h in db.session.scalars(select(Host))} == {"web1": "in_sync", "db1": "in_sync"}
+
+
+# A shard on a worker (in process, the recorded truth events): its retry is fenced like its batches.
+@pytest.mark.sqlite_only
+def test_a_shard_whose_value_the_store_refuses_is_done_and_names_it(tmp_path):
+    from fleet.executor.shard import execute_shard
+    from fleet.fake_runner import hosts_of, load_events
+    from fleet.jobs import sync_source
+    from fleet.store import records, shards
+    from tests.unit.test_shard_execution import RECORDED
+
+    hosts = hosts_of(RECORDED, groups=("cases",))
+    settings = settings_for_source(tmp_path, "")
+    with open_store(settings):
+        fake = FakeRunner(events=RECORDED, hosts=hosts)
+        desired = sync_source(settings, runner=fake)
+        run = records.create_run("check", "manual", desired.revision.sha, "", "test", None)
+        [shard] = shards.create_shards(run.id, [[h.name for h in hosts]])
+        assert shards.mark_sent(shard)
+        db.session.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON task_results WHEN NEW.diff LIKE '---%' "
+                                "BEGIN SELECT RAISE(ABORT, 'not this one'); END"))
+        db.session.commit()
+        assert execute_shard(settings, shard.id, 1, "w1", runner=fake) == "done"
+        done = shards.get_shard(shard.id)
+        assert done.reason.startswith("every result was recorded, but the diff of a task result (")
+        assert "(not this one)" in done.reason
+        rows = db.session.scalars(select(TaskResultRow).where(TaskResultRow.run_id == run.id)).all()
+        replaced = [r for r in rows if r.diff]
+        assert replaced and all(r.diff.startswith("[fleet: the store refused this diff") for r in replaced)
+        assert len(rows) > len(replaced), "the other results are there too"
