@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from tests.conftest import FleetCli, git, lab_ssh
 
 CORPUS = Path(__file__).parent / "corpus"
@@ -59,8 +61,8 @@ def write_collections(repo: Path, version: str, workdir: Path) -> None:
     for old in repo.glob("compat-tarball-*.tar.gz"):
         old.unlink()
     tree = build_collection("tarball", version, workdir)
-    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--force", "--output-path", str(repo.resolve())],
-                   cwd=tree, check=True, capture_output=True)
+    subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", "--force",
+                    "--output-path", str(repo.resolve())], cwd=tree, check=True, capture_output=True)
     shutil.rmtree(repo / "vendor", ignore_errors=True)
     shutil.copytree(build_collection("dirc", version, workdir), repo / "vendor" / "dirc")
     (repo / "requirements.yml").write_text(
@@ -126,8 +128,6 @@ def start_lab(name: str, root: Path) -> Lab:
     up = cli("lab", "up", "--hosts", "2", "--subnet", str(subnet))
     assert up.code == 0, up.stderr
     inventory = (cli.data_dir / "lab" / "hosts.yml").read_text()
-    import yaml
-
     groups = yaml.safe_load(inventory)["all"]["children"].values()
     addresses = {host: spec["ansible_host"] for group in groups for host, spec in group["hosts"].items()}
     make_corpus_source(root / "source", inventory, root / "build")
@@ -183,10 +183,11 @@ def run_oracle(lab: Lab, kind: str) -> Outcome:
         subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml",
                         "-p", str(collections)], cwd=lab.repo, check=True, capture_output=True)
     ssh = lab.cli.data_dir / "ssh"
+    # Pipelining as fleet sets it: without it every task costs more round trips, and results are the same.
     env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_COLLECTIONS_PATH": str(collections),
            "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "True",
-           "ANSIBLE_SSH_ARGS": f"-o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile={ssh / 'known_hosts'} "
-                               "-o StrictHostKeyChecking=yes"}
+           "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s "
+                               f"-o UserKnownHostsFile={ssh / 'known_hosts'} -o StrictHostKeyChecking=yes"}
     args = [str(BIN / "ansible-playbook"), "-i", "inventory", "playbooks/site.yml", "--diff",
             "--private-key", str(ssh / "id_ed25519"), "--vault-password-file", lab.env["FLEET_VAULT_PASSWORD_FILE"]]
     done = subprocess.run(args + (["--check"] if kind == "check" else []), cwd=lab.repo, env=env,
