@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -152,19 +153,30 @@ def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float
     """Kill, through the run's own SSH master to `host`, every process its connection started there."""
     base = ssh_command(host, connection)
     try:
-        master = subprocess.run([*base[:-1], "-O", "check", base[-1]], stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=MASTER_TIMEOUT)
+        before = master_pid(base)
     except subprocess.TimeoutExpired:
         return HostStop(host.name, False, f"its SSH master did not answer within {MASTER_TIMEOUT:g}s")
-    if master.returncode != 0:
+    if before is None:
         return HostStop(host.name, False, "the run's SSH connection to it is gone (host or network down?), "
                         "so its processes there cannot be found")
+    # ControlMaster=no first (ssh keeps an option's first value): the reaper never becomes a master itself.
     try:
-        proc = subprocess.run([*base, reaper_command(host)], stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run([base[0], "-o", "ControlMaster=no", *base[1:], reaper_command(host)],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        after = master_pid(base)
     except subprocess.TimeoutExpired:
         return HostStop(host.name, False, f"stopping its processes took over {timeout:g}s")
+    if after != before:  # it went to the host some other way, where it sees another connection's processes
+        return HostStop(host.name, False, "the run's SSH connection to it ended while its processes were stopped")
     return judge_reaper(host.name, proc.returncode, proc.stdout, proc.stderr)
+
+
+def master_pid(base: list[str]) -> int | None:
+    """The pid of the SSH master the ssh command `base` would use (None when there is none)."""
+    answer = subprocess.run([*base[:-1], "-O", "check", base[-1]], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=MASTER_TIMEOUT)
+    found = re.search(r"\(pid=(\d+)\)", answer.stderr)
+    return int(found[1]) if answer.returncode == 0 and found else None
 
 
 def judge_reaper(name: str, returncode: int, stdout: str, stderr: str) -> HostStop:

@@ -24,7 +24,7 @@ from fleet import lab, processes
 from tests.conftest import FLEET, FleetCli, git, lab_ssh, wait_for
 
 SUBNET = 84  # this file's own lab: web hosts on 127.0.84.x, db1 on 127.0.85.1
-NAP = 20  # seconds the remote task sleeps before it writes /root/x (the machine may be loaded)
+NAP = 30  # seconds the remote task sleeps before it writes /root/x (a loaded machine takes seconds to cancel)
 PLAYBOOK = """\
 - hosts: all
   gather_facts: false
@@ -133,6 +133,8 @@ def stop_mid_task(here: Lab, names: list[str], env: dict, how: str) -> tuple[dic
 
 def assert_stopped_on_hosts(here: Lab, names: list[str], run: dict, slept_at: float, status: str) -> None:
     assert run["run"]["status"] == status, run["run"]
+    ended = [(h["name"], t["status"]) for h in run["hosts"] for t in h.get("tasks", []) if t["task"] == "slow work"]
+    assert all(s not in ("ok", "changed") for _, s in ended), f"the task ended before the stop reached it: {ended}"
     for name in names:
         assert here.sleeping(name) == "", f"{name} still runs the canceled task: {here.sleeping(name)}"
     time.sleep(max(0.0, slept_at + NAP + 2 - time.monotonic()))  # past when the sleep would have ended
