@@ -25,11 +25,9 @@ import warnings
 LIVE_SETTINGS = frozenset({"CACHE_PLUGIN_CONNECTION", "DEFAULT_ROLES_PATH"})
 FRESH_SETTINGS = frozenset({"DEFAULT_LOCAL_TMP"})  # a new directory per process, as a new ansible-playbook makes
 _PR_SET_NAME = 15
+RUN_MARK = "fleet_run"  # in a become hop of Mitogen's connection stack: that privilege is this run's own
 log = logging.getLogger("fleet.warm")
 _MISSING = object()
-
-
-RUN_MARK = "fleet_run"  # in a become hop of Mitogen's connection stack: that privilege is this run's own
 import_warnings: list = []  # warnings.WarningMessage the kept process's imports gave (server.prepare_ansible)
 
 
@@ -47,7 +45,8 @@ def collections_problem(argv: list[str]) -> str | None:
     (<playbook dir>/collections) are the run's own, which the multiplexers forked before it do not see.
     Any YAML file the arguments name counts as a playbook here (an inventory too): it may only go cold."""
     named = {os.path.dirname(os.path.abspath(a)) for a in argv if a.endswith((".yml", ".yaml")) and os.path.isfile(a)}
-    beside = sorted(os.path.join(d, "collections") for d in named if os.path.isdir(os.path.join(d, "collections")))
+    beside = sorted(os.path.join(d, "collections") for d in named)
+    beside = [path for path in beside if os.path.isdir(path)]
     if beside:
         return f"collections beside the playbook ({', '.join(beside)}) are not served by the kept process"
     return None
@@ -93,6 +92,16 @@ def mark_become_hops(mark: str) -> None:
         return name, marked
 
     connection.Connection._build_stack = _build_stack
+
+
+def fork_every_module() -> None:
+    """Mitogen runs most Python modules inside the host's interpreter, which outlives runs for hours here:
+    what their code keeps at module level (the release the distro helper read, gathered once for setup and
+    the modules that ask it) would outlive the run too. A fresh ansible-playbook starts new interpreters;
+    a warm run gets each module a fresh fork of the interpreter (mitogen_task_isolation=fork for all)."""
+    import ansible_mitogen.planner as planner
+
+    planner.NewStylePlanner.should_fork = lambda self: True
 
 
 def take_controlling_terminal() -> None:
@@ -176,6 +185,7 @@ def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, 
         look_like_ansible_playbook()
         if os.environ.get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
             mark_become_hops(f"{os.getpid()}-{time.time_ns()}")
+            fork_every_module()
         code = run_ansible_playbook([program, *request["argv"]])
     finally:
         os._exit(code)
