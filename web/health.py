@@ -5,7 +5,8 @@ with a long run), so its answer time measures the process, and
 `controller.heartbeat_age_seconds` measures the leading controller: a
 working one renews its heartbeat every few seconds, even mid-run; a stuck
 one lets it age. `kept_processes` lists this data directory's kept Ansible processes (fleet.warm): pid,
-age, memory and the hosts of the runs they served, read from /proc and their state files.
+age, memory and how many hosts their runs served, read from /proc and their state files. healthz answers
+anyone, so it names no host: `fleet status` (the store's reader) lists them by name.
 """
 
 from flask import Blueprint, current_app, jsonify
@@ -21,7 +22,15 @@ bp = Blueprint("health", __name__, url_prefix="/api/v1")
 def healthz():
     state = queries.controller_state()  # reading it proves the store answers
     return jsonify(status="ok", controller=controller_health(state, current_app.extensions.get("fleet.controller")),
-                   kept_processes=warm.kept_processes(str(current_app.config["FLEET_SETTINGS"].data_dir)))
+                   kept_processes=[without_host_names(kept) for kept in
+                                   warm.kept_processes(str(current_app.config["FLEET_SETTINGS"].data_dir))])
+
+
+def without_host_names(kept: dict) -> dict:
+    """A kept process as anyone may see it: its hosts counted, not named."""
+    shown = {key: value for key, value in kept.items() if key != "hosts"}
+    shown["host_count"] = len(kept.get("hosts", []))
+    return shown
 
 
 def controller_health(state, local_status) -> dict:

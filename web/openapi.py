@@ -344,8 +344,8 @@ def _health_schema() -> dict:
         "rss_kib": _int_or_null(), "pss_kib": {**_int_or_null(), "description": "with its Mitogen multiplexers"},
         "strategy": _string_or_null(), "multiplexers": {"type": "array", "items": _count(1)},
         "runs": _count(), "last_run_at": {"type": ["number", "null"], "description": "seconds since the epoch"},
-        "hosts": {"type": "array", "items": {"type": "string"},
-                  "description": "hosts of the runs it served (with Mitogen: where it keeps interpreters)"},
+        "host_count": {**_count(), "description": "hosts of the runs it served (named by `fleet status` only: "
+                                                  "healthz answers anyone)"},
     })
     return _object({"status": {"type": "string", "const": "ok"}, "controller": controller,
                     "kept_processes": {"type": "array", "items": kept,
