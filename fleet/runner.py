@@ -673,8 +673,9 @@ def _prepare_directories(spec: JobSpec) -> None:
         hostkeys.ensure_identity(spec.identity)
     hostkeys.write_ssh_config(spec.known_hosts, spec.identity)  # named by -F in ansible_env
     if control_path(spec.control_path_dir) is None:
-        log.warning("the data directory's path is too long for SSH control sockets named by connection; "
-                    "Mitogen will open new connections each run (use a data directory of at most 46 characters)")
+        log.warning("the data directory's path is too long for SSH control sockets and no private runtime "
+                    "directory ($XDG_RUNTIME_DIR or /tmp, fleet-warm-<uid>) is usable: connections will fail; "
+                    "use a data directory of at most 46 characters")
 
 
 # ansible-runner's callback empties a task result whose text is over this many characters (its own default:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import subprocess
@@ -11,7 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from fleet import warm
 from fleet.errors import ConfigError
+
+
+# A socket's name holds at most 107 bytes; ssh names a master's <ControlPath>.<16 random characters> while it
+# starts it, and fleet's ControlPath is <directory>/%C (40 hex digits): the directory's path may be this long.
+CONTROL_DIR_MAX = 107 - 17 - 40 - 1
+
+
+def short_control_dir(data_dir: Path) -> Path | None:
+    """A directory for one data directory's SSH sockets inside the user's private runtime directory (the kept
+    Ansible processes' own), named by a hash of the data directory; None when there is no safe one."""
+    base = warm.runtime_dir()
+    if base is None:
+        return None
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    path = base / f"cp-{digest}"
+    return path if len(str(path)) <= CONTROL_DIR_MAX else None
 
 
 @dataclass(frozen=True)
@@ -50,7 +68,12 @@ class Settings:
 
     @property
     def control_path_dir(self) -> Path:
-        return self.data_dir / "cp"
+        """Where the SSH masters' sockets live: `<data dir>/cp`, or a private directory with a shorter path when
+        that one is too long for a socket's name (ssh would refuse every connection: every host unreachable)."""
+        own = self.data_dir / "cp"
+        if len(str(own)) <= CONTROL_DIR_MAX:
+            return own
+        return short_control_dir(self.data_dir) or own
 
     @property
     def known_hosts_path(self) -> Path:

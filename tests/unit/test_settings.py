@@ -1,6 +1,9 @@
 """load_settings: flags beat FLEET_* variables beat fleet.toml beat defaults."""
 
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,27 @@ def test_fleet_ssh_persist_is_read_from_the_environment_and_must_be_positive(tmp
     assert load_settings(environ={"FLEET_REPO": "/srv/src"}, cwd=tmp_path).ssh_persist is None
     with pytest.raises(ConfigError, match="ssh_persist must be a positive number"):
         load_settings(environ={"FLEET_SSH_PERSIST": "0", "FLEET_REPO": "/srv/src"}, cwd=tmp_path)
+
+
+def test_ssh_sockets_of_a_short_data_directory_live_in_it(tmp_path):
+    settings = load_settings(flags={"repo": REPO, "data_dir": "/srv/fleet"}, environ={}, cwd=tmp_path)
+    assert settings.control_path_dir == Path("/srv/fleet/cp")
+
+
+def test_ssh_sockets_of_a_long_data_directory_live_in_a_private_short_one(tmp_path, monkeypatch):
+    """ssh refuses a ControlPath too long for a socket's name: every host read unreachable with linear."""
+    from fleet.runner import control_path
+
+    runtime = Path(tempfile.mkdtemp(prefix="run", dir="/tmp"))  # short, as /run/user/UID is (tmp_path is not)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    long_dir = tmp_path / ("d" * 60) / "data"
+    first = load_settings(flags={"repo": REPO, "data_dir": str(long_dir)}, environ={}, cwd=tmp_path)
+    other = load_settings(flags={"repo": REPO, "data_dir": str(long_dir) + "2"}, environ={}, cwd=tmp_path)
+
+    assert first.control_path_dir.parent == runtime / f"fleet-warm-{os.getuid()}"
+    assert (first.control_path_dir.parent.stat().st_mode & 0o777) == 0o700
+    assert control_path(first.control_path_dir) is not None, "a %C socket name fits"
+    assert first.control_path_dir == load_settings(flags={"repo": REPO, "data_dir": str(long_dir)}, environ={},
+                                                   cwd=tmp_path).control_path_dir, "the same each time"
+    assert other.control_path_dir != first.control_path_dir, "one directory per data directory"
+    shutil.rmtree(runtime)
