@@ -202,6 +202,7 @@ def release_kept_lock(host: str, why: str) -> KeptLock | None:
 
 def note_strategy(run_id: int, strategy: str) -> None:
     db.session.execute(update(Run).where(Run.id == run_id).values(strategy=strategy))
+    db.session.commit()  # not held open: host probes follow, and other processes write meanwhile
 
 
 def note_ansible_path(run_id: int, path: str) -> None:
