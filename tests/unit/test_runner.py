@@ -162,7 +162,7 @@ def test_the_real_runner_is_set_up_from_the_settings(tmp_path):
     settings = Settings(repo="r", data_dir=tmp_path, vault_password_file=str(vault), connect_timeout=7)
     real = runner.AnsibleRunner.for_settings(settings)
     assert (real.known_hosts, real.control_path_dir, real.vault_password_file, real.connect_timeout) == (
-        tmp_path / "ssh" / "known_hosts", tmp_path / "cp", str(vault), 7)
+        tmp_path / "ssh" / "known_hosts", settings.control_path_dir, str(vault), 7)  # <data dir>/cp when it fits
 
 
 def test_the_real_runner_refuses_a_vault_password_file_others_can_read(tmp_path):
