@@ -10,10 +10,10 @@ DEMO_HOSTS ?= 4
 # scale-out tests, which start their own broker; sudo, acl and the Python libraries for the compatibility
 # corpus's modules on the lab hosts (tests/compat); the rest is usually there).
 system:
-	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && command -v gpg >/dev/null && command -v systemd-analyze >/dev/null && command -v redis-server >/dev/null && command -v pg_ctlcluster >/dev/null && test -x /usr/bin/chromium && command -v sudo >/dev/null && command -v setfacl >/dev/null && /usr/bin/python3 -c 'import lxml, passlib, psutil' 2>/dev/null || { \
+	@command -v /usr/sbin/sshd >/dev/null && command -v unshare >/dev/null && command -v gpg >/dev/null && command -v systemd-analyze >/dev/null && command -v redis-server >/dev/null && command -v pg_ctlcluster >/dev/null && test -x /usr/bin/chromium && command -v sudo >/dev/null && command -v setfacl >/dev/null && command -v patch >/dev/null && command -v sysctl >/dev/null && command -v ss >/dev/null && /usr/bin/python3 -c 'import lxml, passlib, psutil, apt, cryptography' 2>/dev/null || { \
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    openssh-server openssh-client util-linux git gnupg sqlite3 python3 python3-venv chromium systemd redis-server postgresql \
-	    sudo acl python3-lxml python3-passlib python3-psutil; }
+	    sudo acl patch procps iproute2 python3-lxml python3-passlib python3-psutil python3-apt python3-cryptography; }
 
 venv: $(VENV)/.installed
 
