@@ -64,6 +64,19 @@ def lab_ssh(cli: FleetCli, address: str, command: str) -> str:
     ).stdout
 
 
+# Fields of a run's JSON that differ from run to run by nature (ids, times): left out to compare two runs.
+VOLATILE = ("id", "run_id", "created_at", "started_at", "finished_at", "checked_at", "duration", "seconds")
+
+
+def settled(value):
+    """A run's JSON (or part of it) without its VOLATILE fields, at any depth."""
+    if isinstance(value, dict):
+        return {k: settled(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [settled(v) for v in value]
+    return value
+
+
 def ssh_masters(data_dir: Path) -> dict[str, int]:
     """Control socket name -> pid of the SSH master behind it, as each master itself answers."""
     masters = {}

@@ -21,10 +21,9 @@ import pytest
 
 from fleet import processes, warm
 from tests.ansible_processes import ansible_processes, host_interpreters
-from tests.conftest import FleetCli, make_source, wait_for
+from tests.conftest import FleetCli, make_source, settled, wait_for
 
 SUBNET = 48  # this file's own lab: 127.0.48.x
-VOLATILE = ("id", "run_id", "created_at", "started_at", "finished_at", "checked_at", "duration", "seconds")
 BIN = Path(sys.executable).parent
 CONVERSATION = ("import os, sys; from pathlib import Path; from fleet.warm.client import Conversation, connect; "
                 "Conversation(connect(Path(sys.argv[1])), sys.argv[2:], dict(os.environ)).follow()")
@@ -33,14 +32,6 @@ CONVERSATION = ("import os, sys; from pathlib import Path; from fleet.warm.clien
 def verdicts(result) -> list:
     """A check's hosts, without what differs from run to run by nature (ids, times)."""
     assert result.code in (0, 2), result.stderr
-
-    def settled(value):
-        if isinstance(value, dict):
-            return {k: settled(v) for k, v in value.items() if k not in VOLATILE}
-        if isinstance(value, list):
-            return [settled(v) for v in value]
-        return value
-
     return settled(result.json()["hosts"])
 
 

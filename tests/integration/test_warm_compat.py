@@ -21,11 +21,10 @@ import yaml
 
 from fleet import warm
 from tests.ansible_processes import host_interpreters
-from tests.conftest import FleetCli, git, make_source, wait_for
+from tests.conftest import FleetCli, git, lab_ssh, make_source, settled, wait_for
 
 SUBNET = 80  # this file's own lab: 127.0.80.x (and .81.x)
 BIN = Path(sys.executable).parent
-VOLATILE = ("id", "run_id", "created_at", "started_at", "finished_at", "checked_at", "duration", "seconds")
 DEPLOY_PASSWORD = "lab-deploy-9"  # a lab host's throwaway user; the hosts vanish with the test
 
 PLAYBOOK = """\
@@ -125,18 +124,9 @@ def commit_collection(source: Path, tarball: Path, message: str) -> None:
     git(source, "commit", "-q", "-m", message)
 
 
-def ssh(cli: FleetCli, address: str, command: str) -> str:
-    data = cli.data_dir / "ssh"
-    return subprocess.run(
-        ["ssh", "-i", str(data / "id_ed25519"), "-o", f"UserKnownHostsFile={data / 'known_hosts'}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}", command],
-        check=True, capture_output=True, text=True, timeout=60,
-    ).stdout
-
-
 def add_deploy_user(cli: FleetCli, address: str) -> None:
     """User deploy, logging in with fleet's key, root through sudo with its password."""
-    ssh(cli, address, textwrap.dedent(f"""\
+    lab_ssh(cli, address, textwrap.dedent(f"""\
         set -e
         id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy
         echo 'deploy:{DEPLOY_PASSWORD}' | chpasswd
@@ -148,14 +138,6 @@ def add_deploy_user(cli: FleetCli, address: str) -> None:
 
 def hosts_of(result) -> dict:
     """A check's hosts by name, without what differs from run to run by nature (ids, times)."""
-
-    def settled(value):
-        if isinstance(value, dict):
-            return {k: settled(v) for k, v in value.items() if k not in VOLATILE}
-        if isinstance(value, list):
-            return [settled(v) for v in value]
-        return value
-
     return {h["name"]: settled(h) for h in result.json()["hosts"]}
 
 
@@ -224,7 +206,7 @@ def test_a_revoked_sudo_right_ends_at_the_next_warm_check(lab):
     check(cli)  # warm: the kept process's multiplexer holds a sudo context on every host
     assert cold_lines(cli) == before, "the check ran warm"
     first, address = sorted(addresses.items())[0]
-    ssh(cli, address, "rm -f /etc/sudoers.d/deploy")
+    lab_ssh(cli, address, "rm -f /etc/sudoers.d/deploy")
     try:
         warm_after = hosts_of(check(cli))
         assert cold_lines(cli) == before, "the check ran warm"
@@ -232,7 +214,7 @@ def test_a_revoked_sudo_right_ends_at_the_next_warm_check(lab):
         assert set(failures(cold_after)) == {first}, cold_after
         assert warm_after == cold_after, "warm, the revoked right fails the host as it does cold"
     finally:
-        ssh(cli, address, "echo 'deploy ALL=(ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy")
+        lab_ssh(cli, address, "echo 'deploy ALL=(ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy")
     assert failures(hosts_of(check(cli))) == {}, "the right given back works again"
 
 
@@ -260,7 +242,7 @@ def test_a_host_s_new_group_and_release_are_seen_by_the_next_warm_check_as_by_a_
     check(cli)  # warm: the hosts' interpreters gathered their facts once already
     assert cold_lines(cli) == before, "the check ran warm"
     first, address = sorted(addresses.items())[0]
-    ssh(cli, address, "groupadd -f fleetlab && usermod -aG fleetlab deploy && echo 12.99 > /etc/debian_version")
+    lab_ssh(cli, address, "groupadd -f fleetlab && usermod -aG fleetlab deploy && echo 12.99 > /etc/debian_version")
     before = cold_lines(cli)
     warm_after = hosts_of(check(cli))
     assert cold_lines(cli) == before, "the check ran warm"
