@@ -209,11 +209,35 @@ FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "faul
                   "compat": "integration", "browser": "browser"}
 
 
+# `make test` spreads files over pytest-xdist workers (--dist loadgroup): a file's tests stay on one worker, in
+# order, with its module fixtures. Files that start lab hosts on the same loopback subnet share a group, so they
+# run one after the other; every other lab file has a subnet of its own (see the README's table).
+SHARED_LAB_SUBNETS = {
+    "lab 28": ("integration/test_bastion.py", "faults/test_bastion_faults.py"),
+    "lab 32": ("faults/test_file_faults.py", "integration/test_cli_audit.py", "integration/test_files.py"),
+    "lab 35": ("integration/test_requirements.py", "integration/test_dynamic_inventory.py"),
+}
+# The long lab suites start first, so no worker is left with one of them at the end while the others idle.
+LONG_FIRST = ("compat", "integration", "faults", "scaleout", "browser", "molecule")
+
+
+def xdist_group(item) -> str:
+    path = Path(str(item.fspath)).relative_to(PROJECT / "tests").as_posix()
+    return next((group for group, files in SHARED_LAB_SUBNETS.items() if path in files), path)
+
+
+def start_order(item) -> int:
+    folder = Path(str(item.fspath)).relative_to(PROJECT / "tests").parts[0]
+    return LONG_FIRST.index(folder) if folder in LONG_FIRST else len(LONG_FIRST)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         folder = Path(str(item.fspath)).parent.name
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+    items.sort(key=start_order)  # stable: each file's tests keep their order
 
 
 # The store-touching suites run a second time on PostgreSQL when this names a database (`make test` in CI);
