@@ -74,8 +74,11 @@ PG_TESTS ?= tests/unit/test_store_*.py tests/unit/test_retention.py tests/unit/t
 	tests/integration/test_check_converge.py::test_fresh_hosts_drift_converge_then_in_sync_then_hand_edit_drifts \
 	tests/integration/test_upgrade.py tests/unit/test_jobs_bytes.py tests/integration/test_bytes.py
 
+# The SQLite run spreads test files over TEST_WORKERS processes (pytest-xdist; tests/conftest.py keeps files that
+# share a lab subnet together); the PostgreSQL run shares one database, so it runs one test at a time.
+TEST_WORKERS ?= 3
 test: system venv
-	env -u FLEET_TEST_DATABASE_URL $(BIN)/python -m pytest
+	env -u FLEET_TEST_DATABASE_URL $(BIN)/python -m pytest -n $(TEST_WORKERS)
 	@if [ -n "$$FLEET_TEST_DATABASE_URL" ]; then \
 	  echo "again on PostgreSQL: $(PG_TESTS)"; \
 	  $(BIN)/python -m pytest -p no:cacheprovider -m 'not sqlite_only' $(PG_TESTS); \
@@ -83,7 +86,7 @@ test: system venv
 
 # Unit and web tests only: no root, no lab hosts, no browser.
 test-fast: venv
-	$(BIN)/python -m pytest tests/unit tests/web
+	$(BIN)/python -m pytest -n 2 tests/unit tests/web
 
 clean:
 	-$(BIN)/fleet lab down

@@ -44,3 +44,22 @@ def host_interpreters(data_dir: Path) -> dict[str, dict[int, int]]:
             if "(mitogen:" in command:
                 found[pid_file.parent.name][pid] = int(command.rsplit(":", 1)[1].split(")")[0])
     return found
+
+
+def login_interpreters(data_dir: Path) -> dict[str, set[int]]:
+    """Per lab host: the interpreters Mitogen started over SSH, not those forked (or started through sudo) by
+    another interpreter: a warm run's own contexts are those, and they end with the run's successor."""
+    parents = processes.parent_map()
+    found = {}
+    for host, by_pid in host_interpreters(data_dir).items():
+        found[host] = {pid for pid in by_pid if not _below_an_interpreter(pid, set(by_pid), parents)}
+    return found
+
+
+def _below_an_interpreter(pid: int, interpreters: set[int], parents: dict[int, int]) -> bool:
+    ancestor = parents.get(pid, 0)
+    while ancestor > 1:
+        if ancestor in interpreters:
+            return True
+        ancestor = parents.get(ancestor, 0)
+    return False

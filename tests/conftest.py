@@ -209,9 +209,9 @@ FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "faul
                   "compat": "integration", "browser": "browser"}
 
 
-# `make test` spreads files over pytest-xdist workers (--dist loadgroup): a file's tests stay on one worker, in
-# order, with its module fixtures. Files that start lab hosts on the same loopback subnet share a group, so they
-# run one after the other; every other lab file has a subnet of its own (see the README's table).
+# `make test` spreads the tests over pytest-xdist workers, a file at a time: a file's tests stay on one worker,
+# in order, with its module fixtures. Files that start lab hosts on the same loopback subnet form one unit, so
+# they run one after the other; every other lab file has a subnet of its own (see the README's table).
 SHARED_LAB_SUBNETS = {
     "lab 28": ("integration/test_bastion.py", "faults/test_bastion_faults.py"),
     "lab 32": ("faults/test_file_faults.py", "integration/test_cli_audit.py", "integration/test_files.py"),
@@ -221,9 +221,10 @@ SHARED_LAB_SUBNETS = {
 LONG_FIRST = ("compat", "integration", "faults", "scaleout", "browser", "molecule")
 
 
-def xdist_group(item) -> str:
-    path = Path(str(item.fspath)).relative_to(PROJECT / "tests").as_posix()
-    return next((group for group, files in SHARED_LAB_SUBNETS.items() if path in files), path)
+def work_unit(path: str) -> str:
+    """The unit of work a test file belongs to: its lab subnet's group, or the file itself."""
+    path = path.removeprefix("tests/")
+    return next((unit for unit, files in SHARED_LAB_SUBNETS.items() if path in files), path)
 
 
 def start_order(item) -> int:
@@ -231,12 +232,25 @@ def start_order(item) -> int:
     return LONG_FIRST.index(folder) if folder in LONG_FIRST else len(LONG_FIRST)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's own `loadgroup` has no effect with pytest 9 (it renames the items, which pytest 9 ignores):
+    units are made here, from the test's file, and handed out in collection order (long suites first)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LabUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid.split("::", 1)[0])
+
+    config.option.loadscopereorder = False
+    return LabUnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         folder = Path(str(item.fspath)).parent.name
         if folder in FOLDER_MARKERS:
             item.add_marker(FOLDER_MARKERS[folder])
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
     items.sort(key=start_order)  # stable: each file's tests keep their order
 
 

@@ -25,7 +25,7 @@ import warnings
 LIVE_SETTINGS = frozenset({"CACHE_PLUGIN_CONNECTION", "DEFAULT_ROLES_PATH"})
 FRESH_SETTINGS = frozenset({"DEFAULT_LOCAL_TMP"})  # a new directory per process, as a new ansible-playbook makes
 _PR_SET_NAME = 15
-RUN_MARK = "fleet_run"  # in a become hop of Mitogen's connection stack: that privilege is this run's own
+RUN_MARK = "fleet_run"  # on a hop of Mitogen's connection stack that is this run's own (become, the run's fork)
 log = logging.getLogger("fleet.warm")
 _MISSING = object()
 import_warnings: list = []  # warnings.WarningMessage the kept process's imports gave (server.prepare_ansible)
@@ -52,11 +52,10 @@ def collections_problem(argv: list[str]) -> str | None:
     return None
 
 
-def serve_become_per_run() -> None:
-    """Mitogen keeps a become context (sudo as root on a host) across runs; a privilege revoked on the host
-    between runs must end at the next run, as it does cold. Each run's become hops carry the run's mark, so
-    the multiplexer starts them anew per run (sudo asked again); a new run's become context ends the idle
-    ones of earlier runs for the same host and user, so they do not pile up."""
+def serve_hops_per_run() -> None:
+    """Mitogen keeps its contexts on a host (the login interpreter, sudo as root) across runs. Hops marked
+    with a run's mark are that run's own: the multiplexer starts them anew (sudo asked again, a fresh fork),
+    and a new run's hop ends the idle ones of earlier runs on the same path, so they do not pile up."""
     import ansible_mitogen.services as services
 
     if getattr(services.ContextService, "_fleet_per_run", False):
@@ -69,39 +68,55 @@ def serve_become_per_run() -> None:
             base = services.key_from_dict(via=via, **{k: v for k, v in spec.items() if k != RUN_MARK})
             with self._lock:
                 for context in list(self._key_by_context):
-                    if getattr(context, "fleet_base", None) == base and not self._refs_by_context.get(context):
+                    if getattr(context, "fleet_base", None) == base and (
+                            not self._refs_by_context.get(context) or not run_alive(context.fleet_run)):
                         self._shutdown_unlocked(context)
         response = original(self, key, spec, via)
         if base is not None and response.get("context") is not None:
-            response["context"].fleet_base = base
+            response["context"].fleet_base, response["context"].fleet_run = base, spec[RUN_MARK]
         return response
 
     services.ContextService._connect = _connect
     services.ContextService._fleet_per_run = True
 
 
-def mark_become_hops(mark: str) -> None:
-    """In this run (and the workers it forks): every become hop carries the run's mark."""
+def run_mark() -> str:
+    """This run's mark: its pid (a child of the kept process, like the multiplexers) and when it started."""
+    return f"{os.getpid()}-{time.time_ns()}"
+
+
+def run_alive(mark: str) -> bool:
+    """Whether the run that made a mark still runs. A context of an ended run is idle whatever its count of
+    users says (a worker that ended without giving its connection back leaves one behind)."""
+    try:
+        os.kill(int(mark.split("-", 1)[0]), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, ValueError):
+        return True
+    return True
+
+
+def give_the_run_its_own_hops(mark: str) -> None:
+    """In this run (and the workers it forks), every task runs in a context that is the run's own, as in a
+    fresh ansible-playbook:
+    - a privilege revoked on the host between runs must end at the next run: become hops carry the mark;
+    - what modules keep at module level (the release the distro helper read, gathered once) must not outlive
+      the run: tasks that run as the login user run in a fork of the login interpreter made for this run.
+    The login interpreter itself then never runs a module, so each run's fork starts as clean as it does
+    (modules share one interpreter within a run, as they do cold), and it costs one fork per host per run."""
     import ansible_mitogen.connection as connection
 
     original = connection.Connection._build_stack
 
     def _build_stack(self):
         name, stack = original(self)
-        marked = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop for hop in stack]
-        return name, marked
+        own = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop for hop in stack]
+        if own[-1].get("method") not in self.become_methods:
+            own.append({"method": "fork", "kwargs": {}, RUN_MARK: mark})
+        return name, own
 
     connection.Connection._build_stack = _build_stack
-
-
-def fork_every_module() -> None:
-    """Mitogen runs most Python modules inside the host's interpreter, which outlives runs for hours here:
-    what their code keeps at module level (the release the distro helper read, gathered once for setup and
-    the modules that ask it) would outlive the run too. A fresh ansible-playbook starts new interpreters;
-    a warm run gets each module a fresh fork of the interpreter (mitogen_task_isolation=fork for all)."""
-    import ansible_mitogen.planner as planner
-
-    planner.NewStylePlanner.should_fork = lambda self: True
 
 
 def take_controlling_terminal() -> None:
@@ -184,8 +199,7 @@ def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, 
         take_controlling_terminal()
         look_like_ansible_playbook()
         if os.environ.get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
-            mark_become_hops(f"{os.getpid()}-{time.time_ns()}")
-            fork_every_module()
+            give_the_run_its_own_hops(run_mark())
         code = run_ansible_playbook([program, *request["argv"]])
     finally:
         os._exit(code)

@@ -81,7 +81,7 @@ def prepare_ansible() -> tuple[dict, set[int]]:
         # second, whatever CPUs this process was given (taskset, systemd's CPUAffinity, a second worker).
         # Runs keep the CPUs they were given and the kernel spreads them.
         ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
-        child.serve_become_per_run()
+        child.serve_hops_per_run()
         model = ansible_mitogen.process.get_classic_worker_model()
         muxes = {mux.pid for mux in model._muxes}
     return child.imported_settings(), muxes

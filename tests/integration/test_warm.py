@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fleet import processes, warm
-from tests.ansible_processes import ansible_processes, host_interpreters
+from tests.ansible_processes import ansible_processes, host_interpreters, login_interpreters
 from tests.conftest import FleetCli, make_source, settled, wait_for
 
 SUBNET = 48  # this file's own lab: 127.0.48.x
@@ -52,13 +52,20 @@ def test_checks_fork_from_the_kept_process_keep_host_interpreters_and_give_the_s
         first = cli("check", "--json")  # runs cold itself, and starts the kept process for the next one
         [server] = wait_for(lambda: warm.server_pids(str(cli.data_dir)), 30, "the kept Ansible process")
         second = cli("check", "--json")
-        interpreters = host_interpreters(cli.data_dir)
+        interpreters, logins = host_interpreters(cli.data_dir), login_interpreters(cli.data_dir)
         third = cli("check", "--json")
 
         assert verdicts(first) == verdicts(second) == verdicts(third) == verdicts(cold)
         assert any(h["changed_tasks"] for h in cold.json()["hosts"]), "fresh lab hosts drift: a check that proves it"
-        assert len(interpreters) == 2 and all(interpreters.values()), interpreters
-        assert host_interpreters(cli.data_dir) == interpreters, "the same interpreters served the next check"
+        assert len(logins) == 2 and all(len(pids) == 1 for pids in logins.values()), logins
+        assert login_interpreters(cli.data_dir) == logins, "the same login interpreters served the next check"
+
+        def forks_replaced() -> bool:
+            """Each check ran in forks of its own: the third's replaced the second's, no more of them."""
+            now = {host: set(pids) for host, pids in host_interpreters(cli.data_dir).items()}
+            return all(set(interpreters[host]) - now[host] and now[host] - set(interpreters[host])
+                       and len(now[host]) == len(interpreters[host]) for host in now)
+        wait_for(forks_replaced, 15, "the second check's forks to end, the third's to be as many")
         multiplexers = {mux for by_pid in interpreters.values() for mux in by_pid.values()}
         assert {parent_of(mux) for mux in multiplexers} == {server}, "held by the kept process's multiplexers"
         assert ansible_processes(cli.data_dir) == [], "no run outlives its check"
