@@ -208,7 +208,7 @@ def report(runners: list[Contender], rounds: int, hosts: int) -> list[str]:
     repeat_ratio = repeated.median_of("wall") / raw.median_of("wall")
     commit_ratio = commit.median_of("wall") / repeated.median_of("wall")
     cold_ratio = cold.median_of("wall") / raw.median_of("wall")
-    lines += ["", f"Goals: repeated fleet check at most 0.85 of raw Mitogen (measured **{repeat_ratio:.2f}**; "
+    lines += ["", f"Goals: repeated fleet check at most 0.5 of raw Mitogen, issue 19 (measured **{repeat_ratio:.2f}**; "
               f"{cold_ratio:.2f} without the kept Ansible process); "
               f"the first check of a new commit at most 1.1 of a repeated one (measured **{commit_ratio:.2f}**).",
               "", "Exit codes (0 in sync, 2 drift): " + "; ".join(
