@@ -611,6 +611,7 @@ class Execution:
         self.targets: list[InventoryHost] = []
         self.touched: set[str] = set()
         self.remote_stops: dict[str, remote_stop.HostStop] | None = None  # set once the run was stopped
+        self.spec: JobSpec | None = None  # what Ansible was started with (a stop reads its become passwords)
 
     def _claim(self) -> bool:
         """Take the run's lease for this process (False: another process closed or holds the run)."""
@@ -632,7 +633,8 @@ class Execution:
             return RunStatus.FAILED
         self.targets = [t for t in targets if t.name in usable]
         self.deadline = self._deadline()
-        outcome = self.runner.run_job(self._spec(desired, usable), self._on_event, self._stop_requested)
+        self.spec = self._spec(desired, usable)
+        outcome = self.runner.run_job(self.spec, self._on_event, self._stop_requested)
         if outcome.ansible_path:
             self._note_ansible_path(outcome.ansible_path)
         status = RunStatus.TIMEOUT if self.timed_out else outcome.status
@@ -667,7 +669,7 @@ class Execution:
         """
         if freeze:
             processes.freeze_tree(self.ansible_pid)
-        self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched)
+        self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched, self.spec)
         self.next_renewal = 0.0  # the reaper may have taken a while: renew now, not a lease period after the last
         self._renew_lease()
         for stop in self.remote_stops.values():

@@ -30,6 +30,7 @@ import logging
 import re
 import shlex
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ REMOTE_MAY_RUN = KEPT_LOCK_MESSAGE  # what a host whose end could not be confirm
 REAP_TIMEOUT = 15.0  # seconds one host's reaper may take (the run's lease must outlast it); past it, not confirmed
 MASTER_TIMEOUT = 5.0  # seconds the local SSH master may take to say whether it is up
 MAX_PARALLEL = 16
+NO_ROOT = "(no root)"  # how the reaper says it was not allowed to signal what is left
 
 # Runs on the host (python3, 3.5 or later), as the login user or as root through sudo. argv[2] is the
 # SSH_CONNECTION of the reaper's own session (expanded by the login shell, before sudo drops it).
@@ -121,6 +123,7 @@ class HostStop:
     host: str
     confirmed: bool
     detail: str  # what was done ("stopped 3 processes"), or why the end is not confirmed
+    needs_root: bool = False  # processes were left that only root may signal (sudo asked for a password)
 
 
 @dataclass(frozen=True)
@@ -134,23 +137,38 @@ class Connection:
 
 
 def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], connection: Connection,
-                     timeout: float = REAP_TIMEOUT) -> dict[str, HostStop]:
+                     timeout: float = REAP_TIMEOUT,
+                     become_passwords: Callable[[list[str]], dict[str, str]] | None = None) -> dict[str, HostStop]:
     """Stop the run's processes on each host, in parallel; one HostStop per host, by name.
 
-    A host the run never started a task on holds nothing of it: confirmed without a connection.
+    A host the run never started a task on holds nothing of it: confirmed without a connection. Where
+    processes only root may signal were left because sudo wants a password, `become_passwords` (asked only
+    then, as it costs an Ansible start) gives the inventory's, and the reaper runs again through sudo with it.
     """
     untouched = {h.name: HostStop(h.name, True, "no task of the run started there") for h in hosts
                  if h.name not in touched}
     reached = [h for h in hosts if h.name in touched]
     if not reached:
         return untouched
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(reached))) as pool:
-        stops = list(pool.map(lambda h: stop_host(h, connection, timeout), reached))
-    return {**untouched, **{s.host: s for s in stops}}
+    stops = _stop_hosts(reached, connection, timeout, {})
+    short = [h.name for h in reached if stops[h.name].needs_root]
+    passwords = become_passwords(short) if short and become_passwords is not None else {}
+    if passwords:
+        stops.update(_stop_hosts([h for h in reached if h.name in passwords], connection, timeout, passwords))
+    return {**untouched, **stops}
 
 
-def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float = REAP_TIMEOUT) -> HostStop:
-    """Kill, through the run's own SSH master to `host`, every process its connection started there."""
+def _stop_hosts(hosts: list[runner.InventoryHost], connection: Connection, timeout: float,
+                passwords: dict[str, str]) -> dict[str, HostStop]:
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts))) as pool:
+        stops = pool.map(lambda h: stop_host(h, connection, timeout, passwords.get(h.name)), hosts)
+        return {stop.host: stop for stop in stops}
+
+
+def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float = REAP_TIMEOUT,
+              become_password: str | None = None) -> HostStop:
+    """Kill, through the run's own SSH master to `host`, every process its connection started there; as root
+    when the login is root or sudo lets it (without a password, or with `become_password` on sudo's stdin)."""
     base = ssh_command(host, connection)
     try:
         before = master_pid(base)
@@ -161,8 +179,10 @@ def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float
                         "so its processes there cannot be found")
     # ControlMaster=no first (ssh keeps an option's first value): the reaper never becomes a master itself.
     try:
-        proc = subprocess.run([base[0], "-o", "ControlMaster=no", *base[1:], reaper_command(host)],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        reaper = reaper_command(with_password=bool(become_password))
+        proc = subprocess.run([base[0], "-o", "ControlMaster=no", *base[1:], reaper],
+                              input=f"{become_password}\n" if become_password else "", capture_output=True,
+                              text=True, timeout=timeout)
         after = master_pid(base)
     except subprocess.TimeoutExpired:
         return HostStop(host.name, False, f"stopping its processes took over {timeout:g}s")
@@ -187,7 +207,8 @@ def judge_reaper(name: str, returncode: int, stdout: str, stderr: str) -> HostSt
         count = int(last.split()[1])
         return HostStop(name, True, f"stopped {count} process{'es' if count != 1 else ''}")
     if last.startswith("fleet-left "):
-        return HostStop(name, False, f"processes of the run are left: {last[len('fleet-left '):]}")
+        return HostStop(name, False, f"processes of the run are left: {last[len('fleet-left '):]}",
+                        needs_root=NO_ROOT in last)
     said = (stderr.strip().splitlines() or ["no output"])[-1]
     return HostStop(name, False, f"the reaper could not run (exit {returncode}: {said})")
 
@@ -208,11 +229,14 @@ def ssh_command(host: runner.InventoryHost, connection: Connection) -> list[str]
     return [*command, host.address]
 
 
-def reaper_command(host: runner.InventoryHost) -> str:
-    """The remote shell command: the reaper as root (sudo without a password when not root), else as the user."""
+def reaper_command(with_password: bool = False) -> str:
+    """The remote shell command: the reaper as root (through sudo when the login is not root), else as the user.
+
+    Processes under become run as root: only root may signal them. sudo asks no password (-n), or reads the
+    one on the reaper's stdin (-S, no prompt). Without sudo the reaper still stops what the user may, and
+    says what is left (the host then keeps its lock)."""
     encoded = base64.b64encode(REAPER.encode()).decode()
     python = 'python3 -c "$P" "$B" "$SSH_CONNECTION"'
     setup = f"P='import base64,sys; exec(base64.b64decode(sys.argv[1]))' B={encoded}; "
-    # Processes under become run as root: only root may signal them. Without passwordless sudo the reaper
-    # still stops what the user may, and says what is left (the host then keeps its lock).
-    return setup + f'if [ "$(id -u)" = 0 ]; then {python}; else sudo -n {python} 2>/dev/null || {python}; fi'
+    sudo = "sudo -S -p ''" if with_password else "sudo -n"
+    return setup + f'if [ "$(id -u)" = 0 ]; then {python}; else {sudo} {python} 2>/dev/null || {python}; fi'

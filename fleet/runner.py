@@ -173,9 +173,10 @@ class Runner(Protocol):
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         """Run the spec, calling on_event per event; once should_cancel says True, stop with `canceled`."""
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str]) -> dict[str, HostStop]:
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str],
+                         spec: JobSpec | None = None) -> dict[str, HostStop]:
         """End what a stopped run started on `hosts` (those in `touched` ran a task of it); per host, by name,
-        whether that is confirmed (fleet.remote_stop)."""
+        whether that is confirmed (fleet.remote_stop). The run's spec, when known, gives become passwords."""
 
 
 def ansible_bin_dir() -> Path:
@@ -353,13 +354,16 @@ class AnsibleRunner:
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str]) -> dict[str, HostStop]:
-        """Through the run's own SSH masters (the ControlPath is all that names one), as Ansible reaches hosts."""
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str],
+                         spec: JobSpec | None = None) -> dict[str, HostStop]:
+        """Through the run's own SSH masters (the ControlPath is all that names one), as Ansible reaches hosts;
+        where only root may end what is left and the login needs a password for sudo, with the inventory's."""
         from fleet import remote_stop
 
         connection = remote_stop.Connection(self.known_hosts, self.control_path_dir, DEFAULT_SSH_PERSIST,
                                             self.identity)
-        return remote_stop.stop_remote_work(hosts, touched, connection)
+        passwords = (lambda names: become_passwords(spec, names)) if spec is not None else None
+        return remote_stop.stop_remote_work(hosts, touched, connection, become_passwords=passwords)
 
     def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT,
                   extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -374,6 +378,31 @@ class AnsibleRunner:
 
     def _vault_args(self) -> list[str]:
         return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
+
+
+BECOME_LOOKUP_TIMEOUT = 60.0  # seconds Ansible may take to evaluate the inventory (a dynamic one runs its script)
+
+
+def become_passwords(spec: JobSpec, names: list[str]) -> dict[str, str]:
+    """name -> the become password the run's inventory gives that host (fleet.become_lookup); {} when Ansible
+    cannot say. The secret comes through a pipe and goes to the caller only: never logged, never stored."""
+    request = {"inventory": str(spec.inventory), "names": names, "vault_password_file": spec.vault_password_file,
+               "playbook_dir": str((spec.project_dir / spec.playbook).parent)}
+    env = {**os.environ, **ansible_env(spec.known_hosts, spec.control_path_dir), **requirements_env(spec.project_dir)}
+    try:
+        done = subprocess.run([sys.executable, "-m", "fleet.become_lookup"], input=json.dumps(request), env=env,
+                              cwd=spec.project_dir, capture_output=True, text=True, timeout=BECOME_LOOKUP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log.warning("the become passwords of %s: Ansible took over %gs", ", ".join(names), BECOME_LOOKUP_TIMEOUT)
+        return {}
+    if done.returncode != 0:
+        log.warning("the become passwords of %s: %s", ", ".join(names), done.stderr.strip()[-500:])
+        return {}
+    try:
+        found = json.loads(done.stdout)
+    except ValueError:
+        return {}
+    return {name: value for name, value in found.items() if isinstance(value, str) and value}
 
 
 def requirements_of(text: str) -> dict[str, list[str]]:

@@ -167,6 +167,55 @@ def test_a_stopped_converge_leaves_nothing_running_on_its_hosts(lab_env, env, ho
     assert all(h["status"] not in ("failed", "unreachable") for h in check.json()["hosts"]), check.stdout
 
 
+# A login that is not root and whose sudo asks a password, as companies set hosts up.
+DEPLOY_PASSWORD = "Dp-cancel-51c9"
+DEPLOY_USER = (
+    "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy && "
+    f"echo 'deploy:{DEPLOY_PASSWORD}' | chpasswd && "
+    "install -d -m 700 -o deploy -g deploy /home/deploy/.ssh && "
+    "install -m 600 -o deploy -g deploy /root/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys && "
+    "echo 'deploy ALL=(ALL:ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy"
+)
+
+
+def vaulted_become_password(vault: Path) -> str:
+    """`ansible_become_password: !vault |…` for host_vars, as ansible-vault writes it."""
+    done = subprocess.run([str(Path(FLEET).parent / "ansible-vault"), "encrypt_string", "--vault-password-file",
+                           str(vault), "--name", "ansible_become_password", DEPLOY_PASSWORD],
+                          capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+@pytest.mark.lab
+def test_a_stop_ends_root_work_of_a_login_whose_sudo_needs_the_vaulted_password(lab_env, tmp_path):
+    """db1 logs in as `deploy`, whose sudo asks the password the inventory keeps in a vault: the reaper cannot
+    reach root's processes with `sudo -n`, so it asks Ansible for that password and goes through sudo with it.
+    The task's root processes end, the host is free, and the password is nowhere in fleet's data."""
+    here, cli = lab_env, lab_env.cli
+    lab_ssh(cli, here.address["db1"], DEPLOY_USER)
+    vault = tmp_path / "vault-password"
+    vault.write_text("cancel-vault-secret\n")
+    vault.chmod(0o600)
+    host_vars = cli.repo / "inventory" / "host_vars"
+    host_vars.mkdir(exist_ok=True)
+    (host_vars / "db1.yml").write_text("ansible_user: deploy\nuse_become: true\n" + vaulted_become_password(vault))
+    git(cli.repo, "add", "-A")
+    git(cli.repo, "commit", "-q", "-m", "db1: deploy with a sudo password")
+    try:
+        env = {"FLEET_STRATEGY": "mitogen", "FLEET_VAULT_PASSWORD_FILE": str(vault)}
+        run, slept_at = stop_mid_task(here, ["db1"], env, "cancel")
+        assert_stopped_on_hosts(here, ["db1"], run, slept_at, "canceled")
+        check = cli("check", "--json", "--limit", "db1", env=env)
+        assert check.code in (0, 2, 4), check.stderr  # its lock went with the run
+    finally:
+        (host_vars / "db1.yml").unlink()
+        git(cli.repo, "add", "-A")
+        git(cli.repo, "commit", "-q", "-m", "db1: root again")
+    leaked = [str(path) for path in cli.data_dir.rglob("*") if path.is_file() and "lab" not in path.parts
+              and DEPLOY_PASSWORD.encode() in path.read_bytes()]
+    assert leaked == [], "the become password was written to fleet's data"
+
+
 @pytest.mark.lab
 def test_a_host_unreachable_at_cancel_keeps_its_lock_until_released(lab_env):
     here, cli = lab_env, lab_env.cli

@@ -93,17 +93,47 @@ def test_a_reaper_without_a_connection_refuses_rather_than_matching_everything()
         bare.wait(timeout=10)
 
 
-@pytest.mark.parametrize(("code", "stdout", "stderr", "confirmed", "detail"), [
-    (0, "fleet-stopped 3\n", "", True, "stopped 3 processes"),
-    (0, "fleet-stopped 1\n", "", True, "stopped 1 process"),
+@pytest.mark.parametrize(("code", "stdout", "stderr", "confirmed", "detail", "needs_root"), [
+    (0, "fleet-stopped 3\n", "", True, "stopped 3 processes", False),
+    (0, "fleet-stopped 1\n", "", True, "stopped 1 process", False),
     (3, "fleet-left 2: not allowed to signal them (no root)\n", "", False,
-     "processes of the run are left: 2: not allowed to signal them (no root)"),
+     "processes of the run are left: 2: not allowed to signal them (no root)", True),
+    (3, "fleet-left 1: they outlived SIGKILL\n", "", False, "processes of the run are left: 1: they outlived SIGKILL",
+     False),
     (255, "", "ssh: connect to host 127.0.0.9 port 22: Connection refused\n", False,
-     "the reaper could not run (exit 255: ssh: connect to host 127.0.0.9 port 22: Connection refused)"),
-    (127, "", "", False, "the reaper could not run (exit 127: no output)"),
-], ids=["stopped", "one", "left behind", "ssh failed", "silent"])
-def test_the_reapers_answer(code, stdout, stderr, confirmed, detail):
-    assert remote_stop.judge_reaper("web1", code, stdout, stderr) == remote_stop.HostStop("web1", confirmed, detail)
+     "the reaper could not run (exit 255: ssh: connect to host 127.0.0.9 port 22: Connection refused)", False),
+    (127, "", "", False, "the reaper could not run (exit 127: no output)", False),
+], ids=["stopped", "one", "left to root", "outlived", "ssh failed", "silent"])
+def test_the_reapers_answer(code, stdout, stderr, confirmed, detail, needs_root):
+    assert remote_stop.judge_reaper("web1", code, stdout, stderr) == remote_stop.HostStop(
+        "web1", confirmed, detail, needs_root)
+
+
+def test_sudo_reads_the_password_from_the_reapers_stdin_only_when_it_has_one():
+    assert "sudo -n python3" in remote_stop.reaper_command()
+    with_password = remote_stop.reaper_command(with_password=True)
+    assert "sudo -S -p '' python3" in with_password and "sudo -n" not in with_password
+
+
+def test_become_passwords_are_asked_only_for_hosts_left_to_root_and_then_used(tmp_path, monkeypatch):
+    hosts = [InventoryHost(name, "127.0.0.254", 22, ()) for name in ("web1", "web2", "db1")]
+    tries = []
+
+    def stop_host(host, connection, timeout, become_password=None):
+        tries.append((host.name, become_password))
+        if host.name == "web1" or become_password == "pw-db1":
+            return remote_stop.HostStop(host.name, True, "stopped 2 processes")
+        return remote_stop.HostStop(host.name, False, "left: (no root)", needs_root=True)
+
+    asked = []
+    monkeypatch.setattr(remote_stop, "stop_host", stop_host)
+    stops = remote_stop.stop_remote_work(
+        hosts, {"web1", "web2", "db1"}, remote_stop.Connection(tmp_path, tmp_path, 60),
+        become_passwords=lambda names: asked.append(sorted(names)) or {"db1": "pw-db1"})
+    assert asked == [["db1", "web2"]], "asked once, for the hosts where root was missing"
+    assert sorted(tries, key=str) == [("db1", "pw-db1"), ("db1", None), ("web1", None), ("web2", None)]
+    assert {n: s.confirmed for n, s in stops.items()} == {"web1": True, "web2": False, "db1": True}
+    assert stops["web2"].needs_root, "no password known: still left, and says why"
 
 
 def test_the_reaper_goes_the_way_ansibles_ssh_goes():
