@@ -22,19 +22,17 @@ PASSWORD_VARS = ("ansible_become_password", "ansible_become_pass", "ansible_sudo
 
 def lookup(inventory: str, playbook_dir: str, names: list[str], vault_password_file: str | None) -> dict[str, str]:
     """name -> become password, for the hosts among `names` whose inventory sets one."""
-    from ansible.cli import CLI
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
-    from ansible.vars.manager import VariableManager
+    from fleet.ansible_compat import internal
 
-    loader = DataLoader()
+    templar = internal("ansible.template:Templar")
+    loader = internal("ansible.parsing.dataloader:DataLoader")()
     loader.set_basedir(playbook_dir)  # group_vars beside the playbook count, as in a run
     if vault_password_file:
-        loader.set_vault_secrets(CLI.setup_vault_secrets(loader, vault_ids=[], auto_prompt=False,
-                                                         vault_password_files=[vault_password_file]))
-    inventory_manager = InventoryManager(loader=loader, sources=[inventory])
-    variables = VariableManager(loader=loader, inventory=inventory_manager)
+        setup_vault_secrets = internal("ansible.cli:CLI.setup_vault_secrets")
+        loader.set_vault_secrets(setup_vault_secrets(loader, vault_ids=[], auto_prompt=False,
+                                                     vault_password_files=[vault_password_file]))
+    inventory_manager = internal("ansible.inventory.manager:InventoryManager")(loader=loader, sources=[inventory])
+    variables = internal("ansible.vars.manager:VariableManager")(loader=loader, inventory=inventory_manager)
     found = {}
     for name in names:
         host = inventory_manager.get_host(name)
@@ -45,7 +43,7 @@ def lookup(inventory: str, playbook_dir: str, names: list[str], vault_password_f
         if var is None:
             continue
         try:  # one host's password that cannot be read (a vault without its password) costs only that host
-            found[name] = str(Templar(loader=loader, variables=hostvars).template(hostvars[var]))
+            found[name] = str(templar(loader=loader, variables=hostvars).template(hostvars[var]))
         except Exception as error:  # noqa: BLE001  Ansible's errors have no common base worth naming here
             print(f"fleet: {name}: {var} cannot be read: {type(error).__name__}", file=sys.stderr)
     return {name: value for name, value in found.items() if value}

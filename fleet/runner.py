@@ -530,18 +530,15 @@ def _template(value: str, hostvars: dict) -> str:
     if "{{" not in value:
         return value
     from ansible.errors import AnsibleError
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.template import Templar
 
-    try:
-        from ansible.template import trust_as_template
-    except ImportError:  # before ansible-core 2.19 every string was a template
-        def trust_as_template(text):
-            return text
+    from fleet import ansible_compat
 
+    trust_as_template = ansible_compat.internal("ansible.template:trust_as_template")
+    templar = ansible_compat.internal("ansible.template:Templar")
+    loader = ansible_compat.internal("ansible.parsing.dataloader:DataLoader")()
     trusted = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in hostvars.items()}
     try:
-        return str(Templar(loader=DataLoader(), variables=trusted).template(trust_as_template(value)))
+        return str(templar(loader=loader, variables=trusted).template(trust_as_template(value)))
     except AnsibleError:
         return value
 

@@ -20,6 +20,8 @@ import termios
 import time
 import warnings
 
+from fleet import ansible_compat
+
 # Ansible reads these while a run goes on, not at import: the child sets the run's value.
 # Not COLLECTIONS_PATHS: the multiplexers serve the collections of the kept process (fleet.warm.PER_RUN_ENV).
 LIVE_SETTINGS = frozenset({"CACHE_PLUGIN_CONNECTION", "DEFAULT_ROLES_PATH"})
@@ -35,9 +37,7 @@ def install_collection_loader() -> None:
     """Ansible's collection loader, as ansible-playbook installs it before it starts Mitogen: the multiplexers,
     forked from the kept process, import `ansible_collections.*` code to send it to the hosts. With the
     collections path and Python's path only, no playbook's directory (collections_problem)."""
-    from ansible.plugins.loader import init_plugin_loader
-
-    init_plugin_loader([])
+    ansible_compat.internal("ansible.plugins.loader:init_plugin_loader")([])
 
 
 def collections_problem(argv: list[str]) -> str | None:
@@ -56,28 +56,26 @@ def serve_hops_per_run() -> None:
     """Mitogen keeps its contexts on a host (the login interpreter, sudo as root) across runs. Hops marked
     with a run's mark are that run's own: the multiplexer starts them anew (sudo asked again, a fresh fork),
     and a new run's hop ends the idle ones of earlier runs on the same path, so they do not pile up."""
-    import ansible_mitogen.services as services
+    key_from_dict = ansible_compat.internal("ansible_mitogen.services:key_from_dict")
+    ansible_compat.internal("ansible_mitogen.services:ContextService._shutdown_unlocked")
 
-    if getattr(services.ContextService, "_fleet_per_run", False):
-        return
-    original = services.ContextService._connect
+    def wrap(original):
+        def _connect(self, key, spec, via=None):
+            base = None
+            if spec.get(RUN_MARK):
+                base = key_from_dict(via=via, **{k: v for k, v in spec.items() if k != RUN_MARK})
+                with self._lock:
+                    for context in list(self._key_by_context):
+                        if getattr(context, "fleet_base", None) == base and (
+                                not self._refs_by_context.get(context) or not run_alive(context.fleet_run)):
+                            self._shutdown_unlocked(context)
+            response = original(self, key, spec, via)
+            if base is not None and response.get("context") is not None:
+                response["context"].fleet_base, response["context"].fleet_run = base, spec[RUN_MARK]
+            return response
+        return _connect
 
-    def _connect(self, key, spec, via=None):
-        base = None
-        if spec.get(RUN_MARK):
-            base = services.key_from_dict(via=via, **{k: v for k, v in spec.items() if k != RUN_MARK})
-            with self._lock:
-                for context in list(self._key_by_context):
-                    if getattr(context, "fleet_base", None) == base and (
-                            not self._refs_by_context.get(context) or not run_alive(context.fleet_run)):
-                        self._shutdown_unlocked(context)
-        response = original(self, key, spec, via)
-        if base is not None and response.get("context") is not None:
-            response["context"].fleet_base, response["context"].fleet_run = base, spec[RUN_MARK]
-        return response
-
-    services.ContextService._connect = _connect
-    services.ContextService._fleet_per_run = True
+    ansible_compat.patch("ansible_mitogen.services:ContextService._connect", wrap)
 
 
 def run_mark() -> str:
@@ -105,18 +103,17 @@ def give_the_run_its_own_hops(mark: str) -> None:
       the run: tasks that run as the login user run in a fork of the login interpreter made for this run.
     The login interpreter itself then never runs a module, so each run's fork starts as clean as it does
     (modules share one interpreter within a run, as they do cold), and it costs one fork per host per run."""
-    import ansible_mitogen.connection as connection
+    def wrap(original):
+        def _build_stack(self):
+            name, stack = original(self)
+            own = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop
+                   for hop in stack]
+            if own[-1].get("method") not in self.become_methods:
+                own.append({"method": "fork", "kwargs": {}, RUN_MARK: mark})
+            return name, own
+        return _build_stack
 
-    original = connection.Connection._build_stack
-
-    def _build_stack(self):
-        name, stack = original(self)
-        own = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop for hop in stack]
-        if own[-1].get("method") not in self.become_methods:
-            own.append({"method": "fork", "kwargs": {}, RUN_MARK: mark})
-        return name, own
-
-    connection.Connection._build_stack = _build_stack
+    ansible_compat.patch("ansible_mitogen.connection:Connection._build_stack", wrap)
 
 
 def take_controlling_terminal() -> None:
@@ -133,16 +130,18 @@ def imported_settings() -> dict[str, object]:
     """Every Ansible setting as the kept process imported it."""
     from ansible import constants as C
 
-    return {name: getattr(C, name, _MISSING) for name in C.config.get_configuration_definitions()}
+    definitions = ansible_compat.internal("ansible.constants:config.get_configuration_definitions")
+    return {name: getattr(C, name, _MISSING) for name in definitions()}
 
 
 def settings_problem(imported: dict[str, object]) -> str | None:
     """Why this run cannot use the kept process (a setting differs), or None after adopting the live ones."""
     from ansible import constants as C
 
+    config_value = ansible_compat.internal("ansible.constants:config.get_config_value")
     adopted = {}
     for name in imported:
-        value = C.config.get_config_value(name, variables=vars(C))
+        value = config_value(name, variables=vars(C))
         if name in FRESH_SETTINGS or name in LIVE_SETTINGS:
             adopted[name] = value
         elif value != imported[name]:
@@ -207,18 +206,17 @@ def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, 
 
 def run_ansible_playbook(argv: list[str]) -> int:
     from ansible import constants as C
-    from ansible.cli.playbook import main
     from ansible.utils.display import Display
 
+    main = ansible_compat.internal("ansible.cli.playbook:main")
     sys.argv = argv
     for said in import_warnings:  # as a fresh ansible-playbook warns at import, before anything else
         warnings.showwarning(said.message, said.category, said.filename, said.lineno, sys.stderr, said.line)
-    import ansible.plugins.loader
-
     # The kept process installed the collection loader (with the same paths: proven by the key and the
     # settings); the run's CLI would otherwise warn that it is configured already.
-    ansible.plugins.loader._configure_collection_loader = lambda *_args, **_kwargs: None
-    Display()._set_column_width()  # the run's terminal, not the kept process's
+    ansible_compat.patch("ansible.plugins.loader:_configure_collection_loader",
+                         lambda _original: lambda *_args, **_kwargs: None)
+    ansible_compat.internal("ansible.utils.display:Display._set_column_width")(Display())  # the run's terminal
     try:
         main(argv)
         code = 0

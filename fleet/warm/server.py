@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleet import processes, warm
+from fleet import ansible_compat, processes, warm
 
 log = logging.getLogger("fleet.warm")
 DEFAULT_IDLE = 120  # seconds, when the run that started it named none
@@ -74,15 +74,13 @@ def prepare_ansible() -> tuple[dict, set[int]]:
     child.install_collection_loader()  # before the multiplexers fork: they serve collection code to hosts
     muxes: set[int] = set()
     if os.environ.get("ANSIBLE_STRATEGY", "").startswith("mitogen"):
-        import ansible_mitogen.affinity
-        import ansible_mitogen.process
-
         # Mitogen pins its processes to CPUs of its own choosing: on two cores every Ansible fork on the
         # second, whatever CPUs this process was given (taskset, systemd's CPUAffinity, a second worker).
-        # Runs keep the CPUs they were given and the kernel spreads them.
-        ansible_mitogen.affinity.policy = ansible_mitogen.affinity.Policy()
+        # Runs keep the CPUs they were given and the kernel spreads them (Policy pins nothing).
+        no_pinning = ansible_compat.internal("ansible_mitogen.affinity:Policy")
+        ansible_compat.patch("ansible_mitogen.affinity:policy", lambda _pinning: no_pinning())
         child.serve_hops_per_run()
-        model = ansible_mitogen.process.get_classic_worker_model()
+        model = ansible_compat.internal("ansible_mitogen.process:get_classic_worker_model")()
         muxes = {mux.pid for mux in model._muxes}
     return child.imported_settings(), muxes
 

@@ -14,22 +14,21 @@ It also:
   as `********` in events and in the output, before anything leaves this
   process, so no secret reaches ansible-runner's artifacts or fleet's store.
 
-The hooks below patch three ansible-core 2.19 internals (the callback copy
-of a result, meta execution, vault decryption); fleet pins ansible-core
-to 2.19, and each hook degrades to plain behaviour if its target is missing.
+The hooks below patch Ansible's internals, each named in fleet.ansible_compat
+with what it is for. Without the ones that mask secrets this callback does
+not load (no run goes on unmasked); without any other, a run goes on and
+warns, naming the internal a release moved.
 """
 
 from __future__ import annotations
 
 import os
 
-from ansible.executor import task_result as ansible_task_result
-from ansible.parsing import vault as ansible_vault
 from ansible.playbook.handler import Handler
-from ansible.plugins import strategy as ansible_strategy
 from ansible.utils.display import Display
 from ansible_runner.display_callback.callback import awx_display as runner_display
 
+from fleet import ansible_compat
 from fleet.evidence import classify_result, names_read
 from fleet.processes import die_with_parent_if_asked
 
@@ -127,83 +126,66 @@ def _learn_vaulted_file(path: str, data: bytes, loader) -> None:
 
 def _hook_vault() -> None:
     """Anything decrypted in this process later (vars_files outside the project) is masked too."""
-    original = getattr(ansible_vault.VaultLib, "decrypt_and_get_vault_id", None)
-    if original is None or getattr(original, "_fleet_hook", False):
-        return
+    def wrap(original):
+        def decrypt_and_get_vault_id(self, vaulttext, *args, **kwargs):
+            plaintext, vault_id, secret = original(self, vaulttext, *args, **kwargs)
+            SECRETS.add_plaintext(plaintext)
+            return plaintext, vault_id, secret
+        return decrypt_and_get_vault_id
 
-    def decrypt_and_get_vault_id(self, vaulttext, *args, **kwargs):
-        plaintext, vault_id, secret = original(self, vaulttext, *args, **kwargs)
-        SECRETS.add_plaintext(plaintext)
-        return plaintext, vault_id, secret
-
-    decrypt_and_get_vault_id._fleet_hook = True
-    ansible_vault.VaultLib.decrypt_and_get_vault_id = decrypt_and_get_vault_id
+    ansible_compat.patch("ansible.parsing.vault:VaultLib.decrypt_and_get_vault_id", wrap)
 
 
 def _hook_display() -> None:
-    original = Display.display
-    if getattr(original, "_fleet_hook", False):
-        return
+    def wrap(original):
+        def display(self, msg, *args, **kwargs):
+            return original(self, SECRETS.mask(msg), *args, **kwargs)
+        return display
 
-    def display(self, msg, *args, **kwargs):
-        return original(self, SECRETS.mask(msg), *args, **kwargs)
-
-    display._fleet_hook = True
-    Display.display = display
+    ansible_compat.patch("ansible.utils.display:Display.display", wrap)
 
 
 def _hook_events() -> None:
     """Mask the event dict ansible-runner is about to write, whatever field holds a secret."""
-    context = runner_display.event_context
-    original = context.get_begin_dict
-    if getattr(original, "_fleet_hook", False):
-        return
+    def wrap(original):
+        def get_begin_dict():
+            return SECRETS.mask(original())
+        return get_begin_dict
 
-    def get_begin_dict():
-        return SECRETS.mask(original())
-
-    get_begin_dict._fleet_hook = True
-    context.get_begin_dict = get_begin_dict
+    ansible_compat.patch("ansible_runner.display_callback.callback.awx_display:event_context.get_begin_dict", wrap)
 
 
 # --- findings from the real result ------------------------------------------------
 
 def _hook_results() -> None:
     """Classify each result from its uncensored data, as Ansible makes the callbacks' copy."""
-    raw_class = getattr(ansible_task_result, "_RawTaskResult", None)
-    original = getattr(raw_class, "as_callback_task_result", None)
-    if original is None or getattr(original, "_fleet_hook", False):
-        return
+    def wrap(original):
+        def as_callback_task_result(self):
+            copy = original(self)
+            copy._fleet_raw = {
+                "data": self._return_data,
+                "delegated_host": (self._return_data.get("_ansible_delegated_vars") or {}).get(
+                    "ansible_delegated_host"),
+                "task": getattr(self, "_fleet_task", None),
+            }
+            return copy
+        return as_callback_task_result
 
-    def as_callback_task_result(self):
-        copy = original(self)
-        copy._fleet_raw = {
-            "data": self._return_data,
-            "delegated_host": (self._return_data.get("_ansible_delegated_vars") or {}).get("ansible_delegated_host"),
-            "task": getattr(self, "_fleet_task", None),
-        }
-        return copy
-
-    as_callback_task_result._fleet_hook = True
-    raw_class.as_callback_task_result = as_callback_task_result
+    ansible_compat.patch("ansible.executor.task_result:_RawTaskResult.as_callback_task_result", wrap)
 
 
 def _hook_task_as_written() -> None:
     """Keep, on each result, the task as the play wrote it: the result's own task carries the arguments the
     worker templated (set_fact's value, not the expression), and what a task reads is in the expressions."""
-    base = ansible_strategy.StrategyBase
-    original = getattr(base, "_convert_wire_task_result_to_raw", None)
-    if original is None or getattr(original, "_fleet_hook", False):
-        return
+    def wrap(original):
+        def _convert_wire_task_result_to_raw(self, wire_task_result):
+            raw = original(self, wire_task_result)
+            entry = self._queued_task_cache.get((raw.host.name, wire_task_result.task_uuid)) or {}
+            raw._fleet_task = entry.get("task")
+            return raw
+        return _convert_wire_task_result_to_raw
 
-    def _convert_wire_task_result_to_raw(self, wire_task_result):
-        raw = original(self, wire_task_result)
-        entry = self._queued_task_cache.get((raw.host.name, wire_task_result.task_uuid)) or {}
-        raw._fleet_task = entry.get("task")
-        return raw
-
-    _convert_wire_task_result_to_raw._fleet_hook = True
-    base._convert_wire_task_result_to_raw = _convert_wire_task_result_to_raw
+    ansible_compat.patch("ansible.plugins.strategy:StrategyBase._convert_wire_task_result_to_raw", wrap)
 
 
 def task_findings(result, skipped: bool) -> dict:
@@ -360,51 +342,38 @@ def _hook_file_reads() -> None:
     """Record the files Ansible's search paths resolve while a worker runs a task (template and copy `src`,
     `lookup('file')`, `lookup('template')`, include_vars, templates a template includes), and hand them
     back with the task's result."""
-    from ansible.executor.task_executor import TaskExecutor
-    from ansible.parsing.dataloader import DataLoader
-
     for name in ("path_dwim_relative_stack", "path_dwim_relative"):
-        original = getattr(DataLoader, name)
-        if getattr(original, "_fleet_hook", False):
-            continue
-        setattr(DataLoader, name, _recording(original))
+        ansible_compat.patch(f"ansible.parsing.dataloader:DataLoader.{name}", _recording)
     _hook_template_includes()
-    run = TaskExecutor.run
-    if getattr(run, "_fleet_hook", False):
-        return
 
-    def run_recording(self):
-        global _files_found
-        _files_found = []
-        try:
-            result = run(self)
-            if isinstance(result, dict) and _files_found:
-                result[FILES_KEY] = sorted(set(_files_found))
-            return result
-        finally:
-            _files_found = None
+    def wrap(run):
+        def run_recording(self):
+            global _files_found
+            _files_found = []
+            try:
+                result = run(self)
+                if isinstance(result, dict) and _files_found:
+                    result[FILES_KEY] = sorted(set(_files_found))
+                return result
+            finally:
+                _files_found = None
+        return run_recording
 
-    run_recording._fleet_hook = True
-    TaskExecutor.run = run_recording
+    ansible_compat.patch("ansible.executor.task_executor:TaskExecutor.run", wrap)
 
 
 def _hook_template_includes() -> None:
     """Templates a template pulls in (`{% include %}`, `{% import %}`, `{% extends %}`) are read through
     Jinja's own loader, not Ansible's search path: record them too."""
-    import jinja2
+    def wrap(original):
+        def get_source(self, environment, template):
+            source = original(self, environment, template)
+            if _files_found is not None and isinstance(source, tuple) and len(source) > 1 and source[1]:
+                _note_found(str(source[1]))
+            return source
+        return get_source
 
-    original = jinja2.FileSystemLoader.get_source
-    if getattr(original, "_fleet_hook", False):
-        return
-
-    def get_source(self, environment, template):
-        source = original(self, environment, template)
-        if _files_found is not None and isinstance(source, tuple) and len(source) > 1 and source[1]:
-            _note_found(str(source[1]))
-        return source
-
-    get_source._fleet_hook = True
-    jinja2.FileSystemLoader.get_source = get_source
+    ansible_compat.patch("jinja2:FileSystemLoader.get_source", wrap)
 
 
 def _note_found(path: str) -> None:
@@ -425,7 +394,6 @@ def _recording(original):
             _note_found(path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path)
         return path
 
-    lookup._fleet_hook = True
     return lookup
 
 
@@ -446,21 +414,17 @@ _meta_listeners: list = []
 
 
 def _hook_meta() -> None:
-    base = ansible_strategy.StrategyBase
-    original = base._execute_meta
-    if getattr(original, "_fleet_hook", False):
-        return
+    def wrap(original):
+        def _execute_meta(self, task, play_context, iterator, target_host):
+            results = original(self, task, play_context, iterator, target_host)
+            action = task.args.get("_raw_params") if isinstance(task.args, dict) else None
+            if action in ENDING_METAS and not any(r._return_data.get("skipped") for r in results):
+                for listener in _meta_listeners:
+                    listener(task, target_host, action, tasks_after(iterator, task))
+            return results
+        return _execute_meta
 
-    def _execute_meta(self, task, play_context, iterator, target_host):
-        results = original(self, task, play_context, iterator, target_host)
-        action = task.args.get("_raw_params") if isinstance(task.args, dict) else None
-        if action in ENDING_METAS and not any(r._return_data.get("skipped") for r in results):
-            for listener in _meta_listeners:
-                listener(task, target_host, action, tasks_after(iterator, task))
-        return results
-
-    _execute_meta._fleet_hook = True
-    base._execute_meta = _execute_meta
+    ansible_compat.patch("ansible.plugins.strategy:StrategyBase._execute_meta", wrap)
 
 
 def tasks_after(iterator, meta_task) -> list[dict]:
@@ -504,17 +468,21 @@ def _hook_results_poll() -> None:
     environment variable, and fleet must not replace the source's ansible.cfg to set it)."""
     from ansible import constants
 
-    _value, origin = constants.config.get_config_value_and_origin("DEFAULT_INTERNAL_POLL_INTERVAL")
+    value_and_origin = ansible_compat.internal("ansible.constants:config.get_config_value_and_origin")
+    _value, origin = value_and_origin("DEFAULT_INTERNAL_POLL_INTERVAL")
     if origin == "default":
         constants.DEFAULT_INTERNAL_POLL_INTERVAL = RESULTS_POLL_INTERVAL  # read by the strategy at each wait
 
 
-for _hook in (_hook_vault, _hook_display, _hook_events, _hook_results, _hook_task_as_written, _hook_meta,
-              _hook_results_poll, _hook_file_reads):
+# Masking secrets is not optional: without it this callback must not run (Ansible then says why and stops).
+for _hook in (_hook_vault, _hook_display, _hook_events):
+    _hook()
+# Without the others a run goes on, and says loudly which evidence it lacks.
+for _hook in (_hook_results, _hook_task_as_written, _hook_meta, _hook_results_poll, _hook_file_reads):
     try:
         _hook()
-    except (AttributeError, TypeError):  # an ansible-core whose internals moved: plain behaviour
-        pass
+    except ansible_compat.InternalMoved as _moved:
+        Display().warning(f"fleet: {_moved}")
 
 
 # --- the callback ------------------------------------------------------------------
