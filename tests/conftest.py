@@ -77,11 +77,19 @@ def settled(value):
     return value
 
 
+def control_dir(data_dir: Path) -> Path:
+    """Where fleet keeps the data directory's SSH sockets (`<data dir>/cp`, or a shorter private one when that
+    path is too long for a socket, as under pytest-xdist's longer temporary paths)."""
+    from fleet.settings import Settings
+
+    return Settings(repo="", data_dir=data_dir).control_path_dir
+
+
 def ssh_masters(data_dir: Path) -> dict[str, int]:
     """Control socket name -> pid of the SSH master behind it, as each master itself answers."""
     masters = {}
-    control_dir = data_dir / "cp"
-    for sock in control_dir.iterdir() if control_dir.is_dir() else ():
+    sockets = control_dir(data_dir)
+    for sock in sockets.iterdir() if sockets.is_dir() else ():
         answer = subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "check", "x"],
                                 capture_output=True, text=True, timeout=10)
         if answer.returncode == 0:

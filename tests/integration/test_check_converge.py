@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.ansible_processes import ansible_processes
-from tests.conftest import git, ssh_masters
+from tests.conftest import control_dir, git, ssh_masters
 from tests.conftest import lab_ssh as ssh
 
 pytestmark = pytest.mark.lab
@@ -90,7 +90,7 @@ def test_ssh_connections_outlive_a_run_and_serve_both_strategies_until_closed(la
     from fleet import runner
 
     cli = lab_env
-    runner.close_connections(cli.data_dir / "cp")
+    runner.close_connections(control_dir(cli.data_dir))
     first = cli("check", "--json", "--limit", "web1,web2", env={"FLEET_STRATEGY": "mitogen"})
     masters = ssh_masters(cli.data_dir)
     assert len(masters) == 2, "one master per host stays up after the run"
@@ -98,7 +98,7 @@ def test_ssh_connections_outlive_a_run_and_serve_both_strategies_until_closed(la
     assert ssh_masters(cli.data_dir) == masters, "the next run, of either strategy, reuses the same connections"
     assert verdict_digest(again) == verdict_digest(first)
 
-    assert runner.close_connections(cli.data_dir / "cp") == 2
+    assert runner.close_connections(control_dir(cli.data_dir)) == 2
     wait_until_gone = time.monotonic() + 10
     while ssh_masters(cli.data_dir) and time.monotonic() < wait_until_gone:
         time.sleep(0.2)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -255,13 +257,19 @@ class Gpg:
 
 
 @pytest.fixture
-def gpg(tmp_path):
-    keys = Gpg(tmp_path)
+def gpg():
+    # gpg-agent puts its socket in the keyring's directory where /run/user/<uid> is missing (containers, CI),
+    # and a socket's path holds at most 107 bytes: the keyrings (fleet's data directory among them) need a
+    # short path, which pytest-xdist's temporary directories are not.
+    root = Path(tempfile.mkdtemp(prefix="fleet-gpg-"))
+    keys = Gpg(root)
     yield keys
     keys.stop_agents()
+    shutil.rmtree(root, ignore_errors=True)
 
 
-def test_gpg_signed_commits_by_trusted_keys_run_and_others_are_rejected(tmp_path, gpg):
+def test_gpg_signed_commits_by_trusted_keys_run_and_others_are_rejected(gpg):
+    tmp_path = gpg.root
     source = make_source(tmp_path / "source", EMPTY_INVENTORY)
     signer = gpg.home(tmp_path / "signer-gnupg")
     trusted = gpg.new_key(signer, "Trusted Signer <trusted@example.com>")
