@@ -30,6 +30,7 @@ import logging
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from fleet.store.leases import KEPT_LOCK_MESSAGE
 log = logging.getLogger("fleet.remote_stop")
 
 REMOTE_MAY_RUN = KEPT_LOCK_MESSAGE  # what a host whose end could not be confirmed reads, before the reason
-REAP_TIMEOUT = 15.0  # seconds one host's reaper may take (the run's lease must outlast it); past it, not confirmed
+REAP_TIMEOUT = 15.0  # seconds a stop's reapers may take, both passes (the run's lease must outlast it); past it, not confirmed
 MASTER_TIMEOUT = 5.0  # seconds the local SSH master may take to say whether it is up
 MAX_PARALLEL = 16
 NO_ROOT = "(no root)"  # how the reaper says it was not allowed to signal what is left
@@ -150,11 +151,14 @@ def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], conne
     reached = [h for h in hosts if h.name in touched]
     if not reached:
         return untouched
+    started = time.monotonic()
     stops = _stop_hosts(reached, connection, timeout, {})
     short = [h.name for h in reached if stops[h.name].needs_root]
     passwords = become_passwords(short) if short and become_passwords is not None else {}
-    if passwords:
-        stops.update(_stop_hosts([h for h in reached if h.name in passwords], connection, timeout, passwords))
+    # Both passes share one reaper's time, so a stop still ends well within the run's lease.
+    left = timeout - (time.monotonic() - started)
+    if passwords and left >= 1:
+        stops.update(_stop_hosts([h for h in reached if h.name in passwords], connection, left, passwords))
     return {**untouched, **stops}
 
 

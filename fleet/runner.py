@@ -380,7 +380,9 @@ class AnsibleRunner:
         return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
 
 
-BECOME_LOOKUP_TIMEOUT = 60.0  # seconds Ansible may take to evaluate the inventory (a dynamic one runs its script)
+# Seconds Ansible may take to read the inventory's become passwords during a stop (remote_stop.REAP_TIMEOUT
+# bounds the whole stop: the run's lease must outlast it).
+BECOME_LOOKUP_TIMEOUT = 10.0
 
 
 def become_passwords(spec: JobSpec, names: list[str]) -> dict[str, str]:
