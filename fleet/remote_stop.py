@@ -42,7 +42,8 @@ from fleet.store.leases import KEPT_LOCK_MESSAGE
 log = logging.getLogger("fleet.remote_stop")
 
 REMOTE_MAY_RUN = KEPT_LOCK_MESSAGE  # what a host whose end could not be confirmed reads, before the reason
-REAP_TIMEOUT = 15.0  # seconds a stop's reapers may take, both passes (the run's lease must outlast it); past it, not confirmed
+# Seconds a stop's reapers may take, both passes together (the run's lease must outlast it); past it, not confirmed.
+REAP_TIMEOUT = 15.0
 MASTER_TIMEOUT = 5.0  # seconds the local SSH master may take to say whether it is up
 MAX_PARALLEL = 16
 NO_ROOT = "(no root)"  # how the reaper says it was not allowed to signal what is left
