@@ -104,7 +104,8 @@ class FakeRunner:
         return {h.name: Probe(h.name, "unreachable", f"cannot connect to {h.address}:{h.port} (fake)")
                 if h.name in self.unreachable else Probe(h.name, "ok") for h in hosts}
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None) -> dict:
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None,
+                         keep_alive: Callable[[], None] = lambda: None) -> dict:
         from fleet.remote_stop import HostStop
 
         self.remote_stops.append((frozenset(h.name for h in hosts), frozenset(touched)))

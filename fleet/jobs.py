@@ -669,9 +669,9 @@ class Execution:
         """
         if freeze:
             processes.freeze_tree(self.ansible_pid)
-        self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched, self.spec)
-        self.next_renewal = 0.0  # the reaper may have taken a while: renew now, not a lease period after the last
-        self._renew_lease()
+        self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched, self.spec,
+                                                         keep_alive=self._renew_lease_now)
+        self._renew_lease_now()  # the reaper may have taken a while: renew now, not a lease period after the last
         for stop in self.remote_stops.values():
             if stop.confirmed:
                 log.info("run %s: %s: %s", self.run_id, stop.host, stop.detail)
@@ -690,6 +690,10 @@ class Execution:
     def _halted(self) -> bool:
         """The run cannot go on: the store refused a write, or another process closed it (lease lost)."""
         return bool(self.store_error) or self.lease_lost
+
+    def _renew_lease_now(self) -> None:
+        self.next_renewal = 0.0
+        self._renew_lease()
 
     def _renew_lease(self) -> None:
         if self._halted() or time.monotonic() < self.next_renewal:

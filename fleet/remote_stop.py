@@ -30,7 +30,6 @@ import logging
 import re
 import shlex
 import subprocess
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,8 +41,7 @@ from fleet.store.leases import KEPT_LOCK_MESSAGE
 log = logging.getLogger("fleet.remote_stop")
 
 REMOTE_MAY_RUN = KEPT_LOCK_MESSAGE  # what a host whose end could not be confirmed reads, before the reason
-# Seconds a stop's reapers may take, both passes together (the run's lease must outlast it); past it, not confirmed.
-REAP_TIMEOUT = 15.0
+REAP_TIMEOUT = 15.0  # seconds one pass of the reaper may take (the run's lease must outlast it); past it, not confirmed
 MASTER_TIMEOUT = 5.0  # seconds the local SSH master may take to say whether it is up
 MAX_PARALLEL = 16
 NO_ROOT = "(no root)"  # how the reaper says it was not allowed to signal what is left
@@ -140,26 +138,29 @@ class Connection:
 
 def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], connection: Connection,
                      timeout: float = REAP_TIMEOUT,
-                     become_passwords: Callable[[list[str]], dict[str, str]] | None = None) -> dict[str, HostStop]:
+                     become_passwords: Callable[[list[str]], dict[str, str]] | None = None,
+                     keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
     """Stop the run's processes on each host, in parallel; one HostStop per host, by name.
 
     A host the run never started a task on holds nothing of it: confirmed without a connection. Where
     processes only root may signal were left because sudo wants a password, `become_passwords` (asked only
     then, as it costs an Ansible start) gives the inventory's, and the reaper runs again through sudo with it.
+    `keep_alive` is called between those steps (the run renews its lease: each step may take a while).
     """
     untouched = {h.name: HostStop(h.name, True, "no task of the run started there") for h in hosts
                  if h.name not in touched}
     reached = [h for h in hosts if h.name in touched]
     if not reached:
         return untouched
-    started = time.monotonic()
     stops = _stop_hosts(reached, connection, timeout, {})
     short = [h.name for h in reached if stops[h.name].needs_root]
-    passwords = become_passwords(short) if short and become_passwords is not None else {}
-    # Both passes share one reaper's time, so a stop still ends well within the run's lease.
-    left = timeout - (time.monotonic() - started)
-    if passwords and left >= 1:
-        stops.update(_stop_hosts([h for h in reached if h.name in passwords], connection, left, passwords))
+    if not short or become_passwords is None:
+        return {**untouched, **stops}
+    keep_alive()
+    passwords = become_passwords(short)
+    keep_alive()
+    if passwords:
+        stops.update(_stop_hosts([h for h in reached if h.name in passwords], connection, timeout, passwords))
     return {**untouched, **stops}
 
 

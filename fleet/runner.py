@@ -173,10 +173,11 @@ class Runner(Protocol):
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         """Run the spec, calling on_event per event; once should_cancel says True, stop with `canceled`."""
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str],
-                         spec: JobSpec | None = None) -> dict[str, HostStop]:
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None,
+                         keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
         """End what a stopped run started on `hosts` (those in `touched` ran a task of it); per host, by name,
-        whether that is confirmed (fleet.remote_stop). The run's spec, when known, gives become passwords."""
+        whether that is confirmed (fleet.remote_stop). The run's spec, when known, gives become passwords;
+        `keep_alive` is called between the steps of a long stop (the run renews its lease)."""
 
 
 def ansible_bin_dir() -> Path:
@@ -354,8 +355,8 @@ class AnsibleRunner:
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str],
-                         spec: JobSpec | None = None) -> dict[str, HostStop]:
+    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None,
+                         keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
         """Through the run's own SSH masters (the ControlPath is all that names one), as Ansible reaches hosts;
         where only root may end what is left and the login needs a password for sudo, with the inventory's."""
         from fleet import remote_stop
@@ -363,7 +364,8 @@ class AnsibleRunner:
         connection = remote_stop.Connection(self.known_hosts, self.control_path_dir, DEFAULT_SSH_PERSIST,
                                             self.identity)
         passwords = (lambda names: become_passwords(spec, names)) if spec is not None else None
-        return remote_stop.stop_remote_work(hosts, touched, connection, become_passwords=passwords)
+        return remote_stop.stop_remote_work(hosts, touched, connection, become_passwords=passwords,
+                                            keep_alive=keep_alive)
 
     def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT,
                   extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -380,9 +382,9 @@ class AnsibleRunner:
         return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
 
 
-# Seconds Ansible may take to read the inventory's become passwords during a stop (remote_stop.REAP_TIMEOUT
-# bounds the whole stop: the run's lease must outlast it).
-BECOME_LOOKUP_TIMEOUT = 10.0
+# Seconds Ansible may take to read the inventory's become passwords during a stop (the run renews its lease
+# before and after: it must outlast this).
+BECOME_LOOKUP_TIMEOUT = 20.0
 
 
 def become_passwords(spec: JobSpec, names: list[str]) -> dict[str, str]:

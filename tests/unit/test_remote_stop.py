@@ -125,12 +125,14 @@ def test_become_passwords_are_asked_only_for_hosts_left_to_root_and_then_used(tm
             return remote_stop.HostStop(host.name, True, "stopped 2 processes")
         return remote_stop.HostStop(host.name, False, "left: (no root)", needs_root=True)
 
-    asked = []
+    asked, renewals = [], []
     monkeypatch.setattr(remote_stop, "stop_host", stop_host)
     stops = remote_stop.stop_remote_work(
         hosts, {"web1", "web2", "db1"}, remote_stop.Connection(tmp_path, tmp_path, 60),
-        become_passwords=lambda names: asked.append(sorted(names)) or {"db1": "pw-db1"})
+        become_passwords=lambda names: asked.append(sorted(names)) or {"db1": "pw-db1"},
+        keep_alive=lambda: renewals.append(len(tries)))
     assert asked == [["db1", "web2"]], "asked once, for the hosts where root was missing"
+    assert renewals == [3, 3], "the run renews its lease before and after the lookup, before the second pass"
     assert sorted(tries, key=str) == [("db1", "pw-db1"), ("db1", None), ("web1", None), ("web2", None)]
     assert {n: s.confirmed for n, s in stops.items()} == {"web1": True, "web2": False, "db1": True}
     assert stops["web2"].needs_root, "no password known: still left, and says why"
