@@ -142,44 +142,48 @@ def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], conne
                      keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
     """Stop the run's processes on each host, in parallel; one HostStop per host, by name.
 
-    A host the run never started a task on holds nothing of it: confirmed without a connection. Where
-    processes only root may signal were left because sudo wants a password, `become_passwords` (asked only
-    then, as it costs an Ansible start) gives the inventory's, and the reaper runs again through sudo with it.
-    `keep_alive` is called between those steps (the run renews its lease: each step may take a while).
+    `touched` names the hosts the run's events say a task started on; events lag behind Ansible on a busy
+    machine, so every host is looked at: one where the run's SSH master is up is reaped whatever they say,
+    one without it holds nothing of the run unless a task started there. Where processes only root may
+    signal were left because sudo wants a password, `become_passwords` (asked only then, as it costs an
+    Ansible start) gives the inventory's, and the reaper runs again through sudo with it. `keep_alive` is
+    called between those steps (the run renews its lease: each step may take a while).
     """
-    untouched = {h.name: HostStop(h.name, True, "no task of the run started there") for h in hosts
-                 if h.name not in touched}
-    reached = [h for h in hosts if h.name in touched]
-    if not reached:
-        return untouched
-    stops = _stop_hosts(reached, connection, timeout, {})
-    short = [h.name for h in reached if stops[h.name].needs_root]
+    if not hosts:
+        return {}
+    stops = _stop_hosts(hosts, connection, timeout, {}, touched)
+    short = [h.name for h in hosts if stops[h.name].needs_root]
     if not short or become_passwords is None:
-        return {**untouched, **stops}
+        return stops
     keep_alive()
     passwords = become_passwords(short)
     keep_alive()
     if passwords:
-        stops.update(_stop_hosts([h for h in reached if h.name in passwords], connection, timeout, passwords))
-    return {**untouched, **stops}
+        stops.update(_stop_hosts([h for h in hosts if h.name in passwords], connection, timeout, passwords,
+                                 touched))
+    return stops
 
 
 def _stop_hosts(hosts: list[runner.InventoryHost], connection: Connection, timeout: float,
-                passwords: dict[str, str]) -> dict[str, HostStop]:
+                passwords: dict[str, str], touched: set[str]) -> dict[str, HostStop]:
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts))) as pool:
-        stops = pool.map(lambda h: stop_host(h, connection, timeout, passwords.get(h.name)), hosts)
+        stops = pool.map(lambda h: stop_host(h, connection, timeout, passwords.get(h.name), h.name in touched),
+                         hosts)
         return {stop.host: stop for stop in stops}
 
 
 def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float = REAP_TIMEOUT,
-              become_password: str | None = None) -> HostStop:
+              become_password: str | None = None, touched: bool = True) -> HostStop:
     """Kill, through the run's own SSH master to `host`, every process its connection started there; as root
-    when the login is root or sudo lets it (without a password, or with `become_password` on sudo's stdin)."""
+    when the login is root or sudo lets it (without a password, or with `become_password` on sudo's stdin).
+    Without that master: nothing to do where no task of the run started (`touched` False), else unconfirmed."""
     base = ssh_command(host, connection)
     try:
         before = master_pid(base)
     except subprocess.TimeoutExpired:
         return HostStop(host.name, False, f"its SSH master did not answer within {MASTER_TIMEOUT:g}s")
+    if before is None and not touched:
+        return HostStop(host.name, True, "no task of the run started there")
     if before is None:
         return HostStop(host.name, False, "the run's SSH connection to it is gone (host or network down?), "
                         "so its processes there cannot be found")

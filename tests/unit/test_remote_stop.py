@@ -119,7 +119,7 @@ def test_become_passwords_are_asked_only_for_hosts_left_to_root_and_then_used(tm
     hosts = [InventoryHost(name, "127.0.0.254", 22, ()) for name in ("web1", "web2", "db1")]
     tries = []
 
-    def stop_host(host, connection, timeout, become_password=None):
+    def stop_host(host, connection, timeout, become_password=None, touched=True):
         tries.append((host.name, become_password))
         if host.name == "web1" or become_password == "pw-db1":
             return remote_stop.HostStop(host.name, True, "stopped 2 processes")
