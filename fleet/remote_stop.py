@@ -94,11 +94,29 @@ def victims():
         frontier = [c for p in frontier for c in children.get(p, []) if c not in found and c not in mine]
     return sorted(p for p in found if procs.get(p, (0, "Z"))[1] != "Z")
 
+def may_signal(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno != 1
+    return True
+
 stopped, denied = set(), set()
 for _ in range(40):
     left = victims()
     if not left:
         print("fleet-stopped %d" % len(stopped)); sys.exit(0)
+    barred = [pid for pid in left if not may_signal(pid)]
+    if barred:
+        # Killing what it may would orphan the rest (root's, under sudo): their ancestry, all that ties them to
+        # this connection, would be lost to a reaper that comes back as root. Freeze what it may, and say so.
+        for pid in left:
+            if pid not in barred:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except OSError:
+                    pass
+        print("fleet-left %d: not allowed to signal them (no root)" % len(barred)); sys.exit(3)
     for sig in (signal.SIGSTOP, signal.SIGKILL):
         for pid in left:
             try:

@@ -124,7 +124,8 @@ def stop_mid_task(here: Lab, names: list[str], env: dict, how: str) -> tuple[dic
             assert run_id, "the converge runs"
             canceled = cli("cancel", str(run_id))
             assert canceled.code == 0, canceled.stderr
-        converge.communicate(timeout=90)
+        _out, said = converge.communicate(timeout=90)
+        print(said)  # the stop's log lines (what each host's reaper said), shown when a test fails
     finally:
         converge.kill()
     run_id = cli("runs", "--json", "--count", "1").json()["runs"][0]["id"]
