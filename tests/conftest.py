@@ -64,6 +64,16 @@ def lab_ssh(cli: FleetCli, address: str, command: str) -> str:
     ).stdout
 
 
+def add_sudo_user(cli: FleetCli, address: str, password: str) -> None:
+    """User `deploy` on a lab host: logs in with fleet's key, becomes root through sudo with `password`."""
+    lab_ssh(cli, address, (
+        "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy && "
+        f"echo 'deploy:{password}' | chpasswd && "
+        "install -d -m 700 -o deploy -g deploy /home/deploy/.ssh && "
+        "install -m 600 -o deploy -g deploy /root/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys && "
+        "echo 'deploy ALL=(ALL:ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy"))
+
+
 # Fields of a run's JSON that differ from run to run by nature (ids, times): left out to compare two runs.
 VOLATILE = ("id", "run_id", "created_at", "started_at", "finished_at", "checked_at", "duration", "seconds")
 

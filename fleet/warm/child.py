@@ -57,6 +57,7 @@ def serve_hops_per_run() -> None:
     with a run's mark are that run's own: the multiplexer starts them anew (sudo asked again, a fresh fork),
     and a new run's hop ends the idle ones of earlier runs on the same path, so they do not pile up."""
     key_from_dict = ansible_compat.internal("ansible_mitogen.services:key_from_dict")
+    # The wrapper calls it through `self`: missing, it must fail here, when the kept process starts, not mid-run.
     ansible_compat.internal("ansible_mitogen.services:ContextService._shutdown_unlocked")
 
     def wrap(original):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import FleetCli, git, lab_ssh
+from tests.conftest import FleetCli, add_sudo_user, git, lab_ssh
 
 CORPUS = Path(__file__).parent / "corpus"
 BIN = Path(sys.executable).parent
@@ -92,13 +92,6 @@ def upgrade_collections(repo: Path, workdir: Path) -> None:
 
 # --- the hosts ------------------------------------------------------------------------------
 
-DEPLOY_USER = (
-    "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy && "
-    f"echo 'deploy:{DEPLOY_PASSWORD}' | chpasswd && "
-    "install -d -m 700 -o deploy -g deploy /home/deploy/.ssh && "
-    "install -m 600 -o deploy -g deploy /root/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys && "
-    "echo 'deploy ALL=(ALL:ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy"
-)
 # The hand change: a managed file edited, one removed, a Latin-1 file rewritten (its diff's "before" is not UTF-8).
 HAND_CHANGE = ("echo 'hand=edit' >> /srv/compat/etc/app.ini && rm -f /srv/compat/files/motd && "
                "printf 'greeting=d\\351j\\340 vu\\n' > /srv/compat/etc/latin1.conf")
@@ -133,8 +126,8 @@ def start_lab(name: str, root: Path) -> Lab:
     make_corpus_source(root / "source", inventory, root / "build")
     lab = Lab(name, cli, {**env, "FLEET_VAULT_PASSWORD_FILE": str(vault)}, root / "source", root / "build",
               addresses)
-    for host in addresses:
-        lab.ssh(host, DEPLOY_USER)
+    for address in addresses.values():
+        add_sudo_user(cli, address, DEPLOY_PASSWORD)
     return lab
 
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from fleet import lab, processes
-from tests.conftest import FLEET, FleetCli, git, lab_ssh, wait_for
+from tests.conftest import FLEET, FleetCli, add_sudo_user, git, lab_ssh, wait_for
 
 SUBNET = 84  # this file's own lab: web hosts on 127.0.84.x, db1 on 127.0.85.1
 NAP = 30  # seconds the remote task sleeps before it writes /root/x (a loaded machine takes seconds to cancel)
@@ -170,13 +170,6 @@ def test_a_stopped_converge_leaves_nothing_running_on_its_hosts(lab_env, env, ho
 
 # A login that is not root and whose sudo asks a password, as companies set hosts up.
 DEPLOY_PASSWORD = "Dp-cancel-51c9"
-DEPLOY_USER = (
-    "id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy && "
-    f"echo 'deploy:{DEPLOY_PASSWORD}' | chpasswd && "
-    "install -d -m 700 -o deploy -g deploy /home/deploy/.ssh && "
-    "install -m 600 -o deploy -g deploy /root/.ssh/authorized_keys /home/deploy/.ssh/authorized_keys && "
-    "echo 'deploy ALL=(ALL:ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy"
-)
 
 
 def vaulted_become_password(vault: Path) -> str:
@@ -193,7 +186,7 @@ def test_a_stop_ends_root_work_of_a_login_whose_sudo_needs_the_vaulted_password(
     reach root's processes with `sudo -n`, so it asks Ansible for that password and goes through sudo with it.
     The task's root processes end, the host is free, and the password is nowhere in fleet's data."""
     here, cli = lab_env, lab_env.cli
-    lab_ssh(cli, here.address["db1"], DEPLOY_USER)
+    add_sudo_user(cli, here.address["db1"], DEPLOY_PASSWORD)
     vault = tmp_path / "vault-password"
     vault.write_text("cancel-vault-secret\n")
     vault.chmod(0o600)

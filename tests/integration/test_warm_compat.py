@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import yaml
 
 from fleet import warm
 from tests.ansible_processes import host_interpreters
-from tests.conftest import FleetCli, git, lab_ssh, make_source, settled, wait_for
+from tests.conftest import FleetCli, add_sudo_user, git, lab_ssh, make_source, settled, wait_for
 
 SUBNET = 80  # this file's own lab: 127.0.80.x (and .81.x)
 BIN = Path(sys.executable).parent
@@ -124,18 +123,6 @@ def commit_collection(source: Path, tarball: Path, message: str) -> None:
     git(source, "commit", "-q", "-m", message)
 
 
-def add_deploy_user(cli: FleetCli, address: str) -> None:
-    """User deploy, logging in with fleet's key, root through sudo with its password."""
-    lab_ssh(cli, address, textwrap.dedent(f"""\
-        set -e
-        id deploy >/dev/null 2>&1 || useradd -m -s /bin/bash deploy
-        echo 'deploy:{DEPLOY_PASSWORD}' | chpasswd
-        mkdir -p ~deploy/.ssh && cp ~root/.ssh/authorized_keys ~deploy/.ssh/authorized_keys
-        chown -R deploy: ~deploy/.ssh && chmod 700 ~deploy/.ssh
-        echo 'deploy ALL=(ALL) ALL' > /etc/sudoers.d/deploy && chmod 440 /etc/sudoers.d/deploy
-        """))
-
-
 def hosts_of(result) -> dict:
     """A check's hosts by name, without what differs from run to run by nature (ids, times)."""
     return {h["name"]: settled(h) for h in result.json()["hosts"]}
@@ -157,7 +144,7 @@ def lab(tmp_path_factory):
         addresses = {name: host["ansible_host"] for group in inventory["all"]["children"].values()
                      for name, host in group["hosts"].items()}
         for address in addresses.values():
-            add_deploy_user(cli, address)
+            add_sudo_user(cli, address, DEPLOY_PASSWORD)
         source = make_source(tmp_path / "source", (cli.data_dir / "lab" / "hosts.yml").read_text())
         (source / "playbooks" / "site.yml").write_text(PLAYBOOK)
         commit_collection(source, build_collection(tmp_path, "1.0.0", changed=True), "probe 1.0.0")
