@@ -1,5 +1,5 @@
-"""contrib/fleet.service and contrib/fleet-worker.service: systemd accepts them, they are hardened, and the
-README shows exactly these files.
+"""contrib/fleet.service and contrib/fleet-worker.service: systemd accepts them, they are hardened, and
+docs/operating.md shows exactly these files.
 
 `systemd-analyze verify` checks a unit without a running systemd, but it
 wants the ExecStart binary to exist: the test points a copy at this venv's
@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "contrib" / "fleet.service"
 WORKER_UNIT = ROOT / "contrib" / "fleet-worker.service"
 INSTALLED_FLEET = "/opt/fleet/bin/fleet"
+# Where the units are shown to people who install them (the README links there).
+OPERATING_DOC = ROOT / "docs" / "operating.md"
 
 HARDENING = {
     "User": "fleet", "Group": "fleet", "ProtectSystem": "strict", "ReadWritePaths": "/var/lib/fleet",
@@ -103,9 +105,11 @@ def test_no_value_carries_a_trailing_comment(unit, _):
 
 
 @pytest.mark.parametrize("unit,heading", UNITS)
-def test_the_readme_shows_exactly_the_shipped_unit(unit, heading):
-    readme = (ROOT / "README.md").read_text()
-    section = readme.partition(f"### {heading}")[2]
+def test_the_operating_docs_show_exactly_the_shipped_unit(unit, heading):
+    doc = OPERATING_DOC.read_text()
+    section = doc.partition(f"\n## {heading}\n")[2]
+    assert section, f"docs/operating.md: no '## {heading}' section"
     match = re.search(r"```ini\n(.*?)```", section, re.S)
-    assert match, f"README: no ```ini block under '{heading}'"
-    assert match.group(1) == unit.read_text(), f"README's unit differs from contrib/{unit.name}: paste the file"
+    assert match, f"docs/operating.md: no ```ini block under '{heading}'"
+    assert match.group(1) == unit.read_text(), (
+        f"docs/operating.md's unit differs from contrib/{unit.name}: paste the file")
