@@ -74,7 +74,7 @@ class InternalMoved(FleetError):
 
     def __init__(self, path: str, why: str):
         super().__init__(f"{path} is missing from the installed release ({release()}); fleet uses it for {why}. "
-                         "Install the versions fleet is tested with (README: Ansible versions)")
+                         "Install the versions fleet is tested with (docs/architecture.md: Ansible versions)")
         self.path = path
 
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import click
 
-from fleet import __version__, filemodes, hostkeys, jobs, lab, runner, shapes, source, warm
+from fleet import __version__, actions, filemodes, hostkeys, jobs, lab, runner, shapes, source, warm
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, kept_process_line, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
@@ -128,6 +128,10 @@ def _who() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+def _actor() -> actions.Actor:
+    return actions.Actor(_who())
 
 
 def _audit(action: str, target: str = "", detail: str = "") -> None:
@@ -452,9 +456,8 @@ def request(ctx, kind, limit, as_json):
     """Queue a check or converge for the controller (joins an identical queued check)."""
     settings = _settings(ctx)
     with _store(settings):
-        run, joined = records.enqueue_run(kind, "manual", limit or "", _who())
-        _audit("run.request", _hosts_target(limit),
-               f"{kind}, run {run.id}" + (", joined the queued one" if joined else ""))
+        requested = actions.request_run(_actor(), kind, limit or "")
+        run, joined = requested.run, requested.joined
         if as_json:
             click.echo(json.dumps({"run": shapes.run_json(run), "joined": joined}))
         else:
@@ -475,11 +478,7 @@ def cancel(ctx, run_id, wait):
     settings = _settings(ctx)
     with _store(settings):
         jobs.close_lapsed_runs(settings)  # a run whose process died is closed now, not canceled
-        run = queries.get_run(run_id)
-        if not is_active(run.status):
-            raise FleetError(f"run {run_id} is {run.status}; only queued or running runs can be canceled")
-        records.request_cancel(run_id, f"canceled by {_who()}")
-        _audit("run.cancel", f"run {run_id}", f"{run.kind}, was {run.status}")  # issue 11 point 14
+        actions.cancel_run(_actor(), run_id)
         click.echo(_cancel_outcome(run_id, _wait_for_end(settings, run_id) if wait else None))
 
 
@@ -533,8 +532,7 @@ def approve(ctx, approval_id):
     rollout an inventory jump held."""
     settings = _settings(ctx)
     with _store(settings):
-        approval = records.decide_approval(approval_id, _who())
-        _audit("approval.approve", approval.host or f"revision {approval.revision_sha[:12]}", f"approval {approval.id}")
+        approval = actions.approve(_actor(), approval_id)
         click.echo(shapes.approved_message(approval))
 
 
@@ -737,11 +735,7 @@ def release_host(ctx, name):
     first: what that run started may still run there); the next run may then take it."""
     settings = _settings(ctx.parent)
     with _store(settings):
-        kept = records.release_kept_lock(name, f"lock released by {_who()}; nothing about the host is proven since")
-        if kept is None:
-            raise FleetError(f"{name} has no kept lock (only a stopped run whose work on a host could not be "
-                             "confirmed ended keeps one); `fleet status` shows the hosts' locks and runs")
-        _audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
+        kept = actions.release_host(_actor(), name)
         click.echo(f"{name}: released the lock kept by run {kept.run_id} ({kept.reason})")
 
 

@@ -229,7 +229,7 @@ FOLDER_MARKERS = {"integration": "integration", "molecule": "integration", "faul
 
 # `make test` spreads the tests over pytest-xdist workers, a file at a time: a file's tests stay on one worker,
 # in order, with its module fixtures. Files that start lab hosts on the same loopback subnet form one unit, so
-# they run one after the other; every other lab file has a subnet of its own (see the README's table).
+# they run one after the other; every other lab file has a subnet of its own (see the table in docs/testing.md).
 SHARED_LAB_SUBNETS = {
     "lab 28": ("integration/test_bastion.py", "faults/test_bastion_faults.py"),
     "lab 32": ("faults/test_file_faults.py", "integration/test_cli_audit.py", "integration/test_files.py"),

@@ -22,13 +22,14 @@ lists are keyset pages (`cursor` = the last id of the previous page), never OFFS
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
 
-from fleet.errors import FleetError, NotFound
-from fleet.store import queries, records, workers
+from fleet import actions
+from fleet.errors import NotFound
+from fleet.store import queries, workers
 from fleet import __version__, shapes, vocabulary
 from fleet.web import openapi, serializers
-from fleet.web.auth import audit, require_role
+from fleet.web.auth import actor, require_role
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -92,12 +93,10 @@ def show_host(name: str):
 def release_host(name: str):
     """Free the lock a stopped run kept on the host (its work there could not be confirmed ended)."""
     _found(queries.get_host, name, f"no host named {name!r}; GET /api/v1/hosts lists them")
-    kept = records.release_kept_lock(name, f"lock released by {g.identity.name}; nothing about the host is "
-                                           "proven since")
-    if kept is None:
-        abort(409, description=f"{name} has no kept lock; only a stopped run whose work on a host could not be "
-                               "confirmed ended keeps one")
-    audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
+    try:
+        kept = actions.release_host(actor(), name)
+    except actions.Refused as exc:
+        abort(409, description=str(exc))
     return jsonify(host=name, run_id=kept.run_id, reason=kept.reason)
 
 
@@ -182,13 +181,12 @@ def request_run():
     queued or running; see queries.converge_conflict for the exact rule.
     """
     kind, limit = _run_request(_json_object())
-    if kind == "converge":
-        conflict = queries.converge_conflict(limit)
-        if conflict:
-            abort(409, description=conflict)
-    run, joined = records.enqueue_run(kind, "manual", limit, g.identity.name)
-    body = {"run": shapes.run_json(run), "joined": joined}
-    audit("run.request", f"run {run.id}", f"kind={kind} limit={limit or 'all'} joined={joined}")
+    try:
+        requested = actions.request_run(actor(), kind, limit)
+    except actions.Refused as exc:
+        abort(409, description=str(exc))
+    run = requested.run
+    body = {"run": shapes.run_json(run), "joined": requested.joined}
     return jsonify(body), 202, {"Location": url_for("api.show_run", run_id=run.id)}
 
 
@@ -196,13 +194,12 @@ def request_run():
 @require_role("operator")
 def cancel_run(run_id: int):
     """Stop a queued run at once, or a running one at its next event (partial results are kept)."""
-    run = _run_or_404(run_id)
-    if not vocabulary.is_active(run.status):
-        abort(409, description=f"run {run_id} is {run.status}; only queued or running runs can be canceled")
-    previous = run.status
-    run = records.request_cancel(run_id, f"canceled by {g.identity.name}")
+    _run_or_404(run_id)
+    try:
+        run, _was = actions.cancel_run(actor(), run_id)
+    except actions.Refused as exc:
+        abort(409, description=str(exc))
     body = {"run": shapes.run_json(run)}
-    audit("run.cancel", f"run {run_id}", f"was {previous}")
     return jsonify(body), 202
 
 
@@ -244,15 +241,12 @@ def approve(approval_id: int):
         if decision != "approve":
             abort(422, description='"decision" can only be "approve"; leave a drift you reject pending')
     try:
-        approval = records.decide_approval(approval_id, g.identity.name)
+        approval = actions.approve(actor(), approval_id)
     except NotFound:
         abort(404, description=f"no approval with id {approval_id}; GET /api/v1/approvals lists them")
-    except FleetError as exc:  # decided already: approving twice must not look like success
+    except actions.Refused as exc:  # decided already: approving twice must not look like success
         abort(409, description=str(exc))
     body = {"approval": shapes.approval_json(approval)}
-    audit("approval.approve", f"approval {approval_id}",
-          f"kind={approval.kind} host={approval.host or '-'} revision={approval.revision_sha[:12]} "
-          f"check_run={approval.check_run_id} drift={approval.drift_signature[:12] or '-'}")
     return jsonify(body)
 
 

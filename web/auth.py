@@ -32,6 +32,7 @@ from flask import (
 )
 
 from fleet import throttle
+from fleet.actions import Actor
 from fleet.errors import AccessDenied, ConfigError, Throttled
 from fleet.store import accounts
 from fleet.vocabulary import utcnow
@@ -182,6 +183,12 @@ def require_role(needed: str):
             return view(*args, **kwargs)
         return wrapped
     return decorator
+
+
+def actor() -> Actor:
+    """Whoever is asking, as fleet.actions records them."""
+    identity = g.get("identity")
+    return Actor(identity.name if identity else "anonymous", request.remote_addr or "")
 
 
 def audit(action: str, target: str = "", detail: str = "") -> None:

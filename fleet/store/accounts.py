@@ -20,7 +20,7 @@ from sqlalchemy import delete, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from fleet.errors import AccessDenied, ConfigError, NotFound
-from fleet.store.db import db
+from fleet.store.db import commit, db
 from fleet.store.models import ApiToken, AuditEntry, AuthFailure, User, WebSession
 from fleet.store.pages import Page, keyset_page
 from fleet.policy import parse_duration
@@ -58,7 +58,7 @@ def add_user(name: str, password: str, role: str) -> User:
     db.session.add(user)
     if user.id is not None:
         _drop_sessions(user.id)
-    db.session.commit()
+    commit()
     return user
 
 
@@ -68,7 +68,7 @@ def change_password(name: str, password: str) -> User:
     user = _user_named(name)
     user.password_hash = generate_password_hash(password)
     _drop_sessions(user.id)
-    db.session.commit()
+    commit()
     return user
 
 
@@ -115,7 +115,7 @@ def set_user_disabled(user_id: int, disabled: bool) -> str:
     user.disabled = disabled
     if disabled:
         _drop_sessions(user_id)
-    db.session.commit()
+    commit()
     return user.name
 
 
@@ -127,7 +127,7 @@ def start_session(user_id: int, lifetime: timedelta) -> str:
     db.session.execute(delete(WebSession).where(WebSession.expires_at < now))  # forget the dead ones
     secret = secrets.token_urlsafe(32)
     db.session.add(WebSession(digest=_digest(secret), user_id=user_id, created_at=now, expires_at=now + lifetime))
-    db.session.commit()
+    commit()
     return secret
 
 
@@ -144,7 +144,7 @@ def session_user(secret: str) -> User | None:
 
 def end_session(secret: str) -> None:
     db.session.execute(delete(WebSession).where(WebSession.digest == _digest(secret)))
-    db.session.commit()
+    commit()
 
 
 def _drop_sessions(user_id: int) -> None:
@@ -188,7 +188,7 @@ def create_token(name: str, role: str, created_by: str, owner: str | None = None
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     db.session.add(ApiToken(name=name, token_hash=_digest(secret), role=role, created_by=created_by,
                             owner_id=owner_id, expires_at=expires_at))
-    db.session.commit()
+    commit()
     return secret
 
 
@@ -212,7 +212,7 @@ def token_identity(secret: str) -> TokenHolder:
     owner = token.owner
     _check_token_usable(token, owner)
     token.last_used_at = utcnow()
-    db.session.commit()
+    commit()
     role = token.role if owner is None else min(token.role, owner.role, key=ROLES.index)
     return TokenHolder(token.name, role, owner.name if owner else None)
 
@@ -246,7 +246,7 @@ def revoke_token(name: str) -> None:
     if token is None:
         raise NotFound(f"no token named {name!r}")
     token.revoked = True
-    db.session.commit()
+    commit()
 
 
 def list_users() -> list[User]:
@@ -272,19 +272,19 @@ def record_failure(scopes_keys: list[tuple[str, str]], forget_before: datetime) 
     db.session.execute(delete(AuthFailure).where(AuthFailure.at < forget_before))
     now = utcnow()
     db.session.add_all([AuthFailure(scope=scope, key=key[:255], at=now) for scope, key in scopes_keys])
-    db.session.commit()
+    commit()
 
 
 def clear_failures(scope: str, key: str) -> None:
     db.session.execute(delete(AuthFailure).where(AuthFailure.scope == scope, AuthFailure.key == key[:255]))
-    db.session.commit()
+    commit()
 
 
 def audit(actor: str, action: str, target: str = "", detail: str = "", remote_addr: str = "") -> None:
     """Record a state change. Callers pass no secrets in `detail`."""
     db.session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail[:2000],
                               remote_addr=remote_addr))
-    db.session.commit()
+    commit()
 
 
 def audit_page(before: int | None = None, size: int = 100) -> Page[AuditEntry]:

@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import time
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,7 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_SWITCH_RETRY_SECONDS = 0.02  # between tries of the switch to WAL while another process writes
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SCHEMA_LOCK_KEY = 0x666C656574  # "fleet": the PostgreSQL advisory lock held while the schema changes
+OPERATOR_LOCK_KEY = 0x666C656575  # the PostgreSQL advisory lock of a unit of work that asked for one
 # Schemas fleet wrote before it had migrations (no alembic_version table), newest first: the revision
 # that matches such a database, told apart by a column its release added ((table, column) or None).
 UNVERSIONED_SCHEMAS = (
@@ -42,6 +44,48 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+_in_unit_of_work: ContextVar[bool] = ContextVar("fleet_store_unit_of_work", default=False)
+
+
+@contextmanager
+def unit_of_work(serialized: bool = False) -> Iterator[None]:
+    """One transaction for one use case: the store's writes inside the block commit together at its end, or
+    none does (an error rolls all back). With `serialized`, units that ask for it run one at a time, so
+    a rule read at the start (no converge overlaps this one) still holds when the block writes.
+    Nested blocks join the outer one."""
+    if _in_unit_of_work.get():
+        yield
+        return
+    token = _in_unit_of_work.set(True)
+    try:
+        if serialized:
+            _take_operator_lock()
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    finally:
+        _in_unit_of_work.reset(token)
+
+
+def commit() -> None:
+    """Commit the store's writes now, or, inside a unit of work, at its end (flushed now, so later reads in
+    the unit see them)."""
+    if _in_unit_of_work.get():
+        db.session.flush()
+    else:
+        db.session.commit()
+
+
+def _take_operator_lock() -> None:
+    """Hold the operators' lock until this transaction ends. SQLite: a write (that changes nothing) takes the
+    database's write lock, which other writers then wait for; PostgreSQL: a transaction-scoped advisory lock."""
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "sqlite":
+        db.session.execute(text("UPDATE controller_state SET id = id WHERE 0"))
+    elif dialect == "postgresql":
+        db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OPERATOR_LOCK_KEY})
 
 
 @dataclass(frozen=True)

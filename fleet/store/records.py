@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQL
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store import leases, queries
-from fleet.store.db import db
+from fleet.store.db import commit, db
 from fleet.store.leases import KEPT_LOCK_MESSAGE
 from fleet.store.models import (
     Approval, ControllerState, DriftResolution, Host, HostLock, PrunedRunDurations, Revision, RevisionInventory, Run,
@@ -52,7 +52,7 @@ def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = Fa
     revision.status = RevisionStatus.VALID if ok else RevisionStatus.REJECTED
     revision.error = error
     revision.rewrites_history = rewrites_history
-    db.session.commit()
+    commit()
     return view_of(RevisionView, revision)
 
 
@@ -60,7 +60,7 @@ def note_rewrites_history(sha: str, rewrites_history: bool) -> RevisionView:
     """Judge a stored revision's history flag again (it is about to become desired)."""
     revision = db.session.scalar(select(Revision).where(Revision.sha == sha))
     revision.rewrites_history = rewrites_history
-    db.session.commit()
+    commit()
     return view_of(RevisionView, revision)
 
 
@@ -83,14 +83,14 @@ def record_fetch(repo: str, head_sha: str | None, desired_sha: str | None, error
         state.head_sha = head_sha
     if desired_sha:
         state.desired_sha = desired_sha
-    db.session.commit()
+    commit()
     return view_of(SourceView, state)
 
 
 def withdraw_desired() -> None:
     """No revision is desired any more (the desired one lost its trust); nothing runs until one is."""
     _source_row().desired_sha = None
-    db.session.commit()
+    commit()
 
 
 def sync_hosts(inventory_hosts: Iterable) -> None:
@@ -106,7 +106,7 @@ def sync_hosts(inventory_hosts: Iterable) -> None:
     for name, host in existing.items():
         if name not in wanted:
             host.in_inventory = False
-    db.session.commit()
+    commit()
 
 
 def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None,
@@ -117,7 +117,7 @@ def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_b
               requested_by=requested_by, started_at=utcnow(), pid=holder.pid, lease_holder=holder.id,
               lease_expires_at=leases.until(lease_seconds))
     db.session.add(run)
-    db.session.commit()
+    commit()
     return view_of(RunView, run)
 
 
@@ -130,7 +130,7 @@ def start_queued_run(run, sha: str, pid: int, lease_seconds: int = leases.DEFAUL
     run.started_at = utcnow()
     run.pid = holder.pid
     run.lease_holder, run.lease_expires_at = holder.id, leases.until(lease_seconds)
-    db.session.commit()
+    commit()
     return view_of(RunView, run)
 
 
@@ -146,7 +146,7 @@ def acquire_host_locks(run_id: int, hosts: list[str]) -> list[tuple[str, int]]:
         return []
     try:
         db.session.execute(insert(HostLock), wanted)
-        db.session.commit()
+        commit()
     except IntegrityError:  # another process took one between our read and our write
         db.session.rollback()
         return acquire_host_locks(run_id, hosts) or [(hosts[0], -1)]
@@ -160,7 +160,7 @@ def release_host_locks(run_id: int, keep: dict[str, str] | None = None) -> None:
         db.session.execute(update(HostLock).where(HostLock.run_id == run_id, HostLock.host == host)
                            .values(kept_reason=reason or KEPT_LOCK_MESSAGE))
     db.session.execute(delete(HostLock).where(HostLock.run_id == run_id, HostLock.host.not_in(list(keep or {}))))
-    db.session.commit()
+    commit()
 
 
 @dataclass(frozen=True)
@@ -196,24 +196,24 @@ def release_kept_lock(host: str, why: str) -> KeptLock | None:
     db.session.delete(row)
     db.session.execute(update(Host).where(Host.name == host, Host.message.startswith(KEPT_LOCK_MESSAGE))
                        .values(message=why))
-    db.session.commit()
+    commit()
     return kept
 
 
 def note_strategy(run_id: int, strategy: str) -> None:
     db.session.execute(update(Run).where(Run.id == run_id).values(strategy=strategy))
-    db.session.commit()  # not held open: host probes follow, and other processes write meanwhile
+    commit()  # not held open: host probes follow, and other processes write meanwhile
 
 
 def note_ansible_path(run_id: int, path: str) -> None:
     """How Ansible ran: 'warm' or 'cold: <why>' (fleet.warm.path_text), 'mixed: ...' for shards that differ."""
     db.session.execute(update(Run).where(Run.id == run_id).values(ansible_path=path))
-    db.session.commit()
+    commit()
 
 
 def note_ansible_pid(run_id: int, pid: int) -> None:
     db.session.execute(update(Run).where(Run.id == run_id).values(ansible_pid=pid))
-    db.session.commit()
+    commit()
 
 
 def request_cancel(run_id: int, reason: str) -> RunView:
@@ -223,14 +223,14 @@ def request_cancel(run_id: int, reason: str) -> RunView:
         run.status, run.error, run.finished_at = RunStatus.CANCELED, reason, utcnow()
     run.cancel_requested = True
     run.cancel_reason = reason
-    db.session.commit()
+    commit()
     return view_of(RunView, run)
 
 
 def note_run_waiting(run_id: int, reason: str) -> None:
     """Why a run waits ('' once it no longer does): the broker is down, a worker refuses its shards."""
     db.session.execute(update(Run).where(Run.id == run_id).values(waiting_reason=reason))
-    db.session.commit()
+    commit()
 
 
 def note_cancel(run_id: int, reason: str) -> None:
@@ -238,7 +238,7 @@ def note_cancel(run_id: int, reason: str) -> None:
     run = db.session.get(Run, run_id)
     if run is not None and not run.cancel_reason:
         run.cancel_requested, run.cancel_reason = True, reason
-        db.session.commit()
+        commit()
 
 
 def cancel_requested(run_id: int) -> bool:
@@ -340,7 +340,7 @@ class RunRecorder:
                     db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
                 if self._output:
                     db.session.execute(RunOutput.__table__.insert(), self._output)
-                db.session.commit()
+                commit()
             except VALUE_REFUSALS as exc:
                 if store_down(exc):
                     raise
@@ -371,7 +371,7 @@ class RunRecorder:
                 if replaced is None:
                     raise refusal
                 problems += [_problem(what, row, column, message) for column, message in replaced]
-        db.session.commit()
+        commit()
         self.problems += problems
         return True
 
@@ -464,7 +464,7 @@ def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -
     run.ansible_pid = None
     _write_run_hosts(run, verdicts)
     _update_hosts(run, verdicts)
-    db.session.commit()
+    commit()
     return view_of(RunView, run)
 
 
@@ -572,7 +572,7 @@ def _add_counts(stored: str | None, more: dict[str, int]) -> str:
 
 def mark_key_blocked(name: str, blocked: bool) -> None:
     db.session.execute(update(Host).where(Host.name == name).values(key_blocked=blocked))
-    db.session.commit()
+    commit()
 
 
 # --- the queue ----------------------------------------------------------------
@@ -589,7 +589,7 @@ def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str,
     run = Run(kind=kind, trigger=trigger, status=RunStatus.QUEUED, limit=limit or "", requested_by=requested_by,
               approval_id=approval_id)
     db.session.add(run)
-    db.session.commit()
+    commit()
     return view_of(RunView, run), False
 
 
@@ -605,7 +605,7 @@ def _update_controller(**values) -> None:
     state = _controller_row()
     for name, value in values.items():
         setattr(state, name, value)
-    db.session.commit()
+    commit()
 
 
 def request_fetch() -> None:
@@ -662,7 +662,7 @@ def interrupt_queued_converges(reason: str) -> list[RunView]:
     for run in queued:
         run.status, run.error, run.finished_at = RunStatus.INTERRUPTED, reason, utcnow()
     interrupted = [view_of(RunView, run) for run in queued]  # before the commit expires the rows: no reloads
-    db.session.commit()
+    commit()
     return interrupted
 
 
@@ -682,7 +682,7 @@ def open_approval(host: str, check_run_id: int, sha: str, signature: str, summar
     approval = Approval(host=host, check_run_id=check_run_id, revision_sha=sha, drift_signature=signature,
                         summary=summary, status=ApprovalStatus.PENDING, kind=ApprovalKind.DRIFT, reason=reason)
     db.session.add(approval)
-    db.session.commit()
+    commit()
     return view_of(ApprovalView, approval)
 
 
@@ -709,7 +709,7 @@ def accept_inventory(sha: str, hosts: Iterable[str]) -> None:
     """
     _inventory_row(sha, hosts).accepted = True
     _supersede_inventory_approvals(sha, f"the inventory of {sha[:12]} was accepted since; nothing left to approve")
-    db.session.commit()
+    commit()
 
 
 def open_inventory_approval(sha: str, hosts: Iterable[str], check_run_id: int, reason: str) -> ApprovalView:
@@ -728,7 +728,7 @@ def open_inventory_approval(sha: str, hosts: Iterable[str], check_run_id: int, r
                             summary=reason, reason=reason, status=ApprovalStatus.PENDING,
                             kind=ApprovalKind.INVENTORY)
         db.session.add(approval)
-    db.session.commit()
+    commit()
     return view_of(ApprovalView, approval)
 
 
@@ -752,7 +752,7 @@ def decide_approval(approval_id: int, who: str) -> ApprovalView:
         inventory = db.session.scalar(select(RevisionInventory).where(RevisionInventory.sha == approval.revision_sha))
         if inventory is not None:
             inventory.accepted, inventory.judged_at = True, utcnow()
-    db.session.commit()
+    commit()
     return view_of(ApprovalView, approval)
 
 
@@ -762,4 +762,4 @@ def close_approval(approval, status: str, note: str, converge_run_id: int | None
     approval.status, approval.note = status, note
     if converge_run_id:
         approval.converge_run_id = converge_run_id
-    db.session.commit()
+    commit()

@@ -28,7 +28,7 @@ SESSION = [
     (("request", "check"), 0, ("run.request", "all hosts", "check, run 3")),
     (("request", "check"), 0, ("run.request", "all hosts", "check, run 3, joined the queued one")),
     (("cancel", "3"), 0, ("run.cancel", "run 3", "check, was queued")),
-    (("approve", "1"), 0, ("approval.approve", "web1", "approval 1")),
+    (("approve", "1"), 0, ("approval.approve", "web1", "approval 1;")),
     (("approve", "999"), 1, None),  # no such approval: nothing changed, nothing to record
     (("user", "add", "ada", "--role", "admin", "--password-stdin"), 0, ("user.add", "ada", "role=admin")),
     (("token", "create", "ci", "--role", "operator"), 0, ("token.create", "ci", None)),

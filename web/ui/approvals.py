@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 
 from fleet import shapes
-from fleet.errors import FleetError, NotFound
+from fleet import actions
+from fleet.errors import NotFound
 from fleet.vocabulary import ApprovalKind
-from fleet.store import queries, records
-from fleet.web.auth import audit, require_role
-from fleet.web.ui.common import int_arg, who
+from fleet.store import queries
+from fleet.web.auth import actor, require_role
+from fleet.web.ui.common import int_arg
 
 bp = Blueprint("approvals", __name__, url_prefix="/approvals")
 
@@ -33,14 +34,13 @@ def index():
 @require_role("operator")
 def approve(approval_id: int):
     try:
-        approval = records.decide_approval(approval_id, who())
+        approval = actions.approve(actor(), approval_id)
     except NotFound as exc:
         flash(str(exc), "error")
         return index(), 404
-    except FleetError as exc:
+    except actions.Refused as exc:
         flash(str(exc), "error")
         return index(), 409
-    audit("approval.approve", approval.host or f"revision {approval.revision_sha[:12]}", f"approval {approval.id}")
     flash(shapes.approved_message(approval), "info")
     return redirect(url_for("ui.approvals.index"), 303)
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
+from fleet import actions
 from fleet.store import queries, records
 from fleet.vocabulary import HOST_STATUSES, TaskStatus, covers
-from fleet.web.auth import audit, require_role
+from fleet.web.auth import actor, require_role
 from fleet.web.ui import present
-from fleet.web.ui.common import choice_arg, int_arg, or_404, who
+from fleet.web.ui.common import choice_arg, int_arg, or_404
 
 bp = Blueprint("hosts", __name__, url_prefix="/hosts")
 
@@ -61,11 +62,11 @@ def show(name: str):
 @require_role("operator")
 def check(name: str):
     host = or_404(queries.get_host, name)
-    run, joined = records.enqueue_run("check", "manual", host.name, who())
-    if joined:
+    requested = actions.request_run(actor(), "check", host.name)
+    run = requested.run
+    if requested.joined:
         flash(f"run {run.id} queued (an identical check was already waiting; joined it)", "info")
     else:
-        audit("run.request", host.name, f"check, run {run.id}")
         flash(f"run {run.id} queued: check of {host.name}", "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)
 
@@ -74,12 +75,11 @@ def check(name: str):
 @require_role("operator")
 def converge(name: str):
     host = or_404(queries.get_host, name)
-    conflict = queries.converge_conflict(host.name)  # the API's rule too
-    if conflict:
-        flash(conflict, "error")
+    try:
+        run = actions.request_run(actor(), "converge", host.name).run
+    except actions.Refused as exc:
+        flash(str(exc), "error")
         return show(name), 409
-    run, _ = records.enqueue_run("converge", "manual", host.name, who())
-    audit("run.request", host.name, f"converge, run {run.id}")
     flash(f"run {run.id} queued: converge of {host.name}", "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)
 
@@ -89,10 +89,10 @@ def converge(name: str):
 def release(name: str):
     """Free the lock a stopped run kept on the host (its work there was not confirmed ended): `fleet hosts release`."""
     host = or_404(queries.get_host, name)
-    kept = records.release_kept_lock(host.name, f"lock released by {who()}; nothing about the host is proven since")
-    if kept is None:
+    try:
+        kept = actions.release_host(actor(), host.name)
+    except actions.Refused:
         flash(f"{host.name} has no kept lock", "error")
         return redirect(url_for("ui.hosts.show", name=host.name), 303)
-    audit("host.release", host.name, f"lock kept by run {kept.run_id}: {kept.reason}")
     flash(f"released the lock run {kept.run_id} kept on {host.name}", "info")
     return redirect(url_for("ui.hosts.show", name=host.name), 303)

@@ -7,11 +7,12 @@ from flask import (
 )
 
 from fleet import vocabulary
-from fleet.store import queries, records, workers
-from fleet.web.auth import audit, require_role
+from fleet import actions
+from fleet.store import queries, workers
+from fleet.web.auth import actor, require_role
 from fleet.web.openapi import MAX_ID
 from fleet.web.ui import present
-from fleet.web.ui.common import choice_arg, int_arg, or_404, who
+from fleet.web.ui.common import choice_arg, int_arg, or_404
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -153,11 +154,11 @@ def live(run_id: int):
 @require_role("operator")
 def cancel(run_id: int):
     run = or_404(queries.get_run, run_id)
-    if not vocabulary.is_active(run.status):
-        flash(f"run {run.id} is {run.status}; only queued or running runs can be canceled", "error")
+    try:
+        actions.cancel_run(actor(), run.id)
+    except actions.Refused as exc:
+        flash(str(exc), "error")
         return show(run_id), 409
-    records.request_cancel(run.id, f"canceled by {who()}")
-    audit("run.cancel", f"run {run.id}", run.kind)
     flash(f"run {run.id}: cancel requested", "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)
 
@@ -168,9 +169,8 @@ def check_all():
     """Queue a check of every host (joins an identical queued one)."""
     if request.form.get("kind", "check") != "check":
         abort(400, description="only a check of every host can be asked for here; converge a host from its page")
-    run, joined = records.enqueue_run("check", "manual", "", who())
-    if not joined:
-        audit("run.request", "all hosts", f"check, run {run.id}")
+    requested = actions.request_run(actor(), "check")
+    run, joined = requested.run, requested.joined
     flash(f"run {run.id} queued: check of every host" + (" (joined the one already waiting)" if joined else ""),
           "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)
