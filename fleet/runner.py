@@ -34,6 +34,7 @@ import ansible_runner
 import yaml
 
 from fleet import filemodes, hostkeys, processes, warm
+from fleet.vocabulary import RunnerStatus
 from fleet.errors import SourceError
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from fleet.settings import Settings
 
 CALLBACK_DIR = Path(__file__).parent / "ansible_plugins" / "callback"
-RUNNER_STATUSES = {"successful", "failed", "timeout", "canceled"}
+RUNNER_STATUSES = frozenset(RunnerStatus)
 # ansible-core releases fleet has run Mitogen's strategy with, same verdicts as linear: [min, max)
 MITOGEN_ANSIBLE_RANGE = ((2, 10), (2, 20))
 
@@ -664,7 +665,7 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
     except BaseException:
         process.kill()
         raise
-    status = result.status if result.status in RUNNER_STATUSES else "failed"
+    status = result.status if result.status in RUNNER_STATUSES else RunnerStatus.FAILED
     return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1,
                          ansible_path=ansible_path(spec, binary, report))
 

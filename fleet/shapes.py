@@ -179,7 +179,7 @@ def worker_json(worker, now) -> dict:
 
 
 def shard_json(shard) -> dict:
-    """One shard of a run (a store ShardView): which worker ran which hosts, its attempts and why it ended so."""
+    """One shard of a run (a store ShardReport): which worker ran which hosts, its attempts and why it ended so."""
     return {
         "index": shard.index, "hosts": list(shard.hosts), "status": shard.status, "attempt": shard.attempt,
         "worker": shard.worker or None, "reason": shard.reason or None, "started_at": iso(shard.started_at),

@@ -77,6 +77,29 @@ class RevisionStatus(StrEnum):
     REJECTED = "rejected"  # failed validation: nothing ever runs from it
 
 
+class ShardStatus(StrEnum):
+    """One shard of a run on the celery executor: a part of its hosts, sent to a `fleet worker`."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    LOST = "lost"  # its worker went away: a check shard is sent again, a converge shard ends interrupted
+    INTERRUPTED = "interrupted"
+    REFUSED = "refused"  # a worker of another version or without the revision would not take it
+    CANCELED = "canceled"
+
+
+class RunnerStatus(StrEnum):
+    """How one Ansible run ended, as ansible-runner says it (anything else it says counts as failed)."""
+
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELED = "canceled"
+
+
 # One display order per list: the best news first for hosts, the life of a run for runs.
 HOST_STATUSES = (HostStatus.IN_SYNC, HostStatus.DRIFTED, HostStatus.UNVERIFIED, HostStatus.FAILED,
                  HostStatus.UNREACHABLE, HostStatus.INCOMPLETE, HostStatus.UNKNOWN)

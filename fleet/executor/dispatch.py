@@ -22,8 +22,8 @@ from fleet.drift import HostVerdict
 from fleet.executor.celery_app import BrokerUnavailable, send_shard
 from fleet.runner import InventoryHost
 from fleet.store import records, shards, workers
-from fleet.store.shards import ShardStatus, ShardView
-from fleet.vocabulary import HostStatus, RunKind, RunStatus, utcnow
+from fleet.store.shards import ShardView
+from fleet.vocabulary import HostStatus, RunKind, RunStatus, ShardStatus, utcnow
 
 log = logging.getLogger("fleet.executor")
 

@@ -31,9 +31,9 @@ from fleet.jobs import DesiredState, Execution, RevisionSummary, with_refused_va
 from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, shards
-from fleet.store.shards import ShardStatus, ShardView
+from fleet.store.shards import ShardView
+from fleet.vocabulary import HostStatus, RevisionStatus, RunStatus, ShardStatus, aware, utcnow
 from fleet.store.views import RunView, view_of
-from fleet.vocabulary import HostStatus, RevisionStatus, RunStatus, aware, utcnow
 
 log = logging.getLogger("fleet.worker")
 

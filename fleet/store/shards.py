@@ -29,19 +29,7 @@ from fleet.store.db import db
 from fleet.store.leases import until
 from fleet.store.models import Run, RunOutput, Shard, TaskResultRow
 from fleet.store.views import view_of
-from fleet.vocabulary import RunStatus, aware, utcnow
-
-
-class ShardStatus:
-    PENDING = "pending"
-    SENT = "sent"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    LOST = "lost"
-    INTERRUPTED = "interrupted"
-    REFUSED = "refused"
-    CANCELED = "canceled"
+from fleet.vocabulary import RunStatus, ShardStatus, aware, utcnow
 
 
 SHARD_FINAL = (ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.INTERRUPTED, ShardStatus.CANCELED)

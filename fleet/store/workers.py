@@ -29,8 +29,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet.store.db import db
 from fleet.store.models import Run, Shard, Worker
-from fleet.store.shards import ShardStatus
-from fleet.vocabulary import aware, utcnow
+from fleet.vocabulary import ShardStatus, aware, utcnow
 
 WORKER_STALE_SECONDS = 30
 ONLINE, STOPPED, LOST = "online", "stopped", "lost"
@@ -62,7 +61,7 @@ class WorkerView:
 
 
 @dataclass(frozen=True)
-class ShardView:
+class ShardReport:
     """Part of a run's hosts and what became of it on the worker that ran it (the last attempt);
     `history` holds one line per earlier attempt."""
 
@@ -85,7 +84,7 @@ class RunPlacement:
     """Where a run stands with the workers: why it waits while queued, and its shards (none for a local run)."""
 
     waiting_reason: str
-    shards: tuple[ShardView, ...]
+    shards: tuple[ShardReport, ...]
 
 
 # --- the writer side: a worker process reports itself --------------------------------------------
@@ -179,16 +178,16 @@ def run_placement(run_id: int) -> RunPlacement:
     rows = db.session.execute(select(Run.waiting_reason, Shard).outerjoin(Shard, Shard.run_id == Run.id)
                               .where(Run.id == run_id).order_by(Shard.index)).all()
     reason = (rows[0][0] or "") if rows else ""
-    return RunPlacement(reason, tuple(_shard_view(shard) for _, shard in rows if shard is not None))
+    return RunPlacement(reason, tuple(_shard_report(shard) for _, shard in rows if shard is not None))
 
 
-def shards_of_run(run_id: int) -> list[ShardView]:
+def shards_of_run(run_id: int) -> list[ShardReport]:
     """The run's shards in index order (empty for a run the local executor ran)."""
     return list(run_placement(run_id).shards)
 
 
-def _shard_view(row: Shard) -> ShardView:
-    return ShardView(
+def _shard_report(row: Shard) -> ShardReport:
+    return ShardReport(
         index=row.index, hosts=tuple(_host_names(row.hosts)), status=row.status, attempt=row.attempt,
         worker=row.worker or "", reason=row.reason or "", outcome=row.outcome or "", strategy=row.strategy or "",
         started_at=aware(row.started_at), finished_at=aware(row.finished_at),

@@ -15,7 +15,8 @@ from fleet.drift import HostVerdict
 from fleet.executor import celery_app
 from fleet.executor.dispatch import shard_count, shard_verdicts, split_hosts, verdicts_from_json, verdicts_to_json
 from fleet.executor.shard import version_refusal
-from fleet.store.shards import ShardStatus, ShardView
+from fleet.store.shards import ShardView
+from fleet.vocabulary import ShardStatus
 from fleet.vocabulary import HostStatus
 from tests.conftest import free_port, wait_for
 

@@ -19,7 +19,7 @@ from fleet.settings import replace
 from fleet.store import records, shards
 from fleet.store.db import db, open_store
 from fleet.store.models import Revision, Shard, TaskResultRow
-from fleet.store.shards import ShardStatus
+from fleet.vocabulary import ShardStatus
 from fleet.vocabulary import utcnow
 from tests.conftest import settings_for_source, wait_for
 from tests.truth_cases import CASES

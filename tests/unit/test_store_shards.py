@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from fleet.drift import TaskResult
 from fleet.store import queries, records, shards
 from fleet.store.models import RunOutput, Shard, TaskResultRow
-from fleet.store.shards import ShardStatus
+from fleet.vocabulary import ShardStatus
 from fleet.vocabulary import RunStatus, utcnow
 from tests.unit.store_fixtures import temporary_store
 
