@@ -10,6 +10,7 @@ import click
 
 from fleet import __version__, actions, filemodes, hostkeys, jobs, lab, runner, shapes, source, warm
 from fleet.errors import FleetError
+from fleet.revisions import desired_state
 from fleet.output import Progress, colour_diff, duration, indent, kept_process_line, paint, table, use_colour, when
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, pins, queries, records
@@ -749,7 +750,7 @@ def _store_accepted_key(settings: Settings, known_hosts_name: str, written: list
 def _probe_target(settings: Settings, host) -> hostkeys.Target:
     """Where the probe finds a stored host: by its route in the desired inventory (jump hosts too), else directly."""
     try:
-        listed = {h.name: h for h in jobs.desired_state(settings).hosts}
+        listed = {h.name: h for h in desired_state(settings).hosts}
     except FleetError:
         listed = {}
     if host.name in listed:

@@ -41,7 +41,7 @@ import git
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from fleet import jobs, notify, plan, policy, source
+from fleet import jobs, notify, plan, policy, revisions, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
@@ -84,7 +84,7 @@ class Controller:
         # One runner for the controller's life: jobs caches inventory listings per runner.
         # One notifier: it groups, rate-limits and sends from a thread of its own, so no step waits on it.
         self.notifier = notify.Notifier(settings.link_base if settings else "")
-        self.actions = ActionExecutor(settings, self.stop, runner or jobs.default_runner(settings), self.keep_leading,
+        self.actions = ActionExecutor(settings, self.stop, runner or revisions.default_runner(settings), self.keep_leading,
                                       self.holder, self.notifier)
         self._fetching: _Fetching | None = None  # a fetch still running in its thread
         self._source_problem = ""  # the source problem logged last, so it is logged once
@@ -225,10 +225,10 @@ class Controller:
     def _fetch(self, fetching: _Fetching) -> tuple[str, str]:
         """Record a finished fetch through jobs (which validates a new head): its outcome and problem."""
         try:
-            jobs.adopt_fetch(self.settings, fetching.result, runner=self.actions.runner)
+            revisions.adopt_fetch(self.settings, fetching.result, runner=self.actions.runner)
         except RevisionRejected as exc:  # recorded; the last good revision stays desired
             return "rejected", str(exc)
-        except SourceError as exc:  # recorded as stale by jobs.adopt_fetch
+        except SourceError as exc:  # recorded as stale by revisions.adopt_fetch
             return "stale", f"cannot fetch the source: {exc}"
         return "fetched", ""
 
@@ -449,7 +449,7 @@ class ActionExecutor:
         With ``pinned_sha``, only at that revision: a run the desired revision moved away from fails unstarted.
         """
         try:
-            desired = jobs.desired_state(self.settings, runner=self.runner)
+            desired = revisions.desired_state(self.settings, runner=self.runner)
             if pinned_sha and desired.revision.sha != pinned_sha:
                 raise FleetError(f"the desired revision moved to {desired.revision.sha[:12]} since {pinned_sha[:12]} "
                                  "was approved and re-checked; nothing was converged, the next check asks again")
@@ -520,7 +520,7 @@ _HANDLERS = {
 }
 
 
-def finished_run(report: jobs.RunReport, desired: jobs.DesiredState, diverged: dict[str, str] | None = None,
+def finished_run(report: jobs.RunReport, desired: revisions.DesiredState, diverged: dict[str, str] | None = None,
                  inventory: plan.InventoryChange | None = None) -> plan.FinishedRun:
     """A run's report as the plan judges it: each host's verdict, groups, drifted tasks and the revision it
     was converged to when the run's revision does not descend from it (``diverged``); a check's inventory."""
@@ -563,7 +563,7 @@ def policy_at(settings: Settings, sha: str) -> policy.Policy:
     """fleet.yml of one revision; the default policy when its export is gone or it does not parse."""
     tree = source.export_path(settings, sha)
     try:
-        return jobs.load_policy(tree) if tree.exists() else policy.DEFAULT_POLICY
+        return revisions.load_policy(tree) if tree.exists() else policy.DEFAULT_POLICY
     except (policy.PolicyError, OSError):
         return policy.DEFAULT_POLICY
 
@@ -585,10 +585,10 @@ def observe_inventory(settings: Settings, sha: str, names: list[str]) -> plan.In
 
 
 def current_policy(settings: Settings) -> policy.Policy:
-    """fleet.yml of the desired revision (asked every tick; jobs.load_policy parses each revision once)."""
+    """fleet.yml of the desired revision (asked every tick; revisions.load_policy parses each revision once)."""
     sha = queries.desired_sha()
     tree = source.export_path(settings, sha) if sha else None
-    return jobs.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY
+    return revisions.load_policy(tree) if tree and tree.exists() else policy.DEFAULT_POLICY
 
 
 # --- the store's view, in the plan's terms ------------------------------------------------

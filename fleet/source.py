@@ -4,7 +4,7 @@ The source is mirrored into the data directory; each revision is exported
 (`git archive`) into a directory of its own, written once and never
 changed, so a run never reads a working tree that moves under it. What
 Ansible makes of a revision (inventory, syntax) is asked of the runner, by
-jobs.validate_revision.
+revisions.validate_revision.
 
 The network is the dangerous part. The URL is checked before git ever sees
 it (`ext::` and other helpers run commands). Every git command that talks to

@@ -23,11 +23,12 @@ from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 import fleet
-from fleet import jobs, source
+from fleet import revisions, source
 from fleet.drift import HostVerdict
 from fleet.errors import FleetError, SourceError
 from fleet.executor.dispatch import verdicts_to_json
-from fleet.jobs import DesiredState, Execution, RevisionSummary, with_refused_values
+from fleet.jobs import Execution, with_refused_values
+from fleet.revisions import DesiredState, RevisionSummary
 from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, shards
@@ -58,7 +59,7 @@ def execute_shard(settings: Settings, shard_id: int, attempt: int, worker: str,
         log.info("shard %s attempt %s: nothing to claim (taken, given away or canceled)", shard_id, attempt)
         return ""
     with ShardLease(shard, settings.lease_seconds) as lease:
-        return _run_claimed(settings, shard, worker, lease, runner or jobs.default_runner(settings))
+        return _run_claimed(settings, shard, worker, lease, runner or revisions.default_runner(settings))
 
 
 def _run_claimed(settings: Settings, shard: ShardView, worker: str, lease: ShardLease, runner: Runner) -> str:
@@ -129,11 +130,11 @@ def exact_revision(settings: Settings, sha: str, runner: Runner) -> DesiredState
     with _source_lock:
         tree = _export(settings, sha)
         if sha not in _validated:
-            jobs.install_requirements(tree, runner)
-            _validated[sha] = jobs.validate_revision(tree, settings, runner).error
+            revisions.install_requirements(tree, runner)
+            _validated[sha] = revisions.validate_revision(tree, settings, runner).error
     if _validated[sha]:
         raise FleetError(f"it does not validate on this worker: {_validated[sha]}")
-    hosts = jobs.inventory_hosts(tree, settings, runner)
+    hosts = revisions.inventory_hosts(tree, settings, runner)
     return DesiredState(revision=view_of(RevisionSummary, stored), tree=tree, hosts=tuple(hosts))
 
 

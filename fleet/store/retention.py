@@ -20,7 +20,7 @@ Exports (`<data dir>/revisions/<sha>`, one tree per fetched revision) go
 unless they are the desired revision's or an active run's, or younger than
 EXPORT_GRACE (a fetch or a CLI run may be about to use one it just wrote).
 The git mirror keeps every commit, and an export is written again on
-demand (`jobs.sync_source`, `jobs.desired_state`). Leftover staging
+demand (`revisions.sync_source`, `revisions.desired_state`). Leftover staging
 directories of interrupted exports and run directories (`runs/<id>`, the
 private data of a run its process did not live to clean up) go too.
 

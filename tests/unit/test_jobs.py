@@ -12,13 +12,11 @@ import pytest
 from sqlalchemy import select, text
 
 from fleet.drift import HostVerdict
-from fleet import jobs
+from fleet import jobs, revisions
 from fleet.errors import FleetError, HostBusy, RevisionRejected, StoreError
 from fleet.fake_runner import FakeRunner, hosts_of, load_events, scripted_events
-from fleet.jobs import (
-    RevisionSummary, _run_status, close_lapsed_runs, desired_state, execute_run, exit_code, perform_run,
-    resolve_targets, ssh_persist, sync_source, validate_revision,
-)
+from fleet.jobs import _run_status, close_lapsed_runs, execute_run, exit_code, perform_run, resolve_targets, ssh_persist
+from fleet.revisions import RevisionSummary, desired_state, sync_source, validate_revision
 from fleet.runner import InventoryHost
 from fleet.settings import Settings, replace
 from fleet.store import db, leases, records
@@ -534,14 +532,14 @@ def test_is_dynamic_inventory(tmp_path, files, dynamic):
         (tmp_path / "inv" / name).write_text(content)
     if executable:
         (tmp_path / "inv" / executable).chmod(0o700)
-    assert jobs.is_dynamic_inventory(tmp_path / "inv") is dynamic
+    assert revisions.is_dynamic_inventory(tmp_path / "inv") is dynamic
 
 
 def test_an_inventory_script_named_as_the_inventory_path_is_dynamic(tmp_path):
     script = tmp_path / "hosts.sh"
     script.write_text("#!/bin/sh\necho {}\n")
     script.chmod(0o700)
-    assert jobs.is_dynamic_inventory(script) and not jobs.is_dynamic_inventory(tmp_path / "missing")
+    assert revisions.is_dynamic_inventory(script) and not revisions.is_dynamic_inventory(tmp_path / "missing")
 
 
 @pytest.fixture

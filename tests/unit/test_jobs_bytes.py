@@ -108,7 +108,7 @@ def test_a_value_the_store_refuses_costs_that_value_not_the_run(settings, store)
 def test_a_shard_whose_value_the_store_refuses_is_done_and_names_it(tmp_path):
     from fleet.executor.shard import execute_shard
     from fleet.fake_runner import hosts_of, load_events
-    from fleet.jobs import sync_source
+    from fleet.revisions import sync_source
     from fleet.store import records, shards
     from tests.unit.test_shard_execution import RECORDED
 

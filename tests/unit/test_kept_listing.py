@@ -1,4 +1,4 @@
-"""jobs: a static inventory's listing is kept in the export for later processes; validation's two Ansible runs
+"""revisions: a static inventory's listing is kept in the export for later processes; validation's two Ansible runs
 at once. Ansible's own ansible-inventory and ansible-playbook run here (no hosts needed)."""
 
 import dataclasses
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import jobs
+from fleet import revisions
 from fleet.runner import AnsibleRunner, InventoryHost
 from fleet.settings import Settings
 
@@ -57,13 +57,13 @@ def runner(tmp_path):
 
 def a_new_process():
     """What a new `fleet check` process starts with: nothing listed in memory."""
-    jobs._listing.cache_clear()
+    revisions._listing.cache_clear()
 
 
 def test_a_static_listing_is_asked_of_ansible_once_and_read_back_the_same_by_later_processes(tree, runner, settings):
-    first = jobs.inventory_hosts(tree, settings, runner)
+    first = revisions.inventory_hosts(tree, settings, runner)
     a_new_process()
-    again = jobs.inventory_hosts(tree, settings, runner)
+    again = revisions.inventory_hosts(tree, settings, runner)
     assert runner.listed == [None]
     assert again == first
     assert [(h.name, h.address, h.port, h.groups, h.user) for h in again] == [
@@ -72,18 +72,18 @@ def test_a_static_listing_is_asked_of_ansible_once_and_read_back_the_same_by_lat
 
 
 def test_each_limit_is_kept_apart(tree, runner, settings):
-    assert [h.name for h in jobs.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
+    assert [h.name for h in revisions.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
     a_new_process()
-    assert [h.name for h in jobs.inventory_hosts(tree, settings, runner)] == ["web1", "web2"]
-    assert [h.name for h in jobs.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
+    assert [h.name for h in revisions.inventory_hosts(tree, settings, runner)] == ["web1", "web2"]
+    assert [h.name for h in revisions.inventory_hosts(tree, settings, runner, limit="web2")] == ["web2"]
     assert runner.listed == ["web2", None]
 
 
 def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner, monkeypatch, tmp_path, settings):
-    jobs.inventory_hosts(tree, settings, runner)
+    revisions.inventory_hosts(tree, settings, runner)
     a_new_process()
     monkeypatch.setenv("ANSIBLE_INVENTORY_ENABLED", "yaml,ini")
-    jobs.inventory_hosts(tree, settings, runner)
+    revisions.inventory_hosts(tree, settings, runner)
     assert runner.listed == [None, None]
     vault = tmp_path / "vault-password"
     vault.write_text("one\n")
@@ -91,10 +91,10 @@ def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner
     with_vault = CountingRunner(tmp_path / "known_hosts", tmp_path / "cp", vault_password_file=str(vault),
                                 listed=runner.listed)
     a_new_process()
-    jobs.inventory_hosts(tree, settings, with_vault)
+    revisions.inventory_hosts(tree, settings, with_vault)
     vault.write_text("two\n")
     a_new_process()
-    jobs.inventory_hosts(tree, settings, with_vault)
+    revisions.inventory_hosts(tree, settings, with_vault)
     assert runner.listed == [None] * 4
 
 
@@ -102,20 +102,20 @@ def test_a_dynamic_inventory_is_never_kept(tree, runner, settings):
     script = tree / "inventory" / "script.sh"
     script.write_text('#!/bin/sh\necho \'{"_meta": {"hostvars": {}}, "all": {"hosts": ["dyn1"]}}\'\n')
     script.chmod(0o755)
-    names = [h.name for h in jobs.inventory_hosts(tree, settings, runner)]
+    names = [h.name for h in revisions.inventory_hosts(tree, settings, runner)]
     a_new_process()
-    jobs.reread_dynamic_inventories()
-    jobs.inventory_hosts(tree, settings, runner)
+    revisions.reread_dynamic_inventories()
+    revisions.inventory_hosts(tree, settings, runner)
     assert "dyn1" in names and runner.listed == [None, None]
-    assert not (tree / jobs.KEPT_DIR).exists() and not (settings.data_dir / jobs.KEPT_DIR).exists()
+    assert not (tree / revisions.KEPT_DIR).exists() and not (settings.data_dir / revisions.KEPT_DIR).exists()
 
 
 def test_an_unreadable_kept_listing_is_listed_again(tree, runner, settings):
-    first = jobs.inventory_hosts(tree, settings, runner)
-    (kept,) = (settings.data_dir / jobs.KEPT_DIR).iterdir()
+    first = revisions.inventory_hosts(tree, settings, runner)
+    (kept,) = (settings.data_dir / revisions.KEPT_DIR).iterdir()
     kept.write_text("{not json")
     a_new_process()
-    assert jobs.inventory_hosts(tree, settings, runner) == first
+    assert revisions.inventory_hosts(tree, settings, runner) == first
     assert runner.listed == [None, None]
 
 
@@ -140,7 +140,7 @@ class SlowRunner(AnsibleRunner):
 
 def test_validation_lists_the_inventory_and_checks_the_syntax_at_once(tree, tmp_path, settings):
     slow = SlowRunner(tmp_path / "known_hosts", tmp_path / "cp")
-    validation = jobs.validate_revision(tree, settings, slow)
+    validation = revisions.validate_revision(tree, settings, slow)
     assert validation.ok and [h.name for h in validation.hosts] == ["h1"]
     (list_start, list_end, _), (syntax_start, syntax_end, _) = slow.spans["list"], slow.spans["syntax"]
     assert list_start < syntax_end and syntax_start < list_end, "the two ran one after the other"
@@ -148,49 +148,49 @@ def test_validation_lists_the_inventory_and_checks_the_syntax_at_once(tree, tmp_
 
 def test_a_real_syntax_error_is_still_reported(tree, runner, settings):
     (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule_xyz: {}\n")
-    assert "syntax check failed" in jobs.validate_revision(tree, settings, runner).error
+    assert "syntax check failed" in revisions.validate_revision(tree, settings, runner).error
 
 
 def test_a_real_inventory_error_is_reported_before_the_syntax_check_and_not_kept(tree, runner, settings):
     (tree / "inventory" / "hosts.yml").write_text("all: [unbalanced\n")
     (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule_xyz: {}\n")
-    assert jobs.validate_revision(tree, settings, runner).error.startswith("inventory does not parse")
-    assert not (tree / jobs.KEPT_DIR).exists() and not (settings.data_dir / jobs.KEPT_DIR).exists()
+    assert revisions.validate_revision(tree, settings, runner).error.startswith("inventory does not parse")
+    assert not (tree / revisions.KEPT_DIR).exists() and not (settings.data_dir / revisions.KEPT_DIR).exists()
 
 
 def another_export(tree: Path, name: str) -> Path:
     """The export of a later commit: the same files (until the test changes some)."""
     other = tree.parent / name
-    shutil.copytree(tree, other, ignore=shutil.ignore_patterns(jobs.KEPT_DIR))
+    shutil.copytree(tree, other, ignore=shutil.ignore_patterns(revisions.KEPT_DIR))
     return other
 
 
 def test_a_later_export_with_the_same_inventory_files_reuses_the_listing(tree, runner, settings):
-    first = jobs.inventory_hosts(tree, settings, runner)
+    first = revisions.inventory_hosts(tree, settings, runner)
     (tree / "playbooks" / "site.yml").write_text("- hosts: web\n  tasks: []\n")  # the commit changed a playbook
     later = another_export(tree, "later")
     a_new_process()
-    assert jobs.inventory_hosts(later, settings, runner) == first
+    assert revisions.inventory_hosts(later, settings, runner) == first
     assert runner.listed == [None]
 
 
 def test_a_later_export_whose_group_vars_changed_lists_again(tree, runner, settings):
-    jobs.inventory_hosts(tree, settings, runner)
+    revisions.inventory_hosts(tree, settings, runner)
     later = another_export(tree, "later")
     (later / "inventory" / "group_vars").mkdir()
     (later / "inventory" / "group_vars" / "web.yml").write_text("ansible_port: 2222\n")
     a_new_process()
-    assert {h.name: h.port for h in jobs.inventory_hosts(later, settings, runner)} == {"web1": 2201, "web2": 2222}
+    assert {h.name: h.port for h in revisions.inventory_hosts(later, settings, runner)} == {"web1": 2201, "web2": 2222}
     assert runner.listed == [None, None]
 
 
 def test_an_export_with_its_own_ansible_cfg_keeps_its_listing_to_itself(tree, runner, settings):
     (tree / "ansible.cfg").write_text("[defaults]\nforks = 3\n")
-    first = jobs.inventory_hosts(tree, settings, runner)
+    first = revisions.inventory_hosts(tree, settings, runner)
     a_new_process()
-    assert jobs.inventory_hosts(tree, settings, runner) == first  # kept in the export
+    assert revisions.inventory_hosts(tree, settings, runner) == first  # kept in the export
     later = another_export(tree, "later")
     a_new_process()
-    jobs.inventory_hosts(later, settings, runner)
+    revisions.inventory_hosts(later, settings, runner)
     assert runner.listed == [None, None]
-    assert not (settings.data_dir / jobs.KEPT_DIR).exists()
+    assert not (settings.data_dir / revisions.KEPT_DIR).exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, func, select, update
 
-from fleet import jobs, policy
+from fleet import policy, revisions
 from fleet.drift import HostVerdict, TaskResult
 from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.runner import InventoryHost
@@ -175,12 +175,12 @@ def test_audit_entries_stay_at_least_a_year(settings, store):
 
 def test_exports_are_pruned_unless_desired_or_in_use_and_are_written_again_on_demand(settings, store):
     runner = FakeRunner(events=scripted_events({"web1": "ok"}), hosts=[InventoryHost("web1", "127.0.99.1", 22, ())])
-    first = jobs.sync_source(settings, runner).revision.sha
+    first = revisions.sync_source(settings, runner).revision.sha
     source = Path(settings.repo)
     (source / "README").write_text("second\n")
     git(source, "add", "README")
     git(source, "commit", "-qm", "second")
-    second = jobs.sync_source(settings, runner).revision.sha
+    second = revisions.sync_source(settings, runner).revision.sha
     export = settings.data_dir / "revisions"
     assert {p.name for p in export.iterdir()} == {first, second}
     later = utcnow() + timedelta(hours=2)  # past the grace an export just written gets
@@ -196,7 +196,7 @@ def test_exports_are_pruned_unless_desired_or_in_use_and_are_written_again_on_de
     assert {p.name for p in export.iterdir()} == {second}  # the desired revision's export stays
 
     pinned = dataclasses.replace(settings, branch=first)  # the old revision is wanted again
-    assert jobs.sync_source(pinned, runner).tree == export / first
+    assert revisions.sync_source(pinned, runner).tree == export / first
     assert (export / first / "playbooks" / "site.yml").is_file()  # written again from the mirror
 
 

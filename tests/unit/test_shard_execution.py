@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from fleet.executor.dispatch import verdicts_from_json
 from fleet.executor.shard import execute_shard
 from fleet.fake_runner import FakeRunner, hosts_of, load_events
-from fleet.jobs import sync_source
+from fleet.revisions import sync_source
 from fleet.settings import replace
 from fleet.store import records, shards
 from fleet.store.db import db, open_store

@@ -180,7 +180,8 @@ def test_a_shard_and_a_local_run_keep_the_path_their_runner_reported(tmp_path):
 
     from fleet.executor.shard import execute_shard
     from fleet.fake_runner import FakeRunner, hosts_of, load_events
-    from fleet.jobs import perform_run, sync_source
+    from fleet.jobs import perform_run
+    from fleet.revisions import sync_source
     from fleet.settings import replace
     from fleet.store import queries, records, shards
     from fleet.store.db import open_store
