@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_HOSTS ?= 4
 
-.PHONY: demo demo-stop test test-fast system venv clean bench
+.PHONY: demo demo-stop test test-fast lint system venv clean bench
 
 # Debian packages the lab and the tests need (sshd for lab hosts; redis-server and PostgreSQL for the
 # scale-out tests, which start their own broker; sudo, acl and the Python libraries for the compatibility
@@ -77,7 +77,7 @@ PG_TESTS ?= tests/unit/test_store_*.py tests/unit/test_retention.py tests/unit/t
 # The SQLite run spreads test files over TEST_WORKERS processes (pytest-xdist; tests/conftest.py keeps files that
 # share a lab subnet together); the PostgreSQL run shares one database, so it runs one test at a time.
 TEST_WORKERS ?= 3
-test: system venv
+test: system venv lint
 	env -u FLEET_TEST_DATABASE_URL $(BIN)/python -m pytest -n $(TEST_WORKERS)
 	@if [ -n "$$FLEET_TEST_DATABASE_URL" ]; then \
 	  echo "again on PostgreSQL: $(PG_TESTS)"; \
@@ -85,8 +85,13 @@ test: system venv
 	fi
 
 # Unit and web tests only: no root, no lab hosts, no browser.
-test-fast: venv
+test-fast: venv lint
 	$(BIN)/python -m pytest -n 2 tests/unit tests/web
+
+# ruff (settings in pyproject.toml): lint and format of the product's code, checked, never rewritten here.
+lint: venv
+	$(BIN)/ruff check fleet web
+	$(BIN)/ruff format --check fleet web
 
 clean:
 	-$(BIN)/fleet lab down

@@ -41,9 +41,11 @@ class RunRequested:
 
 
 def request_run(actor: Actor, kind: str, limit: str = "") -> RunRequested:
-    """Queue a check or converge of `limit` (empty: every host) for the controller. An identical queued check
-    is joined (audited as such: who asked is kept). A converge that may touch a host another queued or running converge may touch is refused
-    (queries.converge_conflict): the rule and the enqueue hold one lock, so two requests cannot both pass."""
+    """Queue a check or converge of `limit` (empty: every host) for the controller.
+
+    An identical queued check is joined (audited as such: who asked is kept). A converge that may touch a
+    host another queued or running converge may touch is refused (queries.converge_conflict): the rule and
+    the enqueue hold one lock, so two requests cannot both pass."""
     if kind not in vocabulary.RUN_KINDS:
         raise FleetError(f"unknown run kind {kind!r}: one of {', '.join(vocabulary.RUN_KINDS)}")
     limit = limit or ""
@@ -53,8 +55,9 @@ def request_run(actor: Actor, kind: str, limit: str = "") -> RunRequested:
             if conflict:
                 raise Refused(conflict)
         run, joined = records.enqueue_run(kind, vocabulary.Trigger.MANUAL, limit, actor.name)
-        actor.audit("run.request", limit or "all hosts",
-                    f"{kind}, run {run.id}" + (", joined the queued one" if joined else ""))
+        actor.audit(
+            "run.request", limit or "all hosts", f"{kind}, run {run.id}" + (", joined the queued one" if joined else "")
+        )
     return RunRequested(run, joined)
 
 
@@ -80,9 +83,12 @@ def approve(actor: Actor, approval_id: int) -> ApprovalView:
             raise
         except FleetError as exc:
             raise Refused(str(exc)) from exc
-        actor.audit("approval.approve", approval.host or f"revision {approval.revision_sha[:12]}",
-                    f"approval {approval.id}; kind={approval.kind} revision={approval.revision_sha[:12]} "
-                    f"check_run={approval.check_run_id} drift={approval.drift_signature[:12] or '-'}")
+        actor.audit(
+            "approval.approve",
+            approval.host or f"revision {approval.revision_sha[:12]}",
+            f"approval {approval.id}; kind={approval.kind} revision={approval.revision_sha[:12]} "
+            f"check_run={approval.check_run_id} drift={approval.drift_signature[:12] or '-'}",
+        )
     return approval
 
 
@@ -90,10 +96,11 @@ def release_host(actor: Actor, name: str) -> KeptLock:
     """Free the lock a stopped run kept on a host whose remote work could not be confirmed ended; the next run
     may then take it. Nothing about the host is proven since: it keeps reading incomplete."""
     with unit_of_work():
-        kept = records.release_kept_lock(name, f"lock released by {actor.name}; nothing about the host is "
-                                               "proven since")
+        kept = records.release_kept_lock(name, f"lock released by {actor.name}; nothing about the host is proven since")
         if kept is None:
-            raise Refused(f"{name} has no kept lock (only a stopped run whose work on a host could not be "
-                          "confirmed ended keeps one); `fleet status` shows the hosts' locks and runs")
+            raise Refused(
+                f"{name} has no kept lock (only a stopped run whose work on a host could not be "
+                "confirmed ended keeps one); `fleet status` shows the hosts' locks and runs"
+            )
         actor.audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
     return kept

@@ -29,21 +29,16 @@ INTERNALS: dict[str, str] = {
     # -- the event callback: secrets never leave ansible-playbook
     "ansible.parsing.vault:VaultLib.decrypt_and_get_vault_id": f"{CALLBACK}: mask every value a vault decrypts",
     "ansible.utils.display:Display.display": f"{CALLBACK}: mask secrets in Ansible's output",
-    "ansible_runner.display_callback.callback.awx_display:event_context.get_begin_dict":
-        f"{CALLBACK}: mask secrets in every event ansible-runner writes",
+    "ansible_runner.display_callback.callback.awx_display:event_context.get_begin_dict": f"{CALLBACK}: mask secrets in every event ansible-runner writes",  # noqa: E501
     # -- the event callback: what a verdict needs from the real result
-    "ansible.executor.task_result:_RawTaskResult.as_callback_task_result":
-        f"{CALLBACK}: read each result before no_log censors the callbacks' copy",
-    "ansible.plugins.strategy:StrategyBase._convert_wire_task_result_to_raw":
-        f"{CALLBACK}: keep the task as the play wrote it on each result (its expressions, not their values)",
-    "ansible.plugins.strategy:StrategyBase._execute_meta":
-        f"{CALLBACK}: hosts that meta end_host/end_play stopped (Ansible sends no event for them)",
+    "ansible.executor.task_result:_RawTaskResult.as_callback_task_result": f"{CALLBACK}: read each result before no_log censors the callbacks' copy",  # noqa: E501
+    "ansible.plugins.strategy:StrategyBase._convert_wire_task_result_to_raw": f"{CALLBACK}: keep the task as the play wrote it on each result (its expressions, not their values)",  # noqa: E501
+    "ansible.plugins.strategy:StrategyBase._execute_meta": f"{CALLBACK}: hosts that meta end_host/end_play stopped (Ansible sends no event for them)",  # noqa: E501
     "ansible.executor.task_executor:TaskExecutor.run": f"{CALLBACK}: the files each task read (drift cause)",
     "ansible.parsing.dataloader:DataLoader.path_dwim_relative_stack": f"{CALLBACK}: files found by search path",
     "ansible.parsing.dataloader:DataLoader.path_dwim_relative": f"{CALLBACK}: files found by search path",
     "jinja2:FileSystemLoader.get_source": f"{CALLBACK}: templates a template includes (drift cause)",
-    "ansible.constants:config.get_config_value_and_origin":
-        f"{CALLBACK}: whether ansible.cfg sets internal_poll_interval (fleet's default is 10 ms)",
+    "ansible.constants:config.get_config_value_and_origin": f"{CALLBACK}: whether ansible.cfg sets internal_poll_interval (fleet's default is 10 ms)",  # noqa: E501
     # -- the kept Ansible process
     "ansible.plugins.loader:init_plugin_loader": f"{WARM}: the collection loader before Mitogen's muxes fork",
     "ansible.plugins.loader:_configure_collection_loader": f"{WARM}: a run must not configure it a second time",
@@ -73,8 +68,10 @@ class InternalMoved(FleetError):
     """An internal fleet relies on is not where this release of Ansible or Mitogen has it."""
 
     def __init__(self, path: str, why: str):
-        super().__init__(f"{path} is missing from the installed release ({release()}); fleet uses it for {why}. "
-                         "Install the versions fleet is tested with (docs/architecture.md: Ansible versions)")
+        super().__init__(
+            f"{path} is missing from the installed release ({release()}); fleet uses it for {why}. "
+            "Install the versions fleet is tested with (docs/architecture.md: Ansible versions)"
+        )
         self.path = path
 
 

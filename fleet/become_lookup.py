@@ -29,8 +29,9 @@ def lookup(inventory: str, playbook_dir: str, names: list[str], vault_password_f
     loader.set_basedir(playbook_dir)  # group_vars beside the playbook count, as in a run
     if vault_password_file:
         setup_vault_secrets = internal("ansible.cli:CLI.setup_vault_secrets")
-        loader.set_vault_secrets(setup_vault_secrets(loader, vault_ids=[], auto_prompt=False,
-                                                     vault_password_files=[vault_password_file]))
+        loader.set_vault_secrets(
+            setup_vault_secrets(loader, vault_ids=[], auto_prompt=False, vault_password_files=[vault_password_file])
+        )
     inventory_manager = internal("ansible.inventory.manager:InventoryManager")(loader=loader, sources=[inventory])
     variables = internal("ansible.vars.manager:VariableManager")(loader=loader, inventory=inventory_manager)
     found = {}
@@ -52,8 +53,9 @@ def lookup(inventory: str, playbook_dir: str, names: list[str], vault_password_f
 def main() -> int:
     request = json.load(sys.stdin)
     try:
-        found = lookup(request["inventory"], request["playbook_dir"], request["names"],
-                       request.get("vault_password_file"))
+        found = lookup(
+            request["inventory"], request["playbook_dir"], request["names"], request.get("vault_password_file")
+        )
     except Exception as error:  # noqa: BLE001  whatever Ansible raises, the caller goes on without passwords
         print(f"fleet: no become passwords: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

@@ -10,8 +10,8 @@ import click
 
 from fleet import __version__, actions, filemodes, hostkeys, jobs, lab, runner, shapes, source, warm
 from fleet.errors import FleetError
-from fleet.revisions import desired_state
 from fleet.output import Progress, colour_diff, duration, indent, kept_process_line, paint, table, use_colour, when
+from fleet.revisions import desired_state
 from fleet.settings import Settings, load_settings
 from fleet.store import accounts, pins, queries, records
 from fleet.store import workers as worker_store
@@ -73,6 +73,7 @@ def _guard(fn):
 
 # --- check / converge -------------------------------------------------------
 
+
 @main.command()
 @click.option("--limit", help="Ansible host pattern to check")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
@@ -106,11 +107,13 @@ def _execute(ctx, kind: str, limit: str | None, as_json: bool, show_diff: bool) 
     with _store(settings):
         progress = Progress(kind)
         try:
-            report = jobs.execute_run(settings, kind, limit=limit, trigger="manual",
-                                      requested_by=_who(), progress=progress)
+            report = jobs.execute_run(
+                settings, kind, limit=limit, trigger="manual", requested_by=_who(), progress=progress
+            )
         except (FleetError, KeyboardInterrupt) as exc:
-            _audit_attempt("run.request", _hosts_target(limit),
-                           f"{kind}, did not complete: {str(exc) or 'interrupted'}")
+            _audit_attempt(
+                "run.request", _hosts_target(limit), f"{kind}, did not complete: {str(exc) or 'interrupted'}"
+            )
             raise
         finally:
             progress.done()
@@ -157,9 +160,10 @@ def _hosts_target(limit: str | None) -> str:
 
 def report_json(report: jobs.RunReport) -> dict:
     """The run's shared JSON shape (as `fleet show --json` and the API give it), plus each host's facts."""
-    data = shapes.run_report_json(report.run, [(v.name, v, report.tasks_by_host.get(v.name, []))
-                                               for v in report.verdicts])
-    for host, verdict in zip(data["hosts"], report.verdicts):
+    data = shapes.run_report_json(
+        report.run, [(v.name, v, report.tasks_by_host.get(v.name, [])) for v in report.verdicts]
+    )
+    for host, verdict in zip(data["hosts"], report.verdicts, strict=False):
         host["facts"] = verdict.facts or None  # only a live check gathered them
     return data
 
@@ -167,13 +171,16 @@ def report_json(report: jobs.RunReport) -> dict:
 def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
     run = report.run
     lines = [_run_header(run, colour), ""]
-    rows = [[v.name, v.status, str(v.changed), str(Coverage.of(v.verified, v.unverified)), v.message[:100]]
-            for v in report.verdicts]
+    rows = [
+        [v.name, v.status, str(v.changed), str(Coverage.of(v.verified, v.unverified)), v.message[:100]]
+        for v in report.verdicts
+    ]
     changed_label = "DRIFTED" if run.kind == RunKind.CHECK else "CHANGED"
     lines.append(table(["HOST", "STATUS", changed_label, "COVERAGE", "MESSAGE"], rows, colour, status_column=1))
     for verdict in report.verdicts:
-        lines += _host_explanation(verdict.name, report.tasks_by_host.get(verdict.name, []), run.kind,
-                                   show_diff, colour)
+        lines += _host_explanation(
+            verdict.name, report.tasks_by_host.get(verdict.name, []), run.kind, show_diff, colour
+        )
     lines.append("")
     lines.append(f"fleet show {run.id} has every task and the full output.")
     return "\n".join(lines)
@@ -198,7 +205,9 @@ def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour
     executed = [t for t in tasks if t.executed]
     if executed:
         lines += ["", f"{host}: {len(executed)} task(s) ran for real during the check (check_mode: false)"]
-        lines += [f"  ! {task_line(t)}{' changed the host' if t.status == TaskStatus.CHANGED else ''}" for t in executed]
+        lines += [
+            f"  ! {task_line(t)}{' changed the host' if t.status == TaskStatus.CHANGED else ''}" for t in executed
+        ]
     return lines
 
 
@@ -212,11 +221,13 @@ def task_line(task) -> str:
 
 def _run_header(run, colour: bool) -> str:
     revision = (run.revision_sha or "-")[:12]
-    text = f"run {run.id}: {run.kind} at {revision}, {paint(run.status, colour)} in {duration(run.started_at, run.finished_at)}"
+    took = duration(run.started_at, run.finished_at)
+    text = f"run {run.id}: {run.kind} at {revision}, {paint(run.status, colour)} in {took}"
     return text + (f" ({run.error})" if run.error else "")
 
 
 # --- status / runs / show -----------------------------------------------------
+
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
@@ -231,18 +242,39 @@ def status(ctx, as_json, show_diff):
         drift = queries.verdict_tasks(hosts)
         kept = warm.kept_processes(str(settings.data_dir))
         if as_json:
-            click.echo(json.dumps({"hosts": [shapes.host_json(h, drift.get(h.name, [])) for h in hosts],
-                                   "kept_processes": kept}, indent=2))
+            click.echo(
+                json.dumps(
+                    {"hosts": [shapes.host_json(h, drift.get(h.name, [])) for h in hosts], "kept_processes": kept},
+                    indent=2,
+                )
+            )
             return
         if not hosts:
             click.echo("no hosts yet: run `fleet check` to read the inventory and check them")
             _echo_kept(kept, settings)
             return
         colour = use_colour()
-        rows = [[h.name, h.status, " ".join(h.group_list), when(h.last_check_at), str(h.drifted_tasks),
-                 str(h.coverage), h.os or "-", h.message[:80]] for h in hosts]
-        click.echo(table(["HOST", "STATUS", "GROUPS", "LAST CHECK", "DRIFTED", "COVERAGE", "OS", "MESSAGE"],
-                         rows, colour, status_column=1))
+        rows = [
+            [
+                h.name,
+                h.status,
+                " ".join(h.group_list),
+                when(h.last_check_at),
+                str(h.drifted_tasks),
+                str(h.coverage),
+                h.os or "-",
+                h.message[:80],
+            ]
+            for h in hosts
+        ]
+        click.echo(
+            table(
+                ["HOST", "STATUS", "GROUPS", "LAST CHECK", "DRIFTED", "COVERAGE", "OS", "MESSAGE"],
+                rows,
+                colour,
+                status_column=1,
+            )
+        )
         for host in hosts:
             for task in drift.get(host.name, []):
                 click.echo(f"{host.name}: {task_line(task)}")
@@ -279,14 +311,31 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
         jobs.close_lapsed_runs(settings)  # so a run whose process was killed shows `interrupted`, not `running`
         page = queries.runs_page(kind=kind, status=status_filter, host=host, before=before, size=count)
         if as_json:
-            click.echo(json.dumps({"runs": [shapes.run_summary_json(r) for r in page], "next": page.cursor()},
-                                  indent=2))
+            click.echo(
+                json.dumps({"runs": [shapes.run_summary_json(r) for r in page], "next": page.cursor()}, indent=2)
+            )
             return
-        rows = [[str(r.id), r.kind, r.trigger, r.status, (r.revision_sha or "-")[:12],
-                 f"{r.hosts_in_sync}/{r.hosts_drifted}/{r.hosts_unreachable}/{r.hosts_failed}",
-                 when(r.started_at), duration(r.started_at, r.finished_at)] for r in page]
-        click.echo(table(["ID", "KIND", "TRIGGER", "STATUS", "REVISION", "SYNC/DRIFT/UNREACH/FAIL", "STARTED",
-                          "TOOK"], rows, use_colour(), status_column=3))
+        rows = [
+            [
+                str(r.id),
+                r.kind,
+                r.trigger,
+                r.status,
+                (r.revision_sha or "-")[:12],
+                f"{r.hosts_in_sync}/{r.hosts_drifted}/{r.hosts_unreachable}/{r.hosts_failed}",
+                when(r.started_at),
+                duration(r.started_at, r.finished_at),
+            ]
+            for r in page
+        ]
+        click.echo(
+            table(
+                ["ID", "KIND", "TRIGGER", "STATUS", "REVISION", "SYNC/DRIFT/UNREACH/FAIL", "STARTED", "TOOK"],
+                rows,
+                use_colour(),
+                status_column=3,
+            )
+        )
         if page.more:
             click.echo(f"older: fleet runs --before {page.cursor()}")
 
@@ -309,18 +358,38 @@ def show(ctx, run_id, as_json, with_stdout):
         tasks = queries.run_tasks(run_id)
         colour = use_colour()
         click.echo(_run_header(run, colour))
-        click.echo(f"trigger {run.trigger}, by {run.requested_by or '-'}, limit {run.limit or 'all'}, "
-                   f"started {when(run.started_at)}")
+        click.echo(
+            f"trigger {run.trigger}, by {run.requested_by or '-'}, limit {run.limit or 'all'}, "
+            f"started {when(run.started_at)}"
+        )
         click.echo(f"ansible: {run.strategy or '-'}, {shapes.ansible_path_line(run.ansible_path)}")
         for shard in worker_store.shards_of_run(run_id):
             if shard.ansible_path:
-                click.echo(f"  shard {shard.index} on {shard.worker or '-'}: "
-                           f"{shapes.ansible_path_line(shard.ansible_path)}")
+                click.echo(
+                    f"  shard {shard.index} on {shard.worker or '-'}: {shapes.ansible_path_line(shard.ansible_path)}"
+                )
         click.echo("")
-        rows = [[h.host, h.status, str(h.ok), str(h.changed), str(h.failed), str(h.skipped), str(h.unverified),
-                 h.message[:80]] for h in hosts]
-        click.echo(table(["HOST", "STATUS", "OK", "CHANGED", "FAILED", "SKIPPED", "UNVERIFIED", "MESSAGE"],
-                         rows, colour, status_column=1))
+        rows = [
+            [
+                h.host,
+                h.status,
+                str(h.ok),
+                str(h.changed),
+                str(h.failed),
+                str(h.skipped),
+                str(h.unverified),
+                h.message[:80],
+            ]
+            for h in hosts
+        ]
+        click.echo(
+            table(
+                ["HOST", "STATUS", "OK", "CHANGED", "FAILED", "SKIPPED", "UNVERIFIED", "MESSAGE"],
+                rows,
+                colour,
+                status_column=1,
+            )
+        )
         for host in hosts:
             click.echo(f"\n{host.host}:")
             for task in (t for t in tasks if t.host == host.host):
@@ -361,14 +430,27 @@ def revisions(ctx, as_json):
         desired = state.desired_sha if state else None
         listed = queries.revisions_page().items
         if as_json:
-            click.echo(json.dumps({
-                "source": shapes.source_json(state, source.display_url(settings.repo)),
-                "revisions": [shapes.revision_json(r, desired) for r in listed],
-            }, indent=2))
+            click.echo(
+                json.dumps(
+                    {
+                        "source": shapes.source_json(state, source.display_url(settings.repo)),
+                        "revisions": [shapes.revision_json(r, desired) for r in listed],
+                    },
+                    indent=2,
+                )
+            )
             return
-        rows = [[("* " if r.sha == desired else "  ") + r.sha[:12], r.status, r.signature,
-                 when(r.authored_at), ("[history rewritten] " if r.rewrites_history else "")
-                 + (r.message.splitlines()[0][:50] if r.message else "")] for r in listed]
+        rows = [
+            [
+                ("* " if r.sha == desired else "  ") + r.sha[:12],
+                r.status,
+                r.signature,
+                when(r.authored_at),
+                ("[history rewritten] " if r.rewrites_history else "")
+                + (r.message.splitlines()[0][:50] if r.message else ""),
+            ]
+            for r in listed
+        ]
         click.echo(table(["  REVISION", "STATUS", "SIGNATURE", "AUTHORED", "MESSAGE"], rows, use_colour(), 1))
         for revision in (r for r in listed if r.status == "rejected"):
             click.echo(f"\n{revision.sha[:12]} rejected:\n{indent(revision.error)}")
@@ -378,10 +460,14 @@ def revisions(ctx, as_json):
 
 # --- retention -------------------------------------------------------------------
 
+
 @main.command()
 @click.option("--dry-run", is_flag=True, help="only say what would be pruned (counts and bytes)")
-@click.option("--days", type=click.IntRange(1, None),
-              help="keep this many days of runs (default: retention.days of fleet.yml, else 90)")
+@click.option(
+    "--days",
+    type=click.IntRange(1, None),
+    help="keep this many days of runs (default: retention.days of fleet.yml, else 90)",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
@@ -402,6 +488,7 @@ def prune(ctx, dry_run, days, as_json):
 
 
 # --- controller ---------------------------------------------------------------
+
 
 @main.command()
 @click.option("--bind", help="address:port of the web UI and API (FLEET_BIND)")
@@ -429,11 +516,17 @@ def controller(ctx, poll_interval):
 
 
 @main.command()
-@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="shards run at once (one per core is a good start: Ansible's controller side is CPU-bound)")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="shards run at once (one per core is a good start: Ansible's controller side is CPU-bound)",
+)
 @click.option("--queues", default="fleet", show_default=True, help="comma-separated Celery queues to consume")
-@click.option("--name", default="", help="this worker's name (default fleet@HOSTNAME; give each worker on one "
-                                          "machine its own)")
+@click.option(
+    "--name", default="", help="this worker's name (default fleet@HOSTNAME; give each worker on one machine its own)"
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 @_guard
@@ -443,8 +536,13 @@ def worker(ctx, concurrency, queues, name, loglevel):
     from fleet.serve import configure_logging
 
     configure_logging()
-    start_worker(_settings(ctx), name=name, concurrency=concurrency,
-                 queues=tuple(q.strip() for q in queues.split(",") if q.strip()), loglevel=loglevel)
+    start_worker(
+        _settings(ctx),
+        name=name,
+        concurrency=concurrency,
+        queues=tuple(q.strip() for q in queues.split(",") if q.strip()),
+        loglevel=loglevel,
+    )
 
 
 @main.command()
@@ -470,8 +568,12 @@ CANCEL_WAIT_SECONDS = 60
 
 @main.command()
 @click.argument("run_id", type=int)
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help=f"wait (up to {CANCEL_WAIT_SECONDS}s) until the run has stopped")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help=f"wait (up to {CANCEL_WAIT_SECONDS}s) until the run has stopped",
+)
 @click.pass_context
 @_guard
 def cancel(ctx, run_id, wait):
@@ -518,10 +620,27 @@ def approvals(ctx, as_json):
         if as_json:
             click.echo(json.dumps({"approvals": [shapes.approval_json(a) for a in listed]}, indent=2))
             return
-        rows = [[str(a.id), a.host or "(every auto host)", a.status, str(a.check_run_id), a.revision_sha[:12],
-                 "" if a.kind == ApprovalKind.INVENTORY else a.summary[:60], a.reason, a.note[:60]] for a in listed]
-        click.echo(table(["ID", "HOST", "STATUS", "CHECK RUN", "REVISION", "DRIFT", "WHY", "NOTE"], rows,
-                         use_colour(), status_column=2))
+        rows = [
+            [
+                str(a.id),
+                a.host or "(every auto host)",
+                a.status,
+                str(a.check_run_id),
+                a.revision_sha[:12],
+                "" if a.kind == ApprovalKind.INVENTORY else a.summary[:60],
+                a.reason,
+                a.note[:60],
+            ]
+            for a in listed
+        ]
+        click.echo(
+            table(
+                ["ID", "HOST", "STATUS", "CHECK RUN", "REVISION", "DRIFT", "WHY", "NOTE"],
+                rows,
+                use_colour(),
+                status_column=2,
+            )
+        )
 
 
 @main.command()
@@ -549,17 +668,44 @@ def notifications(ctx, as_json):
     with _store(settings):
         listed = notices.targets()
     if as_json:
-        click.echo(json.dumps({"targets": [{
-            "target": t.display, "sent": t.sent_total, "held": t.folded, "last_sent_at": iso(t.last_sent_at),
-            "last_error": t.last_error or None, "last_error_at": iso(t.last_error_at)} for t in listed]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "targets": [
+                        {
+                            "target": t.display,
+                            "sent": t.sent_total,
+                            "held": t.folded,
+                            "last_sent_at": iso(t.last_sent_at),
+                            "last_error": t.last_error or None,
+                            "last_error_at": iso(t.last_error_at),
+                        }
+                        for t in listed
+                    ]
+                },
+                indent=2,
+            )
+        )
         return
-    rows = [[t.display, str(t.sent_total), str(t.folded), iso(t.last_sent_at) or "never",
-             f"{iso(t.last_error_at)}: {t.last_error}" if t.last_error else ""] for t in listed]
-    click.echo(table(["TARGET", "SENT", "HELD", "LAST SENT", "LAST ERROR"], rows, use_colour())
-               if rows else "no notification sent yet (notify: in fleet.yml names the targets)")
+    rows = [
+        [
+            t.display,
+            str(t.sent_total),
+            str(t.folded),
+            iso(t.last_sent_at) or "never",
+            f"{iso(t.last_error_at)}: {t.last_error}" if t.last_error else "",
+        ]
+        for t in listed
+    ]
+    click.echo(
+        table(["TARGET", "SENT", "HELD", "LAST SENT", "LAST ERROR"], rows, use_colour())
+        if rows
+        else "no notification sent yet (notify: in fleet.yml names the targets)"
+    )
 
 
 # --- accounts -------------------------------------------------------------------
+
 
 @main.group()
 def user():
@@ -619,11 +765,15 @@ def user_list(ctx, as_json, role):
     with _store(settings):
         users = [u for u in accounts.list_users() if not role or u.role == role]
         if as_json:
-            click.echo(json.dumps({"users": [{"name": u.name, "role": u.role, "disabled": u.disabled}
-                                             for u in users]}, indent=2))
+            click.echo(
+                json.dumps(
+                    {"users": [{"name": u.name, "role": u.role, "disabled": u.disabled} for u in users]}, indent=2
+                )
+            )
         else:
-            click.echo(table(["NAME", "ROLE", "DISABLED"], [[u.name, u.role, "yes" if u.disabled else ""]
-                                                           for u in users]))
+            click.echo(
+                table(["NAME", "ROLE", "DISABLED"], [[u.name, u.role, "yes" if u.disabled else ""] for u in users])
+            )
     if not any(not u.disabled for u in users):
         sys.exit(1)
 
@@ -636,8 +786,12 @@ def token():
 @token.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice(accounts.ROLES), required=True)
-@click.option("--user", "owner", help="the user it acts for: never above their role, dead when they are "
-                                      "disabled (default: none, a machine token of this CLI)")
+@click.option(
+    "--user",
+    "owner",
+    help="the user it acts for: never above their role, dead when they are "
+    "disabled (default: none, a machine token of this CLI)",
+)
 @click.option("--expires", help="lifetime, like 30d, 12h or 1d12h (default: never)")
 @click.pass_context
 @_guard
@@ -647,8 +801,7 @@ def token_create(ctx, name, role, owner, expires):
     lifetime = accounts.parse_expiry(expires)
     with _store(settings):
         secret = accounts.create_token(name, role, _who(), owner=owner, expires_in=lifetime)
-        accounts.audit(_who(), "token.create", name,
-                       f"role={role} owner={owner or 'cli'} expires={expires or 'never'}")
+        accounts.audit(_who(), "token.create", name, f"role={role} owner={owner or 'cli'} expires={expires or 'never'}")
     click.echo(f"token {name} ({role}) created; store it now, fleet keeps only its hash:")
     click.echo(secret)
 
@@ -668,6 +821,7 @@ def token_revoke(ctx, name):
 
 # --- audit ------------------------------------------------------------------
 
+
 @main.command("audit")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--before", type=int, help="show entries older than this id (next page)")
@@ -680,22 +834,31 @@ def audit_log(ctx, as_json, before, count):
     with _store(settings):
         page = accounts.audit_page(before, count)
         if as_json:
-            click.echo(json.dumps({"entries": [audit_entry_json(e) for e in page], "next": page.cursor()},
-                                  indent=2))
+            click.echo(json.dumps({"entries": [audit_entry_json(e) for e in page], "next": page.cursor()}, indent=2))
             return
-        rows = [[str(e.id), when(e.at), e.actor, e.action, e.target or "-", e.detail[:80], e.remote_addr or "-"]
-                for e in page]
+        rows = [
+            [str(e.id), when(e.at), e.actor, e.action, e.target or "-", e.detail[:80], e.remote_addr or "-"]
+            for e in page
+        ]
         click.echo(table(["ID", "WHEN", "WHO", "ACTION", "TARGET", "DETAIL", "FROM"], rows, use_colour()))
         if page.more:
             click.echo(f"older: fleet audit --before {page.cursor()}")
 
 
 def audit_entry_json(entry) -> dict:
-    return {"id": entry.id, "at": iso(entry.at), "actor": entry.actor, "action": entry.action,
-            "target": entry.target, "detail": entry.detail, "remote_addr": entry.remote_addr}
+    return {
+        "id": entry.id,
+        "at": iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "detail": entry.detail,
+        "remote_addr": entry.remote_addr,
+    }
 
 
 # --- hosts ------------------------------------------------------------------
+
 
 @main.group()
 def hosts():
@@ -704,8 +867,12 @@ def hosts():
 
 @hosts.command("accept-key")
 @click.argument("name")
-@click.option("--jump", default="", metavar="JUMP_HOST",
-              help="accept the key of this jump host on NAME's way (its address, as the probe's message names it)")
+@click.option(
+    "--jump",
+    default="",
+    metavar="JUMP_HOST",
+    help="accept the key of this jump host on NAME's way (its address, as the probe's message names it)",
+)
 @click.pass_context
 @_guard
 def accept_key(ctx, name, jump):
@@ -716,14 +883,17 @@ def accept_key(ctx, name, jump):
         target = _probe_target(settings, host)
         with pins.probing(settings.known_hosts_path):
             written = pins.write_known_hosts(settings.known_hosts_path)  # hops on the way must match the store's
-            probe = hostkeys.accept_key(target, settings.known_hosts_path, settings.connect_timeout,
-                                        settings.identity_path, jump)
+            probe = hostkeys.accept_key(
+                target, settings.known_hosts_path, settings.connect_timeout, settings.identity_path, jump
+            )
             if not probe.usable:
                 raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
             _store_accepted_key(settings, hostkeys.accepted_name(target, jump), written)
         if not jump:
             records.mark_key_blocked(name, False)
-        _audit("host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else ""))
+        _audit(
+            "host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else "")
+        )
         click.echo(f"{jump or name}: now trusting host key {probe.fingerprint}")
 
 
@@ -760,6 +930,7 @@ def _probe_target(settings: Settings, host) -> hostkeys.Target:
 
 # --- lab --------------------------------------------------------------------
 
+
 @main.group("lab")
 def lab_group():
     """Throwaway SSH test hosts on this machine (Linux, root)."""
@@ -767,10 +938,16 @@ def lab_group():
 
 @lab_group.command("up")
 @click.option("--hosts", "count", type=int, default=4, show_default=True, help="how many hosts")
-@click.option("--subnet", type=int, default=lab.DEFAULT_SUBNET, show_default=True,
-              help="web hosts get 127.0.SUBNET.x, db hosts 127.0.SUBNET+1.x")
-@click.option("--jump", is_flag=True,
-              help="put a bastion (127.0.SUBNET.254) before the hosts: they are reached through it only")
+@click.option(
+    "--subnet",
+    type=int,
+    default=lab.DEFAULT_SUBNET,
+    show_default=True,
+    help="web hosts get 127.0.SUBNET.x, db hosts 127.0.SUBNET+1.x",
+)
+@click.option(
+    "--jump", is_flag=True, help="put a bastion (127.0.SUBNET.254) before the hosts: they are reached through it only"
+)
 @click.pass_context
 @_guard
 def lab_up(ctx, count, subnet, jump):
@@ -778,16 +955,19 @@ def lab_up(ctx, count, subnet, jump):
     settings = _settings(ctx.parent)
     lab.ensure_lab_supported()
     identity = hostkeys.ensure_identity(settings.identity_path)
-    started = lab.start_lab(settings.data_dir / "lab", count, settings.known_hosts_path,
-                            identity.with_suffix(".pub"), subnet, jump)
+    started = lab.start_lab(
+        settings.data_dir / "lab", count, settings.known_hosts_path, identity.with_suffix(".pub"), subnet, jump
+    )
     with _store(settings):
         _store_lab_pins(settings, lab.pinned_addresses(started))
         _audit("lab.up", "lab", f"{len(started)} host(s) on subnet {subnet}")
     click.echo(table(["HOST", "GROUP", "ADDRESS"], [[h.name, h.group, h.address] for h in started]))
     click.echo(f"\ninventory: {settings.data_dir / 'lab' / 'hosts.yml'}")
     if jump:
-        click.echo(f"the bastion's key is pinned in {settings.known_hosts_path}; the hosts behind it are named "
-                   f"<host>{lab.BEHIND_SUFFIX} and only it resolves them: fleet check pins their keys through it")
+        click.echo(
+            f"the bastion's key is pinned in {settings.known_hosts_path}; the hosts behind it are named "
+            f"<host>{lab.BEHIND_SUFFIX} and only it resolves them: fleet check pins their keys through it"
+        )
     else:
         click.echo("host keys pinned in " + str(settings.known_hosts_path) + "; next: fleet check")
 
@@ -815,6 +995,7 @@ def lab_down(ctx):
 
 # --- workers ----------------------------------------------------------------
 
+
 @main.command("workers")
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
@@ -825,23 +1006,40 @@ def workers_list(ctx, as_json):
         now = utcnow()
         seen = worker_store.list_workers(now, __version__)
     if as_json:
-        click.echo(json.dumps({"version": __version__, "workers": [shapes.worker_json(w, now) for w in seen]},
-                              indent=2))
+        click.echo(
+            json.dumps({"version": __version__, "workers": [shapes.worker_json(w, now) for w in seen]}, indent=2)
+        )
         return
     if not seen:
-        click.echo("no worker has reported yet: start one with `fleet worker` on a machine that shares this "
-                   "database (FLEET_EXECUTOR=celery and FLEET_BROKER_URL set on the controller and the workers)")
+        click.echo(
+            "no worker has reported yet: start one with `fleet worker` on a machine that shares this "
+            "database (FLEET_EXECUTOR=celery and FLEET_BROKER_URL set on the controller and the workers)"
+        )
         return
-    click.echo(table(["NAME", "STATE", "VERSION", "CAPACITY", "RUNNING", "HEARTBEAT", "QUEUES", "REFUSING"],
-                     [_worker_row(w, now) for w in seen], use_colour(), status_column=1))
+    click.echo(
+        table(
+            ["NAME", "STATE", "VERSION", "CAPACITY", "RUNNING", "HEARTBEAT", "QUEUES", "REFUSING"],
+            [_worker_row(w, now) for w in seen],
+            use_colour(),
+            status_column=1,
+        )
+    )
     click.echo("")
     click.echo(_workers_summary(seen, __version__))
 
 
 def _worker_row(worker, now) -> list[str]:
     version = worker.version if worker.version_ok else f"{worker.version or '?'} (differs)"
-    return [worker.name, worker.state, version, str(worker.concurrency), str(worker.running),
-            _age(worker.heartbeat_age(now)), ",".join(worker.queues) or "-", worker.refusing or "-"]
+    return [
+        worker.name,
+        worker.state,
+        version,
+        str(worker.concurrency),
+        str(worker.running),
+        _age(worker.heartbeat_age(now)),
+        ",".join(worker.queues) or "-",
+        worker.refusing or "-",
+    ]
 
 
 def _age(seconds: float | None) -> str:
@@ -861,16 +1059,21 @@ def _workers_summary(seen, version: str) -> str:
     capacity = worker_store.capacity_of(seen)
     lines = [f"{len(online)} online, capacity {capacity} shard(s) at once (this fleet is {version})"]
     for worker in (w for w in online if not w.version_ok):
-        lines.append(f"{worker.name} runs fleet {worker.version or '?'}, not {version}: it refuses shards; "
-                     f"install fleet {version} there and restart it")
+        lines.append(
+            f"{worker.name} runs fleet {worker.version or '?'}, not {version}: it refuses shards; "
+            f"install fleet {version} there and restart it"
+        )
     lost = [w.name for w in seen if w.state == "lost"]
     if lost:
-        lines.append(f"lost (no heartbeat for over {worker_store.WORKER_STALE_SECONDS} s): {', '.join(lost)}; "
-                     "their shards go to other workers: restart them, or ignore them")
+        lines.append(
+            f"lost (no heartbeat for over {worker_store.WORKER_STALE_SECONDS} s): {', '.join(lost)}; "
+            "their shards go to other workers: restart them, or ignore them"
+        )
     return "\n".join(lines)
 
 
 # --- db ---------------------------------------------------------------------
+
 
 @main.group("db")
 def db_group():
@@ -910,8 +1113,10 @@ def db_current(ctx, as_json):
     if as_json:
         click.echo(json.dumps({"current": current, "head": head, "up_to_date": current == head}))
     elif current is None:
-        click.echo(f"no schema revision recorded (a database from before migrations, or empty); newest {head}: "
-                   "fleet db upgrade")
+        click.echo(
+            f"no schema revision recorded (a database from before migrations, or empty); newest {head}: "
+            "fleet db upgrade"
+        )
     else:
         note = "up to date" if current == head else "fleet db upgrade brings it there"
         click.echo(f"schema {current}; newest {head}: {note}")

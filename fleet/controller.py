@@ -32,10 +32,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 import git
 from flask import current_app
@@ -70,8 +70,13 @@ class ControllerStatus:
 class Controller:
     """The loop: sync source -> plan -> execute, once per tick, until asked to stop."""
 
-    def __init__(self, settings: Settings, stop: threading.Event | None = None, runner: Runner | None = None,
-                 holder: leases.Holder | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event | None = None,
+        runner: Runner | None = None,
+        holder: leases.Holder | None = None,
+    ):
         self.settings = settings
         self.stop = stop or threading.Event()
         self.holder = holder or leases.this_process()  # who this controller leads as
@@ -84,8 +89,14 @@ class Controller:
         # One runner for the controller's life: jobs caches inventory listings per runner.
         # One notifier: it groups, rate-limits and sends from a thread of its own, so no step waits on it.
         self.notifier = notify.Notifier(settings.link_base if settings else "")
-        self.actions = ActionExecutor(settings, self.stop, runner or revisions.default_runner(settings), self.keep_leading,
-                                      self.holder, self.notifier)
+        self.actions = ActionExecutor(
+            settings,
+            self.stop,
+            runner or revisions.default_runner(settings),
+            self.keep_leading,
+            self.holder,
+            self.notifier,
+        )
         self._fetching: _Fetching | None = None  # a fetch still running in its thread
         self._source_problem = ""  # the source problem logged last, so it is logged once
 
@@ -93,13 +104,17 @@ class Controller:
         """Close what a dead controller left behind (runs whose lease lapsed, converges it queued); resume nothing."""
         jobs.close_lapsed_runs(self.settings)
         for run in records.interrupt_queued_converges(
-                "the controller restarted before this converge started; request it again if still wanted"):
+            "the controller restarted before this converge started; request it again if still wanted"
+        ):
             log.warning("queued converge %s not started after a restart; marked interrupted", run.id)
         records.write_controller_pid(os.getpid())
 
     def run_forever(self) -> None:
-        log.info("controller started: source %s, poll every %ss", source.display_url(self.settings.repo),
-                 self.settings.poll_interval)
+        log.info(
+            "controller started: source %s, poll every %ss",
+            source.display_url(self.settings.repo),
+            self.settings.poll_interval,
+        )
         keeper = _LockKeeper(self, current_app._get_current_object())
         try:
             while not self.stop.is_set():
@@ -147,8 +162,11 @@ class Controller:
             self.recover()
         elif not leadership.held and not was_standby:
             leader = leadership.leader
-            log.info("another controller (pid %s on %s) is leading; waiting",
-                     leader.pid if leader else "?", leader.host if leader else "?")
+            log.info(
+                "another controller (pid %s on %s) is leading; waiting",
+                leader.pid if leader else "?",
+                leader.host if leader else "?",
+            )
         return self.leading
 
     def keep_leading(self) -> bool:
@@ -177,8 +195,7 @@ class Controller:
         try:
             # Between batches the prune renews the heartbeat and leader lock, as a long run does.
             rules = current_policy(self.settings).retention
-            report = retention.prune(self.settings, rules, now,
-                                     go_on=self.keep_leading, actor="controller")
+            report = retention.prune(self.settings, rules, now, go_on=self.keep_leading, actor="controller")
         except Exception:
             log.exception("pruning the store failed; trying again in an hour")
             records.discard_pending()
@@ -247,8 +264,9 @@ class Controller:
 
     def plan_next(self, now: datetime) -> list[plan.Action]:
         """What to do next, as the plan decides it from the store's view of things."""
-        return plan.plan(observe_desired(), observe_state(), observe_queue(), observe_approvals(),
-                         current_policy(self.settings), now)
+        return plan.plan(
+            observe_desired(), observe_state(), observe_queue(), observe_approvals(), current_policy(self.settings), now
+        )
 
     def execute(self, actions: list[plan.Action], now: datetime) -> bool:
         """Carry out ``actions`` in order, each one's follow-ups right after it; True when there were any."""
@@ -274,7 +292,7 @@ class _Fetching:
     def _run(self, settings: Settings, stop: threading.Event) -> None:
         try:
             self._outcome.set_result(source.fetch_head(settings, stop))
-        except BaseException as exc:  # handed to the loop, which records or raises it
+        except BaseException as exc:  # noqa: BLE001  handed to the loop, which records or raises it
             self._outcome.set_exception(exc)
 
     def wait(self, seconds: float) -> bool:
@@ -330,9 +348,15 @@ class ActionExecutor:
     Each method returns the follow-up actions the plan gives for its outcome.
     """
 
-    def __init__(self, settings: Settings, stop: threading.Event, runner: Runner,
-                 keep_leading: Callable[[], bool] = lambda: True, holder: leases.Holder | None = None,
-                 notifier: notify.Notifier | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        runner: Runner,
+        keep_leading: Callable[[], bool] = lambda: True,
+        holder: leases.Holder | None = None,
+        notifier: notify.Notifier | None = None,
+    ):
         self.settings = settings
         self.notifier = notifier or notify.Notifier(settings.link_base if settings else "")
         self.stop = stop
@@ -379,8 +403,9 @@ class ActionExecutor:
         approval = action.approval
         if approval.kind == ApprovalKind.INVENTORY:
             recheck = self.run_now(RunKind.CHECK, "", approval.id)
-            return plan.after_inventory_recheck(approval, recheck, current_policy(self.settings), now,
-                                                self.stop.is_set())
+            return plan.after_inventory_recheck(
+                approval, recheck, current_policy(self.settings), now, self.stop.is_set()
+            )
         recheck = self.run_now(RunKind.CHECK, approval.host, approval.id)
         signature = approval_signature(recheck.id, approval.host, recheck.sha) if recheck else ""
         return plan.after_recheck(approval, recheck, signature)
@@ -394,8 +419,9 @@ class ActionExecutor:
         converge = self.run_now(RunKind.CONVERGE, ",".join(action.progress.batch))
         follow_ups = plan.after_batch(action.progress, converge, self.stop.is_set())
         for stop in (a for a in follow_ups if isinstance(a, plan.Hold) and a.warn):
-            self.notifier.notify(self.notify_rules(), notify.rollout_event(converge.id if converge else None,
-                                                                           stop.reason))
+            self.notifier.notify(
+                self.notify_rules(), notify.rollout_event(converge.id if converge else None, stop.reason)
+            )
         return follow_ups
 
     def verify_check(self, action: plan.VerifyCheck, now: datetime) -> list[plan.Action]:
@@ -408,11 +434,20 @@ class ActionExecutor:
         summary = ", ".join(t.task for t in changed)
         if unverified:
             summary += f"; unverified: {', '.join(t.task for t in unverified)}"
-        approval = records.open_approval(action.host, action.check_run_id, action.sha,
-                                         plan.drift_signature(action.sha, changed, unverified), summary[:500],
-                                         action.reason)
-        log.info("drift on %s waits for approval %s%s", action.host, approval.id,
-                 f": {action.reason}" if action.reason else "")
+        approval = records.open_approval(
+            action.host,
+            action.check_run_id,
+            action.sha,
+            plan.drift_signature(action.sha, changed, unverified),
+            summary[:500],
+            action.reason,
+        )
+        log.info(
+            "drift on %s waits for approval %s%s",
+            action.host,
+            approval.id,
+            f": {action.reason}" if action.reason else "",
+        )
         self.notify_approval(approval, action.check_run_id)
         return []
 
@@ -425,8 +460,9 @@ class ActionExecutor:
     def notify_approval(self, approval, check_run_id: int) -> None:
         """An approval this check opened (not one already waiting for the same drift) is news."""
         if approval.check_run_id == check_run_id and approval.status == "pending":
-            self.notifier.notify(self.notify_rules(), notify.approval_event(approval.id, approval.host,
-                                                                            approval.summary))
+            self.notifier.notify(
+                self.notify_rules(), notify.approval_event(approval.id, approval.host, approval.summary)
+            )
 
     def notify_rules(self) -> tuple[policy.NotifyRule, ...]:
         return current_policy(self.settings).notify
@@ -451,19 +487,28 @@ class ActionExecutor:
         try:
             desired = revisions.desired_state(self.settings, runner=self.runner)
             if pinned_sha and desired.revision.sha != pinned_sha:
-                raise FleetError(f"the desired revision moved to {desired.revision.sha[:12]} since {pinned_sha[:12]} "
-                                 "was approved and re-checked; nothing was converged, the next check asks again")
+                raise FleetError(
+                    f"the desired revision moved to {desired.revision.sha[:12]} since {pinned_sha[:12]} "
+                    "was approved and re-checked; nothing was converged, the next check asks again"
+                )
             run = records.start_queued_run(run, desired.revision.sha, os.getpid(), self.settings.lease_seconds)
             targets = jobs.resolve_targets(self.settings, desired, run.limit or None, runner=self.runner)
-            report = jobs.perform_run(self.settings, run, desired, targets,
-                                      should_cancel=lambda: self._should_cancel(run.id), runner=self.runner,
-                                      holder=self.holder)
+            report = jobs.perform_run(
+                self.settings,
+                run,
+                desired,
+                targets,
+                should_cancel=lambda: self._should_cancel(run.id),
+                runner=self.runner,
+                holder=self.holder,
+            )
         except FleetError as exc:
             records.fail_run(run.id, str(exc))
             log.warning("run %s failed: %s", run.id, exc)
             if run.kind == RunKind.CONVERGE:
-                self.notifier.notify_run(self.notify_rules(),
-                                         notify.RunEnded(run.id, run.kind, "failed", note=str(exc)))
+                self.notifier.notify_run(
+                    self.notify_rules(), notify.RunEnded(run.id, run.kind, "failed", note=str(exc))
+                )
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
         self.notifier.notify_run(self.notify_rules(), run_ended(report))
@@ -491,8 +536,9 @@ class ActionExecutor:
                 return False  # no mirror to ask: in doubt, not a descendant (and not cached)
         return self._ancestry[(older, newer)]
 
-    def run_now(self, kind: str, limit: str, approval_id: int | None = None,
-                pinned_sha: str = "") -> plan.FinishedRun | None:
+    def run_now(
+        self, kind: str, limit: str, approval_id: int | None = None, pinned_sha: str = ""
+    ) -> plan.FinishedRun | None:
         """Queue a policy run and execute it at once, so policy steps run back to back."""
         run, _ = records.enqueue_run(kind, Trigger.POLICY, limit, "controller", approval_id)
         if run.status != RunStatus.QUEUED:
@@ -505,47 +551,76 @@ class ActionExecutor:
             records.note_cancel(run_id, "fleet is stopping (SIGTERM); the run was stopped, partial results kept")
             return True
         if not self.keep_leading():
-            records.note_cancel(run_id, "another controller took the lead while this one ran the run "
-                                        "(its leader lock lapsed); the run was stopped, partial results kept")
+            records.note_cancel(
+                run_id,
+                "another controller took the lead while this one ran the run "
+                "(its leader lock lapsed); the run was stopped, partial results kept",
+            )
             return True
         return False
 
 
 _HANDLERS = {
-    plan.QueueCheck: "queue_check", plan.StartRun: "start_run", plan.ApplyApproval: "apply_approval",
-    plan.ConvergeApproved: "converge_approved", plan.ConvergeBatch: "converge_batch",
-    plan.VerifyCheck: "verify_check", plan.OpenApproval: "open_approval",
-    plan.CloseApproval: "close_approval", plan.Hold: "hold",
-    plan.OpenInventoryApproval: "open_inventory_approval", plan.AcceptInventory: "accept_inventory",
+    plan.QueueCheck: "queue_check",
+    plan.StartRun: "start_run",
+    plan.ApplyApproval: "apply_approval",
+    plan.ConvergeApproved: "converge_approved",
+    plan.ConvergeBatch: "converge_batch",
+    plan.VerifyCheck: "verify_check",
+    plan.OpenApproval: "open_approval",
+    plan.CloseApproval: "close_approval",
+    plan.Hold: "hold",
+    plan.OpenInventoryApproval: "open_inventory_approval",
+    plan.AcceptInventory: "accept_inventory",
 }
 
 
-def finished_run(report: jobs.RunReport, desired: revisions.DesiredState, diverged: dict[str, str] | None = None,
-                 inventory: plan.InventoryChange | None = None) -> plan.FinishedRun:
+def finished_run(
+    report: jobs.RunReport,
+    desired: revisions.DesiredState,
+    diverged: dict[str, str] | None = None,
+    inventory: plan.InventoryChange | None = None,
+) -> plan.FinishedRun:
     """A run's report as the plan judges it: each host's verdict, groups, drifted tasks and the revision it
     was converged to when the run's revision does not descend from it (``diverged``); a check's inventory."""
     groups = {h.name: tuple(h.groups) for h in desired.hosts}
     diverged = diverged or {}
     run = report.run
-    hosts = tuple(host_outcome(v, groups.get(v.name, ()), report.tasks_by_host.get(v.name, []),
-                               diverged.get(v.name, ""))
-                  for v in report.verdicts)
-    return plan.FinishedRun(id=run.id, kind=run.kind, trigger=run.trigger, status=run.status,
-                            limit=run.limit or "", sha=desired.revision.sha, hosts=hosts, inventory=inventory)
+    hosts = tuple(
+        host_outcome(v, groups.get(v.name, ()), report.tasks_by_host.get(v.name, []), diverged.get(v.name, ""))
+        for v in report.verdicts
+    )
+    return plan.FinishedRun(
+        id=run.id,
+        kind=run.kind,
+        trigger=run.trigger,
+        status=run.status,
+        limit=run.limit or "",
+        sha=desired.revision.sha,
+        hosts=hosts,
+        inventory=inventory,
+    )
 
 
 def run_ended(report: jobs.RunReport) -> notify.RunEnded:
     """A run's report as notifications need it: each host's status and drifted tasks."""
-    hosts = tuple(notify.HostReport(v.name, v.status, tuple(t.task for t in report.tasks_by_host.get(v.name, [])
-                                                             if t.drift))
-                  for v in report.verdicts)
+    hosts = tuple(
+        notify.HostReport(v.name, v.status, tuple(t.task for t in report.tasks_by_host.get(v.name, []) if t.drift))
+        for v in report.verdicts
+    )
     return notify.RunEnded(report.run.id, report.run.kind, report.run.status, hosts)
 
 
 def host_outcome(verdict, groups: tuple[str, ...], tasks, diverged_from: str = "") -> plan.HostOutcome:
     drift = [t for t in tasks if t.drift]
-    return plan.HostOutcome(verdict.name, verdict.status, groups, tuple(t.task for t in drift),
-                            tuple(t.task for t in drift if t.flapping), diverged_from)
+    return plan.HostOutcome(
+        verdict.name,
+        verdict.status,
+        groups,
+        tuple(t.task for t in drift),
+        tuple(t.task for t in drift if t.flapping),
+        diverged_from,
+    )
 
 
 def _split_unverified(tasks) -> tuple[list, list]:
@@ -580,8 +655,16 @@ def observe_inventory(settings: Settings, sha: str, names: list[str]) -> plan.In
     if baseline is None:
         return plan.InventoryChange(sha, hosts, accepted=accepted)
     before, now = set(baseline.names), set(hosts)
-    return plan.InventoryChange(sha, hosts, baseline.sha, len(before), len(now - before), len(before - now),
-                                accepted, policy_at(settings, baseline.sha).max_inventory_change)
+    return plan.InventoryChange(
+        sha,
+        hosts,
+        baseline.sha,
+        len(before),
+        len(now - before),
+        len(before - now),
+        accepted,
+        policy_at(settings, baseline.sha).max_inventory_change,
+    )
 
 
 def current_policy(settings: Settings) -> policy.Policy:
@@ -596,9 +679,13 @@ def current_policy(settings: Settings) -> policy.Policy:
 
 def observe_state() -> plan.Observed:
     state = queries.controller_state()
-    return plan.Observed(fetch_requested=state.fetch_requested, fetch_failures=state.fetch_failures,
-                         next_fetch_at=state.next_fetch_at, commit_checked_sha=state.commit_checked_sha,
-                         last_scheduled_check_at=state.last_scheduled_check_at)
+    return plan.Observed(
+        fetch_requested=state.fetch_requested,
+        fetch_failures=state.fetch_failures,
+        next_fetch_at=state.next_fetch_at,
+        commit_checked_sha=state.commit_checked_sha,
+        last_scheduled_check_at=state.last_scheduled_check_at,
+    )
 
 
 def observe_desired() -> plan.Desired:
@@ -612,5 +699,6 @@ def observe_queue() -> list[plan.QueuedRun]:
 
 
 def observe_approvals() -> list[plan.ApprovedDrift]:
-    return [plan.ApprovedDrift(a.id, a.host, a.drift_signature, a.revision_sha, a.kind)
-            for a in queries.approved_waiting()]
+    return [
+        plan.ApprovedDrift(a.id, a.host, a.drift_signature, a.revision_sha, a.kind) for a in queries.approved_waiting()
+    ]

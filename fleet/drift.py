@@ -43,10 +43,35 @@ TASK_EVENTS = {
 FACT_ACTIONS = {"gather_facts", "setup"}
 # Actions that read or decide but never change a host: not part of the coverage.
 NON_STATE_ACTIONS = FACT_ACTIONS | {
-    "debug", "assert", "set_fact", "meta", "include_vars", "add_host", "group_by", "fail", "pause",
-    "set_stats", "ping", "wait_for_connection", "include_tasks", "import_tasks", "include_role", "import_role",
+    "debug",
+    "assert",
+    "set_fact",
+    "meta",
+    "include_vars",
+    "add_host",
+    "group_by",
+    "fail",
+    "pause",
+    "set_stats",
+    "ping",
+    "wait_for_connection",
+    "include_tasks",
+    "import_tasks",
+    "include_role",
+    "import_role",
 }
-CONTAINER_TYPES = {"docker", "podman", "lxc", "container", "containerd", "systemd-nspawn", "openvz", "wsl", "jail", "zone"}
+CONTAINER_TYPES = {
+    "docker",
+    "podman",
+    "lxc",
+    "container",
+    "containerd",
+    "systemd-nspawn",
+    "openvz",
+    "wsl",
+    "jail",
+    "zone",
+}
 MAX_DIFF_CHARS = 200_000  # one task's diff; beyond this it is cut, with a note saying so
 CAUSES = ("commit", "local", "new")
 
@@ -217,10 +242,21 @@ class DriftTracker:
             return []
         hosts = sorted(self._play_hosts) if findings["meta"] == "end_play" else [result.host]
         reason = f"never reached: '{result.task}' (meta {findings['meta']}) ended the play early; {cause}"
-        return [TaskResult(seq=result.seq, host=host, task=item.get("task", ""), action=item.get("action", ""),
-                           status="skipped", unverified=True, reason=reason, note="never reached",
-                           path=self.context.relative(item.get("path", "")))
-                for host in hosts for item in findings.get("never_reached") or []]
+        return [
+            TaskResult(
+                seq=result.seq,
+                host=host,
+                task=item.get("task", ""),
+                action=item.get("action", ""),
+                status="skipped",
+                unverified=True,
+                reason=reason,
+                note="never reached",
+                path=self.context.relative(item.get("path", "")),
+            )
+            for host in hosts
+            for item in findings.get("never_reached") or []
+        ]
 
     def _judge(self, result: TaskResult, data: dict) -> None:
         """Apply the rules that need the host's earlier results, then count the result."""
@@ -302,13 +338,17 @@ class DriftTracker:
 
     def _propagate(self, state: _HostState, result: TaskResult, findings: dict) -> None:
         """Carry taint to what this task gives a value: its register, set_fact's facts, include_vars' vars."""
-        read = [*(findings.get("arg_reads") or []), *(findings.get("loop_reads") or []),
-                *[n for c in (findings.get("when_reads") or {}).values() for n in c]]
+        read = [
+            *(findings.get("arg_reads") or []),
+            *(findings.get("loop_reads") or []),
+            *[n for c in (findings.get("when_reads") or {}).values() for n in c],
+        ]
         condition = self._taint_of(result.host, read, findings)
         register = findings.get("register") or ""
         if register and result.unverified:
-            state.tainted[register] = (f"`{register}`, registered by '{result.task}', "
-                                       "which check mode could not evaluate")
+            state.tainted[register] = (
+                f"`{register}`, registered by '{result.task}', which check mode could not evaluate"
+            )
         elif register and condition:
             state.tainted[register] = f"`{register}`, registered by '{result.task}', which read {condition}"
         elif register:
@@ -325,8 +365,9 @@ class DriftTracker:
         history = self.context.history.get(result.host, HostHistory())
         result.cause = drift_cause(result, history, self.context)
         key = task_key(result)
-        result.flapping = (history.last_converge_sha == self.context.revision
-                           and (not history.checked_since_converge or key in history.flapping))
+        result.flapping = history.last_converge_sha == self.context.revision and (
+            not history.checked_since_converge or key in history.flapping
+        )
 
     def _verdict(self, host: str) -> HostVerdict:
         if host not in self.hosts:
@@ -350,8 +391,9 @@ class DriftTracker:
         self._track_flapping(verdict, result)
         if short_action(result.action) in FACT_ACTIONS and result.status in ("ok", "changed"):
             verdict.facts = extract_facts((data.get("res") or {}).get("ansible_facts") or {})
-        if result.status == "unreachable" or (result.status == "failed" and not (result.ignored or result.rescued)
-                                               and not verdict.message):
+        if result.status == "unreachable" or (
+            result.status == "failed" and not (result.ignored or result.rescued) and not verdict.message
+        ):
             verdict.message = f"{result.task}: {result.note}" if result.note else result.task
         verdict.status = host_status(verdict, self.check_mode)
 
@@ -558,11 +600,14 @@ def _render_one(diff: dict, path: str) -> str:
     before_lines = _ensure_newline(str(before or "")).splitlines(keepends=True)
     after_lines = _ensure_newline(str(after or "")).splitlines(keepends=True)
     target = path or str(diff.get("before_header") or diff.get("after_header") or "")
-    return "".join(difflib.unified_diff(
-        before_lines, after_lines,
-        fromfile=f"before: {target}".strip() if target else "before",
-        tofile=f"after: {target}".strip() if target else "after",
-    ))
+    return "".join(
+        difflib.unified_diff(
+            before_lines,
+            after_lines,
+            fromfile=f"before: {target}".strip() if target else "before",
+            tofile=f"after: {target}".strip() if target else "after",
+        )
+    )
 
 
 def _mapping_lines(mapping: dict) -> str:

@@ -110,10 +110,32 @@ def short_action(action: str) -> str:
 # --- which variables a templated value reads (for taint through set_fact, vars, loops) ---------
 
 # Names every template may read that never carry a result from the host: left out of what a task reads.
-TEMPLATE_BUILTINS = frozenset({
-    "lookup", "query", "q", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "omit", "now",
-    "undef", "true", "false", "none", "True", "False", "None", "loop", "varname", "vars", "hostvars",
-})
+TEMPLATE_BUILTINS = frozenset(
+    {
+        "lookup",
+        "query",
+        "q",
+        "range",
+        "dict",
+        "lipsum",
+        "cycler",
+        "joiner",
+        "namespace",
+        "omit",
+        "now",
+        "undef",
+        "true",
+        "false",
+        "none",
+        "True",
+        "False",
+        "None",
+        "loop",
+        "varname",
+        "vars",
+        "hostvars",
+    }
+)
 
 
 def names_read(value, expression: bool = False) -> set[str]:
@@ -167,7 +189,12 @@ def _names_in(ast) -> frozenset[str]:
         if isinstance(item.node, nodes.Name) and item.node.name == "vars" and isinstance(item.arg, nodes.Const):
             loaded.add(str(item.arg.value))
     for call in ast.find_all(nodes.Call):  # lookup('vars', 'x', 'y')
-        if (isinstance(call.node, nodes.Name) and call.node.name in ("lookup", "query", "q") and call.args
-                and isinstance(call.args[0], nodes.Const) and call.args[0].value == "vars"):
+        if (
+            isinstance(call.node, nodes.Name)
+            and call.node.name in ("lookup", "query", "q")
+            and call.args
+            and isinstance(call.args[0], nodes.Const)
+            and call.args[0].value == "vars"
+        ):
             loaded |= {str(a.value) for a in call.args[1:] if isinstance(a, nodes.Const)}
     return frozenset(loaded - TEMPLATE_BUILTINS)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 from fleet.errors import SourceError
 from fleet.hostkeys import Probe
@@ -28,8 +28,12 @@ HANG_LIMIT = 60  # seconds a hanging fake waits to be stopped before it fails th
 CANCELED_RC = 254  # what ansible-runner reports for a stopped run
 # playbook_on_stats fields keyed by host name; a limited run reports only its own hosts there
 _STATS_BY_HOST = ("changed", "dark", "failures", "ignored", "ok", "processed", "rescued", "skipped")
-_OUTCOME_EVENTS = {"ok": "runner_on_ok", "changed": "runner_on_ok", "failed": "runner_on_failed",
-                   "unreachable": "runner_on_unreachable"}
+_OUTCOME_EVENTS = {
+    "ok": "runner_on_ok",
+    "changed": "runner_on_ok",
+    "failed": "runner_on_failed",
+    "unreachable": "runner_on_unreachable",
+}
 
 
 def load_events(path: Path) -> list[dict]:
@@ -47,21 +51,32 @@ def scripted_events(outcomes: Mapping[str, str], task: str = "Write the motd") -
     """A run of one file task whose result per host is `ok`, `changed`, `failed` or `unreachable`, and its recap."""
     hosts = sorted(outcomes)
     results = [_result_event(counter, host, outcomes[host], task) for counter, host in enumerate(hosts, start=2)]
-    stats = {"processed": {h: 1 for h in hosts},
-             "failures": {h: 1 for h in hosts if outcomes[h] == "failed"},
-             "dark": {h: 1 for h in hosts if outcomes[h] == "unreachable"}}
-    return [{"event": "playbook_on_play_start", "counter": 1, "event_data": {"play_uuid": "scripted-play"}},
-            *results, {"event": "playbook_on_stats", "counter": len(hosts) + 2, "event_data": stats}]
+    stats = {
+        "processed": {h: 1 for h in hosts},
+        "failures": {h: 1 for h in hosts if outcomes[h] == "failed"},
+        "dark": {h: 1 for h in hosts if outcomes[h] == "unreachable"},
+    }
+    return [
+        {"event": "playbook_on_play_start", "counter": 1, "event_data": {"play_uuid": "scripted-play"}},
+        *results,
+        {"event": "playbook_on_stats", "counter": len(hosts) + 2, "event_data": stats},
+    ]
 
 
 def _result_event(counter: int, host: str, outcome: str, task: str) -> dict:
     res = {"changed": outcome == "changed", "msg": "" if outcome in ("ok", "changed") else f"{outcome} (scripted)"}
     if outcome == "changed":
-        res["diff"] = [{"before_header": "/etc/motd", "before": "old\n", "after_header": "/etc/motd",
-                        "after": "new\n"}]
-    data = {"host": host, "task": task, "task_action": "ansible.builtin.copy",
-            "resolved_action": "ansible.builtin.copy", "task_uuid": f"scripted-{task}",
-            "task_path": "playbooks/site.yml:1", "play_uuid": "scripted-play", "res": res}
+        res["diff"] = [{"before_header": "/etc/motd", "before": "old\n", "after_header": "/etc/motd", "after": "new\n"}]
+    data = {
+        "host": host,
+        "task": task,
+        "task_action": "ansible.builtin.copy",
+        "resolved_action": "ansible.builtin.copy",
+        "task_uuid": f"scripted-{task}",
+        "task_path": "playbooks/site.yml:1",
+        "play_uuid": "scripted-play",
+        "res": res,
+    }
     return {"event": _OUTCOME_EVENTS[outcome], "counter": counter, "event_data": data}
 
 
@@ -101,17 +116,30 @@ class FakeRunner:
         return self.requirements_error
 
     def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, Probe]:
-        return {h.name: Probe(h.name, "unreachable", f"cannot connect to {h.address}:{h.port} (fake)")
-                if h.name in self.unreachable else Probe(h.name, "ok") for h in hosts}
+        return {
+            h.name: Probe(h.name, "unreachable", f"cannot connect to {h.address}:{h.port} (fake)")
+            if h.name in self.unreachable
+            else Probe(h.name, "ok")
+            for h in hosts
+        }
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None,
-                         keep_alive: Callable[[], None] = lambda: None) -> dict:
+    def stop_remote_work(
+        self,
+        hosts: list[InventoryHost],
+        touched: set[str],
+        spec: JobSpec | None = None,
+        keep_alive: Callable[[], None] = lambda: None,
+    ) -> dict:
         from fleet.remote_stop import HostStop
 
         self.remote_stops.append((frozenset(h.name for h in hosts), frozenset(touched)))
         # As the real one: a host the run never started a task on holds nothing of it.
-        return {h.name: HostStop(h.name, False, self.unconfirmed[h.name]) if h.name in self.unconfirmed.keys() & touched
-                else HostStop(h.name, True, "stopped (fake)") for h in hosts}
+        return {
+            h.name: HostStop(h.name, False, self.unconfirmed[h.name])
+            if h.name in self.unconfirmed.keys() & touched
+            else HostStop(h.name, True, "stopped (fake)")
+            for h in hosts
+        }
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         limited = frozenset(spec.limit_file.read_text().split()) if spec.limit_file else None
@@ -139,8 +167,10 @@ class FakeRunner:
 def _only_hosts(event: dict, hosts: frozenset[str]) -> dict:
     if event.get("event") != "playbook_on_stats":
         return event
-    data = {key: ({h: n for h, n in value.items() if h in hosts} if key in _STATS_BY_HOST else value)
-            for key, value in event.get("event_data", {}).items()}
+    data = {
+        key: ({h: n for h, n in value.items() if h in hosts} if key in _STATS_BY_HOST else value)
+        for key, value in event.get("event_data", {}).items()
+    }
     return {**event, "event_data": data}
 
 

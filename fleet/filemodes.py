@@ -29,8 +29,18 @@ PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 OTHERS = 0o077  # group and other bits
 # What fleet keeps at the top of its data directory (settings, source, jobs, runner, lab, web).
-DATA_DIR_ENTRIES = ("fleet.db", "fleet.db-wal", "fleet.db-shm", "secret_key", "source.git", "revisions",
-                    "runs", "ssh", "cp", "lab")
+DATA_DIR_ENTRIES = (
+    "fleet.db",
+    "fleet.db-wal",
+    "fleet.db-shm",
+    "secret_key",
+    "source.git",
+    "revisions",
+    "runs",
+    "ssh",
+    "cp",
+    "lab",
+)
 
 log = logging.getLogger("fleet.filemodes")
 
@@ -54,11 +64,16 @@ def ensure_private_dir(path: Path, entries: tuple[str, ...] = ()) -> None:
         path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         fixed = [found for found in map(_tighten, [path, *(path / name for name in entries)]) if found]
     except OSError as exc:
-        raise StoreError(f"cannot create or protect the data directory {path} ({exc.strerror}); "
-                         "set FLEET_DATA_DIR to a directory you own") from exc
+        raise StoreError(
+            f"cannot create or protect the data directory {path} ({exc.strerror}); "
+            "set FLEET_DATA_DIR to a directory you own"
+        ) from exc
     if fixed:
-        log.warning("data directory %s was open to other users; removed their access (%s)", path,
-                    ", ".join(f"{p.relative_to(path)} was {mode:04o}" for p, mode in fixed))
+        log.warning(
+            "data directory %s was open to other users; removed their access (%s)",
+            path,
+            ", ".join(f"{p.relative_to(path)} was {mode:04o}" for p, mode in fixed),
+        )
 
 
 def _tighten(path: Path) -> tuple[Path, int] | None:
@@ -112,8 +127,10 @@ def check_vault_password_file(path: str) -> None:
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise ConfigError(f"vault password file {path} cannot be read ({exc.strerror}); "
-                          "fix FLEET_VAULT_PASSWORD_FILE or create the file") from exc
+        raise ConfigError(
+            f"vault password file {path} cannot be read ({exc.strerror}); "
+            "fix FLEET_VAULT_PASSWORD_FILE or create the file"
+        ) from exc
     problem = vault_file_problem(info.st_mode, info.st_uid, os.geteuid())
     if problem:
         raise ConfigError(f"vault password file {path} {problem}; {_vault_fix(path, info)}, then run fleet again")

@@ -96,8 +96,10 @@ def known_hosts_name(address: str, port: int) -> str:
 
 _OPTION = re.compile(r"\s*(?P<key>[A-Za-z]+)\s*(?:=\s*|\s+)(?P<value>.*)", re.DOTALL)
 # [ssh://][user@]host[:port], the host maybe an IPv6 address in brackets; no spaces or braces (a template left over)
-_HOP = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?"
-                  r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]\s{}/]+))(?::(?P<port>[^:]*))?$")
+_HOP = re.compile(
+    r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?"
+    r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:@\[\]\s{}/]+))(?::(?P<port>[^:]*))?$"
+)
 
 
 def route_from_ssh_args(*arg_strings: str) -> tuple[tuple[Hop, ...], str]:
@@ -128,9 +130,8 @@ def _proxy_options(arg_strings) -> list[tuple[str, str]]:
         for flag, value in _flag_values(words):
             if flag == "-J":
                 found.append(("proxyjump", value))
-            elif match := _OPTION.fullmatch(value):
-                if match["key"].lower() in ("proxyjump", "proxycommand"):
-                    found.append((match["key"].lower(), match["value"]))
+            elif (match := _OPTION.fullmatch(value)) and match["key"].lower() in ("proxyjump", "proxycommand"):
+                found.append((match["key"].lower(), match["value"]))
     return found
 
 
@@ -149,7 +150,8 @@ def _flag_values(words: list[str]) -> list[tuple[str, str]]:
 
 
 def names_proxy(*arg_strings: str) -> bool:
-    """Whether the ssh arguments set ProxyJump or ProxyCommand at all (`none` included): then ssh_config's do not count."""
+    """Whether the ssh arguments set ProxyJump or ProxyCommand at all (`none` included): then ssh_config's
+    do not count."""
     return bool(_proxy_options(arg_strings))
 
 
@@ -159,8 +161,10 @@ def parse_jumps(spec: str) -> tuple[Hop, ...]:
     for part in spec.split(","):
         match = _HOP.match(part.strip())
         if not part.strip() or match is None:
-            raise ProxySpecError(f"cannot read the jump host {part.strip()!r} in ProxyJump {spec!r}; "
-                                 "write it as [user@]host[:port], several separated by commas")
+            raise ProxySpecError(
+                f"cannot read the jump host {part.strip()!r} in ProxyJump {spec!r}; "
+                "write it as [user@]host[:port], several separated by commas"
+            )
         port = match["port"]
         if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
             raise ProxySpecError(f"the jump host {part.strip()!r} has an invalid port {port!r}")
@@ -176,8 +180,15 @@ def complete_from_ssh_config(target: Target, config: paramiko.SSHConfig, args_na
     """
     found = _lookup(config, target.address)
     jumps, command = (target.jumps, target.proxy_command) if args_name_proxy else _config_proxy(found)
-    return Target(target.name, found.get("hostname", target.address), _config_port(found, target.port),
-                  tuple(_complete_hop(hop, config) for hop in jumps), command, target.user, target.problem)
+    return Target(
+        target.name,
+        found.get("hostname", target.address),
+        _config_port(found, target.port),
+        tuple(_complete_hop(hop, config) for hop in jumps),
+        command,
+        target.user,
+        target.problem,
+    )
 
 
 def _lookup(config: paramiko.SSHConfig, name: str) -> dict:
@@ -232,8 +243,13 @@ def load_ssh_config(paths: tuple[Path, ...] | None = None) -> paramiko.SSHConfig
 
 def expand_proxy_command(command: str, target: Target) -> str:
     """OpenSSH's %h %p %r %n %% tokens of a ProxyCommand, filled in for the target."""
-    tokens = {"h": target.address, "p": str(target.port), "r": target.user or getpass.getuser(),
-              "n": target.address, "%": "%"}
+    tokens = {
+        "h": target.address,
+        "p": str(target.port),
+        "r": target.user or getpass.getuser(),
+        "n": target.address,
+        "%": "%",
+    }
     return re.sub(r"%(.)", lambda m: tokens.get(m[1], m[0]), command)
 
 
@@ -246,10 +262,15 @@ def ssh_config_text(known_hosts: Path, identity: Path | None) -> str:
     system's files are included after fleet's settings, which win (first value
     wins in ssh_config), so host aliases defined there keep working.
     """
-    lines = ["# Written by fleet on every run; edits are lost.",
-             f"UserKnownHostsFile {known_hosts}", "StrictHostKeyChecking yes", "BatchMode yes",
-             # a hop inherits no -o either: without these a silent jump host would hold a run for minutes
-             "ConnectTimeout 10", "ServerAliveInterval 15"]
+    lines = [
+        "# Written by fleet on every run; edits are lost.",
+        f"UserKnownHostsFile {known_hosts}",
+        "StrictHostKeyChecking yes",
+        "BatchMode yes",
+        # a hop inherits no -o either: without these a silent jump host would hold a run for minutes
+        "ConnectTimeout 10",
+        "ServerAliveInterval 15",
+    ]
     if identity is not None:
         lines.append(f"IdentityFile {identity}")
     lines += ["Include ~/.ssh/config", "Include /etc/ssh/ssh_config"]
@@ -275,13 +296,15 @@ def write_ssh_config(known_hosts: Path, identity: Path | None) -> Path:
 
 # --- keys and probes (I/O) -------------------------------------------------------------------
 
+
 def ensure_identity(identity: Path) -> Path:
     """Create fleet's own SSH key pair if missing; return the private key path."""
     if not identity.exists():
         identity.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "fleet", "-f", str(identity)],
-            check=True, stdin=subprocess.DEVNULL,
+            check=True,
+            stdin=subprocess.DEVNULL,
         )
     return identity
 
@@ -296,8 +319,9 @@ def pin_key_line(known_hosts: Path, address: str, port: int, key_type: str, key_
     _save(keys, known_hosts)
 
 
-def probe_hosts(targets: list[Target], known_hosts: Path, timeout: float,
-                identity: Path | None = None) -> dict[str, Probe]:
+def probe_hosts(
+    targets: list[Target], known_hosts: Path, timeout: float, identity: Path | None = None
+) -> dict[str, Probe]:
     """Probe every target in parallel; pin first-contact keys; return a Probe per host name.
 
     `identity` is the key fleet authenticates to jump hosts with (targets
@@ -308,7 +332,7 @@ def probe_hosts(targets: list[Target], known_hosts: Path, timeout: float,
     ways = _Ways(_load(known_hosts), timeout, identity)
     try:
         with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(targets))) as pool:
-            offered = dict(zip([t.name for t in targets], pool.map(ways.fetch_key, targets)))
+            offered = dict(zip([t.name for t in targets], pool.map(ways.fetch_key, targets), strict=False))
     finally:
         ways.close()
     results = {}
@@ -319,8 +343,9 @@ def probe_hosts(targets: list[Target], known_hosts: Path, timeout: float,
     return results
 
 
-def accept_key(target: Target, known_hosts: Path, timeout: float, identity: Path | None = None,
-               jump: str = "") -> Probe:
+def accept_key(
+    target: Target, known_hosts: Path, timeout: float, identity: Path | None = None, jump: str = ""
+) -> Probe:
     """Replace the pinned key of a host (or of `jump`, one hop on its way) with the one it offers now."""
     whose = _hop_as_target(target, jump) if jump else target
     if isinstance(whose, Probe):
@@ -334,8 +359,9 @@ def accept_key(target: Target, known_hosts: Path, timeout: float, identity: Path
         return key
     ways.replace(known_hosts_name(whose.address, whose.port), key)
     _save(ways.keys, known_hosts)
-    return Probe(target.name, "pinned", f"new key of jump host {jump} accepted" if jump else "new key accepted",
-                 fingerprint(key))
+    return Probe(
+        target.name, "pinned", f"new key of jump host {jump} accepted" if jump else "new key accepted", fingerprint(key)
+    )
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -372,7 +398,8 @@ def _compare(keys: paramiko.HostKeys, target: Target, key: paramiko.PKey) -> Pro
     if pinned.get(key.get_name()) == key:
         return Probe(target.name, "ok", "", fingerprint(key))
     return Probe(
-        target.name, "key_changed",
+        target.name,
+        "key_changed",
         f"SSH host key of {name} changed (now {fingerprint(key)}); the host is blocked until an admin "
         f"checks it and runs `fleet hosts accept-key {target.name}`",
         fingerprint(key),
@@ -388,12 +415,17 @@ class _HopFailure(Exception):
 
     def probe(self, target: Target) -> Probe:
         if self.state == "jump_key_changed":
-            return Probe(target.name, self.state, (
-                f"SSH host key of jump host {self.hop} changed (now {self.fingerprint}); fleet does not go "
-                f"through it, so {target.name} and every host behind it are blocked until an admin checks it "
-                f"and runs `fleet hosts accept-key {target.name} --jump {self.hop.address}`"), self.fingerprint)
-        return Probe(target.name, self.state,
-                     f"{self.text} on the way to {target.address}:{target.port}; {self.hint}")
+            return Probe(
+                target.name,
+                self.state,
+                (
+                    f"SSH host key of jump host {self.hop} changed (now {self.fingerprint}); fleet does not go "
+                    f"through it, so {target.name} and every host behind it are blocked until an admin checks it "
+                    f"and runs `fleet hosts accept-key {target.name} --jump {self.hop.address}`"
+                ),
+                self.fingerprint,
+            )
+        return Probe(target.name, self.state, f"{self.text} on the way to {target.address}:{target.port}; {self.hint}")
 
 
 class _Ways:
@@ -435,11 +467,18 @@ class _Ways:
             return _open(target.address, target.port, through, self.timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if through is None:
-                return Probe(target.name, "unreachable", f"cannot connect to {target.address}:{target.port} "
-                             f"({_reason(exc)}); is the host up and sshd running?")
-            return Probe(target.name, "unreachable",
-                         f"jump host {target.jumps[-1]} could not open a connection to {target.address}:"
-                         f"{target.port} ({_reason(exc)}); is that host up, and does the jump host resolve its name?")
+                return Probe(
+                    target.name,
+                    "unreachable",
+                    f"cannot connect to {target.address}:{target.port} "
+                    f"({_reason(exc)}); is the host up and sshd running?",
+                )
+            return Probe(
+                target.name,
+                "unreachable",
+                f"jump host {target.jumps[-1]} could not open a connection to {target.address}:"
+                f"{target.port} ({_reason(exc)}); is that host up, and does the jump host resolve its name?",
+            )
 
     def session(self, jumps: tuple[Hop, ...]) -> paramiko.Transport:
         """An authenticated session on the last of `jumps`, reached through the others; raises _HopFailure."""
@@ -498,12 +537,18 @@ def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
         return transport.get_remote_server_key()
     except (paramiko.SSHException, OSError, EOFError) as exc:
         if isinstance(sock, _ProxyCommand):
-            return Probe(target.name, "unreachable",
-                         f"ProxyCommand `{target.proxy_command}` gave no SSH handshake of {target.address}:"
-                         f"{target.port} ({exc}{_proxy_exit(sock)}); check the command and sshd there")
-        return Probe(target.name, "unreachable",
-                     f"{target.address}:{target.port} accepted a connection{_via(target)} but no SSH handshake "
-                     f"({exc}); check sshd there")
+            return Probe(
+                target.name,
+                "unreachable",
+                f"ProxyCommand `{target.proxy_command}` gave no SSH handshake of {target.address}:"
+                f"{target.port} ({exc}{_proxy_exit(sock)}); check the command and sshd there",
+            )
+        return Probe(
+            target.name,
+            "unreachable",
+            f"{target.address}:{target.port} accepted a connection{_via(target)} but no SSH handshake "
+            f"({exc}); check sshd there",
+        )
     finally:
         transport.close()
 
@@ -519,7 +564,7 @@ class _ProxyCommand(paramiko.ProxyCommand):
         """What the command wrote, as a socket would give it: b'' once it has ended, not a wait for the timeout."""
         ready, _, _ = select.select([self.process.stdout], [], [], self.timeout)
         if not ready:
-            raise socket.timeout()
+            raise TimeoutError()
         try:
             return os.read(self.process.stdout.fileno(), size)
         except OSError as exc:
@@ -577,10 +622,18 @@ def _enter_hop(hop: Hop, through: paramiko.Transport | None, ways: _Ways) -> par
         sock = _open(hop.address, hop.port, through, ways.timeout)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         if through is None:
-            return _HopFailure("unreachable", hop, f"cannot connect to jump host {hop} ({_reason(exc)})",
-                               "is the jump host up and sshd running?")
-        return _HopFailure("unreachable", hop, f"the jump host before {hop} could not open a connection to it "
-                           f"({_reason(exc)})", f"is {hop.address} up?")
+            return _HopFailure(
+                "unreachable",
+                hop,
+                f"cannot connect to jump host {hop} ({_reason(exc)})",
+                "is the jump host up and sshd running?",
+            )
+        return _HopFailure(
+            "unreachable",
+            hop,
+            f"the jump host before {hop} could not open a connection to it ({_reason(exc)})",
+            f"is {hop.address} up?",
+        )
     transport = paramiko.Transport(sock)
     transport.banner_timeout = ways.timeout
     try:
@@ -591,8 +644,9 @@ def _enter_hop(hop: Hop, through: paramiko.Transport | None, ways: _Ways) -> par
         else:
             failure = _authenticate(transport, hop, ways.identity)
     except (paramiko.SSHException, OSError, EOFError) as exc:
-        failure = _HopFailure("unreachable", hop, f"jump host {hop} gave no SSH session ({_reason(exc)})",
-                              "check sshd there")
+        failure = _HopFailure(
+            "unreachable", hop, f"jump host {hop} gave no SSH session ({_reason(exc)})", "check sshd there"
+        )
     if failure is not None:
         transport.close()
         return failure
@@ -611,8 +665,12 @@ def _authenticate(transport: paramiko.Transport, hop: Hop, identity: Path | None
         if transport.is_authenticated():
             return None
     offered = f"fleet's key {identity}.pub" if identity else "no key"
-    return _HopFailure("unreachable", hop, f"jump host {hop} refused {offered} for user {user}{unreadable}",
-                       f"authorise it there (or name the user: ProxyJump=user@{hop.address})")
+    return _HopFailure(
+        "unreachable",
+        hop,
+        f"jump host {hop} refused {offered} for user {user}{unreadable}",
+        f"authorise it there (or name the user: ProxyJump=user@{hop.address})",
+    )
 
 
 def _client_keys(identity: Path | None) -> tuple[list[paramiko.PKey], str]:

@@ -19,10 +19,10 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,7 +31,12 @@ from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, Ta
 from fleet.errors import FleetError, HostBusy, StoreError
 from fleet.hostkeys import Probe
 from fleet.revisions import (
-    DesiredState, default_runner, inventory_hosts, load_policy, reread_dynamic_inventories, sync_source,
+    DesiredState,
+    default_runner,
+    inventory_hosts,
+    load_policy,
+    reread_dynamic_inventories,
+    sync_source,
 )
 from fleet.runner import MAX_EVENT_RES, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
 from fleet.settings import Settings
@@ -94,10 +99,16 @@ def execute_run(
     reread_dynamic_inventories()  # each run lists a dynamic inventory afresh, once
     desired = sync_source(settings, runner)
     targets = resolve_targets(settings, desired, limit, runner)
-    run = records.create_run(kind, trigger, desired.revision.sha, limit or "", requested_by, os.getpid(),
-                             lease_seconds=settings.lease_seconds)
-    return perform_run(settings, run, desired, targets, progress=progress, should_cancel=should_cancel,
-                       runner=runner)
+    run = records.create_run(
+        kind,
+        trigger,
+        desired.revision.sha,
+        limit or "",
+        requested_by,
+        os.getpid(),
+        lease_seconds=settings.lease_seconds,
+    )
+    return perform_run(settings, run, desired, targets, progress=progress, should_cancel=should_cancel, runner=runner)
 
 
 def refuse_without_broker(settings: Settings) -> None:
@@ -109,18 +120,22 @@ def refuse_without_broker(settings: Settings) -> None:
 
     problem = broker_problem(settings.broker_url)
     if problem:
-        raise FleetError(f"{problem}; start the broker, or `fleet request` queues the run for the controller, "
-                         "or FLEET_EXECUTOR=local runs it here")
+        raise FleetError(
+            f"{problem}; start the broker, or `fleet request` queues the run for the controller, "
+            "or FLEET_EXECUTOR=local runs it here"
+        )
 
 
-def resolve_targets(settings: Settings, desired: DesiredState, limit: str | None,
-                    runner: Runner | None = None) -> list[InventoryHost]:
+def resolve_targets(
+    settings: Settings, desired: DesiredState, limit: str | None, runner: Runner | None = None
+) -> list[InventoryHost]:
     """Inventory hosts matching `limit` at the desired revision; an error when none do."""
     targets = inventory_hosts(desired.tree, settings, runner, limit) if limit else list(desired.hosts)
     if not targets:
         raise FleetError(
             f"no inventory host matches --limit {limit!r}; `fleet status` lists the hosts"
-            if limit else "the inventory has no hosts; add some to the source"
+            if limit
+            else "the inventory has no hosts; add some to the source"
         )
     return targets
 
@@ -146,8 +161,9 @@ def perform_run(
     `failed` without verdicts (every host keeps its status) and StoreError is raised.
     """
     close_lapsed_runs(settings)  # a killed process's locks must not block this run
-    execution = Execution(settings, run, progress, should_cancel, runner or default_runner(settings),
-                          holder or leases.this_process())
+    execution = Execution(
+        settings, run, progress, should_cancel, runner or default_runner(settings), holder or leases.this_process()
+    )
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy and _confirm_kept_locks(execution.runner, targets, busy):
         busy = records.acquire_host_locks(run.id, [t.name for t in targets])
@@ -173,11 +189,16 @@ def _confirm_kept_locks(runner: Runner, targets: list[InventoryHost], busy: list
     if not wanted:
         return False
     stops = runner.stop_remote_work(wanted, {t.name for t in wanted})
-    freed = [name for name, stop in stops.items() if stop.confirmed and records.release_kept_lock(
-        name, f"run {kept[name].run_id}'s work confirmed stopped later: {stop.detail}")]
+    freed = [
+        name
+        for name, stop in stops.items()
+        if stop.confirmed
+        and records.release_kept_lock(name, f"run {kept[name].run_id}'s work confirmed stopped later: {stop.detail}")
+    ]
     for name in freed:
-        log.warning("%s: the work of stopped run %s there is confirmed ended now; its lock is freed",
-                    name, kept[name].run_id)
+        log.warning(
+            "%s: the work of stopped run %s there is confirmed ended now; its lock is freed", name, kept[name].run_id
+        )
     return bool(freed)
 
 
@@ -185,8 +206,11 @@ def _busy_message(busy: list[tuple[str, int]]) -> str:
     kept = {lock.host: lock for lock in records.kept_locks([host for host, _ in busy])}
     return "; ".join(
         f"{host} is held by stopped run {holder}: {kept[host].reason}; once nothing of it runs there, "
-        f"`fleet hosts release {host}` frees it" if host in kept else f"{host} is busy with run {holder}"
-        for host, holder in busy)
+        f"`fleet hosts release {host}` frees it"
+        if host in kept
+        else f"{host} is busy with run {holder}"
+        for host, holder in busy
+    )
 
 
 def _execute(execution: Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
@@ -227,8 +251,15 @@ CANCEL_POLL_SECONDS = 1.0
 class Execution:
     """The state of one run while Ansible streams its events (here, or on workers: fleet.executor)."""
 
-    def __init__(self, settings: Settings, run: RunView, progress: ProgressFn | None,
-                 should_cancel: Callable[[], bool] | None, runner: Runner, holder: leases.Holder):
+    def __init__(
+        self,
+        settings: Settings,
+        run: RunView,
+        progress: ProgressFn | None,
+        should_cancel: Callable[[], bool] | None,
+        runner: Runner,
+        holder: leases.Holder,
+    ):
         self.settings = settings
         self.runner = runner
         self.should_cancel = should_cancel or (lambda: False)
@@ -314,8 +345,9 @@ class Execution:
         """
         if freeze:
             processes.freeze_tree(self.ansible_pid)
-        self.remote_stops = self.runner.stop_remote_work(self.targets, self.touched, self.spec,
-                                                         keep_alive=self._renew_lease_now)
+        self.remote_stops = self.runner.stop_remote_work(
+            self.targets, self.touched, self.spec, keep_alive=self._renew_lease_now
+        )
         self._renew_lease_now()  # the reaper may have taken a while: renew now, not a lease period after the last
         for stop in self.remote_stops.values():
             if stop.confirmed:
@@ -325,8 +357,11 @@ class Execution:
 
     def unconfirmed(self) -> dict[str, str]:
         """Hosts where the stopped run's work may still go on, with the message they read (none if not stopped)."""
-        found = {name: f"{remote_stop.REMOTE_MAY_RUN}: {stop.detail}"
-                 for name, stop in (self.remote_stops or {}).items() if not stop.confirmed}
+        found = {
+            name: f"{remote_stop.REMOTE_MAY_RUN}: {stop.detail}"
+            for name, stop in (self.remote_stops or {}).items()
+            if not stop.confirmed
+        }
         for verdict in self.gathered or []:  # shards: each worker stopped its own hosts and said so in the verdict
             if verdict.status == HostStatus.INCOMPLETE and verdict.message.startswith(remote_stop.REMOTE_MAY_RUN):
                 found[verdict.name] = verdict.message
@@ -349,8 +384,10 @@ class Execution:
         except SQLAlchemyError as exc:
             self.store_refused(exc)
         if self.lease_lost:
-            log.error("run %s was closed by another process while this one ran it (its lease lapsed); "
-                      "stopping Ansible", self.run_id)
+            log.error(
+                "run %s was closed by another process while this one ran it (its lease lapsed); stopping Ansible",
+                self.run_id,
+            )
 
     def _cancel_flag(self) -> bool:
         """`_stop_asked` of the store, read at most once a second; a store that refuses stops the run too."""
@@ -370,8 +407,7 @@ class Execution:
     def store_refused(self, exc: SQLAlchemyError) -> None:
         """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
         if not self.store_error:
-            self.store_error = (f"the store refused a write: {_store_message(exc)}; "
-                                "results recorded before it are kept")
+            self.store_error = f"the store refused a write: {_store_message(exc)}; results recorded before it are kept"
             log.error("run %s: %s; stopping Ansible", self.run_id, self.store_error)
         self.recorder.discard()
         try:
@@ -507,7 +543,8 @@ class Execution:
         raise StoreError(
             f"run {self.run_id} could not be closed: {self.store_error}, and closing it was refused too "
             f"({refusal}); once the store takes writes again, the next `fleet runs` or controller tick marks it "
-            f"interrupted (its lease lapses {self.settings.lease_seconds}s after this)")
+            f"interrupted (its lease lapses {self.settings.lease_seconds}s after this)"
+        )
 
     def release_locks(self) -> None:
         """Free the run's hosts, but those where its stopped work may go on (their locks are kept, with why);
@@ -525,37 +562,56 @@ class Execution:
     def raise_if_unrecorded(self) -> None:
         """The run ended without its results recorded: say so, rather than report verdicts nobody stored."""
         if self.store_error:
-            raise StoreError(f"run {self.run_id} failed: {self.store_error}; "
-                             "no host's status was changed; fix the database, then run it again")
+            raise StoreError(
+                f"run {self.run_id} failed: {self.store_error}; "
+                "no host's status was changed; fix the database, then run it again"
+            )
         if self.lease_lost:
-            raise FleetError(f"run {self.run_id} was marked interrupted by another fleet process while this one "
-                             f"ran it (its lease lapsed: this process was unresponsive over "
-                             f"{self.settings.lease_seconds}s); nothing after that was recorded; run it again")
+            raise FleetError(
+                f"run {self.run_id} was marked interrupted by another fleet process while this one "
+                f"ran it (its lease lapsed: this process was unresponsive over "
+                f"{self.settings.lease_seconds}s); nothing after that was recorded; run it again"
+            )
 
 
 def _mark_unconfirmed(verdicts: list[HostVerdict], unconfirmed: dict[str, str]) -> list[HostVerdict]:
     """`incomplete` with the message for each host whose stopped work may still run (whatever was seen)."""
-    marked = [replace(v, status=HostStatus.INCOMPLETE, message=unconfirmed[v.name]) if v.name in unconfirmed else v
-              for v in verdicts]
+    marked = [
+        replace(v, status=HostStatus.INCOMPLETE, message=unconfirmed[v.name]) if v.name in unconfirmed else v
+        for v in verdicts
+    ]
     seen = {v.name for v in verdicts}
-    return marked + [HostVerdict(name=name, status=HostStatus.INCOMPLETE, message=message)
-                     for name, message in unconfirmed.items() if name not in seen]
+    return marked + [
+        HostVerdict(name=name, status=HostStatus.INCOMPLETE, message=message)
+        for name, message in unconfirmed.items()
+        if name not in seen
+    ]
 
 
 def _lost_race(probe: Probe, lost: list[str], lost_again: list[str]) -> Probe:
     """A probe made again after this process's first-contact pins of `lost` lost to another process's."""
     if lost_again and probe.usable:  # the pins changed under this run twice: trust nothing it pinned
-        return Probe(probe.name, "pin_race", f"other fleet processes pinned different SSH host keys for "
-                     f"{', '.join(lost + lost_again)} while this run probed them; run the check again")
+        return Probe(
+            probe.name,
+            "pin_race",
+            f"other fleet processes pinned different SSH host keys for "
+            f"{', '.join(lost + lost_again)} while this run probed them; run the check again",
+        )
     if probe.state not in ("key_changed", "jump_key_changed"):
         return probe
-    return replace(probe, message=(
-        f"another fleet process pinned a different SSH host key for {', '.join(lost)} at the same moment as "
-        f"this run, and the store keeps the first pin: {probe.message}"))
+    return replace(
+        probe,
+        message=(
+            f"another fleet process pinned a different SSH host key for {', '.join(lost)} at the same moment as "
+            f"this run, and the store keeps the first pin: {probe.message}"
+        ),
+    )
 
 
-DROPPED_RESULT = (f"[fleet: Ansible's result was over {MAX_EVENT_RES:,} characters and ansible-runner left it "
-                  "out of the event: its diff and message are not shown]")
+DROPPED_RESULT = (
+    f"[fleet: Ansible's result was over {MAX_EVENT_RES:,} characters and ansible-runner left it "
+    "out of the event: its diff and message are not shown]"
+)
 
 
 def _explain_text(result: TaskResult, event: dict, diff_escaped: bool) -> None:
@@ -575,10 +631,12 @@ def _explain_text(result: TaskResult, event: dict, diff_escaped: bool) -> None:
 
 _RESULT_EVENTS = ("runner_on_ok", "runner_on_failed")
 # Why Ansible sent no diff of a file it changes (the keys its action plugins set), said as its console says it.
-_SKIPPED_DIFF = {"src_binary": "the source file appears to be binary",
-                 "dst_binary": "the destination file appears to be binary",
-                 "src_larger": "the source file is larger than {} bytes (Ansible's max_diff_size)",
-                 "dst_larger": "the destination file is larger than {} bytes (Ansible's max_diff_size)"}
+_SKIPPED_DIFF = {
+    "src_binary": "the source file appears to be binary",
+    "dst_binary": "the destination file appears to be binary",
+    "src_larger": "the source file is larger than {} bytes (Ansible's max_diff_size)",
+    "dst_larger": "the destination file is larger than {} bytes (Ansible's max_diff_size)",
+}
 
 
 def skipped_diff(res: dict) -> str:
@@ -657,7 +715,10 @@ def check_context(settings: Settings, desired: DesiredState, targets: list[Inven
     history = {row.name: host_history(row, desired.revision.sha) for row in queries.hosts_named(names)}
     older = {h.last_converge_sha for h in history.values() if h.last_converge_sha} - {desired.revision.sha}
     return CheckContext(
-        revision=desired.revision.sha, hosts=frozenset(names), accept_unverified=accepted, history=history,
+        revision=desired.revision.sha,
+        hosts=frozenset(names),
+        accept_unverified=accepted,
+        history=history,
         changed_paths={sha: source.changed_paths(settings, sha, desired.revision.sha) for sha in older},
         project_dir=f"{desired.tree}/",
     )
@@ -666,11 +727,15 @@ def check_context(settings: Settings, desired: DesiredState, targets: list[Inven
 def host_history(host, revision: str) -> HostHistory:
     """The part of a host's record that explains drift: last converge, whether a check followed it, flapping."""
     converged, checked = host.last_converge_at, host.last_check_at
-    follows_converge = bool(converged) and host.last_converge_sha == revision and (
-        checked is None or aware(checked) < aware(converged))
+    follows_converge = (
+        bool(converged)
+        and host.last_converge_sha == revision
+        and (checked is None or aware(checked) < aware(converged))
+    )
     flapping = frozenset(json.loads(host.flapping)) if host.flapping else frozenset()
-    return HostHistory(last_converge_sha=host.last_converge_sha, checked_since_converge=not follows_converge,
-                       flapping=flapping)
+    return HostHistory(
+        last_converge_sha=host.last_converge_sha, checked_since_converge=not follows_converge, flapping=flapping
+    )
 
 
 # Ansible ran to its recap; any other end (stopped, timed out) proves no host in sync.
@@ -686,8 +751,13 @@ def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
 
 
 # Exit codes of check and converge, most urgent first: unreachable/failed, drift, unverified, in sync.
-EXIT_CODES = {HostStatus.UNREACHABLE: 3, HostStatus.FAILED: 3, HostStatus.INCOMPLETE: 3, HostStatus.DRIFTED: 2,
-              HostStatus.UNVERIFIED: 4}
+EXIT_CODES = {
+    HostStatus.UNREACHABLE: 3,
+    HostStatus.FAILED: 3,
+    HostStatus.INCOMPLETE: 3,
+    HostStatus.DRIFTED: 2,
+    HostStatus.UNVERIFIED: 4,
+}
 EXIT_PRECEDENCE = (3, 2, 4, 0)
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import yaml
 
-from fleet.errors import LabError
 from fleet import hostkeys
+from fleet.errors import LabError
 
 MAX_HOSTS_PER_GROUP = 254
 JUMP_HOST = "bastion"
@@ -166,8 +166,14 @@ def ensure_lab_supported() -> None:
             raise LabError(f"{tool} is missing; install util-linux and openssh-server")
 
 
-def start_lab(lab_dir: Path, count: int, known_hosts: Path, client_public_key: Path,
-              subnet: int = DEFAULT_SUBNET, jump: bool = False) -> list[LabHost]:
+def start_lab(
+    lab_dir: Path,
+    count: int,
+    known_hosts: Path,
+    client_public_key: Path,
+    subnet: int = DEFAULT_SUBNET,
+    jump: bool = False,
+) -> list[LabHost]:
     """Start `count` fresh hosts (stopping any running ones; with `jump`, and a bastion before them)
     and write lab_dir/hosts.yml."""
     ensure_lab_supported()
@@ -263,9 +269,20 @@ def _prepare_host_dir(host_dir: Path, client_public_key: Path) -> None:
 
 def _generate_host_key(host_dir: Path) -> None:
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host_dir.name,
-         "-f", str(host_dir / "ssh_host_ed25519_key")],
-        check=True, stdin=subprocess.DEVNULL,
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            host_dir.name,
+            "-f",
+            str(host_dir / "ssh_host_ed25519_key"),
+        ],
+        check=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -275,7 +292,7 @@ def _pin_host_key(known_hosts: Path, host: LabHost, host_dir: Path) -> None:
 
 
 def _spawn_host(init: Path, host: LabHost, host_dir: Path) -> None:
-    log = open(host_dir / "log", "wb")
+    log = open(host_dir / "log", "wb")  # noqa: SIM115  the host's sshd writes it after this returns
     # The wrapper shell records its own PID, then becomes unshare: that PID is what we kill.
     command = (
         f'echo $$ > "{host_dir}/pid"; exec unshare --kill-child --mount --uts --pid --fork '
@@ -284,7 +301,11 @@ def _spawn_host(init: Path, host: LabHost, host_dir: Path) -> None:
     # setsid --fork returns at once, leaving the host to init: no child of ours to reap, whoever calls this.
     subprocess.run(
         ["setsid", "--fork", "bash", "-c", command],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True, check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        close_fds=True,
+        check=True,
     )
     log.close()
 

@@ -79,8 +79,9 @@ class Event:
     link: str = ""  # a path under the public URL: /runs/12, /approvals, /revisions
 
 
-def note_hosts(previous: Mapping[str, Noted], hosts: Sequence[HostReport]
-               ) -> tuple[dict[str, list[HostReport]], dict[str, Noted]]:
+def note_hosts(
+    previous: Mapping[str, Noted], hosts: Sequence[HostReport]
+) -> tuple[dict[str, list[HostReport]], dict[str, Noted]]:
     """The hosts that are news, per condition, and what to remember of every host now.
 
     Drift is news when a task drifted that was not reported before (a host
@@ -113,16 +114,27 @@ def run_events(run: RunEnded, news: Mapping[str, list[HostReport]]) -> list[Even
     drifted = news.get("drift", [])
     if drifted:
         tasks = sum(len(h.drifted) for h in drifted)
-        events.append(Event("drift", f"fleet: new drift on {_count(len(drifted), 'host')} "
-                                     f"({_count(tasks, 'task')}) in {run.kind} run {run.id}",
-                            _host_lines(drifted, with_tasks=True), link))
+        events.append(
+            Event(
+                "drift",
+                f"fleet: new drift on {_count(len(drifted), 'host')} "
+                f"({_count(tasks, 'task')}) in {run.kind} run {run.id}",
+                _host_lines(drifted, with_tasks=True),
+                link,
+            )
+        )
     for kind in ("unreachable", "failed"):
         hosts = news.get(kind, [])
         if hosts:
-            events.append(Event(kind, f"fleet: {_count(len(hosts), 'host')} {kind} in {run.kind} run {run.id}",
-                                _host_lines(hosts), link))
-    if run.kind == "converge" and (run.note or run.status not in ("successful", "canceled")) \
-            and not news.get("failed"):
+            events.append(
+                Event(
+                    kind,
+                    f"fleet: {_count(len(hosts), 'host')} {kind} in {run.kind} run {run.id}",
+                    _host_lines(hosts),
+                    link,
+                )
+            )
+    if run.kind == "converge" and (run.note or run.status not in ("successful", "canceled")) and not news.get("failed"):
         reason = run.note or f"the run ended {run.status}"
         events.append(Event("failed", f"fleet: converge run {run.id} failed", (reason,), link))
     return events
@@ -135,8 +147,9 @@ def rollout_event(run_id: int | None, reason: str) -> Event:
 
 def approval_event(approval_id: int, host: str, summary: str) -> Event:
     subject = f"drift on {host}" if host else "an auto converge"
-    return Event("approval", f"fleet: {subject} waits for approval {approval_id}",
-                 (summary,) if summary else (), "/approvals")
+    return Event(
+        "approval", f"fleet: {subject} waits for approval {approval_id}", (summary,) if summary else (), "/approvals"
+    )
 
 
 def source_event(outcome: str, problem: str) -> Event:
@@ -176,8 +189,10 @@ def build_summary(held: Sequence[Event], base_url: str) -> Message:
     titles = [e.summary for e in held[:MAX_HOSTS_LISTED]]
     if len(held) > MAX_HOSTS_LISTED:
         titles.append(f"... and {len(held) - MAX_HOSTS_LISTED} more")
-    return Message(f"fleet: {_count(len(held), 'more notification')} held back by the rate limit",
-                   "\n".join((*titles, f"{base_url.rstrip('/')}/runs")))
+    return Message(
+        f"fleet: {_count(len(held), 'more notification')} held back by the rate limit",
+        "\n".join((*titles, f"{base_url.rstrip('/')}/runs")),
+    )
 
 
 @dataclass(frozen=True)
@@ -188,8 +203,7 @@ class Window:
     sent: int = 0
 
 
-def admit(window: Window, now: datetime, limit: int = RATE_LIMIT, span: timedelta = RATE_SPAN
-          ) -> tuple[bool, Window]:
+def admit(window: Window, now: datetime, limit: int = RATE_LIMIT, span: timedelta = RATE_SPAN) -> tuple[bool, Window]:
     """May one more message go out at ``now``? And the window after it (a new one once ``span`` is over)."""
     if window.start is None or now - window.start >= span:
         window = Window(now, 0)
@@ -284,8 +298,7 @@ class Notifier:
     without a store.
     """
 
-    def __init__(self, base_url: str, sender: Sender | None = None, limit: int = RATE_LIMIT,
-                 clock=utcnow):
+    def __init__(self, base_url: str, sender: Sender | None = None, limit: int = RATE_LIMIT, clock=utcnow):
         self.base_url, self.limit, self.clock = base_url, limit, clock
         self._sender = sender
         self._queue: queue.Queue = queue.Queue()
@@ -391,7 +404,7 @@ class Notifier:
             self._sender = AppriseSender()
         try:
             error = self._sender.send(url, message)
-        except Exception as exc:  # a plugin's own bug is a failed delivery, not a dead thread
+        except Exception as exc:  # noqa: BLE001  a plugin's own bug is a failed delivery, not a dead thread
             error = f"could not deliver to {mask_url(url)}: {type(exc).__name__}: {mask_text(str(exc), url)}"
         notices.record_outcome(key, self.clock(), error, folded)
         if error:

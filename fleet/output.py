@@ -8,10 +8,23 @@ from datetime import datetime
 from fleet.vocabulary import aware
 
 STATUS_COLOURS = {
-    "in_sync": "32", "successful": "32", "ok": "32",
-    "drifted": "33", "changed": "33", "unverified": "34", "incomplete": "90", "running": "36", "queued": "36",
-    "unreachable": "35", "failed": "31", "rejected": "31", "timeout": "31",
-    "canceled": "90", "interrupted": "90", "unknown": "90", "skipped": "90",
+    "in_sync": "32",
+    "successful": "32",
+    "ok": "32",
+    "drifted": "33",
+    "changed": "33",
+    "unverified": "34",
+    "incomplete": "90",
+    "running": "36",
+    "queued": "36",
+    "unreachable": "35",
+    "failed": "31",
+    "rejected": "31",
+    "timeout": "31",
+    "canceled": "90",
+    "interrupted": "90",
+    "unknown": "90",
+    "skipped": "90",
 }
 
 
@@ -29,11 +42,11 @@ def table(headers: list[str], rows: list[list[str]], colour: bool = False, statu
     """Left-aligned columns; the status column may be coloured (width counts the plain text)."""
     widths = [len(h) for h in headers]
     for row in rows:
-        widths = [max(w, len(str(cell))) for w, cell in zip(widths, row)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+        widths = [max(w, len(str(cell))) for w, cell in zip(widths, row, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
     for row in rows:
         cells = []
-        for index, (cell, width) in enumerate(zip(row, widths)):
+        for index, (cell, width) in enumerate(zip(row, widths, strict=False)):
             text = str(cell)
             padded = text.ljust(width)
             if index == status_column:
@@ -96,8 +109,10 @@ class Progress:
         if event.get("event", "").startswith("runner_on_") and event.get("event") != "runner_on_start":
             self.tasks += 1
         drifted = sum(1 for v in tracker.hosts.values() if v.status == "drifted")
-        line = (f"{self.kind}: {len(tracker.hosts)} hosts answered, {self.tasks} task results, "
-                f"{drifted} drifted so far — {self.current}")
+        line = (
+            f"{self.kind}: {len(tracker.hosts)} hosts answered, {self.tasks} task results, "
+            f"{drifted} drifted so far — {self.current}"
+        )
         self.stream.write("\r\033[K" + line[:150])
         self.stream.flush()
 

@@ -94,7 +94,7 @@ class HostOutcome:
     name: str
     status: str
     groups: tuple[str, ...] = ()
-    drift: tuple[str, ...] = ()     # tasks a converge would change, in run order
+    drift: tuple[str, ...] = ()  # tasks a converge would change, in run order
     flapping: tuple[str, ...] = ()  # those of them that change on every run
     # The revision this host was last converged to, when the run's revision does not descend from it
     # (or the mirror no longer knows it): converging now could roll the host back.
@@ -111,12 +111,12 @@ class InventoryChange:
     """
 
     sha: str
-    hosts: tuple[str, ...]        # the revision's inventory
-    baseline_sha: str = ""        # "" when no revision was accepted before: nothing to compare with
-    previous: int = 0             # hosts in the baseline
+    hosts: tuple[str, ...]  # the revision's inventory
+    baseline_sha: str = ""  # "" when no revision was accepted before: nothing to compare with
+    previous: int = 0  # hosts in the baseline
     added: int = 0
     removed: int = 0
-    accepted: bool = False        # judged within the limit before, or approved by an operator
+    accepted: bool = False  # judged within the limit before, or approved by an operator
     baseline_limit: str | None = None  # max_inventory_change of the baseline's own fleet.yml
 
 
@@ -250,8 +250,20 @@ class Hold:
     warn: bool = False
 
 
-Action = (FetchSource | QueueCheck | StartRun | ApplyApproval | ConvergeApproved | OpenApproval
-          | CloseApproval | ConvergeBatch | VerifyCheck | Hold | AcceptInventory | OpenInventoryApproval)
+Action = (
+    FetchSource
+    | QueueCheck
+    | StartRun
+    | ApplyApproval
+    | ConvergeApproved
+    | OpenApproval
+    | CloseApproval
+    | ConvergeBatch
+    | VerifyCheck
+    | Hold
+    | AcceptInventory
+    | OpenInventoryApproval
+)
 
 
 # --- the source ----------------------------------------------------------------
@@ -289,8 +301,14 @@ def next_fetch_at(now: datetime, interval_seconds: int, failures: int) -> dateti
 # --- the loop's plan -----------------------------------------------------------
 
 
-def plan(desired: Desired, observed: Observed, queue: Sequence[QueuedRun],
-         approvals: Sequence[ApprovedDrift], rules: Policy, now: datetime) -> list[Action]:
+def plan(
+    desired: Desired,
+    observed: Observed,
+    queue: Sequence[QueuedRun],
+    approvals: Sequence[ApprovedDrift],
+    rules: Policy,
+    now: datetime,
+) -> list[Action]:
     """The loop's next actions after the source is synced, in the order to carry them out.
 
     A new desired revision queues a commit check (standing in for the next
@@ -346,13 +364,17 @@ def remediate(check: FinishedRun, rules: Policy, now: datetime, stopping: bool) 
     drifted = [h for h in check.hosts if h.status == HostStatus.DRIFTED]
     holds: list[Action] = [_flapping_hold(h) for h in drifted if only_flapping(h)]
     by_mode = modes_of([h for h in drifted if not only_flapping(h)], rules)
-    approvals = [OpenApproval(name, check.id, check.sha, approval_reason(check, name))
-                 for name in by_mode["approve"]]
+    approvals = [OpenApproval(name, check.id, check.sha, approval_reason(check, name)) for name in by_mode["approve"]]
     auto = [name for name in by_mode["auto"] if not _diverged(check, name)]
     diverged = [name for name in by_mode["auto"] if _diverged(check, name)]
     guard, held = guard_inventory(check, rules, auto)
-    return (guard + holds + approvals + [a for name in diverged for a in hold_diverged(check, name)]
-            + auto_converge([] if held else auto, rules, now, stopping))
+    return (
+        guard
+        + holds
+        + approvals
+        + [a for name in diverged for a in hold_diverged(check, name)]
+        + auto_converge([] if held else auto, rules, now, stopping)
+    )
 
 
 def _diverged(check: FinishedRun, name: str) -> str:
@@ -365,15 +387,19 @@ def approval_reason(check: FinishedRun, name: str) -> str:
     converged = _diverged(check, name)
     if not converged:
         return ""
-    return (f"desired revision {check.sha[:12]} does not descend from {converged[:12]}, which this host was "
-            "converged to: history was rewritten or rolled back")
+    return (
+        f"desired revision {check.sha[:12]} does not descend from {converged[:12]}, which this host was "
+        "converged to: history was rewritten or rolled back"
+    )
 
 
 def hold_diverged(check: FinishedRun, name: str) -> list[Action]:
     """An auto host the revision could roll back: held, with an approval that names the reason."""
     reason = approval_reason(check, name)
-    return [Hold((name,), f"auto converge of {name} held: {reason}; it waits for an approval", warn=True),
-            OpenApproval(name, check.id, check.sha, reason)]
+    return [
+        Hold((name,), f"auto converge of {name} held: {reason}; it waits for an approval", warn=True),
+        OpenApproval(name, check.id, check.sha, reason),
+    ]
 
 
 # --- the inventory guard --------------------------------------------------------------
@@ -395,9 +421,14 @@ def guard_inventory(check: FinishedRun, rules: Policy, auto: Sequence[str]) -> t
     if not auto:
         return [], False
     names = ", ".join(sorted(auto))
-    return [Hold(tuple(sorted(auto)), f"auto converge of {names} waits: {reason}; approve the inventory change "
-                                      "to go on", warn=True),
-            OpenInventoryApproval(check.id, change.sha, change.hosts, reason)], True
+    return [
+        Hold(
+            tuple(sorted(auto)),
+            f"auto converge of {names} waits: {reason}; approve the inventory change to go on",
+            warn=True,
+        ),
+        OpenInventoryApproval(check.id, change.sha, change.hosts, reason),
+    ], True
 
 
 def inventory_hold_reason(change: InventoryChange, rules: Policy) -> str | None:
@@ -409,12 +440,16 @@ def inventory_hold_reason(change: InventoryChange, rules: Policy) -> str | None:
     if not change.baseline_sha:
         return None
     changed = change.added + change.removed
-    limits = [(rules.max_inventory_change, ""),
-              (change.baseline_limit, f" (the limit of {change.baseline_sha[:12]}, the last accepted revision)")]
+    limits = [
+        (rules.max_inventory_change, ""),
+        (change.baseline_limit, f" (the limit of {change.baseline_sha[:12]}, the last accepted revision)"),
+    ]
     for limit, whose in limits:
         if policy.inventory_change_exceeds(limit, change.previous, changed):
-            return (f"inventory went from {change.previous} to {len(change.hosts)} hosts ({_delta(change)}), "
-                    f"above max_inventory_change {limit}{whose}")
+            return (
+                f"inventory went from {change.previous} to {len(change.hosts)} hosts ({_delta(change)}), "
+                f"above max_inventory_change {limit}{whose}"
+            )
     return None
 
 
@@ -429,8 +464,11 @@ def only_flapping(host: HostOutcome) -> bool:
 
 
 def _flapping_hold(host: HostOutcome) -> Hold:
-    return Hold((host.name,), f"drift on {host.name} is only in tasks that are not idempotent "
-                              f"({', '.join(host.flapping)}): not converged by policy")
+    return Hold(
+        (host.name,),
+        f"drift on {host.name} is only in tasks that are not idempotent "
+        f"({', '.join(host.flapping)}): not converged by policy",
+    )
 
 
 def modes_of(hosts: Sequence[HostOutcome], rules: Policy) -> dict[str, list[str]]:
@@ -494,25 +532,30 @@ def failed_hosts(batch: Sequence[str], run: FinishedRun | None) -> tuple[str, ..
 def tally_batch(progress: RolloutProgress, batch_failed: Sequence[str]) -> RolloutProgress:
     """The progress once the current batch ended with ``batch_failed``."""
     batch = progress.batch
-    return replace(progress, index=progress.index + 1, attempted=progress.attempted + len(batch),
-                   failed=progress.failed + len(batch_failed),
-                   converged=progress.converged + tuple(h for h in batch if h not in batch_failed))
+    return replace(
+        progress,
+        index=progress.index + 1,
+        attempted=progress.attempted + len(batch),
+        failed=progress.failed + len(batch_failed),
+        converged=progress.converged + tuple(h for h in batch if h not in batch_failed),
+    )
 
 
-def rollout_stop_reason(before: RolloutProgress, batch_failed: Sequence[str],
-                        after: RolloutProgress) -> str | None:
+def rollout_stop_reason(before: RolloutProgress, batch_failed: Sequence[str], after: RolloutProgress) -> str | None:
     """Why the rollout stops after this batch: the canary failed, or more than max_fail_percentage did."""
     rollout = before.rollout
     canary_failed = before.index == 0 and rollout.canary > 0 and bool(batch_failed)
     if not (canary_failed or policy.should_stop(rollout, after.attempted, after.failed)):
         return None
     what = "the canary failed" if canary_failed else "too many hosts failed"
-    return (f"rollout stopped, {what}: {after.failed} of {after.attempted} hosts failed "
-            f"(max {rollout.max_fail_percentage}%)")
+    return (
+        f"rollout stopped, {what}: {after.failed} of {after.attempted} hosts failed "
+        f"(max {rollout.max_fail_percentage}%)"
+    )
 
 
 def _left_after(progress: RolloutProgress) -> tuple[str, ...]:
-    return tuple(host for batch in progress.batches[progress.index:] for host in batch)
+    return tuple(host for batch in progress.batches[progress.index :] for host in batch)
 
 
 # --- approvals -----------------------------------------------------------------------
@@ -531,18 +574,22 @@ def after_recheck(approval: ApprovedDrift, run: FinishedRun | None, signature: s
     if host is None or host.status != HostStatus.DRIFTED:
         return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, "no drift left to converge when re-checked")]
     if run.sha != approval.sha:
-        note = (f"the desired revision changed since it was approved ({approval.sha[:12]} -> {run.sha[:12]}); "
-                "asking again")
+        note = (
+            f"the desired revision changed since it was approved ({approval.sha[:12]} -> {run.sha[:12]}); asking again"
+        )
     elif signature != approval.drift_signature:
         note = "the drift changed since it was approved; asking again"
     else:
         return [ConvergeApproved(approval)]
-    return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, note),
-            OpenApproval(approval.host, run.id, run.sha, approval_reason(run, approval.host))]
+    return [
+        CloseApproval(approval.id, ApprovalStatus.SUPERSEDED, note),
+        OpenApproval(approval.host, run.id, run.sha, approval_reason(run, approval.host)),
+    ]
 
 
-def after_inventory_recheck(approval: ApprovedDrift, run: FinishedRun | None, rules: Policy, now: datetime,
-                            stopping: bool) -> list[Action]:
+def after_inventory_recheck(
+    approval: ApprovedDrift, run: FinishedRun | None, rules: Policy, now: datetime, stopping: bool
+) -> list[Action]:
     """An approved inventory change, once every host was checked again: applied, then the held remediation.
 
     Only at the approved revision: if the desired revision moved on, the new
@@ -551,19 +598,32 @@ def after_inventory_recheck(approval: ApprovedDrift, run: FinishedRun | None, ru
     if run is None or run.status in STOPPED_STATUSES:
         return [CloseApproval(approval.id, ApprovalStatus.FAILED, "the check before the rollout did not finish")]
     if run.sha != approval.sha:
-        return [CloseApproval(approval.id, ApprovalStatus.SUPERSEDED,
-                              f"the desired revision moved on to {run.sha[:12]}; its inventory is judged on its own")]
-    return ([CloseApproval(approval.id, ApprovalStatus.APPLIED,
-                           f"inventory change of {run.sha[:12]} accepted; auto converge goes on", run.id)]
-            + remediate(run, rules, now, stopping))
+        return [
+            CloseApproval(
+                approval.id,
+                ApprovalStatus.SUPERSEDED,
+                f"the desired revision moved on to {run.sha[:12]}; its inventory is judged on its own",
+            )
+        ]
+    return [
+        CloseApproval(
+            approval.id,
+            ApprovalStatus.APPLIED,
+            f"inventory change of {run.sha[:12]} accepted; auto converge goes on",
+            run.id,
+        )
+    ] + remediate(run, rules, now, stopping)
 
 
 def after_approved_converge(approval: ApprovedDrift, run: FinishedRun | None) -> list[Action]:
     """Applied (then verified) when every host came out in sync; failed otherwise."""
     ok = run is not None and all(h.status == HostStatus.IN_SYNC for h in run.hosts)
-    close = CloseApproval(approval.id, ApprovalStatus.APPLIED if ok else ApprovalStatus.FAILED,
-                          "converged and verified" if ok else "the converge did not succeed",
-                          run.id if run else None)
+    close = CloseApproval(
+        approval.id,
+        ApprovalStatus.APPLIED if ok else ApprovalStatus.FAILED,
+        "converged and verified" if ok else "the converge did not succeed",
+        run.id if run else None,
+    )
     return [close, VerifyCheck(approval.host)] if ok else [close]
 
 
@@ -575,10 +635,11 @@ def drift_signature(sha: str, changed, unverified=()) -> str:
     Anything with ``task``, ``path``, ``action`` and ``diff``/``reason`` will do;
     their order does not matter.
     """
-    lines = sorted([f"changed\0{task_key(t)}\0{t.action}\0{t.diff}" for t in changed]
-                   + [f"unverified\0{task_key(t)}\0{t.action}\0{t.reason}" for t in unverified])
+    lines = sorted(
+        [f"changed\0{task_key(t)}\0{t.action}\0{t.diff}" for t in changed]
+        + [f"unverified\0{task_key(t)}\0{t.action}\0{t.reason}" for t in unverified]
+    )
     digest = hashlib.sha256(f"{sha}\0".encode())
     for line in lines:
         digest.update(f"{line}\0".encode())
     return digest.hexdigest()
-

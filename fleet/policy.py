@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
 import yaml
@@ -28,8 +28,16 @@ from fleet.vocabulary import aware
 MODES = ("auto", "approve", "report")
 MATCH_ALL = "all"  # a rule for group "all" matches every host, as in Ansible
 
-_TOP_KEYS = ("schedule", "accept_unverified", "remediation", "rollout", "windows", "max_inventory_change",
-             "retention", "notify")
+_TOP_KEYS = (
+    "schedule",
+    "accept_unverified",
+    "remediation",
+    "rollout",
+    "windows",
+    "max_inventory_change",
+    "retention",
+    "notify",
+)
 # What a notify target can be told about (fleet.notify sends them); a target without `on:` hears all.
 NOTIFY_EVENTS = ("drift", "unreachable", "failed", "approval", "rejected", "stale")
 _NOTIFY_KEYS = ("url", "on")
@@ -42,7 +50,7 @@ _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _PERCENT = re.compile(r"(\d+)%")
 _CRON_EXAMPLE = '"*/30 * * * *"'
 # Any fixed instant will do to ask "does this cron ever fire?"; a fixed one keeps this pure.
-_CRON_PROBE = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_CRON_PROBE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class PolicyError(ConfigError):
@@ -184,8 +192,7 @@ def _yaml_message(origin: str, exc: yaml.YAMLError) -> str:
     return f"{origin} is not valid YAML{where}: {problem}; {advice}"
 
 
-def _map_lines(doc: _Document, node: yaml.Node, path: str,
-               lines: dict[str, int], seen: set[int]) -> None:
+def _map_lines(doc: _Document, node: yaml.Node, path: str, lines: dict[str, int], seen: set[int]) -> None:
     """Record the 1-based line of every key path; reject keys written twice."""
     if id(node) in seen:  # aliases may point back up the tree
         return
@@ -198,8 +205,9 @@ def _map_lines(doc: _Document, node: yaml.Node, path: str,
             _map_lines(doc, item, f"{path}[{index}]", lines, seen)
 
 
-def _map_mapping_lines(doc: _Document, node: yaml.MappingNode, path: str,
-                       lines: dict[str, int], seen: set[int]) -> None:
+def _map_mapping_lines(
+    doc: _Document, node: yaml.MappingNode, path: str, lines: dict[str, int], seen: set[int]
+) -> None:
     keys: set[str] = set()
     for key_node, value_node in node.value:
         child = _child(path, str(key_node.value))
@@ -266,12 +274,15 @@ def _cron(doc: _Document, path: str, value: Any, example: str) -> str:
     """A quoted five-field cron expression (or an @daily-style macro) that fires."""
     expression = _text(doc, path, value, example)
     if not is_cron(expression):
-        doc.fail(path, "must be a cron expression with five fields (minute hour day month weekday), "
-                       f"like {example}, got {expression!r}")
+        doc.fail(
+            path,
+            "must be a cron expression with five fields (minute hour day month weekday), "
+            f"like {example}, got {expression!r}",
+        )
     try:
         croniter(expression, _CRON_PROBE).get_next(datetime)
     except CroniterError:
-        doc.fail(path, f"never fires ({expression!r}); pick a date that exists, like \"0 2 * * *\"")
+        doc.fail(path, f'never fires ({expression!r}); pick a date that exists, like "0 2 * * *"')
     return expression
 
 
@@ -322,9 +333,11 @@ def _reject_repeated_groups(doc: _Document, rules: Sequence[RemediationRule]) ->
     first: dict[str, int] = {}
     for index, rule in enumerate(rules):
         if rule.group in first:
-            doc.fail(f"remediation[{index}].group",
-                     f"repeats group {rule.group!r} of remediation[{first[rule.group]}] "
-                     "and would never apply; keep one rule per group")
+            doc.fail(
+                f"remediation[{index}].group",
+                f"repeats group {rule.group!r} of remediation[{first[rule.group]}] "
+                "and would never apply; keep one rule per group",
+            )
         first[rule.group] = index
 
 
@@ -337,13 +350,12 @@ def _rollout(doc: _Document, value: Any) -> Rollout:
         canary=_optional_integer(doc, "rollout.canary", entry.get("canary"), default.canary, 0, None),
         batch=_batch(doc, "rollout.batch", entry.get("batch")),
         max_fail_percentage=_optional_integer(
-            doc, "rollout.max_fail_percentage", entry.get("max_fail_percentage"),
-            default.max_fail_percentage, 0, 100),
+            doc, "rollout.max_fail_percentage", entry.get("max_fail_percentage"), default.max_fail_percentage, 0, 100
+        ),
     )
 
 
-def _optional_integer(doc: _Document, path: str, value: Any, default: int,
-                      low: int, high: int | None) -> int:
+def _optional_integer(doc: _Document, path: str, value: Any, default: int, low: int, high: int | None) -> int:
     return default if value is None else _integer(doc, path, value, low, high)
 
 
@@ -357,8 +369,7 @@ def _batch(doc: _Document, path: str, value: Any) -> str:
         return text
     if not percent and text.isdigit() and int(text) > 0:
         return text
-    doc.fail(path, "must be a number of hosts like 5 or a percent like 25% (1% to 100%), "
-                   f"got {_shown(value)}")
+    doc.fail(path, f"must be a number of hosts like 5 or a percent like 25% (1% to 100%), got {_shown(value)}")
 
 
 def _inventory_change(doc: _Document, top: Mapping[str, Any]) -> str | None:
@@ -375,8 +386,9 @@ def _inventory_change(doc: _Document, top: Mapping[str, Any]) -> str | None:
     text = str(value).strip() if isinstance(value, (int, str)) and not isinstance(value, bool) else ""
     if _PERCENT.fullmatch(text) or text.isdigit():
         return text
-    doc.fail("max_inventory_change", "must be a number of hosts like 5, a percent like 25%, or off, "
-                                     f"got {_shown(value)}")
+    doc.fail(
+        "max_inventory_change", f"must be a number of hosts like 5, a percent like 25%, or off, got {_shown(value)}"
+    )
 
 
 def _retention(doc: _Document, value: Any) -> Retention:
@@ -386,8 +398,9 @@ def _retention(doc: _Document, value: Any) -> Retention:
     default = Retention()
     return Retention(
         days=_optional_integer(doc, "retention.days", entry.get("days"), default.days, 1, None),
-        keep_per_host=_optional_integer(doc, "retention.keep_per_host", entry.get("keep_per_host"),
-                                        default.keep_per_host, 1, 1000),
+        keep_per_host=_optional_integer(
+            doc, "retention.keep_per_host", entry.get("keep_per_host"), default.keep_per_host, 1, 1000
+        ),
     )
 
 
@@ -405,7 +418,7 @@ def _notify_rule(doc: _Document, path: str, value: Any) -> NotifyRule:
     url = _text(doc, f"{path}.url", entry.get("url"), 'url: "json://example.org/hook"')
     if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://\S", url):
         # The URL itself is not repeated: it may hold a token.
-        doc.fail(f"{path}.url", "must be an apprise URL like \"slack://T000/B000/XXXX\" or \"json://host/path\"")
+        doc.fail(f"{path}.url", 'must be an apprise URL like "slack://T000/B000/XXXX" or "json://host/path"')
     on = entry.get("on")
     if on is None:
         return NotifyRule(url)
@@ -432,8 +445,7 @@ def _window(doc: _Document, path: str, value: Any) -> Window:
     try:
         duration = parse_duration(raw)
     except ValueError:
-        doc.fail(f"{path}.duration",
-                 f"must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, got {raw!r}")
+        doc.fail(f"{path}.duration", f"must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, got {raw!r}")
     return Window(allow=allow, duration=duration)
 
 
@@ -473,7 +485,7 @@ def mode_for(policy: Policy, groups: Iterable[str]) -> str:
 
 def _utc(moment: datetime) -> datetime:
     """Aware UTC; naive datetimes are taken to be UTC already."""
-    return aware(moment).astimezone(timezone.utc)
+    return aware(moment).astimezone(UTC)
 
 
 def _last_fire(expression: str, now: datetime) -> datetime:
@@ -557,10 +569,10 @@ def rollout_batches(rollout: Rollout, hosts: Sequence[str]) -> list[list[str]]:
     a host named twice is rolled out once, and no hosts means no batches.
     """
     unique = list(dict.fromkeys(hosts))
-    canary, rest = unique[:rollout.canary], unique[rollout.canary:]
+    canary, rest = unique[: rollout.canary], unique[rollout.canary :]
     size = batch_size(rollout, len(unique))
     batches = [canary] if canary else []
-    batches.extend(rest[i:i + size] for i in range(0, len(rest), size))
+    batches.extend(rest[i : i + size] for i in range(0, len(rest), size))
     return batches
 
 

@@ -49,7 +49,7 @@ NO_ROOT = "(no root)"  # how the reaper says it was not allowed to signal what i
 # Runs on the host (python3, 3.5 or later), as the login user or as root through sudo. argv[2] is the
 # SSH_CONNECTION of the reaper's own session (expanded by the login shell, before sudo drops it).
 # Prints one last line: "fleet-stopped N" (every matching process gone) or "fleet-left N: why".
-REAPER = r'''
+REAPER = r"""
 import os, signal, sys, time
 conn = sys.argv[2].encode()
 if not conn.strip():
@@ -131,7 +131,7 @@ for _ in range(40):
 left = victims()
 why = "not allowed to signal them (no root)" if denied else "they outlived SIGKILL"
 print("fleet-left %d: %s" % (len(left), why)); sys.exit(3)
-'''
+"""
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,14 @@ class Connection:
     identity: Path | None = None
 
 
-def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], connection: Connection,
-                     timeout: float = REAP_TIMEOUT,
-                     become_passwords: Callable[[list[str]], dict[str, str]] | None = None,
-                     keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
+def stop_remote_work(
+    hosts: list[runner.InventoryHost],
+    touched: set[str],
+    connection: Connection,
+    timeout: float = REAP_TIMEOUT,
+    become_passwords: Callable[[list[str]], dict[str, str]] | None = None,
+    keep_alive: Callable[[], None] = lambda: None,
+) -> dict[str, HostStop]:
     """Stop the run's processes on each host, in parallel; one HostStop per host, by name.
 
     `touched` names the hosts the run's events say a task started on; events lag behind Ansible on a busy
@@ -177,21 +181,29 @@ def stop_remote_work(hosts: list[runner.InventoryHost], touched: set[str], conne
     passwords = become_passwords(short)
     keep_alive()
     if passwords:
-        stops.update(_stop_hosts([h for h in hosts if h.name in passwords], connection, timeout, passwords,
-                                 touched))
+        stops.update(_stop_hosts([h for h in hosts if h.name in passwords], connection, timeout, passwords, touched))
     return stops
 
 
-def _stop_hosts(hosts: list[runner.InventoryHost], connection: Connection, timeout: float,
-                passwords: dict[str, str], touched: set[str]) -> dict[str, HostStop]:
+def _stop_hosts(
+    hosts: list[runner.InventoryHost],
+    connection: Connection,
+    timeout: float,
+    passwords: dict[str, str],
+    touched: set[str],
+) -> dict[str, HostStop]:
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(hosts))) as pool:
-        stops = pool.map(lambda h: stop_host(h, connection, timeout, passwords.get(h.name), h.name in touched),
-                         hosts)
+        stops = pool.map(lambda h: stop_host(h, connection, timeout, passwords.get(h.name), h.name in touched), hosts)
         return {stop.host: stop for stop in stops}
 
 
-def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float = REAP_TIMEOUT,
-              become_password: str | None = None, touched: bool = True) -> HostStop:
+def stop_host(
+    host: runner.InventoryHost,
+    connection: Connection,
+    timeout: float = REAP_TIMEOUT,
+    become_password: str | None = None,
+    touched: bool = True,
+) -> HostStop:
     """Kill, through the run's own SSH master to `host`, every process its connection started there; as root
     when the login is root or sudo lets it (without a password, or with `become_password` on sudo's stdin).
     Without that master: nothing to do where no task of the run started (`touched` False), else unconfirmed."""
@@ -203,14 +215,21 @@ def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float
     if before is None and not touched:
         return HostStop(host.name, True, "no task of the run started there")
     if before is None:
-        return HostStop(host.name, False, "the run's SSH connection to it is gone (host or network down?), "
-                        "so its processes there cannot be found")
+        return HostStop(
+            host.name,
+            False,
+            "the run's SSH connection to it is gone (host or network down?), so its processes there cannot be found",
+        )
     # ControlMaster=no first (ssh keeps an option's first value): the reaper never becomes a master itself.
     try:
         reaper = reaper_command(with_password=bool(become_password))
-        proc = subprocess.run([base[0], "-o", "ControlMaster=no", *base[1:], reaper],
-                              input=f"{become_password}\n" if become_password else "", capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [base[0], "-o", "ControlMaster=no", *base[1:], reaper],
+            input=f"{become_password}\n" if become_password else "",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         after = master_pid(base)
     except subprocess.TimeoutExpired:
         return HostStop(host.name, False, f"stopping its processes took over {timeout:g}s")
@@ -221,8 +240,13 @@ def stop_host(host: runner.InventoryHost, connection: Connection, timeout: float
 
 def master_pid(base: list[str]) -> int | None:
     """The pid of the SSH master the ssh command `base` would use (None when there is none)."""
-    answer = subprocess.run([*base[:-1], "-O", "check", base[-1]], stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=MASTER_TIMEOUT)
+    answer = subprocess.run(
+        [*base[:-1], "-O", "check", base[-1]],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=MASTER_TIMEOUT,
+    )
     found = re.search(r"\(pid=(\d+)\)", answer.stderr)
     return int(found[1]) if answer.returncode == 0 and found else None
 
@@ -235,8 +259,9 @@ def judge_reaper(name: str, returncode: int, stdout: str, stderr: str) -> HostSt
         count = int(last.split()[1])
         return HostStop(name, True, f"stopped {count} process{'es' if count != 1 else ''}")
     if last.startswith("fleet-left "):
-        return HostStop(name, False, f"processes of the run are left: {last[len('fleet-left '):]}",
-                        needs_root=NO_ROOT in last)
+        return HostStop(
+            name, False, f"processes of the run are left: {last[len('fleet-left ') :]}", needs_root=NO_ROOT in last
+        )
     said = (stderr.strip().splitlines() or ["no output"])[-1]
     return HostStop(name, False, f"the reaper could not run (exit {returncode}: {said})")
 

@@ -16,10 +16,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -32,6 +32,7 @@ from fleet.store.views import view_of
 from fleet.vocabulary import RevisionStatus
 
 log = logging.getLogger("fleet.revisions")
+
 
 @dataclass(frozen=True)
 class RevisionSummary:
@@ -134,8 +135,9 @@ def _judged_revision(repo, settings: Settings, info: source.CommitInfo, runner: 
     problem = source.signature_problem(settings, info)
     if problem:
         if stored is None or stored.status != RevisionStatus.REJECTED or stored.error != problem:
-            stored = records.record_revision(info, ok=False, error=problem,
-                                             rewrites_history=_rewrites_history(repo, info.sha))
+            stored = records.record_revision(
+                info, ok=False, error=problem, rewrites_history=_rewrites_history(repo, info.sha)
+            )
         return stored
     if stored is None or stored.error.startswith(source.SIGNATURE_REJECTION):
         return _record_validation(repo, settings, info, runner)
@@ -160,8 +162,9 @@ def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredSt
     return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
 
 
-def inventory_hosts(tree: Path, settings: Settings, runner: Runner | None = None,
-                    limit: str | None = None) -> list[InventoryHost]:
+def inventory_hosts(
+    tree: Path, settings: Settings, runner: Runner | None = None, limit: str | None = None
+) -> list[InventoryHost]:
     """Hosts of an exported revision matching `limit` (all without one).
 
     An export never changes, so a static inventory is listed by Ansible once
@@ -187,8 +190,9 @@ def reread_dynamic_inventories() -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None,
-             generation: int, kept_in: Path | None) -> tuple[InventoryHost, ...]:
+def _listing(
+    runner: Runner, tree: Path, inventory: str, limit: str | None, generation: int, kept_in: Path | None
+) -> tuple[InventoryHost, ...]:
     if kept_in is not None and isinstance(runner, AnsibleRunner):  # static: kept for every process (fakes need not)
         return kept_listing(runner, tree, inventory, limit, kept_in)
     return tuple(runner.list_inventory(tree, inventory, limit))
@@ -199,8 +203,9 @@ def _listing(runner: Runner, tree: Path, inventory: str, limit: str | None,
 KEPT_DIR = ".fleet-kept"
 
 
-def kept_listing(runner: AnsibleRunner, tree: Path, inventory: str, limit: str | None,
-                 shared_dir: Path) -> tuple[InventoryHost, ...]:
+def kept_listing(
+    runner: AnsibleRunner, tree: Path, inventory: str, limit: str | None, shared_dir: Path
+) -> tuple[InventoryHost, ...]:
     """The listing of a static inventory as a process listed it before under the same conditions (ANSIBLE_*
     environment, ansible.cfg, vault password), else from Ansible and then kept.
 
@@ -211,11 +216,16 @@ def kept_listing(runner: AnsibleRunner, tree: Path, inventory: str, limit: str |
     """
     conditions = _conditions_key(runner, tree, inventory, limit or "")
     content = inventory_content_key(tree, inventory)
-    path = (shared_dir / f"inventory-{content}-{conditions}.json" if content
-            else tree / KEPT_DIR / f"inventory-{conditions}.json")
+    path = (
+        shared_dir / f"inventory-{content}-{conditions}.json"
+        if content
+        else tree / KEPT_DIR / f"inventory-{conditions}.json"
+    )
     try:
-        return tuple(InventoryHost(**{**host, "groups": tuple(host["groups"]), "ssh_args": tuple(host["ssh_args"])})
-                     for host in json.loads(path.read_text()))
+        return tuple(
+            InventoryHost(**{**host, "groups": tuple(host["groups"]), "ssh_args": tuple(host["ssh_args"])})
+            for host in json.loads(path.read_text())
+        )
     except (OSError, ValueError, TypeError, KeyError):
         pass  # not listed yet (or unreadable): ask Ansible
     hosts = tuple(runner.list_inventory(tree, inventory, limit))
@@ -227,8 +237,13 @@ def _conditions_key(runner: AnsibleRunner, tree: Path, *names: str) -> str:
     """A digest of everything besides the export that can change what Ansible lists or parses from it."""
     cfg = ansible_cfg(tree, dict(os.environ))
     vault = runner.vault_password_file
-    parts = [*names, sorted((k, v) for k, v in os.environ.items() if k.startswith("ANSIBLE_")),
-             _file_digest(cfg), vault or "", _file_digest(Path(vault) if vault else None)]
+    parts = [
+        *names,
+        sorted((k, v) for k, v in os.environ.items() if k.startswith("ANSIBLE_")),
+        _file_digest(cfg),
+        vault or "",
+        _file_digest(Path(vault) if vault else None),
+    ]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
@@ -356,8 +371,7 @@ def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner
         error = str(exc)
     else:
         error = validate_revision(tree, settings, runner).error
-    return records.record_revision(info, ok=not error, error=error,
-                                   rewrites_history=_rewrites_history(repo, info.sha))
+    return records.record_revision(info, ok=not error, error=error, rewrites_history=_rewrites_history(repo, info.sha))
 
 
 def _rewrites_history(repo, sha: str) -> bool:

@@ -26,16 +26,17 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import ansible_runner
 import yaml
 
 from fleet import filemodes, hostkeys, processes, warm
-from fleet.vocabulary import RunnerStatus
 from fleet.errors import SourceError
+from fleet.vocabulary import RunnerStatus
 
 if TYPE_CHECKING:
     from fleet.remote_stop import HostStop
@@ -174,8 +175,13 @@ class Runner(Protocol):
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         """Run the spec, calling on_event per event; once should_cancel says True, stop with `canceled`."""
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None,
-                         keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
+    def stop_remote_work(
+        self,
+        hosts: list[InventoryHost],
+        touched: set[str],
+        spec: JobSpec | None = None,
+        keep_alive: Callable[[], None] = lambda: None,
+    ) -> dict[str, HostStop]:
         """End what a stopped run started on `hosts` (those in `touched` ran a task of it); per host, by name,
         whether that is confirmed (fleet.remote_stop). The run's spec, when known, gives become passwords;
         `keep_alive` is called between the steps of a long stop (the run renews its lease)."""
@@ -241,8 +247,12 @@ def close_connections(control_path_dir: Path) -> int:
     sockets = [p for p in control_path_dir.iterdir() if p.is_socket()]
     for sock in sockets:
         try:
-            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleet-master"],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "fleet-master"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+            )
         except subprocess.TimeoutExpired:
             log.warning("the SSH master at %s did not answer an exit request", sock)
     return len(sockets)
@@ -283,10 +293,15 @@ class AnsibleRunner:
         """The runner of these settings; refuses a vault password file others could read, before anything runs."""
         if settings.vault_password_file:
             filemodes.check_vault_password_file(settings.vault_password_file)
-        return cls(settings.known_hosts_path, settings.control_path_dir, settings.vault_password_file,
-                   settings.connect_timeout, settings.identity_path,
-                   warm_anchor=settings.data_dir.resolve() if settings.warm_ansible else None,
-                   warm_idle=settings.ssh_persist or SYNTAX_KEPT_SECONDS)
+        return cls(
+            settings.known_hosts_path,
+            settings.control_path_dir,
+            settings.vault_password_file,
+            settings.connect_timeout,
+            settings.identity_path,
+            warm_anchor=settings.data_dir.resolve() if settings.warm_ansible else None,
+            warm_idle=settings.ssh_persist or SYNTAX_KEPT_SECONDS,
+        )
 
     def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
         command = [str(ansible_bin_dir() / "ansible-inventory"), "-i", str(tree / inventory), "--list"]
@@ -340,8 +355,15 @@ class AnsibleRunner:
             return f"{relative}: {exc}"
         for kind, names in wanted.items():
             target = COLLECTIONS_DIR if kind == "collection" else ROLES_DIR
-            command = [str(ansible_bin_dir() / "ansible-galaxy"), kind, "install", "-r", relative,
-                       "-p", str(tree / target)]
+            command = [
+                str(ansible_bin_dir() / "ansible-galaxy"),
+                kind,
+                "install",
+                "-r",
+                relative,
+                "-p",
+                str(tree / target),
+            ]
             proc = self._run_tool(command, tree, self.galaxy_timeout)
             if proc.returncode != 0:
                 return galaxy_problem(relative, kind, names, proc.stderr or proc.stdout, tree)
@@ -356,28 +378,41 @@ class AnsibleRunner:
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
         return run_job(spec, on_event, should_cancel)
 
-    def stop_remote_work(self, hosts: list[InventoryHost], touched: set[str], spec: JobSpec | None = None,
-                         keep_alive: Callable[[], None] = lambda: None) -> dict[str, HostStop]:
+    def stop_remote_work(
+        self,
+        hosts: list[InventoryHost],
+        touched: set[str],
+        spec: JobSpec | None = None,
+        keep_alive: Callable[[], None] = lambda: None,
+    ) -> dict[str, HostStop]:
         """Through the run's own SSH masters (the ControlPath is all that names one), as Ansible reaches hosts;
         where only root may end what is left and the login needs a password for sudo, with the inventory's."""
         from fleet import remote_stop
 
-        connection = remote_stop.Connection(self.known_hosts, self.control_path_dir, DEFAULT_SSH_PERSIST,
-                                            self.identity)
+        connection = remote_stop.Connection(self.known_hosts, self.control_path_dir, DEFAULT_SSH_PERSIST, self.identity)
         passwords = (lambda names: become_passwords(spec, names)) if spec is not None else None
-        return remote_stop.stop_remote_work(hosts, touched, connection, become_passwords=passwords,
-                                            keep_alive=keep_alive)
+        return remote_stop.stop_remote_work(
+            hosts, touched, connection, become_passwords=passwords, keep_alive=keep_alive
+        )
 
-    def _run_tool(self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT,
-                  extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, **ansible_env(self.known_hosts, self.control_path_dir), **requirements_env(tree),
-               **(extra_env or {})}
+    def _run_tool(
+        self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        env = {
+            **os.environ,
+            **ansible_env(self.known_hosts, self.control_path_dir),
+            **requirements_env(tree),
+            **(extra_env or {}),
+        }
         try:
-            return subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
+            return subprocess.run(
+                command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired as exc:
-            raise SourceError(f"{Path(command[0]).name} took over {timeout:g}s; check the inventory's dynamic "
-                              "sources, the playbook's imports and the requirements' sources") from exc
+            raise SourceError(
+                f"{Path(command[0]).name} took over {timeout:g}s; check the inventory's dynamic "
+                "sources, the playbook's imports and the requirements' sources"
+            ) from exc
 
     def _vault_args(self) -> list[str]:
         return ["--vault-password-file", self.vault_password_file] if self.vault_password_file else []
@@ -391,12 +426,23 @@ BECOME_LOOKUP_TIMEOUT = 20.0
 def become_passwords(spec: JobSpec, names: list[str]) -> dict[str, str]:
     """name -> the become password the run's inventory gives that host (fleet.become_lookup); {} when Ansible
     cannot say. The secret comes through a pipe and goes to the caller only: never logged, never stored."""
-    request = {"inventory": str(spec.inventory), "names": names, "vault_password_file": spec.vault_password_file,
-               "playbook_dir": str((spec.project_dir / spec.playbook).parent)}
+    request = {
+        "inventory": str(spec.inventory),
+        "names": names,
+        "vault_password_file": spec.vault_password_file,
+        "playbook_dir": str((spec.project_dir / spec.playbook).parent),
+    }
     env = {**os.environ, **ansible_env(spec.known_hosts, spec.control_path_dir), **requirements_env(spec.project_dir)}
     try:
-        done = subprocess.run([sys.executable, "-m", "fleet.become_lookup"], input=json.dumps(request), env=env,
-                              cwd=spec.project_dir, capture_output=True, text=True, timeout=BECOME_LOOKUP_TIMEOUT)
+        done = subprocess.run(
+            [sys.executable, "-m", "fleet.become_lookup"],
+            input=json.dumps(request),
+            env=env,
+            cwd=spec.project_dir,
+            capture_output=True,
+            text=True,
+            timeout=BECOME_LOOKUP_TIMEOUT,
+        )
     except subprocess.TimeoutExpired:
         log.warning("the become passwords of %s: Ansible took over %gs", ", ".join(names), BECOME_LOOKUP_TIMEOUT)
         return {}
@@ -426,8 +472,10 @@ def requirements_of(text: str) -> dict[str, list[str]]:
         data = {"roles": data}
     if not isinstance(data, dict):
         raise ValueError("must be a list of roles or a mapping with collections: and roles:")
-    wanted = {kind: [_requirement_name(entry) for entry in data.get(key) or []]
-              for kind, key in (("collection", "collections"), ("role", "roles"))}
+    wanted = {
+        kind: [_requirement_name(entry) for entry in data.get(key) or []]
+        for kind, key in (("collection", "collections"), ("role", "roles"))
+    }
     return {kind: names for kind, names in wanted.items() if names}
 
 
@@ -442,9 +490,11 @@ def galaxy_problem(relative: str, kind: str, names: list[str], output: str, tree
     named = [name for name in names if name in output] or names
     # Galaxy warns that -p is outside the configured paths: true, and why fleet sets them for ansible-playbook.
     output = "\n".join(line for line in output.splitlines() if "not part of the configured Ansible" not in line)
-    return (f"{relative}: ansible-galaxy could not install the {kind}s {', '.join(named)}; make them reachable "
-            f"from this machine (a local tarball or git URL works offline) or remove them, then commit again:\n"
-            f"{clean_ansible_error(output, tree)}")
+    return (
+        f"{relative}: ansible-galaxy could not install the {kind}s {', '.join(named)}; make them reachable "
+        f"from this machine (a local tarball or git URL works offline) or remove them, then commit again:\n"
+        f"{clean_ansible_error(output, tree)}"
+    )
 
 
 def requirements_env(tree: Path) -> dict[str, str]:
@@ -486,8 +536,10 @@ def hosts_from_listing(listing: dict, ssh_defaults: dict[str, str] | None = None
 SSH_ARG_VARS = ("ansible_ssh_args", "ansible_ssh_common_args", "ansible_ssh_extra_args")  # Ansible's order
 # Where Ansible finds the same settings for every host: its environment, then ansible.cfg's [ssh_connection].
 # (ssh_args is not here: fleet sets ANSIBLE_SSH_ARGS itself, which beats ansible.cfg.)
-SSH_ARG_SETTINGS = {"ansible_ssh_common_args": ("ANSIBLE_SSH_COMMON_ARGS", "ssh_common_args"),
-                    "ansible_ssh_extra_args": ("ANSIBLE_SSH_EXTRA_ARGS", "ssh_extra_args")}
+SSH_ARG_SETTINGS = {
+    "ansible_ssh_common_args": ("ANSIBLE_SSH_COMMON_ARGS", "ssh_common_args"),
+    "ansible_ssh_extra_args": ("ANSIBLE_SSH_EXTRA_ARGS", "ssh_extra_args"),
+}
 
 
 def ssh_arg_defaults(tree: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -501,8 +553,12 @@ def ssh_arg_defaults(tree: Path, environ: dict[str, str] | None = None) -> dict[
 def ansible_cfg(tree: Path, environ: dict[str, str]) -> Path | None:
     """The one ansible.cfg Ansible reads when it runs in `tree` (the first of its search order that exists)."""
     named = environ.get("ANSIBLE_CONFIG")
-    candidates = [Path(named) / "ansible.cfg" if named and Path(named).is_dir() else named,
-                  tree / "ansible.cfg", Path.home() / ".ansible.cfg", "/etc/ansible/ansible.cfg"]
+    candidates = [
+        Path(named) / "ansible.cfg" if named and Path(named).is_dir() else named,
+        tree / "ansible.cfg",
+        Path.home() / ".ansible.cfg",
+        "/etc/ansible/ansible.cfg",
+    ]
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
@@ -556,22 +612,39 @@ def probe_target(host: InventoryHost, ssh_config=None) -> hostkeys.Target:
     """
     unresolved = next((arg for arg in host.ssh_args if "{{" in arg), None)
     if unresolved is not None:
-        return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
-            f"the ssh arguments of {host.name} hold a template fleet cannot evaluate from the inventory "
-            f"({unresolved!r}); define its variables in the inventory (group_vars, host_vars) or write them out"))
+        return hostkeys.Target(
+            host.name,
+            host.address,
+            host.port,
+            user=host.user,
+            problem=(
+                f"the ssh arguments of {host.name} hold a template fleet cannot evaluate from the inventory "
+                f"({unresolved!r}); define its variables in the inventory (group_vars, host_vars) or write them out"
+            ),
+        )
     try:
         jumps, command = hostkeys.route_from_ssh_args(*host.ssh_args)
     except hostkeys.ProxySpecError as exc:
-        return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
-            f"{exc}; fix ansible_ssh_common_args (or _extra_args) of {host.name} in the inventory"))
+        return hostkeys.Target(
+            host.name,
+            host.address,
+            host.port,
+            user=host.user,
+            problem=(f"{exc}; fix ansible_ssh_common_args (or _extra_args) of {host.name} in the inventory"),
+        )
     target = hostkeys.Target(host.name, host.address, host.port, jumps, command, host.user)
     if ssh_config is None:
         return target
     try:
         return hostkeys.complete_from_ssh_config(target, ssh_config, hostkeys.names_proxy(*host.ssh_args))
     except hostkeys.ProxySpecError as exc:
-        return hostkeys.Target(host.name, host.address, host.port, user=host.user, problem=(
-            f"{exc}; fix the Host block for {host.address} in ~/.ssh/config or /etc/ssh/ssh_config"))
+        return hostkeys.Target(
+            host.name,
+            host.address,
+            host.port,
+            user=host.user,
+            problem=(f"{exc}; fix the Host block for {host.address} in ~/.ssh/config or /etc/ssh/ssh_config"),
+        )
 
 
 def _group_hosts(listing: dict, group: str, seen: set[str] | None = None) -> set[str]:
@@ -666,8 +739,9 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
         process.kill()
         raise
     status = result.status if result.status in RUNNER_STATUSES else RunnerStatus.FAILED
-    return RunnerOutcome(status=status, rc=result.rc if result.rc is not None else -1,
-                         ansible_path=ansible_path(spec, binary, report))
+    return RunnerOutcome(
+        status=status, rc=result.rc if result.rc is not None else -1, ansible_path=ansible_path(spec, binary, report)
+    )
 
 
 def ansible_path(spec: JobSpec, binary: str | None, report: Path) -> str:
@@ -678,8 +752,9 @@ def ansible_path(spec: JobSpec, binary: str | None, report: Path) -> str:
     if spec.warm_anchor is None:
         return warm.path_text(False, warm.DISABLED_REASON)
     if binary is None:
-        return warm.path_text(False, f"{warm.CLIENT_SCRIPT} is not installed beside ansible-playbook "
-                                     f"({ansible_bin_dir()})")
+        return warm.path_text(
+            False, f"{warm.CLIENT_SCRIPT} is not installed beside ansible-playbook ({ansible_bin_dir()})"
+        )
     said = warm.read_report(report)
     return warm.path_text(*said) if said else ""
 
@@ -704,9 +779,11 @@ def _prepare_directories(spec: JobSpec) -> None:
         hostkeys.ensure_identity(spec.identity)
     hostkeys.write_ssh_config(spec.known_hosts, spec.identity)  # named by -F in ansible_env
     if control_path(spec.control_path_dir) is None:
-        log.warning("the data directory's path is too long for SSH control sockets and no private runtime "
-                    "directory ($XDG_RUNTIME_DIR or /tmp, fleet-warm-<uid>) is usable: connections will fail; "
-                    "use a data directory of at most 46 characters")
+        log.warning(
+            "the data directory's path is too long for SSH control sockets and no private runtime "
+            "directory ($XDG_RUNTIME_DIR or /tmp, fleet-warm-<uid>) is usable: connections will fail; "
+            "use a data directory of at most 46 characters"
+        )
 
 
 # ansible-runner's callback empties a task result whose text is over this many characters (its own default:

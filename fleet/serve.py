@@ -35,8 +35,7 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 def configure_logging() -> None:
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("paramiko").setLevel(logging.WARNING)  # one line per pre-flight probe otherwise
 
 
@@ -89,7 +88,12 @@ def build_web_server(app, host: str, port: int):
     """
     listeners: dict = {}
     server = waitress.create_server(
-        app, map=listeners, host=host, port=port, threads=8, ident="fleet",
+        app,
+        map=listeners,
+        host=host,
+        port=port,
+        threads=8,
+        ident="fleet",
         # waitress refuses a body of max_request_body_size bytes or more, Flask one over MAX_REQUEST_BYTES:
         # one byte more makes both draw the line at the same place.
         max_request_body_size=MAX_REQUEST_BYTES + 1,
@@ -106,8 +110,7 @@ MAX_HEADER_BYTES = 64 * 1024  # waitress allows 256 KiB; fleet's requests carry 
 def waitress_error_json(code: int, reason: str, detail: str) -> bytes:
     """The body of an error waitress answers itself (before the app runs), shaped like the app's."""
     if code == 413:
-        message = (f"the request body is larger than fleet accepts ({MAX_REQUEST_BYTES} bytes); "
-                   "send less, or split it")
+        message = f"the request body is larger than fleet accepts ({MAX_REQUEST_BYTES} bytes); send less, or split it"
     else:
         message = f"{reason.lower()}: {detail}"
     return json.dumps({"error": message}).encode()

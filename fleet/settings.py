@@ -8,13 +8,13 @@ import os
 import re
 import subprocess
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fleet import warm
 from fleet.errors import ConfigError
-
 
 # A socket's name holds at most 107 bytes; ssh names a master's <ControlPath>.<16 random characters> while it
 # starts it, and fleet's ControlPath is <directory>/%C (40 hex digits): the directory's path may be this long.
@@ -171,7 +171,7 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _convert(name: str, value: Any, origin: str) -> Any:
-    if _FIELDS[name] is int and (isinstance(value, bool) or isinstance(value, float)):
+    if _FIELDS[name] is int and isinstance(value, (bool, float)):
         raise ConfigError(f"{origin}: {name} must be int, got {value!r}")
     try:
         converted = _FIELDS[name](value)
@@ -206,15 +206,21 @@ def _build(values: dict[str, Any], cwd: Path) -> Settings:
 
 def _looks_remote(repo: str) -> bool:
     # "<transport>::<address>" too: kept as written, so source.py can refuse it by name, not as a path.
-    return ("://" in repo or (":" in repo and "@" in repo.split(":", 1)[0])
-            or re.match(r"[A-Za-z][A-Za-z0-9+.-]*::", repo) is not None)
+    return (
+        "://" in repo
+        or (":" in repo and "@" in repo.split(":", 1)[0])
+        or re.match(r"[A-Za-z][A-Za-z0-9+.-]*::", repo) is not None
+    )
 
 
 def _enclosing_checkout(cwd: Path) -> str:
     try:
         top = subprocess.run(
             ["git", "rev-parse", "--show-toplevel"],
-            cwd=cwd, capture_output=True, text=True, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
         raise ConfigError(

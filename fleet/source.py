@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -42,8 +42,16 @@ from fleet.errors import GitTimeout, SourceError, UnsafeSourceURL
 from fleet.settings import Settings
 
 # git's %G? codes. "U" is a good signature by a key nobody said to trust: not good.
-SIGNATURE_STATUS = {"G": "good", "U": "untrusted", "X": "expired", "Y": "expired", "R": "revoked",
-                    "B": "bad", "E": "unverifiable", "N": "unsigned"}
+SIGNATURE_STATUS = {
+    "G": "good",
+    "U": "untrusted",
+    "X": "expired",
+    "Y": "expired",
+    "R": "revoked",
+    "B": "bad",
+    "E": "unverifiable",
+    "N": "unsigned",
+}
 
 # Transports git speaks itself; any other "<scheme>://" or "<helper>::" hands the URL to a helper program.
 SAFE_SCHEMES = ("https", "http", "ssh", "git", "git+ssh", "ssh+git", "file")
@@ -171,8 +179,9 @@ def _clone_mirror(settings: Settings, path: Path, stop: threading.Event | None) 
     return git.Repo(path)
 
 
-def network_git(args: list[str], settings: Settings, cwd: Path | None = None,
-                stop: threading.Event | None = None) -> str:
+def network_git(
+    args: list[str], settings: Settings, cwd: Path | None = None, stop: threading.Event | None = None
+) -> str:
     """Run one git command that talks to a remote; its stdout.
 
     It runs in a session of its own, so killing it reaches every helper it
@@ -180,9 +189,17 @@ def network_git(args: list[str], settings: Settings, cwd: Path | None = None,
     is set, or when the caller is interrupted. A failure is GitCommandError.
     """
     command = ["git", *args]
-    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **_git_env()}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, **_git_env()},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     try:
         out, err = _wait_for_git(proc, settings.git_timeout, stop, args[0], settings.repo)
     except BaseException:
@@ -193,8 +210,9 @@ def network_git(args: list[str], settings: Settings, cwd: Path | None = None,
     return out
 
 
-def _wait_for_git(proc: subprocess.Popen, timeout: int, stop: threading.Event | None,
-                  verb: str, url: str) -> tuple[str, str]:
+def _wait_for_git(
+    proc: subprocess.Popen, timeout: int, stop: threading.Event | None, verb: str, url: str
+) -> tuple[str, str]:
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -207,7 +225,8 @@ def _wait_for_git(proc: subprocess.Popen, timeout: int, stop: threading.Event | 
             raise GitTimeout(
                 f"git {verb} of {display_url(url)} timed out after {timeout}s and was stopped "
                 "(the remote did not answer); fleet retries with backoff; check that the remote answers, "
-                "or raise FLEET_GIT_TIMEOUT")
+                "or raise FLEET_GIT_TIMEOUT"
+            )
 
 
 def _kill_git(proc: subprocess.Popen) -> None:
@@ -229,15 +248,14 @@ def resolve_ref(repo: git.Repo, settings: Settings, stop: threading.Event | None
         except (git.BadName, ValueError, git.GitCommandError):
             continue
         return _commit_info(repo, commit, ref, settings)
-    raise SourceError(
-        f"the git source has no branch, tag or commit named {ref!r}; set FLEET_BRANCH to one that exists"
-    )
+    raise SourceError(f"the git source has no branch, tag or commit named {ref!r}; set FLEET_BRANCH to one that exists")
 
 
 def _default_branch(repo: git.Repo, settings: Settings, stop: threading.Event | None) -> str:
     try:
-        out = network_git(["ls-remote", "--symref", "--", settings.repo, "HEAD"], settings, cwd=Path(repo.git_dir),
-                          stop=stop)
+        out = network_git(
+            ["ls-remote", "--symref", "--", settings.repo, "HEAD"], settings, cwd=Path(repo.git_dir), stop=stop
+        )
         match = re.search(r"^ref: refs/heads/(\S+)\s+HEAD", out, re.MULTILINE)
         if match:
             return match.group(1)
@@ -254,7 +272,7 @@ def _commit_info(repo: git.Repo, commit: git.Commit, ref: str, settings: Setting
     return CommitInfo(
         sha=commit.hexsha,
         author=f"{commit.author.name} <{commit.author.email}>",
-        authored_at=datetime.fromtimestamp(commit.authored_date, tz=timezone.utc),
+        authored_at=datetime.fromtimestamp(commit.authored_date, tz=UTC),
         message=str(commit.message).strip(),
         signature=SIGNATURE_STATUS.get(code, "unverifiable"),
         ref=ref,
@@ -263,8 +281,10 @@ def _commit_info(repo: git.Repo, commit: git.Commit, ref: str, settings: Setting
 
 def _trust_env(settings: Settings) -> dict[str, str]:
     # Only the data directory's trust counts: not the user's keyring, nor any git config's signers file.
-    return {"GNUPGHOME": str(gnupg_home(settings)),
-            **_config_env({"gpg.ssh.allowedSignersFile": str(allowed_signers_path(settings))})}
+    return {
+        "GNUPGHOME": str(gnupg_home(settings)),
+        **_config_env({"gpg.ssh.allowedSignersFile": str(allowed_signers_path(settings))}),
+    }
 
 
 # The prefix of a rejection for the signature alone: such a commit is judged again once trust changes.
@@ -285,9 +305,11 @@ def signature_problem(settings: Settings, info: CommitInfo) -> str:
     if not settings.require_signed_commits or info.signature == "good":
         return ""
     why = _SIGNATURE_FIXES.get(info.signature, "the commit's signature is not good")
-    return (f"{SIGNATURE_REJECTION}{info.signature}: {why}, and require_signed_commits is on; sign it with a "
-            f"trusted key, trusted keys being SSH keys in {allowed_signers_path(settings)} and GPG keys "
-            f"with owner trust in the keyring {gnupg_home(settings)}")
+    return (
+        f"{SIGNATURE_REJECTION}{info.signature}: {why}, and require_signed_commits is on; sign it with a "
+        f"trusted key, trusted keys being SSH keys in {allowed_signers_path(settings)} and GPG keys "
+        f"with owner trust in the keyring {gnupg_home(settings)}"
+    )
 
 
 def is_ancestor(repo: git.Repo, older: str, newer: str) -> bool:
@@ -355,8 +377,12 @@ def unsafe_path_problem(tree: Path, relative: str) -> str:
 def _git_env() -> dict[str, str]:
     # Never stop to ask for credentials: a controller has nobody to answer. And never ext::, whatever
     # the user's git config says (the URL check refused it already; this is the second lock).
-    return {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C",
-            **_config_env({"protocol.ext.allow": "never"})}
+    return {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/true",
+        "LC_ALL": "C",
+        **_config_env({"protocol.ext.allow": "never"}),
+    }
 
 
 def _config_env(values: dict[str, str]) -> dict[str, str]:

@@ -10,13 +10,13 @@ last real failure and Retry-After can say exactly when.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 
 ACCOUNT = "account"  # failed logins for one account name, from anywhere
 ADDRESS = "address"  # failed logins from one remote address, for any account
-TOKEN = "token"      # failed bearer tokens from one remote address
+TOKEN = "token"  # failed bearer tokens from one remote address
 
 
 @dataclass(frozen=True)

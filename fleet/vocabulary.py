@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Iterable
 
 
 class HostStatus(StrEnum):
@@ -101,11 +101,23 @@ class RunnerStatus(StrEnum):
 
 
 # One display order per list: the best news first for hosts, the life of a run for runs.
-HOST_STATUSES = (HostStatus.IN_SYNC, HostStatus.DRIFTED, HostStatus.UNVERIFIED, HostStatus.FAILED,
-                 HostStatus.UNREACHABLE, HostStatus.INCOMPLETE, HostStatus.UNKNOWN)
+HOST_STATUSES = (
+    HostStatus.IN_SYNC,
+    HostStatus.DRIFTED,
+    HostStatus.UNVERIFIED,
+    HostStatus.FAILED,
+    HostStatus.UNREACHABLE,
+    HostStatus.INCOMPLETE,
+    HostStatus.UNKNOWN,
+)
 # The verdicts a finished run counts in its own row (hosts_in_sync, hosts_drifted, ...).
-COUNTED_VERDICTS = (HostStatus.IN_SYNC, HostStatus.DRIFTED, HostStatus.UNVERIFIED, HostStatus.UNREACHABLE,
-                    HostStatus.FAILED)
+COUNTED_VERDICTS = (
+    HostStatus.IN_SYNC,
+    HostStatus.DRIFTED,
+    HostStatus.UNVERIFIED,
+    HostStatus.UNREACHABLE,
+    HostStatus.FAILED,
+)
 RUN_STATUSES = tuple(RunStatus)
 RUN_ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
 RUN_FINAL_STATUSES = tuple(s for s in RunStatus if s not in RUN_ACTIVE_STATUSES)
@@ -131,6 +143,7 @@ def is_final(run_status: str) -> bool:
 
 
 # --- coverage -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Coverage:
@@ -164,13 +177,14 @@ def coverage_total(verified: int | None, unverified: int | None) -> int:
 
 # --- time -----------------------------------------------------------------------------
 
+
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def aware(moment: datetime | None) -> datetime | None:
     """The moment with its UTC zone: SQLite hands datetimes back naive, and fleet writes only UTC."""
-    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
+    return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment
 
 
 def iso(moment: datetime | None) -> str | None:

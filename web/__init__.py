@@ -12,7 +12,6 @@ from werkzeug.exceptions import HTTPException
 from fleet.settings import Settings, load_settings
 from fleet.store import init_store
 
-
 # Webhooks and forms are small; refuse anything larger with 413. fleet serve's waitress enforces
 # the same cap before buffering a byte of the body, so this one only guards other WSGI servers.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -22,6 +21,7 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
     """App factory: settings decide the database; test_config overrides Flask config."""
     settings = settings or load_settings()
     from fleet.store.db import prepare_data_dir
+
     prepare_data_dir(settings)  # 0700, the SQLite files 0600: they hold diffs and output
     app = Flask(__name__)
     app.config.from_mapping(
@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
     app.register_blueprint(hooks.bp)
     app.register_blueprint(api.bp)
     app.register_error_handler(HTTPException, _json_error)
-    from fleet.web import ui; ui.init_app(app)  # noqa: E702  the server-rendered pages
+    from fleet.web import ui
+
+    ui.init_app(app)  # the server-rendered pages
     return app
 
 

@@ -23,13 +23,12 @@ lists are keyset pages (`cursor` = the last id of the previous page), never OFFS
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request, url_for
-
-from fleet import actions
-from fleet.errors import NotFound
-from fleet.store import queries, workers
-from fleet import __version__, shapes, vocabulary
 from fleet.web import openapi, serializers
 from fleet.web.auth import actor, require_role
+
+from fleet import __version__, actions, shapes, vocabulary
+from fleet.errors import NotFound
+from fleet.store import queries, workers
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -68,6 +67,7 @@ def openapi_document():
 
 
 # --- hosts --------------------------------------------------------------------------
+
 
 @bp.get("/hosts")
 @require_role("viewer")
@@ -112,6 +112,7 @@ def _host_with_links(host, drift) -> dict:
 
 # --- runs ------------------------------------------------------------------------------
 
+
 @bp.get("/runs")
 @require_role("viewer")
 def list_runs():
@@ -151,8 +152,10 @@ def show_run(run_id: int):
         shards=[shapes.shard_json(shard) for shard in workers.shards_of_run(run_id)],
         tasks=[shapes.task_json(t) for t in tasks if t.seq <= reached],
         stdout="\n".join(chunk.text for chunk in output if chunk.seq <= reached),
-        last_seq=reached, more=more,
-        output_next=reached if more else None, tasks_next=reached if more else None,
+        last_seq=reached,
+        more=more,
+        output_next=reached if more else None,
+        tasks_next=reached if more else None,
         links={"output": url_for("api.run_output", run_id=run_id, after=reached) if more else None},
     )
 
@@ -205,17 +208,20 @@ def cancel_run(run_id: int):
 
 # --- workers ------------------------------------------------------------------------------
 
+
 @bp.get("/workers")
 @require_role("viewer")
 def list_workers():
     """Every `fleet worker` seen, online first (one query): state, version against this fleet's, capacity,
     running shards, last heartbeat. Empty when runs execute in the controller (FLEET_EXECUTOR=local)."""
     now = vocabulary.utcnow()
-    return jsonify(version=__version__,
-                   workers=[shapes.worker_json(w, now) for w in workers.list_workers(now, __version__)])
+    return jsonify(
+        version=__version__, workers=[shapes.worker_json(w, now) for w in workers.list_workers(now, __version__)]
+    )
 
 
 # --- approvals ----------------------------------------------------------------------------
+
 
 @bp.get("/approvals")
 @require_role("viewer")
@@ -252,6 +258,7 @@ def approve(approval_id: int):
 
 # --- revisions and metrics -------------------------------------------------------------------
 
+
 @bp.get("/revisions")
 @require_role("viewer")
 def list_revisions():
@@ -259,8 +266,10 @@ def list_revisions():
     state = queries.source_state()
     desired = state.desired_sha if state else None
     settings = current_app.config["FLEET_SETTINGS"]
-    return jsonify(source=shapes.source_json(state, str(settings.repo)),
-                   revisions=[shapes.revision_json(r, desired) for r in queries.revisions_page()])
+    return jsonify(
+        source=shapes.source_json(state, str(settings.repo)),
+        revisions=[shapes.revision_json(r, desired) for r in queries.revisions_page()],
+    )
 
 
 @bp.get("/metrics")
@@ -277,17 +286,21 @@ def metrics():
     """
     counts, durations = queries.run_totals()
     snapshot = serializers.MetricsSnapshot(
-        now=vocabulary.utcnow(), hosts=queries.inventory_hosts(),
+        now=vocabulary.utcnow(),
+        hosts=queries.inventory_hosts(),
         run_counts={key: n for key, n in counts.items() if key[1] in vocabulary.RUN_FINAL_STATUSES},
         queue_depth=sum(n for (_, status), n in counts.items() if status == vocabulary.RunStatus.QUEUED),
         source=queries.source_state(),
-        drift_fix=queries.drift_fix_histogram(), run_durations=durations,
+        drift_fix=queries.drift_fix_histogram(),
+        run_durations=durations,
         workers=workers.list_workers(vocabulary.utcnow(), __version__),
-        executor=current_app.config["FLEET_SETTINGS"].executor)
+        executor=current_app.config["FLEET_SETTINGS"].executor,
+    )
     return Response(serializers.metrics_text(snapshot), content_type=serializers.CONTENT_TYPE)
 
 
 # --- request parsing ---------------------------------------------------------------------------
+
 
 def _run_request(body: dict) -> tuple[str, str]:
     """The validated (kind, limit) of a run request; 422 names the field that is wrong."""

@@ -28,7 +28,17 @@ from datetime import timedelta
 from urllib.parse import urlparse
 
 from flask import (
-    Blueprint, abort, current_app, flash, g, jsonify, redirect, render_template, request, session, url_for,
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
 )
 
 from fleet import throttle
@@ -122,8 +132,11 @@ def _refuse_if_throttled(checks: list[tuple[throttle.Limit, str]], what: str) ->
         wait = accounts.throttle_wait(limit, key, now)
         if wait:
             whose = f"for {key!r}" if limit.scope == throttle.ACCOUNT else f"from {key or 'this address'}"
-            raise Throttled(f"too many failed {what} {whose} lately; try again in {throttle.wait_words(wait)}, "
-                            "or ask an admin to look at the audit log", wait)
+            raise Throttled(
+                f"too many failed {what} {whose} lately; try again in {throttle.wait_words(wait)}, "
+                "or ask an admin to look at the audit log",
+                wait,
+            )
 
 
 def _throttled_answer(exc: Throttled, page: str | None = None):
@@ -170,6 +183,7 @@ def security_headers(response):
 
 def require_role(needed: str):
     """View decorator: the caller must be logged in (or hold a token) with at least `needed`."""
+
     def decorator(view):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
@@ -181,7 +195,9 @@ def require_role(needed: str):
             if not identity.can(needed):
                 abort(403, description=f"this needs the {needed} role; yours is {identity.role}")
             return view(*args, **kwargs)
+
         return wrapped
+
     return decorator
 
 
@@ -194,8 +210,7 @@ def actor() -> Actor:
 def audit(action: str, target: str = "", detail: str = "") -> None:
     """Record a state change by whoever is asking."""
     identity = g.get("identity")
-    accounts.audit(identity.name if identity else "anonymous", action, target, detail,
-                   request.remote_addr or "")
+    accounts.audit(identity.name if identity else "anonymous", action, target, detail, request.remote_addr or "")
 
 
 @bp.route("/login", methods=["GET", "POST"])

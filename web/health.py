@@ -21,9 +21,13 @@ bp = Blueprint("health", __name__, url_prefix="/api/v1")
 @bp.get("/healthz")
 def healthz():
     state = queries.controller_state()  # reading it proves the store answers
-    return jsonify(status="ok", controller=controller_health(state, current_app.extensions.get("fleet.controller")),
-                   kept_processes=[without_host_names(kept) for kept in
-                                   warm.kept_processes(str(current_app.config["FLEET_SETTINGS"].data_dir))])
+    return jsonify(
+        status="ok",
+        controller=controller_health(state, current_app.extensions.get("fleet.controller")),
+        kept_processes=[
+            without_host_names(kept) for kept in warm.kept_processes(str(current_app.config["FLEET_SETTINGS"].data_dir))
+        ],
+    )
 
 
 def without_host_names(kept: dict) -> dict:

@@ -14,9 +14,9 @@ The JSON shapes of runs, hosts, revisions and approvals live in the core
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -68,42 +68,59 @@ class _SnapshotCollector:
         yield hosts_family(snap.hosts)
         yield runs_family(snap.run_counts)
         yield run_duration_family(snap.run_durations)
-        yield histogram_family("fleet_drift_to_in_sync_seconds",
-                               "Time from a host's drift first found to the host proven in_sync, per fixed drift.",
-                               [([], snap.drift_fix)], [])
+        yield histogram_family(
+            "fleet_drift_to_in_sync_seconds",
+            "Time from a host's drift first found to the host proven in_sync, per fixed drift.",
+            [([], snap.drift_fix)],
+            [],
+        )
         yield from source_families(snap.source)
         yield _gauge("fleet_queue_depth", "Runs queued for the controller.", snap.queue_depth)
         yield from worker_families(snap.workers, snap.executor)
         newest = max((h.last_check_at for h in snap.hosts if h.last_check_at), default=None)
-        yield _gauge("fleet_last_check_timestamp_seconds",
-                     "When any host was last checked, seconds since the epoch (0: never); "
-                     "per host: fleet_host_last_check_timestamp_seconds.", epoch_seconds(newest))
+        yield _gauge(
+            "fleet_last_check_timestamp_seconds",
+            "When any host was last checked, seconds since the epoch (0: never); "
+            "per host: fleet_host_last_check_timestamp_seconds.",
+            epoch_seconds(newest),
+        )
 
 
 def worker_families(listed: list[WorkerView], executor: str) -> Iterator[Metric]:
     """Scale-out: workers per state, the shard slots that take work, and whether runs can execute at all."""
-    family = GaugeMetricFamily("fleet_workers", "fleet workers seen, by state (online, lost, stopped).",
-                               labels=["state"])
+    family = GaugeMetricFamily(
+        "fleet_workers", "fleet workers seen, by state (online, lost, stopped).", labels=["state"]
+    )
     for state in workers.WORKER_STATES:
         family.add_metric([state], sum(1 for w in listed if w.state == state))
     yield family
     slots = workers.capacity_of(listed)
     yield _gauge("fleet_worker_slots", "Shards the online workers of this fleet version can run at once.", slots)
-    yield _gauge("fleet_executor_workers_missing",
-                 "1 when FLEET_EXECUTOR=celery and no online worker of this version takes shards: runs wait.",
-                 1 if executor == "celery" and slots == 0 else 0)
+    yield _gauge(
+        "fleet_executor_workers_missing",
+        "1 when FLEET_EXECUTOR=celery and no online worker of this version takes shards: runs wait.",
+        1 if executor == "celery" and slots == 0 else 0,
+    )
 
 
 def host_families(hosts: list[HostView], now: datetime) -> Iterator[Metric]:
     """Per host: its last successful check (when, how long ago) and, if drifted, the drift's age."""
-    stamp = GaugeMetricFamily("fleet_host_last_check_timestamp_seconds",
-                              "When the host was last checked successfully (judged in_sync, drifted or "
-                              "unverified), seconds since the epoch; 0: never.", labels=["host"])
-    age = GaugeMetricFamily("fleet_host_seconds_since_last_check",
-                            "Seconds since the host's last successful check; +Inf: never checked successfully.",
-                            labels=["host"])
-    drift = GaugeMetricFamily("fleet_host_drift_age_seconds",
-                              "Seconds since drift was first found on a host that is drifted now.", labels=["host"])
+    stamp = GaugeMetricFamily(
+        "fleet_host_last_check_timestamp_seconds",
+        "When the host was last checked successfully (judged in_sync, drifted or "
+        "unverified), seconds since the epoch; 0: never.",
+        labels=["host"],
+    )
+    age = GaugeMetricFamily(
+        "fleet_host_seconds_since_last_check",
+        "Seconds since the host's last successful check; +Inf: never checked successfully.",
+        labels=["host"],
+    )
+    drift = GaugeMetricFamily(
+        "fleet_host_drift_age_seconds",
+        "Seconds since drift was first found on a host that is drifted now.",
+        labels=["host"],
+    )
     for host in hosts:
         checked = aware(host.last_ok_check_at)
         stamp.add_metric([host.name], epoch_seconds(checked))
@@ -123,8 +140,9 @@ def hosts_family(hosts: list[HostView]) -> Metric:
             counts[(group, host.status)] = counts.get((group, host.status), 0) + 1
     groups = [ALL_HOSTS] + sorted({group for group, _ in counts} - {ALL_HOSTS})
     statuses = list(vocabulary.HOST_STATUSES) + sorted({s for _, s in counts} - set(vocabulary.HOST_STATUSES))
-    family = GaugeMetricFamily("fleet_hosts", 'Inventory hosts by group and status (group="all": every host once).',
-                               labels=["group", "status"])
+    family = GaugeMetricFamily(
+        "fleet_hosts", 'Inventory hosts by group and status (group="all": every host once).', labels=["group", "status"]
+    )
     for group in groups:
         for status in statuses:
             family.add_metric([group, status], counts.get((group, status), 0))
@@ -136,8 +154,9 @@ def runs_family(counts: dict[tuple[str, str], int]) -> Metric:
     # (fleet_queue_depth shows the queue). Every known series is present, at 0 if need be.
     keys = [(k, s) for k in vocabulary.RUN_KINDS for s in vocabulary.RUN_FINAL_STATUSES]
     keys += sorted(set(counts) - set(keys))
-    family = CounterMetricFamily("fleet_runs_total", "Runs finished, by kind and final status.",
-                                 labels=["kind", "status"])
+    family = CounterMetricFamily(
+        "fleet_runs_total", "Runs finished, by kind and final status.", labels=["kind", "status"]
+    )
     for kind, status in keys:
         family.add_metric([kind, status], counts.get((kind, status), 0))
     return family
@@ -147,27 +166,37 @@ def run_duration_family(durations: dict[str, HistogramView]) -> Metric:
     kinds = list(vocabulary.RUN_KINDS) + sorted(set(durations) - set(vocabulary.RUN_KINDS))
     bounds = vocabulary.RUN_DURATION_BUCKETS
     empty = HistogramView(bounds, (0,) * len(bounds), 0, 0.0)
-    return histogram_family("fleet_run_duration_seconds", "How long finished runs took, by kind.",
-                            [([kind], durations.get(kind, empty)) for kind in kinds], ["kind"])
+    return histogram_family(
+        "fleet_run_duration_seconds",
+        "How long finished runs took, by kind.",
+        [([kind], durations.get(kind, empty)) for kind in kinds],
+        ["kind"],
+    )
 
 
-def histogram_family(name: str, help_text: str, samples: list[tuple[list[str], HistogramView]],
-                     labels: list[str]) -> Metric:
+def histogram_family(
+    name: str, help_text: str, samples: list[tuple[list[str], HistogramView]], labels: list[str]
+) -> Metric:
     family = HistogramMetricFamily(name, help_text, labels=labels)
     for values, histogram in samples:
-        buckets = [(floatToGoString(bound), count) for bound, count in zip(histogram.bounds, histogram.counts)]
+        buckets = [
+            (floatToGoString(bound), count) for bound, count in zip(histogram.bounds, histogram.counts, strict=False)
+        ]
         family.add_metric(values, buckets + [("+Inf", histogram.count)], histogram.total)
     return family
 
 
 def source_families(source: SourceView | None) -> list[Metric]:
     return [
-        _gauge("fleet_source_stale", "1 when the last fetch of the git source failed.",
-               1 if source and source.stale else 0),
-        _gauge("fleet_source_last_fetch_timestamp_seconds",
-               "When the controller last fetched the git source (fleet_source_stale: whether that failed), "
-               "seconds since the epoch; 0: never.",
-               epoch_seconds(source.last_fetch_at if source else None)),
+        _gauge(
+            "fleet_source_stale", "1 when the last fetch of the git source failed.", 1 if source and source.stale else 0
+        ),
+        _gauge(
+            "fleet_source_last_fetch_timestamp_seconds",
+            "When the controller last fetched the git source (fleet_source_stale: whether that failed), "
+            "seconds since the epoch; 0: never.",
+            epoch_seconds(source.last_fetch_at if source else None),
+        ),
     ]
 
 

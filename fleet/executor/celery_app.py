@@ -35,13 +35,23 @@ def celery_app(broker_url: str) -> Celery:
         raise ConfigError("FLEET_EXECUTOR=celery and `fleet worker` need Celery: pip install 'fleet[celery]'")
     app = Celery("fleet", broker=broker_url, set_as_current=False)
     app.conf.update(
-        task_serializer="json", accept_content=["json"], task_ignore_result=True,
-        task_default_queue=QUEUE, task_acks_late=False, worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True, broker_connection_timeout=BROKER_TIMEOUT,
-        broker_transport_options={"socket_timeout": BROKER_TIMEOUT, "socket_connect_timeout": BROKER_TIMEOUT,
-                                  "max_retries": 0},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=BROKER_TIMEOUT,
+        broker_transport_options={
+            "socket_timeout": BROKER_TIMEOUT,
+            "socket_connect_timeout": BROKER_TIMEOUT,
+            "max_retries": 0,
+        },
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        worker_hijack_root_logger=False, worker_redirect_stdouts=False, worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_send_task_events=False,
     )
     return app
 
@@ -52,8 +62,9 @@ def send_shard(broker_url: str, shard_id: int, attempt: int, queue: str = QUEUE)
     try:
         app.send_task(SHARD_TASK, args=[shard_id, attempt, fleet.__version__], queue=queue, retry=False)
     except Exception as exc:  # kombu, redis and amqp each raise their own; all mean the same here
-        raise BrokerUnavailable(f"the broker at {display_broker(broker_url)} did not take the shard: "
-                                f"{_words(exc)}") from exc
+        raise BrokerUnavailable(
+            f"the broker at {display_broker(broker_url)} did not take the shard: {_words(exc)}"
+        ) from exc
 
 
 def display_broker(broker_url: str) -> str:
@@ -76,6 +87,6 @@ def broker_problem(broker_url: str) -> str:
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT)
-    except Exception as exc:  # each transport raises its own; all mean the broker is not there
+    except Exception as exc:  # noqa: BLE001  each transport raises its own; all mean the broker is not there
         return f"the broker at {display_broker(broker_url)} does not answer: {_words(exc)}"
     return ""

@@ -76,8 +76,9 @@ class ShardedRun:
         capacity = workers.online_capacity(utcnow(), fleet.__version__)
         groups = split_hosts(names, shard_count(len(names), self.settings.shard_hosts, capacity))
         self.shards = shards.create_shards(self.run_id, groups)
-        log.info("run %s: %d hosts in %d shards (%d worker slots online)", self.run_id, len(names),
-                 len(groups), capacity)
+        log.info(
+            "run %s: %d hosts in %d shards (%d worker slots online)", self.run_id, len(names), len(groups), capacity
+        )
 
     def run(self) -> str:
         """Supervise the shards to their end; a crash or Ctrl-C here stops them on the workers too."""
@@ -152,8 +153,13 @@ class ShardedRun:
         return refusal
 
     def _resend_unclaimed(self, current: list[ShardView]) -> None:
-        stale = [s for s in current if s.status == ShardStatus.SENT and s.sent_at is not None
-                 and (utcnow() - s.sent_at).total_seconds() > RESEND_UNCLAIMED_SECONDS]
+        stale = [
+            s
+            for s in current
+            if s.status == ShardStatus.SENT
+            and s.sent_at is not None
+            and (utcnow() - s.sent_at).total_seconds() > RESEND_UNCLAIMED_SECONDS
+        ]
         if stale and self._idle_slots() > 0:
             for shard in stale:
                 if not shards.mark_sent(shard):
@@ -162,13 +168,20 @@ class ShardedRun:
                     send_shard(self.settings.broker_url, shard.id, shard.attempt)
                 except BrokerUnavailable:
                     return  # the next poll tries again: the shard's sent_at is fresh, the wait starts anew
-                log.info("run %s: shard %d unclaimed for %.0fs while a worker is idle; sent again",
-                         self.run_id, shard.index, RESEND_UNCLAIMED_SECONDS)
+                log.info(
+                    "run %s: shard %d unclaimed for %.0fs while a worker is idle; sent again",
+                    self.run_id,
+                    shard.index,
+                    RESEND_UNCLAIMED_SECONDS,
+                )
 
     def _idle_slots(self) -> int:
         """Free slots of the workers that take shards (online, this version, refusing nothing)."""
-        listed = [w for w in workers.list_workers(utcnow(), fleet.__version__)
-                  if w.state == workers.ONLINE and w.version_ok and not w.refusing]
+        listed = [
+            w
+            for w in workers.list_workers(utcnow(), fleet.__version__)
+            if w.state == workers.ONLINE and w.version_ok and not w.refusing
+        ]
         return workers.capacity_of(listed) - sum(w.running for w in listed)
 
     def _note_waiting(self, reason: str) -> None:
@@ -186,16 +199,18 @@ class ShardedRun:
                 log.warning("run %s: shard %d closed unfinished: %s", self.run_id, shard.index, lapsed)
         elif self.kind == RunKind.CHECK:
             if shards.rearm_lost(shard, f"{lapsed}; the check of its hosts runs again on another worker"):
-                log.warning("run %s: shard %d lost (%s); checking its hosts again", self.run_id, shard.index,
-                            lapsed)
+                log.warning("run %s: shard %d lost (%s); checking its hosts again", self.run_id, shard.index, lapsed)
         elif shards.interrupt_lost(shard, f"{lapsed} mid-converge; a converge is never repeated by itself"):
             log.warning("run %s: converge shard %d interrupted: %s", self.run_id, shard.index, lapsed)
 
     def _stop(self) -> None:
         """Cancel, timeout, SIGTERM or a lost lease: workers see the store's cancel flag and stop Ansible."""
         self.watch.stopping = True
-        reason = (f"stopped after the run timeout of {self.settings.run_timeout}s" if self.execution.timed_out
-                  else "the run was stopped")
+        reason = (
+            f"stopped after the run timeout of {self.settings.run_timeout}s"
+            if self.execution.timed_out
+            else "the run was stopped"
+        )
         if not records.cancel_requested(self.run_id):
             records.note_cancel(self.run_id, reason)
         self._note_waiting("")
@@ -238,7 +253,7 @@ def gathered_ansible_path(current: list[ShardView]) -> str:
     if len(paths) <= 1:
         return paths.pop() if paths else ""
     if all(path.startswith(COLD) for path in paths):
-        return COLD + "; ".join(f"shard {index}: {path[len(COLD):]}" for index, path in known)
+        return COLD + "; ".join(f"shard {index}: {path[len(COLD) :]}" for index, path in known)
     return "mixed: " + "; ".join(f"shard {index} {path}" for index, path in known)
 
 
@@ -257,8 +272,10 @@ def _unproven(shard: ShardView) -> dict:
         return {"status": HostStatus.FAILED, "message": shard.reason}
     if shard.status == ShardStatus.INTERRUPTED:
         return {"status": HostStatus.INCOMPLETE, "message": f"interrupted: {shard.reason}"}
-    return {"status": HostStatus.INCOMPLETE,
-            "message": shard.reason or "the run stopped before this host was fully evaluated"}
+    return {
+        "status": HostStatus.INCOMPLETE,
+        "message": shard.reason or "the run stopped before this host was fully evaluated",
+    }
 
 
 def _interrupted_note(current: list[ShardView]) -> str:
@@ -266,8 +283,10 @@ def _interrupted_note(current: list[ShardView]) -> str:
     if not lost:
         return ""
     hosts = ", ".join(name for s in lost for name in s.names)
-    return (f"interrupted: {lost[0].reason}; hosts {hosts} may be partly converged; check them, then converge "
-            "again if they drift")
+    return (
+        f"interrupted: {lost[0].reason}; hosts {hosts} may be partly converged; check them, then converge "
+        "again if they drift"
+    )
 
 
 def _refused_notes(current: list[ShardView]) -> list[str]:
@@ -282,4 +301,3 @@ def verdicts_to_json(verdicts: list[HostVerdict]) -> str:
 
 def verdicts_from_json(text: str) -> list[HostVerdict]:
     return [HostVerdict(**{**item, "flapping": set(item.get("flapping", []))}) for item in json.loads(text or "[]")]
-

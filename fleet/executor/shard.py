@@ -33,8 +33,8 @@ from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, shards
 from fleet.store.shards import ShardView
-from fleet.vocabulary import HostStatus, RevisionStatus, RunStatus, ShardStatus, aware, utcnow
 from fleet.store.views import RunView, view_of
+from fleet.vocabulary import HostStatus, RevisionStatus, RunStatus, ShardStatus, aware, utcnow
 
 log = logging.getLogger("fleet.worker")
 
@@ -47,12 +47,13 @@ def version_refusal(worker: str, controller_version: str) -> str:
     """Why this worker refuses a shard sent by a controller of `controller_version` ('' when it takes it)."""
     if controller_version == fleet.__version__:
         return ""
-    return (f"worker {worker} runs fleet {fleet.__version__} but the controller runs fleet {controller_version}; "
-            "shards run only on workers of the controller's version: upgrade the worker")
+    return (
+        f"worker {worker} runs fleet {fleet.__version__} but the controller runs fleet {controller_version}; "
+        "shards run only on workers of the controller's version: upgrade the worker"
+    )
 
 
-def execute_shard(settings: Settings, shard_id: int, attempt: int, worker: str,
-                  runner: Runner | None = None) -> str:
+def execute_shard(settings: Settings, shard_id: int, attempt: int, worker: str, runner: Runner | None = None) -> str:
     """Claim and run one shard; its end status, or why it was not run ('' when there was nothing to claim)."""
     shard = shards.claim(shard_id, attempt, worker, settings.lease_seconds)
     if shard is None:
@@ -115,8 +116,9 @@ class ShardLease:
                     log.warning("shard %s: renewing its lease was refused: %s", self.shard.id, exc)
                     continue
             if not held:
-                log.error("run %s shard %s was given away by the controller; stopping", self.shard.run_id,
-                          self.shard.index)
+                log.error(
+                    "run %s shard %s was given away by the controller; stopping", self.shard.run_id, self.shard.index
+                )
                 self.lost.set()
                 return
 
@@ -146,8 +148,9 @@ def _export(settings: Settings, sha: str) -> Path:
     try:
         return source.export_revision(repo, settings, sha)
     except Exception as exc:  # git's own error: the sha is not in the source this worker fetched
-        raise SourceError(f"the source {source.display_url(settings.repo)} has no commit {sha[:12]} "
-                          f"here ({exc})") from exc
+        raise SourceError(
+            f"the source {source.display_url(settings.repo)} has no commit {sha[:12]} here ({exc})"
+        ) from exc
 
 
 def _targets(desired: DesiredState, names: list[str]) -> tuple[list[InventoryHost], list[str]]:
@@ -162,8 +165,7 @@ def _fail(settings: Settings, shard: ShardView, reason: str) -> str:
 
 def _end_unstarted(settings: Settings, shard: ShardView, status: str, reason: str) -> str:
     """End a claimed shard before Ansible ran for it (fenced: not if it was given away meanwhile)."""
-    if shards.fence(shard.id, shard.token, settings.lease_seconds, status=status, reason=reason,
-                    finished_at=utcnow()):
+    if shards.fence(shard.id, shard.token, settings.lease_seconds, status=status, reason=reason, finished_at=utcnow()):
         shards.commit()
     else:
         records.discard_pending()
@@ -194,8 +196,11 @@ class ShardRecorder(records.RunRecorder):
             records.discard_pending()
             self.discard()
             self.lost = True
-            log.error("run %s shard %s: given away by the controller; nothing more is recorded",
-                      self.shard.run_id, self.shard.index)
+            log.error(
+                "run %s shard %s: given away by the controller; nothing more is recorded",
+                self.shard.run_id,
+                self.shard.index,
+            )
             return
         super().flush()  # commits the fence with the batch
 
@@ -204,8 +209,11 @@ class ShardRecorder(records.RunRecorder):
         if shards.fence(self.shard.id, self.shard.token, self.lease_seconds):
             return True
         self.lost = True
-        log.error("run %s shard %s: given away by the controller; nothing more is recorded",
-                  self.shard.run_id, self.shard.index)
+        log.error(
+            "run %s shard %s: given away by the controller; nothing more is recorded",
+            self.shard.run_id,
+            self.shard.index,
+        )
         return False
 
 
@@ -254,8 +262,11 @@ class ShardExecution(Execution):
         except SQLAlchemyError as exc:  # a store that refuses: stop, as a run does
             self.store_refused(exc)
         if self.lease_lost:
-            log.error("run %s shard %s was given away by the controller (its lease lapsed); stopping Ansible",
-                      self.run_id, self.shard.index)
+            log.error(
+                "run %s shard %s was given away by the controller (its lease lapsed); stopping Ansible",
+                self.run_id,
+                self.shard.index,
+            )
 
     def finish(self, status: str, error: str) -> ShardView:
         """Write the shard's verdicts and end, fenced; nothing at all once the shard was given away."""
@@ -279,9 +290,15 @@ class ShardExecution(Execution):
             return {"status": ShardStatus.FAILED, "reason": self.crashed, "finished_at": utcnow(), "outcome": status}
         verdicts = self.settled_verdicts(status) + [
             HostVerdict(name=n, status=HostStatus.FAILED, message="not in the inventory as this worker lists it")
-            for n in self.missing]
+            for n in self.missing
+        ]
         stopped = status in (RunStatus.CANCELED, RunStatus.TIMEOUT)  # Ansible was stopped, not finished
         # Values the store refused (each replaced by a note) are named with the shard, and by the run's note.
         refused = {"reason": with_refused_values("", self.recorder.problems)} if self.recorder.problems else {}
-        return {"status": ShardStatus.CANCELED if stopped else ShardStatus.DONE, "outcome": status,
-                "verdicts": verdicts_to_json(verdicts), "finished_at": utcnow(), **refused}
+        return {
+            "status": ShardStatus.CANCELED if stopped else ShardStatus.DONE,
+            "outcome": status,
+            "verdicts": verdicts_to_json(verdicts),
+            "finished_at": utcnow(),
+            **refused,
+        }

@@ -51,8 +51,9 @@ def default_name() -> str:
     return f"fleet@{socket.gethostname()}"
 
 
-def start_worker(settings: Settings, name: str = "", concurrency: int = 1, queues: tuple[str, ...] = (QUEUE,),
-                 loglevel: str = "INFO") -> None:
+def start_worker(
+    settings: Settings, name: str = "", concurrency: int = 1, queues: tuple[str, ...] = (QUEUE,), loglevel: str = "INFO"
+) -> None:
     """Run the worker in the foreground until SIGTERM (Celery's warm shutdown lets running shards end)."""
     if not settings.broker_url:
         raise ConfigError("fleet worker needs FLEET_BROKER_URL (e.g. redis://127.0.0.1:6379/0)")
@@ -65,12 +66,28 @@ def start_worker(settings: Settings, name: str = "", concurrency: int = 1, queue
         _register_task(app, flask_app, settings, state)
         beat = _Heartbeat(flask_app, state)
         beat.start()
-        log.info("worker %s (fleet %s): broker %s, queues %s, %d at once", state.name, fleet.__version__,
-                 display_broker(settings.broker_url), ",".join(queues), concurrency)
+        log.info(
+            "worker %s (fleet %s): broker %s, queues %s, %d at once",
+            state.name,
+            fleet.__version__,
+            display_broker(settings.broker_url),
+            ",".join(queues),
+            concurrency,
+        )
         try:
-            app.worker_main(["worker", "--pool=threads", f"--concurrency={concurrency}", f"--queues={','.join(queues)}",
-                             f"--hostname={state.name}", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                             f"--loglevel={loglevel}"])
+            app.worker_main(
+                [
+                    "worker",
+                    "--pool=threads",
+                    f"--concurrency={concurrency}",
+                    f"--queues={','.join(queues)}",
+                    f"--hostname={state.name}",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    f"--loglevel={loglevel}",
+                ]
+            )
         finally:
             beat.stop()
             workers.record_stopped(state.name)
@@ -95,8 +112,10 @@ def _refuse_duplicate_name(name: str) -> None:
             continue
         if seen.host == socket.gethostname() and not (seen.pid and processes.pid_alive(seen.pid)):
             continue
-        raise ConfigError(f"a worker named {name} is running already (pid {seen.pid} on {seen.host}, heartbeat "
-                          f"{seen.heartbeat_age(now):.0f}s ago); give this one another --name")
+        raise ConfigError(
+            f"a worker named {name} is running already (pid {seen.pid} on {seen.host}, heartbeat "
+            f"{seen.heartbeat_age(now):.0f}s ago); give this one another --name"
+        )
 
 
 def _register_task(app, flask_app, settings: Settings, state: WorkerState) -> None:
@@ -142,5 +161,13 @@ class _Heartbeat:
     def _beat(self) -> None:
         with self.flask_app.app_context():
             state = self.state
-            workers.record_heartbeat(state.name, socket.gethostname(), os.getpid(), fleet.__version__,
-                                     state.concurrency, state.queues, state.running, state.refusing)
+            workers.record_heartbeat(
+                state.name,
+                socket.gethostname(),
+                os.getpid(),
+                fleet.__version__,
+                state.concurrency,
+                state.queues,
+                state.running,
+                state.refusing,
+            )

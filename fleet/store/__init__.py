@@ -10,15 +10,52 @@ history lists return a `pages.Page` of them. A process opens the store with
 
 from fleet.store.db import db, init_store, open_store
 from fleet.store.models import (
-    Approval, ControllerState, Host, HostLock, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow,
+    Approval,
+    ControllerState,
+    Host,
+    HostLock,
+    Revision,
+    Run,
+    RunHost,
+    RunOutput,
+    SourceState,
+    TaskResultRow,
 )
 from fleet.store.pages import Page
 from fleet.store.views import (
-    ApprovalView, ControllerView, HostView, OutputView, RevisionView, RunHostView, RunView, SourceView, TaskView,
+    ApprovalView,
+    ControllerView,
+    HostView,
+    OutputView,
+    RevisionView,
+    RunHostView,
+    RunView,
+    SourceView,
+    TaskView,
 )
 
 __all__ = [
-    "Approval", "ApprovalView", "ControllerState", "ControllerView", "HostLock", "HostView", "OutputView", "Page",
-    "RevisionView", "RunHostView", "RunView", "SourceView", "TaskView", "db", "init_store", "open_store", "Host",
-    "Revision", "Run", "RunHost", "RunOutput", "SourceState", "TaskResultRow",
+    "Approval",
+    "ApprovalView",
+    "ControllerState",
+    "ControllerView",
+    "HostLock",
+    "HostView",
+    "OutputView",
+    "Page",
+    "RevisionView",
+    "RunHostView",
+    "RunView",
+    "SourceView",
+    "TaskView",
+    "db",
+    "init_store",
+    "open_store",
+    "Host",
+    "Revision",
+    "Run",
+    "RunHost",
+    "RunOutput",
+    "SourceState",
+    "TaskResultRow",
 ]

@@ -10,7 +10,6 @@ user: it never outranks them and dies with their account.
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -20,10 +19,10 @@ from sqlalchemy import delete, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from fleet.errors import AccessDenied, ConfigError, NotFound
+from fleet.policy import parse_duration
 from fleet.store.db import commit, db
 from fleet.store.models import ApiToken, AuditEntry, AuthFailure, User, WebSession
 from fleet.store.pages import Page, keyset_page
-from fleet.policy import parse_duration
 from fleet.throttle import Limit, retry_after
 from fleet.vocabulary import aware, iso, utcnow
 
@@ -121,6 +120,7 @@ def set_user_disabled(user_id: int, disabled: bool) -> str:
 
 # --- web sessions ------------------------------------------------------------------
 
+
 def start_session(user_id: int, lifetime: timedelta) -> str:
     """A new session for a user; returns its id for the cookie (only its digest is stored)."""
     now = utcnow()
@@ -134,7 +134,8 @@ def start_session(user_id: int, lifetime: timedelta) -> str:
 def session_user(secret: str) -> User | None:
     """The user of a live session; None when it ended, expired, never existed or the user is disabled."""
     row = db.session.execute(
-        select(User, WebSession.expires_at).join(WebSession, WebSession.user_id == User.id)
+        select(User, WebSession.expires_at)
+        .join(WebSession, WebSession.user_id == User.id)
         .where(WebSession.digest == _digest(secret))
     ).first()
     if row is None or row.User.disabled or aware(row.expires_at) <= utcnow():
@@ -165,6 +166,7 @@ def user_count() -> int:
 
 # --- API tokens ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TokenHolder:
     """Who a valid token acts as: its name, and the lower of its role and its owner's role today."""
@@ -174,8 +176,9 @@ class TokenHolder:
     owner: str | None
 
 
-def create_token(name: str, role: str, created_by: str, owner: str | None = None,
-                 expires_in: timedelta | None = None) -> str:
+def create_token(
+    name: str, role: str, created_by: str, owner: str | None = None, expires_in: timedelta | None = None
+) -> str:
     """A new API token acting for `owner` (None: the machine's CLI), at most with the owner's role.
 
     The returned secret is never stored and cannot be shown again.
@@ -186,8 +189,16 @@ def create_token(name: str, role: str, created_by: str, owner: str | None = None
     owner_id = _token_owner(owner, role).id if owner is not None else None
     expires_at = utcnow() + expires_in if expires_in is not None else None
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(name=name, token_hash=_digest(secret), role=role, created_by=created_by,
-                            owner_id=owner_id, expires_at=expires_at))
+    db.session.add(
+        ApiToken(
+            name=name,
+            token_hash=_digest(secret),
+            role=role,
+            created_by=created_by,
+            owner_id=owner_id,
+            expires_at=expires_at,
+        )
+    )
     commit()
     return secret
 
@@ -197,8 +208,10 @@ def _token_owner(name: str, role: str) -> User:
     if user.disabled:
         raise ConfigError(f"user {name!r} is disabled; enable the account or pick another owner")
     if not role_allows(user.role, role):
-        raise ConfigError(f"a token cannot outrank its owner: {name} is {user.role}, the token asks for {role}; "
-                          f"pick --role {user.role} or lower")
+        raise ConfigError(
+            f"a token cannot outrank its owner: {name} is {user.role}, the token asks for {role}; "
+            f"pick --role {user.role} or lower"
+        )
     return user
 
 
@@ -260,10 +273,14 @@ def list_tokens() -> list[ApiToken]:
 
 # --- failed credentials (throttling) --------------------------------------------------
 
+
 def throttle_wait(limit: Limit, key: str, now: datetime) -> int:
     """Seconds to refuse `key` (an account name or an address) under this limit; 0: go ahead."""
-    times = db.session.scalars(select(AuthFailure.at).where(
-        AuthFailure.scope == limit.scope, AuthFailure.key == key[:255], AuthFailure.at > now - limit.window))
+    times = db.session.scalars(
+        select(AuthFailure.at).where(
+            AuthFailure.scope == limit.scope, AuthFailure.key == key[:255], AuthFailure.at > now - limit.window
+        )
+    )
     return retry_after((aware(at) for at in times), limit, now)
 
 
@@ -282,8 +299,7 @@ def clear_failures(scope: str, key: str) -> None:
 
 def audit(actor: str, action: str, target: str = "", detail: str = "", remote_addr: str = "") -> None:
     """Record a state change. Callers pass no secrets in `detail`."""
-    db.session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail[:2000],
-                              remote_addr=remote_addr))
+    db.session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail[:2000], remote_addr=remote_addr))
     commit()
 
 

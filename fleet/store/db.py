@@ -7,12 +7,12 @@ import importlib.util
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
@@ -123,15 +123,17 @@ def engine_url(database_url: str) -> str:
     """The SQLAlchemy URL for a database URL: postgres:// and postgresql:// go through psycopg 3."""
     for scheme in ("postgres://", "postgresql://"):
         if database_url.startswith(scheme):
-            return "postgresql+psycopg://" + database_url[len(scheme):]
+            return "postgresql+psycopg://" + database_url[len(scheme) :]
     return database_url
 
 
 def require_driver(url: str) -> None:
     """PostgreSQL needs psycopg 3, an extra: say how to get it rather than fail on an import."""
     if url.startswith("postgresql+psycopg://") and importlib.util.find_spec("psycopg") is None:
-        raise StoreError("FLEET_DATABASE_URL names PostgreSQL but its driver is not installed: "
-                         "pip install 'fleet[postgres]' (psycopg 3)")
+        raise StoreError(
+            "FLEET_DATABASE_URL names PostgreSQL but its driver is not installed: "
+            "pip install 'fleet[postgres]' (psycopg 3)"
+        )
 
 
 def upgrade_schema(engine: Engine) -> SchemaChange:
@@ -148,8 +150,10 @@ def upgrade_schema(engine: Engine) -> SchemaChange:
             run_alembic(connection, "stamp", head)
             return SchemaChange(None, head)
         if before not in known_schemas():
-            raise StoreError(f"the database is at schema revision {before}, newer than this fleet knows "
-                             f"(its newest is {head}): run the fleet version that upgraded it, or a newer one")
+            raise StoreError(
+                f"the database is at schema revision {before}, newer than this fleet knows "
+                f"(its newest is {head}): run the fleet version that upgraded it, or a newer one"
+            )
         if before != head:
             run_alembic(connection, "upgrade", head)
             log.info("database upgraded from %s to %s", before, head)
@@ -193,8 +197,10 @@ def recognise_unversioned(connection: Connection) -> str:
     inspector = inspect(connection)
     tables = set(inspector.get_table_names())
     if not {"runs", "hosts", "revisions"} <= tables:
-        raise StoreError(f"the database holds tables that are not fleet's ({', '.join(sorted(tables)[:5])}): "
-                         "point FLEET_DATABASE_URL at an empty database or at fleet's own")
+        raise StoreError(
+            f"the database holds tables that are not fleet's ({', '.join(sorted(tables)[:5])}): "
+            "point FLEET_DATABASE_URL at an empty database or at fleet's own"
+        )
     for revision, marker in UNVERSIONED_SCHEMAS:
         if marker is None:
             return revision
@@ -225,11 +231,9 @@ def compare_column_type(context, _inspected_column, _metadata_column, inspected_
     """Alembic's type comparison, except that on SQLite VARCHAR(n) and TEXT are one type (SQLite
     enforces no length) and so are INTEGER and BIGINT, so a widened column there is no change and no
     table is rewritten for it."""
-    if context.dialect.name == "sqlite" and isinstance(inspected_type, String) \
-            and isinstance(metadata_type, String):
+    if context.dialect.name == "sqlite" and isinstance(inspected_type, String) and isinstance(metadata_type, String):
         return False
-    if context.dialect.name == "sqlite" and isinstance(inspected_type, Integer) \
-            and isinstance(metadata_type, Integer):
+    if context.dialect.name == "sqlite" and isinstance(inspected_type, Integer) and isinstance(metadata_type, Integer):
         return False  # INTEGER and BIGINTEGER: both 64 bits in SQLite
     return None  # alembic's own comparison
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -93,8 +93,11 @@ def renew_run(run_id: int, holder: Holder, seconds: int) -> bool:
 
 
 def _set_run_lease(run_id: int, holder: Holder, seconds: int, *conditions) -> bool:
-    result = db.session.execute(update(Run).where(Run.id == run_id, *conditions).values(
-        lease_holder=holder.id, lease_expires_at=until(seconds), pid=holder.pid))
+    result = db.session.execute(
+        update(Run)
+        .where(Run.id == run_id, *conditions)
+        .values(lease_holder=holder.id, lease_expires_at=until(seconds), pid=holder.pid)
+    )
     db.session.commit()
     return result.rowcount == 1
 
@@ -107,8 +110,9 @@ class LapsedRun:
     holder: Holder | None
 
 
-def close_lapsed_runs(is_gone: Callable[[Holder], bool], grace_seconds: int = DEFAULT_LEASE_SECONDS,
-                      now: datetime | None = None) -> list[LapsedRun]:
+def close_lapsed_runs(
+    is_gone: Callable[[Holder], bool], grace_seconds: int = DEFAULT_LEASE_SECONDS, now: datetime | None = None
+) -> list[LapsedRun]:
     """Close as `interrupted` every running run whose lease lapsed or whose holder `is_gone`; free their locks.
 
     A run without a lease (written before leases existed) lapses `grace_seconds` after it started.
@@ -121,8 +125,11 @@ def close_lapsed_runs(is_gone: Callable[[Holder], bool], grace_seconds: int = DE
         db.session.rollback()  # end the read, so the next look sees fresh rows
         return []
     interrupted = [(run.id, holder) for run, holder in lapsed if _interrupt(run, holder, now)]
-    db.session.execute(delete(HostLock).where(HostLock.run_id.in_([run_id for run_id, _ in interrupted] + stray),
-                                              HostLock.kept_reason == ""))
+    db.session.execute(
+        delete(HostLock).where(
+            HostLock.run_id.in_([run_id for run_id, _ in interrupted] + stray), HostLock.kept_reason == ""
+        )
+    )
     db.session.commit()
     return [LapsedRun(view_of(RunView, db.session.get(Run, run_id)), holder) for run_id, holder in interrupted]
 
@@ -146,12 +153,22 @@ def _interrupt(run: Run, holder: Holder | None, now: datetime) -> bool:
     """Close the run as seen, unless its holder renewed or closed it meanwhile (then leave it be)."""
     who = f"pid {holder.pid} on {holder.host}" if holder else f"pid {run.pid}"
     since = aware(run.lease_expires_at).strftime("%H:%M:%S UTC") if run.lease_expires_at else "its start"
-    error = (f"the fleet process ({who}) stopped while this run was running (its lease ran out at {since}); "
-             "results recorded so far are kept and nothing was resumed; request the run again if needed")
+    error = (
+        f"the fleet process ({who}) stopped while this run was running (its lease ran out at {since}); "
+        "results recorded so far are kept and nothing was resumed; request the run again if needed"
+    )
     seen = (Run.lease_expires_at == run.lease_expires_at) if run.lease_expires_at else Run.lease_expires_at.is_(None)
-    result = db.session.execute(update(Run).where(
-        Run.id == run.id, Run.status == RunStatus.RUNNING, Run.lease_holder == run.lease_holder, seen,
-    ).values(status=RunStatus.INTERRUPTED, finished_at=now, error=error).execution_options(synchronize_session=False))
+    result = db.session.execute(
+        update(Run)
+        .where(
+            Run.id == run.id,
+            Run.status == RunStatus.RUNNING,
+            Run.lease_holder == run.lease_holder,
+            seen,
+        )
+        .values(status=RunStatus.INTERRUPTED, finished_at=now, error=error)
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
@@ -180,19 +197,35 @@ def hold_leadership(holder: Holder, seconds: int) -> Leadership:
     """Take or renew the leader lock for `seconds`, writing the heartbeat with it; or say who holds it."""
     now = utcnow()
     _ensure_controller_row()
-    free = or_(ControllerState.leader_id == "", ControllerState.leader_id.is_(None),
-               ControllerState.leader_id == holder.id, ControllerState.leader_expires_at < now)
-    result = db.session.execute(update(ControllerState).where(ControllerState.id == 1, free).values(
-        leader_id=holder.id, leader_pid=holder.pid, leader_host=holder.host, leader_expires_at=until(seconds, now),
-        heartbeat_at=now, pid=holder.pid))
+    free = or_(
+        ControllerState.leader_id == "",
+        ControllerState.leader_id.is_(None),
+        ControllerState.leader_id == holder.id,
+        ControllerState.leader_expires_at < now,
+    )
+    result = db.session.execute(
+        update(ControllerState)
+        .where(ControllerState.id == 1, free)
+        .values(
+            leader_id=holder.id,
+            leader_pid=holder.pid,
+            leader_host=holder.host,
+            leader_expires_at=until(seconds, now),
+            heartbeat_at=now,
+            pid=holder.pid,
+        )
+    )
     db.session.commit()
     return Leadership(held=result.rowcount == 1, leader=current_leader(now))
 
 
 def renew_leadership(holder: Holder, seconds: int) -> bool:
     """Push the leader lock `seconds` ahead if `holder` still holds it (the heartbeat is not touched)."""
-    result = db.session.execute(update(ControllerState).where(
-        ControllerState.id == 1, ControllerState.leader_id == holder.id).values(leader_expires_at=until(seconds)))
+    result = db.session.execute(
+        update(ControllerState)
+        .where(ControllerState.id == 1, ControllerState.leader_id == holder.id)
+        .values(leader_expires_at=until(seconds))
+    )
     db.session.commit()
     return result.rowcount == 1
 
@@ -200,15 +233,24 @@ def renew_leadership(holder: Holder, seconds: int) -> bool:
 def release_leadership(holder: Holder) -> None:
     """Give the lock up at a clean stop, so a waiting controller takes over at once."""
     db.session.rollback()
-    db.session.execute(update(ControllerState).where(
-        ControllerState.id == 1, ControllerState.leader_id == holder.id).values(leader_id="", leader_expires_at=None))
+    db.session.execute(
+        update(ControllerState)
+        .where(ControllerState.id == 1, ControllerState.leader_id == holder.id)
+        .values(leader_id="", leader_expires_at=None)
+    )
     db.session.commit()
 
 
 def current_leader(now: datetime | None = None) -> Leader | None:
     """The controller holding an unexpired leader lock, if any."""
-    row = db.session.execute(select(ControllerState.leader_id, ControllerState.leader_pid, ControllerState.leader_host,
-                                    ControllerState.leader_expires_at).where(ControllerState.id == 1)).first()
+    row = db.session.execute(
+        select(
+            ControllerState.leader_id,
+            ControllerState.leader_pid,
+            ControllerState.leader_host,
+            ControllerState.leader_expires_at,
+        ).where(ControllerState.id == 1)
+    ).first()
     if row is None or not row.leader_id or row.leader_expires_at is None:
         return None
     expires = aware(row.leader_expires_at)

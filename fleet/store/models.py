@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from fleet.store.db import db
@@ -304,7 +316,7 @@ class ApiToken(db.Model):
     # None: made on the controller's machine with the CLI, owned by whoever runs fleet there.
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: never
-    owner: Mapped["User | None"] = relationship(lazy="joined")  # read with the token: one query
+    owner: Mapped[User | None] = relationship(lazy="joined")  # read with the token: one query
 
 
 class WebSession(db.Model):

@@ -99,5 +99,14 @@ def record_outcome(key: str, now: datetime, error: str, folded: int = 0) -> None
 def targets() -> list[TargetView]:
     """Every target notified so far, with its last success and last error."""
     rows = db.session.scalars(select(NotifyTarget).order_by(NotifyTarget.id)).all()
-    return [TargetView(r.display, r.sent_total or 0, r.folded or 0, aware(r.last_sent_at) if r.last_sent_at else None,
-                       r.last_error or "", aware(r.last_error_at) if r.last_error_at else None) for r in rows]
+    return [
+        TargetView(
+            r.display,
+            r.sent_total or 0,
+            r.folded or 0,
+            aware(r.last_sent_at) if r.last_sent_at else None,
+            r.last_error or "",
+            aware(r.last_error_at) if r.last_error_at else None,
+        )
+        for r in rows
+    ]

@@ -40,8 +40,7 @@ class Page(Generic[T]):
         return len(self.items)
 
 
-def keyset_page(query: Select, key, size: int, cursor: Any = None, descending: bool = True,
-                rows: bool = False) -> Page:
+def keyset_page(query: Select, key, size: int, cursor: Any = None, descending: bool = True, rows: bool = False) -> Page:
     """One page of `size` rows ordered by `key`, past `cursor` (below it when descending); one query.
 
     `rows=True` keeps whole result rows (a query of several entities) instead of the first entity.

@@ -21,9 +21,9 @@ import fcntl
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -38,8 +38,9 @@ Pin = tuple[str, str, str]  # (known_hosts name, key type, base64 key)
 
 def stored_pins() -> list[Pin]:
     """Every pin in the store, sorted."""
-    rows = db.session.execute(select(HostKey.name, HostKey.key_type, HostKey.key_b64)
-                              .order_by(HostKey.name, HostKey.key_type)).all()
+    rows = db.session.execute(
+        select(HostKey.name, HostKey.key_type, HostKey.key_b64).order_by(HostKey.name, HostKey.key_type)
+    ).all()
     return [tuple(row) for row in rows]
 
 
@@ -157,8 +158,9 @@ def _insert_if_absent(pin: Pin, by: str) -> bool:
 
 def _withdraw(pins: list[Pin]) -> None:
     for name, key_type, key_b64 in pins:
-        db.session.execute(delete(HostKey).where(HostKey.name == name, HostKey.key_type == key_type,
-                                                 HostKey.key_b64 == key_b64))
+        db.session.execute(
+            delete(HostKey).where(HostKey.name == name, HostKey.key_type == key_type, HostKey.key_b64 == key_b64)
+        )
     if pins:
         db.session.commit()
 

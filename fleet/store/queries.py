@@ -3,25 +3,57 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from sqlalchemy import case, func, literal, select, text
 
 from fleet.errors import NotFound
-from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, CONVERGE_ENDED_STATUSES, DRIFT_FIX_BUCKETS, RUN_ACTIVE_STATUSES, RUN_DURATION_BUCKETS,
-    RUN_FINAL_STATUSES, ApprovalKind, ApprovalStatus,
-    RevisionStatus, RunKind, RunStatus, TaskStatus, hosts_named_by, limits_overlap,
-)
 from fleet.store.db import db
+from fleet.store.models import (
+    Approval,
+    ControllerState,
+    DriftResolution,
+    Host,
+    HostLock,
+    PrunedRunDurations,
+    Revision,
+    RevisionInventory,
+    Run,
+    RunHost,
+    RunOutput,
+    SourceState,
+    TaskResultRow,
+)
 from fleet.store.pages import Page, keyset_page, newer_page
 from fleet.store.views import (
-    ApprovalView, ControllerView, HistogramView, HostView, InventoryView, OutputView, RevisionView, RunHostView,
-    RunView, SourceView, TaskView, view_of,
+    ApprovalView,
+    ControllerView,
+    HistogramView,
+    HostView,
+    InventoryView,
+    OutputView,
+    RevisionView,
+    RunHostView,
+    RunView,
+    SourceView,
+    TaskView,
+    view_of,
 )
-from fleet.store.models import (
-    Approval, ControllerState, DriftResolution, Host, HostLock, PrunedRunDurations, Revision, RevisionInventory, Run,
-    RunHost, RunOutput, SourceState, TaskResultRow,
+from fleet.vocabulary import (
+    APPROVAL_OPEN_STATUSES,
+    CONVERGE_ENDED_STATUSES,
+    DRIFT_FIX_BUCKETS,
+    RUN_ACTIVE_STATUSES,
+    RUN_DURATION_BUCKETS,
+    RUN_FINAL_STATUSES,
+    ApprovalKind,
+    ApprovalStatus,
+    RevisionStatus,
+    RunKind,
+    RunStatus,
+    TaskStatus,
+    hosts_named_by,
+    limits_overlap,
 )
 
 PAGE_SIZE = 50
@@ -81,9 +113,12 @@ def verdict_tasks(hosts: list[HostView]) -> dict[str, list[TaskView]]:
     wanted = set(pairs)
     rows = db.session.scalars(
         select(TaskResultRow)
-        .where(TaskResultRow.run_id.in_(run_ids),
-               (TaskResultRow.status == TaskStatus.CHANGED) | TaskResultRow.unverified.is_(True)
-               | TaskResultRow.executed.is_(True))
+        .where(
+            TaskResultRow.run_id.in_(run_ids),
+            (TaskResultRow.status == TaskStatus.CHANGED)
+            | TaskResultRow.unverified.is_(True)
+            | TaskResultRow.executed.is_(True),
+        )
         .order_by(TaskResultRow.seq)
     )
     for row in rows:
@@ -109,13 +144,20 @@ def run_verdicts(run_id: int) -> list[tuple[str, RunHostView, list[TaskView]]]:
 
     The (name, verdict, tasks) triples `fleet.shapes.run_report_json` takes.
     """
-    explains = ((TaskResultRow.status == TaskStatus.CHANGED) | TaskResultRow.unverified.is_(True)
-                | TaskResultRow.executed.is_(True) | TaskResultRow.flapping.is_(True))
+    explains = (
+        (TaskResultRow.status == TaskStatus.CHANGED)
+        | TaskResultRow.unverified.is_(True)
+        | TaskResultRow.executed.is_(True)
+        | TaskResultRow.flapping.is_(True)
+    )
     rows = db.session.execute(
         select(RunHost, TaskResultRow)
-        .outerjoin(TaskResultRow, (TaskResultRow.run_id == RunHost.run_id) & (TaskResultRow.host == RunHost.host)
-                   & explains)
-        .where(RunHost.run_id == run_id).order_by(RunHost.host, TaskResultRow.seq))
+        .outerjoin(
+            TaskResultRow, (TaskResultRow.run_id == RunHost.run_id) & (TaskResultRow.host == RunHost.host) & explains
+        )
+        .where(RunHost.run_id == run_id)
+        .order_by(RunHost.host, TaskResultRow.seq)
+    )
     found: dict[str, tuple[RunHostView, list[TaskView]]] = {}
     for verdict, task in rows:
         entry = found.setdefault(verdict.host, (view_of(RunHostView, verdict), []))
@@ -141,18 +183,29 @@ def iter_run_stdout(run_id: int, rows: int = STDOUT_READ_ROWS) -> Iterator[str]:
     """
     seq, row_id, first = -1, 0, True
     while True:
-        batch = db.session.execute(select(RunOutput.seq, RunOutput.id, RunOutput.text).where(
-            RunOutput.run_id == run_id, (RunOutput.seq > seq) | ((RunOutput.seq == seq) & (RunOutput.id > row_id)),
-        ).order_by(RunOutput.seq, RunOutput.id).limit(rows)).all()
-        for seq, row_id, chunk in batch:
+        batch = db.session.execute(
+            select(RunOutput.seq, RunOutput.id, RunOutput.text)
+            .where(
+                RunOutput.run_id == run_id,
+                (RunOutput.seq > seq) | ((RunOutput.seq == seq) & (RunOutput.id > row_id)),
+            )
+            .order_by(RunOutput.seq, RunOutput.id)
+            .limit(rows)
+        ).all()
+        for seq, row_id, chunk in batch:  # noqa: B007  the last row's seq and id are the next page's cursor
             yield chunk if first else f"\n{chunk}"
             first = False
         if len(batch) < rows:
             return
 
 
-def output_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, max_bytes: int = OUTPUT_PAGE_BYTES,
-                max_chunks: int = OUTPUT_PAGE_CHUNKS) -> Page[OutputView]:
+def output_page(
+    run_id: int,
+    after_seq: int = 0,
+    upto_seq: int | None = None,
+    max_bytes: int = OUTPUT_PAGE_BYTES,
+    max_chunks: int = OUTPUT_PAGE_CHUNKS,
+) -> Page[OutputView]:
     """Output chunks with after_seq < seq (<= upto_seq), in event order, up to `max_bytes` or `max_chunks`.
 
     One query, its rows streamed so the read stops at the budget. `more` says
@@ -162,27 +215,38 @@ def output_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, ma
     query = select(RunOutput).where(RunOutput.run_id == run_id, RunOutput.seq > after_seq)
     if upto_seq is not None:
         query = query.where(RunOutput.seq <= upto_seq)
-    rows = db.session.scalars(query.order_by(RunOutput.seq, RunOutput.id).limit(max_chunks + 1)
-                              .execution_options(yield_per=OUTPUT_READ_BATCH))
+    rows = db.session.scalars(
+        query.order_by(RunOutput.seq, RunOutput.id).limit(max_chunks + 1).execution_options(yield_per=OUTPUT_READ_BATCH)
+    )
     taken, left_out = _take_within(rows, OutputView, _output_weight, max_chunks, max_bytes)
     return _whole_events(taken, left_out and left_out.seq, lambda seq: _output_of_event(run_id, seq))
 
 
-def output_tail(run_id: int, max_bytes: int = OUTPUT_PAGE_BYTES, max_chunks: int = OUTPUT_PAGE_CHUNKS
-                ) -> Page[OutputView]:
+def output_tail(
+    run_id: int, max_bytes: int = OUTPUT_PAGE_BYTES, max_chunks: int = OUTPUT_PAGE_CHUNKS
+) -> Page[OutputView]:
     """The newest output chunks, in event order, up to `max_bytes` or `max_chunks`; `more`: older chunks exist.
 
     What a live page starts from: the end of the output, then new chunks as they come. One query.
     """
-    rows = db.session.scalars(select(RunOutput).where(RunOutput.run_id == run_id)
-                              .order_by(RunOutput.seq.desc(), RunOutput.id.desc()).limit(max_chunks + 1)
-                              .execution_options(yield_per=OUTPUT_READ_BATCH))
+    rows = db.session.scalars(
+        select(RunOutput)
+        .where(RunOutput.run_id == run_id)
+        .order_by(RunOutput.seq.desc(), RunOutput.id.desc())
+        .limit(max_chunks + 1)
+        .execution_options(yield_per=OUTPUT_READ_BATCH)
+    )
     taken, left_out = _take_within(rows, OutputView, _output_weight, max_chunks, max_bytes)
     return Page(list(reversed(taken)), left_out is not None)
 
 
-def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, size: int = TASK_PAGE_ROWS,
-               max_bytes: int = TASK_PAGE_BYTES) -> Page[TaskView]:
+def tasks_page(
+    run_id: int,
+    after_seq: int = 0,
+    upto_seq: int | None = None,
+    size: int = TASK_PAGE_ROWS,
+    max_bytes: int = TASK_PAGE_BYTES,
+) -> Page[TaskView]:
     """Task results with after_seq < seq (<= upto_seq), in event order, at most `size` of them and about
     `max_bytes` of diffs and messages (one query, streamed like `output_page`'s).
 
@@ -191,8 +255,11 @@ def tasks_page(run_id: int, after_seq: int = 0, upto_seq: int | None = None, siz
     query = select(TaskResultRow).where(TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq)
     if upto_seq is not None:
         query = query.where(TaskResultRow.seq <= upto_seq)
-    rows = db.session.scalars(query.order_by(TaskResultRow.seq, TaskResultRow.id).limit(size + 1)
-                              .execution_options(yield_per=OUTPUT_READ_BATCH))
+    rows = db.session.scalars(
+        query.order_by(TaskResultRow.seq, TaskResultRow.id)
+        .limit(size + 1)
+        .execution_options(yield_per=OUTPUT_READ_BATCH)
+    )
     taken, left_out = _take_within(rows, TaskView, _task_weight, size, max_bytes)
     return _whole_events(taken, left_out and left_out.seq, lambda seq: _tasks_of_event(run_id, seq))
 
@@ -232,13 +299,18 @@ def _whole_events(items: list, left_out: int | None, rows_of_event) -> Page:
 
 
 def _output_of_event(run_id: int, seq: int) -> list[OutputView]:
-    return [view_of(OutputView, row) for row in db.session.scalars(select(RunOutput).where(
-        RunOutput.run_id == run_id, RunOutput.seq == seq).order_by(RunOutput.id))]
+    return [
+        view_of(OutputView, row)
+        for row in db.session.scalars(
+            select(RunOutput).where(RunOutput.run_id == run_id, RunOutput.seq == seq).order_by(RunOutput.id)
+        )
+    ]
 
 
 def _tasks_of_event(run_id: int, seq: int) -> list[TaskView]:
-    return _tasks(select(TaskResultRow).where(TaskResultRow.run_id == run_id, TaskResultRow.seq == seq)
-                  .order_by(TaskResultRow.id))
+    return _tasks(
+        select(TaskResultRow).where(TaskResultRow.run_id == run_id, TaskResultRow.seq == seq).order_by(TaskResultRow.id)
+    )
 
 
 def get_revision(sha: str) -> RevisionView | None:
@@ -246,10 +318,13 @@ def get_revision(sha: str) -> RevisionView | None:
 
 
 def last_valid_revision() -> RevisionView | None:
-    return _revision_view(db.session.scalar(
-        select(Revision).where(Revision.status == RevisionStatus.VALID)
-        .order_by(Revision.fetched_at.desc(), Revision.id.desc())
-    ))
+    return _revision_view(
+        db.session.scalar(
+            select(Revision)
+            .where(Revision.status == RevisionStatus.VALID)
+            .order_by(Revision.fetched_at.desc(), Revision.id.desc())
+        )
+    )
 
 
 def approved_waiting() -> list[ApprovalView]:
@@ -265,9 +340,15 @@ def _approval_task_filter():
 
 def approval_tasks_of(run_id: int, host: str) -> list[TaskView]:
     """A host's tasks an approval covers in one run: its drift and its unverified tasks, in run order."""
-    return _tasks(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.host == host, _approval_task_filter(),
-    ).order_by(TaskResultRow.seq))
+    return _tasks(
+        select(TaskResultRow)
+        .where(
+            TaskResultRow.run_id == run_id,
+            TaskResultRow.host == host,
+            _approval_task_filter(),
+        )
+        .order_by(TaskResultRow.seq)
+    )
 
 
 def approval_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskView]]:
@@ -275,9 +356,15 @@ def approval_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str
     found: dict[tuple[int, str], list[TaskView]] = {pair: [] for pair in pairs}
     if not pairs:
         return found
-    rows = db.session.scalars(select(TaskResultRow).where(
-        TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
-        TaskResultRow.host.in_({host for _, host in pairs}), _approval_task_filter()).order_by(TaskResultRow.seq))
+    rows = db.session.scalars(
+        select(TaskResultRow)
+        .where(
+            TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
+            TaskResultRow.host.in_({host for _, host in pairs}),
+            _approval_task_filter(),
+        )
+        .order_by(TaskResultRow.seq)
+    )
     for row in rows:
         if (row.run_id, row.host) in found:
             found[(row.run_id, row.host)].append(view_of(TaskView, row))
@@ -286,8 +373,11 @@ def approval_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str
 
 def pending_inventory_approvals() -> list[ApprovalView]:
     """Revisions whose inventory jump holds auto converge until an operator approves, newest first."""
-    return _approvals(select(Approval).where(
-        Approval.kind == ApprovalKind.INVENTORY, Approval.status == ApprovalStatus.PENDING).order_by(Approval.id.desc()))
+    return _approvals(
+        select(Approval)
+        .where(Approval.kind == ApprovalKind.INVENTORY, Approval.status == ApprovalStatus.PENDING)
+        .order_by(Approval.id.desc())
+    )
 
 
 def revision_inventory(sha: str) -> InventoryView | None:
@@ -298,32 +388,47 @@ def revision_inventory(sha: str) -> InventoryView | None:
 
 def inventory_baseline(sha: str) -> InventoryView | None:
     """The newest accepted inventory of another revision: what ``sha``'s inventory is compared with."""
-    row = db.session.scalar(select(RevisionInventory).where(
-        RevisionInventory.accepted.is_(True), RevisionInventory.sha != sha)
-        .order_by(RevisionInventory.judged_at.desc(), RevisionInventory.id.desc()).limit(1))
+    row = db.session.scalar(
+        select(RevisionInventory)
+        .where(RevisionInventory.accepted.is_(True), RevisionInventory.sha != sha)
+        .order_by(RevisionInventory.judged_at.desc(), RevisionInventory.id.desc())
+        .limit(1)
+    )
     return view_of(InventoryView, row) if row else None
 
 
 def changed_tasks_of(run_id: int, host: str) -> list[TaskView]:
     """A host's drifted tasks in one run (changed, not run for real in a check): what an approval covers."""
-    return _tasks(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.host == host, TaskResultRow.status == TaskStatus.CHANGED,
-        TaskResultRow.executed.is_(False),
-    ).order_by(TaskResultRow.seq))
+    return _tasks(
+        select(TaskResultRow)
+        .where(
+            TaskResultRow.run_id == run_id,
+            TaskResultRow.host == host,
+            TaskResultRow.status == TaskStatus.CHANGED,
+            TaskResultRow.executed.is_(False),
+        )
+        .order_by(TaskResultRow.seq)
+    )
 
 
 def last_converged_sha() -> str | None:
     """The revision of the newest converge run that reached its end."""
-    return db.session.scalar(select(Run.revision_sha).where(
-        Run.kind == RunKind.CONVERGE, Run.status.in_(CONVERGE_ENDED_STATUSES)).order_by(Run.id.desc()).limit(1))
+    return db.session.scalar(
+        select(Run.revision_sha)
+        .where(Run.kind == RunKind.CONVERGE, Run.status.in_(CONVERGE_ENDED_STATUSES))
+        .order_by(Run.id.desc())
+        .limit(1)
+    )
 
 
 # --- web UI pages: each read is one query, whatever the length of the history --------------
 
+
 def count_hosts_by_status() -> dict[str, int]:
     """Hosts of the inventory per status, in one GROUP BY."""
     rows = db.session.execute(
-        select(Host.status, func.count()).where(Host.in_inventory.is_(True)).group_by(Host.status))
+        select(Host.status, func.count()).where(Host.in_inventory.is_(True)).group_by(Host.status)
+    )
     return {status: count for status, count in rows}
 
 
@@ -332,12 +437,19 @@ def recent_run_verdicts(limit: int = 30) -> tuple[list[RunView], list[tuple[int,
 
     Two queries, at most `limit` runs: what a drift-over-time chart replays.
     """
-    runs = list(db.session.scalars(select(Run).where(
-        Run.status.not_in(RUN_ACTIVE_STATUSES), Run.hosts_total > 0).order_by(Run.id.desc()).limit(limit)))
+    runs = list(
+        db.session.scalars(
+            select(Run)
+            .where(Run.status.not_in(RUN_ACTIVE_STATUSES), Run.hosts_total > 0)
+            .order_by(Run.id.desc())
+            .limit(limit)
+        )
+    )
     if not runs:
         return [], []
-    verdicts = db.session.execute(select(RunHost.run_id, RunHost.host, RunHost.status).where(
-        RunHost.run_id.in_([run.id for run in runs]))).all()
+    verdicts = db.session.execute(
+        select(RunHost.run_id, RunHost.host, RunHost.status).where(RunHost.run_id.in_([run.id for run in runs]))
+    ).all()
     return [_run_view(run) for run in reversed(runs)], [tuple(row) for row in verdicts]
 
 
@@ -358,8 +470,9 @@ def inventory_hosts(status: str | None = None, group: str | None = None) -> list
     return [_host_view(host) for host in db.session.scalars(_hosts_query(status, group).order_by(Host.name))]
 
 
-def hosts_page(status: str | None = None, group: str | None = None, after: str | None = None,
-               size: int = 200) -> Page[HostView]:
+def hosts_page(
+    status: str | None = None, group: str | None = None, after: str | None = None, size: int = 200
+) -> Page[HostView]:
     """Inventory hosts by name, one keyset page: names after `after`."""
     return keyset_page(_hosts_query(status, group), Host.name, size, cursor=after, descending=False).map(_host_view)
 
@@ -393,10 +506,16 @@ def host_check_tasks(run_id: int | None, host: str) -> list[TaskView]:
     """The drifted, failed, unverified and executed tasks of one host in one run: what its page explains."""
     if not run_id:
         return []
-    worth_explaining = (TaskResultRow.status.in_((TaskStatus.CHANGED, TaskStatus.FAILED, TaskStatus.UNREACHABLE))
-                        | TaskResultRow.unverified.is_(True) | TaskResultRow.executed.is_(True))
-    return _tasks(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.host == host, worth_explaining).order_by(TaskResultRow.seq))
+    worth_explaining = (
+        TaskResultRow.status.in_((TaskStatus.CHANGED, TaskStatus.FAILED, TaskStatus.UNREACHABLE))
+        | TaskResultRow.unverified.is_(True)
+        | TaskResultRow.executed.is_(True)
+    )
+    return _tasks(
+        select(TaskResultRow)
+        .where(TaskResultRow.run_id == run_id, TaskResultRow.host == host, worth_explaining)
+        .order_by(TaskResultRow.seq)
+    )
 
 
 def active_runs(kind: str | None = None) -> list[RunView]:
@@ -407,9 +526,15 @@ def active_runs(kind: str | None = None) -> list[RunView]:
     return [_run_view(run) for run in db.session.scalars(query)]
 
 
-def runs_page(kind: str | None = None, status: str | None = None, host: str | None = None,
-              trigger: str | None = None, before: int | None = None, after: int | None = None,
-              size: int = PAGE_SIZE) -> Page[RunView]:
+def runs_page(
+    kind: str | None = None,
+    status: str | None = None,
+    host: str | None = None,
+    trigger: str | None = None,
+    before: int | None = None,
+    after: int | None = None,
+    size: int = PAGE_SIZE,
+) -> Page[RunView]:
     """Newest runs first, one keyset page: ids below `before`, or the page just above `after`.
 
     `host` keeps the runs that recorded a verdict for that host (queued runs have none yet).
@@ -432,8 +557,12 @@ def recent_runs(count: int) -> list[RunView]:
 
 def task_results_after(run_id: int, after_seq: int = 0, limit: int = 500) -> list[TaskView]:
     """Task results of a run with seq > after_seq: what a live page has not shown yet."""
-    return _tasks(select(TaskResultRow).where(
-        TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq).order_by(TaskResultRow.seq).limit(limit))
+    return _tasks(
+        select(TaskResultRow)
+        .where(TaskResultRow.run_id == run_id, TaskResultRow.seq > after_seq)
+        .order_by(TaskResultRow.seq)
+        .limit(limit)
+    )
 
 
 def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str], list[TaskView]]:
@@ -441,10 +570,16 @@ def changed_tasks_of_pairs(pairs: list[tuple[int, str]]) -> dict[tuple[int, str]
     found: dict[tuple[int, str], list[TaskView]] = {pair: [] for pair in pairs}
     if not pairs:
         return found
-    rows = db.session.scalars(select(TaskResultRow).where(
-        TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
-        TaskResultRow.host.in_({host for _, host in pairs}),
-        TaskResultRow.status == TaskStatus.CHANGED, TaskResultRow.executed.is_(False)).order_by(TaskResultRow.seq))
+    rows = db.session.scalars(
+        select(TaskResultRow)
+        .where(
+            TaskResultRow.run_id.in_({run_id for run_id, _ in pairs}),
+            TaskResultRow.host.in_({host for _, host in pairs}),
+            TaskResultRow.status == TaskStatus.CHANGED,
+            TaskResultRow.executed.is_(False),
+        )
+        .order_by(TaskResultRow.seq)
+    )
     for row in rows:
         if (row.run_id, row.host) in found:
             found[(row.run_id, row.host)].append(view_of(TaskView, row))
@@ -501,14 +636,15 @@ def get_approval(approval_id: int) -> ApprovalView:
 
 def open_approvals_of(host: str) -> list[ApprovalView]:
     """A host's approvals that still wait (pending) or are about to be acted on (approved)."""
-    return _approvals(select(Approval).where(
-        Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES)).order_by(Approval.id.desc()))
+    return _approvals(
+        select(Approval)
+        .where(Approval.host == host, Approval.status.in_(APPROVAL_OPEN_STATUSES))
+        .order_by(Approval.id.desc())
+    )
 
 
 # --- JSON API reads ---------------------------------------------------------------
 # Each function below costs one query, whatever the size of the history.
-
-
 
 
 def run_last_seq(run_id: int) -> int:
@@ -528,34 +664,45 @@ def converge_conflict(limit: str) -> str | None:
     ansible-inventory here); and a host the request names or covers that a
     running converge holds locked conflicts too. Three queries at most.
     """
-    active = db.session.execute(select(Run.id, Run.limit, Run.status).where(
-        Run.kind == RunKind.CONVERGE, Run.status.in_(RUN_ACTIVE_STATUSES)).order_by(Run.id)).all()
+    active = db.session.execute(
+        select(Run.id, Run.limit, Run.status)
+        .where(Run.kind == RunKind.CONVERGE, Run.status.in_(RUN_ACTIVE_STATUSES))
+        .order_by(Run.id)
+    ).all()
     known = known_hosts() if active else []
     for run in active:
         if limits_overlap(limit, run.limit, known):
             return _already_converging(limit, run.id, run.status)
-    locked = db.session.execute(select(HostLock.host, HostLock.run_id).join(Run, Run.id == HostLock.run_id).where(
-        HostLock.host.in_(hosts_named_by(limit, known)), Run.kind == RunKind.CONVERGE)
-        .order_by(HostLock.host).limit(1)).first()
+    locked = db.session.execute(
+        select(HostLock.host, HostLock.run_id)
+        .join(Run, Run.id == HostLock.run_id)
+        .where(HostLock.host.in_(hosts_named_by(limit, known)), Run.kind == RunKind.CONVERGE)
+        .order_by(HostLock.host)
+        .limit(1)
+    ).first()
     if locked is not None:
         return _already_converging(locked.host, locked.run_id, RunStatus.RUNNING)
     return None
 
 
 def _already_converging(limit: str, run_id: int, status: str) -> str:
-    target = f"host {limit}" if limit and not any(ch in limit for ch in ",:*?[!&~") else (
-        f"hosts matching {limit!r}" if limit else "every host")
+    target = (
+        f"host {limit}"
+        if limit and not any(ch in limit for ch in ",:*?[!&~")
+        else (f"hosts matching {limit!r}" if limit else "every host")
+    )
     return f"{target} is already being converged by run {run_id} ({status}); wait for it to finish or cancel it first"
 
 
 def known_hosts() -> list[tuple[str, list[str]]]:
     """(name, groups) of every inventory host: what host patterns are matched against, in one query."""
-    return [(name, groups.split()) for name, groups in db.session.execute(
-        select(Host.name, Host.groups).where(Host.in_inventory.is_(True)))]
+    return [
+        (name, groups.split())
+        for name, groups in db.session.execute(select(Host.name, Host.groups).where(Host.in_inventory.is_(True)))
+    ]
 
 
-def approvals_page(status: str | None = None, before: int | None = None,
-                   size: int = PAGE_SIZE) -> Page[ApprovalView]:
+def approvals_page(status: str | None = None, before: int | None = None, size: int = PAGE_SIZE) -> Page[ApprovalView]:
     """Approvals newest first, one keyset page (ids < before), optionally of one status."""
     query = select(Approval).where(Approval.status == status) if status else select(Approval)
     return keyset_page(query, Approval.id, size, cursor=before).map(_approval_view)
@@ -570,8 +717,8 @@ def run_counts(run_ids: list[int] | None = None) -> dict[tuple[str, str], int]:
     return {(kind, status): count for kind, status, count in db.session.execute(query)}
 
 
-
 # --- metrics: each read is one aggregate query, however many runs and drifts the history holds ----------
+
 
 def drift_fix_histogram(bounds: tuple[float, ...] = DRIFT_FIX_BUCKETS) -> HistogramView:
     """How long each drift fixed so far took to reach in_sync (drift_resolutions), in buckets."""
@@ -580,8 +727,9 @@ def drift_fix_histogram(bounds: tuple[float, ...] = DRIFT_FIX_BUCKETS) -> Histog
     return _histogram(bounds, row)
 
 
-def run_totals(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS
-               ) -> tuple[dict[tuple[str, str], int], dict[str, HistogramView]]:
+def run_totals(
+    bounds: tuple[float, ...] = RUN_DURATION_BUCKETS,
+) -> tuple[dict[tuple[str, str], int], dict[str, HistogramView]]:
     """Runs per (kind, status), queued and running included, and how long ended runs took per kind, in
     buckets. Both count the runs retention deleted too (folded into pruned_run_durations just before), so
     neither ever goes down. Three queries, whatever the history's length."""
@@ -596,14 +744,17 @@ def run_totals(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS
     return counts, durations
 
 
-def stored_run_durations(bounds: tuple[float, ...] = RUN_DURATION_BUCKETS,
-                         run_ids: list[int] | None = None) -> dict[str, HistogramView]:
+def stored_run_durations(
+    bounds: tuple[float, ...] = RUN_DURATION_BUCKETS, run_ids: list[int] | None = None
+) -> dict[str, HistogramView]:
     """How long the stored ended runs (or these of them) took, in buckets, per kind, in one query
     (runs that never started are left out)."""
     seconds = _seconds_between(Run.started_at, Run.finished_at)
-    query = (select(Run.kind, func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))
-             .where(Run.status.in_(RUN_FINAL_STATUSES), Run.started_at.is_not(None), Run.finished_at.is_not(None))
-             .group_by(Run.kind))
+    query = (
+        select(Run.kind, func.count(), func.sum(seconds), *_bucket_counts(seconds, bounds))
+        .where(Run.status.in_(RUN_FINAL_STATUSES), Run.started_at.is_not(None), Run.finished_at.is_not(None))
+        .group_by(Run.kind)
+    )
     if run_ids is not None:
         query = query.where(Run.id.in_(run_ids))
     return {row[0]: _histogram(bounds, row[1:]) for row in db.session.execute(query)}
@@ -620,8 +771,12 @@ def _pruned_histogram(bounds: tuple[float, ...], row: PrunedRunDurations) -> His
 def _add_histograms(first: HistogramView | None, second: HistogramView | None) -> HistogramView:
     if first is None or second is None:
         return first or second
-    return HistogramView(bounds=first.bounds, counts=tuple(a + b for a, b in zip(first.counts, second.counts)),
-                         count=first.count + second.count, total=first.total + second.total)
+    return HistogramView(
+        bounds=first.bounds,
+        counts=tuple(a + b for a, b in zip(first.counts, second.counts, strict=False)),
+        count=first.count + second.count,
+        total=first.total + second.total,
+    )
 
 
 def _bucket_counts(seconds, bounds: tuple[float, ...]) -> list:
@@ -631,8 +786,9 @@ def _bucket_counts(seconds, bounds: tuple[float, ...]) -> list:
 def _histogram(bounds: tuple[float, ...], row) -> HistogramView:
     # SUM over no rows is NULL, and PostgreSQL's epoch arithmetic gives Decimals: plain numbers out.
     count, total, *counts = row
-    return HistogramView(bounds=tuple(bounds), counts=tuple(int(c or 0) for c in counts), count=int(count or 0),
-                         total=float(total or 0))
+    return HistogramView(
+        bounds=tuple(bounds), counts=tuple(int(c or 0) for c in counts), count=int(count or 0), total=float(total or 0)
+    )
 
 
 def _seconds_between(start, end):

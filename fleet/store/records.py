@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
@@ -22,14 +22,37 @@ from fleet.store import leases, queries
 from fleet.store.db import commit, db
 from fleet.store.leases import KEPT_LOCK_MESSAGE
 from fleet.store.models import (
-    Approval, ControllerState, DriftResolution, Host, HostLock, PrunedRunDurations, Revision, RevisionInventory, Run,
-    RunHost, RunOutput, SourceState, TaskResultRow,
+    Approval,
+    ControllerState,
+    DriftResolution,
+    Host,
+    HostLock,
+    PrunedRunDurations,
+    Revision,
+    RevisionInventory,
+    Run,
+    RunHost,
+    RunOutput,
+    SourceState,
+    TaskResultRow,
 )
 from fleet.store.views import ApprovalView, RevisionView, RunView, SourceView, view_of
 from fleet.text import clean_text
 from fleet.vocabulary import (
-    APPROVAL_OPEN_STATUSES, COUNTED_VERDICTS, RUN_ACTIVE_STATUSES, RUN_DURATION_BUCKETS, RUN_FINAL_STATUSES,
-    ApprovalKind, ApprovalStatus, HostStatus, RevisionStatus, RunKind, RunStatus, Trigger, aware, utcnow,
+    APPROVAL_OPEN_STATUSES,
+    COUNTED_VERDICTS,
+    RUN_ACTIVE_STATUSES,
+    RUN_DURATION_BUCKETS,
+    RUN_FINAL_STATUSES,
+    ApprovalKind,
+    ApprovalStatus,
+    HostStatus,
+    RevisionStatus,
+    RunKind,
+    RunStatus,
+    Trigger,
+    aware,
+    utcnow,
 )
 
 BATCH_ROWS = 500
@@ -109,13 +132,29 @@ def sync_hosts(inventory_hosts: Iterable) -> None:
     commit()
 
 
-def create_run(kind: str, trigger: str, sha: str | None, limit: str, requested_by: str, pid: int | None,
-               lease_seconds: int = leases.DEFAULT_LEASE_SECONDS) -> RunView:
+def create_run(
+    kind: str,
+    trigger: str,
+    sha: str | None,
+    limit: str,
+    requested_by: str,
+    pid: int | None,
+    lease_seconds: int = leases.DEFAULT_LEASE_SECONDS,
+) -> RunView:
     """A run that starts now, in process `pid` (this one when None), which holds its lease from now on."""
     holder = leases.holder_for(pid)
-    run = Run(kind=kind, trigger=trigger, status=RunStatus.RUNNING, revision_sha=sha, limit=limit or "",
-              requested_by=requested_by, started_at=utcnow(), pid=holder.pid, lease_holder=holder.id,
-              lease_expires_at=leases.until(lease_seconds))
+    run = Run(
+        kind=kind,
+        trigger=trigger,
+        status=RunStatus.RUNNING,
+        revision_sha=sha,
+        limit=limit or "",
+        requested_by=requested_by,
+        started_at=utcnow(),
+        pid=holder.pid,
+        lease_holder=holder.id,
+        lease_expires_at=leases.until(lease_seconds),
+    )
     db.session.add(run)
     commit()
     return view_of(RunView, run)
@@ -157,8 +196,11 @@ def release_host_locks(run_id: int, keep: dict[str, str] | None = None) -> None:
     """Free the run's hosts, but those in `keep` (host -> why): their locks outlive the run with the reason."""
     db.session.rollback()  # whatever failed mid-transaction must not keep the locks
     for host, reason in (keep or {}).items():
-        db.session.execute(update(HostLock).where(HostLock.run_id == run_id, HostLock.host == host)
-                           .values(kept_reason=reason or KEPT_LOCK_MESSAGE))
+        db.session.execute(
+            update(HostLock)
+            .where(HostLock.run_id == run_id, HostLock.host == host)
+            .values(kept_reason=reason or KEPT_LOCK_MESSAGE)
+        )
     db.session.execute(delete(HostLock).where(HostLock.run_id == run_id, HostLock.host.not_in(list(keep or {}))))
     commit()
 
@@ -194,8 +236,9 @@ def release_kept_lock(host: str, why: str) -> KeptLock | None:
         return None
     kept = KeptLock(row.host, row.run_id, row.kept_reason, row.acquired_at)
     db.session.delete(row)
-    db.session.execute(update(Host).where(Host.name == host, Host.message.startswith(KEPT_LOCK_MESSAGE))
-                       .values(message=why))
+    db.session.execute(
+        update(Host).where(Host.name == host, Host.message.startswith(KEPT_LOCK_MESSAGE)).values(message=why)
+    )
     commit()
     return kept
 
@@ -308,15 +351,28 @@ class RunRecorder:
         self.problems: list[str] = []  # each value the store refused and a placeholder took the place of
 
     def add_task(self, result: TaskResult) -> None:
-        self._tasks.append({
-            "run_id": self.run_id, "seq": result.seq, "host": result.host, "task": result.task,
-            "action": result.action, "status": result.status, "unverified": result.unverified,
-            "handler": result.handler, "note": cap_text(result.note, NOTE_CAP_BYTES, "message"),
-            "diff": cap_text(result.diff, DIFF_CAP_BYTES, "diff", fingerprint=True),
-            "duration": result.duration, "path": result.path, "reason": result.reason,
-            "accepted": result.accepted, "executed": result.executed, "rescued": result.rescued,
-            "cause": result.cause, "flapping": result.flapping,
-        })
+        self._tasks.append(
+            {
+                "run_id": self.run_id,
+                "seq": result.seq,
+                "host": result.host,
+                "task": result.task,
+                "action": result.action,
+                "status": result.status,
+                "unverified": result.unverified,
+                "handler": result.handler,
+                "note": cap_text(result.note, NOTE_CAP_BYTES, "message"),
+                "diff": cap_text(result.diff, DIFF_CAP_BYTES, "diff", fingerprint=True),
+                "duration": result.duration,
+                "path": result.path,
+                "reason": result.reason,
+                "accepted": result.accepted,
+                "executed": result.executed,
+                "rescued": result.rescued,
+                "cause": result.cause,
+                "flapping": result.flapping,
+            }
+        )
         self._maybe_flush()
 
     def add_output(self, seq: int, text: str) -> None:
@@ -364,8 +420,10 @@ class RunRecorder:
             self.discard()
             return False
         problems = []
-        for table, what, rows, columns in ((TaskResultRow, "task result", self._tasks, TASK_TEXT_COLUMNS),
-                                           (RunOutput, "output", self._output, ("text",))):
+        for table, what, rows, columns in (
+            (TaskResultRow, "task result", self._tasks, TASK_TEXT_COLUMNS),
+            (RunOutput, "output", self._output, ("text",)),
+        ):
             for row in rows:
                 replaced = _insert_replacing(table, row, columns)
                 if replaced is None:
@@ -436,8 +494,9 @@ def refusal_text(exc: BaseException) -> str:
 
 def _problem(what: str, row: dict, column: str, message: str) -> str:
     where = f"{row['host']}, '{row['task']}'" if "host" in row else f"event {row['seq']}"
-    return clean_text(f"the {column} of a {what} ({where[:200]}) was refused by the store ({message}) "
-                      "and replaced by a note")
+    return clean_text(
+        f"the {column} of a {what} ({where[:200]}) was refused by the store ({message}) and replaced by a note"
+    )
 
 
 def _run_row(run) -> Run:
@@ -469,11 +528,24 @@ def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -
 
 
 def _write_run_hosts(run: Run, verdicts: list[HostVerdict]) -> None:
-    rows = [{
-        "run_id": run.id, "host": v.name, "status": v.status, "message": v.message, "ok": v.ok,
-        "changed": v.changed, "failed": v.failed, "skipped": v.skipped, "unreachable": v.unreachable,
-        "unverified": v.unverified, "accepted": v.accepted, "verified": v.verified, "executed": v.executed,
-    } for v in verdicts]
+    rows = [
+        {
+            "run_id": run.id,
+            "host": v.name,
+            "status": v.status,
+            "message": v.message,
+            "ok": v.ok,
+            "changed": v.changed,
+            "failed": v.failed,
+            "skipped": v.skipped,
+            "unreachable": v.unreachable,
+            "unverified": v.unverified,
+            "accepted": v.accepted,
+            "verified": v.verified,
+            "executed": v.executed,
+        }
+        for v in verdicts
+    ]
     if rows:
         db.session.execute(insert(RunHost), rows)
     counts = {s: sum(1 for v in verdicts if v.status == s) for s in COUNTED_VERDICTS}
@@ -530,8 +602,11 @@ def _track_drift(host: Host, run: Run, status: str) -> None:
         host.drift_since = run.finished_at
     elif status == HostStatus.IN_SYNC and host.drift_since is not None:
         seconds = max(0.0, (aware(run.finished_at) - aware(host.drift_since)).total_seconds())
-        db.session.add(DriftResolution(host=host.name, run_id=run.id, drifted_at=host.drift_since,
-                                       resolved_at=run.finished_at, seconds=seconds))
+        db.session.add(
+            DriftResolution(
+                host=host.name, run_id=run.id, drifted_at=host.drift_since, resolved_at=run.finished_at, seconds=seconds
+            )
+        )
         host.drift_since = None
 
 
@@ -549,7 +624,9 @@ def fold_pruned_runs(run_ids: list[int]) -> None:
         row.statuses = _add_counts(row.statuses, {status: n for (k, status), n in statuses.items() if k == kind})
         histogram = durations.get(kind)
         if histogram is not None:
-            row.buckets = _add_counts(row.buckets, {repr(b): n for b, n in zip(histogram.bounds, histogram.counts)})
+            row.buckets = _add_counts(
+                row.buckets, {repr(b): n for b, n in zip(histogram.bounds, histogram.counts, strict=False)}
+            )
             row.count = (row.count or 0) + histogram.count
             row.total_seconds = (row.total_seconds or 0.0) + histogram.total
 
@@ -577,8 +654,10 @@ def mark_key_blocked(name: str, blocked: bool) -> None:
 
 # --- the queue ----------------------------------------------------------------
 
-def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str,
-                approval_id: int | None = None) -> tuple[RunView, bool]:
+
+def enqueue_run(
+    kind: str, trigger: str, limit: str, requested_by: str, approval_id: int | None = None
+) -> tuple[RunView, bool]:
     """Queue a run; an identical check already queued is joined instead. Returns (run, joined)."""
     if kind == RunKind.CHECK and approval_id is None:
         waiting = db.session.scalar(
@@ -586,8 +665,14 @@ def enqueue_run(kind: str, trigger: str, limit: str, requested_by: str,
         )
         if waiting is not None:
             return view_of(RunView, waiting), True
-    run = Run(kind=kind, trigger=trigger, status=RunStatus.QUEUED, limit=limit or "", requested_by=requested_by,
-              approval_id=approval_id)
+    run = Run(
+        kind=kind,
+        trigger=trigger,
+        status=RunStatus.QUEUED,
+        limit=limit or "",
+        requested_by=requested_by,
+        approval_id=approval_id,
+    )
     db.session.add(run)
     commit()
     return view_of(RunView, run), False
@@ -668,19 +753,34 @@ def interrupt_queued_converges(reason: str) -> list[RunView]:
 
 # --- approvals ------------------------------------------------------------------
 
-def open_approval(host: str, check_run_id: int, sha: str, signature: str, summary: str,
-                  reason: str = "") -> ApprovalView:
+
+def open_approval(
+    host: str, check_run_id: int, sha: str, signature: str, summary: str, reason: str = ""
+) -> ApprovalView:
     """A pending approval for this drift at this revision (the signature covers both), unless one for the
     very same already waits; the host's other open drift approvals are superseded."""
-    existing = db.session.scalars(select(Approval).where(
-        Approval.host == host, Approval.kind == ApprovalKind.DRIFT, Approval.status.in_(APPROVAL_OPEN_STATUSES))).all()
+    existing = db.session.scalars(
+        select(Approval).where(
+            Approval.host == host, Approval.kind == ApprovalKind.DRIFT, Approval.status.in_(APPROVAL_OPEN_STATUSES)
+        )
+    ).all()
     for approval in existing:
         if approval.drift_signature == signature:
             return view_of(ApprovalView, approval)
-        approval.status, approval.note = (ApprovalStatus.SUPERSEDED,
-                                          "the drift or the revision changed; a new approval was opened")
-    approval = Approval(host=host, check_run_id=check_run_id, revision_sha=sha, drift_signature=signature,
-                        summary=summary, status=ApprovalStatus.PENDING, kind=ApprovalKind.DRIFT, reason=reason)
+        approval.status, approval.note = (
+            ApprovalStatus.SUPERSEDED,
+            "the drift or the revision changed; a new approval was opened",
+        )
+    approval = Approval(
+        host=host,
+        check_run_id=check_run_id,
+        revision_sha=sha,
+        drift_signature=signature,
+        summary=summary,
+        status=ApprovalStatus.PENDING,
+        kind=ApprovalKind.DRIFT,
+        reason=reason,
+    )
     db.session.add(approval)
     commit()
     return view_of(ApprovalView, approval)
@@ -696,9 +796,13 @@ def _inventory_row(sha: str, hosts: Iterable[str]) -> RevisionInventory:
 
 
 def _supersede_inventory_approvals(other_than: str, note: str) -> None:
-    for approval in db.session.scalars(select(Approval).where(
-            Approval.kind == ApprovalKind.INVENTORY, Approval.revision_sha != other_than,
-            Approval.status.in_(APPROVAL_OPEN_STATUSES))):
+    for approval in db.session.scalars(
+        select(Approval).where(
+            Approval.kind == ApprovalKind.INVENTORY,
+            Approval.revision_sha != other_than,
+            Approval.status.in_(APPROVAL_OPEN_STATUSES),
+        )
+    ):
         approval.status, approval.note = ApprovalStatus.SUPERSEDED, note
 
 
@@ -720,13 +824,24 @@ def open_inventory_approval(sha: str, hosts: Iterable[str], check_run_id: int, r
     """
     _inventory_row(sha, hosts)
     _supersede_inventory_approvals(sha, f"the desired revision moved on to {sha[:12]}; a new approval was opened")
-    approval = db.session.scalar(select(Approval).where(
-        Approval.kind == ApprovalKind.INVENTORY, Approval.revision_sha == sha,
-        Approval.status.in_(APPROVAL_OPEN_STATUSES)))
+    approval = db.session.scalar(
+        select(Approval).where(
+            Approval.kind == ApprovalKind.INVENTORY,
+            Approval.revision_sha == sha,
+            Approval.status.in_(APPROVAL_OPEN_STATUSES),
+        )
+    )
     if approval is None:
-        approval = Approval(host="", check_run_id=check_run_id, revision_sha=sha, drift_signature="",
-                            summary=reason, reason=reason, status=ApprovalStatus.PENDING,
-                            kind=ApprovalKind.INVENTORY)
+        approval = Approval(
+            host="",
+            check_run_id=check_run_id,
+            revision_sha=sha,
+            drift_signature="",
+            summary=reason,
+            reason=reason,
+            status=ApprovalStatus.PENDING,
+            kind=ApprovalKind.INVENTORY,
+        )
         db.session.add(approval)
     commit()
     return view_of(ApprovalView, approval)

@@ -34,10 +34,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import delete, func, select
 
@@ -86,21 +86,31 @@ class PruneReport:
     def describe(self) -> str:
         """Lines for people: what went (or would go) and what was kept."""
         verb = "would prune" if self.dry_run else "pruned"
-        return "\n".join([
-            f"{verb} {self.runs} run(s) older than {self.cutoff:%Y-%m-%d %H:%M} UTC: {self.run_hosts} host "
-            f"result(s), {self.task_results} task result(s), {self.output_chunks} output chunk(s), "
-            f"{size_text(self.run_bytes)} of output and diffs",
-            f"kept {self.kept_runs} older run(s): each host's last check and converge, the runs host statuses "
-            "point to, and runs of open approvals",
-            f"{verb} {self.audit_entries} audit entr{'y' if self.audit_entries == 1 else 'ies'} older than "
-            f"{self.audit_cutoff:%Y-%m-%d} (the audit log keeps at least {AUDIT_MIN_DAYS} days)",
-            f"{verb} {self.exports} revision export(s), {size_text(self.export_bytes)}, and {self.run_dirs} "
-            "leftover run directorie(s); the desired revision's and active runs' exports are kept",
-        ] + (["stopped early; the rest is pruned next time"] if self.stopped_early else []))
+        return "\n".join(
+            [
+                f"{verb} {self.runs} run(s) older than {self.cutoff:%Y-%m-%d %H:%M} UTC: {self.run_hosts} host "
+                f"result(s), {self.task_results} task result(s), {self.output_chunks} output chunk(s), "
+                f"{size_text(self.run_bytes)} of output and diffs",
+                f"kept {self.kept_runs} older run(s): each host's last check and converge, the runs host statuses "
+                "point to, and runs of open approvals",
+                f"{verb} {self.audit_entries} audit entr{'y' if self.audit_entries == 1 else 'ies'} older than "
+                f"{self.audit_cutoff:%Y-%m-%d} (the audit log keeps at least {AUDIT_MIN_DAYS} days)",
+                f"{verb} {self.exports} revision export(s), {size_text(self.export_bytes)}, and {self.run_dirs} "
+                "leftover run directorie(s); the desired revision's and active runs' exports are kept",
+            ]
+            + (["stopped early; the rest is pruned next time"] if self.stopped_early else [])
+        )
 
 
-def prune(settings, retention: Retention, now: datetime, dry_run: bool = False, batch: int = PRUNE_BATCH,
-          go_on: Callable[[], bool] = lambda: True, actor: str = "") -> PruneReport:
+def prune(
+    settings,
+    retention: Retention,
+    now: datetime,
+    dry_run: bool = False,
+    batch: int = PRUNE_BATCH,
+    go_on: Callable[[], bool] = lambda: True,
+    actor: str = "",
+) -> PruneReport:
     """Remove (or with `dry_run` count) what `retention` lets go at `now`: runs, audit entries, exports.
 
     `go_on` is called after each write transaction: the controller renews its
@@ -114,29 +124,56 @@ def prune(settings, retention: Retention, now: datetime, dry_run: bool = False, 
     audit_entries = _prune_audit(audit_cutoff, dry_run, batch, between)
     exports = _prune_exports(settings, now, dry_run)
     run_dirs = _prune_run_dirs(settings, now, dry_run)
-    report = PruneReport(dry_run=dry_run, cutoff=cutoff, audit_cutoff=audit_cutoff, audit_entries=audit_entries,
-                         run_dirs=run_dirs, stopped_early=between.stopped, **runs, **exports)
+    report = PruneReport(
+        dry_run=dry_run,
+        cutoff=cutoff,
+        audit_cutoff=audit_cutoff,
+        audit_entries=audit_entries,
+        run_dirs=run_dirs,
+        stopped_early=between.stopped,
+        **runs,
+        **exports,
+    )
     if not dry_run and (report.runs or report.audit_entries or report.exports):
-        audit(actor or "fleet", "store.prune", f"runs before {cutoff:%Y-%m-%d}",
-              f"{report.runs} runs, {report.audit_entries} audit entries, {report.exports} exports")
+        audit(
+            actor or "fleet",
+            "store.prune",
+            f"runs before {cutoff:%Y-%m-%d}",
+            f"{report.runs} runs, {report.audit_entries} audit entries, {report.exports} exports",
+        )
     return report
 
 
 # --- runs ------------------------------------------------------------------------------------------
 
+
 def protected_runs(keep_per_host: int) -> set[int]:
     """Ids of the runs retention keeps whatever their age (active runs are left out by the prune's query)."""
-    newest = (select(RunHost.run_id, func.row_number().over(
-        partition_by=(RunHost.host, Run.kind), order_by=RunHost.run_id.desc()).label("newness"))
-        .join(Run, Run.id == RunHost.run_id).subquery())
+    newest = (
+        select(
+            RunHost.run_id,
+            func.row_number()
+            .over(partition_by=(RunHost.host, Run.kind), order_by=RunHost.run_id.desc())
+            .label("newness"),
+        )
+        .join(Run, Run.id == RunHost.run_id)
+        .subquery()
+    )
     kept = set(db.session.scalars(select(newest.c.run_id).where(newest.c.newness <= keep_per_host)))
     # The converge that last brought each host in sync explains its last converged revision, even
     # when converges that failed came after it.
-    kept.update(db.session.scalars(select(func.max(RunHost.run_id)).join(Run, Run.id == RunHost.run_id).where(
-        Run.kind == RunKind.CONVERGE, RunHost.status == HostStatus.IN_SYNC).group_by(RunHost.host)))
+    kept.update(
+        db.session.scalars(
+            select(func.max(RunHost.run_id))
+            .join(Run, Run.id == RunHost.run_id)
+            .where(Run.kind == RunKind.CONVERGE, RunHost.status == HostStatus.IN_SYNC)
+            .group_by(RunHost.host)
+        )
+    )
     kept.update(db.session.scalars(select(Host.last_check_run_id).where(Host.last_check_run_id.is_not(None))))
-    for check, converge in db.session.execute(select(Approval.check_run_id, Approval.converge_run_id).where(
-            Approval.status.in_(APPROVAL_OPEN_STATUSES))):
+    for check, converge in db.session.execute(
+        select(Approval.check_run_id, Approval.converge_run_id).where(Approval.status.in_(APPROVAL_OPEN_STATUSES))
+    ):
         kept.update(run_id for run_id in (check, converge) if run_id)
     return kept
 
@@ -177,21 +214,36 @@ def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int,
 def _old_runs(cutoff: datetime, after: int, batch: int) -> list[int]:
     """The next `batch` ids above `after` of ended runs that ended (or were queued) before `cutoff`."""
     ended = func.coalesce(Run.finished_at, Run.created_at)
-    return list(db.session.scalars(select(Run.id).where(
-        Run.id > after, ended < cutoff, Run.status.not_in(RUN_ACTIVE_STATUSES)).order_by(Run.id).limit(batch)))
+    return list(
+        db.session.scalars(
+            select(Run.id)
+            .where(Run.id > after, ended < cutoff, Run.status.not_in(RUN_ACTIVE_STATUSES))
+            .order_by(Run.id)
+            .limit(batch)
+        )
+    )
 
 
 def _measure_runs(run_ids: list[int]) -> dict:
     """Rows and stored text of these runs: what pruning them frees (three queries)."""
     hosts = db.session.scalar(select(func.count()).select_from(RunHost).where(RunHost.run_id.in_(run_ids)))
-    tasks, task_bytes = db.session.execute(select(
-        func.count(), func.coalesce(func.sum(func.length(TaskResultRow.diff) + func.length(TaskResultRow.note)), 0))
-        .where(TaskResultRow.run_id.in_(run_ids))).one()
-    chunks, output_bytes = db.session.execute(select(
-        func.count(), func.coalesce(func.sum(func.length(RunOutput.text)), 0))
-        .where(RunOutput.run_id.in_(run_ids))).one()
-    return {"runs": len(run_ids), "run_hosts": hosts or 0, "task_results": tasks, "output_chunks": chunks,
-            "run_bytes": int(task_bytes) + int(output_bytes)}
+    tasks, task_bytes = db.session.execute(
+        select(
+            func.count(), func.coalesce(func.sum(func.length(TaskResultRow.diff) + func.length(TaskResultRow.note)), 0)
+        ).where(TaskResultRow.run_id.in_(run_ids))
+    ).one()
+    chunks, output_bytes = db.session.execute(
+        select(func.count(), func.coalesce(func.sum(func.length(RunOutput.text)), 0)).where(
+            RunOutput.run_id.in_(run_ids)
+        )
+    ).one()
+    return {
+        "runs": len(run_ids),
+        "run_hosts": hosts or 0,
+        "task_results": tasks,
+        "output_chunks": chunks,
+        "run_bytes": int(task_bytes) + int(output_bytes),
+    }
 
 
 def _delete_runs(run_ids: list[int]) -> None:
@@ -217,6 +269,7 @@ def _end_reads() -> None:
 
 # --- the audit log -------------------------------------------------------------------------------------
 
+
 def _prune_audit(cutoff: datetime, dry_run: bool, batch: int, between: _Between) -> int:
     old = AuditEntry.at < cutoff
     if dry_run:
@@ -236,10 +289,14 @@ def _prune_audit(cutoff: datetime, dry_run: bool, batch: int, between: _Between)
 
 # --- files: revision exports and leftover run directories -----------------------------------------------
 
+
 def exports_in_use() -> set[str]:
     """Shas whose export must stay: the desired revision and every queued or running run's."""
-    shas = set(db.session.scalars(select(Run.revision_sha).where(
-        Run.status.in_(RUN_ACTIVE_STATUSES), Run.revision_sha.is_not(None))))
+    shas = set(
+        db.session.scalars(
+            select(Run.revision_sha).where(Run.status.in_(RUN_ACTIVE_STATUSES), Run.revision_sha.is_not(None))
+        )
+    )
     desired = queries.desired_sha()
     return shas | ({desired} if desired else set())
 

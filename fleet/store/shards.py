@@ -31,7 +31,6 @@ from fleet.store.models import Run, RunOutput, Shard, TaskResultRow
 from fleet.store.views import view_of
 from fleet.vocabulary import RunStatus, ShardStatus, aware, utcnow
 
-
 SHARD_FINAL = (ShardStatus.DONE, ShardStatus.FAILED, ShardStatus.INTERRUPTED, ShardStatus.CANCELED)
 # A shard its worker finished (to the end, or stopped: canceled, timed out) carries the worker's verdicts.
 SHARD_WITH_VERDICTS = (ShardStatus.DONE, ShardStatus.CANCELED)
@@ -81,8 +80,10 @@ def seq_offset(index: int, attempt: int) -> int:
 
 def create_shards(run_id: int, groups: list[list[str]]) -> list[ShardView]:
     """A pending shard per group of host names, in one transaction."""
-    rows = [Shard(run_id=run_id, index=i, hosts=json.dumps(names), status=ShardStatus.PENDING, attempt=1)
-            for i, names in enumerate(groups)]
+    rows = [
+        Shard(run_id=run_id, index=i, hosts=json.dumps(names), status=ShardStatus.PENDING, attempt=1)
+        for i, names in enumerate(groups)
+    ]
     db.session.add_all(rows)
     db.session.commit()
     return [view_of(ShardView, row) for row in rows]
@@ -100,8 +101,7 @@ def get_shard(shard_id: int) -> ShardView | None:
 
 def mark_sent(shard: ShardView) -> bool:
     """The shard's message is in the broker (again, for a resend); False if the shard moved meanwhile."""
-    return _move(shard, (ShardStatus.PENDING, ShardStatus.SENT), status=ShardStatus.SENT, sent_at=utcnow(),
-                 reason="")
+    return _move(shard, (ShardStatus.PENDING, ShardStatus.SENT), status=ShardStatus.SENT, sent_at=utcnow(), reason="")
 
 
 def unsend(shard: ShardView) -> bool:
@@ -116,8 +116,13 @@ def note_waiting(shard: ShardView, reason: str) -> None:
 
 def back_to_pending(shard: ShardView, reason: str) -> bool:
     """A refused shard goes back to be sent again (another worker may take it); the refusal stays in its history."""
-    return _move(shard, (ShardStatus.REFUSED,), status=ShardStatus.PENDING, reason=reason,
-                 history=_history(shard, f"refused: {reason}"))
+    return _move(
+        shard,
+        (ShardStatus.REFUSED,),
+        status=ShardStatus.PENDING,
+        reason=reason,
+        history=_history(shard, f"refused: {reason}"),
+    )
 
 
 def rearm_lost(shard: ShardView, note: str) -> bool:
@@ -126,52 +131,102 @@ def rearm_lost(shard: ShardView, note: str) -> bool:
     Its task rows are deleted so every host ends with the results of one attempt only; its output stays,
     followed by a line saying what happened.
     """
-    moved = _move(shard, (ShardStatus.RUNNING,), status=ShardStatus.PENDING, attempt=shard.attempt + 1,
-                  token="", worker="", lease_expires_at=None, started_at=None, reason=note,
-                  history=_history(shard, note), commit=False, lapsed=True)
+    moved = _move(
+        shard,
+        (ShardStatus.RUNNING,),
+        status=ShardStatus.PENDING,
+        attempt=shard.attempt + 1,
+        token="",
+        worker="",
+        lease_expires_at=None,
+        started_at=None,
+        reason=note,
+        history=_history(shard, note),
+        commit=False,
+        lapsed=True,
+    )
     if moved:
         low = seq_offset(shard.index, shard.attempt)
-        db.session.execute(delete(TaskResultRow).where(
-            TaskResultRow.run_id == shard.run_id, TaskResultRow.seq >= low,
-            TaskResultRow.seq < low + ATTEMPT_SEQ_SPAN))
-        db.session.execute(insert(RunOutput), [{"run_id": shard.run_id, "seq": low + ATTEMPT_SEQ_SPAN - 1,
-                                                "text": f"\n[fleet] {note}\n"}])
+        db.session.execute(
+            delete(TaskResultRow).where(
+                TaskResultRow.run_id == shard.run_id,
+                TaskResultRow.seq >= low,
+                TaskResultRow.seq < low + ATTEMPT_SEQ_SPAN,
+            )
+        )
+        db.session.execute(
+            insert(RunOutput),
+            [{"run_id": shard.run_id, "seq": low + ATTEMPT_SEQ_SPAN - 1, "text": f"\n[fleet] {note}\n"}],
+        )
     db.session.commit()
     return moved
 
 
 def interrupt_lost(shard: ShardView, note: str) -> bool:
     """A converge shard whose worker was lost: `interrupted`, and never sent again."""
-    return _move(shard, (ShardStatus.RUNNING,), status=ShardStatus.INTERRUPTED, finished_at=utcnow(), token="",
-                 reason=note, history=_history(shard, note), lapsed=True)
+    return _move(
+        shard,
+        (ShardStatus.RUNNING,),
+        status=ShardStatus.INTERRUPTED,
+        finished_at=utcnow(),
+        token="",
+        reason=note,
+        history=_history(shard, note),
+        lapsed=True,
+    )
 
 
 def cancel_unstarted(run_id: int, reason: str) -> int:
     """Shards of a stopped run that no worker started: canceled (a late message finds nothing to claim)."""
-    result = db.session.execute(update(Shard).where(
-        Shard.run_id == run_id, Shard.status.in_((ShardStatus.PENDING, ShardStatus.SENT, ShardStatus.REFUSED)))
-        .values(status=ShardStatus.CANCELED, finished_at=utcnow(), reason=reason))
+    result = db.session.execute(
+        update(Shard)
+        .where(Shard.run_id == run_id, Shard.status.in_((ShardStatus.PENDING, ShardStatus.SENT, ShardStatus.REFUSED)))
+        .values(status=ShardStatus.CANCELED, finished_at=utcnow(), reason=reason)
+    )
     db.session.commit()
     return result.rowcount
 
 
 def give_up_running(shard: ShardView, reason: str) -> bool:
     """A running shard of a stopped run whose worker never answered the stop: closed as canceled."""
-    return _move(shard, (ShardStatus.RUNNING,), status=ShardStatus.CANCELED, finished_at=utcnow(), token="",
-                 reason=reason, history=_history(shard, reason), lapsed=True)
+    return _move(
+        shard,
+        (ShardStatus.RUNNING,),
+        status=ShardStatus.CANCELED,
+        finished_at=utcnow(),
+        token="",
+        reason=reason,
+        history=_history(shard, reason),
+        lapsed=True,
+    )
 
 
 def task_results_of(run_id: int) -> dict[str, list[TaskResult]]:
     """Every task result of a run, per host in order, as workers recorded them (the run's report)."""
-    rows = db.session.scalars(select(TaskResultRow).where(TaskResultRow.run_id == run_id)
-                              .order_by(TaskResultRow.seq))
+    rows = db.session.scalars(select(TaskResultRow).where(TaskResultRow.run_id == run_id).order_by(TaskResultRow.seq))
     found: dict[str, list[TaskResult]] = {}
     for row in rows:
-        found.setdefault(row.host, []).append(TaskResult(
-            seq=row.seq, host=row.host, task=row.task, action=row.action, status=row.status,
-            unverified=row.unverified, note=row.note, diff=row.diff, duration=row.duration, path=row.path,
-            handler=row.handler, reason=row.reason, accepted=row.accepted, executed=row.executed,
-            rescued=row.rescued, cause=row.cause, flapping=row.flapping))
+        found.setdefault(row.host, []).append(
+            TaskResult(
+                seq=row.seq,
+                host=row.host,
+                task=row.task,
+                action=row.action,
+                status=row.status,
+                unverified=row.unverified,
+                note=row.note,
+                diff=row.diff,
+                duration=row.duration,
+                path=row.path,
+                handler=row.handler,
+                reason=row.reason,
+                accepted=row.accepted,
+                executed=row.executed,
+                rescued=row.rescued,
+                cause=row.cause,
+                flapping=row.flapping,
+            )
+        )
     return found
 
 
@@ -182,8 +237,9 @@ def _history(shard: ShardView, note: str) -> str:
     return f"{shard.history}\n{line}".strip()
 
 
-def _move(shard: ShardView, from_statuses: tuple[str, ...], commit: bool = True, lapsed: bool = False,
-          **values) -> bool:
+def _move(
+    shard: ShardView, from_statuses: tuple[str, ...], commit: bool = True, lapsed: bool = False, **values
+) -> bool:
     """Change a shard still in one of `from_statuses` at the same attempt (with `lapsed`, only while its
     lease is still lapsed: its worker did not renew it meanwhile); False when it moved meanwhile."""
     conditions = [Shard.id == shard.id, Shard.attempt == shard.attempt, Shard.status.in_(from_statuses)]
@@ -202,10 +258,18 @@ def claim(shard_id: int, attempt: int, worker: str, lease_seconds: int) -> Shard
     """Take a sent shard for this worker; None when it is not there to take (already taken, given away,
     canceled: a duplicate or late message)."""
     token = secrets.token_hex(16)
-    result = db.session.execute(update(Shard).where(
-        Shard.id == shard_id, Shard.attempt == attempt, Shard.status == ShardStatus.SENT).values(
-        status=ShardStatus.RUNNING, worker=worker, token=token, started_at=utcnow(), reason="",
-        lease_expires_at=until(lease_seconds)))
+    result = db.session.execute(
+        update(Shard)
+        .where(Shard.id == shard_id, Shard.attempt == attempt, Shard.status == ShardStatus.SENT)
+        .values(
+            status=ShardStatus.RUNNING,
+            worker=worker,
+            token=token,
+            started_at=utcnow(),
+            reason="",
+            lease_expires_at=until(lease_seconds),
+        )
+    )
     db.session.commit()
     if result.rowcount != 1:
         return None
@@ -213,9 +277,11 @@ def claim(shard_id: int, attempt: int, worker: str, lease_seconds: int) -> Shard
 
 
 def refuse(shard_id: int, attempt: int, reason: str) -> bool:
-    result = db.session.execute(update(Shard).where(
-        Shard.id == shard_id, Shard.attempt == attempt, Shard.status == ShardStatus.SENT).values(
-        status=ShardStatus.REFUSED, reason=reason))
+    result = db.session.execute(
+        update(Shard)
+        .where(Shard.id == shard_id, Shard.attempt == attempt, Shard.status == ShardStatus.SENT)
+        .values(status=ShardStatus.REFUSED, reason=reason)
+    )
     db.session.commit()
     return result.rowcount == 1
 
@@ -223,9 +289,11 @@ def refuse(shard_id: int, attempt: int, reason: str) -> bool:
 def fence(shard_id: int, token: str, lease_seconds: int, **values) -> bool:
     """Renew the lease of a shard this worker still holds, with `values`, in the session's transaction
     (the caller commits); False when the shard was given away (or closed) and nothing must be written."""
-    result = db.session.execute(update(Shard).where(
-        Shard.id == shard_id, Shard.token == token, Shard.status == ShardStatus.RUNNING).values(
-        lease_expires_at=until(lease_seconds), **values))
+    result = db.session.execute(
+        update(Shard)
+        .where(Shard.id == shard_id, Shard.token == token, Shard.status == ShardStatus.RUNNING)
+        .values(lease_expires_at=until(lease_seconds), **values)
+    )
     return result.rowcount == 1
 
 
@@ -249,4 +317,5 @@ def run_stopped(run_id: int) -> bool:
 
 def lease_lapsed(shard: ShardView, now: datetime) -> bool:
     return shard.status == ShardStatus.RUNNING and (
-        shard.lease_expires_at is None or aware(shard.lease_expires_at) < now)
+        shard.lease_expires_at is None or aware(shard.lease_expires_at) < now
+    )

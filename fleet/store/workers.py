@@ -89,14 +89,24 @@ class RunPlacement:
 
 # --- the writer side: a worker process reports itself --------------------------------------------
 
-def record_heartbeat(name: str, host: str, pid: int, version: str, concurrency: int, queues: list[str],
-                     running: int, refusing: str = "") -> None:
+
+def record_heartbeat(
+    name: str, host: str, pid: int, version: str, concurrency: int, queues: list[str], running: int, refusing: str = ""
+) -> None:
     """The worker `name` is alive now: its row is created or updated (heartbeat_at = now, stopped_at
     cleared) and committed. A new process under a known name (another pid, or after a stop) starts anew."""
     now = utcnow()
-    fields = {"host": host, "pid": pid, "version": version, "concurrency": concurrency,
-              "queues": ",".join(queues), "running": running, "refusing": refusing,
-              "heartbeat_at": now, "stopped_at": None}
+    fields = {
+        "host": host,
+        "pid": pid,
+        "version": version,
+        "concurrency": concurrency,
+        "queues": ",".join(queues),
+        "running": running,
+        "refusing": refusing,
+        "heartbeat_at": now,
+        "stopped_at": None,
+    }
     if _update_worker(name, pid, fields, now):
         return
     try:
@@ -128,6 +138,7 @@ def record_stopped(name: str) -> None:
 
 # --- the reader side -------------------------------------------------------------------------------
 
+
 def worker_state(heartbeat_at: datetime | None, stopped_at: datetime | None, now: datetime) -> str:
     """online, stopped or lost (see the module's docstring)."""
     if stopped_at is not None:
@@ -140,10 +151,15 @@ def worker_state(heartbeat_at: datetime | None, stopped_at: datetime | None, now
 def list_workers(now: datetime, controller_version: str) -> list[WorkerView]:
     """Every worker ever seen, online first, then lost, then stopped, by name; one query, whatever their number
     (the running shards of all workers are counted in the same statement)."""
-    running = (select(Shard.worker, func.count().label("shards")).where(Shard.status == ShardStatus.RUNNING)
-               .group_by(Shard.worker).subquery())
-    rows = db.session.execute(select(Worker, func.coalesce(running.c.shards, 0))
-                              .outerjoin(running, running.c.worker == Worker.name)).all()
+    running = (
+        select(Shard.worker, func.count().label("shards"))
+        .where(Shard.status == ShardStatus.RUNNING)
+        .group_by(Shard.worker)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(Worker, func.coalesce(running.c.shards, 0)).outerjoin(running, running.c.worker == Worker.name)
+    ).all()
     views = [_worker_view(row, shards, now, controller_version) for row, shards in rows]
     return sorted(views, key=lambda w: (WORKER_STATES.index(w.state), w.name))
 
@@ -151,10 +167,19 @@ def list_workers(now: datetime, controller_version: str) -> list[WorkerView]:
 def _worker_view(row: Worker, running: int, now: datetime, controller_version: str) -> WorkerView:
     heartbeat, stopped = aware(row.heartbeat_at), aware(row.stopped_at)
     return WorkerView(
-        name=row.name, host=row.host, pid=row.pid, version=row.version, concurrency=row.concurrency,
-        queues=tuple(q for q in (row.queues or "").split(",") if q), running=int(running),
-        started_at=aware(row.started_at), heartbeat_at=heartbeat, stopped_at=stopped, refusing=row.refusing or "",
-        state=worker_state(heartbeat, stopped, now), version_ok=row.version == controller_version,
+        name=row.name,
+        host=row.host,
+        pid=row.pid,
+        version=row.version,
+        concurrency=row.concurrency,
+        queues=tuple(q for q in (row.queues or "").split(",") if q),
+        running=int(running),
+        started_at=aware(row.started_at),
+        heartbeat_at=heartbeat,
+        stopped_at=stopped,
+        refusing=row.refusing or "",
+        state=worker_state(heartbeat, stopped, now),
+        version_ok=row.version == controller_version,
     )
 
 
@@ -167,16 +192,22 @@ def online_capacity(now: datetime, version: str) -> int:
     """How many shards the workers can run at once: the concurrency of every online worker of this fleet
     `version` that refuses nothing (a worker that refuses shards is no capacity). 0 when there is none."""
     fresh = now - timedelta(seconds=WORKER_STALE_SECONDS)
-    total = db.session.scalar(select(func.coalesce(func.sum(Worker.concurrency), 0)).where(
-        Worker.heartbeat_at >= fresh, Worker.stopped_at.is_(None), Worker.version == version,
-        Worker.refusing == ""))
+    total = db.session.scalar(
+        select(func.coalesce(func.sum(Worker.concurrency), 0)).where(
+            Worker.heartbeat_at >= fresh, Worker.stopped_at.is_(None), Worker.version == version, Worker.refusing == ""
+        )
+    )
     return int(total or 0)
 
 
 def run_placement(run_id: int) -> RunPlacement:
     """The run's waiting reason and its shards in index order, in one query (no run: nothing, no shards)."""
-    rows = db.session.execute(select(Run.waiting_reason, Shard).outerjoin(Shard, Shard.run_id == Run.id)
-                              .where(Run.id == run_id).order_by(Shard.index)).all()
+    rows = db.session.execute(
+        select(Run.waiting_reason, Shard)
+        .outerjoin(Shard, Shard.run_id == Run.id)
+        .where(Run.id == run_id)
+        .order_by(Shard.index)
+    ).all()
     reason = (rows[0][0] or "") if rows else ""
     return RunPlacement(reason, tuple(_shard_report(shard) for _, shard in rows if shard is not None))
 
@@ -188,9 +219,16 @@ def shards_of_run(run_id: int) -> list[ShardReport]:
 
 def _shard_report(row: Shard) -> ShardReport:
     return ShardReport(
-        index=row.index, hosts=tuple(_host_names(row.hosts)), status=row.status, attempt=row.attempt,
-        worker=row.worker or "", reason=row.reason or "", outcome=row.outcome or "", strategy=row.strategy or "",
-        started_at=aware(row.started_at), finished_at=aware(row.finished_at),
+        index=row.index,
+        hosts=tuple(_host_names(row.hosts)),
+        status=row.status,
+        attempt=row.attempt,
+        worker=row.worker or "",
+        reason=row.reason or "",
+        outcome=row.outcome or "",
+        strategy=row.strategy or "",
+        started_at=aware(row.started_at),
+        finished_at=aware(row.finished_at),
         history=tuple(line for line in (row.history or "").splitlines() if line.strip()),
         ansible_path=row.ansible_path or "",
     )

@@ -42,19 +42,45 @@ PROTOCOL = 1
 # Not the collections path: Mitogen's multiplexers, forked once by the kept process, serve collection code
 # to the hosts from the collection loader they were forked with, so a kept process serves one set of
 # collections (keyed below by path and by each collection's files).
-PER_RUN_ENV = frozenset({
-    "AWX_ISOLATED_DATA_DIR", "ANSIBLE_CACHE_PLUGIN_CONNECTION", "ANSIBLE_ROLES_PATH",
-    "PWD", "OLDPWD", "_", "SHLVL", ANCHOR_ENV, IDLE_ENV,
-})
+PER_RUN_ENV = frozenset(
+    {
+        "AWX_ISOLATED_DATA_DIR",
+        "ANSIBLE_CACHE_PLUGIN_CONNECTION",
+        "ANSIBLE_ROLES_PATH",
+        "PWD",
+        "OLDPWD",
+        "_",
+        "SHLVL",
+        ANCHOR_ENV,
+        IDLE_ENV,
+    }
+)
 # What Ansible, Mitogen and Python read of the environment at import (Ansible's settings are all ANSIBLE_*),
 # and what the multiplexers' ssh keeps from the environment of the run that started them (agent, Kerberos
 # ticket, proxies): a run with another value must not use that ssh. Other variables (fleet's own, a test's)
 # reach the run's child all the same but need no kept process of their own. The child proves the settings
 # equal whatever the key.
 KEYED_PREFIXES = ("ANSIBLE_", "MITOGEN_", "PYTHON", "LC_")
-KEYED_NAMES = frozenset({"PATH", "HOME", "TMPDIR", "LANG", "USER", "LOGNAME", "SSH_AUTH_SOCK", "KRB5CCNAME",
-                         "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-                         "NO_PROXY", "ALL_PROXY"})
+KEYED_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "USER",
+        "LOGNAME",
+        "SSH_AUTH_SOCK",
+        "KRB5CCNAME",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+    }
+)
 DEFAULT_COLLECTIONS_PATHS = ("~/.ansible/collections", "/usr/share/ansible/collections")  # Ansible's default
 _SOCKET_PATH_MAX = 107
 _HEADER = struct.Struct("!I")
@@ -136,17 +162,23 @@ def _config_marks(environ, cwd: str) -> list[str]:
     Only those that exist: the directory of each revision differs, and a revision without an ansible.cfg
     must find the kept process of the one before.
     """
-    candidates = [environ.get("ANSIBLE_CONFIG", ""), os.path.join(cwd, "ansible.cfg"),
-                  os.path.expanduser("~/.ansible.cfg"), "/etc/ansible/ansible.cfg"]
+    candidates = [
+        environ.get("ANSIBLE_CONFIG", ""),
+        os.path.join(cwd, "ansible.cfg"),
+        os.path.expanduser("~/.ansible.cfg"),
+        "/etc/ansible/ansible.cfg",
+    ]
     return [_stat_mark(Path(c)) for c in candidates if c and os.path.exists(c)]
 
 
 def server_key(environ, cwd: str) -> str:
     """Which kept process may run this: everything Ansible reads at import, and fleet's own code."""
-    settled = sorted((k, v) for k, v in environ.items()
-                     if k not in PER_RUN_ENV and (k in KEYED_NAMES or k.startswith(KEYED_PREFIXES)))
-    blob = json.dumps([PROTOCOL, settled, _config_marks(environ, cwd), _code_marks(),
-                       _collection_marks(environ)])
+    settled = sorted(
+        (k, v)
+        for k, v in environ.items()
+        if k not in PER_RUN_ENV and (k in KEYED_NAMES or k.startswith(KEYED_PREFIXES))
+    )
+    blob = json.dumps([PROTOCOL, settled, _config_marks(environ, cwd), _code_marks(), _collection_marks(environ)])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -199,7 +231,8 @@ def send_message(sock: socket.socket, message: dict, fds: list[int] | None = Non
     sent = 0
     if fds:
         sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
-    sock.sendall(data[sent:])
+    if sent < len(data):  # sendall(b"") still sends: on a peer that answered and hung up, a false broken pipe
+        sock.sendall(data[sent:])
 
 
 def receive_request(sock: socket.socket) -> tuple[dict, list[int]]:
@@ -221,7 +254,7 @@ def _whole_message(sock: socket.socket, data: bytes) -> dict:
     if len(data) < _HEADER.size:
         raise ConnectionError("no request")
     (length,) = _HEADER.unpack(data[: _HEADER.size])
-    body = data[_HEADER.size:]
+    body = data[_HEADER.size :]
     while len(body) < length:
         more = sock.recv(length - len(body))
         if not more:
@@ -388,9 +421,16 @@ class KeptState:
 
     def __init__(self, socket_file: Path, anchor: str, muxes: set[int]):
         self.path = state_path(socket_file)
-        self.data = {"pid": os.getpid(), "anchor": anchor, "started_at": time.time(),
-                     "strategy": os.environ.get("ANSIBLE_STRATEGY", ""), "multiplexers": sorted(muxes),
-                     "runs": 0, "hosts": [], "last_run_at": None}
+        self.data = {
+            "pid": os.getpid(),
+            "anchor": anchor,
+            "started_at": time.time(),
+            "strategy": os.environ.get("ANSIBLE_STRATEGY", ""),
+            "multiplexers": sorted(muxes),
+            "runs": 0,
+            "hosts": [],
+            "last_run_at": None,
+        }
         self._write()
 
     def served(self, request: dict) -> None:

@@ -68,12 +68,14 @@ def serve_hops_per_run() -> None:
                 with self._lock:
                     for context in list(self._key_by_context):
                         if getattr(context, "fleet_base", None) == base and (
-                                not self._refs_by_context.get(context) or not run_alive(context.fleet_run)):
+                            not self._refs_by_context.get(context) or not run_alive(context.fleet_run)
+                        ):
                             self._shutdown_unlocked(context)
             response = original(self, key, spec, via)
             if base is not None and response.get("context") is not None:
                 response["context"].fleet_base, response["context"].fleet_run = base, spec[RUN_MARK]
             return response
+
         return _connect
 
     ansible_compat.patch("ansible_mitogen.services:ContextService._connect", wrap)
@@ -104,14 +106,15 @@ def give_the_run_its_own_hops(mark: str) -> None:
       the run: tasks that run as the login user run in a fork of the login interpreter made for this run.
     The login interpreter itself then never runs a module, so each run's fork starts as clean as it does
     (modules share one interpreter within a run, as they do cold), and it costs one fork per host per run."""
+
     def wrap(original):
         def _build_stack(self):
             name, stack = original(self)
-            own = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop
-                   for hop in stack]
+            own = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop for hop in stack]
             if own[-1].get("method") not in self.become_methods:
                 own.append({"method": "fork", "kwargs": {}, RUN_MARK: mark})
             return name, own
+
         return _build_stack
 
     ansible_compat.patch("ansible_mitogen.connection:Connection._build_stack", wrap)
@@ -172,8 +175,7 @@ def look_like_ansible_playbook() -> None:
         pass
 
 
-def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, object],
-        program: str) -> None:
+def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, object], program: str) -> None:
     """Run one request in this forked child; never returns."""
     code = 1
     try:
@@ -215,8 +217,9 @@ def run_ansible_playbook(argv: list[str]) -> int:
         warnings.showwarning(said.message, said.category, said.filename, said.lineno, sys.stderr, said.line)
     # The kept process installed the collection loader (with the same paths: proven by the key and the
     # settings); the run's CLI would otherwise warn that it is configured already.
-    ansible_compat.patch("ansible.plugins.loader:_configure_collection_loader",
-                         lambda _original: lambda *_args, **_kwargs: None)
+    ansible_compat.patch(
+        "ansible.plugins.loader:_configure_collection_loader", lambda _original: lambda *_args, **_kwargs: None
+    )
     ansible_compat.internal("ansible.utils.display:Display._set_column_width")(Display())  # the run's terminal
     try:
         main(argv)

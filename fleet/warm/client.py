@@ -44,9 +44,16 @@ def start_server(path: Path, environ: dict[str, str]) -> None:
     anchor = environ[warm.ANCHOR_ENV]
     try:
         with open(os.path.join(anchor, "warm-ansible.log"), "ab") as log:
-            subprocess.Popen([sys.executable, "-m", "fleet.warm.server", str(path), anchor], env=environ,
-                             cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             start_new_session=True, close_fds=True)
+            subprocess.Popen(
+                [sys.executable, "-m", "fleet.warm.server", str(path), anchor],
+                env=environ,
+                cwd=os.getcwd(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
     except OSError:
         pass  # this run goes cold either way; the next one tries again
 
@@ -135,8 +142,17 @@ class Conversation:
             signal.signal(number, self._forward)
         give_up_terminal()
         try:
-            warm.send_message(self.sock, {"protocol": warm.PROTOCOL, "argv": self.args, "env": self.environ,
-                                          "cwd": os.getcwd(), "client_pid": os.getpid()}, fds=[0, 1, 2])
+            warm.send_message(
+                self.sock,
+                {
+                    "protocol": warm.PROTOCOL,
+                    "argv": self.args,
+                    "env": self.environ,
+                    "cwd": os.getcwd(),
+                    "client_pid": os.getpid(),
+                },
+                fds=[0, 1, 2],
+            )
         except OSError as error:
             self.sock.close()
             run_cold(self.args, f"the kept process did not take the run ({error})")

@@ -67,7 +67,8 @@ def prepare_ansible() -> tuple[dict, set[int]]:
     # What the imports warn of (a deprecated dependency), a fresh ansible-playbook prints first on every run:
     # each run's child prints it again on the run's stderr.
     with warnings.catch_warnings(record=True) as said:
-        import ansible.cli.playbook  # noqa: F401  the import every run would pay
+        # The imports every run would pay.
+        import ansible.cli.playbook
         import ansible.executor.playbook_executor  # noqa: F401
     child.import_warnings[:] = said
 

@@ -8,10 +8,11 @@ not even in the session cookie, so they cannot be shown again.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from fleet.errors import ConfigError, NotFound
-from fleet.store import accounts
 from fleet.web.auth import audit, require_role
 from fleet.web.ui.common import int_arg, who
+
+from fleet.errors import ConfigError, NotFound
+from fleet.store import accounts
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -43,8 +44,9 @@ def add_user():
     if not generated:
         flash(f"user {name} ({role}) added", "info")
         return redirect(url_for("ui.admin.users"), 303)
-    return render_template("admin/secret.html", what=f"password of user {name} ({role})",
-                           secret=generated, back=url_for("ui.admin.users"))
+    return render_template(
+        "admin/secret.html", what=f"password of user {name} ({role})", secret=generated, back=url_for("ui.admin.users")
+    )
 
 
 @bp.post("/users/<int:user_id>/disable")
@@ -73,9 +75,13 @@ def _set_disabled(user_id: int, disabled: bool):
 @require_role("admin")
 def tokens():
     listed = accounts.list_tokens()
-    return render_template("admin/tokens.html", tokens=listed, roles=accounts.ROLES,
-                           expired={t.id for t in listed if accounts.token_expired(t)},
-                           owners=[u.name for u in accounts.list_users() if not u.disabled])
+    return render_template(
+        "admin/tokens.html",
+        tokens=listed,
+        roles=accounts.ROLES,
+        expired={t.id for t in listed if accounts.token_expired(t)},
+        owners=[u.name for u in accounts.list_users() if not u.disabled],
+    )
 
 
 @bp.post("/tokens")
@@ -93,8 +99,9 @@ def create_token():
     except (ConfigError, NotFound) as exc:
         return _form_error("tokens", str(exc))
     audit("token.create", name, f"role={role} owner={owner} expires={request.form.get('expires') or 'never'}")
-    return render_template("admin/secret.html", what=f"API token {name} ({role})", secret=secret,
-                           back=url_for("ui.admin.tokens"))
+    return render_template(
+        "admin/secret.html", what=f"API token {name} ({role})", secret=secret, back=url_for("ui.admin.tokens")
+    )
 
 
 @bp.post("/tokens/<int:token_id>/revoke")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, url_for
-
-from fleet import shapes
-from fleet import actions
-from fleet.errors import NotFound
-from fleet.vocabulary import ApprovalKind
-from fleet.store import queries
 from fleet.web.auth import actor, require_role
 from fleet.web.ui.common import int_arg
+
+from fleet import actions, shapes
+from fleet.errors import NotFound
+from fleet.store import queries
+from fleet.vocabulary import ApprovalKind
 
 bp = Blueprint("approvals", __name__, url_prefix="/approvals")
 
@@ -26,8 +25,7 @@ def index():
     waiting = [(a.check_run_id, a.host) for a in shown if a.status == "pending" and a.kind == ApprovalKind.DRIFT]
     # What an approval covers: drift (not tasks that ran for real in a check) and the tasks check mode could not tell.
     drift = queries.approval_tasks_of_pairs(waiting)
-    return render_template("approvals/index.html", approvals=shown, more=page.more,
-                           before=before, drift=drift)
+    return render_template("approvals/index.html", approvals=shown, more=page.more, before=before, drift=drift)
 
 
 @bp.post("/<int:approval_id>/approve")
@@ -43,4 +41,3 @@ def approve(approval_id: int):
         return index(), 409
     flash(shapes.approved_message(approval), "info")
     return redirect(url_for("ui.approvals.index"), 303)
-

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import Blueprint, current_app, render_template
+from fleet.web.auth import require_role
+from fleet.web.ui import admin, approvals, hosts, present, revisions, runs
+from fleet.web.ui import workers as workers_area
 
 from fleet import __version__
 from fleet.store import queries, workers
 from fleet.vocabulary import HOST_STATUSES, aware, utcnow
-from fleet.web.auth import require_role
-from fleet.web.ui import admin, approvals, hosts, present, revisions, runs
-from fleet.web.ui import workers as workers_area
 
 bp = Blueprint("ui", __name__)
 for _area in (hosts.bp, runs.bp, revisions.bp, approvals.bp, admin.bp, workers_area.bp):
@@ -30,13 +30,21 @@ def dashboard():
     runs, verdicts = queries.recent_run_verdicts(CHART_RUNS)
     points = present.drift_timeline(runs, verdicts, queries.host_statuses())
     return render_template(
-        "dashboard/index.html", counts=counts, total=sum(counts.values()), statuses=HOST_STATUSES,
+        "dashboard/index.html",
+        counts=counts,
+        total=sum(counts.values()),
+        statuses=HOST_STATUSES,
         meanings=present.HOST_STATUS_MEANING,
-        source=source, desired=desired, stale=source_staleness(source),
+        source=source,
+        desired=desired,
+        stale=source_staleness(source),
         controller_seen=queries.controller_heartbeat(),
-        chart=present.drift_chart(points), points=points,
-        recent=queries.recent_runs(RECENT_RUNS), pending_approvals=queries.count_pending_approvals(),
-        inventory_holds=queries.pending_inventory_approvals(), workers=workers_card(),
+        chart=present.drift_chart(points),
+        points=points,
+        recent=queries.recent_runs(RECENT_RUNS),
+        pending_approvals=queries.count_pending_approvals(),
+        inventory_holds=queries.pending_inventory_approvals(),
+        workers=workers_card(),
     )
 
 
@@ -46,9 +54,12 @@ def workers_card() -> dict | None:
     listed = workers.list_workers(utcnow(), __version__)
     if not listed:
         return None
-    return {"online": sum(1 for w in listed if w.state == workers.ONLINE), "capacity": workers.capacity_of(listed),
-            "lost": sum(1 for w in listed if w.state == workers.LOST),
-            "mismatched": sum(1 for w in listed if w.state == workers.ONLINE and not w.version_ok)}
+    return {
+        "online": sum(1 for w in listed if w.state == workers.ONLINE),
+        "capacity": workers.capacity_of(listed),
+        "lost": sum(1 for w in listed if w.state == workers.LOST),
+        "mismatched": sum(1 for w in listed if w.state == workers.ONLINE and not w.version_ok),
+    }
 
 
 def source_staleness(source) -> str:
@@ -60,5 +71,6 @@ def source_staleness(source) -> str:
     poll = current_app.config["FLEET_SETTINGS"].poll_interval
     last = aware(source.last_fetch_at)
     if last and utcnow() - last > timedelta(seconds=max(3 * poll, 300)):
-        return f"no fetch for {present.ago(last).removesuffix(' ago')} (polling every {poll} s): is the controller running?"
+        since = present.ago(last).removesuffix(" ago")
+        return f"no fetch for {since} (polling every {poll} s): is the controller running?"
     return ""

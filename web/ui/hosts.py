@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
+from fleet.web.auth import actor, require_role
+from fleet.web.ui import present
+from fleet.web.ui.common import choice_arg, int_arg, or_404
 
 from fleet import actions
 from fleet.store import queries, records
 from fleet.vocabulary import HOST_STATUSES, TaskStatus, covers
-from fleet.web.auth import actor, require_role
-from fleet.web.ui import present
-from fleet.web.ui.common import choice_arg, int_arg, or_404
 
 bp = Blueprint("hosts", __name__, url_prefix="/hosts")
 
@@ -27,9 +27,17 @@ def index():
     page = queries.hosts_page(status, group, after, HOSTS_PER_PAGE)
     counts = queries.count_hosts_by_status()
     return render_template(
-        "hosts/index.html", hosts=page.items, more=page.more,
-        status=status, group=group, after=after, groups=queries.inventory_groups(), counts=counts,
-        total=sum(counts.values()), statuses=HOST_STATUSES, meanings=present.HOST_STATUS_MEANING,
+        "hosts/index.html",
+        hosts=page.items,
+        more=page.more,
+        status=status,
+        group=group,
+        after=after,
+        groups=queries.inventory_groups(),
+        counts=counts,
+        total=sum(counts.values()),
+        statuses=HOST_STATUSES,
+        meanings=present.HOST_STATUS_MEANING,
     )
 
 
@@ -45,13 +53,17 @@ def show(name: str):
     # is unverified), does not fail the host.
     unverified = [t for t in tasks if t.unverified]
     return render_template(
-        "hosts/show.html", host=host, before=before,
+        "hosts/show.html",
+        host=host,
+        before=before,
         drifted=[t for t in tasks if present.is_drift(t)],
         failed=[t for t in tasks if t.status in FAILURES and not (t.rescued or t.unverified)],
         rescued=[t for t in tasks if t.rescued],
-        unverified=unverified, accepted=[t for t in unverified if t.accepted],
+        unverified=unverified,
+        accepted=[t for t in unverified if t.accepted],
         executed=[t for t in tasks if t.executed],
-        history=history.items, more_history=history.more,
+        history=history.items,
+        more_history=history.more,
         active=[r for r in queries.active_runs() if covers(r.limit, host.name, host.group_list)],
         approvals=queries.open_approvals_of(host.name),
         kept=records.kept_locks([host.name]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fleet.shapes import is_drift
 from fleet.vocabulary import Coverage, TaskStatus, aware, utcnow
@@ -96,8 +96,10 @@ def host_status_title(host) -> str:
     if host.status == "unverified":
         return f"no drift found, but {plural(unchecked, 'task')} could not be checked"
     if host.status == "in_sync" and unchecked:
-        return (f"no drift: every task that could change it was evaluated and none would, "
-                f"but for {plural(unchecked, 'unverified task')} that fleet.yml accepts")
+        return (
+            f"no drift: every task that could change it was evaluated and none would, "
+            f"but for {plural(unchecked, 'unverified task')} that fleet.yml accepts"
+        )
     if host.status == "in_sync":
         return "every task that could change it was evaluated and none would"
     if host.status == "drifted":
@@ -112,8 +114,10 @@ CAUSES: dict[str, tuple[str, str]] = {
     "new": ("muted", "never converged by fleet"),
 }
 FLAPPING = "flapping — not idempotent, not auto-converged"
-FLAPPING_TITLE = ("it reported a change in the check right after a converge of the same revision: "
-                  "the task is not idempotent; fleet does not auto-converge a host whose only drift is this")
+FLAPPING_TITLE = (
+    "it reported a change in the check right after a converge of the same revision: "
+    "the task is not idempotent; fleet does not auto-converge a host whose only drift is this"
+)
 
 
 def cause_explanation(cause: str | None) -> str:
@@ -139,13 +143,23 @@ def task_marks(task) -> list[Mark]:
     if task.unverified:
         marks.append(Mark("unverified", "unsure", task.reason or task.note or "check mode could not evaluate it"))
         if task.accepted:
-            marks.append(Mark("accepted by fleet.yml", "good",
-                              "listed under accept_unverified in fleet.yml: it does not keep the host from in sync"))
+            marks.append(
+                Mark(
+                    "accepted by fleet.yml",
+                    "good",
+                    "listed under accept_unverified in fleet.yml: it does not keep the host from in sync",
+                )
+            )
     if task.executed:
         if task.status == TaskStatus.CHANGED:
-            marks.append(Mark("ran for real: changed the host", "alert",
-                              "check_mode: false made the check run it for real; the check itself made this "
-                              "change, so it is not drift"))
+            marks.append(
+                Mark(
+                    "ran for real: changed the host",
+                    "alert",
+                    "check_mode: false made the check run it for real; the check itself made this "
+                    "change, so it is not drift",
+                )
+            )
         else:
             marks.append(Mark("ran for real", "info", "check_mode: false made the check run it for real"))
     if task.rescued:
@@ -180,7 +194,7 @@ def diff_lines(diff: str) -> list[DiffLine]:
             kind = "add"
         elif text.startswith("-"):
             kind = "del"
-        elif text.startswith("\\") or text.startswith("["):
+        elif text.startswith(("\\", "[")):
             kind = "note"
         else:
             kind = "ctx"
@@ -190,7 +204,7 @@ def diff_lines(diff: str) -> list[DiffLine]:
 
 def utc(moment: datetime | None) -> str:
     moment = aware(moment)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "—"
 
 
 def iso(moment: datetime | None) -> str:
@@ -246,8 +260,9 @@ def source_path(path: str | None) -> str:
 
 def error_locations(error: str | None) -> list[dict]:
     """The file/line places a validation error names ('in roles/x.yml, line 3, column 5')."""
-    return [{"file": m["file"], "line": int(m["line"]), "column": m["column"]}
-            for m in ERROR_LOCATION.finditer(error or "")]
+    return [
+        {"file": m["file"], "line": int(m["line"]), "column": m["column"]} for m in ERROR_LOCATION.finditer(error or "")
+    ]
 
 
 # --- the drift chart: geometry computed here, drawn as inline SVG by the template -------------
@@ -329,13 +344,30 @@ def drift_chart(points: list[DriftPoint]) -> Chart:
         when = aware(run.finished_at or run.started_at or run.created_at)
         label = when.strftime("%m-%d %H:%M") if when else ""
         what = f"{run.kind} of {run.limit}" if run.limit else f"{run.kind} of every host"
-        bars.append(Bar(
-            x=round(CHART_LEFT + index * slot + (slot - width) / 2, 1), y=round(baseline - height, 1),
-            width=round(width, 1), height=round(height, 1), drifted=point.drifted, total=point.total,
-            label=label, run_id=run.id, unverified=point.unverified,
-            unverified_y=round(baseline - height - unverified_height, 1), unverified_height=round(unverified_height, 1),
-            title=f"after run {run.id} ({what}), {label} UTC: {point.drifted} of {point.total} hosts drifted"
-                  + (f", {point.unverified} unverified" if point.unverified else "")))
+        bars.append(
+            Bar(
+                x=round(CHART_LEFT + index * slot + (slot - width) / 2, 1),
+                y=round(baseline - height, 1),
+                width=round(width, 1),
+                height=round(height, 1),
+                drifted=point.drifted,
+                total=point.total,
+                label=label,
+                run_id=run.id,
+                unverified=point.unverified,
+                unverified_y=round(baseline - height - unverified_height, 1),
+                unverified_height=round(unverified_height, 1),
+                title=f"after run {run.id} ({what}), {label} UTC: {point.drifted} of {point.total} hosts drifted"
+                + (f", {point.unverified} unverified" if point.unverified else ""),
+            )
+        )
     ticks = sorted({0, max_value // 2, max_value})
-    return Chart(bars, CHART_WIDTH, CHART_HEIGHT, CHART_TOP, baseline, max_value,
-                 [(round(baseline - plot_height * t / max_value, 1), t) for t in ticks])
+    return Chart(
+        bars,
+        CHART_WIDTH,
+        CHART_HEIGHT,
+        CHART_TOP,
+        baseline,
+        max_value,
+        [(round(baseline - plot_height * t / max_value, 1), t) for t in ticks],
+    )

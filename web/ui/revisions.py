@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, render_template
-
-from fleet.store import queries
 from fleet.web.auth import require_role
 from fleet.web.ui.common import int_arg
+
+from fleet.store import queries
 
 bp = Blueprint("revisions", __name__, url_prefix="/revisions")
 
@@ -18,5 +18,6 @@ REVISIONS_PER_PAGE = 50
 def index():
     before = int_arg("before")
     page = queries.revisions_page(before, REVISIONS_PER_PAGE)
-    return render_template("revisions/index.html", revisions=page.items, more=page.more, before=before,
-                           source=queries.source_state())
+    return render_template(
+        "revisions/index.html", revisions=page.items, more=page.more, before=before, source=queries.source_state()
+    )

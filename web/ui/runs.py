@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from flask import (
-    Blueprint, Response, abort, flash, jsonify, redirect, render_template, request, stream_with_context, url_for,
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
 )
-
-from fleet import vocabulary
-from fleet import actions
-from fleet.store import queries, workers
 from fleet.web.auth import actor, require_role
 from fleet.web.openapi import MAX_ID
 from fleet.web.ui import present
 from fleet.web.ui.common import choice_arg, int_arg, or_404
+
+from fleet import actions, vocabulary
+from fleet.store import queries, workers
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -47,8 +55,14 @@ def index():
     # Paging up (after=), `more` says newer runs exist and older ones do by construction; paging down, the reverse.
     has_older, has_newer = (True, page.more) if after else (page.more, before is not None)
     return render_template(
-        "runs/index.html", runs=page.items, filters=filters, has_older=has_older, has_newer=has_newer,
-        kinds=vocabulary.RUN_KINDS, statuses=vocabulary.RUN_STATUSES, triggers=vocabulary.TRIGGERS,
+        "runs/index.html",
+        runs=page.items,
+        filters=filters,
+        has_older=has_older,
+        has_newer=has_newer,
+        kinds=vocabulary.RUN_KINDS,
+        statuses=vocabulary.RUN_STATUSES,
+        triggers=vocabulary.TRIGGERS,
     )
 
 
@@ -71,11 +85,20 @@ def show(run_id: int):
     # Live, the page starts from the end of the output and the live view appends; ended, from the start.
     output = queries.output_tail(run_id) if live else queries.output_page(run_id)
     return render_template(
-        "runs/show.html", run=run, hosts=hosts, tasks=tasks.items, by_host=by_host, live=live,
+        "runs/show.html",
+        run=run,
+        hosts=hosts,
+        tasks=tasks.items,
+        by_host=by_host,
+        live=live,
         placement=workers.run_placement(run_id),
-        meanings=present.HOST_STATUS_MEANING, tasks_after=tasks_after, tasks_next=tasks.cursor("seq"),
-        stdout=present.plain_output("\n".join(chunk.text for chunk in output)), output_more=output.more,
-        output_next=output.cursor("seq"), last_output_seq=output.items[-1].seq if output.items else 0,
+        meanings=present.HOST_STATUS_MEANING,
+        tasks_after=tasks_after,
+        tasks_next=tasks.cursor("seq"),
+        stdout=present.plain_output("\n".join(chunk.text for chunk in output)),
+        output_more=output.more,
+        output_next=output.cursor("seq"),
+        last_output_seq=output.items[-1].seq if output.items else 0,
         last_task_seq=max((t.seq for t in tasks), default=tasks_after),
     )
 
@@ -88,9 +111,13 @@ def output(run_id: int):
     after = int_arg("after") or 0
     page = queries.output_page(run_id, after)
     return render_template(
-        "runs/output.html", run=run, after=after, next_after=page.cursor("seq"),
+        "runs/output.html",
+        run=run,
+        after=after,
+        next_after=page.cursor("seq"),
         stdout=present.plain_output("\n".join(chunk.text for chunk in page)),
-        first_seq=page.items[0].seq if page.items else None, last_seq=page.items[-1].seq if page.items else None,
+        first_seq=page.items[0].seq if page.items else None,
+        last_seq=page.items[-1].seq if page.items else None,
     )
 
 
@@ -131,18 +158,38 @@ def live(run_id: int):
     tasks = queries.task_results_after(run_id, after_task, LIVE_ROWS)
     output = queries.output_page(run_id, after_output, max_bytes=LIVE_OUTPUT_BYTES, max_chunks=LIVE_ROWS)
     return jsonify(
-        id=run.id, status=run.status, done=not vocabulary.is_active(run.status),
-        symbol=present.status_symbol(run.status), tone=present.status_tone(run.status),
+        id=run.id,
+        status=run.status,
+        done=not vocabulary.is_active(run.status),
+        symbol=present.status_symbol(run.status),
+        tone=present.status_tone(run.status),
         took=present.took(run.started_at, run.finished_at) if run.started_at else "—",
         started=present.ago(run.started_at) if run.started_at else "not yet",
-        started_utc=present.utc(run.started_at), revision=present.short_sha(run.revision_sha),
-        tasks=[{"seq": t.seq, "host": t.host, "task": t.task, "action": t.action, "status": t.status,
-                "symbol": present.status_symbol(t.status), "tone": present.status_tone(t.status),
-                "unverified": bool(t.unverified), "reason": (t.reason or t.note or None) if t.unverified else None,
-                "accepted": bool(t.accepted), "executed": bool(t.executed), "rescued": bool(t.rescued),
-                "handler": bool(t.handler), "cause": t.cause or None, "flapping": bool(t.flapping),
-                "drift": present.is_drift(t), "marks": present.task_mark_json(t),
-                "duration": round(t.duration or 0, 2)} for t in tasks],
+        started_utc=present.utc(run.started_at),
+        revision=present.short_sha(run.revision_sha),
+        tasks=[
+            {
+                "seq": t.seq,
+                "host": t.host,
+                "task": t.task,
+                "action": t.action,
+                "status": t.status,
+                "symbol": present.status_symbol(t.status),
+                "tone": present.status_tone(t.status),
+                "unverified": bool(t.unverified),
+                "reason": (t.reason or t.note or None) if t.unverified else None,
+                "accepted": bool(t.accepted),
+                "executed": bool(t.executed),
+                "rescued": bool(t.rescued),
+                "handler": bool(t.handler),
+                "cause": t.cause or None,
+                "flapping": bool(t.flapping),
+                "drift": present.is_drift(t),
+                "marks": present.task_mark_json(t),
+                "duration": round(t.duration or 0, 2),
+            }
+            for t in tasks
+        ],
         output=[present.plain_output(chunk.text) for chunk in output],
         after_task=tasks[-1].seq if tasks else after_task,
         after_output=output.items[-1].seq if output.items else after_output,
@@ -171,6 +218,5 @@ def check_all():
         abort(400, description="only a check of every host can be asked for here; converge a host from its page")
     requested = actions.request_run(actor(), "check")
     run, joined = requested.run, requested.joined
-    flash(f"run {run.id} queued: check of every host" + (" (joined the one already waiting)" if joined else ""),
-          "info")
+    flash(f"run {run.id} queued: check of every host" + (" (joined the one already waiting)" if joined else ""), "info")
     return redirect(url_for("ui.runs.show", run_id=run.id), 303)

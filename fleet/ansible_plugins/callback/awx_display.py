@@ -45,6 +45,7 @@ SKIP_FIELDS = ("skipped", "skip_reason", "false_condition", "msg", "changed")
 
 # --- secrets --------------------------------------------------------------------
 
+
 class Secrets:
     """Values decrypted from vault in this process, and masking of any text holding them."""
 
@@ -126,11 +127,13 @@ def _learn_vaulted_file(path: str, data: bytes, loader) -> None:
 
 def _hook_vault() -> None:
     """Anything decrypted in this process later (vars_files outside the project) is masked too."""
+
     def wrap(original):
         def decrypt_and_get_vault_id(self, vaulttext, *args, **kwargs):
             plaintext, vault_id, secret = original(self, vaulttext, *args, **kwargs)
             SECRETS.add_plaintext(plaintext)
             return plaintext, vault_id, secret
+
         return decrypt_and_get_vault_id
 
     ansible_compat.patch("ansible.parsing.vault:VaultLib.decrypt_and_get_vault_id", wrap)
@@ -140,6 +143,7 @@ def _hook_display() -> None:
     def wrap(original):
         def display(self, msg, *args, **kwargs):
             return original(self, SECRETS.mask(msg), *args, **kwargs)
+
         return display
 
     ansible_compat.patch("ansible.utils.display:Display.display", wrap)
@@ -147,9 +151,11 @@ def _hook_display() -> None:
 
 def _hook_events() -> None:
     """Mask the event dict ansible-runner is about to write, whatever field holds a secret."""
+
     def wrap(original):
         def get_begin_dict():
             return SECRETS.mask(original())
+
         return get_begin_dict
 
     ansible_compat.patch("ansible_runner.display_callback.callback.awx_display:event_context.get_begin_dict", wrap)
@@ -157,18 +163,22 @@ def _hook_events() -> None:
 
 # --- findings from the real result ------------------------------------------------
 
+
 def _hook_results() -> None:
     """Classify each result from its uncensored data, as Ansible makes the callbacks' copy."""
+
     def wrap(original):
         def as_callback_task_result(self):
             copy = original(self)
             copy._fleet_raw = {
                 "data": self._return_data,
                 "delegated_host": (self._return_data.get("_ansible_delegated_vars") or {}).get(
-                    "ansible_delegated_host"),
+                    "ansible_delegated_host"
+                ),
                 "task": getattr(self, "_fleet_task", None),
             }
             return copy
+
         return as_callback_task_result
 
     ansible_compat.patch("ansible.executor.task_result:_RawTaskResult.as_callback_task_result", wrap)
@@ -177,12 +187,14 @@ def _hook_results() -> None:
 def _hook_task_as_written() -> None:
     """Keep, on each result, the task as the play wrote it: the result's own task carries the arguments the
     worker templated (set_fact's value, not the expression), and what a task reads is in the expressions."""
+
     def wrap(original):
         def _convert_wire_task_result_to_raw(self, wire_task_result):
             raw = original(self, wire_task_result)
             entry = self._queued_task_cache.get((raw.host.name, wire_task_result.task_uuid)) or {}
             raw._fleet_task = entry.get("task")
             return raw
+
         return _convert_wire_task_result_to_raw
 
     ansible_compat.patch("ansible.plugins.strategy:StrategyBase._convert_wire_task_result_to_raw", wrap)
@@ -256,8 +268,13 @@ def _task_reads(task, data: dict, short: str) -> dict:
         loaded = (data.get("ansible_facts") or {}) if isinstance(data.get("ansible_facts"), dict) else {}
         sets = {str(k): sorted(arg_names) for k in loaded}
     direct = arg_names.union(loop, *when.values(), *sets.values())
-    return {"when_reads": when, "loop_reads": loop, "arg_reads": sorted(arg_names), "sets": sets,
-            "derived": derived_names(task, direct)}
+    return {
+        "when_reads": when,
+        "loop_reads": loop,
+        "arg_reads": sorted(arg_names),
+        "sets": sets,
+        "derived": derived_names(task, direct),
+    }
 
 
 def derived_names(task, names: set[str]) -> dict[str, list[str]]:
@@ -282,8 +299,12 @@ def visible_definitions(task) -> dict:
     found: dict = {}
     role = getattr(task, "_role", None)
     play = _play_of(task)
-    for getter in (lambda: role.get_default_vars(), lambda: play.vars, lambda: role.get_vars(include_params=True),
-                   lambda: task.get_vars()):
+    for getter in (
+        lambda: role.get_default_vars(),
+        lambda: play.vars,
+        lambda: role.get_vars(include_params=True),
+        lambda: task.get_vars(),
+    ):
         try:
             values = getter()
         except Exception:  # noqa: BLE001 - a part this task does not have (no role, no play)
@@ -312,7 +333,7 @@ def files_read(task, data: dict) -> list[str]:
     if origin:
         found.add(str(origin))
         base = os.path.dirname(str(origin))
-        for name in (play.get_vars_files() if hasattr(play, "get_vars_files") else []):
+        for name in play.get_vars_files() if hasattr(play, "get_vars_files") else []:
             if isinstance(name, str) and "{{" not in name:
                 found.add(os.path.normpath(os.path.join(base, name)))
     return sorted(str(f) for f in found)
@@ -357,6 +378,7 @@ def _hook_file_reads() -> None:
                 return result
             finally:
                 _files_found = None
+
         return run_recording
 
     ansible_compat.patch("ansible.executor.task_executor:TaskExecutor.run", wrap)
@@ -365,12 +387,14 @@ def _hook_file_reads() -> None:
 def _hook_template_includes() -> None:
     """Templates a template pulls in (`{% include %}`, `{% import %}`, `{% extends %}`) are read through
     Jinja's own loader, not Ansible's search path: record them too."""
+
     def wrap(original):
         def get_source(self, environment, template):
             source = original(self, environment, template)
             if _files_found is not None and isinstance(source, tuple) and len(source) > 1 and source[1]:
                 _note_found(str(source[1]))
             return source
+
         return get_source
 
     ansible_compat.patch("jinja2:FileSystemLoader.get_source", wrap)
@@ -402,7 +426,8 @@ def in_rescued_block(task) -> bool:
     child, parent = task, getattr(task, "_parent", None)
     while parent is not None:
         if getattr(parent, "rescue", None) and any(
-                getattr(item, "_uuid", None) == getattr(child, "_uuid", object()) for item in parent.block or []):
+            getattr(item, "_uuid", None) == getattr(child, "_uuid", object()) for item in parent.block or []
+        ):
             return True
         child, parent = parent, getattr(parent, "_parent", None)
     return False
@@ -422,6 +447,7 @@ def _hook_meta() -> None:
                 for listener in _meta_listeners:
                     listener(task, target_host, action, tasks_after(iterator, task))
             return results
+
         return _execute_meta
 
     ansible_compat.patch("ansible.plugins.strategy:StrategyBase._execute_meta", wrap)
@@ -435,7 +461,7 @@ def tasks_after(iterator, meta_task) -> list[dict]:
     uuids = [t._uuid for t in ordered]
     if meta_task._uuid not in uuids:
         return []
-    rest = ordered[uuids.index(meta_task._uuid) + 1:]
+    rest = ordered[uuids.index(meta_task._uuid) + 1 :]
     # Named as ansible-runner names tasks in events, so both lists read alike.
     return [{"task": t.name or t.action, "action": t.action, "path": _path(t)} for t in rest if not t.implicit]
 
@@ -487,6 +513,7 @@ for _hook in (_hook_results, _hook_task_as_written, _hook_meta, _hook_results_po
 
 # --- the callback ------------------------------------------------------------------
 
+
 def skip_details(result: dict) -> dict:
     """The few result fields that explain a skip (ansible-runner sends none)."""
     if result.get("_ansible_no_log"):
@@ -524,17 +551,33 @@ class CallbackModule(runner_display.CallbackModule):
             super().v2_runner_on_unreachable(result)
 
     def v2_runner_on_skipped(self, result):
-        with runner_display.event_context.set_local(res=skip_details(result._result),
-                                                    fleet=task_findings(result, skipped=True)):
+        with runner_display.event_context.set_local(
+            res=skip_details(result._result), fleet=task_findings(result, skipped=True)
+        ):
             super().v2_runner_on_skipped(result)
 
     def _host_ended(self, task, host, action: str, never_reached: list[dict]) -> None:
         """One event for a host a meta task stopped, shaped like a task result."""
-        findings = {"changed": False, "not_evaluated": "", "meta": action, "never_reached": never_reached,
-                    "when": [str(c) for c in (task.when or [])], "register": "", "check_mode": None,
-                    "delegated_host": "", "in_rescued_block": False, "no_log": False, "handler": False,
-                    **task_reads(task, {}, "meta")}
-        event_data = {"host": host.get_name(), "remote_addr": host.address, "task": task,
-                      "res": {"changed": False, "msg": action}, "fleet": findings}
+        findings = {
+            "changed": False,
+            "not_evaluated": "",
+            "meta": action,
+            "never_reached": never_reached,
+            "when": [str(c) for c in (task.when or [])],
+            "register": "",
+            "check_mode": None,
+            "delegated_host": "",
+            "in_rescued_block": False,
+            "no_log": False,
+            "handler": False,
+            **task_reads(task, {}, "meta"),
+        }
+        event_data = {
+            "host": host.get_name(),
+            "remote_addr": host.address,
+            "task": task,
+            "res": {"changed": False, "msg": action},
+            "fleet": findings,
+        }
         with self.capture_event_data("runner_on_ok", **event_data):
             pass
