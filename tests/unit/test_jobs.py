@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import select, text
 
 from fleet.drift import HostVerdict
-from fleet import jobs, revisions
+from fleet import jobs
 from fleet.errors import FleetError, HostBusy, RevisionRejected, StoreError
 from fleet.fake_runner import FakeRunner, hosts_of, load_events, scripted_events
 from fleet.jobs import _run_status, close_lapsed_runs, execute_run, exit_code, perform_run, resolve_targets, ssh_persist
-from fleet.revisions import RevisionSummary, desired_state, sync_source, validate_revision
+from fleet.revisions import RevisionSummary, desired_state, sync_source
 from fleet.runner import InventoryHost
 from fleet.settings import Settings, replace
 from fleet.store import db, leases, records
@@ -323,29 +323,6 @@ def test_a_limit_no_host_matches_is_an_error_before_any_run(settings, store, fak
 
 # --- validation: paths through git's export, inventory and syntax through the runner, fleet.yml ----------
 
-VALIDATION_CASES = {
-    "a good revision": ({}, FakeRunner(hosts=CASE_HOSTS), ""),
-    "playbook out of the repository": ({"playbook": "../site.yml"}, FakeRunner(), "playbook path '../site.yml' climbs"),
-    "missing inventory": ({"inventory": "hosts/"}, FakeRunner(), "inventory path 'hosts/' does not exist"),
-    "inventory Ansible cannot parse": ({}, FakeRunner(inventory_error="line 3"), "inventory does not parse: line 3"),
-    "syntax error": ({}, FakeRunner(syntax_error="line 7"), "playbook syntax check failed: line 7"),
-    "fleet.yml that is not a policy": ({"fleet_yml": "schedule: [not, cron\n"}, FakeRunner(), "fleet.yml"),
-}
-
-
-@pytest.mark.parametrize(("changes", "fake", "problem"), VALIDATION_CASES.values(), ids=VALIDATION_CASES.keys())
-def test_validate_revision(tmp_path, changes, fake, problem):
-    tree = tmp_path / "tree"
-    (tree / "playbooks").mkdir(parents=True)
-    (tree / "playbooks" / "site.yml").write_text("- hosts: all\n")
-    (tree / "inventory").mkdir()
-    (tree / "fleet.yml").write_text(changes.pop("fleet_yml", FLEET_YML))
-    validation = validate_revision(tree, Settings(repo="r", **changes), runner=fake)
-    assert validation.ok == (not problem)
-    assert problem in validation.error if problem else validation.error == ""
-    assert validation.hosts == (tuple(CASE_HOSTS) if validation.ok else ())
-
-
 # --- scripted streams: each run its own events ------------------------------------------------------------
 
 WEB = [InventoryHost("web1", "127.0.99.1", 22, ("web",)), InventoryHost("web2", "127.0.99.2", 22, ("web",))]
@@ -511,37 +488,6 @@ def test_a_lapsed_run_on_this_machine_has_its_orphaned_ansible_stopped(settings,
 
 # --- dynamic inventories and requirements (issue 12) ------------------------------------------------------
 
-DYNAMIC_CASES = {
-    "static YAML and INI": ({"hosts.yml": "all:\n  hosts: {a: {}}\n", "more.ini": "[web]\nb\n"}, False),
-    "a YAML file naming a plugin": ({"aws_ec2.yml": "plugin: amazon.aws.aws_ec2\nregions: [x]\n"}, True),
-    "an executable script": ({"hosts.py": "#!/bin/sh\necho {}\n", "+x": "hosts.py"}, True),
-    "a script in a subdirectory": ({"cloud/list": "#!/bin/sh\n", "+x": "cloud/list"}, True),
-    "executable variables are still variables": ({"group_vars/all.sh": "#!/bin/sh\n", "+x": "group_vars/all.sh"},
-                                                 False),
-    "YAML that does not parse is left to Ansible": ({"hosts.yml": "all: [unclosed\n"}, False),
-    "a plugin key below the top level": ({"hosts.yml": "all:\n  vars: {plugin: x}\n"}, False),
-}
-
-
-@pytest.mark.parametrize(("files", "dynamic"), DYNAMIC_CASES.values(), ids=DYNAMIC_CASES.keys())
-def test_is_dynamic_inventory(tmp_path, files, dynamic):
-    files = dict(files)
-    executable = files.pop("+x", None)
-    for name, content in files.items():
-        (tmp_path / "inv" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "inv" / name).write_text(content)
-    if executable:
-        (tmp_path / "inv" / executable).chmod(0o700)
-    assert revisions.is_dynamic_inventory(tmp_path / "inv") is dynamic
-
-
-def test_an_inventory_script_named_as_the_inventory_path_is_dynamic(tmp_path):
-    script = tmp_path / "hosts.sh"
-    script.write_text("#!/bin/sh\necho {}\n")
-    script.chmod(0o700)
-    assert revisions.is_dynamic_inventory(script) and not revisions.is_dynamic_inventory(tmp_path / "missing")
-
-
 @pytest.fixture
 def dynamic_settings(settings):
     """The source's inventory directory also holds an executable script: a dynamic inventory."""
@@ -589,12 +535,6 @@ def test_a_static_inventory_stays_cached_across_the_controllers_runs(settings, s
     fake.hosts = WEB
     assert [h.name for h in desired_state(settings, runner=fake).hosts] == ["web1"]
     assert fake.listings == [None]
-
-
-def test_requirements_are_installed_into_the_export_before_it_is_validated(settings, store):
-    fake = FakeRunner(hosts=WEB)
-    desired = sync_source(settings, runner=fake)
-    assert set(fake.installs) == {desired.tree}  # the real runner installs once per export (a marker file)
 
 
 def test_requirements_that_cannot_be_installed_reject_the_revision_and_the_last_good_stays(settings, store):
