@@ -75,13 +75,13 @@ PG_TESTS ?= tests/unit/test_store_*.py tests/unit/test_retention.py tests/unit/t
 	tests/integration/test_upgrade.py tests/unit/test_jobs_bytes.py tests/integration/test_bytes.py
 
 # The SQLite run spreads test files over TEST_WORKERS processes (pytest-xdist; tests/conftest.py keeps files that
-# share a lab subnet together); the PostgreSQL run shares one database, so it runs one test at a time.
+# share a lab subnet together); in the PostgreSQL run each worker has a database of its own (<name>_gw0, ...).
 TEST_WORKERS ?= 3
 test: system venv lint
 	env -u FLEET_TEST_DATABASE_URL $(BIN)/python -m pytest -n $(TEST_WORKERS)
 	@if [ -n "$$FLEET_TEST_DATABASE_URL" ]; then \
 	  echo "again on PostgreSQL: $(PG_TESTS)"; \
-	  $(BIN)/python -m pytest -p no:cacheprovider -m 'not sqlite_only' $(PG_TESTS); \
+	  $(BIN)/python -m pytest -n 2 -p no:cacheprovider -m 'not sqlite_only' $(PG_TESTS); \
 	fi
 
 # Unit and web tests only: no root, no lab hosts, no browser.
@@ -92,6 +92,7 @@ test-fast: venv lint
 lint: venv
 	$(BIN)/ruff check fleet web
 	$(BIN)/ruff format --check fleet web
+	$(BIN)/mypy
 
 clean:
 	-$(BIN)/fleet lab down

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -158,7 +159,7 @@ def _hosts_target(limit: str | None) -> str:
     return limit or "all hosts"
 
 
-def report_json(report: jobs.RunReport) -> dict:
+def report_json(report: jobs.RunReport) -> dict[str, Any]:
     """The run's shared JSON shape (as `fleet show --json` and the API give it), plus each host's facts."""
     data = shapes.run_report_json(
         report.run, [(v.name, v, report.tasks_by_host.get(v.name, [])) for v in report.verdicts]
@@ -283,7 +284,7 @@ def status(ctx, as_json, show_diff):
         _echo_kept(kept, settings)
 
 
-def _echo_kept(kept: list[dict], settings: Settings) -> None:
+def _echo_kept(kept: list[dict[str, Any]], settings: Settings) -> None:
     if not settings.warm_ansible:
         click.echo("\nkept Ansible processes: off (FLEET_WARM_ANSIBLE=false): each run starts ansible-playbook")
         return
@@ -406,7 +407,7 @@ def show(ctx, run_id, as_json, with_stdout):
             click.echo("")
 
 
-def _show_json(run_id: int) -> dict:
+def _show_json(run_id: int) -> dict[str, Any]:
     """The run's shared JSON shape, plus every task of each host and the full output."""
     run = queries.get_run(run_id)
     tasks = queries.run_tasks(run_id)
@@ -845,7 +846,7 @@ def audit_log(ctx, as_json, before, count):
             click.echo(f"older: fleet audit --before {page.cursor()}")
 
 
-def audit_entry_json(entry) -> dict:
+def audit_entry_json(entry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "at": iso(entry.at),

@@ -29,7 +29,9 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from fleet.evidence import classify_result, short_action
 from fleet.vocabulary import HostStatus, coverage_total
@@ -107,7 +109,14 @@ class TaskResult:
         return is_drift(self)
 
 
-def is_drift(task) -> bool:
+class _Judged(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def executed(self) -> bool: ...
+
+
+def is_drift(task: _Judged) -> bool:
     """A changed task, unless it ran for real during a check (then the check itself made the change).
 
     Takes a TaskResult or anything with its `status` and `executed` (store views, rows).
@@ -131,7 +140,7 @@ class HostVerdict:
     accepted: int = 0  # unverified tasks that accept_unverified lists
     verified: int = 0  # counted tasks Ansible really evaluated
     executed: int = 0  # tasks that ran for real during a check
-    facts: dict = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
     flapping: set[str] = field(default_factory=set)  # task keys known not to be idempotent after this run
 
     @property
@@ -155,9 +164,9 @@ class CheckContext:
     revision: str = ""
     hosts: frozenset[str] = frozenset()  # the run's hosts: delegated results are credited among them
     accept_unverified: frozenset[str] = frozenset()
-    history: dict = field(default_factory=dict)  # host -> HostHistory
+    history: dict[str, HostHistory] = field(default_factory=dict)  # host -> HostHistory
     # last converged sha -> repository paths changed from it to `revision` (None: unknown)
-    changed_paths: dict = field(default_factory=dict)
+    changed_paths: dict[str, frozenset[str] | None] = field(default_factory=dict)
     project_dir: str = ""  # where the revision was exported: task paths are shown relative to it
 
     def relative(self, path: str) -> str:
@@ -187,12 +196,12 @@ class DriftTracker:
         self._play_hosts: set[str] = set()
         self.finished = False  # the play recap arrived: Ansible got to the end
 
-    def add(self, event: dict) -> TaskResult | None:
+    def add(self, event: dict[str, Any]) -> TaskResult | None:
         """Take one event; return the task result it completes, if any (see add_all for several)."""
         results = self.add_all(event)
         return results[0] if results else None
 
-    def add_all(self, event: dict) -> list[TaskResult]:
+    def add_all(self, event: dict[str, Any]) -> list[TaskResult]:
         """Take one event; return every task result it completes (a stopped host adds the ones it never reached)."""
         kind = event.get("event", "")
         data = event.get("event_data") or {}
@@ -225,14 +234,14 @@ class DriftTracker:
         self.hosts[name] = verdict
         return verdict
 
-    def _credit_delegation(self, result: TaskResult, data: dict) -> None:
+    def _credit_delegation(self, result: TaskResult, data: dict[str, Any]) -> None:
         """A task delegated to another host of this run changed that host, not the one it was run for."""
         target = (data.get("fleet") or {}).get("delegated_host") or ""
         if target and target != result.host and target in self.context.hosts:
             result.note = f"{result.note} (delegated from {result.host})".strip()
             result.host = target
 
-    def _never_reached(self, result: TaskResult, data: dict) -> list[TaskResult]:
+    def _never_reached(self, result: TaskResult, data: dict[str, Any]) -> list[TaskResult]:
         """Tasks a host skips because a meta task ended it early on a result check mode could not give."""
         findings = data.get("fleet") or {}
         if not (self.check_mode and findings.get("meta")):
@@ -258,7 +267,7 @@ class DriftTracker:
             for item in findings.get("never_reached") or []
         ]
 
-    def _judge(self, result: TaskResult, data: dict) -> None:
+    def _judge(self, result: TaskResult, data: dict[str, Any]) -> None:
         """Apply the rules that need the host's earlier results, then count the result."""
         state = self._states.setdefault(result.host, _HostState())
         findings = data.get("fleet") or {}
@@ -274,13 +283,13 @@ class DriftTracker:
             self._attribute(result)
         self._tally(result, data)
 
-    def _reads(self, findings: dict) -> tuple[str, ...]:
+    def _reads(self, findings: dict[str, Any]) -> tuple[str, ...]:
         """The source files and role directories a task depends on, relative to the revision's tree."""
         files = [self.context.relative(str(f)) for f in findings.get("files") or []]
         roles = [self.context.relative(str(r)).rstrip("/") + "/" for r in findings.get("roles") or []]
         return tuple(files + roles)
 
-    def _taint_reason(self, result: TaskResult, findings: dict, false_condition: str) -> str:
+    def _taint_reason(self, result: TaskResult, findings: dict[str, Any], false_condition: str) -> str:
         """Why a task that read a value check mode could not give proves nothing ('' when it read none).
 
         A skip decided by such a value may be a run in a converge; an ok task that could change the host
@@ -302,7 +311,7 @@ class DriftTracker:
             return f"check mode evaluated it with arguments the converge may not have: they read {args}"
         return ""
 
-    def _condition_taint(self, host: str, findings: dict, false_condition: str = "") -> str:
+    def _condition_taint(self, host: str, findings: dict[str, Any], false_condition: str = "") -> str:
         """'its condition reads `x`, registered by T, which check mode could not evaluate' ('' when not)."""
         conditions = [str(c) for c in findings.get("when") or []]
         text = " ".join(conditions + [false_condition])
@@ -319,7 +328,9 @@ class DriftTracker:
         taint = self._taint_of(host, names, findings)
         return f"its condition reads {taint}" if taint else ""
 
-    def _taint_of(self, host: str, names, findings: dict, seen: frozenset = frozenset()) -> str:
+    def _taint_of(
+        self, host: str, names: Collection[str], findings: dict[str, Any], seen: frozenset[str] = frozenset()
+    ) -> str:
         """The chain by which one of `names` holds a value check mode could not give ('' when none does);
         names that play, role, block or task vars define from others are followed (`derived`)."""
         tainted = self._states.get(host, _HostState()).tainted
@@ -336,7 +347,7 @@ class DriftTracker:
                     return f"`{name}` (from vars), which reads {inner}"
         return ""
 
-    def _propagate(self, state: _HostState, result: TaskResult, findings: dict) -> None:
+    def _propagate(self, state: _HostState, result: TaskResult, findings: dict[str, Any]) -> None:
         """Carry taint to what this task gives a value: its register, set_fact's facts, include_vars' vars."""
         read = [
             *(findings.get("arg_reads") or []),
@@ -375,7 +386,7 @@ class DriftTracker:
             self.hosts[host] = HostVerdict(host, HostStatus.IN_SYNC, flapping=set(known))
         return self.hosts[host]
 
-    def _tally(self, result: TaskResult, data: dict) -> None:
+    def _tally(self, result: TaskResult, data: dict[str, Any]) -> None:
         verdict = self._verdict(result.host)
         # A task that ran for real changed the host already: no converge is needed for it.
         bucket = "ok" if result.executed else result.status
@@ -406,7 +417,7 @@ class DriftTracker:
         elif result.status == "ok":
             verdict.flapping.discard(key)  # evaluated and unchanged: it is stable now
 
-    def _settle_recap(self, stats: dict) -> None:
+    def _settle_recap(self, stats: dict[str, Any]) -> None:
         """Ansible's recap is the last word on failures: a failure a rescue handled is not one."""
         self.finished = True
         failures = stats.get("failures") or {}
@@ -444,7 +455,34 @@ def host_status(verdict: HostVerdict, check_mode: bool) -> str:
     return HostStatus.IN_SYNC
 
 
-def task_key(result: TaskResult) -> str:
+class KeyedTask(Protocol):
+    """Anything task_key can name: a TaskResult, or a task result the store hands back."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def task(self) -> str: ...
+
+
+class ChangedTask(KeyedTask, Protocol):
+    """A drifted task as plan.drift_signature counts it."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def diff(self) -> str: ...
+
+
+class UnverifiedTask(KeyedTask, Protocol):
+    """An unverified task as plan.drift_signature counts it."""
+
+    @property
+    def action(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def task_key(result: KeyedTask) -> str:
     """A task's identity across runs: its file (not its line, which moves) and its name."""
     return f"{result.path.rsplit(':', 1)[0]}|{result.task}"
 
@@ -483,7 +521,7 @@ def reads_path(task_path: str, changed_path: str, reads: tuple[str, ...] = ()) -
     return any(part in ("inventory", "group_vars", "host_vars", "vars") for part in parts[:-1])
 
 
-def task_result_from_event(event: dict, check_mode: bool, handler: bool = False) -> TaskResult:
+def task_result_from_event(event: dict[str, Any], check_mode: bool, handler: bool = False) -> TaskResult:
     """The TaskResult a runner_on_* event describes."""
     data = event.get("event_data") or {}
     res = data.get("res") or {}
@@ -511,12 +549,12 @@ def task_result_from_event(event: dict, check_mode: bool, handler: bool = False)
     return result
 
 
-def fallback_findings(kind: str, res: dict, action: str) -> dict:
+def fallback_findings(kind: str, res: dict[str, Any], action: str) -> dict[str, Any]:
     """Findings from an event's own `res`, for events recorded without fleet's callback."""
     return classify_result(res, kind == "runner_on_skipped", action)
 
 
-def _status(kind: str, findings: dict) -> str:
+def _status(kind: str, findings: dict[str, Any]) -> str:
     if kind == "runner_on_unreachable":
         return "unreachable"
     if kind == "runner_on_failed":
@@ -526,7 +564,7 @@ def _status(kind: str, findings: dict) -> str:
     return "changed" if findings.get("changed") else "ok"
 
 
-def _unverified_reason(result: TaskResult, findings: dict) -> str:
+def _unverified_reason(result: TaskResult, findings: dict[str, Any]) -> str:
     """Why check mode could not evaluate this task ('' when it did); handlers are judged with their change."""
     if result.executed:
         return ""
@@ -539,7 +577,7 @@ def _unverified_reason(result: TaskResult, findings: dict) -> str:
     return findings.get("not_evaluated") or ""
 
 
-def _note(res: dict, result: TaskResult) -> str:
+def _note(res: dict[str, Any], result: TaskResult) -> str:
     """Ansible's message for the task, or the reason it is unverified."""
     if res.get("censored"):
         msg = "output hidden (no_log)"
@@ -558,7 +596,7 @@ def _note(res: dict, result: TaskResult) -> str:
     return msg[:2000]
 
 
-def render_diff(res: dict) -> str:
+def render_diff(res: dict[str, Any]) -> str:
     """Every diff a result carries, as one unified-diff text ('' when none)."""
     parts = [_render_one(diff, path) for diff, path in _diffs_of(res)]
     text = "".join(p for p in parts if p)
@@ -567,7 +605,7 @@ def render_diff(res: dict) -> str:
     return text
 
 
-def _diffs_of(res: dict) -> list[tuple[dict, str]]:
+def _diffs_of(res: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
     """(diff, path on the host) pairs of a result and of its loop items."""
     diff = res.get("diff")
     diffs = [diff] if isinstance(diff, dict) else [d for d in diff or [] if isinstance(d, dict)]
@@ -579,17 +617,18 @@ def _diffs_of(res: dict) -> list[tuple[dict, str]]:
     return found
 
 
-def _target_path(res: dict) -> str:
+def _target_path(res: dict[str, Any]) -> str:
     """The file a result is about; template's after_header is a controller temp file, so not that."""
     args = (res.get("invocation") or {}).get("module_args") or {}
     for source in (res, args):
         for key in ("dest", "path", "name"):
-            if isinstance(source.get(key), str) and source[key].startswith("/"):
-                return source[key]
+            value = source.get(key)
+            if isinstance(value, str) and value.startswith("/"):
+                return value
     return ""
 
 
-def _render_one(diff: dict, path: str) -> str:
+def _render_one(diff: dict[str, Any], path: str) -> str:
     if diff.get("prepared"):
         return _ensure_newline(str(diff["prepared"]))
     before, after = diff.get("before"), diff.get("after")
@@ -610,7 +649,7 @@ def _render_one(diff: dict, path: str) -> str:
     )
 
 
-def _mapping_lines(mapping: dict) -> str:
+def _mapping_lines(mapping: dict[str, Any]) -> str:
     return "".join(f"{key}: {json.dumps(mapping[key])}\n" for key in sorted(mapping))
 
 
@@ -618,7 +657,7 @@ def _ensure_newline(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
 
 
-def extract_facts(facts: dict) -> dict:
+def extract_facts(facts: dict[str, Any]) -> dict[str, Any]:
     """The few facts worth showing about a host: OS and how it is virtualized."""
     if not facts:
         return {}

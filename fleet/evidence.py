@@ -17,6 +17,11 @@ looked at, or when a failure was suppressed (`failed_when: false`): then
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import jinja2
+    import jinja2.nodes
 
 WOULD_HAVE_RUN = "would have run"  # what Ansible says of a command check mode did not run
 # A skip that says there was nothing to do: an empty loop evaluates nothing and changes nothing.
@@ -27,7 +32,7 @@ FAILURE_EVIDENCE_KEYS = ("exception", "module_stderr")
 PROGRAM_ACTIONS = {"command", "shell", "raw", "script"}
 
 
-def classify_result(res: dict, skipped: bool, action: str = "") -> dict:
+def classify_result(res: dict[str, Any], skipped: bool, action: str = "") -> dict[str, Any]:
     """Findings of one result (a task's, or a loop item's): changed, and why it was not evaluated.
 
     `skipped` is whether Ansible reported the task skipped (the event kind);
@@ -42,7 +47,7 @@ def classify_result(res: dict, skipped: bool, action: str = "") -> dict:
     return {"changed": bool(res.get("changed")), "not_evaluated": _unevaluated_ok(res, action)}
 
 
-def skip_reason(res: dict) -> str:
+def skip_reason(res: dict[str, Any]) -> str:
     """Why a skip leaves the host unverified; '' for a skip that a real condition explains.
 
     In check mode a skip proves nothing unless a `when` that was really false
@@ -66,7 +71,7 @@ def skip_reason(res: dict) -> str:
     return "check mode skipped it without a reason (the module does not support check mode)"
 
 
-def _classify_loop(res: dict, items: list, action: str) -> dict:
+def _classify_loop(res: dict[str, Any], items: list[Any], action: str) -> dict[str, Any]:
     findings = [classify_result(i, bool(i.get("skipped")), action) if isinstance(i, dict) else {} for i in items]
     changed = bool(res.get("changed")) or any(f.get("changed") for f in findings)
     reasons = [f.get("not_evaluated", "") for f in findings]
@@ -80,7 +85,7 @@ def _item_summary(reasons: list[str], total: int) -> str:
     return f"{len(missing)} of {total} loop items not evaluated: {missing[0]}"
 
 
-def _unevaluated_ok(res: dict, action: str) -> str:
+def _unevaluated_ok(res: dict[str, Any], action: str) -> str:
     """An ok or changed result that still did not look at the host ('' when it did)."""
     message = str(res.get("msg") or "")
     if WOULD_HAVE_RUN in message.lower():
@@ -91,7 +96,7 @@ def _unevaluated_ok(res: dict, action: str) -> str:
     return ""
 
 
-def failure_evidence(res: dict, action: str = "") -> str:
+def failure_evidence(res: dict[str, Any], action: str = "") -> str:
     """The sign of a module failure in a result whose `failed` flag was overridden ('' when none)."""
     rc = res.get("rc")
     if isinstance(rc, int) and rc != 0 and short_action(action) not in PROGRAM_ACTIONS:
@@ -138,7 +143,7 @@ TEMPLATE_BUILTINS = frozenset(
 )
 
 
-def names_read(value, expression: bool = False) -> set[str]:
+def names_read(value: object, expression: bool = False) -> set[str]:
     """The variables a templated value reads: a string, or the strings inside lists and dicts.
 
     `expression`: the string is a bare Jinja expression (`when`, `changed_when`, `until`), not a template.
@@ -165,13 +170,13 @@ def _template_names(text: str) -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _parser():
+def _parser() -> jinja2.Environment:
     import jinja2  # Ansible's own templating is Jinja2; only the parser is needed, never its filters
 
     return jinja2.Environment(extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"])
 
 
-def _parse(text: str):
+def _parse(text: str) -> jinja2.nodes.Template | None:
     import jinja2
 
     try:
@@ -180,7 +185,7 @@ def _parse(text: str):
         return None
 
 
-def _names_in(ast) -> frozenset[str]:
+def _names_in(ast: jinja2.nodes.Template) -> frozenset[str]:
     from jinja2 import nodes
 
     stored = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fleet.errors import SourceError
 from fleet.hostkeys import Probe
@@ -36,18 +37,18 @@ _OUTCOME_EVENTS = {
 }
 
 
-def load_events(path: Path) -> list[dict]:
+def load_events(path: Path) -> list[dict[str, Any]]:
     """A recorded event stream (a JSON list of ansible-runner events)."""
     return json.loads(path.read_text())
 
 
-def hosts_of(events: Sequence[dict], groups: tuple[str, ...] = ()) -> list[InventoryHost]:
+def hosts_of(events: Sequence[dict[str, Any]], groups: tuple[str, ...] = ()) -> list[InventoryHost]:
     """An inventory for a recording: every host its events name, on loopback addresses."""
     names = sorted({e.get("event_data", {}).get("host") for e in events} - {None, ""})
     return [InventoryHost(name, f"127.0.99.{i + 1}", 22, groups) for i, name in enumerate(names)]
 
 
-def scripted_events(outcomes: Mapping[str, str], task: str = "Write the motd") -> list[dict]:
+def scripted_events(outcomes: Mapping[str, str], task: str = "Write the motd") -> list[dict[str, Any]]:
     """A run of one file task whose result per host is `ok`, `changed`, `failed` or `unreachable`, and its recap."""
     hosts = sorted(outcomes)
     results = [_result_event(counter, host, outcomes[host], task) for counter, host in enumerate(hosts, start=2)]
@@ -63,7 +64,7 @@ def scripted_events(outcomes: Mapping[str, str], task: str = "Write the motd") -
     ]
 
 
-def _result_event(counter: int, host: str, outcome: str, task: str) -> dict:
+def _result_event(counter: int, host: str, outcome: str, task: str) -> dict[str, Any]:
     res = {"changed": outcome == "changed", "msg": "" if outcome in ("ok", "changed") else f"{outcome} (scripted)"}
     if outcome == "changed":
         res["diff"] = [{"before_header": "/etc/motd", "before": "old\n", "after_header": "/etc/motd", "after": "new\n"}]
@@ -84,7 +85,7 @@ def _result_event(counter: int, host: str, outcome: str, task: str) -> dict:
 class FakeRunner:
     """Replays `events` as a run's stream; `hosts` is its inventory. Records the specs it was given."""
 
-    events: Sequence[dict] | Callable[[JobSpec], Sequence[dict]] = ()
+    events: Sequence[dict[str, Any]] | Callable[[JobSpec], Sequence[dict[str, Any]]] = ()
     hosts: Sequence[InventoryHost] = ()
     unreachable: frozenset[str] = frozenset()  # hosts whose pre-flight probe fails
     syntax_error: str = ""  # what the syntax check reports ('' passes)
@@ -129,7 +130,7 @@ class FakeRunner:
         touched: set[str],
         spec: JobSpec | None = None,
         keep_alive: Callable[[], None] = lambda: None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         from fleet.remote_stop import HostStop
 
         self.remote_stops.append((frozenset(h.name for h in hosts), frozenset(touched)))
@@ -156,7 +157,7 @@ class FakeRunner:
             on_event(copy.deepcopy(event))
         return RunnerOutcome(self.status, 0 if self.status == "successful" else 2)
 
-    def _stream(self, spec: JobSpec, limited: frozenset[str] | None) -> list[dict]:
+    def _stream(self, spec: JobSpec, limited: frozenset[str] | None) -> list[dict[str, Any]]:
         """The events of the hosts the run is limited to, as Ansible would send them."""
         events = self.events(spec) if callable(self.events) else self.events
         if limited is None:
@@ -164,7 +165,7 @@ class FakeRunner:
         return [_only_hosts(e, limited) for e in events if e.get("event_data", {}).get("host") in limited | {None, ""}]
 
 
-def _only_hosts(event: dict, hosts: frozenset[str]) -> dict:
+def _only_hosts(event: dict[str, Any], hosts: frozenset[str]) -> dict[str, Any]:
     if event.get("event") != "playbook_on_stats":
         return event
     data = {

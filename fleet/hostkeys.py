@@ -29,6 +29,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -191,14 +192,14 @@ def complete_from_ssh_config(target: Target, config: paramiko.SSHConfig, args_na
     )
 
 
-def _lookup(config: paramiko.SSHConfig, name: str) -> dict:
+def _lookup(config: paramiko.SSHConfig, name: str) -> dict[str, Any]:
     try:
         return dict(config.lookup(name))
     except (paramiko.SSHException, ValueError, OSError) as exc:  # e.g. a `Match exec` paramiko cannot run
         raise ProxySpecError(f"cannot read ssh_config for {name} ({exc})") from exc
 
 
-def _config_proxy(found: dict) -> tuple[tuple[Hop, ...], str]:
+def _config_proxy(found: dict[str, Any]) -> tuple[tuple[Hop, ...], str]:
     """The ProxyJump or ProxyCommand an ssh_config lookup found; the one it met first wins, as in OpenSSH."""
     for key in found:
         if key in ("proxyjump", "proxycommand"):
@@ -209,7 +210,7 @@ def _config_proxy(found: dict) -> tuple[tuple[Hop, ...], str]:
     return (), ""
 
 
-def _config_port(found: dict, port: int) -> int:
+def _config_port(found: dict[str, Any], port: int) -> int:
     if port != 22 or "port" not in found:  # a port the inventory set is on ssh's command line: it wins
         return port
     if not str(found["port"]).isdigit():

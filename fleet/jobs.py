@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -55,7 +56,7 @@ class RunReport:
     tasks_by_host: dict[str, list[TaskResult]]
 
 
-ProgressFn = Callable[[DriftTracker, dict], None]
+ProgressFn = Callable[[DriftTracker, dict[str, Any]], None]
 log = logging.getLogger("fleet.jobs")
 
 
@@ -469,7 +470,7 @@ class Execution:
             warm_anchor=self.settings.data_dir.resolve() if self.settings.warm_ansible else None,
         )
 
-    def _on_event(self, event: dict) -> None:
+    def _on_event(self, event: dict[str, Any]) -> None:
         if self._halted():
             return  # Ansible is being stopped; what it still says is not recorded
         self.events_seen += 1
@@ -483,7 +484,7 @@ class Execution:
         if self.progress:
             self.progress(self.tracker, cleaned.value)
 
-    def _record(self, event: dict, diff_escaped: bool = False) -> None:
+    def _record(self, event: dict[str, Any], diff_escaped: bool = False) -> None:
         host = (event.get("event_data") or {}).get("host")
         if host and event.get("event") in _TOUCHING_EVENTS:
             self.touched.add(host)  # a connection to it is up, or being made: a stop must look there
@@ -614,7 +615,7 @@ DROPPED_RESULT = (
 )
 
 
-def _explain_text(result: TaskResult, event: dict, diff_escaped: bool) -> None:
+def _explain_text(result: TaskResult, event: dict[str, Any], diff_escaped: bool) -> None:
     """Say on a task's result what the reader would otherwise not know: its diff shows escaped bytes
     (fleet.text), or its result never reached fleet at all (ansible-runner emptied it for its size)."""
     if diff_escaped:
@@ -639,7 +640,7 @@ _SKIPPED_DIFF = {
 }
 
 
-def skipped_diff(res: dict) -> str:
+def skipped_diff(res: dict[str, Any]) -> str:
     """'[fleet: Ansible sent no diff: <why>]' for a file diff Ansible skipped (binary, too big); '' otherwise."""
     diff = res.get("diff")
     diffs = [diff] if isinstance(diff, dict) else [d for d in diff or [] if isinstance(d, dict)]

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -135,14 +136,14 @@ def jump_etc_hosts(hosts: list[LabHost]) -> str:
     return "".join(f"{h.address}\t{behind_name(h)}\n" for h in hosts if h.group != JUMP_HOST)
 
 
-def lab_inventory(hosts: list[LabHost]) -> dict:
+def lab_inventory(hosts: list[LabHost]) -> dict[str, Any]:
     """A YAML-inventory dict for the lab hosts, grouped like the example source.
 
     With a bastion among them, the others are reached by their `.lab` name through
     it; the bastion itself is the way in, not a host the playbook manages.
     """
     jump = jump_host_of(hosts)
-    groups: dict[str, dict] = {}
+    groups: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
     for host in hosts:
         if host is jump:
             continue

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
 
 from fleet.vocabulary import aware
+
+if TYPE_CHECKING:
+    from fleet.drift import DriftTracker
 
 STATUS_COLOURS = {
     "in_sync": "32",
@@ -28,7 +32,7 @@ STATUS_COLOURS = {
 }
 
 
-def use_colour(stream=None) -> bool:
+def use_colour(stream: IO[str] | None = None) -> bool:
     stream = stream or sys.stdout
     return hasattr(stream, "isatty") and stream.isatty()
 
@@ -94,14 +98,14 @@ def duration(start: datetime | None, end: datetime | None) -> str:
 class Progress:
     """One updating line on stderr while a run streams (only on a terminal)."""
 
-    def __init__(self, kind: str, stream=None):
+    def __init__(self, kind: str, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self.enabled = use_colour(self.stream)
         self.kind = kind
         self.tasks = 0
         self.current = ""
 
-    def __call__(self, tracker, event: dict) -> None:
+    def __call__(self, tracker: DriftTracker, event: dict[str, Any]) -> None:
         if not self.enabled:
             return
         if event.get("event") == "playbook_on_task_start":
@@ -122,7 +126,7 @@ class Progress:
             self.stream.flush()
 
 
-def kept_process_line(kept: dict, most_hosts: int = 8) -> str:
+def kept_process_line(kept: dict[str, Any], most_hosts: int = 8) -> str:
     """One kept Ansible process (fleet.warm.kept_processes) for `fleet status`: pid, age, memory, its hosts."""
     age = kept.get("age_seconds")
     parts = [f"pid {kept['pid']}", f"up {_span(age)}" if age is not None else "age unknown"]

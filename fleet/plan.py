@@ -25,12 +25,12 @@ another, each decided from the outcome of the one before.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from fleet import policy
-from fleet.drift import task_key
+from fleet.drift import ChangedTask, UnverifiedTask, task_key
 from fleet.policy import Policy, Rollout
 from fleet.vocabulary import ApprovalKind, ApprovalStatus, HostStatus, RunKind, RunStatus, Trigger, aware
 
@@ -294,7 +294,7 @@ def after_fetch(observed: Observed, outcome: str, interval_seconds: int, now: da
 def next_fetch_at(now: datetime, interval_seconds: int, failures: int) -> datetime:
     """When to fetch again: after the poll interval, doubled per failure in a row, capped at 15 minutes."""
     interval = timedelta(seconds=interval_seconds)
-    backoff = interval * (2 ** max(failures - 1, 0))
+    backoff: timedelta = interval * (2 ** max(failures - 1, 0))
     return now + min(backoff, max(MAX_FETCH_BACKOFF, interval))
 
 
@@ -627,7 +627,7 @@ def after_approved_converge(approval: ApprovedDrift, run: FinishedRun | None) ->
     return [close, VerifyCheck(approval.host)] if ok else [close]
 
 
-def drift_signature(sha: str, changed, unverified=()) -> str:
+def drift_signature(sha: str, changed: Iterable[ChangedTask], unverified: Iterable[UnverifiedTask] = ()) -> str:
     """A fingerprint of one revision and exactly which tasks drifted and how, to pin what an approval covers.
 
     ``changed`` tasks count by key (file and name), action and diff;

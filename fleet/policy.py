@@ -293,8 +293,8 @@ def is_cron(expression: str) -> bool:
     an operator writing cron expects, and croniter reads them its own way.
     """
     if expression.startswith("@"):
-        return croniter.is_valid(expression)
-    return len(expression.split()) == 5 and croniter.is_valid(expression)
+        return bool(croniter.is_valid(expression))
+    return len(expression.split()) == 5 and bool(croniter.is_valid(expression))
 
 
 def _schedule(doc: _Document, value: Any) -> str:
@@ -490,14 +490,15 @@ def _utc(moment: datetime) -> datetime:
 
 def _last_fire(expression: str, now: datetime) -> datetime:
     """The latest cron time at or before ``now`` (croniter's get_prev alone is strictly before)."""
-    previous = croniter(expression, now).get_prev(datetime)
-    following = croniter(expression, previous).get_next(datetime)
+    previous: datetime = croniter(expression, now).get_prev(datetime)
+    following: datetime = croniter(expression, previous).get_next(datetime)
     return following if following <= now else previous
 
 
 def _next_fire(expression: str, after: datetime) -> datetime:
     """The first cron time strictly after ``after``."""
-    return croniter(expression, after).get_next(datetime)
+    following: datetime = croniter(expression, after).get_next(datetime)
+    return following
 
 
 def window_open(policy: Policy, now: datetime) -> bool:

@@ -149,7 +149,7 @@ def ask_for_signal_at_parent_death(number: int) -> bool:
     return True
 
 
-def _stop_this_tree(*_signal_args) -> None:
+def _stop_this_tree(*_signal_args: object) -> None:
     """SIGKILL every process below this one, then this one."""
     _sigkill_each(descendants(os.getpid()))
     os.kill(os.getpid(), signal.SIGKILL)

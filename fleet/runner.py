@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ansible_runner
 import yaml
@@ -64,7 +64,7 @@ REQUIREMENTS_FILES = ("requirements.yml", "collections/requirements.yml", "roles
 DEFAULT_COLLECTIONS_PATH = "~/.ansible/collections:/usr/share/ansible/collections"
 DEFAULT_ROLES_PATH = "~/.ansible/roles:/usr/share/ansible/roles:/etc/ansible/roles"
 ORIGIN = re.compile(r"Origin: (?P<file>\S+?):(?P<line>\d+):(?P<column>\d+)")
-EventFn = Callable[[dict], None]
+EventFn = Callable[[dict[str, Any]], None]
 CancelFn = Callable[[], bool]
 
 
@@ -507,7 +507,7 @@ def requirements_env(tree: Path) -> dict[str, str]:
     return env
 
 
-def hosts_from_listing(listing: dict, ssh_defaults: dict[str, str] | None = None) -> list[InventoryHost]:
+def hosts_from_listing(listing: dict[str, Any], ssh_defaults: dict[str, str] | None = None) -> list[InventoryHost]:
     """Turn `ansible-inventory --list` JSON into InventoryHosts; only connection facts are kept.
 
     `ssh_defaults` are ssh argument variables for hosts whose own vars do not
@@ -573,7 +573,7 @@ def _ssh_connection_settings(path: Path | None) -> dict[str, str]:
     return dict(parser["ssh_connection"]) if parser.has_section("ssh_connection") else {}
 
 
-def ssh_args_of(hostvars: dict) -> tuple[str, ...]:
+def ssh_args_of(hostvars: dict[str, Any]) -> tuple[str, ...]:
     """A host's ssh argument variables, in Ansible's order, with inventory templates evaluated; () when none."""
     values = tuple(str(hostvars.get(var) or "") for var in SSH_ARG_VARS)
     if not any(values):
@@ -581,7 +581,7 @@ def ssh_args_of(hostvars: dict) -> tuple[str, ...]:
     return tuple(_template(value, hostvars) for value in values)
 
 
-def _template(value: str, hostvars: dict) -> str:
+def _template(value: str, hostvars: dict[str, Any]) -> str:
     """`value` with Jinja evaluated against the host's inventory vars; unchanged when that cannot be done.
 
     The inventory is the source's own, trusted as Ansible trusts it; facts and
@@ -647,7 +647,7 @@ def probe_target(host: InventoryHost, ssh_config=None) -> hostkeys.Target:
         )
 
 
-def _group_hosts(listing: dict, group: str, seen: set[str] | None = None) -> set[str]:
+def _group_hosts(listing: dict[str, Any], group: str, seen: set[str] | None = None) -> set[str]:
     seen = seen if seen is not None else set()
     if group in seen:
         return set()
@@ -677,7 +677,7 @@ class _AnsibleProcess:
         self.pid: int | None = None
         self.stopping = False
 
-    def saw(self, event: dict) -> None:
+    def saw(self, event: dict[str, Any]) -> None:
         if self.pid is None and event.get("pid"):
             self.pid = int(event["pid"])
 
@@ -709,7 +709,7 @@ def run_job(spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: 
     _prepare_directories(spec)
     process = _AnsibleProcess(should_cancel)
 
-    def handle(event: dict) -> bool:
+    def handle(event: dict[str, Any]) -> bool:
         process.saw(event)
         on_event(event)
         return False  # fleet records events itself; ansible-runner need not write them to disk

@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 import waitress
 from waitress.channel import HTTPChannel
@@ -86,7 +87,7 @@ def build_web_server(app, host: str, port: int):
     200 MB upload costs at most about one limit's worth of memory. Its error
     answers are JSON, like every other error of fleet's.
     """
-    listeners: dict = {}
+    listeners: dict[str, Any] = {}
     server = waitress.create_server(
         app,
         map=listeners,

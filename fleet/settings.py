@@ -131,7 +131,7 @@ EXECUTORS = ("local", "celery")
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-    config_path: str | os.PathLike | None = None,
+    config_path: str | os.PathLike[str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
     """Merge the four layers of configuration into one frozen Settings."""
@@ -144,9 +144,9 @@ def load_settings(
     return _build(values, cwd)
 
 
-def _read_toml(config_path, cwd: Path) -> dict[str, Any]:
+def _read_toml(config_path: str | os.PathLike[str] | None, cwd: Path) -> dict[str, Any]:
     explicit = config_path is not None
-    path = Path(config_path) if explicit else cwd / "fleet.toml"
+    path = Path(config_path) if config_path is not None else cwd / "fleet.toml"
     if not path.exists():
         if explicit:
             raise ConfigError(f"config file {path} does not exist; fix --config or create it")

@@ -13,11 +13,13 @@ which knows the URL map.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fleet.drift import is_drift
 from fleet.vocabulary import ApprovalKind, Coverage, TaskStatus, iso
 
 
-def run_json(run) -> dict:
+def run_json(run) -> dict[str, Any]:
     """One run: what it is, where it stands, and its queue bookkeeping."""
     return {
         "id": run.id,
@@ -40,7 +42,7 @@ def run_json(run) -> dict:
     }
 
 
-def ansible_path_json(text: str) -> dict | None:
+def ansible_path_json(text: str) -> dict[str, Any] | None:
     """How Ansible ran, from the stored text: {"warm": true, "reason": null} forked from a kept Ansible process;
     {"warm": false, "reason": why} cold (a new ansible-playbook); {"warm": null, "reason": each shard's} for a
     run whose shards took different paths; None when not known (no Ansible ran, or recorded before fleet kept it).
@@ -60,7 +62,7 @@ def ansible_path_line(text: str) -> str:
     return text or "not recorded"
 
 
-def run_summary_json(run) -> dict:
+def run_summary_json(run) -> dict[str, Any]:
     """A run in a history page: its per-status host counts come from the run row itself."""
     data = run_json(run)
     data["hosts"] = {
@@ -74,7 +76,7 @@ def run_summary_json(run) -> dict:
     return data
 
 
-def run_host_json(name: str, verdict, tasks) -> dict:
+def run_host_json(name: str, verdict, tasks) -> dict[str, Any]:
     """One host's verdict in one run, with the task results that explain it.
 
     `verdict` is a stored run-host row or drift's HostVerdict (same counters);
@@ -98,12 +100,12 @@ def run_host_json(name: str, verdict, tasks) -> dict:
     }
 
 
-def run_report_json(run, hosts) -> dict:
+def run_report_json(run, hosts) -> dict[str, Any]:
     """The shared document of a run: `hosts` are (name, verdict, tasks) triples, in display order."""
     return {"run": run_json(run), "hosts": [run_host_json(name, verdict, tasks) for name, verdict, tasks in hosts]}
 
 
-def task_json(row) -> dict:
+def task_json(row) -> dict[str, Any]:
     """One task result; `seq` orders it against the run's output."""
     return {
         "seq": row.seq,
@@ -126,7 +128,7 @@ def task_json(row) -> dict:
     }
 
 
-def changed_task_json(task) -> dict:
+def changed_task_json(task) -> dict[str, Any]:
     return {
         "task": task.task,
         "action": task.action,
@@ -136,7 +138,7 @@ def changed_task_json(task) -> dict:
     }
 
 
-def unverified_task_json(task) -> dict:
+def unverified_task_json(task) -> dict[str, Any]:
     return {
         "task": task.task,
         "action": task.action,
@@ -145,7 +147,7 @@ def unverified_task_json(task) -> dict:
     }
 
 
-def verdict_lists_json(tasks) -> dict:
+def verdict_lists_json(tasks) -> dict[str, Any]:
     """What explains one host's verdict, from its task results (store rows or drift.TaskResult)."""
     return {
         "changed_tasks": [changed_task_json(t) for t in tasks if is_drift(t)],
@@ -157,7 +159,7 @@ def verdict_lists_json(tasks) -> dict:
     }
 
 
-def host_json(host, drifted) -> dict:
+def host_json(host, drifted) -> dict[str, Any]:
     """A host as `fleet status --json` prints it; `drifted` are the task results that explain its last check."""
     return {
         "name": host.name,
@@ -177,7 +179,7 @@ def host_json(host, drifted) -> dict:
     }
 
 
-def revision_json(revision, desired_sha: str | None) -> dict:
+def revision_json(revision, desired_sha: str | None) -> dict[str, Any]:
     return {
         "sha": revision.sha,
         "ref": revision.ref,
@@ -192,7 +194,7 @@ def revision_json(revision, desired_sha: str | None) -> dict:
     }
 
 
-def source_json(state, default_repo: str) -> dict:
+def source_json(state, default_repo: str) -> dict[str, Any]:
     """Where the source stands; `state` is None before the first fetch."""
     if state is None:
         return {
@@ -213,7 +215,7 @@ def source_json(state, default_repo: str) -> dict:
     }
 
 
-def approval_json(approval) -> dict:
+def approval_json(approval) -> dict[str, Any]:
     return {
         "id": approval.id,
         "host": approval.host,
@@ -244,7 +246,7 @@ def approved_message(approval) -> str:
     )
 
 
-def worker_json(worker, now) -> dict:
+def worker_json(worker, now) -> dict[str, Any]:
     """One `fleet worker` as `fleet workers --json` and GET /api/v1/workers show it (a store WorkerView)."""
     age = worker.heartbeat_age(now)
     return {
@@ -265,7 +267,7 @@ def worker_json(worker, now) -> dict:
     }
 
 
-def shard_json(shard) -> dict:
+def shard_json(shard) -> dict[str, Any]:
     """One shard of a run (a store ShardReport): which worker ran which hosts, its attempts and why it ended so."""
     return {
         "index": shard.index,

@@ -211,7 +211,7 @@ def network_git(
 
 
 def _wait_for_git(
-    proc: subprocess.Popen, timeout: int, stop: threading.Event | None, verb: str, url: str
+    proc: subprocess.Popen[str], timeout: int, stop: threading.Event | None, verb: str, url: str
 ) -> tuple[str, str]:
     deadline = time.monotonic() + timeout
     while True:
@@ -229,7 +229,7 @@ def _wait_for_git(
             )
 
 
-def _kill_git(proc: subprocess.Popen) -> None:
+def _kill_git(proc: subprocess.Popen[str]) -> None:
     """Kill git and every process it started (its session is its own, so its group is too), then reap it."""
     if proc.poll() is None:
         processes.kill_tree(proc.pid)

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 NOT_UTF8_MARK = "[fleet: not UTF-8 (shown escaped): bytes that are not UTF-8 text, and NUL, appear as \\xNN]"
 
 # What no store keeps as text: NUL (PostgreSQL refuses it), lone surrogates (no UTF-8 encoder takes them).
 _UNSTORABLE = re.compile("[\\x00\\ud800-\\udfff]")
 _ESCAPED_BYTES = range(0xDC80, 0xDD00)  # surrogateescape's range: U+DC00 + the byte
+KeyPath = tuple[object, ...]  # where in an event: its keys and list indexes from the top
 
 
-def _escape(match: re.Match) -> str:
+def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     if code in _ESCAPED_BYTES:
         return f"\\x{code - 0xDC00:02x}"
@@ -59,7 +61,7 @@ class Cleaned:
     """An event made storable, and where it had to be changed (paths of keys and list indexes)."""
 
     value: object
-    escaped: tuple[tuple, ...] = ()
+    escaped: tuple[KeyPath, ...] = ()
 
     @property
     def diff_escaped(self) -> bool:
@@ -73,12 +75,12 @@ def clean_event(event: object) -> Cleaned:
     Containers are copied only along the paths that changed, so the usual event
     (all UTF-8) costs one walk and no copy.
     """
-    escaped: list[tuple] = []
+    escaped: list[KeyPath] = []
     value = _clean(event, (), escaped)
     return Cleaned(value, tuple(escaped))
 
 
-def _clean(value: object, path: tuple, escaped: list[tuple]) -> object:
+def _clean(value: object, path: KeyPath, escaped: list[KeyPath]) -> object:
     """`value` at `path` made storable; the path of each string changed goes to `escaped`."""
     if isinstance(value, str):
         if not needs_cleaning(value):
@@ -95,7 +97,9 @@ def _clean(value: object, path: tuple, escaped: list[tuple]) -> object:
     return value
 
 
-def _clean_list(value: list | tuple, path: tuple, escaped: list[tuple]) -> list | tuple:
+def _clean_list(
+    value: list[Any] | tuple[Any, ...], path: KeyPath, escaped: list[KeyPath]
+) -> list[Any] | tuple[Any, ...]:
     items = None
     for index, item in enumerate(value):
         # Strings and numbers are looked at here, without a path of their own unless they need one.
@@ -109,7 +113,7 @@ def _clean_list(value: list | tuple, path: tuple, escaped: list[tuple]) -> list 
     return type(value)(items) if isinstance(value, tuple) else items
 
 
-def _clean_dict(value: dict, path: tuple, escaped: list[tuple]) -> dict:
+def _clean_dict(value: dict[Any, Any], path: KeyPath, escaped: list[KeyPath]) -> dict[Any, Any]:
     cleaned = None
     for index, (key, item) in enumerate(value.items()):
         new_key = key if _plain(key) else _clean(key, path, escaped)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import overload
 
 
 class HostStatus(StrEnum):
@@ -164,7 +165,7 @@ class Coverage:
     def unchecked(self) -> int:
         return max(self.total - self.verified, 0)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, int]:
         return {"verified": self.verified, "total": self.total}
 
     def __str__(self) -> str:
@@ -182,6 +183,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+@overload
+def aware(moment: datetime | None) -> datetime | None: ...
 def aware(moment: datetime | None) -> datetime | None:
     """The moment with its UTC zone: SQLite hands datetimes back naive, and fleet writes only UTC."""
     return moment.replace(tzinfo=UTC) if moment and moment.tzinfo is None else moment

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import fleet
 from fleet.drift import HostVerdict
@@ -24,6 +25,10 @@ from fleet.runner import InventoryHost
 from fleet.store import records, shards, workers
 from fleet.store.shards import ShardView
 from fleet.vocabulary import HostStatus, RunKind, RunStatus, ShardStatus, utcnow
+
+if TYPE_CHECKING:  # jobs imports this module where it runs a run on workers
+    from fleet.jobs import Execution
+    from fleet.revisions import DesiredState
 
 log = logging.getLogger("fleet.executor")
 
@@ -36,7 +41,7 @@ RESEND_UNCLAIMED_SECONDS = 30.0
 COLD = "cold: "  # how a shard's ansible_path starts when it went cold (fleet.warm.path_text)
 
 
-def run_sharded(execution, desired, targets: list[InventoryHost]) -> str:
+def run_sharded(execution: Execution, desired: DesiredState, targets: list[InventoryHost]) -> str:
     """Execute a run (a jobs.Execution, whose lease this process holds) on workers; return its status.
 
     The gathered verdicts and drift tasks are left on the execution for it to record.
@@ -66,7 +71,7 @@ class _Watch:
 
 
 class ShardedRun:
-    def __init__(self, execution, targets: list[InventoryHost]):
+    def __init__(self, execution: Execution, targets: list[InventoryHost]) -> None:
         self.execution = execution
         self.settings = execution.settings
         self.run_id = execution.run_id
@@ -267,7 +272,7 @@ def shard_verdicts(shard: ShardView) -> list[HostVerdict]:
     return [found[name] for name in shard.names]
 
 
-def _unproven(shard: ShardView) -> dict:
+def _unproven(shard: ShardView) -> dict[str, Any]:
     if shard.status == ShardStatus.FAILED:
         return {"status": HostStatus.FAILED, "message": shard.reason}
     if shard.status == ShardStatus.INTERRUPTED:

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
@@ -285,7 +286,7 @@ class ShardExecution(Execution):
             records.discard_pending()
         return shards.get_shard(self.shard.id)
 
-    def _end_values(self, status: str) -> dict:
+    def _end_values(self, status: str) -> dict[str, Any]:
         if self.crashed:
             return {"status": ShardStatus.FAILED, "reason": self.crashed, "finished_at": utcnow(), "outcome": status}
         verdicts = self.settled_verdicts(status) + [

@@ -14,6 +14,9 @@ import logging
 import os
 import socket
 import threading
+from typing import TYPE_CHECKING
+
+from flask import Flask
 
 import fleet
 from fleet import processes, warm
@@ -24,6 +27,9 @@ from fleet.settings import Settings, replace
 from fleet.store import shards, workers
 from fleet.store.db import open_store
 from fleet.vocabulary import utcnow
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 HEARTBEAT_SECONDS = 5.0
 log = logging.getLogger("fleet.worker")
@@ -118,8 +124,8 @@ def _refuse_duplicate_name(name: str) -> None:
         )
 
 
-def _register_task(app, flask_app, settings: Settings, state: WorkerState) -> None:
-    @app.task(name=SHARD_TASK, ignore_result=True)
+def _register_task(app: Celery, flask_app: Flask, settings: Settings, state: WorkerState) -> None:
+    @app.task(name=SHARD_TASK, ignore_result=True)  # type: ignore[untyped-decorator]  # Celery has no type information
     def run_shard(shard_id: int, attempt: int, controller_version: str) -> str:
         with flask_app.app_context():
             refusal = version_refusal(state.name, controller_version)
@@ -138,7 +144,7 @@ def _register_task(app, flask_app, settings: Settings, state: WorkerState) -> No
 class _Heartbeat:
     """Writes the worker's row every few seconds from a thread of its own (shards never delay it)."""
 
-    def __init__(self, flask_app, state: WorkerState):
+    def __init__(self, flask_app: Flask, state: WorkerState) -> None:
         self.flask_app, self.state = flask_app, state
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="fleet-worker-heartbeat", daemon=True)

@@ -138,9 +138,12 @@ def session_user(secret: str) -> User | None:
         .join(WebSession, WebSession.user_id == User.id)
         .where(WebSession.digest == _digest(secret))
     ).first()
-    if row is None or row.User.disabled or aware(row.expires_at) <= utcnow():
+    if row is None:
         return None
-    return row.User
+    user, expires_at = row
+    if user.disabled or aware(expires_at) <= utcnow():
+        return None
+    return user
 
 
 def end_session(secret: str) -> None:

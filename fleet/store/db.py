@@ -7,21 +7,31 @@ import importlib.util
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Integer, String, create_engine, event, inspect, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql.type_api import TypeEngine
 
 from fleet import filemodes
 from fleet.errors import StoreError
+
+if TYPE_CHECKING:
+    import psycopg
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Column, MetaData
+
+    from fleet.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 WAL_SWITCH_RETRY_SECONDS = 0.02  # between tries of the switch to WAL while another process writes
@@ -44,6 +54,21 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+if TYPE_CHECKING:
+    # The models subclass db.Model, a subclass of Base made at runtime; mypy cannot take an attribute
+    # as a base class, so it sees Base (whose typed __init__ and metadata are what the models use).
+    Model = Base
+else:
+    Model = db.Model
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. Session.execute returns a CursorResult for them, though its
+    types say only Result."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 _in_unit_of_work: ContextVar[bool] = ContextVar("fleet_store_unit_of_work", default=False)
 
 
@@ -110,7 +135,8 @@ def init_store(app: Flask) -> SchemaChange:
     require_driver(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     with app.app_context():
-        tune = {"sqlite": _tune_sqlite, "postgresql": _tune_postgresql}.get(db.engine.dialect.name)
+        tuners: dict[str, Callable[..., None]] = {"sqlite": _tune_sqlite, "postgresql": _tune_postgresql}
+        tune = tuners.get(db.engine.dialect.name)
         if tune is not None:
             event.listen(db.engine, "connect", tune)
             db.engine.dispose()  # connections opened before the listener get the settings too
@@ -220,14 +246,20 @@ def read_schema(database_url: str) -> tuple[str | None, str]:
         engine.dispose()
 
 
-def target_metadata():
+def target_metadata() -> MetaData:
     """Every table of the models (importing them registers them on `db.metadata`)."""
     import fleet.store.models  # noqa: F401
 
     return db.metadata
 
 
-def compare_column_type(context, _inspected_column, _metadata_column, inspected_type, metadata_type):
+def compare_column_type(
+    context: MigrationContext,
+    _inspected_column: Column[Any],
+    _metadata_column: Column[Any],
+    inspected_type: TypeEngine[Any],
+    metadata_type: TypeEngine[Any],
+) -> bool | None:
     """Alembic's type comparison, except that on SQLite VARCHAR(n) and TEXT are one type (SQLite
     enforces no length) and so are INTEGER and BIGINT, so a widened column there is no change and no
     table is rewritten for it."""
@@ -239,7 +271,7 @@ def compare_column_type(context, _inspected_column, _metadata_column, inspected_
 
 
 @lru_cache(maxsize=1)
-def _scripts():
+def _scripts() -> ScriptDirectory:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(MIGRATIONS_DIR))
@@ -247,7 +279,9 @@ def _scripts():
 
 def schema_head() -> str:
     """The newest schema revision this fleet knows."""
-    return _scripts().get_current_head()
+    head = _scripts().get_current_head()
+    assert head is not None  # fleet's migrations are one line of scripts: they always have a head
+    return head
 
 
 def known_schemas() -> set[str]:
@@ -280,7 +314,7 @@ def store_app(database_url: str) -> Flask:
 
 
 @contextmanager
-def open_store(settings) -> Iterator[Flask]:
+def open_store(settings: Settings) -> Iterator[Flask]:
     """The store of these settings, open for the duration of the block (creates the data directory)."""
     prepare_data_dir(settings)
     app = store_app(settings.database_url)
@@ -288,7 +322,7 @@ def open_store(settings) -> Iterator[Flask]:
         yield app
 
 
-def prepare_data_dir(settings) -> None:
+def prepare_data_dir(settings: Settings) -> None:
     """The data directory, private (0700); an SQLite database file, private (0600) before SQLite opens it.
 
     SQLite gives its -wal and -shm files the database file's mode, so making
@@ -313,7 +347,7 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(url.database)
 
 
-def _tune_sqlite(dbapi_connection, _record) -> None:
+def _tune_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     _enter_wal(cursor)
@@ -322,7 +356,7 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _enter_wal(cursor) -> None:
+def _enter_wal(cursor: sqlite3.Cursor) -> None:
     """Switch to WAL, waiting for other processes as long as any SQLite lock would.
 
     SQLite answers "database is locked" at once, without its busy handler, when this switch meets a
@@ -340,7 +374,7 @@ def _enter_wal(cursor) -> None:
             time.sleep(WAL_SWITCH_RETRY_SECONDS)
 
 
-def _tune_postgresql(dbapi_connection, _record) -> None:
+def _tune_postgresql(dbapi_connection: psycopg.Connection[Any], _record: object) -> None:
     # Times come back in UTC whatever the server's TimeZone, as they are stored and as SQLite gives them.
     dbapi_connection.execute("SET TIME ZONE 'UTC'")
     dbapi_connection.commit()  # a SET inside a transaction the pool rolls back would be undone

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from fleet.store.db import db
+from fleet.store.db import db, rowcount
 from fleet.store.models import ControllerState, HostLock, Run
 from fleet.store.views import RunView, view_of
 from fleet.vocabulary import RunStatus, aware, utcnow
@@ -92,14 +92,14 @@ def renew_run(run_id: int, holder: Holder, seconds: int) -> bool:
     return _set_run_lease(run_id, holder, seconds, Run.status == RunStatus.RUNNING, Run.lease_holder == holder.id)
 
 
-def _set_run_lease(run_id: int, holder: Holder, seconds: int, *conditions) -> bool:
+def _set_run_lease(run_id: int, holder: Holder, seconds: int, *conditions: ColumnElement[bool]) -> bool:
     result = db.session.execute(
         update(Run)
         .where(Run.id == run_id, *conditions)
         .values(lease_holder=holder.id, lease_expires_at=until(seconds), pid=holder.pid)
     )
     db.session.commit()
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _interrupt(run: Run, holder: Holder | None, now: datetime) -> bool:
         .values(status=RunStatus.INTERRUPTED, finished_at=now, error=error)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 # --- the leader lock -----------------------------------------------------------------
@@ -216,7 +216,7 @@ def hold_leadership(holder: Holder, seconds: int) -> Leadership:
         )
     )
     db.session.commit()
-    return Leadership(held=result.rowcount == 1, leader=current_leader(now))
+    return Leadership(held=rowcount(result) == 1, leader=current_leader(now))
 
 
 def renew_leadership(holder: Holder, seconds: int) -> bool:
@@ -227,7 +227,7 @@ def renew_leadership(holder: Holder, seconds: int) -> bool:
         .values(leader_expires_at=until(seconds))
     )
     db.session.commit()
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def release_leadership(holder: Holder) -> None:

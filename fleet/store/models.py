@@ -19,11 +19,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from fleet.store.db import db
+from fleet.store.db import Model
 from fleet.vocabulary import utcnow
 
 
-class Revision(db.Model):
+class Revision(Model):
     __tablename__ = "revisions"
     id: Mapped[int] = mapped_column(primary_key=True)
     sha: Mapped[str] = mapped_column(String(64), unique=True)
@@ -40,7 +40,7 @@ class Revision(db.Model):
     fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class SourceState(db.Model):
+class SourceState(Model):
     """One row: where the source stands (desired revision, last fetch, staleness)."""
 
     __tablename__ = "source_state"
@@ -53,7 +53,7 @@ class SourceState(db.Model):
     stale: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class Host(db.Model):
+class Host(Model):
     __tablename__ = "hosts"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True)  # inventory names have no length limit
@@ -88,7 +88,7 @@ class Host(db.Model):
         return self.groups.split()
 
 
-class Run(db.Model):
+class Run(Model):
     __tablename__ = "runs"
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))  # check | converge
@@ -131,7 +131,7 @@ class Run(db.Model):
     )
 
 
-class RunHost(db.Model):
+class RunHost(Model):
     """One host's verdict in one run."""
 
     __tablename__ = "run_hosts"
@@ -157,7 +157,7 @@ class RunHost(db.Model):
     )
 
 
-class TaskResultRow(db.Model):
+class TaskResultRow(Model):
     __tablename__ = "task_results"
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -185,7 +185,7 @@ class TaskResultRow(db.Model):
     )
 
 
-class DriftResolution(db.Model):
+class DriftResolution(Model):
     """One drift of one host that ended in_sync: how long it took. Kept so the metrics' time-to-fix
     histogram survives restarts (a row per fixed drift, never per check)."""
 
@@ -198,7 +198,7 @@ class DriftResolution(db.Model):
     seconds: Mapped[float] = mapped_column(Float)
 
 
-class PrunedRunDurations(db.Model):
+class PrunedRunDurations(Model):
     """The runs retention deleted, per kind, folded in before they go: how many ended in each status and
     how long they took (cumulative bucket counts), so fleet_runs_total and the run-duration histogram
     never go down (Prometheus would read a reset)."""
@@ -211,7 +211,7 @@ class PrunedRunDurations(db.Model):
     statuses: Mapped[str] = mapped_column(Text, default="{}", server_default="{}")  # JSON: final status -> runs
 
 
-class RunOutput(db.Model):
+class RunOutput(Model):
     """Ansible's stdout, in the order events arrived, a chunk per event."""
 
     __tablename__ = "run_output"
@@ -223,7 +223,7 @@ class RunOutput(db.Model):
     __table_args__ = (Index("ix_run_output_run_seq", "run_id", "seq"),)
 
 
-class HostLock(db.Model):
+class HostLock(Model):
     """A host held by one running run; the primary key makes a second holder impossible."""
 
     __tablename__ = "host_locks"
@@ -235,7 +235,7 @@ class HostLock(db.Model):
     kept_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
-class Approval(db.Model):
+class Approval(Model):
     """Something automation will not do without an operator, waiting (or decided): the drift of one host
     at one revision (kind drift), or auto converge at a revision whose inventory jumped (kind inventory,
     no host)."""
@@ -258,7 +258,7 @@ class Approval(db.Model):
     reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
-class RevisionInventory(db.Model):
+class RevisionInventory(Model):
     """A revision's inventory as the inventory guard judged it; the newest accepted one is the baseline
     the next revision is compared with."""
 
@@ -271,7 +271,7 @@ class RevisionInventory(db.Model):
     judged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class ControllerState(db.Model):
+class ControllerState(Model):
     """One row of controller bookkeeping that must survive a restart."""
 
     __tablename__ = "controller_state"
@@ -290,7 +290,7 @@ class ControllerState(db.Model):
     leader_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class User(db.Model):
+class User(Model):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(Text, unique=True)
@@ -300,7 +300,7 @@ class User(db.Model):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token; only its SHA-256 is stored, the token itself is shown once."""
 
     __tablename__ = "api_tokens"
@@ -319,7 +319,7 @@ class ApiToken(db.Model):
     owner: Mapped[User | None] = relationship(lazy="joined")  # read with the token: one query
 
 
-class WebSession(db.Model):
+class WebSession(Model):
     """A logged-in browser. The cookie carries a random id whose SHA-256 is this row's key, so
     deleting the row (logout, password change, disabled account) ends the session at once."""
 
@@ -331,7 +331,7 @@ class WebSession(db.Model):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class AuthFailure(db.Model):
+class AuthFailure(Model):
     """One failed login or bearer token, kept for the throttle window; shared by every process."""
 
     __tablename__ = "auth_failures"
@@ -343,7 +343,7 @@ class AuthFailure(db.Model):
     __table_args__ = (Index("ix_auth_failures_scope_key_at", "scope", "key", "at"),)
 
 
-class AuditEntry(db.Model):
+class AuditEntry(Model):
     """Who changed what, when: every state change of the UI, API and CLI."""
 
     __tablename__ = "audit_log"
@@ -356,7 +356,7 @@ class AuditEntry(db.Model):
     remote_addr: Mapped[str] = mapped_column(String(64), default="")
 
 
-class NotifyTarget(db.Model):
+class NotifyTarget(Model):
     """One notification target (fleet.yml `notify:`): its rate-limit window and last outcome.
 
     Keyed by a hash of the URL, so the URL itself, which may carry a token, is never stored; ``display``
@@ -376,7 +376,7 @@ class NotifyTarget(db.Model):
     last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class NotifiedHost(db.Model):
+class NotifiedHost(Model):
     """What was last notified about a host (drifted with these tasks, unreachable, failed), so a check
     that finds the same again sends nothing; cleared once the host is in_sync."""
 
@@ -388,7 +388,7 @@ class NotifiedHost(db.Model):
     noted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class HostKey(db.Model):
+class HostKey(Model):
     """One pinned SSH host key, shared by the controller and every worker: the store is the truth,
     each process's known_hosts file a copy of it (fleet.store.pins)."""
 
@@ -403,7 +403,7 @@ class HostKey(db.Model):
     __table_args__ = (UniqueConstraint("name", "key_type", name="uq_host_keys_name_type"),)
 
 
-class Worker(db.Model):
+class Worker(Model):
     """A `fleet worker` process as it last reported itself (its heartbeat), for `fleet workers` and the UI."""
 
     __tablename__ = "workers"
@@ -421,7 +421,7 @@ class Worker(db.Model):
     refusing: Mapped[str] = mapped_column(Text, default="", server_default="")  # why it refuses shards ('' none)
 
 
-class Shard(db.Model):
+class Shard(Model):
     """Part of a run's hosts, executed by one worker (FLEET_EXECUTOR=celery).
 
     The controller creates and dispatches shards and decides what a lost one means; the worker that

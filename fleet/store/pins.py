@@ -41,7 +41,7 @@ def stored_pins() -> list[Pin]:
     rows = db.session.execute(
         select(HostKey.name, HostKey.key_type, HostKey.key_b64).order_by(HostKey.name, HostKey.key_type)
     ).all()
-    return [tuple(row) for row in rows]
+    return [(name, key_type, key_b64) for name, key_type, key_b64 in rows]
 
 
 @contextmanager

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import case, func, literal, select, text
+from sqlalchemy import ColumnElement, ScalarResult, Select, SQLColumnExpression, case, func, literal, select, text
+from sqlalchemy.orm import QueryableAttribute
 
 from fleet.errors import NotFound
 from fleet.store.db import db
@@ -37,6 +40,7 @@ from fleet.store.views import (
     RunView,
     SourceView,
     TaskView,
+    V,
     view_of,
 )
 from fleet.vocabulary import (
@@ -95,11 +99,11 @@ def _approval_view(row: Approval) -> ApprovalView:
     return view_of(ApprovalView, row)
 
 
-def _approvals(query) -> list[ApprovalView]:
+def _approvals(query: Select[Approval]) -> list[ApprovalView]:
     return [_approval_view(row) for row in db.session.scalars(query)]
 
 
-def _tasks(query) -> list[TaskView]:
+def _tasks(query: Select[TaskResultRow]) -> list[TaskView]:
     return [view_of(TaskView, row) for row in db.session.scalars(query)]
 
 
@@ -219,7 +223,7 @@ def output_page(
         query.order_by(RunOutput.seq, RunOutput.id).limit(max_chunks + 1).execution_options(yield_per=OUTPUT_READ_BATCH)
     )
     taken, left_out = _take_within(rows, OutputView, _output_weight, max_chunks, max_bytes)
-    return _whole_events(taken, left_out and left_out.seq, lambda seq: _output_of_event(run_id, seq))
+    return _whole_events(taken, _seq_of(left_out), lambda seq: _output_of_event(run_id, seq))
 
 
 def output_tail(
@@ -261,13 +265,31 @@ def tasks_page(
         .execution_options(yield_per=OUTPUT_READ_BATCH)
     )
     taken, left_out = _take_within(rows, TaskView, _task_weight, size, max_bytes)
-    return _whole_events(taken, left_out and left_out.seq, lambda seq: _tasks_of_event(run_id, seq))
+    return _whole_events(taken, _seq_of(left_out), lambda seq: _tasks_of_event(run_id, seq))
 
 
-def _take_within(rows, view, weigh, max_rows: int, max_bytes: int) -> tuple[list, object]:
+class _Sequenced(Protocol):
+    """A row or view of one event's output or task results: its event's seq."""
+
+    @property
+    def seq(self) -> int: ...
+
+
+StreamedRow = TypeVar("StreamedRow", RunOutput, TaskResultRow)
+Seq = TypeVar("Seq", bound=_Sequenced)
+
+
+def _seq_of(left_out: _Sequenced | None) -> int | None:
+    return left_out.seq if left_out is not None else None
+
+
+def _take_within(
+    rows: ScalarResult[StreamedRow], view: type[V], weigh: Callable[[StreamedRow], int], max_rows: int, max_bytes: int
+) -> tuple[list[V], StreamedRow | None]:
     """Views of streamed `rows` while they fit in `max_rows` and `max_bytes` (at least one), and the first row
     left out (None when all fit); the rest of the stream is not read."""
-    taken, size = [], 0
+    taken: list[V] = []
+    size = 0
     try:
         for row in rows:
             size += weigh(row)
@@ -287,7 +309,7 @@ def _task_weight(row: TaskResultRow) -> int:
     return len(row.diff) + len(row.note) + len(row.task) + 200  # a row costs something even when bare
 
 
-def _whole_events(items: list, left_out: int | None, rows_of_event) -> Page:
+def _whole_events(items: list[Seq], left_out: int | None, rows_of_event: Callable[[int], list[Seq]]) -> Page[Seq]:
     """A page that ends on a whole event: rows sharing the first left-out row's seq go to the next page.
 
     When that event's rows are all the page would hold, the page is that event, read whole (`rows_of_event`).
@@ -332,7 +354,7 @@ def approved_waiting() -> list[ApprovalView]:
     return _approvals(select(Approval).where(Approval.status == ApprovalStatus.APPROVED).order_by(Approval.id))
 
 
-def _approval_task_filter():
+def _approval_task_filter() -> ColumnElement[bool]:
     """What an approval covers: drift (changed, not run for real in a check) and tasks check mode could not tell."""
     drift = (TaskResultRow.status == TaskStatus.CHANGED) & TaskResultRow.executed.is_(False)
     return drift | TaskResultRow.unverified.is_(True)
@@ -450,7 +472,7 @@ def recent_run_verdicts(limit: int = 30) -> tuple[list[RunView], list[tuple[int,
     verdicts = db.session.execute(
         select(RunHost.run_id, RunHost.host, RunHost.status).where(RunHost.run_id.in_([run.id for run in runs]))
     ).all()
-    return [_run_view(run) for run in reversed(runs)], [tuple(row) for row in verdicts]
+    return [_run_view(run) for run in reversed(runs)], [(run_id, host, status) for run_id, host, status in verdicts]
 
 
 def host_statuses() -> dict[str, str]:
@@ -477,7 +499,7 @@ def hosts_page(
     return keyset_page(_hosts_query(status, group), Host.name, size, cursor=after, descending=False).map(_host_view)
 
 
-def _hosts_query(status: str | None, group: str | None):
+def _hosts_query(status: str | None, group: str | None) -> Select[Host]:
     query = select(Host).where(Host.in_inventory.is_(True))
     if status:
         query = query.where(Host.status == status)
@@ -593,7 +615,7 @@ def count_pending_approvals() -> int:
 
 def revisions_page(before: int | None = None, size: int = PAGE_SIZE) -> Page[RevisionView]:
     """Fetched revisions newest first, one keyset page."""
-    return keyset_page(select(Revision), Revision.id, size, cursor=before).map(_revision_view)
+    return keyset_page(select(Revision), Revision.id, size, cursor=before).map(lambda row: view_of(RevisionView, row))
 
 
 def source_state() -> SourceView | None:
@@ -610,7 +632,7 @@ def desired_sha() -> str | None:
     return db.session.scalar(select(SourceState.desired_sha).where(SourceState.id == 1))
 
 
-def controller_heartbeat():
+def controller_heartbeat() -> datetime | None:
     """When the controller last said it was alive (None if it never ran against this store)."""
     return controller_state().heartbeat_at
 
@@ -770,7 +792,9 @@ def _pruned_histogram(bounds: tuple[float, ...], row: PrunedRunDurations) -> His
 
 def _add_histograms(first: HistogramView | None, second: HistogramView | None) -> HistogramView:
     if first is None or second is None:
-        return first or second
+        either = first or second
+        assert either is not None  # its kind came from the live histograms or the pruned ones
+        return either
     return HistogramView(
         bounds=first.bounds,
         counts=tuple(a + b for a, b in zip(first.counts, second.counts, strict=False)),
@@ -779,11 +803,11 @@ def _add_histograms(first: HistogramView | None, second: HistogramView | None) -
     )
 
 
-def _bucket_counts(seconds, bounds: tuple[float, ...]) -> list:
+def _bucket_counts(seconds: SQLColumnExpression[Any], bounds: tuple[float, ...]) -> list[ColumnElement[Any]]:
     return [func.sum(case((seconds <= bound, 1), else_=0)) for bound in bounds]
 
 
-def _histogram(bounds: tuple[float, ...], row) -> HistogramView:
+def _histogram(bounds: tuple[float, ...], row: Sequence[Any]) -> HistogramView:
     # SUM over no rows is NULL, and PostgreSQL's epoch arithmetic gives Decimals: plain numbers out.
     count, total, *counts = row
     return HistogramView(
@@ -791,7 +815,9 @@ def _histogram(bounds: tuple[float, ...], row) -> HistogramView:
     )
 
 
-def _seconds_between(start, end):
+def _seconds_between(
+    start: QueryableAttribute[datetime | None], end: QueryableAttribute[datetime | None]
+) -> ColumnElement[Any]:
     """SQL for the seconds from start to end: SQLite has no interval type, PostgreSQL does."""
     if db.session.get_bind().dialect.name == "sqlite":
         return (func.julianday(end) - func.julianday(start)) * 86400.0

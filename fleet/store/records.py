@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
@@ -344,8 +345,8 @@ class RunRecorder:
 
     def __init__(self, run_id: int):
         self.run_id = run_id
-        self._tasks: list[dict] = []
-        self._output: list[dict] = []
+        self._tasks: list[dict[str, Any]] = []
+        self._output: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
         self.rows_written = 0
         self.problems: list[str] = []  # each value the store refused and a placeholder took the place of
@@ -455,7 +456,7 @@ def store_down(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
-def _insert_replacing(table, row: dict, columns: tuple[str, ...]) -> list[tuple[str, str]] | None:
+def _insert_replacing(table, row: dict[str, Any], columns: tuple[str, ...]) -> list[tuple[str, str]] | None:
     """Insert `row`; if refused, with one text column replaced by a placeholder, then with all of them.
 
     Returns the (column, refusal) pairs replaced ([] when the row went in as it was), None when the
@@ -474,7 +475,7 @@ def _insert_replacing(table, row: dict, columns: tuple[str, ...]) -> list[tuple[
     return None
 
 
-def _try_insert(table, row: dict) -> str | None:
+def _try_insert(table, row: dict[str, Any]) -> str | None:
     """Insert one row in a savepoint: None when it went in, else the store's words for the refusal."""
     try:
         with db.session.begin_nested():
@@ -492,7 +493,7 @@ def refusal_text(exc: BaseException) -> str:
     return clean_text(words.splitlines()[0])[:200]
 
 
-def _problem(what: str, row: dict, column: str, message: str) -> str:
+def _problem(what: str, row: dict[str, Any], column: str, message: str) -> str:
     where = f"{row['host']}, '{row['task']}'" if "host" in row else f"event {row['seq']}"
     return clean_text(
         f"the {column} of a {what} ({where[:200]}) was refused by the store ({message}) and replaced by a note"

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, func, select
 
@@ -78,7 +79,7 @@ class PruneReport:
     export_names: list[str] = field(default_factory=list)
     stopped_early: bool = False  # `go_on` said stop (the controller lost its lead): the rest goes next time
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["cutoff"], data["audit_cutoff"] = self.cutoff.isoformat(), self.audit_cutoff.isoformat()
         return data
@@ -191,7 +192,7 @@ class _Between:
         return not self.stopped
 
 
-def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int, between: _Between) -> dict:
+def _prune_runs(cutoff: datetime, keep_per_host: int, dry_run: bool, batch: int, between: _Between) -> dict[str, Any]:
     kept = protected_runs(keep_per_host)
     totals = {"runs": 0, "run_hosts": 0, "task_results": 0, "output_chunks": 0, "run_bytes": 0, "kept_runs": 0}
     after = 0
@@ -224,7 +225,7 @@ def _old_runs(cutoff: datetime, after: int, batch: int) -> list[int]:
     )
 
 
-def _measure_runs(run_ids: list[int]) -> dict:
+def _measure_runs(run_ids: list[int]) -> dict[str, Any]:
     """Rows and stored text of these runs: what pruning them frees (three queries)."""
     hosts = db.session.scalar(select(func.count()).select_from(RunHost).where(RunHost.run_id.in_(run_ids)))
     tasks, task_bytes = db.session.execute(
@@ -301,7 +302,7 @@ def exports_in_use() -> set[str]:
     return shas | ({desired} if desired else set())
 
 
-def _prune_exports(settings, now: datetime, dry_run: bool) -> dict:
+def _prune_exports(settings, now: datetime, dry_run: bool) -> dict[str, Any]:
     root = export_path(settings, "x").parent
     keep = exports_in_use()
     doomed = [path for path in _entries(root) if path.name not in keep and _older_than(path, now - EXPORT_GRACE)]

@@ -25,7 +25,7 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select, update
 
 from fleet.drift import TaskResult
-from fleet.store.db import db
+from fleet.store.db import db, rowcount
 from fleet.store.leases import until
 from fleet.store.models import Run, RunOutput, Shard, TaskResultRow
 from fleet.store.views import view_of
@@ -63,7 +63,8 @@ class ShardView:
 
     @property
     def names(self) -> list[str]:
-        return json.loads(self.hosts)
+        names: list[str] = json.loads(self.hosts)
+        return names
 
     @property
     def final(self) -> bool:
@@ -184,7 +185,7 @@ def cancel_unstarted(run_id: int, reason: str) -> int:
         .values(status=ShardStatus.CANCELED, finished_at=utcnow(), reason=reason)
     )
     db.session.commit()
-    return result.rowcount
+    return rowcount(result)
 
 
 def give_up_running(shard: ShardView, reason: str) -> bool:
@@ -238,7 +239,7 @@ def _history(shard: ShardView, note: str) -> str:
 
 
 def _move(
-    shard: ShardView, from_statuses: tuple[str, ...], commit: bool = True, lapsed: bool = False, **values
+    shard: ShardView, from_statuses: tuple[str, ...], commit: bool = True, lapsed: bool = False, **values: object
 ) -> bool:
     """Change a shard still in one of `from_statuses` at the same attempt (with `lapsed`, only while its
     lease is still lapsed: its worker did not renew it meanwhile); False when it moved meanwhile."""
@@ -248,7 +249,7 @@ def _move(
     result = db.session.execute(update(Shard).where(*conditions).values(**values))
     if commit:
         db.session.commit()
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 # --- the worker's side -----------------------------------------------------------------
@@ -271,7 +272,7 @@ def claim(shard_id: int, attempt: int, worker: str, lease_seconds: int) -> Shard
         )
     )
     db.session.commit()
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return None
     return get_shard(shard_id)
 
@@ -283,10 +284,10 @@ def refuse(shard_id: int, attempt: int, reason: str) -> bool:
         .values(status=ShardStatus.REFUSED, reason=reason)
     )
     db.session.commit()
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
-def fence(shard_id: int, token: str, lease_seconds: int, **values) -> bool:
+def fence(shard_id: int, token: str, lease_seconds: int, **values: object) -> bool:
     """Renew the lease of a shard this worker still holds, with `values`, in the session's transaction
     (the caller commits); False when the shard was given away (or closed) and nothing must be written."""
     result = db.session.execute(
@@ -294,7 +295,7 @@ def fence(shard_id: int, token: str, lease_seconds: int, **values) -> bool:
         .where(Shard.id == shard_id, Shard.token == token, Shard.status == ShardStatus.RUNNING)
         .values(lease_expires_at=until(lease_seconds), **values)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def commit() -> None:
@@ -302,7 +303,7 @@ def commit() -> None:
     db.session.commit()
 
 
-def renew(shard_id: int, token: str, lease_seconds: int, **values) -> bool:
+def renew(shard_id: int, token: str, lease_seconds: int, **values: object) -> bool:
     held = fence(shard_id, token, lease_seconds, **values)
     db.session.commit()
     return held

@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fleet.vocabulary import Coverage, aware
 
-V = TypeVar("V")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+V = TypeVar("V", bound="DataclassInstance")
 
 
-def view_of(cls: type[V], row) -> V:
+def view_of(cls: type[V], row: object) -> V:
     """A view of `row`: each field of `cls` read from the row's attribute of that name."""
     values = {f.name: getattr(row, f.name) for f in fields(cls)}
     return cls(**{name: aware(value) if isinstance(value, datetime) else value for name, value in values.items()})

@@ -117,7 +117,7 @@ def record_heartbeat(
         _update_worker(name, pid, fields, now)
 
 
-def _update_worker(name: str, pid: int, fields: dict, now: datetime) -> bool:
+def _update_worker(name: str, pid: int, fields: dict[str, object], now: datetime) -> bool:
     """Update the row of `name`; False when there is none. started_at moves when the process is new."""
     row = db.session.scalar(select(Worker).where(Worker.name == name))
     if row is None:

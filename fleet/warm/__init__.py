@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ANCHOR_ENV = "FLEET_WARM_ANCHOR"  # the data directory: the kept process ends when it is gone
 IDLE_ENV = "FLEET_WARM_IDLE"  # seconds the kept process waits for the next run after one ends
@@ -225,7 +226,7 @@ def stop_servers(anchor: str) -> int:
     return len(pids)
 
 
-def send_message(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
+def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     body = json.dumps(message).encode()
     data = _HEADER.pack(len(body)) + body
     sent = 0
@@ -235,7 +236,7 @@ def send_message(sock: socket.socket, message: dict, fds: list[int] | None = Non
         sock.sendall(data[sent:])
 
 
-def receive_request(sock: socket.socket) -> tuple[dict, list[int]]:
+def receive_request(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """One framed message and the descriptors that came with it (closed again if the message is not whole)."""
     fds: list[int] = []
     data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(8 * 4))
@@ -250,7 +251,7 @@ def receive_request(sock: socket.socket) -> tuple[dict, list[int]]:
         raise
 
 
-def _whole_message(sock: socket.socket, data: bytes) -> dict:
+def _whole_message(sock: socket.socket, data: bytes) -> dict[str, Any]:
     if len(data) < _HEADER.size:
         raise ConnectionError("no request")
     (length,) = _HEADER.unpack(data[: _HEADER.size])
@@ -371,7 +372,7 @@ def path_text(warm: bool, reason: str = "") -> str:
     return "warm" if warm else f"cold: {reason or 'unknown'}"
 
 
-def _write_atomically(path: Path, data: dict) -> None:
+def _write_atomically(path: Path, data: dict[str, Any]) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -433,7 +434,7 @@ class KeptState:
         }
         self._write()
 
-    def served(self, request: dict) -> None:
+    def served(self, request: dict[str, Any]) -> None:
         try:
             hosts = hosts_of_argv(list(request.get("argv") or []), str(request.get("cwd") or "/"))
         except (TypeError, ValueError):
@@ -454,12 +455,12 @@ class KeptState:
             pass  # the listing shows the process without its hosts
 
 
-def kept_processes(anchor: str) -> list[dict]:
+def kept_processes(anchor: str) -> list[dict[str, Any]]:
     """The live kept processes of a data directory: pid, age, memory (from /proc) and the hosts of their runs."""
     return [kept_process_json(pid, _state_of(lock, pid), time.time()) for lock, pid in _live_locks(anchor)]
 
 
-def _state_of(lock: Path, pid: int) -> dict:
+def _state_of(lock: Path, pid: int) -> dict[str, Any]:
     try:
         state = json.loads(lock.with_suffix(".json").read_text())
     except (OSError, ValueError):
@@ -467,7 +468,7 @@ def _state_of(lock: Path, pid: int) -> dict:
     return state if isinstance(state, dict) and state.get("pid") == pid else {}
 
 
-def kept_process_json(pid: int, state: dict, now: float) -> dict:
+def kept_process_json(pid: int, state: dict[str, Any], now: float) -> dict[str, Any]:
     muxes = [m for m in state.get("multiplexers", []) if isinstance(m, int)]
     own = process_memory(pid)
     mux_memory = [process_memory(m) for m in muxes]

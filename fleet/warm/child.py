@@ -19,6 +19,7 @@ import sys
 import termios
 import time
 import warnings
+from typing import Any
 
 from fleet import ansible_compat
 
@@ -175,7 +176,9 @@ def look_like_ansible_playbook() -> None:
         pass
 
 
-def run(request: dict, fds: list[int], conn: socket.socket, imported: dict[str, object], program: str) -> None:
+def run(
+    request: dict[str, Any], fds: list[int], conn: socket.socket, imported: dict[str, object], program: str
+) -> None:
     """Run one request in this forked child; never returns."""
     code = 1
     try:

@@ -17,6 +17,8 @@ import subprocess
 import sys
 import termios
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 from fleet import processes, warm
 
@@ -31,7 +33,7 @@ def real_ansible_playbook() -> str:
     return "ansible-playbook"
 
 
-def run_cold(args: list[str], reason: str) -> None:
+def run_cold(args: list[str], reason: str) -> NoReturn:
     """Become the real ansible-playbook (never returns), saying why to the runner and the log."""
     warm.write_report(os.environ, False, reason)
     take_back_terminal()
@@ -77,7 +79,8 @@ def give_up_terminal() -> None:
 def terminal_session(fd: int) -> int:
     """The session whose controlling terminal fd is (tcgetsid(3); Python's os has no tcgetsid)."""
     found = fcntl.ioctl(fd, getattr(termios, "TIOCGSID", 0x5429), bytes(4))  # 0x5429: Linux's TIOCGSID
-    return struct.unpack("i", found)[0]
+    session: int = struct.unpack("i", found)[0]
+    return session
 
 
 def take_back_terminal() -> None:
@@ -187,7 +190,7 @@ class Conversation:
         line, _, self.lines = self.lines.partition(b"\n")
         return line.decode()
 
-    def _forward(self, number, _frame) -> None:
+    def _forward(self, number: int, _frame: FrameType | None) -> None:
         try:
             self.sock.sendall(f"S {number}\n".encode())
         except OSError:
@@ -197,7 +200,7 @@ class Conversation:
         for number in FORWARDED:
             signal.signal(number, signal.SIG_DFL)
 
-    def _server_lost(self) -> None:
+    def _server_lost(self) -> NoReturn:
         """The kept process ended under this run: stop what it started, and fail the run saying so."""
         if self.child_pid:
             processes.kill_leader_tree(self.child_pid)
@@ -205,7 +208,7 @@ class Conversation:
         sys.stderr.flush()
         os._exit(1)
 
-    def _end_as(self, status: int) -> None:
+    def _end_as(self, status: int) -> NoReturn:
         """Exit as the run's ansible-playbook did: its code, or killed by its signal."""
         self._restore_signals()
         if os.WIFSIGNALED(status):

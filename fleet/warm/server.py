@@ -22,6 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fleet import ansible_compat, processes, warm
 
@@ -60,7 +61,7 @@ def take_lock(path: Path):
     return handle
 
 
-def prepare_ansible() -> tuple[dict, set[int]]:
+def prepare_ansible() -> tuple[dict[str, Any], set[int]]:
     """Import what every run needs; start Mitogen's multiplexers when runs use Mitogen."""
     from fleet.warm import child
 
@@ -92,7 +93,7 @@ def peer_uid(conn: socket.socket) -> int:
 
 
 class Server:
-    def __init__(self, path: Path, anchor: str, imported: dict, muxes: set[int], lock):
+    def __init__(self, path: Path, anchor: str, imported: dict[str, Any], muxes: set[int], lock):
         self.path = path
         self.lock = lock
         self.anchor = anchor
@@ -183,7 +184,7 @@ class Server:
             return
         self._start(conn, request, fds)
 
-    def _start(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
+    def _start(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         from fleet.warm import child
 
         sys.stdout.flush()

@@ -23,6 +23,7 @@ warns, naming the internal a release moved.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ansible.playbook.handler import Handler
 from ansible.utils.display import Display
@@ -200,7 +201,7 @@ def _hook_task_as_written() -> None:
     ansible_compat.patch("ansible.plugins.strategy:StrategyBase._convert_wire_task_result_to_raw", wrap)
 
 
-def task_findings(result, skipped: bool) -> dict:
+def task_findings(result, skipped: bool) -> dict[str, Any]:
     """The `fleet` object of one task event."""
     task = result._task
     raw = getattr(result, "_fleet_raw", None) or {"data": result._result, "delegated_host": None}
@@ -232,11 +233,11 @@ INCLUDE_VARS_ACTIONS = {"include_vars"}
 MAX_DERIVED_NAMES = 200  # names followed through vars definitions per task: enough for any real play
 
 
-_reads_of_task: dict = {}  # task uuid -> its task_reads: the same for every host (include_vars aside)
+_reads_of_task: dict[str, Any] = {}  # task uuid -> its task_reads: the same for every host (include_vars aside)
 MAX_REMEMBERED_TASKS = 10_000
 
 
-def task_reads(task, data: dict, action: str) -> dict:
+def task_reads(task, data: dict[str, Any], action: str) -> dict[str, Any]:
     """The variable names the task's templates read, and how variables it reads are defined from others.
 
     `when_reads` maps each condition to the names it reads; `loop_reads` and `arg_reads` are the loop's
@@ -254,7 +255,7 @@ def task_reads(task, data: dict, action: str) -> dict:
     return found
 
 
-def _task_reads(task, data: dict, short: str) -> dict:
+def _task_reads(task, data: dict[str, Any], short: str) -> dict[str, Any]:
     args = task.args if isinstance(task.args, dict) else {}
     when = {str(c): sorted(names_read(c, expression=True)) for c in (task.when or [])}
     loop = sorted(names_read(task.loop))
@@ -293,10 +294,10 @@ def derived_names(task, names: set[str]) -> dict[str, list[str]]:
     return {name: reads for name, reads in derived.items() if reads}
 
 
-def visible_definitions(task) -> dict:
+def visible_definitions(task) -> dict[str, Any]:
     """Variable definitions a task sees besides inventory and facts: role defaults and vars, play vars,
     then block and task vars (later ones win, as in Ansible's precedence)."""
-    found: dict = {}
+    found: dict[str, Any] = {}
     role = getattr(task, "_role", None)
     play = _play_of(task)
     for getter in (
@@ -324,7 +325,7 @@ def _play_of(task):
     return None
 
 
-def files_read(task, data: dict) -> list[str]:
+def files_read(task, data: dict[str, Any]) -> list[str]:
     """Files of the source this task's result depends on: the ones its action and lookups found on the
     controller (templates, copy sources, vars files), its play's file and the play's vars_files."""
     found = set(data.get(FILES_KEY) or [])
@@ -453,7 +454,7 @@ def _hook_meta() -> None:
     ansible_compat.patch("ansible.plugins.strategy:StrategyBase._execute_meta", wrap)
 
 
-def tasks_after(iterator, meta_task) -> list[dict]:
+def tasks_after(iterator, meta_task) -> list[dict[str, Any]]:
     """The play's tasks that come after the meta task: the ones a stopped host never reaches."""
     ordered = []
     for block in getattr(iterator, "_blocks", []):
@@ -514,7 +515,7 @@ for _hook in (_hook_results, _hook_task_as_written, _hook_meta, _hook_results_po
 # --- the callback ------------------------------------------------------------------
 
 
-def skip_details(result: dict) -> dict:
+def skip_details(result: dict[str, Any]) -> dict[str, Any]:
     """The few result fields that explain a skip (ansible-runner sends none)."""
     if result.get("_ansible_no_log"):
         return {"skipped": True, "censored": True}
@@ -556,7 +557,7 @@ class CallbackModule(runner_display.CallbackModule):
         ):
             super().v2_runner_on_skipped(result)
 
-    def _host_ended(self, task, host, action: str, never_reached: list[dict]) -> None:
+    def _host_ended(self, task, host, action: str, never_reached: list[dict[str, Any]]) -> None:
         """One event for a host a meta task stopped, shaped like a task result."""
         findings = {
             "changed": False,
