@@ -39,7 +39,8 @@ _OUTCOME_EVENTS = {
 
 def load_events(path: Path) -> list[dict[str, Any]]:
     """A recorded event stream (a JSON list of ansible-runner events)."""
-    return json.loads(path.read_text())
+    events: list[dict[str, Any]] = json.loads(path.read_text())
+    return events
 
 
 def hosts_of(events: Sequence[dict[str, Any]], groups: tuple[str, ...] = ()) -> list[InventoryHost]:

@@ -42,7 +42,7 @@ from fleet.revisions import (
 from fleet.runner import MAX_EVENT_RES, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
 from fleet.settings import Settings
 from fleet.store import leases, pins, queries, records
-from fleet.store.views import RunView
+from fleet.store.views import HostView, RunView
 from fleet.text import clean_event, mark_escaped
 from fleet.vocabulary import HostStatus, RunKind, RunStatus, aware, utcnow
 
@@ -449,6 +449,10 @@ class Execution:
             lost_again = pins.record_new_pins(known_hosts, pins.process_name(), written)
         return {**probes, **{name: _lost_race(probe, lost, lost_again) for name, probe in again.items()}}
 
+    def _chosen_strategy(self) -> Strategy:
+        assert self.strategy is not None  # run() chooses it before any job is specified
+        return self.strategy
+
     def _spec(self, desired: DesiredState, hosts: list[str]) -> JobSpec:
         self.private_dir.mkdir(parents=True, exist_ok=True)
         limit_file = self.private_dir / "limit"
@@ -466,7 +470,7 @@ class Execution:
             identity=self.settings.identity_path,  # the runner creates the key pair on first use
             vault_password_file=self.settings.vault_password_file,
             forks=self.settings.forks,
-            strategy=self.strategy,
+            strategy=self._chosen_strategy(),
             warm_anchor=self.settings.data_dir.resolve() if self.settings.warm_ansible else None,
         )
 
@@ -476,13 +480,15 @@ class Execution:
         self.events_seen += 1
         # The one place Ansible's text enters fleet: from here on every string is storable (fleet.text).
         cleaned = clean_event(event)
+        stored = cleaned.value
+        assert isinstance(stored, dict)  # cleaning keeps an event's shape: a dict comes back a dict
         try:
-            self._record(cleaned.value, cleaned.diff_escaped)
+            self._record(stored, cleaned.diff_escaped)
         except SQLAlchemyError as exc:
             self.store_refused(exc)
             return
         if self.progress:
-            self.progress(self.tracker, cleaned.value)
+            self.progress(self.tracker, stored)
 
     def _record(self, event: dict[str, Any], diff_escaped: bool = False) -> None:
         host = (event.get("event_data") or {}).get("host")
@@ -725,11 +731,11 @@ def check_context(settings: Settings, desired: DesiredState, targets: list[Inven
     )
 
 
-def host_history(host, revision: str) -> HostHistory:
+def host_history(host: HostView, revision: str) -> HostHistory:
     """The part of a host's record that explains drift: last converge, whether a check followed it, flapping."""
     converged, checked = host.last_converge_at, host.last_check_at
     follows_converge = (
-        bool(converged)
+        converged is not None
         and host.last_converge_sha == revision
         and (checked is None or aware(checked) < aware(converged))
     )
@@ -752,7 +758,7 @@ def _run_status(runner_status: str, verdicts: list[HostVerdict]) -> str:
 
 
 # Exit codes of check and converge, most urgent first: unreachable/failed, drift, unverified, in sync.
-EXIT_CODES = {
+EXIT_CODES: dict[str, int] = {
     HostStatus.UNREACHABLE: 3,
     HostStatus.FAILED: 3,
     HostStatus.INCOMPLETE: 3,

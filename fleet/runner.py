@@ -26,7 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +39,8 @@ from fleet.errors import SourceError
 from fleet.vocabulary import RunnerStatus
 
 if TYPE_CHECKING:
+    import paramiko
+
     from fleet.remote_stop import HostStop
     from fleet.settings import Settings
 
@@ -397,7 +399,7 @@ class AnsibleRunner:
 
     def _run_tool(
         self, command: list[str], tree: Path, timeout: float = TOOL_TIMEOUT, extra_env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess:
+    ) -> subprocess.CompletedProcess[str]:
         env = {
             **os.environ,
             **ansible_env(self.known_hosts, self.control_path_dir),
@@ -479,7 +481,7 @@ def requirements_of(text: str) -> dict[str, list[str]]:
     return {kind: names for kind, names in wanted.items() if names}
 
 
-def _requirement_name(entry) -> str:
+def _requirement_name(entry: object) -> str:
     if isinstance(entry, dict):
         return str(entry.get("name") or entry.get("src") or entry)
     return str(entry)
@@ -542,15 +544,15 @@ SSH_ARG_SETTINGS = {
 }
 
 
-def ssh_arg_defaults(tree: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
+def ssh_arg_defaults(tree: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ssh argument variables Ansible would use, for the source at `tree`, where a host sets none."""
-    environ = os.environ if environ is None else environ
-    section = _ssh_connection_settings(ansible_cfg(tree, environ))
-    found = {var: environ.get(env) or section.get(key, "") for var, (env, key) in SSH_ARG_SETTINGS.items()}
+    variables = os.environ if environ is None else environ
+    section = _ssh_connection_settings(ansible_cfg(tree, variables))
+    found = {var: variables.get(env) or section.get(key, "") for var, (env, key) in SSH_ARG_SETTINGS.items()}
     return {var: value for var, value in found.items() if value}
 
 
-def ansible_cfg(tree: Path, environ: dict[str, str]) -> Path | None:
+def ansible_cfg(tree: Path, environ: Mapping[str, str]) -> Path | None:
     """The one ansible.cfg Ansible reads when it runs in `tree` (the first of its search order that exists)."""
     named = environ.get("ANSIBLE_CONFIG")
     candidates = [
@@ -604,7 +606,7 @@ def _template(value: str, hostvars: dict[str, Any]) -> str:
         return value
 
 
-def probe_target(host: InventoryHost, ssh_config=None) -> hostkeys.Target:
+def probe_target(host: InventoryHost, ssh_config: paramiko.SSHConfig | None = None) -> hostkeys.Target:
     """Where the pre-flight probe finds one host and through what: its ProxyJump hops or ProxyCommand.
 
     From its ssh arguments first, then from `ssh_config` (a paramiko SSHConfig of

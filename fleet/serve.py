@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 import waitress
+from flask import Flask
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
@@ -70,7 +71,7 @@ def _request_stop(stop: threading.Event, signum: int) -> None:
     stop.set()
 
 
-def _start_web(app, settings: Settings):
+def _start_web(app: Flask, settings: Settings) -> Any:  # a waitress server (no type information)
     host, port = parse_bind(settings.bind)
     server = build_web_server(app, host, port)
     threading.Thread(target=server.run, name="web", daemon=True).start()
@@ -78,7 +79,7 @@ def _start_web(app, settings: Settings):
     return server
 
 
-def build_web_server(app, host: str, port: int):
+def build_web_server(app: Flask, host: str, port: int) -> Any:  # a waitress server (no type information)
     """A waitress server for the app that refuses oversized bodies before buffering them.
 
     waitress's own default buffers up to 1 GiB of body before Flask can say
@@ -117,10 +118,10 @@ def waitress_error_json(code: int, reason: str, detail: str) -> bytes:
     return json.dumps({"error": message}).encode()
 
 
-class _JsonErrorTask(ErrorTask):
+class _JsonErrorTask(ErrorTask):  # type: ignore[misc]  # waitress has no type information
     """waitress's own error answer (413, 431, 400 ...) as JSON; the connection still closes after it."""
 
-    def execute(self):
+    def execute(self) -> None:
         error = self.request.error
         body = waitress_error_json(error.code, error.reason, error.body)
         self.status = f"{error.code} {error.reason}"
@@ -130,5 +131,5 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-class _JsonErrorChannel(HTTPChannel):
+class _JsonErrorChannel(HTTPChannel):  # type: ignore[misc]  # waitress has no type information
     error_task_class = _JsonErrorTask

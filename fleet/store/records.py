@@ -12,15 +12,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, SQLAlchemyError
 
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, NotFound
 from fleet.store import leases, queries
-from fleet.store.db import commit, db
+from fleet.store.db import Model, commit, db
 from fleet.store.leases import KEPT_LOCK_MESSAGE
 from fleet.store.models import (
     Approval,
@@ -56,13 +56,17 @@ from fleet.vocabulary import (
     utcnow,
 )
 
+if TYPE_CHECKING:
+    from fleet.runner import InventoryHost
+    from fleet.source import CommitInfo
+
 BATCH_ROWS = 500
 # A check that ends in one of these reached the host and judged it: a successful check (metrics' check age).
 JUDGED_VERDICTS = (HostStatus.IN_SYNC, HostStatus.DRIFTED, HostStatus.UNVERIFIED)
 BATCH_SECONDS = 0.5
 
 
-def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = False) -> RevisionView:
+def record_revision(info: CommitInfo, ok: bool, error: str = "", rewrites_history: bool = False) -> RevisionView:
     """Store a fetched commit with its validation result (once per sha)."""
     revision = db.session.scalar(select(Revision).where(Revision.sha == info.sha))
     if revision is None:
@@ -83,6 +87,7 @@ def record_revision(info, ok: bool, error: str = "", rewrites_history: bool = Fa
 def note_rewrites_history(sha: str, rewrites_history: bool) -> RevisionView:
     """Judge a stored revision's history flag again (it is about to become desired)."""
     revision = db.session.scalar(select(Revision).where(Revision.sha == sha))
+    assert revision is not None  # the caller read it from the store (revisions._judge_history_again)
     revision.rewrites_history = rewrites_history
     commit()
     return view_of(RevisionView, revision)
@@ -117,7 +122,7 @@ def withdraw_desired() -> None:
     commit()
 
 
-def sync_hosts(inventory_hosts: Iterable) -> None:
+def sync_hosts(inventory_hosts: Iterable[InventoryHost]) -> None:
     """Make the hosts table match the desired revision's inventory."""
     wanted = {h.name: h for h in inventory_hosts}
     existing = {h.name: h for h in db.session.scalars(select(Host))}
@@ -161,7 +166,9 @@ def create_run(
     return view_of(RunView, run)
 
 
-def start_queued_run(run, sha: str, pid: int, lease_seconds: int = leases.DEFAULT_LEASE_SECONDS) -> RunView:
+def start_queued_run(
+    run: Run | RunView | int, sha: str, pid: int, lease_seconds: int = leases.DEFAULT_LEASE_SECONDS
+) -> RunView:
     """Mark a queued run (its row, view or id) running at `sha` in process `pid`, which holds its lease."""
     holder = leases.holder_for(pid)
     run = _run_row(run)
@@ -263,6 +270,7 @@ def note_ansible_pid(run_id: int, pid: int) -> None:
 def request_cancel(run_id: int, reason: str) -> RunView:
     """Ask for a run to stop: a queued run is canceled at once, a running one at its next event."""
     run = db.session.get(Run, run_id)
+    assert run is not None  # the caller read the run first (actions.cancel_run)
     if run.status == RunStatus.QUEUED:
         run.status, run.error, run.finished_at = RunStatus.CANCELED, reason, utcnow()
     run.cancel_requested = True
@@ -394,9 +402,9 @@ class RunRecorder:
             try:
                 # Core inserts of the tables: the ORM's bulk path costs more per row than SQLite does.
                 if self._tasks:
-                    db.session.execute(TaskResultRow.__table__.insert(), self._tasks)
+                    db.session.execute(_table(TaskResultRow).insert(), self._tasks)
                 if self._output:
-                    db.session.execute(RunOutput.__table__.insert(), self._output)
+                    db.session.execute(_table(RunOutput).insert(), self._output)
                 commit()
             except VALUE_REFUSALS as exc:
                 if store_down(exc):
@@ -456,7 +464,9 @@ def store_down(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
-def _insert_replacing(table, row: dict[str, Any], columns: tuple[str, ...]) -> list[tuple[str, str]] | None:
+def _insert_replacing(
+    table: type[Model], row: dict[str, Any], columns: tuple[str, ...]
+) -> list[tuple[str, str]] | None:
     """Insert `row`; if refused, with one text column replaced by a placeholder, then with all of them.
 
     Returns the (column, refusal) pairs replaced ([] when the row went in as it was), None when the
@@ -475,16 +485,21 @@ def _insert_replacing(table, row: dict[str, Any], columns: tuple[str, ...]) -> l
     return None
 
 
-def _try_insert(table, row: dict[str, Any]) -> str | None:
+def _try_insert(table: type[Model], row: dict[str, Any]) -> str | None:
     """Insert one row in a savepoint: None when it went in, else the store's words for the refusal."""
     try:
         with db.session.begin_nested():
-            db.session.execute(table.__table__.insert(), [row])
+            db.session.execute(_table(table).insert(), [row])
     except VALUE_REFUSALS as exc:
         if store_down(exc):
             raise
         return refusal_text(exc)
     return None
+
+
+def _table(model: type[Model]) -> Table:
+    """A model's Core table (for Core inserts); a declarative model's __table__ is a Table, typed FromClause."""
+    return cast(Table, model.__table__)
 
 
 def refusal_text(exc: BaseException) -> str:
@@ -500,14 +515,16 @@ def _problem(what: str, row: dict[str, Any], column: str, message: str) -> str:
     )
 
 
-def _run_row(run) -> Run:
+def _run_row(run: Run | RunView | int) -> Run:
     """The session's row of a run given as a row (merged in if detached), a view, or an id."""
     if isinstance(run, Run):
         return db.session.merge(run)
-    return db.session.get(Run, run if isinstance(run, int) else run.id)
+    row = db.session.get(Run, run if isinstance(run, int) else run.id)
+    assert row is not None  # callers name a run they read or started (runs are never deleted while open)
+    return row
 
 
-def finish_run(run, status: str, verdicts: list[HostVerdict], error: str = "") -> RunView:
+def finish_run(run: Run | RunView | int, status: str, verdicts: list[HostVerdict], error: str = "") -> RunView:
     """Write each host's verdict, update the hosts, and close the run (given as a row, a view or an id).
 
     All in one transaction: if the store refuses any of it, none is written. A run
@@ -602,6 +619,7 @@ def _track_drift(host: Host, run: Run, status: str) -> None:
     if status == HostStatus.DRIFTED and host.drift_since is None:
         host.drift_since = run.finished_at
     elif status == HostStatus.IN_SYNC and host.drift_since is not None:
+        assert run.finished_at is not None  # finish_run set it before it updates the hosts
         seconds = max(0.0, (aware(run.finished_at) - aware(host.drift_since)).total_seconds())
         db.session.add(
             DriftResolution(
@@ -687,7 +705,7 @@ def _controller_row() -> ControllerState:
     return state
 
 
-def _update_controller(**values) -> None:
+def _update_controller(**values: object) -> None:
     state = _controller_row()
     for name, value in values.items():
         setattr(state, name, value)
@@ -722,7 +740,7 @@ def note_check_queued(trigger: str, sha: str | None, now: datetime) -> None:
 
     Either kind takes the schedule slot (a commit check stands in for the scheduled one).
     """
-    values = {"last_scheduled_check_at": now}
+    values: dict[str, object] = {"last_scheduled_check_at": now}
     if trigger == Trigger.COMMIT:
         values["commit_checked_sha"] = sha
     _update_controller(**values)
@@ -848,11 +866,13 @@ def open_inventory_approval(sha: str, hosts: Iterable[str], check_run_id: int, r
     return view_of(ApprovalView, approval)
 
 
-def _approval_row(approval) -> Approval:
+def _approval_row(approval: Approval | ApprovalView | int) -> Approval:
     """The session's row of an approval given as a row (merged in if detached), a view, or an id."""
     if isinstance(approval, Approval):
         return db.session.merge(approval)
-    return db.session.get(Approval, approval if isinstance(approval, int) else approval.id)
+    row = db.session.get(Approval, approval if isinstance(approval, int) else approval.id)
+    assert row is not None  # callers name an approval they read (approvals are never deleted while open)
+    return row
 
 
 def decide_approval(approval_id: int, who: str) -> ApprovalView:
@@ -872,7 +892,9 @@ def decide_approval(approval_id: int, who: str) -> ApprovalView:
     return view_of(ApprovalView, approval)
 
 
-def close_approval(approval, status: str, note: str, converge_run_id: int | None = None) -> None:
+def close_approval(
+    approval: Approval | ApprovalView | int, status: str, note: str, converge_run_id: int | None = None
+) -> None:
     """Settle an approval (given as a row, a view or an id): applied, failed or superseded."""
     approval = _approval_row(approval)
     approval.status, approval.note = status, note

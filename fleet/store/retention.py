@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
 
@@ -50,6 +50,9 @@ from fleet.store.db import db
 from fleet.store.models import Approval, AuditEntry, Host, Run, RunHost, RunOutput, TaskResultRow
 from fleet.store.records import fold_pruned_runs, size_text
 from fleet.vocabulary import APPROVAL_OPEN_STATUSES, RUN_ACTIVE_STATUSES, HostStatus, RunKind
+
+if TYPE_CHECKING:
+    from fleet.settings import Settings
 
 PRUNE_BATCH = 500  # runs (or audit entries) per transaction
 # Between two write transactions the prune steps aside this long: SQLite's busy handler sleeps
@@ -104,7 +107,7 @@ class PruneReport:
 
 
 def prune(
-    settings,
+    settings: Settings,
     retention: Retention,
     now: datetime,
     dry_run: bool = False,
@@ -293,16 +296,18 @@ def _prune_audit(cutoff: datetime, dry_run: bool, batch: int, between: _Between)
 
 def exports_in_use() -> set[str]:
     """Shas whose export must stay: the desired revision and every queued or running run's."""
-    shas = set(
-        db.session.scalars(
+    shas = {
+        sha
+        for sha in db.session.scalars(
             select(Run.revision_sha).where(Run.status.in_(RUN_ACTIVE_STATUSES), Run.revision_sha.is_not(None))
         )
-    )
+        if sha is not None  # what the query asked for already; said again for the type
+    }
     desired = queries.desired_sha()
     return shas | ({desired} if desired else set())
 
 
-def _prune_exports(settings, now: datetime, dry_run: bool) -> dict[str, Any]:
+def _prune_exports(settings: Settings, now: datetime, dry_run: bool) -> dict[str, Any]:
     root = export_path(settings, "x").parent
     keep = exports_in_use()
     doomed = [path for path in _entries(root) if path.name not in keep and _older_than(path, now - EXPORT_GRACE)]
@@ -313,7 +318,7 @@ def _prune_exports(settings, now: datetime, dry_run: bool) -> dict[str, Any]:
     return {"exports": len(doomed), "export_bytes": sum(sizes), "export_names": sorted(p.name for p in doomed)}
 
 
-def _prune_run_dirs(settings, now: datetime, dry_run: bool) -> int:
+def _prune_run_dirs(settings: Settings, now: datetime, dry_run: bool) -> int:
     """`runs/<id>` directories of runs no longer active (a run removes its own; a killed one cannot)."""
     root = settings.data_dir / "runs"
     active = {str(run_id) for run_id in db.session.scalars(select(Run.id).where(Run.status.in_(RUN_ACTIVE_STATUSES)))}

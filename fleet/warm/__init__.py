@@ -31,8 +31,9 @@ import struct
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 ANCHOR_ENV = "FLEET_WARM_ANCHOR"  # the data directory: the kept process ends when it is gone
 IDLE_ENV = "FLEET_WARM_IDLE"  # seconds the kept process waits for the next run after one ends
@@ -87,7 +88,7 @@ _SOCKET_PATH_MAX = 107
 _HEADER = struct.Struct("!I")
 
 
-def enabled_by(environ) -> bool:
+def enabled_by(environ: Mapping[str, str]) -> bool:
     return bool(environ.get(ANCHOR_ENV))
 
 
@@ -129,7 +130,7 @@ def _code_marks() -> list[str]:
     return marks
 
 
-def collection_roots(environ) -> list[str]:
+def collection_roots(environ: Mapping[str, str]) -> list[str]:
     """Where the kept process's collection loader looks for collections (each holds ansible_collections/): its
     collections path and Python's path (collections_scan_sys_path, on by default, finds the `ansible`
     package's collections). Not a playbook's directory: a run with collections there goes cold (fleet.warm.child)."""
@@ -138,7 +139,7 @@ def collection_roots(environ) -> list[str]:
     return [os.path.expanduser(p) for p in paths if p] + [entry for entry in sys.path if entry]
 
 
-def _collection_marks(environ) -> list[str]:
+def _collection_marks(environ: Mapping[str, str]) -> list[str]:
     """Every installed collection by path and its MANIFEST's change time: one installed, removed or upgraded
     (ansible-galaxy writes each collection's files anew) needs a kept process whose multiplexers see it."""
     marks = []
@@ -157,7 +158,7 @@ def _collection_marks(environ) -> list[str]:
     return marks
 
 
-def _config_marks(environ, cwd: str) -> list[str]:
+def _config_marks(environ: Mapping[str, str], cwd: str) -> list[str]:
     """Every ansible.cfg Ansible might read from here that exists, by path and change time.
 
     Only those that exist: the directory of each revision differs, and a revision without an ansible.cfg
@@ -172,7 +173,7 @@ def _config_marks(environ, cwd: str) -> list[str]:
     return [_stat_mark(Path(c)) for c in candidates if c and os.path.exists(c)]
 
 
-def server_key(environ, cwd: str) -> str:
+def server_key(environ: Mapping[str, str], cwd: str) -> str:
     """Which kept process may run this: everything Ansible reads at import, and fleet's own code."""
     settled = sorted(
         (k, v)
@@ -261,7 +262,8 @@ def _whole_message(sock: socket.socket, data: bytes) -> dict[str, Any]:
         if not more:
             raise ConnectionError("the request was cut short")
         body += more
-    return json.loads(body[:length])
+    message: dict[str, Any] = json.loads(body[:length])
+    return message
 
 
 # --- the log of cold fallbacks and kept processes: bounded, written by the clients and the kept processes ---
@@ -344,7 +346,7 @@ REPORT_ENV = "FLEET_WARM_REPORT"  # a file in the run's private directory (fleet
 DISABLED_REASON = "FLEET_WARM_ANSIBLE=false"
 
 
-def write_report(environ, warm: bool, reason: str = "") -> None:
+def write_report(environ: Mapping[str, str], warm: bool, reason: str = "") -> None:
     """Say which path this run took (warm: forked from a kept process; cold: the real ansible-playbook, and
     why) to the file the runner named; a cold fallback is logged too. Never raises."""
     if not warm and environ.get(ANCHOR_ENV):
@@ -372,7 +374,7 @@ def path_text(warm: bool, reason: str = "") -> str:
     return "warm" if warm else f"cold: {reason or 'unknown'}"
 
 
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
+def _write_atomically(path: Path, data: Mapping[str, object]) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -413,6 +415,19 @@ def hosts_of_argv(argv: list[str], cwd: str) -> list[str]:
     return [name for name in value.replace(":", ",").split(",") if name]
 
 
+class KeptData(TypedDict):
+    """What a kept process's state file says (kept_processes reads it back)."""
+
+    pid: int
+    anchor: str
+    started_at: float
+    strategy: str
+    multiplexers: list[int]
+    runs: int
+    hosts: list[str]
+    last_run_at: float | None
+
+
 class KeptState:
     """The state file of one kept process: pid, start, multiplexers, runs served and the hosts they named.
 
@@ -420,9 +435,9 @@ class KeptState:
     on each run, removed when the process ends.
     """
 
-    def __init__(self, socket_file: Path, anchor: str, muxes: set[int]):
+    def __init__(self, socket_file: Path, anchor: str, muxes: set[int]) -> None:
         self.path = state_path(socket_file)
-        self.data = {
+        self.data: KeptData = {
             "pid": os.getpid(),
             "anchor": anchor,
             "started_at": time.time(),

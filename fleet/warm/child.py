@@ -19,6 +19,7 @@ import sys
 import termios
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from fleet import ansible_compat
@@ -31,7 +32,9 @@ _PR_SET_NAME = 15
 RUN_MARK = "fleet_run"  # on a hop of Mitogen's connection stack that is this run's own (become, the run's fork)
 log = logging.getLogger("fleet.warm")
 _MISSING = object()
-import_warnings: list = []  # warnings.WarningMessage the kept process's imports gave (server.prepare_ansible)
+import_warnings: list[
+    warnings.WarningMessage
+] = []  # warnings.WarningMessage the kept process's imports gave (server.prepare_ansible)
 
 
 def install_collection_loader() -> None:
@@ -61,8 +64,9 @@ def serve_hops_per_run() -> None:
     # The wrapper calls it through `self`: missing, it must fail here, when the kept process starts, not mid-run.
     ansible_compat.internal("ansible_mitogen.services:ContextService._shutdown_unlocked")
 
-    def wrap(original):
-        def _connect(self, key, spec, via=None):
+    # Mitogen has no type information: its ContextService and its keys are Any here.
+    def wrap(original: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        def _connect(self: Any, key: Any, spec: dict[str, Any], via: Any = None) -> dict[str, Any]:
             base = None
             if spec.get(RUN_MARK):
                 base = key_from_dict(via=via, **{k: v for k, v in spec.items() if k != RUN_MARK})
@@ -108,8 +112,11 @@ def give_the_run_its_own_hops(mark: str) -> None:
     The login interpreter itself then never runs a module, so each run's fork starts as clean as it does
     (modules share one interpreter within a run, as they do cold), and it costs one fork per host per run."""
 
-    def wrap(original):
-        def _build_stack(self):
+    # Mitogen has no type information: its Connection is Any here; a stack is a list of hops (dicts).
+    def wrap(
+        original: Callable[[Any], tuple[str, list[dict[str, Any]]]],
+    ) -> Callable[[Any], tuple[str, list[dict[str, Any]]]]:
+        def _build_stack(self: Any) -> tuple[str, list[dict[str, Any]]]:
             name, stack = original(self)
             own = [dict(hop, **{RUN_MARK: mark}) if hop.get("method") in self.become_methods else hop for hop in stack]
             if own[-1].get("method") not in self.become_methods:

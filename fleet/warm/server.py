@@ -22,7 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fleet import ansible_compat, processes, warm
 
@@ -48,7 +48,7 @@ def signal_run(pid: int, number: int) -> None:
         pass
 
 
-def take_lock(path: Path):
+def take_lock(path: Path) -> IO[str]:
     """One kept process per socket: the second to start leaves at once."""
     handle = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held for the process's life)
     try:
@@ -88,12 +88,13 @@ def prepare_ansible() -> tuple[dict[str, Any], set[int]]:
 
 
 def peer_uid(conn: socket.socket) -> int:
+    uid: int
     _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
     return uid
 
 
 class Server:
-    def __init__(self, path: Path, anchor: str, imported: dict[str, Any], muxes: set[int], lock):
+    def __init__(self, path: Path, anchor: str, imported: dict[str, Any], muxes: set[int], lock: IO[str]) -> None:
         self.path = path
         self.lock = lock
         self.anchor = anchor
@@ -121,7 +122,7 @@ class Server:
         self.identity = os.stat(self.path).st_ino
         return listener
 
-    def _on_term(self, *_args) -> None:
+    def _on_term(self, *_args: object) -> None:
         # Retire, not kill: the runs going on may be other callers' (a `fleet check` in a shell while `fleet
         # serve` stops cleanly); each ends with its caller, who can stop it, and the kept process after them.
         self.retire("asked to stop")
@@ -129,7 +130,10 @@ class Server:
     def serve(self) -> None:
         log.info("kept Ansible process %s started for %s", os.getpid(), self.anchor)
         while not (self.retiring and not self.runs):
-            watched = [self.wake_r, *(run.conn for run in self.runs.values() if not run.abandoned)]
+            watched: list[int | socket.socket] = [
+                self.wake_r,
+                *(run.conn for run in self.runs.values() if not run.abandoned),
+            ]
             if not self.retiring:
                 watched.append(self.listener)
             try:
@@ -142,6 +146,7 @@ class Server:
                 elif ready == self.wake_r:
                     os.read(self.wake_r, 512)
                 else:
+                    assert isinstance(ready, socket.socket)  # the wake pipe is the one descriptor watched as an int
                     self._from_client(ready)
             self._reap()
             self._look_around()
