@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import http.server
 import json
@@ -277,6 +278,30 @@ def pytest_collection_modifyitems(items):
 TEST_DATABASE_URL = os.environ.get("FLEET_TEST_DATABASE_URL", "")
 
 
+def worker_database(url: str) -> str:
+    """The test database of this pytest-xdist worker: `<name>_gw0`, `<name>_gw1`, ... beside the one named
+    (created from it the first time; the role needs CREATEDB, which .ci/run grants), so workers never
+    empty each other's; the database named itself when the tests run in one process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
+        return url
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from fleet.store.db import engine_url
+
+    base = make_url(engine_url(url))
+    name = f"{base.database}_{worker}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            if connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}) is None:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False).replace("postgresql+psycopg", "postgresql", 1)
+
+
 def reset_test_database(url: str) -> None:
     """Empty the test database: its other sessions (left by earlier tests) ended, the public schema remade."""
     from sqlalchemy import create_engine, text
@@ -330,13 +355,19 @@ def database_under_test(request, monkeypatch):
         yield None
         return
     store_db = importlib.import_module("fleet.store.db")  # the module; fleet.store.db is also the handle's name
-    reset_test_database(TEST_DATABASE_URL)
-    monkeypatch.setenv("FLEET_DATABASE_URL", TEST_DATABASE_URL)
-    monkeypatch.setattr(store_db, "engine_url", postgres_stores(TEST_DATABASE_URL))
+    url = _worker_database_url()
+    reset_test_database(url)
+    monkeypatch.setenv("FLEET_DATABASE_URL", url)
+    monkeypatch.setattr(store_db, "engine_url", postgres_stores(url))
     engines = _record_engines(monkeypatch)
-    yield TEST_DATABASE_URL
+    yield url
     for engine in engines:  # psycopg warns of connections left to the garbage collector; close them here
         engine.dispose()
+
+
+@functools.lru_cache(maxsize=1)
+def _worker_database_url() -> str:
+    return worker_database(TEST_DATABASE_URL)
 
 
 def _record_engines(monkeypatch) -> list:

@@ -34,10 +34,11 @@ DATABASES = [pytest.param("sqlite", marks=pytest.mark.sqlite_only)] + (["postgre
 def database_url(request, tmp_path):
     """An empty database: an SQLite file, or the emptied PostgreSQL test database."""
     if request.param == "postgresql":
-        from tests.conftest import reset_test_database
+        from tests.conftest import reset_test_database, worker_database
 
-        reset_test_database(POSTGRES)
-        return POSTGRES
+        url = worker_database(POSTGRES)  # this xdist worker's own database
+        reset_test_database(url)
+        return url
     return f"sqlite:///{tmp_path / 'fleet.db'}"
 
 
@@ -252,8 +253,8 @@ def test_outside_input_of_any_length_is_stored(database_url):
 
 @pytest.mark.skipif(not POSTGRES, reason="PostgreSQL's own session time zone; FLEET_TEST_DATABASE_URL is unset")
 def test_postgresql_sessions_read_times_in_utc_whatever_the_server_time_zone(database_under_test):
-    name = make_url(POSTGRES).database
-    execute(POSTGRES, f"ALTER DATABASE {name} SET timezone TO 'Asia/Tokyo'")
+    name = make_url(database_under_test).database
+    execute(database_under_test, f"ALTER DATABASE {name} SET timezone TO 'Asia/Tokyo'")
     try:
         app = store_app(database_under_test)
         with app.app_context():
@@ -263,7 +264,7 @@ def test_postgresql_sessions_read_times_in_utc_whatever_the_server_time_zone(dat
             created = db.session.scalar(text("SELECT created_at FROM runs"))
             db.session.remove()
     finally:
-        execute(POSTGRES, f"ALTER DATABASE {name} RESET timezone")
+        execute(database_under_test, f"ALTER DATABASE {name} RESET timezone")
 
     assert zone == "UTC"
     assert created.utcoffset().total_seconds() == 0
