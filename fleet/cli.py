@@ -29,7 +29,7 @@ from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskSta
 @click.option("--data-dir", help="where fleet keeps its state (FLEET_DATA_DIR)")
 @click.option("--forks", type=int, help="parallel hosts (FLEET_FORKS)")
 @click.pass_context
-def main(ctx: click.Context, config_path, **flags) -> None:
+def main(ctx: click.Context, /, config_path, **flags) -> None:
     """GitOps for Ansible fleets: find drift, converge it, keep the history."""
     # Before anything is created: the data directory holds diffs, output and keys (and git, ssh and
     # Ansible, started from here, inherit the umask), so it is nobody else's to read.

@@ -32,20 +32,22 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import git
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleet import jobs, notify, plan, policy, revisions, source
+from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, retention
+from fleet.store.views import ApprovalView, RunView, TaskView
 from fleet.vocabulary import ApprovalKind, RunKind, RunStatus, Trigger, utcnow
 
 log = logging.getLogger("fleet.controller")
@@ -115,7 +117,8 @@ class Controller:
             source.display_url(self.settings.repo),
             self.settings.poll_interval,
         )
-        keeper = _LockKeeper(self, current_app._get_current_object())
+        # Flask types current_app as the Flask app itself, not as the proxy it is.
+        keeper = _LockKeeper(self, current_app._get_current_object())  # type: ignore[attr-defined]
         try:
             while not self.stop.is_set():
                 try:
@@ -285,7 +288,7 @@ class _Fetching:
     """
 
     def __init__(self, settings: Settings, stop: threading.Event):
-        self._outcome: Future = Future()
+        self._outcome: Future[source.Head] = Future()
         self._thread = threading.Thread(target=self._run, args=(settings, stop), name="fleet-fetch")
         self._thread.start()
 
@@ -314,7 +317,7 @@ class _LockKeeper:
     takes over. A process killed with -9 takes this thread with it.
     """
 
-    def __init__(self, controller: Controller, app):
+    def __init__(self, controller: Controller, app: Flask) -> None:
         self.controller, self.app = controller, app
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._keep, name="fleet-leader-lock", daemon=True)
@@ -367,7 +370,8 @@ class ActionExecutor:
 
     def perform(self, action: plan.Action, now: datetime) -> list[plan.Action]:
         """Carry out one action of `plan.plan` or of a follow-up (FetchSource is the sync step's own)."""
-        return getattr(self, _HANDLERS[type(action)])(action, now)
+        handler: Callable[[plan.Action, datetime], list[plan.Action]] = getattr(self, _HANDLERS[type(action)])
+        return handler(action, now)
 
     def queue_check(self, action: plan.QueueCheck, now: datetime) -> list[plan.Action]:
         records.enqueue_run(RunKind.CHECK, action.trigger, "", "controller")
@@ -383,7 +387,7 @@ class ActionExecutor:
         finished = self.run_queued(run)
         return plan.after_run(finished, current_policy(self.settings), now, self.stop.is_set())
 
-    def waits_for_broker(self, run) -> bool:
+    def waits_for_broker(self, run: RunView) -> bool:
         """With the celery executor and the broker down, a queued run stays queued, saying why."""
         if self.settings.executor != "celery":
             return False
@@ -457,7 +461,7 @@ class ActionExecutor:
         self.notify_approval(approval, action.check_run_id)
         return []
 
-    def notify_approval(self, approval, check_run_id: int) -> None:
+    def notify_approval(self, approval: ApprovalView, check_run_id: int) -> None:
         """An approval this check opened (not one already waiting for the same drift) is news."""
         if approval.check_run_id == check_run_id and approval.status == "pending":
             self.notifier.notify(
@@ -479,7 +483,7 @@ class ActionExecutor:
         log.log(logging.WARNING if action.warn else logging.INFO, "%s", action.reason)
         return []
 
-    def run_queued(self, run, pinned_sha: str = "") -> plan.FinishedRun | None:
+    def run_queued(self, run: RunView, pinned_sha: str = "") -> plan.FinishedRun | None:
         """Run one queued run (its view) to its end; None when it could not start (it is closed as failed).
 
         With ``pinned_sha``, only at that revision: a run the desired revision moved away from fails unstarted.
@@ -611,7 +615,9 @@ def run_ended(report: jobs.RunReport) -> notify.RunEnded:
     return notify.RunEnded(report.run.id, report.run.kind, report.run.status, hosts)
 
 
-def host_outcome(verdict, groups: tuple[str, ...], tasks, diverged_from: str = "") -> plan.HostOutcome:
+def host_outcome(
+    verdict: HostVerdict, groups: tuple[str, ...], tasks: Sequence[TaskResult], diverged_from: str = ""
+) -> plan.HostOutcome:
     drift = [t for t in tasks if t.drift]
     return plan.HostOutcome(
         verdict.name,
@@ -623,7 +629,7 @@ def host_outcome(verdict, groups: tuple[str, ...], tasks, diverged_from: str = "
     )
 
 
-def _split_unverified(tasks) -> tuple[list, list]:
+def _split_unverified(tasks: list[TaskView]) -> tuple[list[TaskView], list[TaskView]]:
     """An approval's tasks as (changed, unverified)."""
     return [t for t in tasks if not t.unverified], [t for t in tasks if t.unverified]
 

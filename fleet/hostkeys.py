@@ -26,12 +26,17 @@ import shlex
 import socket
 import subprocess
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import paramiko
+
+# What an SSH session runs over: a TCP socket, a channel from a jump host, or a ProxyCommand
+# (paramiko's Channel and ProxyCommand have no type information: Any).
+Connection: TypeAlias = "socket.socket | paramiko.Channel | paramiko.ProxyCommand"
 
 PROBE_WORKERS = 32
 SSH_CONFIG_NAME = "ssh_config"  # next to known_hosts; Ansible's ssh and its ProxyJump hops read it
@@ -120,9 +125,9 @@ def route_from_ssh_args(*arg_strings: str) -> tuple[tuple[Hop, ...], str]:
     return (), ""
 
 
-def _proxy_options(arg_strings) -> list[tuple[str, str]]:
+def _proxy_options(arg_strings: Iterable[str]) -> list[tuple[str, str]]:
     """(lowercase option name, value) of every ProxyJump/-J/ProxyCommand, in order."""
-    found = []
+    found: list[tuple[str, str]] = []
     for text in arg_strings:
         try:
             words = shlex.split(text or "")
@@ -138,7 +143,7 @@ def _proxy_options(arg_strings) -> list[tuple[str, str]]:
 
 def _flag_values(words: list[str]) -> list[tuple[str, str]]:
     """(`-o` or `-J`, its value) for each such flag, written apart (`-o X`) or joined (`-oX`)."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for index, word in enumerate(words):
         for flag in ("-o", "-J"):
             if word == flag:
@@ -366,7 +371,8 @@ def accept_key(
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    return key.fingerprint  # "SHA256:..." as ssh-keygen prints it
+    printed: str = key.fingerprint  # "SHA256:..." as ssh-keygen prints it
+    return printed
 
 
 def pinned_entries(known_hosts: Path) -> list[tuple[str, str, str]]:
@@ -461,7 +467,7 @@ class _Ways:
             if isinstance(sock, _ProxyCommand):
                 sock.finish()
 
-    def _connect(self, target: Target):
+    def _connect(self, target: Target) -> Connection:
         """A TCP connection to the target's sshd, or a direct-tcpip channel to it from its last jump host."""
         through = self.session(target.jumps) if target.jumps else None
         try:
@@ -514,7 +520,7 @@ class _Ways:
                 self.keys.add(name, key.get_name(), key)
                 log.info("pinned the key %s of jump host %s on first contact", fingerprint(key), hop)
                 return True
-            return pinned.get(key.get_name()) == key
+            return bool(pinned.get(key.get_name()) == key)
 
     def replace(self, name: str, key: paramiko.PKey) -> None:
         with self.lock:
@@ -530,7 +536,7 @@ class _Ways:
                 session.close()
 
 
-def _server_key(target: Target, sock, timeout: float) -> paramiko.PKey | Probe:
+def _server_key(target: Target, sock: Connection, timeout: float) -> paramiko.PKey | Probe:
     transport = paramiko.Transport(sock)
     transport.banner_timeout = timeout
     try:
@@ -558,7 +564,7 @@ def _via(target: Target) -> str:
     return " through jump host " + ", ".join(str(h) for h in target.jumps) if target.jumps else ""
 
 
-class _ProxyCommand(paramiko.ProxyCommand):
+class _ProxyCommand(paramiko.ProxyCommand):  # type: ignore[misc]  # paramiko has no type information here
     """paramiko's ProxyCommand, whose process is also reaped and whose close may come twice."""
 
     def recv(self, size: int) -> bytes:
@@ -604,16 +610,18 @@ def _proxy_exit(proxy: _ProxyCommand) -> str:
     return f"; the command exited with {code}" + (f": {said[-1]}" if said else "")
 
 
-def _open(address: str, port: int, through: paramiko.Transport | None, timeout: float):
+def _open(address: str, port: int, through: paramiko.Transport | None, timeout: float) -> Connection:
     """A TCP connection to address:port, or a direct-tcpip channel to it from the hop before (which resolves it)."""
     if through is None:
         return socket.create_connection((address, port), timeout=timeout)
-    return through.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=timeout)
+    channel: paramiko.Channel = through.open_channel("direct-tcpip", (address, port), ("127.0.0.1", 0), timeout=timeout)
+    return channel
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, paramiko.ChannelException):
-        return exc.text
+        text: str = exc.text
+        return text
     return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
 
 
@@ -640,6 +648,7 @@ def _enter_hop(hop: Hop, through: paramiko.Transport | None, ways: _Ways) -> par
     try:
         transport.start_client(timeout=ways.timeout)
         key = transport.get_remote_server_key()
+        failure: _HopFailure | None
         if not ways.check_hop(hop, key):  # checked before fleet offers anything to it
             failure = _HopFailure("jump_key_changed", hop, key_fingerprint=fingerprint(key))
         else:

@@ -21,13 +21,16 @@ import queue
 import re
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
 from fleet.policy import NotifyRule
 from fleet.vocabulary import utcnow
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("fleet.notify")
 
@@ -246,7 +249,7 @@ class Sender(Protocol):
 class AppriseSender:
     """Sends through apprise (Slack, e-mail, Teams, a generic JSON webhook, ...)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         _load_apprise()
 
     def send(self, url: str, message: Message) -> str:
@@ -287,6 +290,14 @@ def _load_apprise() -> None:
 # --- the edge: the notifier thread -------------------------------------------------------------
 
 
+# What the notifier's thread is handed: a run's end or an event for some rules, a mark to set once all
+# before it were handled (wait_idle), () when nothing came within a second, None to stop.
+_Work: TypeAlias = (
+    "tuple[Literal['run'], tuple[NotifyRule, ...], RunEnded] | tuple[Literal['event'], tuple[NotifyRule, ...], Event]"
+    " | tuple[Literal['mark'], threading.Event] | tuple[()]"
+)
+
+
 class Notifier:
     """Takes events from the controller at once and sends them from a thread of its own.
 
@@ -298,13 +309,19 @@ class Notifier:
     without a store.
     """
 
-    def __init__(self, base_url: str, sender: Sender | None = None, limit: int = RATE_LIMIT, clock=utcnow):
+    def __init__(
+        self,
+        base_url: str,
+        sender: Sender | None = None,
+        limit: int = RATE_LIMIT,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.base_url, self.limit, self.clock = base_url, limit, clock
         self._sender = sender
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue[_Work | None] = queue.Queue()
         self._held: dict[str, tuple[str, list[Event]]] = {}  # target key -> (url, events held back)
         self._thread: threading.Thread | None = None
-        self._app = None
+        self._app: Flask | None = None
         self._lock = threading.Lock()
 
     def notify_run(self, rules: Sequence[NotifyRule], run: RunEnded) -> None:
@@ -317,12 +334,13 @@ class Notifier:
         if rules:
             self._put(("event", tuple(rules), event))
 
-    def _put(self, item) -> None:
+    def _put(self, item: _Work) -> None:
         with self._lock:
             if self._thread is None:
                 from flask import current_app
 
-                self._app = current_app._get_current_object()
+                # Flask types current_app as the Flask app itself, not as the proxy it is.
+                self._app = current_app._get_current_object()  # type: ignore[attr-defined]
                 self._thread = threading.Thread(target=self._work, name="fleet-notify", daemon=True)
                 self._thread.start()
         self._queue.put(item)
@@ -344,11 +362,12 @@ class Notifier:
     def _work(self) -> None:
         while True:
             try:
-                item = self._queue.get(timeout=1.0)
+                item: _Work | None = self._queue.get(timeout=1.0)
             except queue.Empty:
                 item = ()
             if item is None:
                 return
+            assert self._app is not None  # _put keeps the app before it starts this thread
             try:
                 with self._app.app_context():
                     self._handle(item)
@@ -356,14 +375,16 @@ class Notifier:
             except Exception:  # a notification must never end the thread; the next one is tried
                 log.exception("notifying failed")
 
-    def _handle(self, item) -> None:
+    def _handle(self, item: _Work) -> None:
         if not item:
             return
         if item[0] == "mark":
             item[1].set()
             return
-        _, rules, what = item
-        events = run_events(what, self._news(what)) if item[0] == "run" else [what]
+        if item[0] == "run":
+            rules, events = item[1], run_events(item[2], self._news(item[2]))
+        else:
+            rules, events = item[1], [item[2]]
         for event in events:
             for rule in rules:
                 if event.kind in rule.on:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import git
 import yaml
 
 from fleet import policy, source
@@ -28,7 +29,7 @@ from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import COLLECTIONS_DIR, ROLES_DIR, AnsibleRunner, InventoryHost, Runner, ansible_cfg
 from fleet.settings import Settings
 from fleet.store import queries, records
-from fleet.store.views import view_of
+from fleet.store.views import RevisionView, view_of
 from fleet.vocabulary import RevisionStatus
 
 log = logging.getLogger("fleet.revisions")
@@ -123,7 +124,7 @@ def _withdraw_if_desired(sha: str) -> str:
     return "; it was the desired revision, so nothing runs until a commit that passes lands"
 
 
-def _judged_revision(repo, settings: Settings, info: source.CommitInfo, runner: Runner):
+def _judged_revision(repo: git.Repo, settings: Settings, info: source.CommitInfo, runner: Runner) -> RevisionView:
     """The stored verdict on a commit: validated once, but its signature judged on every fetch.
 
     Trust lives in the data directory and may change (a key added, the
@@ -148,7 +149,7 @@ def desired_state(settings: Settings, runner: Runner | None = None) -> DesiredSt
     """The desired revision as the store knows it, without fetching (the controller's runs)."""
     sha = queries.desired_sha()
     revision = queries.get_revision(sha) if sha else None
-    if revision is None:
+    if sha is None or revision is None:
         raise FleetError("no revision of the source has validated yet; fix the source, then the controller fetches it")
     runner = runner or default_runner(settings)
     tree = source.export_path(settings, sha)
@@ -316,7 +317,7 @@ def _is_dynamic_source(path: Path) -> bool:
     return isinstance(data, dict) and "plugin" in data
 
 
-def prepare_export(repo, settings: Settings, sha: str, runner: Runner) -> Path:
+def prepare_export(repo: git.Repo, settings: Settings, sha: str, runner: Runner) -> Path:
     """Export `sha` and install the collections and roles its requirements name into the export (once).
 
     SourceError when they cannot be installed, naming them: nothing may run from a revision
@@ -363,7 +364,7 @@ def policy_problem(tree: Path) -> str:
     return ""
 
 
-def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner: Runner):
+def _record_validation(repo: git.Repo, settings: Settings, info: source.CommitInfo, runner: Runner) -> RevisionView:
     """Validate a commit seen for the first time and store the verdict with it (each commit once)."""
     try:
         tree = prepare_export(repo, settings, info.sha, runner)
@@ -374,13 +375,15 @@ def _record_validation(repo, settings: Settings, info: source.CommitInfo, runner
     return records.record_revision(info, ok=not error, error=error, rewrites_history=_rewrites_history(repo, info.sha))
 
 
-def _rewrites_history(repo, sha: str) -> bool:
+def _rewrites_history(repo: git.Repo, sha: str) -> bool:
     """Does ``sha`` not descend from the revision the fleet was last converged to?"""
     converged = queries.last_converged_sha()
-    return bool(converged) and converged != sha and not source.is_ancestor(repo, converged, sha)
+    if not converged:
+        return False
+    return converged != sha and not source.is_ancestor(repo, converged, sha)
 
 
-def _judge_history_again(repo, revision):
+def _judge_history_again(repo: git.Repo, revision: RevisionView) -> RevisionView:
     """The history flag judged again each time a revision becomes desired, not only when first seen: a
     force-push back to a commit seen long ago makes it desired after later ones were converged.
     (The flag is what the revisions page shows; the controller decides per host, see plan.remediate.)"""

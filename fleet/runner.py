@@ -26,7 +26,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -152,7 +152,7 @@ class InventoryHost:
     ssh_args: tuple[str, ...] = ()
 
 
-class Runner(Protocol):
+class Runner(Hashable, Protocol):  # Hashable: revisions caches inventory listings per runner
     """Everything fleet asks of Ansible and of the managed hosts, and nothing else.
 
     The pre-flight probe is here too, though paramiko does it rather than

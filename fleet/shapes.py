@@ -13,13 +13,20 @@ which knows the URL map.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from fleet.drift import is_drift
+from fleet.drift import is_drift as is_drift  # also the CLI's and the web's test of a drifted task
 from fleet.vocabulary import ApprovalKind, Coverage, TaskStatus, iso
 
+if TYPE_CHECKING:
+    from fleet.drift import HostVerdict, TaskResult
+    from fleet.store.views import ApprovalView, HostView, RevisionView, RunHostView, RunView, SourceView, TaskView
+    from fleet.store.workers import ShardReport, WorkerView
 
-def run_json(run) -> dict[str, Any]:
+
+def run_json(run: RunView) -> dict[str, Any]:
     """One run: what it is, where it stands, and its queue bookkeeping."""
     return {
         "id": run.id,
@@ -62,7 +69,7 @@ def ansible_path_line(text: str) -> str:
     return text or "not recorded"
 
 
-def run_summary_json(run) -> dict[str, Any]:
+def run_summary_json(run: RunView) -> dict[str, Any]:
     """A run in a history page: its per-status host counts come from the run row itself."""
     data = run_json(run)
     data["hosts"] = {
@@ -76,7 +83,9 @@ def run_summary_json(run) -> dict[str, Any]:
     return data
 
 
-def run_host_json(name: str, verdict, tasks) -> dict[str, Any]:
+def run_host_json(
+    name: str, verdict: RunHostView | HostVerdict, tasks: Sequence[TaskView | TaskResult]
+) -> dict[str, Any]:
     """One host's verdict in one run, with the task results that explain it.
 
     `verdict` is a stored run-host row or drift's HostVerdict (same counters);
@@ -100,12 +109,15 @@ def run_host_json(name: str, verdict, tasks) -> dict[str, Any]:
     }
 
 
-def run_report_json(run, hosts) -> dict[str, Any]:
+def run_report_json(
+    run: RunView,
+    hosts: Sequence[tuple[str, RunHostView | HostVerdict, Sequence[TaskView | TaskResult]]],
+) -> dict[str, Any]:
     """The shared document of a run: `hosts` are (name, verdict, tasks) triples, in display order."""
     return {"run": run_json(run), "hosts": [run_host_json(name, verdict, tasks) for name, verdict, tasks in hosts]}
 
 
-def task_json(row) -> dict[str, Any]:
+def task_json(row: TaskView) -> dict[str, Any]:
     """One task result; `seq` orders it against the run's output."""
     return {
         "seq": row.seq,
@@ -128,7 +140,7 @@ def task_json(row) -> dict[str, Any]:
     }
 
 
-def changed_task_json(task) -> dict[str, Any]:
+def changed_task_json(task: TaskView | TaskResult) -> dict[str, Any]:
     return {
         "task": task.task,
         "action": task.action,
@@ -138,7 +150,7 @@ def changed_task_json(task) -> dict[str, Any]:
     }
 
 
-def unverified_task_json(task) -> dict[str, Any]:
+def unverified_task_json(task: TaskView | TaskResult) -> dict[str, Any]:
     return {
         "task": task.task,
         "action": task.action,
@@ -147,7 +159,7 @@ def unverified_task_json(task) -> dict[str, Any]:
     }
 
 
-def verdict_lists_json(tasks) -> dict[str, Any]:
+def verdict_lists_json(tasks: Sequence[TaskView | TaskResult]) -> dict[str, Any]:
     """What explains one host's verdict, from its task results (store rows or drift.TaskResult)."""
     return {
         "changed_tasks": [changed_task_json(t) for t in tasks if is_drift(t)],
@@ -159,7 +171,7 @@ def verdict_lists_json(tasks) -> dict[str, Any]:
     }
 
 
-def host_json(host, drifted) -> dict[str, Any]:
+def host_json(host: HostView, drifted: Sequence[TaskView]) -> dict[str, Any]:
     """A host as `fleet status --json` prints it; `drifted` are the task results that explain its last check."""
     return {
         "name": host.name,
@@ -179,7 +191,7 @@ def host_json(host, drifted) -> dict[str, Any]:
     }
 
 
-def revision_json(revision, desired_sha: str | None) -> dict[str, Any]:
+def revision_json(revision: RevisionView, desired_sha: str | None) -> dict[str, Any]:
     return {
         "sha": revision.sha,
         "ref": revision.ref,
@@ -194,7 +206,7 @@ def revision_json(revision, desired_sha: str | None) -> dict[str, Any]:
     }
 
 
-def source_json(state, default_repo: str) -> dict[str, Any]:
+def source_json(state: SourceView | None, default_repo: str) -> dict[str, Any]:
     """Where the source stands; `state` is None before the first fetch."""
     if state is None:
         return {
@@ -215,7 +227,7 @@ def source_json(state, default_repo: str) -> dict[str, Any]:
     }
 
 
-def approval_json(approval) -> dict[str, Any]:
+def approval_json(approval: ApprovalView) -> dict[str, Any]:
     return {
         "id": approval.id,
         "host": approval.host,
@@ -233,7 +245,7 @@ def approval_json(approval) -> dict[str, Any]:
     }
 
 
-def approved_message(approval) -> str:
+def approved_message(approval: ApprovalView) -> str:
     """What the controller does next with an approval just approved (the UI and the CLI say the same)."""
     if approval.kind == ApprovalKind.INVENTORY:
         return (
@@ -246,7 +258,7 @@ def approved_message(approval) -> str:
     )
 
 
-def worker_json(worker, now) -> dict[str, Any]:
+def worker_json(worker: WorkerView, now: datetime) -> dict[str, Any]:
     """One `fleet worker` as `fleet workers --json` and GET /api/v1/workers show it (a store WorkerView)."""
     age = worker.heartbeat_age(now)
     return {
@@ -267,7 +279,7 @@ def worker_json(worker, now) -> dict[str, Any]:
     }
 
 
-def shard_json(shard) -> dict[str, Any]:
+def shard_json(shard: ShardReport) -> dict[str, Any]:
     """One shard of a run (a store ShardReport): which worker ran which hosts, its attempts and why it ended so."""
     return {
         "index": shard.index,

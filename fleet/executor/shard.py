@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import fleet
 from fleet import revisions, source
-from fleet.drift import HostVerdict
+from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, SourceError
 from fleet.executor.dispatch import verdicts_to_json
 from fleet.jobs import Execution, with_refused_values
@@ -90,7 +90,8 @@ class ShardLease:
 
     def __init__(self, shard: ShardView, lease_seconds: int):
         self.shard, self.lease_seconds = shard, lease_seconds
-        self.app = current_app._get_current_object()
+        # Flask types current_app as the Flask app itself, not as the proxy it is.
+        self.app = current_app._get_current_object()  # type: ignore[attr-defined]
         self.lost = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._keep, name=f"fleet-shard-{shard.id}-lease", daemon=True)
@@ -99,7 +100,7 @@ class ShardLease:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def stop(self) -> None:
@@ -183,7 +184,7 @@ class ShardRecorder(records.RunRecorder):
         self.offset = shards.seq_offset(shard.index, shard.attempt)
         self.lost = False
 
-    def add_task(self, result) -> None:
+    def add_task(self, result: TaskResult) -> None:
         super().add_task(replace(result, seq=result.seq + self.offset))
 
     def add_output(self, seq: int, text: str) -> None:
@@ -224,7 +225,7 @@ class ShardExecution(Execution):
     def __init__(self, settings: Settings, run: RunView, shard: ShardView, runner: Runner, lease: ShardLease):
         self.shard, self.lease = shard, lease
         super().__init__(settings, run, None, None, runner, leases.this_process())
-        self.recorder = ShardRecorder(shard, settings.lease_seconds)
+        self.recorder: ShardRecorder = ShardRecorder(shard, settings.lease_seconds)
         self.private_dir = settings.data_dir / "runs" / f"{run.id}-{shard.index}"
         self.started_at = run.started_at
         self.missing: list[str] = []
@@ -257,7 +258,7 @@ class ShardExecution(Execution):
     def _note_ansible_pid(self, pid: int) -> None:
         self._fenced(ansible_pid=pid)
 
-    def _fenced(self, **values) -> None:
+    def _fenced(self, **values: object) -> None:
         try:
             self.lease_lost = not shards.renew(self.shard.id, self.shard.token, self.settings.lease_seconds, **values)
         except SQLAlchemyError as exc:  # a store that refuses: stop, as a run does
@@ -275,16 +276,21 @@ class ShardExecution(Execution):
         shutil.rmtree(self.private_dir, ignore_errors=True)
         if self._halted():
             records.discard_pending()
-            return shards.get_shard(self.shard.id)
+            return self._shard_now()
         self.recorder.flush()
         if self.recorder.lost:
-            return shards.get_shard(self.shard.id)
+            return self._shard_now()
         values = self._end_values(status)
         if shards.fence(self.shard.id, self.shard.token, self.settings.lease_seconds, **values):
             shards.commit()
         else:
             records.discard_pending()
-        return shards.get_shard(self.shard.id)
+        return self._shard_now()
+
+    def _shard_now(self) -> ShardView:
+        shard = shards.get_shard(self.shard.id)
+        assert shard is not None  # this worker claimed it; a shard goes only with its run, pruned once ended
+        return shard
 
     def _end_values(self, status: str) -> dict[str, Any]:
         if self.crashed:

@@ -203,7 +203,7 @@ class InventoryView:
     sha: str
     hosts: str  # JSON list of host names, as stored; names decodes it
     accepted: bool
-    judged_at: datetime | None
+    judged_at: datetime  # NOT NULL in the table
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -233,7 +233,9 @@ INCLUDE_VARS_ACTIONS = {"include_vars"}
 MAX_DERIVED_NAMES = 200  # names followed through vars definitions per task: enough for any real play
 
 
-_reads_of_task: dict[str, Any] = {}  # task uuid -> its task_reads: the same for every host (include_vars aside)
+_reads_of_task: dict[
+    tuple[str | None, str], dict[str, Any]
+] = {}  # (task uuid, action) -> its task_reads: the same for every host (include_vars aside)
 MAX_REMEMBERED_TASKS = 10_000
 
 
@@ -298,7 +300,7 @@ def visible_definitions(task) -> dict[str, Any]:
     """Variable definitions a task sees besides inventory and facts: role defaults and vars, play vars,
     then block and task vars (later ones win, as in Ansible's precedence)."""
     found: dict[str, Any] = {}
-    role = getattr(task, "_role", None)
+    role: Any = getattr(task, "_role", None)  # an Ansible Role (no type information); None: the except below
     play = _play_of(task)
     for getter in (
         lambda: role.get_default_vars(),
@@ -409,6 +411,7 @@ def _note_found(path: str) -> None:
     scratch = os.path.dirname(str(getattr(constants, "DEFAULT_LOCAL_TMP", "") or "").rstrip("/"))
     if (scratch and path.startswith(scratch + "/")) or not os.path.exists(path):
         return
+    assert _files_found is not None  # its callers note files only while a task runs
     _files_found.append(path)
 
 
@@ -456,7 +459,7 @@ def _hook_meta() -> None:
 
 def tasks_after(iterator, meta_task) -> list[dict[str, Any]]:
     """The play's tasks that come after the meta task: the ones a stopped host never reaches."""
-    ordered = []
+    ordered: list[Any] = []  # Ansible Tasks (no type information)
     for block in getattr(iterator, "_blocks", []):
         _collect_tasks(block, ordered)
     uuids = [t._uuid for t in ordered]
