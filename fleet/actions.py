@@ -104,3 +104,53 @@ def release_host(actor: Actor, name: str) -> KeptLock:
             )
         actor.audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
     return kept
+
+
+# --- accounts: users and API tokens --------------------------------------------------------------
+
+
+def add_user(actor: Actor, name: str, password: str, role: str, replace: bool = False) -> None:
+    """Create an account; with `replace` (the CLI's `fleet user add`) an existing one gets the new password and
+    role instead. ConfigError for a bad role or a short password; Refused for an existing name otherwise."""
+    with unit_of_work():
+        if not replace and accounts.user_exists(name):
+            raise Refused(f"a user named {name!r} exists already")
+        accounts.add_user(name, password, role)
+        actor.audit("user.add", name, f"role={role}")
+
+
+def change_password(actor: Actor, name: str, password: str, how: str) -> None:
+    """Set a user's password (every session they have ends); `how` says through what, for the audit record."""
+    with unit_of_work():
+        accounts.change_password(name, password)
+        actor.audit("user.passwd", name, how)
+
+
+def set_user_disabled(actor: Actor, user_id: int, disabled: bool) -> str:
+    """Disable (sessions end, owned tokens die) or enable an account; an admin cannot disable their own.
+    Returns the user's name."""
+    with unit_of_work():
+        name = accounts.user_name(user_id)
+        if name is None:
+            raise NotFound(f"no user with id {user_id}")
+        if disabled and name == actor.name:
+            raise Refused("you cannot disable your own account; ask another admin")
+        accounts.set_user_disabled(user_id, disabled)
+        actor.audit("user.disable" if disabled else "user.enable", name)
+    return name
+
+
+def create_token(actor: Actor, name: str, role: str, owner: str | None, expires: str | None) -> str:
+    """A new API token (at most its owner's role; an owner-less one is the CLI's machine token), expiring
+    after `expires` (like 30d) or never. Returns the secret, which fleet keeps only as a hash."""
+    lifetime = accounts.parse_expiry(expires)
+    with unit_of_work():
+        secret = accounts.create_token(name, role, actor.name, owner=owner, expires_in=lifetime)
+        actor.audit("token.create", name, f"role={role} owner={owner or 'cli'} expires={expires or 'never'}")
+    return secret
+
+
+def revoke_token(actor: Actor, name: str) -> None:
+    with unit_of_work():
+        accounts.revoke_token(name)
+        actor.audit("token.revoke", name)

@@ -730,8 +730,7 @@ def user_add(ctx, name, role, password_stdin, generate):
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     with _store(settings):
-        accounts.add_user(name, password, role)
-        accounts.audit(_who(), "user.add", name, f"role={role}")
+        actions.add_user(_actor(), name, password, role, replace=True)
     click.echo(f"user {name} ({role}) saved")
     if generate:
         click.echo(f"password (shown once): {password}")
@@ -750,8 +749,7 @@ def user_passwd(ctx, name, password_stdin):
     else:
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     with _store(settings):
-        accounts.change_password(name, password)
-        accounts.audit(_who(), "user.passwd", name, "with the CLI")
+        actions.change_password(_actor(), name, password, "with the CLI")
     click.echo(f"password of {name} changed; their sessions are logged out")
 
 
@@ -799,10 +797,9 @@ def token():
 def token_create(ctx, name, role, owner, expires):
     """Create a token; it is printed alone on the last line and cannot be shown again."""
     settings = _settings(ctx.parent)
-    lifetime = accounts.parse_expiry(expires)
+    accounts.parse_expiry(expires)  # a bad lifetime is refused before the store is opened
     with _store(settings):
-        secret = accounts.create_token(name, role, _who(), owner=owner, expires_in=lifetime)
-        accounts.audit(_who(), "token.create", name, f"role={role} owner={owner or 'cli'} expires={expires or 'never'}")
+        secret = actions.create_token(_actor(), name, role, owner, expires)
     click.echo(f"token {name} ({role}) created; store it now, fleet keeps only its hash:")
     click.echo(secret)
 
@@ -815,8 +812,7 @@ def token_revoke(ctx, name):
     """Revoke a token."""
     settings = _settings(ctx.parent)
     with _store(settings):
-        accounts.revoke_token(name)
-        accounts.audit(_who(), "token.revoke", name)
+        actions.revoke_token(_actor(), name)
     click.echo(f"token {name} revoked")
 
 

@@ -41,7 +41,7 @@ from flask import (
     url_for,
 )
 
-from fleet import throttle
+from fleet import actions, throttle
 from fleet.actions import Actor
 from fleet.errors import AccessDenied, ConfigError, Throttled
 from fleet.store import accounts
@@ -289,10 +289,9 @@ def _set_own_password(name: str, address: str):
     if form.get("new", "") != form.get("confirm", ""):
         return _password_error("The two new passwords differ; nothing was changed.", 400)
     try:
-        accounts.change_password(name, form.get("new", ""))
+        actions.change_password(Actor(name, address), name, form.get("new", ""), "own password, in the web UI")
     except ConfigError as exc:
         return _password_error(f"{exc}; nothing was changed.", 400)
-    accounts.audit(name, "user.passwd", name, "own password, in the web UI", address)
     _start_session(user.id)  # every session ended with the old password; this browser gets a new one
     flash("Password changed; every other session of yours is logged out.", "info")
     return redirect(url_for("auth.change_password"), 303)

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from fleet import actions
-from fleet.errors import NotFound
+from fleet.errors import AccessDenied, ConfigError, NotFound
 from fleet.store import accounts, queries, records
 from fleet.store.db import db, store_app
-from fleet.store.models import Approval, AuditEntry, Run
+from fleet.store.models import Approval, AuditEntry, Run, User
 from tests.conftest import FleetCli
 from tests.unit.store_fixtures import add_hosts, add_runs, temporary_store
 
@@ -169,3 +169,50 @@ def test_fleet_request_converge_applies_the_same_rule_as_the_api(tmp_path):
         assert runs(db.session) == [("converge", "queued", "web1"), ("check", "queued", "")]
         assert [row[1:3] for row in audit_rows(db.session)] == [("run.request", "web1"),
                                                                 ("run.request", "all hosts")]
+
+
+# --- accounts ---------------------------------------------------------------------------------------
+
+ADA = actions.Actor("ada", "192.0.2.9")
+PASSWORD = "a-long-enough-password"
+
+
+def test_adding_a_user_is_audited_and_an_existing_name_is_refused_unless_replaced(store):
+    actions.add_user(ADA, "vera", PASSWORD, "viewer")
+    with pytest.raises(actions.Refused, match="exists already"):
+        actions.add_user(ADA, "vera", PASSWORD, "admin")
+    assert accounts.authenticate("vera", PASSWORD).role == "viewer"
+    actions.add_user(ADA, "vera", PASSWORD + "2", "operator", replace=True)  # `fleet user add` resets
+    assert accounts.authenticate("vera", PASSWORD + "2").role == "operator"
+    assert [row[:4] for row in audit_rows(store)] == [("ada", "user.add", "vera", "role=viewer"),
+                                                      ("ada", "user.add", "vera", "role=operator")]
+
+
+def test_a_password_too_short_adds_nobody_and_audits_nothing(store):
+    with pytest.raises(ConfigError):
+        actions.add_user(ADA, "vera", "short", "viewer")
+    assert not accounts.user_exists("vera") and audit_rows(store) == []
+
+
+def test_an_admin_cannot_disable_their_own_account_but_may_another(store):
+    actions.add_user(ADA, "ada", PASSWORD, "admin")
+    actions.add_user(ADA, "vera", PASSWORD, "viewer")
+    ada_id, vera_id = (store.scalar(select(User.id).where(User.name == n)) for n in ("ada", "vera"))
+    with pytest.raises(actions.Refused, match="your own account"):
+        actions.set_user_disabled(ADA, ada_id, True)
+    assert actions.set_user_disabled(ADA, vera_id, True) == "vera"
+    assert accounts.authenticate("vera", PASSWORD) is None
+    with pytest.raises(NotFound):
+        actions.set_user_disabled(ADA, 999, True)
+    assert [row[1:3] for row in audit_rows(store)][-1] == ("user.disable", "vera")
+
+
+def test_a_token_is_created_for_its_owner_and_revoked_each_with_its_record(store):
+    actions.add_user(ADA, "otto", PASSWORD, "operator")
+    secret = actions.create_token(ADA, "ci", "operator", "otto", "30d")
+    assert accounts.token_identity(secret).owner == "otto"
+    actions.revoke_token(ADA, "ci")
+    with pytest.raises(AccessDenied, match="revoked"):
+        accounts.token_identity(secret)
+    assert [row[1:4] for row in audit_rows(store)][-2:] == [
+        ("token.create", "ci", "role=operator owner=otto expires=30d"), ("token.revoke", "ci", "")]

@@ -8,9 +8,10 @@ not even in the session cookie, so they cannot be shown again.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from fleet.web.auth import audit, require_role
+from fleet.web.auth import actor, require_role
 from fleet.web.ui.common import int_arg, who
 
+from fleet import actions
 from fleet.errors import ConfigError, NotFound
 from fleet.store import accounts
 
@@ -33,14 +34,11 @@ def add_user():
     password = request.form.get("password", "")
     if not name or len(name) > 255:
         return _form_error("users", "a user needs a name (at most 255 characters)")
-    if accounts.user_exists(name):
-        return _form_error("users", f"a user named {name!r} exists already")
     generated = "" if password else accounts.generate_password()
     try:
-        accounts.add_user(name, password or generated, role)
-    except ConfigError as exc:
+        actions.add_user(actor(), name, password or generated, role)
+    except (ConfigError, actions.Refused) as exc:
         return _form_error("users", str(exc))
-    audit("user.add", name, f"role={role}")
     if not generated:
         flash(f"user {name} ({role}) added", "info")
         return redirect(url_for("ui.admin.users"), 303)
@@ -62,11 +60,12 @@ def enable_user(user_id: int):
 
 
 def _set_disabled(user_id: int, disabled: bool):
-    name = accounts.user_name(user_id) or abort(404, description=f"no user with id {user_id}")
-    if name == who() and disabled:
-        return _form_error("users", "you cannot disable your own account; ask another admin")
-    accounts.set_user_disabled(user_id, disabled)
-    audit("user.disable" if disabled else "user.enable", name)
+    try:
+        name = actions.set_user_disabled(actor(), user_id, disabled)
+    except NotFound as exc:
+        abort(404, description=str(exc))
+    except actions.Refused as exc:
+        return _form_error("users", str(exc))
     flash(f"user {name} {'disabled' if disabled else 'enabled'}", "info")
     return redirect(url_for("ui.admin.users"), 303)
 
@@ -94,11 +93,9 @@ def create_token():
     if not name or len(name) > 255:
         return _form_error("tokens", "a token needs a name (at most 255 characters)")
     try:
-        lifetime = accounts.parse_expiry(request.form.get("expires", ""))
-        secret = accounts.create_token(name, role, who(), owner=owner, expires_in=lifetime)
+        secret = actions.create_token(actor(), name, role, owner, request.form.get("expires", ""))
     except (ConfigError, NotFound) as exc:
         return _form_error("tokens", str(exc))
-    audit("token.create", name, f"role={role} owner={owner} expires={request.form.get('expires') or 'never'}")
     return render_template(
         "admin/secret.html", what=f"API token {name} ({role})", secret=secret, back=url_for("ui.admin.tokens")
     )
@@ -108,8 +105,7 @@ def create_token():
 @require_role("admin")
 def revoke_token(token_id: int):
     name = accounts.token_name(token_id) or abort(404, description=f"no token with id {token_id}")
-    accounts.revoke_token(name)
-    audit("token.revoke", name)
+    actions.revoke_token(actor(), name)
     flash(f"token {name} revoked", "info")
     return redirect(url_for("ui.admin.tokens"), 303)
 
