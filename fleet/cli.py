@@ -141,7 +141,7 @@ def _actor() -> actions.Actor:
 
 def _audit(action: str, target: str = "", detail: str = "") -> None:
     """Record a change made from the command line, as the UI records its own (no remote address)."""
-    accounts.audit(_who(), action, target, detail)
+    _actor().audit(action, target, detail)
 
 
 def _audit_attempt(action: str, target: str, detail: str) -> None:

@@ -209,8 +209,7 @@ def actor() -> Actor:
 
 def audit(action: str, target: str = "", detail: str = "") -> None:
     """Record a state change by whoever is asking."""
-    identity = g.get("identity")
-    accounts.audit(identity.name if identity else "anonymous", action, target, detail, request.remote_addr or "")
+    actor().audit(action, target, detail)
 
 
 @bp.route("/login", methods=["GET", "POST"])
