@@ -23,7 +23,8 @@ warns, naming the internal a release moved.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ansible.playbook.handler import Handler
 from ansible.utils.display import Display
@@ -32,6 +33,9 @@ from ansible_runner.display_callback.callback import awx_display as runner_displ
 from fleet import ansible_compat
 from fleet.evidence import classify_result, names_read
 from fleet.processes import die_with_parent_if_asked
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 die_with_parent_if_asked()  # under `fleet worker`: this ansible-playbook dies with the worker
 
@@ -50,11 +54,11 @@ SKIP_FIELDS = ("skipped", "skip_reason", "false_condition", "msg", "changed")
 class Secrets:
     """Values decrypted from vault in this process, and masking of any text holding them."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.values: set[str] = set()
         self._ordered: list[str] = []
 
-    def add_plaintext(self, value) -> None:
+    def add_plaintext(self, value: object) -> None:
         """A decrypted value: itself, and each line of it (diffs show lines)."""
         text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         candidates = [text.strip()] + [line.strip() for line in text.splitlines()]
@@ -63,7 +67,7 @@ class Secrets:
             self.values |= new
             self._ordered = sorted(self.values, key=len, reverse=True)  # longest first: no partial leftovers
 
-    def add_document(self, data) -> None:
+    def add_document(self, data: object) -> None:
         """Every string leaf of a decrypted vars document."""
         if isinstance(data, dict):
             for value in data.values():
@@ -74,7 +78,7 @@ class Secrets:
         elif isinstance(data, (str, bytes)) or type(data).__name__ == "EncryptedString":
             self.add_plaintext(str(data) if not isinstance(data, (str, bytes)) else data)
 
-    def mask(self, value):
+    def mask(self, value: object) -> object:
         """The value with every secret replaced, through dicts and lists."""
         if not self._ordered:
             return value
@@ -93,7 +97,7 @@ class Secrets:
 SECRETS = Secrets()
 
 
-def scan_vaulted_files(root: str, loader) -> None:
+def scan_vaulted_files(root: str, loader: Any) -> None:  # an Ansible DataLoader
     """Decrypt every vault in the project up front, so its values are masked before first use.
 
     Inline `!vault` values are otherwise decrypted lazily, sometimes only in
@@ -114,7 +118,7 @@ def scan_vaulted_files(root: str, loader) -> None:
                 _learn_vaulted_file(path, data, loader)
 
 
-def _learn_vaulted_file(path: str, data: bytes, loader) -> None:
+def _learn_vaulted_file(path: str, data: bytes, loader: Any) -> None:
     if data.lstrip().startswith(b"$ANSIBLE_VAULT"):
         try:
             SECRETS.add_plaintext(loader._vault.decrypt(data))  # the whole file is secret
@@ -129,8 +133,8 @@ def _learn_vaulted_file(path: str, data: bytes, loader) -> None:
 def _hook_vault() -> None:
     """Anything decrypted in this process later (vars_files outside the project) is masked too."""
 
-    def wrap(original):
-        def decrypt_and_get_vault_id(self, vaulttext, *args, **kwargs):
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def decrypt_and_get_vault_id(self: Any, vaulttext: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
             plaintext, vault_id, secret = original(self, vaulttext, *args, **kwargs)
             SECRETS.add_plaintext(plaintext)
             return plaintext, vault_id, secret
@@ -141,8 +145,8 @@ def _hook_vault() -> None:
 
 
 def _hook_display() -> None:
-    def wrap(original):
-        def display(self, msg, *args, **kwargs):
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def display(self: Any, msg: str, *args: Any, **kwargs: Any) -> Any:
             return original(self, SECRETS.mask(msg), *args, **kwargs)
 
         return display
@@ -153,8 +157,8 @@ def _hook_display() -> None:
 def _hook_events() -> None:
     """Mask the event dict ansible-runner is about to write, whatever field holds a secret."""
 
-    def wrap(original):
-        def get_begin_dict():
+    def wrap(original: Callable[[], Any]) -> Callable[[], object]:
+        def get_begin_dict() -> object:
             return SECRETS.mask(original())
 
         return get_begin_dict
@@ -168,8 +172,8 @@ def _hook_events() -> None:
 def _hook_results() -> None:
     """Classify each result from its uncensored data, as Ansible makes the callbacks' copy."""
 
-    def wrap(original):
-        def as_callback_task_result(self):
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def as_callback_task_result(self: Any) -> Any:
             copy = original(self)
             copy._fleet_raw = {
                 "data": self._return_data,
@@ -189,8 +193,8 @@ def _hook_task_as_written() -> None:
     """Keep, on each result, the task as the play wrote it: the result's own task carries the arguments the
     worker templated (set_fact's value, not the expression), and what a task reads is in the expressions."""
 
-    def wrap(original):
-        def _convert_wire_task_result_to_raw(self, wire_task_result):
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def _convert_wire_task_result_to_raw(self: Any, wire_task_result: Any) -> Any:
             raw = original(self, wire_task_result)
             entry = self._queued_task_cache.get((raw.host.name, wire_task_result.task_uuid)) or {}
             raw._fleet_task = entry.get("task")
@@ -201,7 +205,7 @@ def _hook_task_as_written() -> None:
     ansible_compat.patch("ansible.plugins.strategy:StrategyBase._convert_wire_task_result_to_raw", wrap)
 
 
-def task_findings(result, skipped: bool) -> dict[str, Any]:
+def task_findings(result: Any, skipped: bool) -> dict[str, Any]:
     """The `fleet` object of one task event."""
     task = result._task
     raw = getattr(result, "_fleet_raw", None) or {"data": result._result, "delegated_host": None}
@@ -239,7 +243,7 @@ _reads_of_task: dict[
 MAX_REMEMBERED_TASKS = 10_000
 
 
-def task_reads(task, data: dict[str, Any], action: str) -> dict[str, Any]:
+def task_reads(task: Any, data: dict[str, Any], action: str) -> dict[str, Any]:
     """The variable names the task's templates read, and how variables it reads are defined from others.
 
     `when_reads` maps each condition to the names it reads; `loop_reads` and `arg_reads` are the loop's
@@ -257,7 +261,7 @@ def task_reads(task, data: dict[str, Any], action: str) -> dict[str, Any]:
     return found
 
 
-def _task_reads(task, data: dict[str, Any], short: str) -> dict[str, Any]:
+def _task_reads(task: Any, data: dict[str, Any], short: str) -> dict[str, Any]:
     args = task.args if isinstance(task.args, dict) else {}
     when = {str(c): sorted(names_read(c, expression=True)) for c in (task.when or [])}
     loop = sorted(names_read(task.loop))
@@ -280,7 +284,7 @@ def _task_reads(task, data: dict[str, Any], short: str) -> dict[str, Any]:
     }
 
 
-def derived_names(task, names: set[str]) -> dict[str, list[str]]:
+def derived_names(task: Any, names: set[str]) -> dict[str, list[str]]:
     """For each variable reached from `names` that task, block, play or role vars define by a template,
     the names its template reads (followed until no new name turns up)."""
     definitions = visible_definitions(task)
@@ -296,18 +300,19 @@ def derived_names(task, names: set[str]) -> dict[str, list[str]]:
     return {name: reads for name, reads in derived.items() if reads}
 
 
-def visible_definitions(task) -> dict[str, Any]:
+def visible_definitions(task: Any) -> dict[str, Any]:
     """Variable definitions a task sees besides inventory and facts: role defaults and vars, play vars,
     then block and task vars (later ones win, as in Ansible's precedence)."""
     found: dict[str, Any] = {}
     role: Any = getattr(task, "_role", None)  # an Ansible Role (no type information); None: the except below
     play = _play_of(task)
-    for getter in (
+    getters: tuple[Callable[[], Any], ...] = (  # typed here: a lambda with no declared type is an untyped call
         lambda: role.get_default_vars(),
         lambda: play.vars,
         lambda: role.get_vars(include_params=True),
         lambda: task.get_vars(),
-    ):
+    )
+    for getter in getters:
         try:
             values = getter()
         except Exception:  # noqa: BLE001 - a part this task does not have (no role, no play)
@@ -317,7 +322,7 @@ def visible_definitions(task) -> dict[str, Any]:
     return found
 
 
-def _play_of(task):
+def _play_of(task: Any) -> Any:  # an Ansible Play, or None
     parent = getattr(task, "_parent", None)
     while parent is not None:
         play = getattr(parent, "_play", None)
@@ -327,7 +332,7 @@ def _play_of(task):
     return None
 
 
-def files_read(task, data: dict[str, Any]) -> list[str]:
+def files_read(task: Any, data: dict[str, Any]) -> list[str]:
     """Files of the source this task's result depends on: the ones its action and lookups found on the
     controller (templates, copy sources, vars files), its play's file and the play's vars_files."""
     found = set(data.get(FILES_KEY) or [])
@@ -342,7 +347,7 @@ def files_read(task, data: dict[str, Any]) -> list[str]:
     return sorted(str(f) for f in found)
 
 
-def role_paths(task) -> list[str]:
+def role_paths(task: Any) -> list[str]:
     """The task's role and every role whose defaults and vars it sees (its dependencies and parents)."""
     role = getattr(task, "_role", None)
     if role is None:
@@ -359,7 +364,7 @@ def role_paths(task) -> list[str]:
 # Files each task's action found on the controller: recorded inside the worker process that ran it and
 # carried back in its result under a key Ansible strips before callbacks and `register` see it.
 FILES_KEY = "_ansible_fleet_files"
-_files_found: list | None = None  # set while a worker runs a task
+_files_found: list[str] | None = None  # set while a worker runs a task
 
 
 def _hook_file_reads() -> None:
@@ -370,8 +375,8 @@ def _hook_file_reads() -> None:
         ansible_compat.patch(f"ansible.parsing.dataloader:DataLoader.{name}", _recording)
     _hook_template_includes()
 
-    def wrap(run):
-        def run_recording(self):
+    def wrap(run: Callable[..., Any]) -> Callable[..., Any]:
+        def run_recording(self: Any) -> Any:
             global _files_found
             _files_found = []
             try:
@@ -391,8 +396,8 @@ def _hook_template_includes() -> None:
     """Templates a template pulls in (`{% include %}`, `{% import %}`, `{% extends %}`) are read through
     Jinja's own loader, not Ansible's search path: record them too."""
 
-    def wrap(original):
-        def get_source(self, environment, template):
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def get_source(self: Any, environment: Environment, template: str) -> Any:
             source = original(self, environment, template)
             if _files_found is not None and isinstance(source, tuple) and len(source) > 1 and source[1]:
                 _note_found(str(source[1]))
@@ -415,8 +420,8 @@ def _note_found(path: str) -> None:
     _files_found.append(path)
 
 
-def _recording(original):
-    def lookup(self, *args, **kwargs):
+def _recording(original: Callable[..., Any]) -> Callable[..., Any]:
+    def lookup(self: Any, *args: Any, **kwargs: Any) -> Any:
         path = original(self, *args, **kwargs)
         if _files_found is not None and isinstance(path, (str, bytes)):
             _note_found(path.decode("utf-8", "surrogateescape") if isinstance(path, bytes) else path)
@@ -425,7 +430,7 @@ def _recording(original):
     return lookup
 
 
-def in_rescued_block(task) -> bool:
+def in_rescued_block(task: Any) -> bool:
     """Is the task inside the `block:` part of a block that has a `rescue:`?"""
     child, parent = task, getattr(task, "_parent", None)
     while parent is not None:
@@ -439,12 +444,12 @@ def in_rescued_block(task) -> bool:
 
 # --- hosts that a meta task stopped ----------------------------------------------
 
-_meta_listeners: list = []
+_meta_listeners: list[Callable[[Any, Any, str, list[dict[str, Any]]], None]] = []  # (task, host, action, never_reached)
 
 
 def _hook_meta() -> None:
-    def wrap(original):
-        def _execute_meta(self, task, play_context, iterator, target_host):
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def _execute_meta(self: Any, task: Any, play_context: Any, iterator: Any, target_host: Any) -> Any:
             results = original(self, task, play_context, iterator, target_host)
             action = task.args.get("_raw_params") if isinstance(task.args, dict) else None
             if action in ENDING_METAS and not any(r._return_data.get("skipped") for r in results):
@@ -457,7 +462,7 @@ def _hook_meta() -> None:
     ansible_compat.patch("ansible.plugins.strategy:StrategyBase._execute_meta", wrap)
 
 
-def tasks_after(iterator, meta_task) -> list[dict[str, Any]]:
+def tasks_after(iterator: Any, meta_task: Any) -> list[dict[str, Any]]:
     """The play's tasks that come after the meta task: the ones a stopped host never reaches."""
     ordered: list[Any] = []  # Ansible Tasks (no type information)
     for block in getattr(iterator, "_blocks", []):
@@ -470,7 +475,7 @@ def tasks_after(iterator, meta_task) -> list[dict[str, Any]]:
     return [{"task": t.name or t.action, "action": t.action, "path": _path(t)} for t in rest if not t.implicit]
 
 
-def _collect_tasks(block, into: list) -> None:
+def _collect_tasks(block: Any, into: list[Any]) -> None:
     for item in getattr(block, "block", None) or []:
         if hasattr(item, "block"):
             _collect_tasks(item, into)
@@ -478,7 +483,7 @@ def _collect_tasks(block, into: list) -> None:
             into.append(item)
 
 
-def _path(task) -> str:
+def _path(task: Any) -> str:
     try:
         return task.get_path() or ""
     except AttributeError:
@@ -529,38 +534,39 @@ def skip_details(result: dict[str, Any]) -> dict[str, Any]:
     return details
 
 
-class CallbackModule(runner_display.CallbackModule):
+# Ansible's objects the hooks receive (results, tasks, hosts, playbooks) are Any: ansible-core has no type information.
+class CallbackModule(runner_display.CallbackModule):  # type: ignore[misc]  # ansible-runner has no type information
     CALLBACK_NAME = "awx_display"
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         _meta_listeners[:] = [self._host_ended]
 
-    def v2_playbook_on_start(self, playbook):
+    def v2_playbook_on_start(self, playbook: Any) -> None:
         loader = getattr(playbook, "_loader", None)
         if loader is not None:
             scan_vaulted_files(os.getcwd(), loader)
         super().v2_playbook_on_start(playbook)
 
-    def v2_runner_on_ok(self, result):
+    def v2_runner_on_ok(self, result: Any) -> None:
         with runner_display.event_context.set_local(fleet=task_findings(result, skipped=False)):
             super().v2_runner_on_ok(result)
 
-    def v2_runner_on_failed(self, result, ignore_errors=False):
+    def v2_runner_on_failed(self, result: Any, ignore_errors: bool = False) -> None:
         with runner_display.event_context.set_local(fleet=task_findings(result, skipped=False)):
             super().v2_runner_on_failed(result, ignore_errors)
 
-    def v2_runner_on_unreachable(self, result):
+    def v2_runner_on_unreachable(self, result: Any) -> None:
         with runner_display.event_context.set_local(fleet=task_findings(result, skipped=False)):
             super().v2_runner_on_unreachable(result)
 
-    def v2_runner_on_skipped(self, result):
+    def v2_runner_on_skipped(self, result: Any) -> None:
         with runner_display.event_context.set_local(
             res=skip_details(result._result), fleet=task_findings(result, skipped=True)
         ):
             super().v2_runner_on_skipped(result)
 
-    def _host_ended(self, task, host, action: str, never_reached: list[dict[str, Any]]) -> None:
+    def _host_ended(self, task: Any, host: Any, action: str, never_reached: list[dict[str, Any]]) -> None:
         """One event for a host a meta task stopped, shaped like a task result."""
         findings = {
             "changed": False,
