@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from croniter import CroniterError, croniter
@@ -52,9 +52,11 @@ _CRON_EXAMPLE = '"*/30 * * * *"'
 # Any fixed instant will do to ask "does this cron ever fire?"; a fixed one keeps this pure.
 _CRON_PROBE = datetime(2000, 1, 1, tzinfo=UTC)
 
+T = TypeVar("T")
+
 
 class PolicyError(ConfigError):
-    """fleet.yml is invalid; message names the file, the key and (where PyYAML gives it) the line."""
+    """fleet.yml is invalid; the message names every mistake, one a line, each with its line and key."""
 
 
 @dataclass(frozen=True)
@@ -125,48 +127,97 @@ DEFAULT_POLICY = Policy()
 # --- parsing ---------------------------------------------------------------
 
 
+class _Mistake(Exception):
+    """A value that cannot be read was noted; raised to give up on that value alone (see _Document.fail)."""
+
+
+_PARENT_PATH = re.compile(r"(.*)(?:\.[^.\[\]]*|\[\d+\])")  # "a[0].b" -> "a[0]" -> "a"
+
+
 @dataclass(frozen=True)
 class _Document:
-    """The loaded YAML plus where each key path sits, so errors can name the line."""
+    """The loaded YAML, where each key path sits, and the mistakes found in it so far.
+
+    Mistakes are collected, not raised one by one: an operator who fixes the
+    first of three should not have to push twice more to hear of the others.
+    """
 
     origin: str
     data: Any
     lines: Mapping[str, int]
+    mistakes: list[tuple[int, str]] = field(default_factory=list)  # (line, message), in the order found
+
+    def note(self, path: str, message: str) -> None:
+        """Record a mistake and go on: what is around it is still worth checking."""
+        line = self.line_of(path)
+        subject = path or "the top level"
+        self.mistakes.append((line, f"{self.origin} line {line}: {subject} {message}"))
 
     def fail(self, path: str, message: str) -> NoReturn:
-        line = self.lines.get(path)
-        where = f" (line {line})" if line else ""
-        subject = f"{self.origin}: {path}" if path else self.origin
-        raise PolicyError(f"{subject} {message}{where}")
+        """Record a mistake in a value that cannot be read; the nearest `_checked` skips that value."""
+        self.note(path, message)
+        raise _Mistake(path)
+
+    def line_of(self, path: str) -> int:
+        """The 1-based line of ``path``; a key that is missing is placed at the entry that should hold it."""
+        while path not in self.lines:
+            parent = _PARENT_PATH.fullmatch(path)
+            if parent is None:
+                return self.lines.get("", 1)
+            path = parent.group(1)
+        return self.lines[path]
+
+    def raise_mistakes(self) -> None:
+        """Raise one PolicyError naming every mistake, in the order of fleet.yml's lines, if there are any."""
+        if not self.mistakes:
+            return
+        listed = [message for _, message in sorted(self.mistakes, key=lambda mistake: mistake[0])]
+        if len(listed) > 1:
+            listed.insert(0, f"{self.origin} has {len(listed)} mistakes:")
+        raise PolicyError("\n".join(listed))
+
+
+def _checked(parse: Callable[[], T], fallback: T) -> T:
+    """``parse()``, or ``fallback`` when it gave up on a mistake it noted, so checking goes on past it.
+
+    A fallback never reaches a caller: parse_policy raises once any mistake was noted.
+    """
+    try:
+        return parse()
+    except _Mistake:
+        return fallback
 
 
 def parse_policy(text: str | None, origin: str = "fleet.yml") -> Policy:
-    """Parse fleet.yml text into a Policy, or raise PolicyError naming what to fix.
+    """Parse fleet.yml text into a Policy, or raise PolicyError naming every mistake, one a line.
 
     None, empty or comment-only text means DEFAULT_POLICY. A key set to nothing
     (``windows:``) counts as absent. Unknown keys and wrong types are errors,
-    never silently ignored, so a typo cannot turn a policy off.
+    never silently ignored, so a typo cannot turn a policy off. A YAML syntax
+    error stops the reading where it is, so it is the only one named.
     """
     if text is None or not text.strip():
         return DEFAULT_POLICY
     doc = _load(text, origin)
     if doc.data is None:
         return DEFAULT_POLICY
-    top = _mapping(doc, "", doc.data, _TOP_KEYS)
-    return Policy(
-        schedule=_schedule(doc, top.get("schedule")),
-        accept_unverified=_accept_unverified(doc, top.get("accept_unverified")),
-        remediation=_remediation(doc, top.get("remediation")),
-        rollout=_rollout(doc, top.get("rollout")),
-        windows=_windows(doc, top.get("windows")),
-        max_inventory_change=_inventory_change(doc, top),
-        retention=_retention(doc, top.get("retention")),
-        notify=_notify(doc, top.get("notify")),
+    top: Mapping[str, Any] = _checked(lambda: _mapping(doc, "", doc.data, _TOP_KEYS), {})
+    parsed = Policy(
+        schedule=_checked(lambda: _schedule(doc, top.get("schedule")), DEFAULT_POLICY.schedule),
+        accept_unverified=_checked(lambda: _accept_unverified(doc, top.get("accept_unverified")), frozenset()),
+        remediation=_checked(lambda: _remediation(doc, top.get("remediation")), ()),
+        rollout=_checked(lambda: _rollout(doc, top.get("rollout")), Rollout()),
+        windows=_checked(lambda: _windows(doc, top.get("windows")), ()),
+        max_inventory_change=_checked(lambda: _inventory_change(doc, top), None),
+        retention=_checked(lambda: _retention(doc, top.get("retention")), Retention()),
+        notify=_checked(lambda: _notify(doc, top.get("notify")), ()),
     )
+    doc.raise_mistakes()
+    return parsed
 
 
 def _load(text: str, origin: str) -> _Document:
-    """YAML text -> data and line map, with syntax errors turned into PolicyError."""
+    """YAML text -> data and line map (keys written twice noted), with syntax errors turned into PolicyError."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -176,9 +227,10 @@ def _load(text: str, origin: str) -> _Document:
     finally:
         loader.dispose()
     lines: dict[str, int] = {}
+    doc = _Document(origin, data, lines)
     if node is not None:
-        _map_lines(_Document(origin, None, lines), node, "", lines, set())
-    return _Document(origin, data, lines)
+        _map_lines(doc, node, "", lines, set())
+    return doc
 
 
 def _yaml_message(origin: str, exc: yaml.YAMLError) -> str:
@@ -214,7 +266,7 @@ def _map_mapping_lines(
         if child in keys:
             # PyYAML would silently keep the last one; the first may be the one meant.
             lines[child] = key_node.start_mark.line + 1
-            doc.fail(child, "is written twice; keep only one of them")
+            doc.note(child, "is written twice; keep only one of them")
         keys.add(child)
         lines[child] = key_node.start_mark.line + 1
         _map_lines(doc, value_node, child, lines, seen)
@@ -241,7 +293,8 @@ def _mapping(doc: _Document, path: str, value: Any, allowed: Sequence[str]) -> M
         doc.fail(path, f"must be a mapping with the keys {', '.join(allowed)}, got {_shown(value)}")
     for key in value:
         if key not in allowed:
-            doc.fail(_child(path, str(key)), f"is not a known key; use one of {', '.join(allowed)}")
+            # Noted, not fatal: the known keys beside it are still checked (and an unknown one is never read).
+            doc.note(_child(path, str(key)), f"is not a known key; use one of {', '.join(allowed)}")
     return value
 
 
@@ -303,41 +356,63 @@ def _schedule(doc: _Document, value: Any) -> str:
     return _cron(doc, "schedule", value, f"schedule: {_CRON_EXAMPLE}")
 
 
+def _each(path: str, entries: list[Any], read: Callable[[str, Any], T]) -> dict[int, T]:
+    """Every entry of a list read on its own, by index: a mistake in one does not hide those in the next.
+
+    Entries with a mistake are left out (it was noted; parse_policy raises at the end).
+    """
+    read_entries: dict[int, T] = {}
+    for index, entry in enumerate(entries):
+        try:
+            read_entries[index] = read(f"{path}[{index}]", entry)
+        except _Mistake:
+            continue
+    return read_entries
+
+
 def _accept_unverified(doc: _Document, value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
     entries = _list(doc, "accept_unverified", value, '"Restart app"')
-    return frozenset(_text(doc, f"accept_unverified[{i}]", entry, '"Restart app"') for i, entry in enumerate(entries))
+    names = _each("accept_unverified", entries, lambda path, entry: _text(doc, path, entry, '"Restart app"'))
+    return frozenset(names.values())
 
 
 def _remediation(doc: _Document, value: Any) -> tuple[RemediationRule, ...]:
     if value is None:
         return ()
     entries = _list(doc, "remediation", value, "{group: web, mode: auto}")
-    rules = tuple(_rule(doc, f"remediation[{i}]", entry) for i, entry in enumerate(entries))
+    rules = _each("remediation", entries, lambda path, entry: _rule(doc, path, entry))
     _reject_repeated_groups(doc, rules)
-    return rules
+    return tuple(rules.values())
 
 
 def _rule(doc: _Document, path: str, value: Any) -> RemediationRule:
     entry = _mapping(doc, path, value, _RULE_KEYS)
-    group = _text(doc, f"{path}.group", entry.get("group"), "group: web")
-    mode = entry.get("mode")
-    if mode not in MODES:
-        doc.fail(f"{path}.mode", f"must be one of {', '.join(MODES)}, got {_shown(mode)}")
+    group = _checked(lambda: _text(doc, f"{path}.group", entry.get("group"), "group: web"), None)
+    mode = _checked(lambda: _mode(doc, f"{path}.mode", entry.get("mode")), None)
+    if group is None or mode is None:
+        raise _Mistake(path)  # noted already; a rule without its group or mode is no rule
     return RemediationRule(group=group, mode=mode)
 
 
-def _reject_repeated_groups(doc: _Document, rules: Sequence[RemediationRule]) -> None:
+def _mode(doc: _Document, path: str, value: Any) -> str:
+    if value not in MODES:
+        doc.fail(path, f"must be one of {', '.join(MODES)}, got {_shown(value)}")
+    return str(value)
+
+
+def _reject_repeated_groups(doc: _Document, rules: Mapping[int, RemediationRule]) -> None:
     # First match wins, so a second rule for the same group could never apply.
     first: dict[str, int] = {}
-    for index, rule in enumerate(rules):
+    for index, rule in rules.items():
         if rule.group in first:
-            doc.fail(
+            doc.note(
                 f"remediation[{index}].group",
                 f"repeats group {rule.group!r} of remediation[{first[rule.group]}] "
                 "and would never apply; keep one rule per group",
             )
+            continue
         first[rule.group] = index
 
 
@@ -348,7 +423,7 @@ def _rollout(doc: _Document, value: Any) -> Rollout:
     default = Rollout()
     return Rollout(
         canary=_optional_integer(doc, "rollout.canary", entry.get("canary"), default.canary, 0, None),
-        batch=_batch(doc, "rollout.batch", entry.get("batch")),
+        batch=_checked(lambda: _batch(doc, "rollout.batch", entry.get("batch")), default.batch),
         max_fail_percentage=_optional_integer(
             doc, "rollout.max_fail_percentage", entry.get("max_fail_percentage"), default.max_fail_percentage, 0, 100
         ),
@@ -356,7 +431,10 @@ def _rollout(doc: _Document, value: Any) -> Rollout:
 
 
 def _optional_integer(doc: _Document, path: str, value: Any, default: int, low: int, high: int | None) -> int:
-    return default if value is None else _integer(doc, path, value, low, high)
+    """The number at ``path``, or ``default`` when it is absent (or wrong: noted, and checking goes on)."""
+    if value is None:
+        return default
+    return _checked(lambda: _integer(doc, path, value, low, high), default)
 
 
 def _batch(doc: _Document, path: str, value: Any) -> str:
@@ -408,45 +486,65 @@ def _notify(doc: _Document, value: Any) -> tuple[NotifyRule, ...]:
     if value is None:
         return ()
     entries = _list(doc, "notify", value, '{url: "slack://T000/B000/XXXX", on: [drift]}')
-    return tuple(_notify_rule(doc, f"notify[{i}]", entry) for i, entry in enumerate(entries))
+    return tuple(_each("notify", entries, lambda path, entry: _notify_rule(doc, path, entry)).values())
 
 
 def _notify_rule(doc: _Document, path: str, value: Any) -> NotifyRule:
     if isinstance(value, Mapping):  # YAML 1.1 reads a bare `on:` key as the boolean true
         value = {("on" if key is True else key): item for key, item in value.items()}
     entry = _mapping(doc, path, value, _NOTIFY_KEYS)
-    url = _text(doc, f"{path}.url", entry.get("url"), 'url: "json://example.org/hook"')
+    url = _checked(lambda: _notify_url(doc, f"{path}.url", entry.get("url")), None)
+    on = _checked(lambda: _notify_events(doc, f"{path}.on", entry.get("on")), None)
+    if url is None or on is None:
+        raise _Mistake(path)  # noted already
+    return NotifyRule(url, on)
+
+
+def _notify_url(doc: _Document, path: str, value: Any) -> str:
+    url = _text(doc, path, value, 'url: "json://example.org/hook"')
     if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*://\S", url):
         # The URL itself is not repeated: it may hold a token.
-        doc.fail(f"{path}.url", 'must be an apprise URL like "slack://T000/B000/XXXX" or "json://host/path"')
-    on = entry.get("on")
-    if on is None:
-        return NotifyRule(url)
-    names = _list(doc, f"{path}.on", on, "[drift, failed]")
-    for i, name in enumerate(names):
-        if name not in NOTIFY_EVENTS:
-            doc.fail(f"{path}.on[{i}]", f"must be one of {', '.join(NOTIFY_EVENTS)}, got {_shown(name)}")
+        doc.fail(path, 'must be an apprise URL like "slack://T000/B000/XXXX" or "json://host/path"')
+    return url
+
+
+def _notify_events(doc: _Document, path: str, value: Any) -> frozenset[str]:
+    """The events a target hears; all of them when ``on:`` is left out."""
+    if value is None:
+        return frozenset(NOTIFY_EVENTS)
+    names = _list(doc, path, value, "[drift, failed]")
     if not names:
-        doc.fail(f"{path}.on", f"lists no event; leave it out for all of {', '.join(NOTIFY_EVENTS)}")
-    return NotifyRule(url, frozenset(names))
+        doc.fail(path, f"lists no event; leave it out for all of {', '.join(NOTIFY_EVENTS)}")
+    unknown = [i for i, name in enumerate(names) if name not in NOTIFY_EVENTS]
+    for i in unknown:
+        doc.note(f"{path}[{i}]", f"must be one of {', '.join(NOTIFY_EVENTS)}, got {_shown(names[i])}")
+    if unknown:
+        raise _Mistake(path)  # noted already
+    return frozenset(names)
 
 
 def _windows(doc: _Document, value: Any) -> tuple[Window, ...]:
     if value is None:
         return ()
     entries = _list(doc, "windows", value, '{allow: "0 2 * * *", duration: 2h}')
-    return tuple(_window(doc, f"windows[{i}]", entry) for i, entry in enumerate(entries))
+    return tuple(_each("windows", entries, lambda path, entry: _window(doc, path, entry)).values())
 
 
 def _window(doc: _Document, path: str, value: Any) -> Window:
     entry = _mapping(doc, path, value, _WINDOW_KEYS)
-    allow = _cron(doc, f"{path}.allow", entry.get("allow"), 'allow: "0 2 * * *"')
-    raw = _text(doc, f"{path}.duration", entry.get("duration"), "duration: 2h")
-    try:
-        duration = parse_duration(raw)
-    except ValueError:
-        doc.fail(f"{path}.duration", f"must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, got {raw!r}")
+    allow = _checked(lambda: _cron(doc, f"{path}.allow", entry.get("allow"), 'allow: "0 2 * * *"'), None)
+    duration = _checked(lambda: _window_duration(doc, f"{path}.duration", entry.get("duration")), None)
+    if allow is None or duration is None:
+        raise _Mistake(path)  # noted already
     return Window(allow=allow, duration=duration)
+
+
+def _window_duration(doc: _Document, path: str, value: Any) -> timedelta:
+    raw = _text(doc, path, value, "duration: 2h")
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        doc.fail(path, f"must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, got {raw!r}")
 
 
 def parse_duration(text: str) -> timedelta:

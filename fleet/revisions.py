@@ -102,13 +102,21 @@ def adopt_fetch(settings: Settings, fetch: Callable[[], source.Head], runner: Ru
     revision = _judged_revision(repo, settings, info, runner)
     if revision.status == RevisionStatus.REJECTED:
         records.record_fetch(shown, info.sha, None)
-        raise RevisionRejected(info.sha, f"{revision.error}{_withdraw_if_desired(info.sha)}")
+        raise RevisionRejected(info.sha, _error_then_hint(revision.error, _withdraw_if_desired(info.sha)))
     revision = _judge_history_again(repo, revision)
     tree = prepare_export(repo, settings, info.sha, runner)
     hosts = inventory_hosts(tree, settings, runner)  # listed once already, by the validation
     records.sync_hosts(hosts)
     records.record_fetch(shown, info.sha, info.sha)
     return DesiredState(revision=view_of(RevisionSummary, revision), tree=tree, hosts=tuple(hosts))
+
+
+def _error_then_hint(error: str, hint: str) -> str:
+    """The error followed by what stays desired (``hint``, "; ..."): after an error of several lines
+    (fleet.yml's mistakes, one a line) on a line of its own, where it would read as part of the last one."""
+    if "\n" in error:
+        return f"{error}\n{hint.removeprefix('; ')}"
+    return f"{error}{hint}"
 
 
 def _withdraw_if_desired(sha: str) -> str:

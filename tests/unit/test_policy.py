@@ -126,70 +126,74 @@ ERROR_CASES = {
     "accept_unverified must be a list": ("accept_unverified: Restart app\n", "accept_unverified must be a list"),
     "accept_unverified entries are names": ("accept_unverified:\n  - 5\n", "accept_unverified[0] must be text"),
     # shape of the document
-    "top level is a list": ("- schedule\n", "fleet.yml must be a mapping with the keys schedule, accept_unverified, remediation, "
-                                            "rollout, windows"),  # more keys may follow
-    "top level is text": ("hello\n", "fleet.yml must be a mapping with the keys schedule, accept_unverified, remediation, "
-                                     "rollout, windows"),
+    "top level is a list": ("- schedule\n", "fleet.yml line 1: the top level must be a mapping with the keys schedule, "
+                                            "accept_unverified, remediation, rollout, windows"),  # more keys may follow
+    "top level is text": ("hello\n", "fleet.yml line 1: the top level must be a mapping with the keys schedule, "
+                                     "accept_unverified, remediation, rollout, windows"),
     "unknown top-level key": (
         "schedule: '@daily'\nwindow:\n  - allow: '0 2 * * *'\n",
-        "fleet.yml: window is not a known key; use one of schedule, accept_unverified, remediation, rollout, windows"),
+        "fleet.yml line 2: window is not a known key; "
+        "use one of schedule, accept_unverified, remediation, rollout, windows"),
     "key written twice": (
-        "schedule: '@daily'\nschedule: '@hourly'\n", "fleet.yml: schedule is written twice; keep only one of them (line 2)"),
+        "schedule: '@daily'\nschedule: '@hourly'\n",
+        "fleet.yml line 2: schedule is written twice; keep only one of them"),
     # schedule
-    "schedule not text": ("schedule: 30\n", "fleet.yml: schedule must be text like schedule: \"*/30 * * * *\", got 30 (line 1)"),
+    "schedule not text": (
+        "schedule: 30\n", "fleet.yml line 1: schedule must be text like schedule: \"*/30 * * * *\", got 30"),
     "schedule not cron": (
         "schedule: every hour\n",
-        "fleet.yml: schedule must be a cron expression with five fields (minute hour day month weekday), "
-        "like schedule: \"*/30 * * * *\", got 'every hour' (line 1)"),
+        "fleet.yml line 1: schedule must be a cron expression with five fields (minute hour day month weekday), "
+        "like schedule: \"*/30 * * * *\", got 'every hour'"),
     "schedule minute out of range": ("schedule: '61 * * * *'\n", "schedule must be a cron expression with five fields"),
     "schedule with a seconds field": ("schedule: '0 * * * * 30'\n", "got '0 * * * * 30'"),
     "schedule that never fires": (
         "schedule: '0 0 30 2 *'\n",
-        "fleet.yml: schedule never fires ('0 0 30 2 *'); pick a date that exists, like \"0 2 * * *\""),
+        "fleet.yml line 1: schedule never fires ('0 0 30 2 *'); pick a date that exists, like \"0 2 * * *\""),
     # remediation
     "remediation not a list": (
         "remediation:\n  web: auto\n",
-        "fleet.yml: remediation must be a list of entries like {group: web, mode: auto}, got a mapping (line 1)"),
+        "fleet.yml line 1: remediation must be a list of entries like {group: web, mode: auto}, got a mapping"),
     "remediation entry not a mapping": (
         "remediation:\n  - web\n",
-        "fleet.yml: remediation[0] must be a mapping with the keys group, mode, got 'web' (line 2)"),
+        "fleet.yml line 2: remediation[0] must be a mapping with the keys group, mode, got 'web'"),
     "remediation mode wrong": (
         "remediation:\n  - group: web\n    mode: auto\n  - group: db\n    mode: fix\n",
-        "fleet.yml: remediation[1].mode must be one of auto, approve, report, got 'fix' (line 5)"),
+        "fleet.yml line 5: remediation[1].mode must be one of auto, approve, report, got 'fix'"),
     "remediation mode missing": (
         "remediation:\n  - group: web\n",
-        "fleet.yml: remediation[0].mode must be one of auto, approve, report, got nothing"),
+        "fleet.yml line 2: remediation[0].mode must be one of auto, approve, report, got nothing"),
     "remediation mode is yaml boolean": (
         "remediation:\n  - {group: web, mode: yes}\n", "remediation[0].mode must be one of auto, approve, report, got True"),
     "remediation group missing": (
-        "remediation:\n  - mode: auto\n", "fleet.yml: remediation[0].group is missing; write it like group: web"),
+        "remediation:\n  - mode: auto\n",
+        "fleet.yml line 2: remediation[0].group is missing; write it like group: web"),
     "remediation group not text": (
         "remediation:\n  - {group: [web], mode: auto}\n",
-        "fleet.yml: remediation[0].group must be text like group: web, got a list"),
+        "fleet.yml line 2: remediation[0].group must be text like group: web, got a list"),
     "remediation group empty": (
         "remediation:\n  - {group: '', mode: auto}\n", "remediation[0].group must be text like group: web, got ''"),
     "remediation unknown key": (
         "remediation:\n  - {group: web, mode: auto, hosts: 3}\n",
-        "fleet.yml: remediation[0].hosts is not a known key; use one of group, mode"),
+        "fleet.yml line 2: remediation[0].hosts is not a known key; use one of group, mode"),
     "remediation group repeated": (
         "remediation:\n  - {group: web, mode: auto}\n  - {group: web, mode: report}\n",
-        "fleet.yml: remediation[1].group repeats group 'web' of remediation[0] and would never apply; "
-        "keep one rule per group (line 3)"),
+        "fleet.yml line 3: remediation[1].group repeats group 'web' of remediation[0] and would never apply; "
+        "keep one rule per group"),
     # rollout
     "rollout not a mapping": (
         "rollout: fast\n",
-        "fleet.yml: rollout must be a mapping with the keys canary, batch, max_fail_percentage, got 'fast'"),
+        "fleet.yml line 1: rollout must be a mapping with the keys canary, batch, max_fail_percentage, got 'fast'"),
     "rollout unknown key": (
         "rollout:\n  canaries: 2\n",
-        "fleet.yml: rollout.canaries is not a known key; use one of canary, batch, max_fail_percentage (line 2)"),
+        "fleet.yml line 2: rollout.canaries is not a known key; use one of canary, batch, max_fail_percentage"),
     "negative canary": (
-        "rollout:\n  canary: -1\n", "fleet.yml: rollout.canary must be a whole number 0 or more, got -1 (line 2)"),
+        "rollout:\n  canary: -1\n", "fleet.yml line 2: rollout.canary must be a whole number 0 or more, got -1"),
     "canary as text": ("rollout:\n  canary: one\n", "rollout.canary must be a whole number 0 or more, got 'one'"),
     "canary as boolean": ("rollout:\n  canary: true\n", "rollout.canary must be a whole number 0 or more, got True"),
     "canary as fraction": ("rollout:\n  canary: 1.5\n", "rollout.canary must be a whole number 0 or more, got 1.5"),
     "batch of zero": (
         "rollout:\n  batch: 0\n",
-        "fleet.yml: rollout.batch must be a number of hosts like 5 or a percent like 25% (1% to 100%), got 0"),
+        "fleet.yml line 2: rollout.batch must be a number of hosts like 5 or a percent like 25% (1% to 100%), got 0"),
     "batch negative": ("rollout:\n  batch: -3\n", "rollout.batch must be a number of hosts like 5"),
     "batch of 0%": ("rollout:\n  batch: 0%\n", "got '0%'"),
     "batch over 100%": ("rollout:\n  batch: 150%\n", "got '150%'"),
@@ -199,34 +203,36 @@ ERROR_CASES = {
     "batch as fraction": ("rollout:\n  batch: 0.25\n", "got 0.25"),
     "max fail over 100": (
         "rollout:\n  max_fail_percentage: 101\n",
-        "fleet.yml: rollout.max_fail_percentage must be a whole number between 0 and 100, got 101 (line 2)"),
+        "fleet.yml line 2: rollout.max_fail_percentage must be a whole number between 0 and 100, got 101"),
     "max fail negative": ("rollout:\n  max_fail_percentage: -5\n", "between 0 and 100, got -5"),
     "max fail with percent sign": ("rollout:\n  max_fail_percentage: 20%\n", "between 0 and 100, got '20%'"),
     # windows
     "windows not a list": (
         "windows:\n  allow: '0 2 * * *'\n  duration: 2h\n",
-        "fleet.yml: windows must be a list of entries like {allow: \"0 2 * * *\", duration: 2h}, got a mapping"),
+        "fleet.yml line 1: windows must be a list of entries like {allow: \"0 2 * * *\", duration: 2h}, got a mapping"),
     "window entry not a mapping": (
         "windows:\n  - '0 2 * * *'\n",
-        "fleet.yml: windows[0] must be a mapping with the keys allow, duration, got '0 2 * * *' (line 2)"),
+        "fleet.yml line 2: windows[0] must be a mapping with the keys allow, duration, got '0 2 * * *'"),
     "window unknown key": (
         "windows:\n  - {allow: '0 2 * * *', duration: 2h, timezone: CET}\n",
-        "fleet.yml: windows[0].timezone is not a known key; use one of allow, duration"),
+        "fleet.yml line 2: windows[0].timezone is not a known key; use one of allow, duration"),
     "window allow missing": (
-        "windows:\n  - duration: 2h\n", "fleet.yml: windows[0].allow is missing; write it like allow: \"0 2 * * *\""),
+        "windows:\n  - duration: 2h\n",
+        "fleet.yml line 2: windows[0].allow is missing; write it like allow: \"0 2 * * *\""),
     "window allow not cron": (
         "windows:\n  - allow: '0 2 * * *'\n    duration: 2h\n  - allow: nightly\n    duration: 2h\n",
-        "fleet.yml: windows[1].allow must be a cron expression with five fields (minute hour day month weekday), "
-        "like allow: \"0 2 * * *\", got 'nightly' (line 4)"),
+        "fleet.yml line 4: windows[1].allow must be a cron expression with five fields "
+        "(minute hour day month weekday), like allow: \"0 2 * * *\", got 'nightly'"),
     "window duration missing": (
-        "windows:\n  - allow: '0 2 * * *'\n", "fleet.yml: windows[0].duration is missing; write it like duration: 2h"),
+        "windows:\n  - allow: '0 2 * * *'\n",
+        "fleet.yml line 2: windows[0].duration is missing; write it like duration: 2h"),
     "window duration without unit": (
         "windows:\n  - allow: '0 2 * * *'\n    duration: 90\n",
-        "fleet.yml: windows[0].duration must be text like duration: 2h, got 90 (line 3)"),
+        "fleet.yml line 3: windows[0].duration must be text like duration: 2h, got 90"),
     "window duration unknown unit": (
         "windows:\n  - allow: '0 2 * * *'\n    duration: 2 hours\n",
-        "fleet.yml: windows[0].duration must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, "
-        "got '2 hours' (line 3)"),
+        "fleet.yml line 3: windows[0].duration must be a positive duration like 2h, 30m, 90s, 1h30m or 1d, "
+        "got '2 hours'"),
     "window duration of zero": (
         "windows:\n  - {allow: '0 2 * * *', duration: 0h}\n", "windows[0].duration must be a positive duration"),
     "window duration units out of order": (
@@ -248,7 +254,7 @@ def test_policy_error_is_a_config_error():
 
 
 def test_error_names_the_origin():
-    with pytest.raises(PolicyError, match=r"^source/fleet\.yml: rollout\.canary "):
+    with pytest.raises(PolicyError, match=r"^source/fleet\.yml line 2: rollout\.canary "):
         parse_policy("rollout:\n  canary: -2\n", origin="source/fleet.yml")
 
 
@@ -262,6 +268,81 @@ def test_self_referencing_alias_does_not_hang():
     # An alias pointing at its own parent builds a cycle; the line map must not follow it forever.
     with pytest.raises(PolicyError, match=r"remediation\[0\] must be a mapping with the keys group, mode, got a list"):
         parse_policy("remediation: &loop\n  - *loop\n")
+
+
+# --- parse_policy: every mistake at once, each with its line -------------------
+
+THREE_MISTAKES = """\
+schedule: every hour
+remediation:
+  - group: web
+    mode: yolo
+rollout:
+  canary: 1
+  batch: 0
+"""
+
+
+def test_every_mistake_is_named_with_its_line_in_the_order_of_the_file():
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(THREE_MISTAKES)
+    assert str(raised.value).splitlines() == [
+        "fleet.yml has 3 mistakes:",
+        "fleet.yml line 1: schedule must be a cron expression with five fields (minute hour day month weekday), "
+        "like schedule: \"*/30 * * * *\", got 'every hour'",
+        "fleet.yml line 4: remediation[0].mode must be one of auto, approve, report, got 'yolo'",
+        "fleet.yml line 7: rollout.batch must be a number of hosts like 5 or a percent like 25% (1% to 100%), got 0",
+    ]
+
+
+def test_one_mistake_is_one_line():
+    with pytest.raises(PolicyError) as raised:
+        parse_policy("schedule: '@daily'\nremediation:\n  - {group: web, mode: yolo}\n")
+    assert str(raised.value) == "fleet.yml line 3: remediation[0].mode must be one of auto, approve, report, got 'yolo'"
+
+
+def test_the_same_file_without_its_mistakes_loads():
+    fixed = THREE_MISTAKES.replace("every hour", '"0 * * * *"').replace("yolo", "auto").replace("batch: 0", "batch: 2")
+    assert parse_policy(fixed) == Policy(
+        schedule="0 * * * *", remediation=(RemediationRule("web", "auto"),), rollout=Rollout(canary=1, batch="2")
+    )
+
+
+SEVERAL_MISTAKES_CASES = {
+    "unknown keys beside a wrong value": (
+        "rollout:\n  canaries: 2\n  max_fail_percentage: 120\nwindow: []\n",
+        ["line 2: rollout.canaries is not a known key", "line 3: rollout.max_fail_percentage must be",
+         "line 4: window is not a known key"]),
+    "one mistake in each of two list entries": (
+        "windows:\n  - {allow: nightly, duration: 2h}\n  - {allow: '0 2 * * *', duration: 2 hours}\n",
+        ["line 2: windows[0].allow must be a cron expression", "line 3: windows[1].duration must be a positive"]),
+    "two mistakes in one entry": (
+        "windows:\n  - allow: nightly\n    duration: 0h\n",
+        ["line 2: windows[0].allow must be", "line 3: windows[0].duration must be"]),
+    "a key missing is placed at its entry": (
+        "remediation:\n  - {group: web, mode: auto}\n  - mode: report\n  - {group: db, mode: fix}\n",
+        ["line 3: remediation[1].group is missing", "line 4: remediation[2].mode must be one of"]),
+    "a key written twice beside another mistake": (
+        "retention:\n  days: 0\nschedule: '@daily'\nschedule: '@hourly'\n",
+        ["line 2: retention.days must be a whole number 1 or more, got 0", "line 4: schedule is written twice"]),
+    "two unknown events of one target": (
+        "notify:\n  - url: json://h/hook\n    on: [drift, dirft, stal]\n",
+        ["line 3: notify[0].on[1] must be one of", "line 3: notify[0].on[2] must be one of"]),
+    "a repeated group after a wrong rule": (
+        "remediation:\n  - {group: web, mode: auto}\n  - {group: db, mode: fix}\n  - {group: web, mode: report}\n",
+        ["line 3: remediation[1].mode must be", "line 4: remediation[2].group repeats group 'web' of remediation[0]"]),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), **table(SEVERAL_MISTAKES_CASES))
+def test_several_mistakes_are_all_named(text, expected):
+    with pytest.raises(PolicyError) as raised:
+        parse_policy(text)
+    lines = str(raised.value).splitlines()
+    assert lines[0] == f"fleet.yml has {len(expected)} mistakes:"
+    assert len(lines) == len(expected) + 1
+    for line, start in zip(lines[1:], expected, strict=True):
+        assert line.startswith(f"fleet.yml {start}"), line
 
 
 # --- parse_duration ----------------------------------------------------------
@@ -585,8 +666,8 @@ def test_parse_max_inventory_change(text, limit):
 def test_parse_max_inventory_change_rejects(text, shown):
     with pytest.raises(PolicyError) as raised:
         parse_policy(text)
-    assert str(raised.value) == ("fleet.yml: max_inventory_change must be a number of hosts like 5, a percent "
-                                 f"like 25%, or off, got {shown} (line 1)")
+    assert str(raised.value) == ("fleet.yml line 1: max_inventory_change must be a number of hosts like 5, a percent "
+                                 f"like 25%, or off, got {shown}")
 
 
 INVENTORY_CHANGE_CASES = {

@@ -41,7 +41,7 @@ def test_retention_in_fleet_yml(text, expected):
 
 
 @pytest.mark.parametrize("text,message", [
-    pytest.param("retention:\n  days: 0\n", "retention.days must be a whole number 1 or more, got 0 (line 2)",
+    pytest.param("retention:\n  days: 0\n", "fleet.yml line 2: retention.days must be a whole number 1 or more, got 0",
                  id="zero days"),
     pytest.param("retention:\n  days: 90d\n", "retention.days must be a whole number 1 or more, got '90d'",
                  id="a duration instead of a number"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet import revisions
+from fleet.errors import RevisionRejected
 from fleet.fake_runner import FakeRunner, hosts_of, load_events
 from fleet.revisions import sync_source, validate_revision
 from fleet.runner import InventoryHost
@@ -90,3 +91,14 @@ def test_requirements_are_installed_into_the_export_before_it_is_validated(setti
     fake = FakeRunner(hosts=WEB)
     desired = sync_source(settings, runner=fake)
     assert set(fake.installs) == {desired.tree}  # the real runner installs once per export (a marker file)
+
+
+def test_a_rejected_fleet_yml_names_each_mistake_then_what_stays_desired_on_lines_of_their_own(tmp_path):
+    settings = settings_for_source(tmp_path, "schedule: every hour\nrollout:\n  batch: 0\n")
+    with open_store(settings), pytest.raises(RevisionRejected) as raised:
+        sync_source(settings, runner=FakeRunner())
+    lines = str(raised.value).splitlines()
+    assert lines[0].endswith("was rejected: fleet.yml has 2 mistakes:")
+    assert [line.split(":")[0] for line in lines[1:3]] == ["fleet.yml line 1", "fleet.yml line 3"]
+    assert lines[3] == "no earlier revision validated, so nothing runs until a fixed commit lands"
+    assert len(lines) == 4

@@ -14,12 +14,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import event, func, select
 
+from fleet.errors import RevisionRejected
+from fleet.fake_runner import FakeRunner
+from fleet.revisions import sync_source
 from fleet.settings import load_settings
 from fleet.store import accounts, db, queries, records
 from fleet.store.models import (
     Approval, AuditEntry, Host, Revision, Run, RunHost, RunOutput, SourceState, TaskResultRow, User,
 )
 from fleet.web import create_app
+from fleet.web.ui import present
+from tests.conftest import git, make_source
 from tests.web.conftest import PASSWORD, make_app
 
 XSS = "<script>alert(1)</script>"
@@ -460,6 +465,73 @@ def test_a_stale_source_says_so(app, viewer):
 def test_revisions_show_validation_errors_with_file_and_line(viewer):
     page = text(viewer.get("/revisions"))
     assert "<code>roles/app/tasks/main.yml</code> line 7, column 3" in page
+
+
+# --- what a real git source brings: commit messages and fleet.yml mistakes -----------------------
+
+COMMIT_SUBJECT = "Tighten sshd on every host"
+COMMIT_BODY = "Password logins are turned off.\nRoot may log in with a key only."
+
+
+def fetch_source(tmp_path, fleet_yml: str | None = None, message: tuple[str, ...] = (COMMIT_SUBJECT, COMMIT_BODY)):
+    """An app (one viewer, vera) that fetched a real git source: the example playbooks, then a commit with
+    ``message`` (one git -m per paragraph) adding ``fleet_yml`` when given; a head that fails is stored rejected."""
+    repo = make_source(tmp_path / "source", "all:\n  hosts: {}\n")
+    if fleet_yml is not None:
+        (repo / "fleet.yml").write_text(fleet_yml)
+        git(repo, "add", "fleet.yml")
+    git(repo, "commit", "-q", "--allow-empty", *(arg for paragraph in message for arg in ("-m", paragraph)))
+    settings = load_settings(flags={"repo": str(repo), "data_dir": str(tmp_path / "data")}, environ={}, cwd=tmp_path)
+    app = create_app(settings)
+    with app.app_context():
+        accounts.add_user("vera", PASSWORD, "viewer")
+        try:
+            sync_source(settings, runner=FakeRunner())
+        except RevisionRejected:
+            pass  # recorded as rejected; what the revisions page shows of it is under test
+    return app
+
+
+def test_the_dashboard_shows_a_commits_subject_and_the_revisions_page_its_whole_message(tmp_path):
+    viewer = login(fetch_source(tmp_path), "vera")
+    dashboard = text(viewer.get("/"))
+    assert COMMIT_SUBJECT in section(dashboard, "h-source")
+    assert "Password logins" not in dashboard and "Root may log in" not in dashboard
+    revisions = text(viewer.get("/revisions"))
+    assert f'<span class="strong">{COMMIT_SUBJECT}</span>' in revisions
+    assert f'<pre class="commit-body" tabindex="0">{COMMIT_BODY}</pre>' in revisions
+
+
+def test_a_commit_of_one_line_shows_no_body(tmp_path):
+    viewer = login(fetch_source(tmp_path, message=("Only a subject",)), "vera")
+    revisions = text(viewer.get("/revisions"))
+    assert "Only a subject" in revisions and "commit-body" not in revisions
+
+
+def test_every_fleet_yml_mistake_of_a_rejected_revision_is_listed_with_its_line(tmp_path):
+    fleet_yml = 'schedule: "every hour"\nremediation:\n  - group: web\n    mode: yolo\n'
+    viewer = login(fetch_source(tmp_path, fleet_yml=fleet_yml), "vera")
+    revisions = text(viewer.get("/revisions"))
+    assert "<code>fleet.yml</code> line 1</li>" in revisions and "<code>fleet.yml</code> line 4</li>" in revisions
+    assert "fleet.yml line 1: schedule must be a cron expression" in revisions
+    assert "fleet.yml line 4: remediation[0].mode must be one of auto, approve, report, got &#39;yolo&#39;" in revisions
+
+
+ERROR_PLACES = {
+    "Ansible's": ("playbook syntax check failed: in roles/app/tasks/main.yml, line 7, column 3: mapping values",
+                  [("roles/app/tasks/main.yml", 7, "3")]),
+    "fleet.yml's, one a line, one place per line": (
+        "fleet.yml has 3 mistakes:\nfleet.yml line 1: schedule …\nfleet.yml line 4: a …\nfleet.yml line 4: b …",
+        [("fleet.yml", 1, None), ("fleet.yml", 4, None)]),
+    "fleet.yml's YAML syntax": ("fleet.yml is not valid YAML at line 3, column 2: expected <block end>",
+                                [("fleet.yml", 3, "2")]),
+    "none": ("inventory path 'hosts/' does not exist", []),
+}
+
+
+@pytest.mark.parametrize(("error", "places"), ERROR_PLACES.values(), ids=ERROR_PLACES.keys())
+def test_the_places_a_rejection_names_are_found_in_its_order(error, places):
+    assert [(p["file"], p["line"], p["column"]) for p in present.error_locations(error)] == places
 
 
 def test_the_run_page_shows_hosts_tasks_diffs_and_plain_output(viewer):

@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
         sha=present.short_sha,
         plain_output=present.plain_output,
         first_line=present.first_line,
+        message_body=present.message_body,
         error_locations=present.error_locations,
         source_path=present.source_path,
         status_title=present.host_status_title,

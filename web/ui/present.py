@@ -54,6 +54,11 @@ STATUS_LOOK: dict[str, tuple[str, str]] = {
 }
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ERROR_LOCATION = re.compile(r"in (?P<file>\S+?), line (?P<line>\d+)(?:, column (?P<column>\d+))?")
+# fleet.yml's own mistakes start their lines: "fleet.yml line 3: ..." (one a line, several at once) and
+# "fleet.yml is not valid YAML at line 3, column 2: ..." (fleet.policy words them so).
+POLICY_LOCATION = re.compile(
+    r"^(?P<file>\S+?)(?: is not valid YAML at)? line (?P<line>\d+)(?:, column (?P<column>\d+))?:", re.MULTILINE
+)
 
 
 def status_symbol(status: str) -> str:
@@ -250,6 +255,12 @@ def first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
+def message_body(text: str | None) -> str:
+    """A commit message without its subject (first_line): the lines a short listing leaves out."""
+    lines = (text or "").strip().splitlines()
+    return "\n".join(lines[1:]).strip()
+
+
 REVISION_TREE = re.compile(r"^.*/revisions/[0-9a-f]{7,64}/")
 
 
@@ -259,10 +270,11 @@ def source_path(path: str | None) -> str:
 
 
 def error_locations(error: str | None) -> list[dict]:
-    """The file/line places a validation error names ('in roles/x.yml, line 3, column 5')."""
-    return [
-        {"file": m["file"], "line": int(m["line"]), "column": m["column"]} for m in ERROR_LOCATION.finditer(error or "")
-    ]
+    """The file/line places a validation error names, in its order: Ansible's ('in roles/x.yml, line 3,
+    column 5') and fleet.yml's ('fleet.yml line 3: ...')."""
+    found = sorted([*ERROR_LOCATION.finditer(error or ""), *POLICY_LOCATION.finditer(error or "")], key=re.Match.start)
+    places = dict.fromkeys((m["file"], int(m["line"]), m["column"]) for m in found)  # two mistakes, one line: one place
+    return [{"file": file, "line": line, "column": column} for file, line, column in places]
 
 
 # --- the drift chart: geometry computed here, drawn as inline SVG by the template -------------
