@@ -44,8 +44,8 @@ def _settings(ctx: click.Context) -> Settings:
 @contextmanager
 def _store(settings: Settings):
     """The store alone: the CLI never builds the web app (no blueprints, no secret key file)."""
-    with open_store(settings) as app:
-        change = app.extensions["fleet.schema"]
+    with open_store(settings) as store:
+        change = store.schema
         if change.before is not None and change.changed:  # said on stderr: --json output stays JSON
             click.echo(f"fleet: database upgraded from {change.before} to {change.after}", err=True)
         yield
@@ -1083,8 +1083,8 @@ def db_group():
 def db_upgrade(ctx):
     """Bring the database to this fleet's schema (an empty one is created); exit 1 if it is newer."""
     settings = _settings(ctx.parent)
-    with open_store(settings) as app:
-        change = app.extensions["fleet.schema"]
+    with open_store(settings) as store:
+        change = store.schema
         if change.before is None:
             click.echo(f"database created at schema {change.after}")
         elif change.changed:

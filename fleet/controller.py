@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import git
-from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleet import jobs, notify, plan, policy, revisions, source
@@ -47,6 +46,7 @@ from fleet.errors import FleetError, RevisionRejected, SourceError
 from fleet.runner import Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, retention
+from fleet.store.db import Store, current_store
 from fleet.store.views import ApprovalView, RunView, TaskView
 from fleet.vocabulary import ApprovalKind, RunKind, RunStatus, Trigger, utcnow
 
@@ -117,8 +117,7 @@ class Controller:
             source.display_url(self.settings.repo),
             self.settings.poll_interval,
         )
-        # Flask types current_app as the Flask app itself, not as the proxy it is.
-        keeper = _LockKeeper(self, current_app._get_current_object())  # type: ignore[attr-defined]
+        keeper = _LockKeeper(self, current_store())
         try:
             while not self.stop.is_set():
                 try:
@@ -317,8 +316,8 @@ class _LockKeeper:
     takes over. A process killed with -9 takes this thread with it.
     """
 
-    def __init__(self, controller: Controller, app: Flask) -> None:
-        self.controller, self.app = controller, app
+    def __init__(self, controller: Controller, store: Store) -> None:
+        self.controller, self.store = controller, store
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._keep, name="fleet-leader-lock", daemon=True)
         self._thread.start()
@@ -329,7 +328,7 @@ class _LockKeeper:
             if not controller.leading or time.monotonic() - controller.last_beat > STUCK_SECONDS:
                 continue
             try:
-                with self.app.app_context():
+                with self.store.bound():
                     held = leases.renew_leadership(controller.holder, controller.settings.lease_seconds)
             except SQLAlchemyError as exc:  # the loop's next lead() tries again and says what failed
                 log.warning("could not renew the leader lock: %s", exc)

@@ -30,7 +30,7 @@ from fleet.policy import NotifyRule
 from fleet.vocabulary import utcnow
 
 if TYPE_CHECKING:
-    from flask import Flask
+    from fleet.store.db import Store
 
 log = logging.getLogger("fleet.notify")
 
@@ -302,8 +302,8 @@ class Notifier:
     """Takes events from the controller at once and sends them from a thread of its own.
 
     ``notify_run`` and ``notify`` never wait: they queue. The thread starts
-    with the first event (inside the controller's app context, whose app it
-    keeps for the store). ``close`` gives queued messages a moment to go out.
+    with the first event (in the controller's thread, whose store it keeps).
+    ``close`` gives queued messages a moment to go out.
     The store's half (`fleet.store.notices`) is imported where it is used: it
     builds on this module's pure half, and this module stays importable
     without a store.
@@ -321,7 +321,7 @@ class Notifier:
         self._queue: queue.Queue[_Work | None] = queue.Queue()
         self._held: dict[str, tuple[str, list[Event]]] = {}  # target key -> (url, events held back)
         self._thread: threading.Thread | None = None
-        self._app: Flask | None = None
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
     def notify_run(self, rules: Sequence[NotifyRule], run: RunEnded) -> None:
@@ -337,10 +337,9 @@ class Notifier:
     def _put(self, item: _Work) -> None:
         with self._lock:
             if self._thread is None:
-                from flask import current_app
+                from fleet.store.db import current_store
 
-                # Flask types current_app as the Flask app itself, not as the proxy it is.
-                self._app = current_app._get_current_object()  # type: ignore[attr-defined]
+                self._store = current_store()
                 self._thread = threading.Thread(target=self._work, name="fleet-notify", daemon=True)
                 self._thread.start()
         self._queue.put(item)
@@ -367,9 +366,9 @@ class Notifier:
                 item = ()
             if item is None:
                 return
-            assert self._app is not None  # _put keeps the app before it starts this thread
+            assert self._store is not None  # _put keeps the store before it starts this thread
             try:
-                with self._app.app_context():
+                with self._store.bound():
                     self._handle(item)
                     self._release_held()
             except Exception:  # a notification must never end the thread; the next one is tried

@@ -54,7 +54,7 @@ def run_service(settings: Settings, with_web: bool) -> None:
     app.extensions["fleet.controller"] = controller.status  # healthz reads it, never waiting on the loop
     server = _start_web(app, settings) if with_web else None
     try:
-        with app.app_context():
+        with app.extensions["fleet.store"].bound():  # the web's store: the loop's thread uses it too
             controller.run_forever()
     finally:
         if server is not None:

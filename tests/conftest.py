@@ -359,7 +359,7 @@ def database_under_test(request, monkeypatch):
     reset_test_database(url)
     monkeypatch.setenv("FLEET_DATABASE_URL", url)
     monkeypatch.setattr(store_db, "engine_url", postgres_stores(url))
-    engines = _record_engines(monkeypatch)
+    engines = _record_engines(monkeypatch, store_db)
     yield url
     for engine in engines:  # psycopg warns of connections left to the garbage collector; close them here
         engine.dispose()
@@ -370,16 +370,14 @@ def _worker_database_url() -> str:
     return worker_database(TEST_DATABASE_URL)
 
 
-def _record_engines(monkeypatch) -> list:
-    from flask_sqlalchemy import SQLAlchemy
+def _record_engines(monkeypatch, store_db) -> list:
+    engines, make_engine = [], store_db.create_engine
 
-    engines, make_engine = [], SQLAlchemy._make_engine
-
-    def recording(self, *args, **kwargs):
-        engines.append(make_engine(self, *args, **kwargs))
+    def recording(*args, **kwargs):
+        engines.append(make_engine(*args, **kwargs))
         return engines[-1]
 
-    monkeypatch.setattr(SQLAlchemy, "_make_engine", recording)
+    monkeypatch.setattr(store_db, "create_engine", recording)
     return engines
 
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
+from collections.abc import Hashable
 from datetime import timedelta
 
-from flask import Flask, current_app, jsonify, render_template, request
+from flask import Flask, current_app, has_app_context, jsonify, render_template, request
+from flask.globals import app_ctx
 from werkzeug.exceptions import HTTPException
 
 from fleet.settings import Settings, load_settings
-from fleet.store import init_store
+from fleet.store.db import Store, add_store_resolver
 
 # Webhooks and forms are small; refuse anything larger with 413. fleet serve's waitress enforces
 # the same cap before buffering a byte of the body, so this one only guards other WSGI servers.
@@ -25,7 +28,6 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
     prepare_data_dir(settings)  # 0700, the SQLite files 0600: they hold diffs and output
     app = Flask(__name__)
     app.config.from_mapping(
-        SQLALCHEMY_DATABASE_URI=settings.database_url,
         FLEET_SETTINGS=settings,
         MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
         SECRET_KEY=load_secret_key(settings),
@@ -38,7 +40,7 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
     )
     if test_config:
         app.config.update(test_config)
-    init_store(app)
+    attach_store(app, settings.database_url)
     from fleet.web import api, auth, health, hooks
 
     auth.init_auth(app)
@@ -50,6 +52,27 @@ def create_app(settings: Settings | None = None, test_config: dict | None = None
 
     ui.init_app(app)  # the server-rendered pages
     return app
+
+
+def attach_store(app: Flask, database_url: str) -> Store:
+    """Open the store for this app: inside the app's contexts (each request has its own) `db` is this store,
+    with one session per context, closed when the context ends."""
+    store = Store.open(database_url)
+    store.scope_of = _context_scope
+    app.extensions["fleet.store"] = store
+    app.extensions["fleet.schema"] = store.schema
+    app.teardown_appcontext(lambda _error: store.end_session())
+    add_store_resolver(_store_of_current_app)
+    return store
+
+
+def _store_of_current_app() -> Store | None:
+    return current_app.extensions.get("fleet.store") if has_app_context() else None
+
+
+def _context_scope() -> Hashable:
+    """The session's scope: the app context (a request, or a block that pushed one), else the thread."""
+    return id(app_ctx._get_current_object()) if has_app_context() else threading.get_ident()
 
 
 def _json_error(exc: HTTPException):

@@ -20,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 import fleet
@@ -33,6 +32,7 @@ from fleet.revisions import DesiredState, RevisionSummary
 from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, shards
+from fleet.store.db import current_store
 from fleet.store.shards import ShardView
 from fleet.store.views import RunView, view_of
 from fleet.vocabulary import HostStatus, RevisionStatus, RunStatus, ShardStatus, aware, utcnow
@@ -90,8 +90,7 @@ class ShardLease:
 
     def __init__(self, shard: ShardView, lease_seconds: int):
         self.shard, self.lease_seconds = shard, lease_seconds
-        # Flask types current_app as the Flask app itself, not as the proxy it is.
-        self.app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.store = current_store()
         self.lost = threading.Event()
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._keep, name=f"fleet-shard-{shard.id}-lease", daemon=True)
@@ -111,7 +110,7 @@ class ShardLease:
 
     def _keep(self) -> None:
         while not self.stopping.wait(self.lease_seconds / 3):
-            with self.app.app_context():
+            with self.store.bound():
                 try:
                     held = shards.renew(self.shard.id, self.shard.token, self.lease_seconds)
                 except SQLAlchemyError as exc:  # the store refuses: try again; the lease says how long

@@ -16,8 +16,6 @@ import socket
 import threading
 from typing import TYPE_CHECKING
 
-from flask import Flask
-
 import fleet
 from fleet import processes, warm
 from fleet.errors import ConfigError
@@ -25,7 +23,7 @@ from fleet.executor.celery_app import QUEUE, SHARD_TASK, celery_app, display_bro
 from fleet.executor.shard import execute_shard, version_refusal
 from fleet.settings import Settings, replace
 from fleet.store import shards, workers
-from fleet.store.db import open_store
+from fleet.store.db import Store, open_store
 from fleet.vocabulary import utcnow
 
 if TYPE_CHECKING:
@@ -67,10 +65,10 @@ def start_worker(
     os.environ[processes.DIE_WITH_PARENT_ENV] = "1"  # Ansible started here dies with this worker, even by -9
     state = WorkerState(name or default_name(), concurrency, list(queues))
     app = celery_app(settings.broker_url)
-    with open_store(settings) as flask_app:
+    with open_store(settings) as store:
         _refuse_duplicate_name(state.name)
-        _register_task(app, flask_app, settings, state)
-        beat = _Heartbeat(flask_app, state)
+        _register_task(app, store, settings, state)
+        beat = _Heartbeat(store, state)
         beat.start()
         log.info(
             "worker %s (fleet %s): broker %s, queues %s, %d at once",
@@ -124,10 +122,10 @@ def _refuse_duplicate_name(name: str) -> None:
         )
 
 
-def _register_task(app: Celery, flask_app: Flask, settings: Settings, state: WorkerState) -> None:
+def _register_task(app: Celery, store: Store, settings: Settings, state: WorkerState) -> None:
     @app.task(name=SHARD_TASK, ignore_result=True)  # type: ignore[untyped-decorator]  # Celery has no type information
     def run_shard(shard_id: int, attempt: int, controller_version: str) -> str:
-        with flask_app.app_context():
+        with store.bound():
             refusal = version_refusal(state.name, controller_version)
             if refusal:
                 state.refusing = refusal
@@ -144,8 +142,8 @@ def _register_task(app: Celery, flask_app: Flask, settings: Settings, state: Wor
 class _Heartbeat:
     """Writes the worker's row every few seconds from a thread of its own (shards never delay it)."""
 
-    def __init__(self, flask_app: Flask, state: WorkerState) -> None:
-        self.flask_app, self.state = flask_app, state
+    def __init__(self, store: Store, state: WorkerState) -> None:
+        self.store, self.state = store, state
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="fleet-worker-heartbeat", daemon=True)
 
@@ -165,7 +163,7 @@ class _Heartbeat:
                 log.exception("worker heartbeat failed")
 
     def _beat(self) -> None:
-        with self.flask_app.app_context():
+        with self.store.bound():
             state = self.state
             workers.record_heartbeat(
                 state.name,

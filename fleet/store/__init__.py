@@ -4,11 +4,11 @@ Nothing outside this package touches `db.session`: the CLI, the web and the
 controller call `queries` and `records`. Their reads, and the writes that hand
 back what they wrote, return plain dataclasses (`views`), never ORM rows;
 history lists return a `pages.Page` of them. A process opens the store with
-`db.open_store(settings)` (the CLI) or binds it to its app with
-`db.init_store(app)` (the web).
+`db.open_store(settings)` (bound to its thread for the block) or `db.Store.open(url)`;
+the web attaches one to its app (fleet.web), and `db` then means the store of the request.
 """
 
-from fleet.store.db import db, init_store, open_store
+from fleet.store.db import Store, db, open_store
 from fleet.store.models import (
     Approval,
     ControllerState,
@@ -49,7 +49,7 @@ __all__ = [
     "SourceView",
     "TaskView",
     "db",
-    "init_store",
+    "Store",
     "open_store",
     "Host",
     "Revision",

@@ -1,13 +1,19 @@
-"""The database handle, how a process opens it (upgrading its schema first), and SQLite tuned for a
-controller that writes while pages read. PostgreSQL works too, through psycopg 3 (`fleet[postgres]`)."""
+"""The store: one database, how a process opens it (upgrading its schema first), the session each thread or
+web request uses, and SQLite tuned for a controller that writes while pages read. PostgreSQL works too, through
+psycopg 3 (`fleet[postgres]`).
+
+Nothing here needs Flask: the CLI, the controller, the notifier and the shard workers open a `Store` and bind
+it to their thread; the web (fleet.web) attaches one to its app and scopes sessions to its requests.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -15,11 +21,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from flask import Flask
-from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Integer, String, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from sqlalchemy.sql.type_api import TypeEngine
 
 from fleet import filemodes
@@ -53,14 +57,118 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+Model = Base  # what the models subclass
 
-if TYPE_CHECKING:
-    # The models subclass db.Model, a subclass of Base made at runtime; mypy cannot take an attribute
-    # as a base class, so it sees Base (whose typed __init__ and metadata are what the models use).
-    Model = Base
-else:
-    Model = db.Model
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """What opening a database did to its schema: `before` None means it was empty and was created."""
+
+    before: str | None
+    after: str
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+class Store:
+    """One database: its engine, what opening it did to the schema, and one session per scope.
+
+    A scope is a thread, unless the code that shares the store says otherwise (the web scopes a session to
+    each request, by `scope_of`). `db.session` is the session of the store bound in this scope.
+    """
+
+    def __init__(self, engine: Engine, schema: SchemaChange) -> None:
+        self.engine = engine
+        self.schema = schema
+        self.scope_of: Callable[[], Hashable] = threading.get_ident
+        self._sessions = scoped_session(sessionmaker(bind=engine), scopefunc=lambda: self.scope_of())
+
+    @classmethod
+    def open(cls, database_url: str) -> Store:
+        """Connect to a database and bring its schema to this fleet's head (logged when it upgrades).
+
+        An empty database gets every table at once; an older one is migrated; one written by a newer
+        fleet is refused with StoreError, untouched.
+        """
+        url = engine_url(database_url)
+        require_driver(url)
+        engine = create_engine(url)
+        tuners: dict[str, Callable[..., None]] = {"sqlite": _tune_sqlite, "postgresql": _tune_postgresql}
+        tune = tuners.get(engine.dialect.name)
+        if tune is not None:
+            event.listen(engine, "connect", tune)
+        try:
+            return cls(engine, upgrade_schema(engine))
+        except BaseException:
+            engine.dispose()
+            raise
+
+    @property
+    def session(self) -> Session:
+        return self._sessions()
+
+    def end_session(self) -> None:
+        """Close this scope's session (what it read is forgotten; the next use opens a new one)."""
+        self._sessions.remove()
+
+    @contextmanager
+    def bound(self) -> Iterator[Store]:
+        """This store as the one `db` means in this thread for the block; its session ends with the block
+        (a block inside another binding of the same store leaves the outer one's session open)."""
+        if _bound.get() is self:
+            yield self
+            return
+        token = _bound.set(self)
+        try:
+            yield self
+        finally:
+            self.end_session()
+            _bound.reset(token)
+
+    def close(self) -> None:
+        self.end_session()
+        self.engine.dispose()
+
+
+_bound: ContextVar[Store | None] = ContextVar("fleet_store_bound", default=None)
+_resolvers: list[Callable[[], Store | None]] = []
+
+
+def add_store_resolver(resolver: Callable[[], Store | None]) -> None:
+    """Another place to find the store in use: the web's app (of the request or app context), so its code
+    uses `db` without binding the store in every thread. A resolver's store wins over a bound one."""
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def current_store() -> Store:
+    for resolver in _resolvers:
+        store = resolver()
+        if store is not None:
+            return store
+    store = _bound.get()
+    if store is None:
+        raise StoreError("no store is open here: open one with fleet.store.db.open_store or Store.open(...).bound()")
+    return store
+
+
+class _CurrentStore:
+    """`db`: the current store's session and engine, wherever the code runs (CLI, controller, web request)."""
+
+    metadata = Base.metadata
+
+    @property
+    def session(self) -> Session:
+        return current_store().session
+
+    @property
+    def engine(self) -> Engine:
+        return current_store().engine
+
+
+db = _CurrentStore()
 
 
 def rowcount(result: Result[Any]) -> int:
@@ -111,38 +219,6 @@ def _take_operator_lock() -> None:
         db.session.execute(text("UPDATE controller_state SET id = id WHERE 0"))
     elif dialect == "postgresql":
         db.session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": OPERATOR_LOCK_KEY})
-
-
-@dataclass(frozen=True)
-class SchemaChange:
-    """What opening a database did to its schema: `before` None means it was empty and was created."""
-
-    before: str | None
-    after: str
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
-
-def init_store(app: Flask) -> SchemaChange:
-    """Bind the store to an app and bring its schema to this fleet's head (logged when it upgrades).
-
-    An empty database gets every table at once; an older one is migrated; one written by a newer
-    fleet is refused with StoreError, untouched.
-    """
-    app.config["SQLALCHEMY_DATABASE_URI"] = engine_url(app.config["SQLALCHEMY_DATABASE_URI"])
-    require_driver(app.config["SQLALCHEMY_DATABASE_URI"])
-    db.init_app(app)
-    with app.app_context():
-        tuners: dict[str, Callable[..., None]] = {"sqlite": _tune_sqlite, "postgresql": _tune_postgresql}
-        tune = tuners.get(db.engine.dialect.name)
-        if tune is not None:
-            event.listen(db.engine, "connect", tune)
-            db.engine.dispose()  # connections opened before the listener get the settings too
-        change = upgrade_schema(db.engine)
-    app.extensions["fleet.schema"] = change
-    return change
 
 
 def engine_url(database_url: str) -> str:
@@ -247,10 +323,10 @@ def read_schema(database_url: str) -> tuple[str | None, str]:
 
 
 def target_metadata() -> MetaData:
-    """Every table of the models (importing them registers them on `db.metadata`)."""
+    """Every table of the models (importing them registers them on the models' metadata)."""
     import fleet.store.models  # noqa: F401
 
-    return db.metadata
+    return Base.metadata
 
 
 def compare_column_type(
@@ -299,27 +375,16 @@ def run_alembic(connection: Connection, verb: str, revision: str) -> None:
     getattr(command, verb)(config, revision)
 
 
-def store_app(database_url: str) -> Flask:
-    """A Flask app that holds the store and nothing else: no blueprints, no secret key, no templates.
-
-    Flask-SQLAlchemy scopes its session to an app context, so the CLI, the
-    controller and the web share one `db.session` API; a process that does not
-    serve pages (the CLI) opens the store through this bare app instead of
-    building the web application.
-    """
-    app = Flask("fleet.store")
-    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
-    init_store(app)
-    return app
-
-
 @contextmanager
-def open_store(settings: Settings) -> Iterator[Flask]:
-    """The store of these settings, open for the duration of the block (creates the data directory)."""
+def open_store(settings: Settings) -> Iterator[Store]:
+    """The store of these settings, open and bound to this thread for the block (creates the data directory)."""
     prepare_data_dir(settings)
-    app = store_app(settings.database_url)
-    with app.app_context():
-        yield app
+    store = Store.open(settings.database_url)
+    try:
+        with store.bound():
+            yield store
+    finally:
+        store.close()
 
 
 def prepare_data_dir(settings: Settings) -> None:

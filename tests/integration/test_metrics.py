@@ -16,7 +16,7 @@ import yaml
 from sqlalchemy import select
 
 from fleet import lab
-from fleet.store.db import db, store_app
+from fleet.store.db import db, Store
 from fleet.store.models import Host
 from tests.alert_rules import load_alert_rules
 from tests.conftest import FleetCli, ServeProcess, make_source
@@ -48,12 +48,11 @@ def statuses(result) -> dict[str, str]:
 
 def move_successful_checks_back(cli: FleetCli, hours: float) -> None:
     """Make the checks so far two hours old, as if the schedule had run them then (no waiting in a test)."""
-    app = store_app(f"sqlite:///{cli.data_dir / 'fleet.db'}")
-    with app.app_context():
+    store = Store.open(f"sqlite:///{cli.data_dir / 'fleet.db'}")
+    with store.bound():
         for host in db.session.scalars(select(Host)):  # in Python: SQLite has no datetime arithmetic
             host.last_ok_check_at -= timedelta(hours=hours)
         db.session.commit()
-        db.session.remove()
 
 
 def scrape(serve: ServeProcess, token: str) -> str:

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from fleet.store.db import db, store_app
+from fleet.store.db import db, Store
 from fleet.store.models import Host, Run
 
 
 def temporary_store(tmp_path):
     """Yield the session of a fresh store under tmp_path, inside its app context."""
-    app = store_app(f"sqlite:///{tmp_path / 'fleet.db'}")
-    with app.app_context():
+    store = Store.open(f"sqlite:///{tmp_path / 'fleet.db'}")
+    with store.bound():
         yield db.session
-        db.session.remove()
 
 
 def add_runs(session, count: int, **fields) -> list[int]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from fleet import actions
 from fleet.errors import AccessDenied, ConfigError, NotFound
 from fleet.store import accounts, queries, records
-from fleet.store.db import db, store_app
+from fleet.store.db import db, Store
 from fleet.store.models import Approval, AuditEntry, Run, User
 from tests.conftest import FleetCli
 from tests.unit.store_fixtures import add_hosts, add_runs, temporary_store
@@ -83,8 +83,8 @@ def test_two_converge_requests_at_once_queue_one(tmp_path, monkeypatch):
     """The conflict rule and the enqueue hold one lock: the second request waits for the first to commit and
     then sees its converge. Without the lock both would pass the rule before either wrote."""
     url = f"sqlite:///{tmp_path / 'fleet.db'}"
-    app = store_app(url)
-    with app.app_context():
+    store = Store.open(url)
+    with store.bound():
         add_hosts(db.session, ("web1", "web"))
     first_checked, release_first = threading.Event(), threading.Event()
     real_rule = queries.converge_conflict
@@ -100,13 +100,11 @@ def test_two_converge_requests_at_once_queue_one(tmp_path, monkeypatch):
     outcomes: dict[str, object] = {}
 
     def request(name: str) -> None:
-        with app.app_context():
+        with store.bound():
             try:
                 outcomes[name] = actions.request_run(actions.Actor(name), "converge", "web1").run.id
             except actions.Refused as exc:
                 outcomes[name] = exc
-            finally:
-                db.session.remove()
 
     first = threading.Thread(target=request, args=("first",), name="first")
     first.start()
@@ -120,7 +118,7 @@ def test_two_converge_requests_at_once_queue_one(tmp_path, monkeypatch):
     second.join(15)
     assert isinstance(outcomes["first"], int)
     assert isinstance(outcomes["second"], actions.Refused)
-    with app.app_context():
+    with store.bound():
         assert runs(db.session) == [("converge", "queued", "web1")]
 
 
@@ -164,8 +162,8 @@ def test_fleet_request_converge_applies_the_same_rule_as_the_api(tmp_path):
     assert refused.code == 1
     assert "converg" in refused.stderr and "Traceback" not in refused.stderr
     assert cli("request", "check").code == 0
-    app = store_app(f"sqlite:///{tmp_path / 'data' / 'fleet.db'}")
-    with app.app_context():
+    store = Store.open(f"sqlite:///{tmp_path / 'data' / 'fleet.db'}")
+    with store.bound():
         assert runs(db.session) == [("converge", "queued", "web1"), ("check", "queued", "")]
         assert [row[1:3] for row in audit_rows(db.session)] == [("run.request", "web1"),
                                                                 ("run.request", "all hosts")]

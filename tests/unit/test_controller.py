@@ -114,11 +114,11 @@ def fleet(tmp_path):
 
 
 def runs() -> list[tuple[str, str, str, str]]:
-    return [(r.kind, r.trigger, r.limit, r.status) for r in Run.query.order_by(Run.id)]
+    return [(r.kind, r.trigger, r.limit, r.status) for r in db.session.query(Run).order_by(Run.id)]
 
 
 def approvals() -> list[tuple[str, str]]:
-    return [(a.host, a.status) for a in Approval.query.order_by(Approval.id)]
+    return [(a.host, a.status) for a in db.session.query(Approval).order_by(Approval.id)]
 
 
 def test_a_new_commit_is_checked_then_auto_drift_rolled_out_and_approve_drift_waits(fleet):
@@ -136,7 +136,7 @@ def test_a_new_commit_is_checked_then_auto_drift_rolled_out_and_approve_drift_wa
 def test_an_approved_drift_is_rechecked_converged_applied_and_verified(fleet):
     fleet.controller.tick(NOW)
     fleet.controller.tick(NOW)
-    records.decide_approval(Approval.query.one().id, "tess")
+    records.decide_approval(db.session.query(Approval).one().id, "tess")
     assert fleet.controller.tick(NOW) is True
     assert [r[:3] for r in runs()[-3:]] == [("check", "policy", "db1"), ("converge", "policy", "db1"),
                                            ("check", "policy", "db1")]
@@ -147,7 +147,7 @@ def test_an_approved_drift_is_rechecked_converged_applied_and_verified(fleet):
 def test_approved_drift_that_changed_before_the_converge_is_asked_again(fleet):
     fleet.controller.tick(NOW)
     fleet.controller.tick(NOW)
-    records.decide_approval(Approval.query.one().id, "tess")
+    records.decide_approval(db.session.query(Approval).one().id, "tess")
     fleet.runner.events = lambda spec: scripted_events({"db1": "changed"}, task="Another task")
     fleet.controller.tick(NOW)
     assert approvals() == [("db1", "superseded"), ("db1", "pending")]
@@ -218,14 +218,14 @@ def test_one_controller_leads_the_other_waits_then_takes_over_when_the_leader_di
     assert (standby.status.standby, standby.status.leader.pid, standby.status.leader.host) == (
         True, os.getpid(), leader.holder.host)
     assert leader.tick(NOW) is True, "the leader runs the commit check"
-    assert {r.lease_holder for r in Run.query} == {leader.holder.id}, "every run was started by the leader"
+    assert {r.lease_holder for r in db.session.query(Run)} == {leader.holder.id}, "every run was started by the leader"
 
     records.enqueue_run("check", "manual", "web1", "tess")
-    Run.query.session.execute(update(ControllerState).values(leader_expires_at=utcnow() - timedelta(seconds=1)))
-    Run.query.session.commit()  # the leader died: it renews its lock no more
+    db.session.execute(update(ControllerState).values(leader_expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()  # the leader died: it renews its lock no more
     assert standby.tick(NOW) is True, "the standby takes over and runs the queued check"
     assert standby.status.standby is False
-    last = Run.query.order_by(Run.id.desc()).first()
+    last = db.session.query(Run).order_by(Run.id.desc()).first()
     assert (last.limit, last.status, last.lease_holder) == ("web1", "successful", standby.holder.id)
     assert leader.tick(NOW) is False and leader.status.standby, "the old leader, back, waits"
 
@@ -249,7 +249,7 @@ def test_the_heartbeat_stays_fresh_while_the_controller_runs_a_long_run(fleet):
     controller.tick(NOW)  # fetch, queue the commit check
     started = utcnow()
     controller.tick(NOW)  # the check hangs until the run timeout
-    assert Run.query.one().status == "timeout"
+    assert db.session.query(Run).one().status == "timeout"
     # Without renewals during the run, the heartbeat would still say `started`; it was renewed every 2 s.
     assert queries.controller_state().heartbeat_at - started >= timedelta(seconds=3)
 
@@ -272,11 +272,11 @@ def commit(settings, path: str, text: str) -> str:
 
 
 def converges_since(run_id: int) -> list[tuple[str, str]]:
-    return [(r.limit, r.revision_sha) for r in Run.query.filter(Run.id > run_id, Run.kind == "converge")]
+    return [(r.limit, r.revision_sha) for r in db.session.query(Run).filter(Run.id > run_id, Run.kind == "converge")]
 
 
 def last_run_id() -> int:
-    return Run.query.order_by(Run.id.desc()).first().id
+    return db.session.query(Run).order_by(Run.id.desc()).first().id
 
 
 def test_a_force_push_back_to_an_older_commit_rolls_no_auto_host_back(fleet, caplog):
@@ -303,7 +303,7 @@ def test_a_force_push_back_to_an_older_commit_rolls_no_auto_host_back(fleet, cap
     assert runs()[-1][:2] == ("check", "commit") and converges_since(before) == [], "nothing rolled back"
     reason = (f"desired revision {older[:12]} does not descend from {newer[:12]}, which this host was converged to: "
               "history was rewritten or rolled back")
-    waiting = {a.host: a for a in Approval.query.filter_by(status="pending", kind="drift")}
+    waiting = {a.host: a for a in db.session.query(Approval).filter_by(status="pending", kind="drift")}
     assert waiting["web1"].reason == reason and waiting["web2"].reason == reason
     assert waiting["web1"].revision_sha == older
     assert f"auto converge of web1 held: {reason}; it waits for an approval" in caplog.text
@@ -328,7 +328,7 @@ def test_an_approval_covers_one_revision_and_its_exact_drift_and_asks_again_for_
     settings = fleet.controller.settings
     fleet.controller.tick(NOW)
     fleet.controller.tick(NOW)
-    approved = Approval.query.filter_by(host="db1").one()
+    approved = db.session.query(Approval).filter_by(host="db1").one()
     records.decide_approval(approved.id, "tess")  # approves the motd drift at A
     before = last_run_id()
 
@@ -346,7 +346,7 @@ def test_an_approval_covers_one_revision_and_its_exact_drift_and_asks_again_for_
 
     assert converges_since(before) == [], "the approval of A's drift does not converge B"
     assert approvals() == [("db1", "superseded"), ("db1", "pending")]
-    again = Approval.query.filter_by(host="db1", status="pending").one()
+    again = db.session.query(Approval).filter_by(host="db1", status="pending").one()
     assert again.revision_sha == newer and again.drift_signature != approved.drift_signature
     assert again.summary == "Write the motd; unverified: Migrate the schema"
     assert "the desired revision changed since it was approved" in db.session.get(Approval, approved.id).note
@@ -371,13 +371,13 @@ def test_a_revision_desired_again_after_another_was_accepted_is_judged_again(fle
 def test_an_approved_converge_runs_only_at_the_approved_revision(fleet):
     fleet.controller.tick(NOW)
     fleet.controller.tick(NOW)
-    approval = Approval.query.filter_by(host="db1").one()
+    approval = db.session.query(Approval).filter_by(host="db1").one()
     jobs_before = len(fleet.runner.jobs)
     # As if a `fleet check` elsewhere had moved the desired revision between the re-check and the converge.
     elsewhere = plan.ApprovedDrift(approval.id, "db1", approval.drift_signature, "f" * 40)
     follow_ups = fleet.controller.actions.converge_approved(plan.ConvergeApproved(elsewhere), NOW)
     assert follow_ups == [plan.CloseApproval(approval.id, "failed", "the converge did not succeed", None)]
-    converge = Run.query.filter_by(kind="converge", limit="db1").one()
+    converge = db.session.query(Run).filter_by(kind="converge", limit="db1").one()
     assert converge.status == "failed" and converge.error.startswith(f"the desired revision moved to ")
     assert len(fleet.runner.jobs) == jobs_before, "Ansible never started"
     assert queries.hosts_named(["db1"])[0].status == "drifted"
@@ -414,7 +414,7 @@ def test_an_inventory_jump_holds_auto_converge_until_one_approval_releases_it(fl
     fleet.controller.tick(NOW)
     fleet.controller.tick(NOW)
     assert converges_since(before) == []
-    held = Approval.query.filter_by(kind="inventory").order_by(Approval.id).all()
+    held = db.session.query(Approval).filter_by(kind="inventory").order_by(Approval.id).all()
     assert [(a.status, a.host) for a in held] == [("superseded", ""), ("pending", "")]
     assert held[1].revision_sha == newest
     assert held[1].reason == "inventory went from 4 to 41 hosts (+37), above max_inventory_change 25%"
@@ -440,14 +440,13 @@ def test_an_inventory_jump_holds_auto_converge_until_one_approval_releases_it(fl
 
 
 def test_a_long_step_keeps_the_lead_but_a_stuck_loop_loses_it(fleet):
-    from flask import current_app
-
     from fleet.controller import STUCK_SECONDS, _LockKeeper
+    from fleet.store.db import current_store
 
     settings = replace(fleet.controller.settings, lease_seconds=1)
     busy = Controller(settings, runner=fleet.runner, holder=leases.Holder("box", 1, "busy"))
     standby = Controller(settings, runner=fleet.runner, holder=leases.Holder("box", 2, "waiting"))
-    keeper = _LockKeeper(busy, current_app._get_current_object())
+    keeper = _LockKeeper(busy, current_store())
     try:
         assert busy.lead() is True
         threading.Event().wait(3)  # the loop is busy in one long step, three leases long

@@ -41,8 +41,8 @@ def settings(tmp_path):
 
 @pytest.fixture
 def store(settings):
-    with open_store(settings) as app:
-        yield app
+    with open_store(settings) as store:
+        yield store
 
 
 @pytest.fixture

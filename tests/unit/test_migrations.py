@@ -21,7 +21,8 @@ from sqlalchemy.engine import make_url
 from fleet.errors import StoreError
 from fleet.store import queries
 from fleet.store.db import (
-    compare_column_type, db, engine_url, run_alembic, schema_head, store_app, target_metadata,
+    Store,
+    compare_column_type, db, engine_url, run_alembic, schema_head, target_metadata,
 )
 from fleet.store.models import Host, Revision, Run
 
@@ -135,13 +136,12 @@ def test_a_c403ef5_database_without_a_revision_is_recognised_upgraded_and_keeps_
     execute(database_url, *C403EF5_RUNS, *C403EF5_DETAIL, "DROP TABLE alembic_version")
 
     with caplog.at_level(logging.INFO, logger="fleet.store"):
-        app = store_app(database_url)
-    with app.app_context():
+        store = Store.open(database_url)
+    with store.bound():
         page = queries.runs_page(size=10)
         host = queries.get_host("web1")
-        db.session.remove()
 
-    assert app.extensions["fleet.schema"].before == "0001"
+    assert store.schema.before == "0001"
     assert f"database upgraded from 0001 to {schema_head()}" in caplog.text
     assert sorted(run.id for run in page) == [1, 2, 3]
     assert {run.id: run.status for run in page}[3] == "failed"
@@ -154,18 +154,18 @@ def test_an_ff8a351_database_is_recognised_by_its_columns(database_url):
     migrate(database_url, "0002")
     execute(database_url, "DROP TABLE alembic_version")
 
-    app = store_app(database_url)
+    store = Store.open(database_url)
 
-    assert app.extensions["fleet.schema"].before == "0002"
+    assert store.schema.before == "0002"
     assert "lease_holder" in column_names(database_url, "runs")
     assert recorded_revision(database_url) == schema_head()
 
 
 @pytest.mark.parametrize("database_url", DATABASES, indirect=True)
 def test_an_empty_database_is_created_at_head_without_running_the_migrations(database_url):
-    app = store_app(database_url)
+    store = Store.open(database_url)
 
-    change = app.extensions["fleet.schema"]
+    change = store.schema
     assert (change.before, change.after) == (None, schema_head())
     assert recorded_revision(database_url) == schema_head()
     assert schema_differences(database_url) == []
@@ -173,12 +173,12 @@ def test_an_empty_database_is_created_at_head_without_running_the_migrations(dat
 
 @pytest.mark.parametrize("database_url", DATABASES, indirect=True)
 def test_a_database_at_head_is_left_as_it_is(database_url, caplog):
-    store_app(database_url)
+    Store.open(database_url)
 
     with caplog.at_level(logging.INFO, logger="fleet.store"):
-        app = store_app(database_url)
+        store = Store.open(database_url)
 
-    assert not app.extensions["fleet.schema"].changed
+    assert not store.schema.changed
     assert "upgraded" not in caplog.text
 
 
@@ -186,8 +186,8 @@ def test_a_database_at_head_is_left_as_it_is(database_url, caplog):
 def test_processes_opening_an_old_database_at_once_upgrade_it_once(database_url):
     migrate(database_url, "0001")
     execute(database_url, *C403EF5_RUNS, "DROP TABLE alembic_version")
-    opener = ("import sys; from fleet.store.db import store_app; "
-              "print(store_app(sys.argv[1]).extensions['fleet.schema'].before)")
+    opener = ("import sys; from fleet.store.db import Store; "
+              "print(Store.open(sys.argv[1]).schema.before)")
     processes = [subprocess.Popen([sys.executable, "-c", opener, database_url], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(process.wait(timeout=60), *process.communicate()) for process in processes]
@@ -211,7 +211,7 @@ def test_opening_waits_for_a_process_that_holds_the_write_lock_of_a_rollback_jou
     release.start()
     try:
         started = time.monotonic()
-        change = store_app(url).extensions["fleet.schema"]
+        change = Store.open(url).schema
         waited = time.monotonic() - started
     finally:
         release.join()
@@ -223,11 +223,11 @@ def test_opening_waits_for_a_process_that_holds_the_write_lock_of_a_rollback_jou
 
 @pytest.mark.parametrize("database_url", DATABASES, indirect=True)
 def test_a_database_newer_than_this_fleet_is_refused_untouched(database_url):
-    store_app(database_url)
+    Store.open(database_url)
     execute(database_url, "UPDATE alembic_version SET version_num = '9999'")
 
     with pytest.raises(StoreError, match="schema revision 9999, newer than this fleet"):
-        store_app(database_url)
+        Store.open(database_url)
 
     assert recorded_revision(database_url) == "9999"
 
@@ -235,8 +235,8 @@ def test_a_database_newer_than_this_fleet_is_refused_untouched(database_url):
 @pytest.mark.parametrize("database_url", DATABASES, indirect=True)
 def test_outside_input_of_any_length_is_stored(database_url):
     long_name, long_limit, long_author = "h" * 300, ",".join(f"web{n}" for n in range(400)), "A. " * 200
-    app = store_app(database_url)
-    with app.app_context():
+    store = Store.open(database_url)
+    with store.bound():
         db.session.add_all([
             Host(name=long_name, address=long_name, os="x" * 300),
             Run(kind="check", trigger="manual", status="queued", limit=long_limit, requested_by=long_author),
@@ -245,7 +245,6 @@ def test_outside_input_of_any_length_is_stored(database_url):
         db.session.commit()
         stored = queries.get_host(long_name)
         run = queries.runs_page().items[0]
-        db.session.remove()
 
     assert stored.name == long_name
     assert (run.limit, run.requested_by) == (long_limit, long_author)
@@ -256,13 +255,12 @@ def test_postgresql_sessions_read_times_in_utc_whatever_the_server_time_zone(dat
     name = make_url(database_under_test).database
     execute(database_under_test, f"ALTER DATABASE {name} SET timezone TO 'Asia/Tokyo'")
     try:
-        app = store_app(database_under_test)
-        with app.app_context():
+        store = Store.open(database_under_test)
+        with store.bound():
             db.session.add(Run(kind="check", trigger="manual", status="queued"))
             db.session.commit()
             zone = db.session.scalar(text("SHOW TimeZone"))
             created = db.session.scalar(text("SELECT created_at FROM runs"))
-            db.session.remove()
     finally:
         execute(database_under_test, f"ALTER DATABASE {name} RESET timezone")
 
@@ -275,7 +273,7 @@ def test_a_database_with_other_tables_than_fleets_is_refused_untouched(database_
     execute(database_url, "CREATE TABLE hosts (id INTEGER PRIMARY KEY, fqdn TEXT)")
 
     with pytest.raises(StoreError, match="tables that are not fleet's"):
-        store_app(database_url)
+        Store.open(database_url)
 
     assert column_names(database_url, "hosts") == {"id", "fqdn"}
 
@@ -285,7 +283,7 @@ def test_postgresql_without_its_driver_says_which_extra_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "psycopg" else real_find_spec(name))
 
     with pytest.raises(StoreError, match=r"pip install 'fleet\[postgres\]'"):
-        store_app("postgresql://fleet@127.0.0.1/fleet")
+        Store.open("postgresql://fleet@127.0.0.1/fleet")
 
 
 @pytest.mark.parametrize(("given", "used"), [

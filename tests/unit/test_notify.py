@@ -16,7 +16,7 @@ from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.notify import Event, HostReport, Noted, RunEnded, Window, admit, build_message, mask_url, note_hosts
 from fleet.runner import InventoryHost
 from fleet.store import notices
-from fleet.store.db import open_store
+from fleet.store.db import db, open_store
 from tests.conftest import JsonReceiver, settings_for_source, wait_for
 
 NOW = datetime(2026, 3, 2, 10, 7, tzinfo=timezone.utc)
@@ -175,7 +175,7 @@ def test_a_receiver_that_is_down_is_logged_and_kept_and_the_run_goes_on(tmp_path
         controller.tick(NOW)
         controller.tick(NOW)
         from fleet.store.models import Run
-        assert [r.status for r in Run.query] == ["successful"], "the check ended whatever the receiver did"
+        assert [r.status for r in db.session.query(Run)] == ["successful"], "the check ended whatever the receiver did"
         assert controller.notifier.wait_idle()
         [target] = notices.targets()
         assert target.sent_total == 0 and target.last_error.startswith(

@@ -65,7 +65,6 @@ def settings(tmp_path):
 def store(settings):
     with open_store(settings):
         yield db.session
-        db.session.remove()
 
 
 def record(kind: str, hosts: list[str], status: str = "successful", verdict: str = "in_sync") -> int:

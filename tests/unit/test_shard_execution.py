@@ -36,8 +36,8 @@ def settings(tmp_path):
 
 @pytest.fixture
 def store(settings):
-    with open_store(settings) as app:
-        yield app
+    with open_store(settings) as store:
+        yield store
 
 
 def sent_shard(settings, fake, names=None):
@@ -89,7 +89,7 @@ def test_a_shard_given_away_while_it_runs_stops_and_writes_nothing_more(settings
     hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=40)
     shard = sent_shard(settings, hanging)
     worker = start_worker_thread(store, settings, shard, hanging)
-    with store.app_context():
+    with store.bound():
         db.session.execute(update(Shard).where(Shard.id == shard.id)
                            .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         db.session.commit()
@@ -106,7 +106,7 @@ def test_a_canceled_run_stops_its_shard_which_keeps_its_settled_verdicts(setting
     hanging = FakeRunner(events=RECORDED, hosts=CASE_HOSTS, hang_after=40)
     shard = sent_shard(settings, hanging)
     worker = start_worker_thread(store, settings, shard, hanging)
-    with store.app_context():
+    with store.bound():
         records.note_cancel(shard.run_id, "canceled by the test")
     worker.join(timeout=30)
     ended = shards.get_shard(shard.id)
@@ -116,10 +116,10 @@ def test_a_canceled_run_stops_its_shard_which_keeps_its_settled_verdicts(setting
     assert task_rows(shard.run_id) > 0  # what was found before the stop is kept
 
 
-def start_worker_thread(app, settings, shard, runner) -> threading.Thread:
+def start_worker_thread(store, settings, shard, runner) -> threading.Thread:
     """execute_shard on a thread of its own (as Celery's pool runs it), once its Ansible is running."""
     def work():
-        with app.app_context():
+        with store.bound():
             execute_shard(settings, shard.id, 1, "w1", runner=runner)
 
     worker = threading.Thread(target=work)
@@ -141,7 +141,7 @@ def test_a_canceled_shard_says_which_hosts_may_still_run_its_work_and_the_contro
                          unconfirmed={name: "the run's SSH connection to it is gone (fake)" for name in unsure})
     shard = sent_shard(settings, hanging)
     worker = start_worker_thread(store, settings, shard, hanging)
-    with store.app_context():
+    with store.bound():
         records.note_cancel(shard.run_id, "canceled by the test")
     worker.join(timeout=60)
     ended = shards.get_shard(shard.id)

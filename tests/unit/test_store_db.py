@@ -19,10 +19,10 @@ from fleet.store.db import db, open_store, sqlite_path
 def test_the_store_opens_alone_creating_its_tables_but_no_secret_key(tmp_path):
     settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(tmp_path / "data")}, environ={},
                              cwd=tmp_path)
-    with open_store(settings) as app:
+    with open_store(settings) as store:
         assert queries.runs_page().items == []
         assert db.engine.dialect.name == "sqlite"
-        assert app.blueprints == {}  # no pages, no API: only the store
+        assert store.schema.before is None  # created, at this fleet's head
     assert not (tmp_path / "data" / "secret_key").exists()
     assert (tmp_path / "data" / "fleet.db").exists()
 
@@ -66,13 +66,13 @@ def test_the_store_keeps_its_directory_and_database_private_whatever_the_umask(t
 def test_an_open_data_dir_of_an_older_fleet_is_made_private_with_a_log_line(tmp_path, caplog):
     data = tmp_path / "data"
     settings = load_settings(flags={"repo": str(tmp_path), "data_dir": str(data)}, environ={}, cwd=tmp_path)
-    with open_store(settings):
+    with open_store(settings):  # open while the older fleet's files are changed: SQLite keeps its -wal file
         queries.runs_page()
-    for path, mode in [(data, 0o755), (data / "fleet.db", 0o644), (data / "fleet.db-wal", 0o644)]:
-        path.chmod(mode)
-    with caplog.at_level(logging.WARNING, logger="fleet.filemodes"), open_store(settings):
-        assert queries.runs_page().items == []  # the data survived
-    assert (_mode(data), _mode(data / "fleet.db"), _mode(data / "fleet.db-wal")) == (0o700, 0o600, 0o600)
+        for path, mode in [(data, 0o755), (data / "fleet.db", 0o644), (data / "fleet.db-wal", 0o644)]:
+            path.chmod(mode)
+        with caplog.at_level(logging.WARNING, logger="fleet.filemodes"), open_store(settings):
+            assert queries.runs_page().items == []  # the data survived
+        assert (_mode(data), _mode(data / "fleet.db"), _mode(data / "fleet.db-wal")) == (0o700, 0o600, 0o600)
     assert f"data directory {data} was open to other users" in caplog.text
 
 
@@ -90,3 +90,27 @@ def test_a_database_elsewhere_is_made_private_too(tmp_path):
     assert _mode(elsewhere) == 0o600
     assert sqlite_path("postgresql+psycopg://fleet@db/fleet") is None
     assert sqlite_path("sqlite://") is None
+
+
+CORE_WITHOUT_FLASK = """
+import sys
+from pathlib import Path
+from fleet import actions, controller, jobs, notify, revisions
+from fleet.executor import dispatch, shard, worker
+from fleet.settings import load_settings
+from fleet.store import queries
+from fleet.store.db import open_store
+root = Path(sys.argv[1])
+settings = load_settings(flags={"repo": str(root), "data_dir": str(root / "data")}, environ={}, cwd=root)
+with open_store(settings):
+    actions.request_run(actions.Actor("ada"), "check", "")
+    print(len(queries.runs_page().items))
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("flask", "flask_sqlalchemy")))
+"""
+
+
+def test_the_core_opens_the_store_and_acts_without_importing_flask(tmp_path):
+    done = subprocess.run([sys.executable, "-c", CORE_WITHOUT_FLASK, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["1", "[]"]  # the run was queued; no Flask module was imported
