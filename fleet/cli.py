@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
-from fleet import __version__, actions, filemodes, hostkeys, jobs, lab, runner, shapes, source, warm
+from fleet import __version__
 from fleet.errors import FleetError
 from fleet.output import Progress, colour_diff, duration, indent, kept_process_line, paint, table, use_colour, when
-from fleet.revisions import desired_state
-from fleet.settings import Settings, load_settings
-from fleet.store import accounts, pins, queries, records
-from fleet.store import workers as worker_store
-from fleet.store.db import db, open_store
 from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskStatus, is_active, iso, utcnow
+
+# Every `fleet` imports this module, and `fleet --help` or a usage error need nothing more: the modules a
+# command uses (the store with SQLAlchemy; jobs, hostkeys and the lab with paramiko; the source with git) are
+# imported inside it. Names below serve annotations only.
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from fleet import hostkeys, jobs
+    from fleet.actions import Actor
+    from fleet.drift import TaskResult
+    from fleet.settings import Settings
+    from fleet.store.models import AuditEntry
+    from fleet.store.pins import Pin
+    from fleet.store.views import HostView, RunView, TaskView
+    from fleet.store.workers import WorkerView
+
+# Options need these when the commands are built, before any runs; they are copies, so that building them
+# does not import their modules (tests/unit/test_cli.py keeps them equal to the originals).
+ROLES = ("viewer", "operator", "admin")  # fleet.store.accounts.ROLES
+LAB_DEFAULT_SUBNET = 10  # fleet.lab.DEFAULT_SUBNET
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,8 +48,10 @@ from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskSta
 @click.option("--data-dir", help="where fleet keeps its state (FLEET_DATA_DIR)")
 @click.option("--forks", type=int, help="parallel hosts (FLEET_FORKS)")
 @click.pass_context
-def main(ctx: click.Context, /, config_path, **flags) -> None:
+def main(ctx: click.Context, /, config_path: str | None, **flags: str | int | None) -> None:
     """GitOps for Ansible fleets: find drift, converge it, keep the history."""
+    from fleet import filemodes
+
     # Before anything is created: the data directory holds diffs, output and keys (and git, ssh and
     # Ansible, started from here, inherit the umask), so it is nobody else's to read.
     filemodes.use_private_umask()
@@ -38,12 +59,16 @@ def main(ctx: click.Context, /, config_path, **flags) -> None:
 
 
 def _settings(ctx: click.Context) -> Settings:
+    from fleet.settings import load_settings
+
     return load_settings(flags=ctx.obj["flags"], config_path=ctx.obj["config_path"])
 
 
 @contextmanager
-def _store(settings: Settings):
+def _store(settings: Settings) -> Iterator[None]:
     """The store alone: the CLI never builds the web app (no blueprints, no secret key file)."""
+    from fleet.store.db import open_store
+
     with open_store(settings) as store:
         change = store.schema
         if change.before is not None and change.changed:  # said on stderr: --json output stays JSON
@@ -51,17 +76,17 @@ def _store(settings: Settings):
         yield
 
 
-def _fail(message: str, code: int = 1):
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"fleet: {message}", err=True)
     sys.exit(code)
 
 
-def _guard(fn):
+def _guard(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn expected errors into one clear line and exit code 1, never a traceback."""
     import functools
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return fn(*args, **kwargs)
         except FleetError as exc:
@@ -81,7 +106,7 @@ def _guard(fn):
 @click.option("--diff/--no-diff", "show_diff", default=True, help="print each drifted task's diff")
 @click.pass_context
 @_guard
-def check(ctx, limit, as_json, show_diff):
+def check(ctx: click.Context, limit: str | None, as_json: bool, show_diff: bool) -> None:
     """Check mode + diff on the hosts; exit 0 in sync, 2 drift, 3 unreachable/failed, 4 unverified."""
     _execute(ctx, "check", limit, as_json, show_diff)
 
@@ -93,7 +118,7 @@ def check(ctx, limit, as_json, show_diff):
 @click.option("--diff/--no-diff", "show_diff", default=True, help="print each applied change's diff")
 @click.pass_context
 @_guard
-def converge(ctx, limit, yes, as_json, show_diff):
+def converge(ctx: click.Context, limit: str | None, yes: bool, as_json: bool, show_diff: bool) -> None:
     """Apply the desired revision to the hosts; exit 0 converged, 3 unreachable/failed."""
     if not yes:
         if not sys.stdin.isatty():
@@ -103,7 +128,9 @@ def converge(ctx, limit, yes, as_json, show_diff):
     _execute(ctx, "converge", limit, as_json, show_diff)
 
 
-def _execute(ctx, kind: str, limit: str | None, as_json: bool, show_diff: bool) -> None:
+def _execute(ctx: click.Context, kind: str, limit: str | None, as_json: bool, show_diff: bool) -> None:
+    from fleet import jobs
+
     settings = _settings(ctx)
     with _store(settings):
         progress = Progress(kind)
@@ -135,8 +162,10 @@ def _who() -> str:
         return "cli"
 
 
-def _actor() -> actions.Actor:
-    return actions.Actor(_who())
+def _actor() -> Actor:
+    from fleet.actions import Actor
+
+    return Actor(_who())
 
 
 def _audit(action: str, target: str = "", detail: str = "") -> None:
@@ -148,6 +177,8 @@ def _audit_attempt(action: str, target: str, detail: str) -> None:
     """Record an attempt that failed; the failure itself is what the user must see, so a store that
     cannot take the record (the reason it failed, perhaps) does not hide it."""
     from sqlalchemy.exc import SQLAlchemyError
+
+    from fleet.store.db import db
 
     try:
         _audit(action, target, detail)
@@ -161,6 +192,8 @@ def _hosts_target(limit: str | None) -> str:
 
 def report_json(report: jobs.RunReport) -> dict[str, Any]:
     """The run's shared JSON shape (as `fleet show --json` and the API give it), plus each host's facts."""
+    from fleet import shapes
+
     data = shapes.run_report_json(
         report.run, [(v.name, v, report.tasks_by_host.get(v.name, [])) for v in report.verdicts]
     )
@@ -187,9 +220,13 @@ def report_text(report: jobs.RunReport, show_diff: bool, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour: bool) -> list[str]:
+def _host_explanation(
+    host: str, tasks: Sequence[TaskView | TaskResult], kind: str, show_diff: bool, colour: bool
+) -> list[str]:
     """Why a host got its verdict: drifted tasks with diffs, unverified ones with the reason, executed ones."""
-    lines = []
+    from fleet import shapes
+
+    lines: list[str] = []
     changed = [t for t in tasks if shapes.is_drift(t)]
     if changed:
         lines += ["", f"{host}: {len(changed)} {'drifted' if kind == RunKind.CHECK else 'changed'} task(s)"]
@@ -212,7 +249,7 @@ def _host_explanation(host: str, tasks: list, kind: str, show_diff: bool, colour
     return lines
 
 
-def task_line(task) -> str:
+def task_line(task: TaskView | TaskResult) -> str:
     """`name (action)` with what else is known: cause, flapping, accepted, executed."""
     marks = [f"cause: {task.cause}"] if task.cause else []
     marks += ["flapping: not idempotent"] if task.flapping else []
@@ -220,7 +257,7 @@ def task_line(task) -> str:
     return f"{task.task} ({task.action})" + (f" [{', '.join(marks)}]" if marks else "")
 
 
-def _run_header(run, colour: bool) -> str:
+def _run_header(run: RunView, colour: bool) -> str:
     revision = (run.revision_sha or "-")[:12]
     took = duration(run.started_at, run.finished_at)
     text = f"run {run.id}: {run.kind} at {revision}, {paint(run.status, colour)} in {took}"
@@ -235,8 +272,11 @@ def _run_header(run, colour: bool) -> str:
 @click.option("--diff", "show_diff", is_flag=True, help="print the diff of each drifted task")
 @click.pass_context
 @_guard
-def status(ctx, as_json, show_diff):
+def status(ctx: click.Context, as_json: bool, show_diff: bool) -> None:
     """Every host with its status, last check and drifted tasks; the data directory's kept Ansible processes."""
+    from fleet import shapes, warm
+    from fleet.store import queries
+
     settings = _settings(ctx)
     with _store(settings):
         hosts = queries.inventory_hosts()
@@ -305,8 +345,19 @@ def _echo_kept(kept: list[dict[str, Any]], settings: Settings) -> None:
 @click.option("--count", type=click.IntRange(1, 500), default=20, show_default=True)
 @click.pass_context
 @_guard
-def runs(ctx, as_json, kind, status_filter, host, before, count):
+def runs(
+    ctx: click.Context,
+    as_json: bool,
+    kind: str | None,
+    status_filter: str | None,
+    host: str | None,
+    before: int | None,
+    count: int,
+) -> None:
     """Run history, newest first."""
+    from fleet import jobs, shapes
+    from fleet.store import queries
+
     settings = _settings(ctx)
     with _store(settings):
         jobs.close_lapsed_runs(settings)  # so a run whose process was killed shows `interrupted`, not `running`
@@ -347,8 +398,12 @@ def runs(ctx, as_json, kind, status_filter, host, before, count):
 @click.option("--stdout", "with_stdout", is_flag=True, help="also print Ansible's full output")
 @click.pass_context
 @_guard
-def show(ctx, run_id, as_json, with_stdout):
+def show(ctx: click.Context, run_id: int, as_json: bool, with_stdout: bool) -> None:
     """One run with its hosts, tasks and diffs."""
+    from fleet import shapes
+    from fleet.store import queries
+    from fleet.store import workers as worker_store
+
     settings = _settings(ctx)
     with _store(settings):
         if as_json:
@@ -409,6 +464,10 @@ def show(ctx, run_id, as_json, with_stdout):
 
 def _show_json(run_id: int) -> dict[str, Any]:
     """The run's shared JSON shape, plus every task of each host and the full output."""
+    from fleet import shapes
+    from fleet.store import queries
+    from fleet.store import workers as worker_store
+
     run = queries.get_run(run_id)
     tasks = queries.run_tasks(run_id)
     data = shapes.run_report_json(run, queries.run_verdicts(run_id))
@@ -423,8 +482,11 @@ def _show_json(run_id: int) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
-def revisions(ctx, as_json):
+def revisions(ctx: click.Context, as_json: bool) -> None:
     """Fetched commits with their validation result; marks the desired one."""
+    from fleet import shapes, source
+    from fleet.store import queries
+
     settings = _settings(ctx)
     with _store(settings):
         state = queries.source_state()
@@ -472,7 +534,7 @@ def revisions(ctx, as_json):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
-def prune(ctx, dry_run, days, as_json):
+def prune(ctx: click.Context, dry_run: bool, days: int | None, as_json: bool) -> None:
     """Forget runs, audit entries and revision exports past the retention; each host's last runs stay."""
     import dataclasses
 
@@ -496,7 +558,7 @@ def prune(ctx, dry_run, days, as_json):
 @click.option("--poll-interval", type=int, help="seconds between git fetches (FLEET_POLL_INTERVAL)")
 @click.pass_context
 @_guard
-def serve(ctx, bind, poll_interval):
+def serve(ctx: click.Context, bind: str | None, poll_interval: int | None) -> None:
     """Controller (git watch, schedule, policy, queue) and web UI in one process."""
     from fleet.serve import run_service
 
@@ -508,7 +570,7 @@ def serve(ctx, bind, poll_interval):
 @click.option("--poll-interval", type=int, help="seconds between git fetches (FLEET_POLL_INTERVAL)")
 @click.pass_context
 @_guard
-def controller(ctx, poll_interval):
+def controller(ctx: click.Context, poll_interval: int | None) -> None:
     """The controller alone, without the web UI."""
     from fleet.serve import run_service
 
@@ -531,7 +593,7 @@ def controller(ctx, poll_interval):
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.pass_context
 @_guard
-def worker(ctx, concurrency, queues, name, loglevel):
+def worker(ctx: click.Context, concurrency: int, queues: str, name: str, loglevel: str) -> None:
     """Execute shards of runs for a controller with FLEET_EXECUTOR=celery (FLEET_BROKER_URL, shared store)."""
     from fleet.executor.worker import start_worker
     from fleet.serve import configure_logging
@@ -552,8 +614,10 @@ def worker(ctx, concurrency, queues, name, loglevel):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
-def request(ctx, kind, limit, as_json):
+def request(ctx: click.Context, kind: str, limit: str | None, as_json: bool) -> None:
     """Queue a check or converge for the controller (joins an identical queued check)."""
+    from fleet import actions, shapes
+
     settings = _settings(ctx)
     with _store(settings):
         requested = actions.request_run(_actor(), kind, limit or "")
@@ -577,8 +641,10 @@ CANCEL_WAIT_SECONDS = 60
 )
 @click.pass_context
 @_guard
-def cancel(ctx, run_id, wait):
+def cancel(ctx: click.Context, run_id: int, wait: bool) -> None:
     """Stop a queued or running run, whoever runs it (the controller or a `fleet check`); partial results are kept."""
+    from fleet import actions, jobs
+
     settings = _settings(ctx)
     with _store(settings):
         jobs.close_lapsed_runs(settings)  # a run whose process died is closed now, not canceled
@@ -586,10 +652,13 @@ def cancel(ctx, run_id, wait):
         click.echo(_cancel_outcome(run_id, _wait_for_end(settings, run_id) if wait else None))
 
 
-def _wait_for_end(settings: Settings, run_id: int):
+def _wait_for_end(settings: Settings, run_id: int) -> RunView | None:
     """The run once it has stopped (the process running it polls the cancel flag every second); None if it
     has not within CANCEL_WAIT_SECONDS."""
     import time
+
+    from fleet import jobs
+    from fleet.store import queries, records
 
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while time.monotonic() < deadline:
@@ -602,7 +671,7 @@ def _wait_for_end(settings: Settings, run_id: int):
     return None
 
 
-def _cancel_outcome(run_id: int, ended) -> str:
+def _cancel_outcome(run_id: int, ended: RunView | None) -> str:
     if ended is None:
         return f"run {run_id}: cancel requested; `fleet runs` shows when it has stopped"
     return f"run {run_id}: {ended.status}" + (f" ({ended.error})" if ended.error else "")
@@ -612,9 +681,12 @@ def _cancel_outcome(run_id: int, ended) -> str:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
-def approvals(ctx, as_json):
+def approvals(ctx: click.Context, as_json: bool) -> None:
     """What waits for an operator, newest first: drift in `approve` groups, auto converges that could roll a
     host back, rollouts held by an inventory jump (WHY says which)."""
+    from fleet import shapes
+    from fleet.store import queries
+
     settings = _settings(ctx)
     with _store(settings):
         listed = queries.approvals_page().items
@@ -648,9 +720,11 @@ def approvals(ctx, as_json):
 @click.argument("approval_id", type=int)
 @click.pass_context
 @_guard
-def approve(ctx, approval_id):
+def approve(ctx: click.Context, approval_id: int) -> None:
     """Approve converging exactly the drift an approval shows at its revision (re-checked first), or the
     rollout an inventory jump held."""
+    from fleet import actions, shapes
+
     settings = _settings(ctx)
     with _store(settings):
         approval = actions.approve(_actor(), approval_id)
@@ -661,7 +735,7 @@ def approve(ctx, approval_id):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
-def notifications(ctx, as_json):
+def notifications(ctx: click.Context, as_json: bool) -> None:
     """Each notify: target (its URL masked): messages sent, held back by the rate limit, the last error."""
     from fleet.store import notices
 
@@ -709,20 +783,23 @@ def notifications(ctx, as_json):
 
 
 @main.group()
-def user():
+def user() -> None:
     """Accounts of the web UI."""
 
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(accounts.ROLES), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--password-stdin", is_flag=True, help="read the password from standard input")
 @click.option("--generate", is_flag=True, help="generate a password and print it once")
 @click.pass_context
 @_guard
-def user_add(ctx, name, role, password_stdin, generate):
+def user_add(ctx: click.Context, name: str, role: str, password_stdin: bool, generate: bool) -> None:
     """Create an account (or reset its password and role)."""
-    settings = _settings(ctx.parent)
+    from fleet import actions
+    from fleet.store import accounts
+
+    settings = _settings(ctx)
     if generate:
         password = accounts.generate_password()
     elif password_stdin:
@@ -741,9 +818,11 @@ def user_add(ctx, name, role, password_stdin, generate):
 @click.option("--password-stdin", is_flag=True, help="read the new password from standard input")
 @click.pass_context
 @_guard
-def user_passwd(ctx, name, password_stdin):
+def user_passwd(ctx: click.Context, name: str, password_stdin: bool) -> None:
     """Set a user's password; every session they have is logged out."""
-    settings = _settings(ctx.parent)
+    from fleet import actions
+
+    settings = _settings(ctx)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -755,12 +834,14 @@ def user_passwd(ctx, name, password_stdin):
 
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--role", type=click.Choice(accounts.ROLES), help="only this role")
+@click.option("--role", type=click.Choice(ROLES), help="only this role")
 @click.pass_context
 @_guard
-def user_list(ctx, as_json, role):
+def user_list(ctx: click.Context, as_json: bool, role: str | None) -> None:
     """Accounts, with their roles; exit 1 when none matches (scripts can test for an admin)."""
-    settings = _settings(ctx.parent)
+    from fleet.store import accounts
+
+    settings = _settings(ctx)
     with _store(settings):
         users = [u for u in accounts.list_users() if not role or u.role == role]
         if as_json:
@@ -778,13 +859,13 @@ def user_list(ctx, as_json, role):
 
 
 @main.group()
-def token():
+def token() -> None:
     """API tokens for scripts (Authorization: Bearer ...)."""
 
 
 @token.command("create")
 @click.argument("name")
-@click.option("--role", type=click.Choice(accounts.ROLES), required=True)
+@click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option(
     "--user",
     "owner",
@@ -794,9 +875,12 @@ def token():
 @click.option("--expires", help="lifetime, like 30d, 12h or 1d12h (default: never)")
 @click.pass_context
 @_guard
-def token_create(ctx, name, role, owner, expires):
+def token_create(ctx: click.Context, name: str, role: str, owner: str | None, expires: str | None) -> None:
     """Create a token; it is printed alone on the last line and cannot be shown again."""
-    settings = _settings(ctx.parent)
+    from fleet import actions
+    from fleet.store import accounts
+
+    settings = _settings(ctx)
     accounts.parse_expiry(expires)  # a bad lifetime is refused before the store is opened
     with _store(settings):
         secret = actions.create_token(_actor(), name, role, owner, expires)
@@ -808,9 +892,11 @@ def token_create(ctx, name, role, owner, expires):
 @click.argument("name")
 @click.pass_context
 @_guard
-def token_revoke(ctx, name):
+def token_revoke(ctx: click.Context, name: str) -> None:
     """Revoke a token."""
-    settings = _settings(ctx.parent)
+    from fleet import actions
+
+    settings = _settings(ctx)
     with _store(settings):
         actions.revoke_token(_actor(), name)
     click.echo(f"token {name} revoked")
@@ -825,8 +911,10 @@ def token_revoke(ctx, name):
 @click.option("--count", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.pass_context
 @_guard
-def audit_log(ctx, as_json, before, count):
+def audit_log(ctx: click.Context, as_json: bool, before: int | None, count: int) -> None:
     """Who changed what, from the UI, the API and this command, newest first."""
+    from fleet.store import accounts
+
     settings = _settings(ctx)
     with _store(settings):
         page = accounts.audit_page(before, count)
@@ -842,7 +930,7 @@ def audit_log(ctx, as_json, before, count):
             click.echo(f"older: fleet audit --before {page.cursor()}")
 
 
-def audit_entry_json(entry) -> dict[str, Any]:
+def audit_entry_json(entry: AuditEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "at": iso(entry.at),
@@ -858,7 +946,7 @@ def audit_entry_json(entry) -> dict[str, Any]:
 
 
 @main.group()
-def hosts():
+def hosts() -> None:
     """Host maintenance."""
 
 
@@ -872,9 +960,12 @@ def hosts():
 )
 @click.pass_context
 @_guard
-def accept_key(ctx, name, jump):
+def accept_key(ctx: click.Context, name: str, jump: str) -> None:
     """Trust the SSH host key NAME (or its jump host) offers now (after you checked why it changed)."""
-    settings = _settings(ctx.parent)
+    from fleet import hostkeys
+    from fleet.store import pins, queries, records
+
+    settings = _settings(ctx)
     with _store(settings):
         host = queries.get_host(name)
         target = _probe_target(settings, host)
@@ -898,24 +989,31 @@ def accept_key(ctx, name, jump):
 @click.argument("name")
 @click.pass_context
 @_guard
-def release_host(ctx, name):
+def release_host(ctx: click.Context, name: str) -> None:
     """Free NAME's lock kept by a stopped run whose work there could not be confirmed ended (check the host
     first: what that run started may still run there); the next run may then take it."""
-    settings = _settings(ctx.parent)
+    from fleet import actions
+
+    settings = _settings(ctx)
     with _store(settings):
         kept = actions.release_host(_actor(), name)
         click.echo(f"{name}: released the lock kept by run {kept.run_id} ({kept.reason})")
 
 
-def _store_accepted_key(settings: Settings, known_hosts_name: str, written: list) -> None:
+def _store_accepted_key(settings: Settings, known_hosts_name: str, written: list[Pin]) -> None:
     """Put the key accept_key just pinned in the file into the store, for every fleet process; a jump host met
     for the first time on the way is pinned there too. The file is rewritten from the store."""
+    from fleet.store import pins
+
     pins.replace_pins_from_file(settings.known_hosts_path, known_hosts_name, _who())
     pins.record_new_pins(settings.known_hosts_path, _who(), written)
 
 
-def _probe_target(settings: Settings, host) -> hostkeys.Target:
+def _probe_target(settings: Settings, host: HostView) -> hostkeys.Target:
     """Where the probe finds a stored host: by its route in the desired inventory (jump hosts too), else directly."""
+    from fleet import hostkeys, runner
+    from fleet.revisions import desired_state
+
     try:
         listed = {h.name: h for h in desired_state(settings).hosts}
     except FleetError:
@@ -929,7 +1027,7 @@ def _probe_target(settings: Settings, host) -> hostkeys.Target:
 
 
 @main.group("lab")
-def lab_group():
+def lab_group() -> None:
     """Throwaway SSH test hosts on this machine (Linux, root)."""
 
 
@@ -938,7 +1036,7 @@ def lab_group():
 @click.option(
     "--subnet",
     type=int,
-    default=lab.DEFAULT_SUBNET,
+    default=LAB_DEFAULT_SUBNET,
     show_default=True,
     help="web hosts get 127.0.SUBNET.x, db hosts 127.0.SUBNET+1.x",
 )
@@ -947,9 +1045,11 @@ def lab_group():
 )
 @click.pass_context
 @_guard
-def lab_up(ctx, count, subnet, jump):
+def lab_up(ctx: click.Context, count: int, subnet: int, jump: bool) -> None:
     """Start fresh lab hosts and write an inventory for them."""
-    settings = _settings(ctx.parent)
+    from fleet import hostkeys, lab
+
+    settings = _settings(ctx)
     lab.ensure_lab_supported()
     identity = hostkeys.ensure_identity(settings.identity_path)
     started = lab.start_lab(
@@ -972,6 +1072,8 @@ def lab_up(ctx, count, subnet, jump):
 def _store_lab_pins(settings: Settings, addresses: list[str]) -> None:
     """The lab hosts' keys, which start_lab pinned in the file, go to the store too (every fleet process sharing
     it trusts them); an upgraded fleet's other pins in the file are adopted first, as before any probe."""
+    from fleet.store import pins
+
     pins.adopt_file_pins(settings.known_hosts_path)
     for address in addresses:
         pins.replace_pins_from_file(settings.known_hosts_path, address, _who())
@@ -981,9 +1083,11 @@ def _store_lab_pins(settings: Settings, addresses: list[str]) -> None:
 @lab_group.command("down")
 @click.pass_context
 @_guard
-def lab_down(ctx):
+def lab_down(ctx: click.Context) -> None:
     """Stop every lab host."""
-    settings = _settings(ctx.parent)
+    from fleet import lab
+
+    settings = _settings(ctx)
     stopped = lab.stop_lab(settings.data_dir / "lab")
     with _store(settings):
         _audit("lab.down", "lab", f"stopped {stopped} host(s)")
@@ -997,8 +1101,11 @@ def lab_down(ctx):
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
 @click.pass_context
 @_guard
-def workers_list(ctx, as_json):
+def workers_list(ctx: click.Context, as_json: bool) -> None:
     """The `fleet worker` processes seen: state, version, capacity, running shards, last heartbeat."""
+    from fleet import shapes
+    from fleet.store import workers as worker_store
+
     with _store(_settings(ctx)):
         now = utcnow()
         seen = worker_store.list_workers(now, __version__)
@@ -1025,7 +1132,7 @@ def workers_list(ctx, as_json):
     click.echo(_workers_summary(seen, __version__))
 
 
-def _worker_row(worker, now) -> list[str]:
+def _worker_row(worker: WorkerView, now: datetime) -> list[str]:
     version = worker.version if worker.version_ok else f"{worker.version or '?'} (differs)"
     return [
         worker.name,
@@ -1050,8 +1157,10 @@ def _age(seconds: float | None) -> str:
     return f"{seconds}s ago"
 
 
-def _workers_summary(seen, version: str) -> str:
+def _workers_summary(seen: list[WorkerView], version: str) -> str:
     """One line of totals, and what to do about workers that cannot take shards."""
+    from fleet.store import workers as worker_store
+
     online = [w for w in seen if w.state == "online"]
     capacity = worker_store.capacity_of(seen)
     lines = [f"{len(online)} online, capacity {capacity} shard(s) at once (this fleet is {version})"]
@@ -1073,16 +1182,18 @@ def _workers_summary(seen, version: str) -> str:
 
 
 @main.group("db")
-def db_group():
+def db_group() -> None:
     """The database's schema: where it stands, and upgrading it (fleet serve upgrades at start too)."""
 
 
 @db_group.command("upgrade")
 @click.pass_context
 @_guard
-def db_upgrade(ctx):
+def db_upgrade(ctx: click.Context) -> None:
     """Bring the database to this fleet's schema (an empty one is created); exit 1 if it is newer."""
-    settings = _settings(ctx.parent)
+    from fleet.store.db import open_store
+
+    settings = _settings(ctx)
     with open_store(settings) as store:
         change = store.schema
         if change.before is None:
@@ -1098,11 +1209,11 @@ def db_upgrade(ctx):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 @_guard
-def db_current(ctx, as_json):
+def db_current(ctx: click.Context, as_json: bool) -> None:
     """The database's schema revision and this fleet's newest; changes nothing. Exit 1 if they differ."""
     from fleet.store.db import read_schema, sqlite_path
 
-    settings = _settings(ctx.parent)
+    settings = _settings(ctx)
     database = sqlite_path(settings.database_url)
     if database is not None and not database.exists():
         _fail(f"no database at {database} yet: fleet db upgrade (or any fleet command) creates it")

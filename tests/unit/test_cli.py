@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from fleet import cli
+from fleet import cli, lab
 from fleet.drift import HostVerdict, TaskResult
 from fleet.fake_runner import FakeRunner, scripted_events
 from fleet.runner import AnsibleRunner, InventoryHost
@@ -430,3 +432,45 @@ def test_a_task_line_names_its_cause_and_marks():
     assert cli.task_line(Task()) == "Restart app (service) [cause: commit, flapping: not idempotent]"
     Task.cause, Task.flapping = "", False
     assert cli.task_line(Task()) == "Restart app (service)"
+
+
+# --- start-up ----------------------------------------------------------------------------------------
+
+# What commands import when they run; `fleet --help` and a usage error need none of it.
+HEAVY_MODULES = ("sqlalchemy", "alembic", "paramiko", "git", "yaml", "werkzeug", "ansible_runner", "fleet.store",
+                 "fleet.jobs", "fleet.actions", "fleet.hostkeys", "fleet.source", "fleet.lab", "fleet.settings")
+
+
+def test_the_option_values_cli_copies_are_their_modules_values():
+    assert cli.ROLES == accounts.ROLES
+    assert cli.LAB_DEFAULT_SUBNET == lab.DEFAULT_SUBNET
+
+
+def test_help_and_usage_errors_import_none_of_what_commands_use():
+    """Every command's help and a command line that does not parse, in a fresh interpreter: nothing heavy."""
+    script = """
+import sys
+import click
+from fleet.cli import main
+
+def paths(group, prefix):
+    for name, command in group.commands.items():
+        yield [*prefix, name]
+        if isinstance(command, click.Group):
+            yield from paths(command, [*prefix, name])
+
+lines = [*(p + ["--help"] for p in [[], *paths(main, [])]), ["bogus"], ["runs", "--count", "x"], ["show"]]
+codes = []
+for args in lines:
+    try:
+        main(args, prog_name="fleet")
+    except SystemExit as exc:
+        codes.append(exc.code)
+print(len(lines), sorted(set(codes)))
+print(" ".join(m for m in %r if m in sys.modules))
+""" % (HEAVY_MODULES,)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    counted, imported = done.stdout.splitlines()[-2:]
+    assert counted.endswith("[0, 2]"), done.stdout  # help exits 0, the three usage errors 2
+    assert imported == ""
