@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fleet import policy, processes, remote_stop, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, StoreError
+from fleet.executor.base import Executor, RunControl, RunLease, executor_for
 from fleet.hostkeys import Probe
 from fleet.revisions import (
     DesiredState,
@@ -39,7 +40,7 @@ from fleet.revisions import (
     reread_dynamic_inventories,
     sync_source,
 )
-from fleet.runner import MAX_EVENT_RES, InventoryHost, JobSpec, Runner, Strategy, choose_strategy
+from fleet.runner import MAX_EVENT_RES, InventoryHost, JobSpec, Runner, RunnerOutcome, Strategy
 from fleet.settings import Settings
 from fleet.store import leases, pins, queries, records
 from fleet.store.views import HostView, RunView
@@ -162,9 +163,8 @@ def perform_run(
     `failed` without verdicts (every host keeps its status) and StoreError is raised.
     """
     close_lapsed_runs(settings)  # a killed process's locks must not block this run
-    execution = Execution(
-        settings, run, progress, should_cancel, runner or default_runner(settings), holder or leases.this_process()
-    )
+    lease = RunLease(run.id, holder or leases.this_process(), settings)
+    execution = Execution(settings, run, progress, should_cancel, runner or default_runner(settings), lease)
     busy = records.acquire_host_locks(run.id, [t.name for t in targets])
     if busy and _confirm_kept_locks(execution.runner, targets, busy):
         busy = records.acquire_host_locks(run.id, [t.name for t in targets])
@@ -250,7 +250,11 @@ CANCEL_POLL_SECONDS = 1.0
 
 
 class Execution:
-    """The state of one run while Ansible streams its events (here, or on workers: fleet.executor)."""
+    """The state of one run (or one shard of it) while Ansible streams its events: recorded, settled, closed.
+
+    Where Ansible runs is its executor's business (fleet.executor.base: here, or shards on workers); who holds
+    the work and how a stop is heard, its control's (the run's lease here, a shard's on a worker).
+    """
 
     def __init__(
         self,
@@ -259,10 +263,16 @@ class Execution:
         progress: ProgressFn | None,
         should_cancel: Callable[[], bool] | None,
         runner: Runner,
-        holder: leases.Holder,
+        control: RunControl,
+        *,
+        recorder: records.RunRecorder | None = None,
+        private_dir: Path | None = None,
+        executor: Executor | None = None,
     ):
         self.settings = settings
         self.runner = runner
+        self.control = control
+        self.executor = executor or executor_for(settings)
         self.should_cancel = should_cancel or (lambda: False)
         self.ansible_pid: int | None = None
         self.events_seen = 0
@@ -270,14 +280,13 @@ class Execution:
         self.kind = run.kind
         self.progress = progress
         self.tracker = DriftTracker(check_mode=self.kind == RunKind.CHECK)  # replaced once the targets are known
-        self.recorder = records.RunRecorder(run.id)
+        self.recorder = recorder or records.RunRecorder(run.id)
         self.tasks_by_host: dict[str, list[TaskResult]] = {}
-        self.private_dir = settings.data_dir / "runs" / str(run.id)
+        self.private_dir = private_dir or settings.data_dir / "runs" / str(run.id)
         self.strategy: Strategy | None = None
         self.deadline = float("inf")
         self.timed_out = False
-        self.holder = holder
-        self.lease_lost = not self._claim()
+        self.lease_lost = not control.claim()
         self.next_renewal = time.monotonic() + settings.lease_seconds / 3
         self.next_cancel_poll = 0.0
         self.store_error = ""  # why the store refused a write; nothing more is recorded once set
@@ -290,49 +299,43 @@ class Execution:
         self.remote_stops: dict[str, remote_stop.HostStop] | None = None  # set once the run was stopped
         self.spec: JobSpec | None = None  # what Ansible was started with (a stop reads its become passwords)
 
-    def _claim(self) -> bool:
-        """Take the run's lease for this process (False: another process closed or holds the run)."""
-        return leases.claim_run(self.run_id, self.holder, self.settings.lease_seconds)
-
     def verdicts(self) -> list[HostVerdict]:
         return self.tracker.verdicts() if self.gathered is None else self.gathered
 
     def run(self, desired: DesiredState, targets: list[InventoryHost]) -> str:
-        if self.settings.executor == "celery":
-            from fleet.executor import dispatch  # Celery is imported only where it is used
+        return self.executor.execute(self, desired, targets)
 
-            return dispatch.run_sharded(self, desired, targets)
+    def track(self, desired: DesiredState, targets: list[InventoryHost]) -> None:
+        """Judge the events against what the hosts' history and the revision's policy say of each task."""
         self.tracker = DriftTracker(self.kind == RunKind.CHECK, check_context(self.settings, desired, targets))
-        self.strategy = choose_strategy(self.settings.strategy)
-        self._note_strategy(self.strategy.name)
-        usable = self._preflight(targets)
-        if not usable or self._halted():
-            return RunStatus.FAILED
+
+    def run_ansible(
+        self, desired: DesiredState, targets: list[InventoryHost], usable: list[str], strategy: Strategy
+    ) -> RunnerOutcome:
+        """Ansible on the usable targets, its events recorded, until it ends or a stop is asked."""
+        self.strategy = strategy
         self.targets = [t for t in targets if t.name in usable]
-        self.deadline = self._deadline()
+        self.deadline = self.control.deadline()
         self.spec = self._spec(desired, usable)
-        outcome = self.runner.run_job(self.spec, self._on_event, self._stop_requested)
-        if outcome.ansible_path:
-            self._note_ansible_path(outcome.ansible_path)
-        status = RunStatus.TIMEOUT if self.timed_out else outcome.status
-        return RunStatus.FAILED if self._halted() else _run_status(status, self.tracker.verdicts())
+        return self.runner.run_job(self.spec, self._on_event, self.stop_requested)
 
-    def _deadline(self) -> float:
-        """When (time.monotonic) Ansible must have finished: the run timeout from now."""
-        return time.monotonic() + self.settings.run_timeout
+    def noted(self, write: Callable[[], None]) -> None:
+        """A note on the run (or shard) row; a store that refuses it stops the run, as a refused event does."""
+        try:
+            write()
+        except SQLAlchemyError as exc:
+            self.store_refused(exc)
 
-    def _note_strategy(self, name: str) -> None:
-        records.note_strategy(self.run_id, name)
+    def status_of(self, runner_status: str) -> str:
+        """The run's status once Ansible ended with `runner_status`."""
+        status = RunStatus.TIMEOUT if self.timed_out else runner_status
+        return RunStatus.FAILED if self.halted() else _run_status(status, self.tracker.verdicts())
 
-    def _note_ansible_path(self, path: str) -> None:
-        """Warm (forked from a kept Ansible process) or cold and why, as fleet-ansible-playbook reported it."""
-        records.note_ansible_path(self.run_id, path)
-
-    def _stop_requested(self) -> bool:
+    def stop_requested(self) -> bool:
         """Polled by the runner, events or not: renew the lease; stop on cancel, timeout, a refused write."""
         self.timed_out = self.timed_out or time.monotonic() > self.deadline
-        self._renew_lease()
-        stop = self.timed_out or self._halted() or self.should_cancel() or self._cancel_flag()
+        self.renew_lease()
+        stop = self.timed_out or self.halted() or self.should_cancel() or self._cancel_flag()
         if stop and self.remote_stops is None:
             self.stop_remote_work()
         return stop
@@ -368,20 +371,21 @@ class Execution:
                 found[verdict.name] = verdict.message
         return found
 
-    def _halted(self) -> bool:
-        """The run cannot go on: the store refused a write, or another process closed it (lease lost)."""
-        return bool(self.store_error) or self.lease_lost
+    def halted(self) -> bool:
+        """The run cannot go on: the store refused a write, or its work was taken away (another process closed
+        the run after its lease lapsed; a shard given away)."""
+        return bool(self.store_error) or self.lease_lost or self.control.lost()
 
     def _renew_lease_now(self) -> None:
         self.next_renewal = 0.0
-        self._renew_lease()
+        self.renew_lease()
 
-    def _renew_lease(self) -> None:
-        if self._halted() or time.monotonic() < self.next_renewal:
+    def renew_lease(self) -> None:
+        if self.halted() or time.monotonic() < self.next_renewal:
             return
         self.next_renewal = time.monotonic() + self.settings.lease_seconds / 3
         try:
-            self.lease_lost = not leases.renew_run(self.run_id, self.holder, self.settings.lease_seconds)
+            self.lease_lost = not self.control.renew()
         except SQLAlchemyError as exc:
             self.store_refused(exc)
         if self.lease_lost:
@@ -391,19 +395,15 @@ class Execution:
             )
 
     def _cancel_flag(self) -> bool:
-        """`_stop_asked` of the store, read at most once a second; a store that refuses stops the run too."""
+        """The control's `stop_asked`, read at most once a second; a store that refuses stops the run too."""
         if time.monotonic() < self.next_cancel_poll:
             return False
         self.next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
         try:
-            return self._stop_asked()
+            return self.control.stop_asked()
         except SQLAlchemyError as exc:
             self.store_refused(exc)
             return True
-
-    def _stop_asked(self) -> bool:
-        """The run's cancel flag (`fleet cancel`, the API, the UI)."""
-        return records.cancel_requested(self.run_id)
 
     def store_refused(self, exc: SQLAlchemyError) -> None:
         """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
@@ -416,7 +416,7 @@ class Execution:
         except SQLAlchemyError:
             pass  # the retries of _close_refused start from a fresh transaction anyway
 
-    def _preflight(self, targets: list[InventoryHost]) -> list[str]:
+    def preflight(self, targets: list[InventoryHost]) -> list[str]:
         """Names of the targets worth starting Ansible for; the others get their verdict now."""
         usable = []
         for name, probe in self._probe_against_store_pins(targets).items():
@@ -475,7 +475,7 @@ class Execution:
         )
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if self._halted():
+        if self.halted():
             return  # Ansible is being stopped; what it still says is not recorded
         self.events_seen += 1
         # The one place Ansible's text enters fleet: from here on every string is storable (fleet.text).
@@ -495,18 +495,14 @@ class Execution:
         if host and event.get("event") in _TOUCHING_EVENTS:
             self.touched.add(host)  # a connection to it is up, or being made: a stop must look there
         if self.ansible_pid is None and event.get("pid"):
-            # Kept so whoever finds this run's lease lapsed can stop an orphaned ansible-playbook.
             self.ansible_pid = int(event["pid"])
-            self._note_ansible_pid(self.ansible_pid)
+            self.control.note_ansible_pid(self.ansible_pid)
         self.recorder.add_output(int(event.get("counter") or 0), event.get("stdout") or "")
         for index, result in enumerate(self.tracker.add_all(event)):
             if index == 0:  # the event's own result (the others are tasks it says were never reached)
                 _explain_text(result, event, diff_escaped)
             self.recorder.add_task(result)
             self.tasks_by_host.setdefault(result.host, []).append(result)
-
-    def _note_ansible_pid(self, pid: int) -> None:
-        records.note_ansible_pid(self.run_id, pid)
 
     def finish(self, status: str, error: str) -> RunView:
         """Flush what was recorded, write each host's verdict, close the run row.

@@ -95,15 +95,15 @@ class ShardedRun:
             raise
 
     def _supervise(self) -> str:
-        self.execution.deadline = time.monotonic() + self.settings.run_timeout
+        self.execution.deadline = self.execution.control.deadline()
         while True:
             current = shards.shards_of(self.run_id)
             if all(s.final for s in current):
                 return self._gather(current)
-            if not self.watch.stopping and self.execution._stop_requested():
+            if not self.watch.stopping and self.execution.stop_requested():
                 self._stop()
             elif self.watch.stopping:
-                self.execution._renew_lease()
+                self.execution.renew_lease()
             self._step(current)
             time.sleep(POLL_SECONDS)
 
@@ -239,7 +239,7 @@ class ShardedRun:
         if self.watch.stopping:
             if self.execution.timed_out:
                 return RunStatus.TIMEOUT
-            return RunStatus.FAILED if self.execution._halted() else RunStatus.CANCELED
+            return RunStatus.FAILED if self.execution.halted() else RunStatus.CANCELED
         if any(s.status == ShardStatus.INTERRUPTED for s in current):
             return RunStatus.INTERRUPTED
         ran = [s.outcome for s in current if s.status == ShardStatus.DONE]

@@ -26,12 +26,13 @@ import fleet
 from fleet import revisions, source
 from fleet.drift import HostVerdict, TaskResult
 from fleet.errors import FleetError, SourceError
+from fleet.executor.base import LocalExecutor
 from fleet.executor.dispatch import verdicts_to_json
 from fleet.jobs import Execution, with_refused_values
 from fleet.revisions import DesiredState, RevisionSummary
 from fleet.runner import InventoryHost, Runner
 from fleet.settings import Settings
-from fleet.store import leases, queries, records, shards
+from fleet.store import queries, records, shards
 from fleet.store.db import current_store
 from fleet.store.shards import ShardView
 from fleet.store.views import RunView, view_of
@@ -72,16 +73,16 @@ def _run_claimed(settings: Settings, shard: ShardView, worker: str, lease: Shard
         desired = exact_revision(settings, run.revision_sha or "", runner)
     except FleetError as exc:
         return _fail(settings, shard, f"worker {worker} cannot run revision {(run.revision_sha or '')[:12]}: {exc}")
-    execution = ShardExecution(settings, run, shard, runner, lease)
+    execution = shard_execution(settings, run, shard, runner, lease)
     targets, missing = _targets(desired, shard.names)
-    execution.missing = missing
+    crashed = ""
     try:
         status = execution.run(desired, targets)
     except Exception as exc:  # the shard ends failed with the reason; the worker goes on with the next one
         log.exception("shard %s of run %s crashed", shard.index, run.id)
-        execution.crashed = f"worker {worker} could not finish the shard: {exc}"
+        crashed = f"worker {worker} could not finish the shard: {exc}"
         status = RunStatus.FAILED
-    return execution.finish(status, "").status
+    return finish_shard(execution, shard, lease, status, missing, crashed).status
 
 
 class ShardLease:
@@ -218,93 +219,108 @@ class ShardRecorder(records.RunRecorder):
         return False
 
 
-class ShardExecution(Execution):
-    """jobs.Execution for one shard: the shard's lease instead of the run's, its verdicts kept with it."""
+def shard_execution(settings: Settings, run: RunView, shard: ShardView, runner: Runner, lease: ShardLease) -> Execution:
+    """A jobs.Execution for one shard: Ansible here, the shard's lease instead of the run's, every write fenced."""
+    recorder = ShardRecorder(shard, settings.lease_seconds)
+    control = ShardControl(shard, lease, recorder, settings, run.started_at)
+    private_dir = settings.data_dir / "runs" / f"{run.id}-{shard.index}"
+    return Execution(
+        settings, run, None, None, runner, control, recorder=recorder, private_dir=private_dir, executor=LocalExecutor()
+    )
 
-    def __init__(self, settings: Settings, run: RunView, shard: ShardView, runner: Runner, lease: ShardLease):
-        self.shard, self.lease = shard, lease
-        super().__init__(settings, run, None, None, runner, leases.this_process())
-        self.recorder: ShardRecorder = ShardRecorder(shard, settings.lease_seconds)
-        self.private_dir = settings.data_dir / "runs" / f"{run.id}-{shard.index}"
-        self.started_at = run.started_at
-        self.missing: list[str] = []
-        self.crashed = ""
 
-    def _claim(self) -> bool:
+class ShardControl:
+    """A shard's hold on its work: claimed (fenced) before it runs, its lease kept by its ShardLease thread, lost
+    once the controller gave it away; a stop is the run's cancel or the run closed under it."""
+
+    def __init__(
+        self, shard: ShardView, lease: ShardLease, recorder: ShardRecorder, settings: Settings, started_at: Any
+    ) -> None:
+        self.shard, self.lease, self.recorder, self.settings = shard, lease, recorder, settings
+        self.started_at = started_at
+        self.given_away = False  # a fenced write found the shard held by another attempt
+
+    def claim(self) -> bool:
         return True  # the shard was claimed (fenced) before; the run's lease stays the controller's
 
-    def _halted(self) -> bool:
-        return super()._halted() or self.recorder.lost or self.lease.lost.is_set()
+    def renew(self) -> bool:
+        return True  # the ShardLease thread renews the shard's lease; `lost` says when it was given away
 
-    def _deadline(self) -> float:
+    def lost(self) -> bool:
+        return self.given_away or self.recorder.lost or self.lease.lost.is_set()
+
+    def stop_asked(self) -> bool:
+        return shards.run_stopped(self.shard.run_id)
+
+    def deadline(self) -> float:
         """The run's timeout counts from the run's start, wherever its shards wait or run."""
         elapsed = (utcnow() - aware(self.started_at)).total_seconds() if self.started_at else 0.0
         return time.monotonic() + max(0.0, self.settings.run_timeout - elapsed)
 
-    def _renew_lease(self) -> None:
-        """The shard's lease is kept by its ShardLease thread; the run's is the controller's."""
-
-    def _stop_asked(self) -> bool:
-        """The run's cancel flag, or the run closed under the shard (its controller was lost)."""
-        return shards.run_stopped(self.run_id)
-
-    def _note_strategy(self, name: str) -> None:
+    def note_strategy(self, name: str) -> None:
         self._fenced(strategy=name)
 
-    def _note_ansible_path(self, path: str) -> None:
+    def note_ansible_path(self, path: str) -> None:
         self._fenced(ansible_path=path)  # the run's own is gathered from its shards' (dispatch)
 
-    def _note_ansible_pid(self, pid: int) -> None:
+    def note_ansible_pid(self, pid: int) -> None:
         self._fenced(ansible_pid=pid)
 
     def _fenced(self, **values: object) -> None:
-        try:
-            self.lease_lost = not shards.renew(self.shard.id, self.shard.token, self.settings.lease_seconds, **values)
-        except SQLAlchemyError as exc:  # a store that refuses: stop, as a run does
-            self.store_refused(exc)
-        if self.lease_lost:
+        """Write values on the shard while this attempt holds it (a store that refuses raises: the execution
+        stops, as a run does)."""
+        self.given_away = not shards.renew(self.shard.id, self.shard.token, self.settings.lease_seconds, **values)
+        if self.given_away:
             log.error(
                 "run %s shard %s was given away by the controller (its lease lapsed); stopping Ansible",
-                self.run_id,
+                self.shard.run_id,
                 self.shard.index,
             )
 
-    def finish(self, status: str, error: str) -> ShardView:
-        """Write the shard's verdicts and end, fenced; nothing at all once the shard was given away."""
-        self.lease.stop()
-        shutil.rmtree(self.private_dir, ignore_errors=True)
-        if self._halted():
-            records.discard_pending()
-            return self._shard_now()
-        self.recorder.flush()
-        if self.recorder.lost:
-            return self._shard_now()
-        values = self._end_values(status)
-        if shards.fence(self.shard.id, self.shard.token, self.settings.lease_seconds, **values):
-            shards.commit()
-        else:
-            records.discard_pending()
-        return self._shard_now()
 
-    def _shard_now(self) -> ShardView:
-        shard = shards.get_shard(self.shard.id)
-        assert shard is not None  # this worker claimed it; a shard goes only with its run, pruned once ended
-        return shard
+def finish_shard(
+    execution: Execution, shard: ShardView, lease: ShardLease, status: str, missing: list[str], crashed: str
+) -> ShardView:
+    """Write the shard's verdicts and end, fenced; nothing at all once the shard was given away."""
+    lease.stop()
+    shutil.rmtree(execution.private_dir, ignore_errors=True)
+    recorder = execution.recorder
+    assert isinstance(recorder, ShardRecorder)  # shard_execution gave it one
+    if execution.halted():
+        records.discard_pending()
+        return _shard_now(shard)
+    recorder.flush()
+    if recorder.lost:
+        return _shard_now(shard)
+    values = _end_values(execution, status, missing, crashed)
+    if shards.fence(shard.id, shard.token, execution.settings.lease_seconds, **values):
+        shards.commit()
+    else:
+        records.discard_pending()
+    return _shard_now(shard)
 
-    def _end_values(self, status: str) -> dict[str, Any]:
-        if self.crashed:
-            return {"status": ShardStatus.FAILED, "reason": self.crashed, "finished_at": utcnow(), "outcome": status}
-        verdicts = self.settled_verdicts(status) + [
-            HostVerdict(name=n, status=HostStatus.FAILED, message="not in the inventory as this worker lists it")
-            for n in self.missing
-        ]
-        stopped = status in (RunStatus.CANCELED, RunStatus.TIMEOUT)  # Ansible was stopped, not finished
-        # Values the store refused (each replaced by a note) are named with the shard, and by the run's note.
-        refused = {"reason": with_refused_values("", self.recorder.problems)} if self.recorder.problems else {}
-        return {
-            "status": ShardStatus.CANCELED if stopped else ShardStatus.DONE,
-            "outcome": status,
-            "verdicts": verdicts_to_json(verdicts),
-            "finished_at": utcnow(),
-            **refused,
-        }
+
+def _shard_now(shard: ShardView) -> ShardView:
+    now = shards.get_shard(shard.id)
+    assert now is not None  # this worker claimed it; a shard goes only with its run, pruned once ended
+    return now
+
+
+def _end_values(execution: Execution, status: str, missing: list[str], crashed: str) -> dict[str, Any]:
+    if crashed:
+        return {"status": ShardStatus.FAILED, "reason": crashed, "finished_at": utcnow(), "outcome": status}
+    verdicts = execution.settled_verdicts(status) + [
+        HostVerdict(name=n, status=HostStatus.FAILED, message="not in the inventory as this worker lists it")
+        for n in missing
+    ]
+    stopped = status in (RunStatus.CANCELED, RunStatus.TIMEOUT)  # Ansible was stopped, not finished
+    # Values the store refused (each replaced by a note) are named with the shard, and by the run's note.
+    problems = execution.recorder.problems
+    refused = {"reason": with_refused_values("", problems)} if problems else {}
+    return {
+        "status": ShardStatus.CANCELED if stopped else ShardStatus.DONE,
+        "outcome": status,
+        "verdicts": verdicts_to_json(verdicts),
+        "finished_at": utcnow(),
+        **refused,
+    }

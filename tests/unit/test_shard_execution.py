@@ -131,6 +131,7 @@ def start_worker_thread(store, settings, shard, runner) -> threading.Thread:
 def test_a_canceled_shard_says_which_hosts_may_still_run_its_work_and_the_controller_keeps_their_locks(settings,
                                                                                                     store):
     from fleet.executor.dispatch import shard_verdicts
+    from fleet.executor.base import RunLease
     from fleet.jobs import Execution
     from fleet.store import leases, queries
 
@@ -151,7 +152,8 @@ def test_a_canceled_shard_says_which_hosts_may_still_run_its_work_and_the_contro
     said = {name for name, v in found.items() if v.message.startswith("remote work may still run")}
     assert said == unsure and all(found[name].status == "incomplete" for name in unsure)
 
-    controller = Execution(settings, queries.get_run(shard.run_id), None, None, hanging, leases.this_process())
+    lease = RunLease(shard.run_id, leases.this_process(), settings)
+    controller = Execution(settings, queries.get_run(shard.run_id), None, None, hanging, lease)
     controller.gathered = shard_verdicts(ended)
     assert set(controller.unconfirmed()) == unsure
     records.acquire_host_locks(shard.run_id, sorted(found))
