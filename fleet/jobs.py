@@ -471,7 +471,6 @@ class Execution:
             vault_password_file=self.settings.vault_password_file,
             forks=self.settings.forks,
             strategy=self._chosen_strategy(),
-            warm_anchor=self.settings.data_dir.resolve() if self.settings.warm_ansible else None,
         )
 
     def _on_event(self, event: dict[str, Any]) -> None:

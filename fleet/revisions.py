@@ -20,17 +20,33 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import git
 import yaml
 
 from fleet import policy, source
 from fleet.errors import FleetError, RevisionRejected, SourceError
-from fleet.runner import COLLECTIONS_DIR, ROLES_DIR, AnsibleRunner, InventoryHost, Runner, ansible_cfg
+from fleet.hostkeys import Probe
+from fleet.runner import (
+    COLLECTIONS_DIR,
+    ROLES_DIR,
+    AnsibleRunner,
+    CancelFn,
+    EventFn,
+    InventoryHost,
+    JobSpec,
+    Runner,
+    RunnerOutcome,
+    ansible_cfg,
+)
 from fleet.settings import Settings
 from fleet.store import queries, records
 from fleet.store.views import RevisionView, view_of
 from fleet.vocabulary import RevisionStatus
+
+if TYPE_CHECKING:
+    from fleet.remote_stop import HostStop
 
 log = logging.getLogger("fleet.revisions")
 
@@ -64,8 +80,10 @@ class Validation:
 
 
 def default_runner(settings: Settings) -> Runner:
-    """The real Ansible boundary, set up from the settings (what every `runner=None` means)."""
-    return AnsibleRunner.for_settings(settings)
+    """The real Ansible boundary, set up from the settings (what every `runner=None` means), its static
+    inventories' listings kept for later processes."""
+    runner = AnsibleRunner.for_settings(settings)
+    return KeptListings(runner, settings.data_dir / KEPT_DIR, settings.vault_password_file)
 
 
 @functools.lru_cache(maxsize=16)
@@ -182,10 +200,8 @@ def inventory_hosts(
     revision, so its listing is reused only until the next run starts
     (`reread_dynamic_inventories`): within one run, never across runs.
     """
-    dynamic = is_dynamic_inventory(tree / settings.inventory)
-    generation = _inventory_generation if dynamic else 0
-    kept_in = None if dynamic else settings.data_dir / KEPT_DIR
-    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation, kept_in))
+    generation = _inventory_generation if is_dynamic_inventory(tree / settings.inventory) else 0
+    return list(_listing(runner or default_runner(settings), tree, settings.inventory, limit, generation))
 
 
 # Bumped when a run starts: the key under which dynamic inventories' listings are cached.
@@ -200,10 +216,8 @@ def reread_dynamic_inventories() -> None:
 
 @functools.lru_cache(maxsize=64)
 def _listing(
-    runner: Runner, tree: Path, inventory: str, limit: str | None, generation: int, kept_in: Path | None
+    runner: Runner, tree: Path, inventory: str, limit: str | None, generation: int
 ) -> tuple[InventoryHost, ...]:
-    if kept_in is not None and isinstance(runner, AnsibleRunner):  # static: kept for every process (fakes need not)
-        return kept_listing(runner, tree, inventory, limit, kept_in)
     return tuple(runner.list_inventory(tree, inventory, limit))
 
 
@@ -212,8 +226,43 @@ def _listing(
 KEPT_DIR = ".fleet-kept"
 
 
+@dataclass(frozen=True)
+class KeptListings:
+    """A Runner whose listings of a static inventory outlive the process (`kept_listing`); the rest it passes on."""
+
+    runner: Runner
+    kept_in: Path  # the data directory's share, for exports whose inventory files are the same
+    vault_password_file: str | None = None
+
+    def list_inventory(self, tree: Path, inventory: str, limit: str | None = None) -> list[InventoryHost]:
+        if is_dynamic_inventory(tree / inventory):  # it answers from outside the export: ask it each time
+            return self.runner.list_inventory(tree, inventory, limit)
+        return list(kept_listing(self.runner, tree, inventory, limit, self.kept_in, self.vault_password_file))
+
+    def syntax_problem(self, tree: Path, playbook: str, inventory: str) -> str:
+        return self.runner.syntax_problem(tree, playbook, inventory)
+
+    def install_requirements(self, tree: Path) -> str:
+        return self.runner.install_requirements(tree)
+
+    def probe_hosts(self, hosts: list[InventoryHost]) -> dict[str, Probe]:
+        return self.runner.probe_hosts(hosts)
+
+    def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
+        return self.runner.run_job(spec, on_event, should_cancel)
+
+    def stop_remote_work(
+        self,
+        hosts: list[InventoryHost],
+        touched: set[str],
+        spec: JobSpec | None = None,
+        keep_alive: Callable[[], None] = lambda: None,
+    ) -> dict[str, HostStop]:
+        return self.runner.stop_remote_work(hosts, touched, spec, keep_alive)
+
+
 def kept_listing(
-    runner: AnsibleRunner, tree: Path, inventory: str, limit: str | None, shared_dir: Path
+    runner: Runner, tree: Path, inventory: str, limit: str | None, shared_dir: Path, vault_password_file: str | None
 ) -> tuple[InventoryHost, ...]:
     """The listing of a static inventory as a process listed it before under the same conditions (ANSIBLE_*
     environment, ansible.cfg, vault password), else from Ansible and then kept.
@@ -223,7 +272,7 @@ def kept_listing(
     inventory's files as they were (and brings no ansible.cfg or requirements of its own) finds the listing of
     an earlier export in `shared_dir`, so its first check does not list again either.
     """
-    conditions = _conditions_key(runner, tree, inventory, limit or "")
+    conditions = _conditions_key(vault_password_file, tree, inventory, limit or "")
     content = inventory_content_key(tree, inventory)
     path = (
         shared_dir / f"inventory-{content}-{conditions}.json"
@@ -242,10 +291,9 @@ def kept_listing(
     return hosts
 
 
-def _conditions_key(runner: AnsibleRunner, tree: Path, *names: str) -> str:
+def _conditions_key(vault: str | None, tree: Path, *names: str) -> str:
     """A digest of everything besides the export that can change what Ansible lists or parses from it."""
     cfg = ansible_cfg(tree, dict(os.environ))
-    vault = runner.vault_password_file
     parts = [
         *names,
         sorted((k, v) for k, v in os.environ.items() if k.startswith("ANSIBLE_")),

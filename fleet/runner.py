@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -128,7 +128,7 @@ class JobSpec:
     vault_password_file: str | None = None
     forks: int = 20
     strategy: Strategy = Strategy("linear", None, "default")
-    warm_anchor: Path | None = None  # the data directory whose kept Ansible process may run this (fleet.warm)
+    warm_anchor: Path | None = None  # set by AnsibleRunner.run_job from its settings (fleet.warm)
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ class AnsibleRunner:
     connect_timeout: float = 5
     identity: Path | None = None  # fleet's key, offered to jump hosts by the probe
     galaxy_timeout: float = GALAXY_TIMEOUT
-    warm_anchor: Path | None = None  # the data directory whose kept Ansible process checks syntax (fleet.warm)
+    warm_anchor: Path | None = None  # the data directory whose kept Ansible process runs jobs and checks syntax
     warm_idle: int = DEFAULT_SSH_PERSIST  # seconds that kept process waits for the next revision
 
     @classmethod
@@ -378,7 +378,9 @@ class AnsibleRunner:
         return hostkeys.probe_hosts(targets, self.known_hosts, self.connect_timeout, self.identity)
 
     def run_job(self, spec: JobSpec, on_event: EventFn, should_cancel: CancelFn = lambda: False) -> RunnerOutcome:
-        return run_job(spec, on_event, should_cancel)
+        """The job, forked from this data directory's kept Ansible process when the settings keep one (fleet.warm):
+        which path a run takes is this runner's business alone (what it took comes back in the outcome)."""
+        return run_job(replace(spec, warm_anchor=self.warm_anchor), on_event, should_cancel)
 
     def stop_remote_work(
         self,

@@ -50,9 +50,21 @@ def settings(tmp_path):
     return Settings(repo="r", data_dir=tmp_path / "data")
 
 
+class CountedKeptListings(revisions.KeptListings):
+    """The runner fleet builds (revisions.default_runner): the real one, its listings kept; counted."""
+
+    @property
+    def listed(self) -> list:
+        return self.runner.listed
+
+
+def kept(counting: CountingRunner, settings: Settings) -> CountedKeptListings:
+    return CountedKeptListings(counting, settings.data_dir / revisions.KEPT_DIR, counting.vault_password_file)
+
+
 @pytest.fixture
-def runner(tmp_path):
-    return CountingRunner(tmp_path / "known_hosts", tmp_path / "cp")
+def runner(tmp_path, settings):
+    return kept(CountingRunner(tmp_path / "known_hosts", tmp_path / "cp"), settings)
 
 
 def a_new_process():
@@ -88,8 +100,8 @@ def test_an_ansible_setting_or_a_vault_password_changed_lists_again(tree, runner
     vault = tmp_path / "vault-password"
     vault.write_text("one\n")
     vault.chmod(0o600)
-    with_vault = CountingRunner(tmp_path / "known_hosts", tmp_path / "cp", vault_password_file=str(vault),
-                                listed=runner.listed)
+    with_vault = kept(CountingRunner(tmp_path / "known_hosts", tmp_path / "cp", vault_password_file=str(vault),
+                                     listed=runner.listed), settings)
     a_new_process()
     revisions.inventory_hosts(tree, settings, with_vault)
     vault.write_text("two\n")
@@ -194,3 +206,12 @@ def test_an_export_with_its_own_ansible_cfg_keeps_its_listing_to_itself(tree, ru
     revisions.inventory_hosts(later, settings, runner)
     assert runner.listed == [None, None]
     assert not (settings.data_dir / revisions.KEPT_DIR).exists()
+
+
+def test_fleet_builds_the_real_runner_wrapped_in_kept_listings_and_it_passes_the_rest_on(tree, settings, tmp_path):
+    built = revisions.default_runner(settings)
+    assert isinstance(built, revisions.KeptListings) and isinstance(built.runner, AnsibleRunner)
+    assert built.kept_in == settings.data_dir / revisions.KEPT_DIR
+    assert built.syntax_problem(tree, "playbooks/site.yml", "inventory") == ""  # the real Ansible's answer
+    (tree / "playbooks" / "site.yml").write_text("- hosts: all\n  tasks:\n    - nosuchmodule: {}\n")
+    assert "syntax check failed" in built.syntax_problem(tree, "playbooks/site.yml", "inventory")
