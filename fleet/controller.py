@@ -509,12 +509,11 @@ class ActionExecutor:
             records.fail_run(run.id, str(exc))
             log.warning("run %s failed: %s", run.id, exc)
             if run.kind == RunKind.CONVERGE:
-                self.notifier.notify_run(
-                    self.notify_rules(), notify.RunEnded(run.id, run.kind, "failed", note=str(exc))
-                )
+                failed = plan.FinishedRun(run.id, run.kind, run.trigger, RunStatus.FAILED, note=str(exc))
+                self.notifier.notify_run(self.notify_rules(), failed)
             return None
         log.info("run %s (%s, %s) ended %s", run.id, run.kind, run.trigger, report.run.status)
-        self.notifier.notify_run(self.notify_rules(), run_ended(report))
+        self.notifier.notify_run(self.notify_rules(), finished_run(report, desired))
         if report.run.kind != RunKind.CHECK:
             return finished_run(report, desired)
         # What remediation must weigh besides the verdicts: rollbacks per host, and the inventory's change.
@@ -584,8 +583,9 @@ def finished_run(
     diverged: dict[str, str] | None = None,
     inventory: plan.InventoryChange | None = None,
 ) -> plan.FinishedRun:
-    """A run's report as the plan judges it: each host's verdict, groups, drifted tasks and the revision it
-    was converged to when the run's revision does not descend from it (``diverged``); a check's inventory."""
+    """A run's report as the plan judges it and notifications tell it: each host's verdict, groups, drifted
+    tasks and the revision it was converged to when the run's revision does not descend from it
+    (``diverged``); a check's inventory."""
     groups = {h.name: tuple(h.groups) for h in desired.hosts}
     diverged = diverged or {}
     run = report.run
@@ -603,15 +603,6 @@ def finished_run(
         hosts=hosts,
         inventory=inventory,
     )
-
-
-def run_ended(report: jobs.RunReport) -> notify.RunEnded:
-    """A run's report as notifications need it: each host's status and drifted tasks."""
-    hosts = tuple(
-        notify.HostReport(v.name, v.status, tuple(t.task for t in report.tasks_by_host.get(v.name, []) if t.drift))
-        for v in report.verdicts
-    )
-    return notify.RunEnded(report.run.id, report.run.kind, report.run.status, hosts)
 
 
 def host_outcome(

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
+from fleet.plan import FinishedRun, HostOutcome
 from fleet.policy import NotifyRule
 from fleet.vocabulary import utcnow
 
@@ -53,26 +54,6 @@ class Noted:
 
 
 @dataclass(frozen=True)
-class HostReport:
-    """One host's outcome in a run, as notifications need it."""
-
-    name: str
-    status: str
-    drifted: tuple[str, ...] = ()  # the names of its drifted tasks
-
-
-@dataclass(frozen=True)
-class RunEnded:
-    """A finished run, in plain data (handed from the controller to the notifier's thread)."""
-
-    id: int
-    kind: str
-    status: str
-    hosts: tuple[HostReport, ...] = ()
-    note: str = ""  # why a converge failed or a rollout stopped, when known
-
-
-@dataclass(frozen=True)
 class Event:
     """One message's worth: an event of one run (or of the source), with the hosts it concerns."""
 
@@ -83,8 +64,8 @@ class Event:
 
 
 def note_hosts(
-    previous: Mapping[str, Noted], hosts: Sequence[HostReport]
-) -> tuple[dict[str, list[HostReport]], dict[str, Noted]]:
+    previous: Mapping[str, Noted], hosts: Sequence[HostOutcome]
+) -> tuple[dict[str, list[HostOutcome]], dict[str, Noted]]:
     """The hosts that are news, per condition, and what to remember of every host now.
 
     Drift is news when a task drifted that was not reported before (a host
@@ -92,15 +73,15 @@ def note_hosts(
     news when the host was not so at the last notice. A host in sync or with
     nothing but unverified tasks closes its notice: its next drift is news.
     """
-    news: dict[str, list[HostReport]] = {"drift": [], "unreachable": [], "failed": []}
+    news: dict[str, list[HostOutcome]] = {"drift": [], "unreachable": [], "failed": []}
     noted: dict[str, Noted] = {}
     for host in hosts:
         before = previous.get(host.name, Noted())
         if host.status == "drifted":
-            fresh = tuple(t for t in host.drifted if t not in before.tasks)
+            fresh = tuple(t for t in host.drift if t not in before.tasks)
             if fresh:
-                news["drift"].append(replace(host, drifted=fresh))
-            noted[host.name] = Noted("drift", frozenset(host.drifted))
+                news["drift"].append(replace(host, drift=fresh))
+            noted[host.name] = Noted("drift", frozenset(host.drift))
         elif host.status in ("unreachable", "failed"):
             if before.condition != host.status:
                 news[host.status].append(host)
@@ -110,13 +91,13 @@ def note_hosts(
     return news, noted
 
 
-def run_events(run: RunEnded, news: Mapping[str, list[HostReport]]) -> list[Event]:
+def run_events(run: FinishedRun, news: Mapping[str, list[HostOutcome]]) -> list[Event]:
     """One event per kind of news in a run (never one per host); a converge that failed is one too."""
     link = f"/runs/{run.id}"
     events = []
     drifted = news.get("drift", [])
     if drifted:
-        tasks = sum(len(h.drifted) for h in drifted)
+        tasks = sum(len(h.drift) for h in drifted)
         events.append(
             Event(
                 "drift",
@@ -165,8 +146,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _host_lines(hosts: Sequence[HostReport], with_tasks: bool = False) -> tuple[str, ...]:
-    lines = [f"{h.name}: {', '.join(h.drifted)}" if with_tasks else h.name for h in hosts[:MAX_HOSTS_LISTED]]
+def _host_lines(hosts: Sequence[HostOutcome], with_tasks: bool = False) -> tuple[str, ...]:
+    lines = [f"{h.name}: {', '.join(h.drift)}" if with_tasks else h.name for h in hosts[:MAX_HOSTS_LISTED]]
     if len(hosts) > MAX_HOSTS_LISTED:
         lines.append(f"... and {len(hosts) - MAX_HOSTS_LISTED} more")
     return tuple(lines)
@@ -293,7 +274,8 @@ def _load_apprise() -> None:
 # What the notifier's thread is handed: a run's end or an event for some rules, a mark to set once all
 # before it were handled (wait_idle), () when nothing came within a second, None to stop.
 _Work: TypeAlias = (
-    "tuple[Literal['run'], tuple[NotifyRule, ...], RunEnded] | tuple[Literal['event'], tuple[NotifyRule, ...], Event]"
+    "tuple[Literal['run'], tuple[NotifyRule, ...], FinishedRun]"
+    " | tuple[Literal['event'], tuple[NotifyRule, ...], Event]"
     " | tuple[Literal['mark'], threading.Event] | tuple[()]"
 )
 
@@ -324,7 +306,7 @@ class Notifier:
         self._store: Store | None = None
         self._lock = threading.Lock()
 
-    def notify_run(self, rules: Sequence[NotifyRule], run: RunEnded) -> None:
+    def notify_run(self, rules: Sequence[NotifyRule], run: FinishedRun) -> None:
         """A run ended: its news goes to ``rules`` (worked out in the thread: it reads the store)."""
         if rules:
             self._put(("run", tuple(rules), run))
@@ -389,7 +371,7 @@ class Notifier:
                 if event.kind in rule.on:
                     self._deliver(rule.url, event)
 
-    def _news(self, run: RunEnded) -> dict[str, list[HostReport]]:
+    def _news(self, run: FinishedRun) -> dict[str, list[HostOutcome]]:
         """The run's hosts that are news; what is noted of them now is remembered in the store."""
         from fleet.store import notices
 

@@ -122,7 +122,7 @@ class InventoryChange:
 
 @dataclass(frozen=True)
 class FinishedRun:
-    """A run that ended, as the plan judges it."""
+    """A run that ended: what the plan judges and what notifications tell (fleet.notify)."""
 
     id: int
     kind: str
@@ -132,6 +132,7 @@ class FinishedRun:
     sha: str = ""
     hosts: tuple[HostOutcome, ...] = ()
     inventory: InventoryChange | None = None  # observed for checks only
+    note: str = ""  # why a converge failed before Ansible ran, when known
 
     def host(self, name: str) -> HostOutcome | None:
         return next((h for h in self.hosts if h.name == name), None)

@@ -13,7 +13,8 @@ import pytest
 from fleet import notify, policy
 from fleet.controller import Controller
 from fleet.fake_runner import FakeRunner, scripted_events
-from fleet.notify import Event, HostReport, Noted, RunEnded, Window, admit, build_message, mask_url, note_hosts
+from fleet.plan import FinishedRun, HostOutcome
+from fleet.notify import Event, Noted, Window, admit, build_message, mask_url, note_hosts
 from fleet.runner import InventoryHost
 from fleet.store import notices
 from fleet.store.db import db, open_store
@@ -25,21 +26,21 @@ NOW = datetime(2026, 3, 2, 10, 7, tzinfo=timezone.utc)
 # --- what is news -----------------------------------------------------------------------------
 
 NEWS_CASES = [
-    ("never notified, drifted", {}, HostReport("web1", "drifted", ("motd", "nginx")),
-     {"drift": [HostReport("web1", "drifted", ("motd", "nginx"))]}, Noted("drift", frozenset({"motd", "nginx"}))),
-    ("same drift again", {"web1": Noted("drift", frozenset({"motd"}))}, HostReport("web1", "drifted", ("motd",)),
+    ("never notified, drifted", {}, HostOutcome("web1", "drifted", drift=("motd", "nginx")),
+     {"drift": [HostOutcome("web1", "drifted", drift=("motd", "nginx"))]}, Noted("drift", frozenset({"motd", "nginx"}))),
+    ("same drift again", {"web1": Noted("drift", frozenset({"motd"}))}, HostOutcome("web1", "drifted", drift=("motd",)),
      {}, Noted("drift", frozenset({"motd"}))),
     ("one more drifted task", {"web1": Noted("drift", frozenset({"motd"}))},
-     HostReport("web1", "drifted", ("motd", "nginx")),
-     {"drift": [HostReport("web1", "drifted", ("nginx",))]}, Noted("drift", frozenset({"motd", "nginx"}))),
-    ("newly unreachable", {}, HostReport("web1", "unreachable"),
-     {"unreachable": [HostReport("web1", "unreachable")]}, Noted("unreachable")),
-    ("still unreachable", {"web1": Noted("unreachable")}, HostReport("web1", "unreachable"), {}, Noted("unreachable")),
+     HostOutcome("web1", "drifted", drift=("motd", "nginx")),
+     {"drift": [HostOutcome("web1", "drifted", drift=("nginx",))]}, Noted("drift", frozenset({"motd", "nginx"}))),
+    ("newly unreachable", {}, HostOutcome("web1", "unreachable"),
+     {"unreachable": [HostOutcome("web1", "unreachable")]}, Noted("unreachable")),
+    ("still unreachable", {"web1": Noted("unreachable")}, HostOutcome("web1", "unreachable"), {}, Noted("unreachable")),
     ("drifted, unreachable, drifted the same again", {"web1": Noted("unreachable", frozenset({"motd"}))},
-     HostReport("web1", "drifted", ("motd",)), {}, Noted("drift", frozenset({"motd"}))),
-    ("failed after drift", {"web1": Noted("drift", frozenset({"motd"}))}, HostReport("web1", "failed"),
-     {"failed": [HostReport("web1", "failed")]}, Noted("failed", frozenset({"motd"}))),
-    ("in sync closes the notice", {"web1": Noted("drift", frozenset({"motd"}))}, HostReport("web1", "in_sync"),
+     HostOutcome("web1", "drifted", drift=("motd",)), {}, Noted("drift", frozenset({"motd"}))),
+    ("failed after drift", {"web1": Noted("drift", frozenset({"motd"}))}, HostOutcome("web1", "failed"),
+     {"failed": [HostOutcome("web1", "failed")]}, Noted("failed", frozenset({"motd"}))),
+    ("in sync closes the notice", {"web1": Noted("drift", frozenset({"motd"}))}, HostOutcome("web1", "in_sync"),
      {}, Noted()),
 ]
 
@@ -52,14 +53,14 @@ def test_what_is_news(name, previous, host, news, noted):
 
 
 def test_an_incomplete_host_keeps_its_notice():
-    found, remembered = note_hosts({"web1": Noted("drift", frozenset({"motd"}))}, [HostReport("web1", "incomplete")])
+    found, remembered = note_hosts({"web1": Noted("drift", frozenset({"motd"}))}, [HostOutcome("web1", "incomplete")])
     assert not any(found.values()) and remembered == {}
 
 
 def test_a_run_gives_one_event_per_kind_with_hosts_counts_and_link():
-    run = RunEnded(12, "check", "successful")
-    news = {"drift": [HostReport("web1", "drifted", ("motd",)), HostReport("web2", "drifted", ("motd", "ntp"))],
-            "unreachable": [HostReport("db1", "unreachable")], "failed": []}
+    run = FinishedRun(12, "check", "manual", "successful")
+    news = {"drift": [HostOutcome("web1", "drifted", drift=("motd",)), HostOutcome("web2", "drifted", drift=("motd", "ntp"))],
+            "unreachable": [HostOutcome("db1", "unreachable")], "failed": []}
     events = notify.run_events(run, news)
     assert [e.kind for e in events] == ["drift", "unreachable"]
     assert events[0].summary == "fleet: new drift on 2 hosts (3 tasks) in check run 12"
@@ -70,14 +71,14 @@ def test_a_run_gives_one_event_per_kind_with_hosts_counts_and_link():
 
 
 def test_a_failed_converge_is_an_event_even_without_new_host_news():
-    events = notify.run_events(RunEnded(7, "converge", "failed"), {})
+    events = notify.run_events(FinishedRun(7, "converge", "manual", "failed"), {})
     assert [(e.kind, e.lines) for e in events] == [("failed", ("the run ended failed",))]
-    assert notify.run_events(RunEnded(8, "converge", "successful"), {}) == []
+    assert notify.run_events(FinishedRun(8, "converge", "manual", "successful"), {}) == []
 
 
 def test_a_long_host_list_is_cut_with_a_count():
-    hosts = [HostReport(f"h{i}", "unreachable") for i in range(25)]
-    event = notify.run_events(RunEnded(1, "check", "successful"), {"unreachable": hosts})[0]
+    hosts = [HostOutcome(f"h{i}", "unreachable") for i in range(25)]
+    event = notify.run_events(FinishedRun(1, "check", "manual", "successful"), {"unreachable": hosts})[0]
     assert len(event.lines) == 21 and event.lines[-1] == "... and 5 more"
     assert event.summary.startswith("fleet: 25 hosts unreachable")
 
