@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Integer, String, create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from sqlalchemy.sql.type_api import TypeEngine
 
@@ -240,10 +241,14 @@ def require_driver(url: str) -> None:
 
 def upgrade_schema(engine: Engine) -> SchemaChange:
     """Create the schema of an empty database, or migrate an older one to head, in one transaction."""
+    from fleet.store.migrations import HEAD
+
+    if _recorded_revision(engine) == HEAD:
+        return SchemaChange(HEAD, HEAD)  # the usual open: no lock, no write, no alembic
     head = schema_head()
     with engine.connect() as connection:
         if recorded_schema(connection) == head:
-            return SchemaChange(head, head)  # the usual open: no lock, no write
+            return SchemaChange(head, head)
     with engine.begin() as connection:
         _lock_schema(connection)
         before = current_schema(connection)
@@ -260,6 +265,15 @@ def upgrade_schema(engine: Engine) -> SchemaChange:
             run_alembic(connection, "upgrade", head)
             log.info("database upgraded from %s to %s", before, head)
     return SchemaChange(before, head)
+
+
+def _recorded_revision(engine: Engine) -> str | None:
+    """The revision alembic recorded, read with one query; None when there is none (or no table for it)."""
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except DatabaseError:  # no alembic_version table: an empty database, or one older than migrations
+        return None
 
 
 def _lock_schema(connection: Connection) -> None:

@@ -294,3 +294,19 @@ def test_postgresql_without_its_driver_says_which_extra_to_install(monkeypatch):
 ])
 def test_postgres_urls_use_psycopg_3(given, used):
     assert engine_url(given) == used
+
+
+def test_the_head_named_for_the_quick_open_is_the_newest_migration():
+    from fleet.store.migrations import HEAD
+
+    assert HEAD == schema_head(), "a new migration under versions/ must be named in fleet/store/migrations HEAD"
+
+
+@pytest.mark.sqlite_only
+def test_opening_a_database_at_head_needs_no_alembic(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    Store.open(url).close()
+    opener = ("import sys; from fleet.store.db import Store; Store.open(sys.argv[1]).close(); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))")
+    done = subprocess.run([sys.executable, "-c", opener, url], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
