@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 import click
 
 from fleet import __version__
-from fleet.errors import FleetError
+from fleet.errors import FleetError, StoreError
 from fleet.output import Progress, colour_diff, duration, indent, kept_process_line, paint, table, use_colour, when
 from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskStatus, is_active, iso, utcnow
 
@@ -176,13 +176,12 @@ def _audit(action: str, target: str = "", detail: str = "") -> None:
 def _audit_attempt(action: str, target: str, detail: str) -> None:
     """Record an attempt that failed; the failure itself is what the user must see, so a store that
     cannot take the record (the reason it failed, perhaps) does not hide it."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from fleet.store.db import db
 
     try:
+        db.session.rollback()  # whatever the failed attempt left unwritten is not part of the record
         _audit(action, target, detail)
-    except SQLAlchemyError:
+    except StoreError:
         db.session.rollback()
 
 

@@ -38,11 +38,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import git
-from sqlalchemy.exc import SQLAlchemyError
 
 from fleet import jobs, notify, plan, policy, revisions, source
 from fleet.drift import HostVerdict, TaskResult
-from fleet.errors import FleetError, RevisionRejected, SourceError
+from fleet.errors import FleetError, RevisionRejected, SourceError, StoreError
 from fleet.runner import Runner
 from fleet.settings import Settings
 from fleet.store import leases, queries, records, retention
@@ -176,7 +175,7 @@ class Controller:
         if time.monotonic() >= self._next_heartbeat:
             try:
                 leadership = leases.hold_leadership(self.holder, self.settings.lease_seconds)
-            except SQLAlchemyError as exc:  # the run goes on; the lock keeper and the next tick try again
+            except StoreError as exc:  # the run goes on; the lock keeper and the next tick try again
                 records.discard_pending()
                 log.warning("could not write the heartbeat: %s", exc)
                 return self.leading
@@ -330,7 +329,7 @@ class _LockKeeper:
             try:
                 with self.store.bound():
                     held = leases.renew_leadership(controller.holder, controller.settings.lease_seconds)
-            except SQLAlchemyError as exc:  # the loop's next lead() tries again and says what failed
+            except StoreError as exc:  # the loop's next lead() tries again and says what failed
                 log.warning("could not renew the leader lock: %s", exc)
                 continue
             if not held:

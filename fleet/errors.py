@@ -55,6 +55,14 @@ class StoreError(FleetError):
     """The store could not be opened or written."""
 
 
+class StoreRefused(StoreError):
+    """The database refused an operation or could not be reached (a constraint, a lock, a lost connection).
+
+    Every such error of a store's engine arrives as one (fleet.store.db): code outside the store catches it,
+    never the database library's own types; inside, it is also the library's error it stands for.
+    """
+
+
 class HostBusy(FleetError):
     """A host is locked by another run; never two runs on one host at once."""
 

@@ -25,8 +25,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from fleet import policy, processes, remote_stop, source
 from fleet.drift import CheckContext, DriftTracker, HostHistory, HostVerdict, TaskResult, settle_incomplete
 from fleet.errors import FleetError, HostBusy, StoreError
@@ -225,7 +223,7 @@ def _execute(execution: Execution, desired: DesiredState, targets: list[Inventor
             execution.stop_remote_work(freeze=False)
         execution.finish(RunStatus.CANCELED, "canceled from the terminal")
         raise
-    except SQLAlchemyError as exc:  # a write outside the event stream (strategy, host keys) was refused
+    except StoreError as exc:  # a write outside the event stream (strategy, host keys) was refused
         execution.store_refused(exc)
         return RunStatus.FAILED
     except BaseException as exc:
@@ -323,7 +321,7 @@ class Execution:
         """A note on the run (or shard) row; a store that refuses it stops the run, as a refused event does."""
         try:
             write()
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             self.store_refused(exc)
 
     def status_of(self, runner_status: str) -> str:
@@ -386,7 +384,7 @@ class Execution:
         self.next_renewal = time.monotonic() + self.settings.lease_seconds / 3
         try:
             self.lease_lost = not self.control.renew()
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             self.store_refused(exc)
         if self.lease_lost:
             log.error(
@@ -401,11 +399,11 @@ class Execution:
         self.next_cancel_poll = time.monotonic() + CANCEL_POLL_SECONDS
         try:
             return self.control.stop_asked()
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             self.store_refused(exc)
             return True
 
-    def store_refused(self, exc: SQLAlchemyError) -> None:
+    def store_refused(self, exc: StoreError) -> None:
         """The store refused a write: keep what was committed, record nothing more, stop Ansible."""
         if not self.store_error:
             self.store_error = f"the store refused a write: {_store_message(exc)}; results recorded before it are kept"
@@ -413,7 +411,7 @@ class Execution:
         self.recorder.discard()
         try:
             records.discard_pending()
-        except SQLAlchemyError:
+        except StoreError:
             pass  # the retries of _close_refused start from a fresh transaction anyway
 
     def preflight(self, targets: list[InventoryHost]) -> list[str]:
@@ -483,7 +481,7 @@ class Execution:
         assert isinstance(stored, dict)  # cleaning keeps an event's shape: a dict comes back a dict
         try:
             self._record(stored, cleaned.diff_escaped)
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             self.store_refused(exc)
             return
         if self.progress:
@@ -514,7 +512,7 @@ class Execution:
         if not self.store_error:
             try:
                 return self._record_end(status, error)
-            except SQLAlchemyError as exc:
+            except StoreError as exc:
                 self.store_refused(exc)
         return self._close_refused()
 
@@ -539,7 +537,7 @@ class Execution:
             try:
                 records.fail_run(self.run_id, self.store_error)
                 return queries.get_run(self.run_id)
-            except SQLAlchemyError as exc:
+            except StoreError as exc:
                 refusal = _store_message(exc)
                 records.discard_pending()
         raise StoreError(
@@ -557,7 +555,7 @@ class Execution:
             try:
                 records.release_host_locks(self.run_id, keep)
                 return
-            except SQLAlchemyError as exc:
+            except StoreError as exc:
                 log.error("run %s: releasing its host locks was refused: %s", self.run_id, _store_message(exc))
                 records.discard_pending()
 
@@ -663,7 +661,7 @@ def with_refused_values(error: str, problems: list[str]) -> str:
     return f"{error}; {note}" if error else note
 
 
-def _store_message(exc: SQLAlchemyError) -> str:
+def _store_message(exc: StoreError) -> str:
     """The database's own words for a refusal, without the statement and its parameters (task output)."""
     return str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
 

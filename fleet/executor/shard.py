@@ -20,12 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-
 import fleet
 from fleet import revisions, source
 from fleet.drift import HostVerdict, TaskResult
-from fleet.errors import FleetError, SourceError
+from fleet.errors import FleetError, SourceError, StoreError
 from fleet.executor.base import LocalExecutor
 from fleet.executor.dispatch import verdicts_to_json
 from fleet.jobs import Execution, with_refused_values
@@ -114,7 +112,7 @@ class ShardLease:
             with self.store.bound():
                 try:
                     held = shards.renew(self.shard.id, self.shard.token, self.lease_seconds)
-                except SQLAlchemyError as exc:  # the store refuses: try again; the lease says how long
+                except StoreError as exc:  # the store refuses: try again; the lease says how long
                     log.warning("shard %s: renewing its lease was refused: %s", self.shard.id, exc)
                     continue
             if not held:

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Integer, String, create_engine, event, inspect, text
-from sqlalchemy.engine import Connection, CursorResult, Engine, Result, make_url
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.engine import Connection, CursorResult, Engine, ExceptionContext, Result, make_url
+from sqlalchemy.exc import DatabaseError, StatementError
 from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
 from sqlalchemy.sql.type_api import TypeEngine
 
 from fleet import filemodes
-from fleet.errors import StoreError
+from fleet.errors import StoreError, StoreRefused
 
 if TYPE_CHECKING:
     import psycopg
@@ -100,6 +100,7 @@ class Store:
         tune = tuners.get(engine.dialect.name)
         if tune is not None:
             event.listen(engine, "connect", tune)
+        event.listen(engine, "handle_error", _as_store_refused)
         try:
             return cls(engine, upgrade_schema(engine))
         except BaseException:
@@ -131,6 +132,30 @@ class Store:
     def close(self) -> None:
         self.end_session()
         self.engine.dispose()
+
+
+def _as_store_refused(context: ExceptionContext) -> BaseException | None:
+    """What the database said, as StoreRefused (fleet's own) that is also the library's error it stands for."""
+    error = context.sqlalchemy_exception
+    if error is None or isinstance(error, StoreRefused):
+        return None  # not the database's (a Python error in a statement's values): raised as it is
+    kind = _refused_type(type(error))
+    refused = kind.__new__(kind)
+    refused.__dict__.update(error.__dict__)
+    refused.args = error.args
+    return refused
+
+
+_REFUSED_TYPES: dict[type[StatementError], type[StatementError]] = {}
+
+
+def _refused_type(library_error: type[StatementError]) -> type[StatementError]:
+    """StoreRefused and `library_error` in one type: callers catch the first, the store's own code the second."""
+    kind = _REFUSED_TYPES.get(library_error)
+    if kind is None:
+        name = f"StoreRefused{library_error.__name__}"
+        kind = _REFUSED_TYPES[library_error] = type(name, (StoreRefused, library_error), {"__module__": __name__})
+    return kind
 
 
 _bound: ContextVar[Store | None] = ContextVar("fleet_store_bound", default=None)
