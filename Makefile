@@ -68,8 +68,8 @@ demo-stop:
 # With FLEET_TEST_DATABASE_URL set (.ci/run sets it), the store-touching suites run a second time on that
 # PostgreSQL database; the first run is SQLite's whatever the environment says. Tests marked sqlite_only keep
 # SQLite even then, so the second run leaves them out: they would only repeat the first run exactly.
-PG_TESTS ?= tests/unit/test_store_*.py tests/unit/test_retention.py tests/unit/test_controller.py \
-	tests/unit/test_jobs.py tests/unit/test_migrations.py tests/unit/test_pins.py tests/unit/test_shard_execution.py \
+PG_TESTS ?= tests/unit/test_store_*.py tests/unit/test_controller.py \
+	tests/unit/test_jobs.py tests/unit/test_migrations.py tests/unit/test_executor_shard.py \
 	tests/web \
 	tests/integration/test_check_converge.py::test_fresh_hosts_drift_converge_then_in_sync_then_hand_edit_drifts \
 	tests/integration/test_upgrade.py tests/unit/test_jobs_bytes.py tests/integration/test_bytes.py

@@ -77,8 +77,10 @@ class Controller:
         stop: threading.Event | None = None,
         runner: Runner | None = None,
         holder: leases.Holder | None = None,
+        store: Store | None = None,
     ):
         self.settings = settings
+        self.store = store  # None: the store bound to the thread that runs the loop
         self.stop = stop or threading.Event()
         self.holder = holder or leases.this_process()  # who this controller leads as
         self.status = ControllerStatus()
@@ -111,12 +113,17 @@ class Controller:
         records.write_controller_pid(os.getpid())
 
     def run_forever(self) -> None:
+        """Loop until asked to stop, with its store bound to this thread (the lock keeper's thread binds it too)."""
+        with (self.store or current_store()).bound() as store:
+            self._loop(store)
+
+    def _loop(self, store: Store) -> None:
         log.info(
             "controller started: source %s, poll every %ss",
             source.display_url(self.settings.repo),
             self.settings.poll_interval,
         )
-        keeper = _LockKeeper(self, current_store())
+        keeper = _LockKeeper(self, store)
         try:
             while not self.stop.is_set():
                 try:

@@ -50,12 +50,11 @@ def run_service(settings: Settings, with_web: bool) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, _frame: _request_stop(stop, number))
-    controller = Controller(settings, stop)
+    controller = Controller(settings, stop, store=app.extensions["fleet.store"])  # the web's store, shared
     app.extensions["fleet.controller"] = controller.status  # healthz reads it, never waiting on the loop
     server = _start_web(app, settings) if with_web else None
     try:
-        with app.extensions["fleet.store"].bound():  # the web's store: the loop's thread uses it too
-            controller.run_forever()
+        controller.run_forever()
     finally:
         if server is not None:
             server.close()

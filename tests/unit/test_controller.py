@@ -242,6 +242,23 @@ def test_a_clean_stop_hands_the_lead_over_at_once(fleet):
     assert standby.lead() is True
 
 
+def test_a_controller_given_its_store_runs_its_loop_in_a_thread_where_none_is_bound(fleet):
+    from fleet.store.db import current_store
+
+    stop = threading.Event()
+    controller = Controller(fleet.controller.settings, stop=stop, runner=fleet.runner, store=current_store())
+    loop = threading.Thread(target=controller.run_forever)  # a new thread: no store bound in it
+    loop.start()
+    def checked() -> bool:
+        db.session.rollback()  # end this thread's read: the loop's thread writes
+        return runs()[:1] == [("check", "commit", "", "successful")]
+
+    wait_for(checked, 30, "the loop's first commit check")
+    stop.set()
+    loop.join(10)
+    assert not loop.is_alive()
+
+
 def test_the_heartbeat_stays_fresh_while_the_controller_runs_a_long_run(fleet):
     settings = replace(fleet.controller.settings, run_timeout=5)
     hanging = FakeRunner(events=scripted_events({"web1": "ok"}), hosts=INVENTORY, hang_after=1)

@@ -110,7 +110,7 @@ def test_a_shard_whose_value_the_store_refuses_is_done_and_names_it(tmp_path):
     from fleet.fake_runner import hosts_of, load_events
     from fleet.revisions import sync_source
     from fleet.store import records, shards
-    from tests.unit.test_shard_execution import RECORDED
+    from tests.unit.test_executor_shard import RECORDED
 
     hosts = hosts_of(RECORDED, groups=("cases",))
     settings = settings_for_source(tmp_path, "")

@@ -3,6 +3,7 @@ replayed by the fake runner (tests/scaleout runs real workers, a broker and lab 
 
 from __future__ import annotations
 
+import fleet
 import threading
 import time
 from datetime import timedelta
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from fleet.executor.dispatch import verdicts_from_json
-from fleet.executor.shard import execute_shard
+from fleet.executor.shard import execute_shard, version_refusal
 from fleet.fake_runner import FakeRunner, hosts_of, load_events
 from fleet.revisions import sync_source
 from fleet.settings import replace
@@ -159,3 +160,9 @@ def test_a_canceled_shard_says_which_hosts_may_still_run_its_work_and_the_contro
     records.acquire_host_locks(shard.run_id, sorted(found))
     controller.release_locks()
     assert {lock.host for lock in records.kept_locks()} == unsure
+
+
+def test_a_worker_refuses_a_controller_of_another_version_and_names_both():
+    assert version_refusal("w1", fleet.__version__) == ""
+    refusal = version_refusal("w1", "9.9.9")
+    assert "w1" in refusal and fleet.__version__ in refusal and "9.9.9" in refusal
