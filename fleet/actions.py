@@ -9,13 +9,18 @@ checks the role of the signed-in user or token before it calls in; the CLI acts 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fleet import vocabulary
 from fleet.errors import FleetError, NotFound
 from fleet.store import accounts, queries, records
 from fleet.store.db import unit_of_work
 from fleet.store.records import KeptLock
-from fleet.store.views import ApprovalView, RunView
+from fleet.store.views import ApprovalView, HostView, RunView
+
+if TYPE_CHECKING:
+    from fleet.hostkeys import Probe, Target
+    from fleet.settings import Settings
 
 
 class Refused(FleetError):
@@ -104,6 +109,46 @@ def release_host(actor: Actor, name: str) -> KeptLock:
             )
         actor.audit("host.release", name, f"lock kept by run {kept.run_id}: {kept.reason}")
     return kept
+
+
+def accept_host_key(actor: Actor, settings: Settings, name: str, jump: str = "") -> Probe:
+    """Trust the SSH host key a host (or `jump`, a jump host on its way) offers now, after the operator checked
+    why it changed: probed once more, pinned in the store for every fleet process, the host unblocked."""
+    from fleet import hostkeys
+    from fleet.store import pins
+
+    host = queries.get_host(name)
+    target = _probe_target(settings, host)
+    with pins.probing(settings.known_hosts_path):
+        written = pins.write_known_hosts(settings.known_hosts_path)  # hops on the way must match the store's
+        probe = hostkeys.accept_key(
+            target, settings.known_hosts_path, settings.connect_timeout, settings.identity_path, jump
+        )
+        if not probe.usable:
+            raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
+        # The key just pinned in the file goes to the store; a jump host met for the first time on the way too.
+        pins.replace_pins_from_file(settings.known_hosts_path, hostkeys.accepted_name(target, jump), actor.name)
+        pins.record_new_pins(settings.known_hosts_path, actor.name, written)
+    if not jump:
+        records.mark_key_blocked(name, False)
+    actor.audit(
+        "host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else "")
+    )
+    return probe
+
+
+def _probe_target(settings: Settings, host: HostView) -> Target:
+    """Where the probe finds a stored host: by its route in the desired inventory (jump hosts too), else directly."""
+    from fleet import hostkeys, runner
+    from fleet.revisions import desired_state
+
+    try:
+        listed = {h.name: h for h in desired_state(settings).hosts}
+    except FleetError:
+        listed = {}
+    if host.name in listed:
+        return runner.probe_target(listed[host.name], hostkeys.load_ssh_config())
+    return hostkeys.Target(host.name, host.address, host.port)
 
 
 # --- accounts: users and API tokens --------------------------------------------------------------

@@ -21,13 +21,12 @@ from fleet.vocabulary import RUN_KINDS, ApprovalKind, Coverage, RunKind, TaskSta
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from fleet import hostkeys, jobs
+    from fleet import jobs
     from fleet.actions import Actor
     from fleet.drift import TaskResult
     from fleet.settings import Settings
     from fleet.store.models import AuditEntry
-    from fleet.store.pins import Pin
-    from fleet.store.views import HostView, RunView, TaskView
+    from fleet.store.views import RunView, TaskView
     from fleet.store.workers import WorkerView
 
 # Options need these when the commands are built, before any runs; they are copies, so that building them
@@ -961,26 +960,11 @@ def hosts() -> None:
 @_guard
 def accept_key(ctx: click.Context, name: str, jump: str) -> None:
     """Trust the SSH host key NAME (or its jump host) offers now (after you checked why it changed)."""
-    from fleet import hostkeys
-    from fleet.store import pins, queries, records
+    from fleet import actions
 
     settings = _settings(ctx)
     with _store(settings):
-        host = queries.get_host(name)
-        target = _probe_target(settings, host)
-        with pins.probing(settings.known_hosts_path):
-            written = pins.write_known_hosts(settings.known_hosts_path)  # hops on the way must match the store's
-            probe = hostkeys.accept_key(
-                target, settings.known_hosts_path, settings.connect_timeout, settings.identity_path, jump
-            )
-            if not probe.usable:
-                raise FleetError(f"cannot accept the key of {jump or name}: {probe.message}")
-            _store_accepted_key(settings, hostkeys.accepted_name(target, jump), written)
-        if not jump:
-            records.mark_key_blocked(name, False)
-        _audit(
-            "host.accept_key", name, f"now trusting {probe.fingerprint}" + (f" for jump host {jump}" if jump else "")
-        )
+        probe = actions.accept_host_key(_actor(), settings, name, jump)
         click.echo(f"{jump or name}: now trusting host key {probe.fingerprint}")
 
 
@@ -997,29 +981,6 @@ def release_host(ctx: click.Context, name: str) -> None:
     with _store(settings):
         kept = actions.release_host(_actor(), name)
         click.echo(f"{name}: released the lock kept by run {kept.run_id} ({kept.reason})")
-
-
-def _store_accepted_key(settings: Settings, known_hosts_name: str, written: list[Pin]) -> None:
-    """Put the key accept_key just pinned in the file into the store, for every fleet process; a jump host met
-    for the first time on the way is pinned there too. The file is rewritten from the store."""
-    from fleet.store import pins
-
-    pins.replace_pins_from_file(settings.known_hosts_path, known_hosts_name, _who())
-    pins.record_new_pins(settings.known_hosts_path, _who(), written)
-
-
-def _probe_target(settings: Settings, host: HostView) -> hostkeys.Target:
-    """Where the probe finds a stored host: by its route in the desired inventory (jump hosts too), else directly."""
-    from fleet import hostkeys, runner
-    from fleet.revisions import desired_state
-
-    try:
-        listed = {h.name: h for h in desired_state(settings).hosts}
-    except FleetError:
-        listed = {}
-    if host.name in listed:
-        return runner.probe_target(listed[host.name], hostkeys.load_ssh_config())
-    return hostkeys.Target(host.name, host.address, host.port)
 
 
 # --- lab --------------------------------------------------------------------
