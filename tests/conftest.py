@@ -386,3 +386,24 @@ def tmp_source(tmp_path):
     """A small local source with no reachable hosts, for tests that need no lab."""
     inventory = "all:\n  children:\n    web:\n      hosts:\n        web1: {ansible_host: 127.0.99.1}\n"
     return make_source(tmp_path / "source", inventory)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Retire the kept Ansible processes this session's tests started: each waits for its next run as long as its
+    SSH connections persist, up to an hour, long after the data directory it serves was a test's."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    base = str(factory.getbasetemp())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "fleet.warm.server" in argv and any(arg.startswith(base) for arg in argv):
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+            except OSError:
+                pass
