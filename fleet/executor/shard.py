@@ -17,6 +17,7 @@ import shutil
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,12 @@ class ShardControl:
     once the controller gave it away; a stop is the run's cancel or the run closed under it."""
 
     def __init__(
-        self, shard: ShardView, lease: ShardLease, recorder: ShardRecorder, settings: Settings, started_at: Any
+        self,
+        shard: ShardView,
+        lease: ShardLease,
+        recorder: ShardRecorder,
+        settings: Settings,
+        started_at: datetime | None,
     ) -> None:
         self.shard, self.lease, self.recorder, self.settings = shard, lease, recorder, settings
         self.started_at = started_at
